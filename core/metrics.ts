@@ -1,0 +1,158 @@
+/**
+ * A small Prometheus registry: counters, gauges and histograms with labels, rendered in the text
+ * exposition format (version 0.0.4). Written here instead of pulling in prom-client, which is built for
+ * Node's runtime and costs memory on every node; what an agent needs fits in this file.
+ */
+
+export type Labels = Record<string, string>;
+
+interface Series<V> {
+  labels: Labels;
+  value: V;
+}
+
+function labelKey(labels: Labels): string {
+  return Object.keys(labels).sort().map((k) => `${k}=${labels[k]}`).join("\u0000");
+}
+
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+}
+
+function renderLabels(labels: Labels, extra?: [string, string]): string {
+  const parts = Object.keys(labels).sort().map((k) => `${k}="${escapeLabel(labels[k]!)}"`);
+  if (extra) parts.push(`${extra[0]}="${escapeLabel(extra[1])}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+function renderNumber(n: number): string {
+  if (n === Infinity) return "+Inf";
+  if (n === -Infinity) return "-Inf";
+  if (Number.isNaN(n)) return "NaN";
+  return String(n);
+}
+
+abstract class Metric<V> {
+  protected series = new Map<string, Series<V>>();
+  constructor(readonly name: string, readonly help: string, readonly type: string) {}
+  protected get(labels: Labels, init: () => V): Series<V> {
+    const key = labelKey(labels);
+    let s = this.series.get(key);
+    if (!s) this.series.set(key, s = { labels: { ...labels }, value: init() });
+    return s;
+  }
+  /** Drops one labelled series (e.g. a BGP peer that was removed). */
+  remove(labels: Labels): void {
+    this.series.delete(labelKey(labels));
+  }
+  reset(): void {
+    this.series.clear();
+  }
+  abstract renderSeries(): string[];
+  render(): string {
+    return [`# HELP ${this.name} ${this.help.replace(/\n/g, " ")}`, `# TYPE ${this.name} ${this.type}`, ...this.renderSeries()]
+      .join("\n");
+  }
+}
+
+export class Counter extends Metric<number> {
+  constructor(name: string, help: string) {
+    super(name, help, "counter");
+  }
+  inc(labels: Labels = {}, by = 1): void {
+    if (by < 0) throw new RangeError(`counter ${this.name} cannot decrease`);
+    this.get(labels, () => 0).value += by;
+  }
+  value(labels: Labels = {}): number {
+    return this.series.get(labelKey(labels))?.value ?? 0;
+  }
+  renderSeries(): string[] {
+    return [...this.series.values()].map((s) => `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`);
+  }
+}
+
+export class Gauge extends Metric<number> {
+  constructor(name: string, help: string) {
+    super(name, help, "gauge");
+  }
+  set(labels: Labels, value: number): void {
+    this.get(labels, () => 0).value = value;
+  }
+  inc(labels: Labels = {}, by = 1): void {
+    this.get(labels, () => 0).value += by;
+  }
+  value(labels: Labels = {}): number | undefined {
+    return this.series.get(labelKey(labels))?.value;
+  }
+  renderSeries(): string[] {
+    return [...this.series.values()].map((s) => `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`);
+  }
+}
+
+interface HistogramValue {
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+export const DEFAULT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export class Histogram extends Metric<HistogramValue> {
+  constructor(name: string, help: string, readonly bounds: readonly number[] = DEFAULT_BUCKETS) {
+    super(name, help, "histogram");
+  }
+  observe(labels: Labels, value: number): void {
+    const s = this.get(labels, () => ({ buckets: this.bounds.map(() => 0), sum: 0, count: 0 }));
+    for (let k = 0; k < this.bounds.length; k++) if (value <= this.bounds[k]!) s.value.buckets[k]!++;
+    s.value.sum += value;
+    s.value.count++;
+  }
+  count(labels: Labels = {}): number {
+    return this.series.get(labelKey(labels))?.value.count ?? 0;
+  }
+  renderSeries(): string[] {
+    const out: string[] = [];
+    for (const s of this.series.values()) {
+      this.bounds.forEach((bound, k) => {
+        out.push(`${this.name}_bucket${renderLabels(s.labels, ["le", renderNumber(bound)])} ${s.value.buckets[k]}`);
+      });
+      out.push(`${this.name}_bucket${renderLabels(s.labels, ["le", "+Inf"])} ${s.value.count}`);
+      out.push(`${this.name}_sum${renderLabels(s.labels)} ${renderNumber(s.value.sum)}`);
+      out.push(`${this.name}_count${renderLabels(s.labels)} ${s.value.count}`);
+    }
+    return out;
+  }
+}
+
+/** All metrics of one agent. Names are registered once; asking again returns the same metric. */
+export class Metrics {
+  #metrics = new Map<string, Metric<unknown>>();
+
+  counter(name: string, help: string): Counter {
+    return this.#register(name, () => new Counter(name, help), Counter);
+  }
+  gauge(name: string, help: string): Gauge {
+    return this.#register(name, () => new Gauge(name, help), Gauge);
+  }
+  histogram(name: string, help: string, bounds?: readonly number[]): Histogram {
+    return this.#register(name, () => new Histogram(name, help, bounds), Histogram);
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #register<M extends Metric<any>>(name: string, make: () => M, cls: abstract new (...a: any[]) => M): M {
+    if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(name)) throw new Error(`invalid metric name ${name}`);
+    const existing = this.#metrics.get(name);
+    if (existing) {
+      if (!(existing instanceof cls)) throw new Error(`metric ${name} already registered with another type`);
+      return existing as M;
+    }
+    const m = make();
+    this.#metrics.set(name, m as unknown as Metric<unknown>);
+    return m;
+  }
+
+  /** The whole registry in Prometheus text format. */
+  render(): string {
+    return [...this.#metrics.values()].map((m) => m.render()).join("\n") + "\n";
+  }
+}
