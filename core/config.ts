@@ -34,10 +34,26 @@ interface FlagSpec<K extends Kind = Kind> {
   max?: number;
 }
 
-const b = (def: boolean, group: FlagSpec["group"], help: string): FlagSpec<"bool"> => ({ kind: "bool", def, group, help });
-const s = (def: string, group: FlagSpec["group"], help: string, oneOf?: readonly string[]): FlagSpec<"string"> =>
+const b = (def: boolean, group: FlagSpec["group"], help: string): FlagSpec<"bool"> => ({
+  kind: "bool",
+  def,
+  group,
+  help,
+});
+const s = (
+  def: string,
+  group: FlagSpec["group"],
+  help: string,
+  oneOf?: readonly string[],
+): FlagSpec<"string"> =>
   oneOf ? { kind: "string", def, group, help, oneOf } : { kind: "string", def, group, help };
-const i = (def: number, group: FlagSpec["group"], help: string, min: number, max: number): FlagSpec<"int"> => ({
+const i = (
+  def: number,
+  group: FlagSpec["group"],
+  help: string,
+  min: number,
+  max: number,
+): FlagSpec<"int"> => ({
   kind: "int",
   def,
   group,
@@ -51,8 +67,12 @@ const d = (def: string, group: FlagSpec["group"], help: string): FlagSpec<"durat
   group,
   help,
 });
-const list = <K extends "strings" | "cidrs" | "ips">(kind: K, group: FlagSpec["group"], help: string, def: string[] = []) =>
-  ({ kind, def, group, help }) as FlagSpec<K>;
+const list = <K extends "strings" | "cidrs" | "ips">(
+  kind: K,
+  group: FlagSpec["group"],
+  help: string,
+  def: string[] = [],
+) => ({ kind, def, group, help }) as FlagSpec<K>;
 
 const MAX_U32 = 4294967295;
 
@@ -63,7 +83,11 @@ export const FLAGS = {
   "master": s("", "general", "The address of the Kubernetes API server (overrides any value in kubeconfig)."),
   "hostname-override": s("", "general", "Overrides the node name; else $NODE_NAME, else the hostname."),
   "cleanup-config": b(false, "general", "Remove every kernel object the agent made, then exit."),
-  "cache-sync-timeout": d("1m", "general", "Longest wait for the Kubernetes caches to sync before modules start anyway."),
+  "cache-sync-timeout": d(
+    "1m",
+    "general",
+    "Longest wait for the Kubernetes caches to sync before modules start anyway.",
+  ),
   "enable-ipv4": b(true, "general", "Enables IPv4 support."),
   "enable-ipv6": b(false, "general", "Enables IPv6 support (dual-stack together with --enable-ipv4)."),
   "enable-pprof": b(false, "general", "Accepted for compatibility with kube-router; has no effect."),
@@ -79,37 +103,118 @@ export const FLAGS = {
 
   // router
   "run-router": b(true, "router", "Enables pod networking: BGP route exchange and routes between nodes."),
-  "advertise-cluster-ip": b(false, "router", "Add the service's cluster IP to the RIB so it is advertised to BGP peers."),
-  "advertise-external-ip": b(false, "router", "Add the service's external IPs to the RIB so they are advertised to BGP peers."),
-  "advertise-loadbalancer-ip": b(false, "router", "Add the service's load balancer IPs to the RIB so they are advertised to BGP peers."),
-  "advertise-pod-cidr": b(true, "router", "Add the node's pod CIDR to the RIB so it is advertised to BGP peers."),
+  "advertise-cluster-ip": b(
+    false,
+    "router",
+    "Add the service's cluster IP to the RIB so it is advertised to BGP peers.",
+  ),
+  "advertise-external-ip": b(
+    false,
+    "router",
+    "Add the service's external IPs to the RIB so they are advertised to BGP peers.",
+  ),
+  "advertise-loadbalancer-ip": b(
+    false,
+    "router",
+    "Add the service's load balancer IPs to the RIB so they are advertised to BGP peers.",
+  ),
+  "advertise-pod-cidr": b(
+    true,
+    "router",
+    "Add the node's pod CIDR to the RIB so it is advertised to BGP peers.",
+  ),
   "auto-mtu": b(true, "router", "Auto-detect and set the largest possible MTU for pod interfaces."),
   "bgp-graceful-restart": b(false, "router", "Enables BGP graceful restart capability."),
   "bgp-graceful-restart-deferral-time": d("6m", "router", "BGP graceful restart deferral time."),
-  "bgp-graceful-restart-time": d("90s", "router", "BGP graceful restart time according to RFC 4724 3, maximum 4095s."),
+  "bgp-graceful-restart-time": d(
+    "90s",
+    "router",
+    "BGP graceful restart time according to RFC 4724 3, maximum 4095s.",
+  ),
   "bgp-holdtime": d("90s", "router", "Hold time for BGP sessions (0, or between 3s and 18h12m15s)."),
-  "bgp-port": i(179, "router", "The port to open for incoming BGP connections and to use for connecting with other peers.", 1, 65535),
+  "bgp-port": i(
+    179,
+    "router",
+    "The port to open for incoming BGP connections and to use for connecting with other peers.",
+    1,
+    65535,
+  ),
   "bgp-admin-port": i(50051, "router", "Port of the BGP admin endpoint on localhost (0 disables).", 0, 65535),
   "cluster-asn": i(0, "router", "ASN number under which the cluster nodes run iBGP (0: 64512).", 0, MAX_U32),
-  "enable-cni": b(true, "router", "Enable CNI plugin configuration. Disable if you want to use another CNI plugin."),
-  "enable-ibgp": b(true, "router", "Enables peering with nodes with the same ASN; if disabled, only external peers."),
+  "enable-cni": b(
+    true,
+    "router",
+    "Enable CNI plugin configuration. Disable if you want to use another CNI plugin.",
+  ),
+  "enable-ibgp": b(
+    true,
+    "router",
+    "Enables peering with nodes with the same ASN; if disabled, only external peers.",
+  ),
   "enable-overlay": b(true, "router", "Tunnel pod traffic to nodes in other subnets (see --overlay-type)."),
-  "overlay-type": s("subnet", "router", "Topology of overlay network: subnet (tunnel only across subnets) or full.", ["subnet", "full"]),
-  "overlay-encap": s("ipip", "router", "Overlay encapsulation: ipip, fou or vxlan.", ["ipip", "fou", "vxlan"]),
+  "overlay-type": s(
+    "subnet",
+    "router",
+    "Topology of overlay network: subnet (tunnel only across subnets) or full.",
+    ["subnet", "full"],
+  ),
+  "overlay-encap": s("ipip", "router", "Overlay encapsulation: ipip, fou or vxlan.", [
+    "ipip",
+    "fou",
+    "vxlan",
+  ]),
   "overlay-encap-port": i(5555, "router", "UDP port for fou/vxlan encapsulation.", 1024, 65535),
   "enable-pod-egress": b(true, "router", "SNAT traffic from pods to destinations outside the cluster."),
   "injected-routes-sync-period": d("60s", "router", "The delay between route table synchronizations."),
-  "nodes-full-mesh": b(true, "router", "Each node in the cluster will set up BGP peering with the rest of the nodes."),
-  "override-nexthop": b(false, "router", "Override the next-hop in BGP routes sent to peers with the local IP."),
-  "peer-router-ips": list("ips", "router", "The IP addresses of the external routers to which all nodes will peer."),
-  "peer-router-asns": list("strings", "router", "ASNs of the BGP peers to which the cluster nodes will advertise (one per --peer-router-ips)."),
-  "peer-router-multihop-ttl": i(0, "router", "Enable eBGP multihop; set to TTL > 1 for peers more than one hop away.", 0, 255),
-  "peer-router-passwords": list("strings", "router", "Base64-encoded BGP MD5 passwords, one per --peer-router-ips."),
-  "peer-router-passwords-file": s("", "router", "Path to a file with base64-encoded BGP passwords, comma-separated, one per peer."),
+  "nodes-full-mesh": b(
+    true,
+    "router",
+    "Each node in the cluster will set up BGP peering with the rest of the nodes.",
+  ),
+  "override-nexthop": b(
+    false,
+    "router",
+    "Override the next-hop in BGP routes sent to peers with the local IP.",
+  ),
+  "peer-router-ips": list(
+    "ips",
+    "router",
+    "The IP addresses of the external routers to which all nodes will peer.",
+  ),
+  "peer-router-asns": list(
+    "strings",
+    "router",
+    "ASNs of the BGP peers to which the cluster nodes will advertise (one per --peer-router-ips).",
+  ),
+  "peer-router-multihop-ttl": i(
+    0,
+    "router",
+    "Enable eBGP multihop; set to TTL > 1 for peers more than one hop away.",
+    0,
+    255,
+  ),
+  "peer-router-passwords": list(
+    "strings",
+    "router",
+    "Base64-encoded BGP MD5 passwords, one per --peer-router-ips.",
+  ),
+  "peer-router-passwords-file": s(
+    "",
+    "router",
+    "Path to a file with base64-encoded BGP passwords, comma-separated, one per peer.",
+  ),
   "peer-router-ports": list("strings", "router", "The remote ports of the external BGP peers (default 179)."),
-  "router-id": s("", "router", "BGP router-id: an IPv4 address, or 'generate' (derived from the node IP or a hash)."),
+  "router-id": s(
+    "",
+    "router",
+    "BGP router-id: an IPv4 address, or 'generate' (derived from the node IP or a hash).",
+  ),
   "routes-sync-period": d("5m", "router", "The delay between route updates and advertisements."),
-  "disable-source-dest-check": b(true, "router", "Accepted for compatibility with kube-router (AWS only); has no effect."),
+  "disable-source-dest-check": b(
+    true,
+    "router",
+    "Accepted for compatibility with kube-router (AWS only); has no effect.",
+  ),
 
   // proxy
   "run-service-proxy": b(true, "proxy", "Enables the service proxy (load balancing for Services)."),
@@ -123,22 +228,44 @@ export const FLAGS = {
   "masquerade-all": b(false, "proxy", "SNAT all traffic to cluster IP/node port."),
   "nodeport-bindon-all-ip": b(false, "proxy", "For service of NodePort type, serve on all node IPs."),
   "runtime-endpoint": s("", "proxy", "Path to the CRI endpoint (needed for DSR)."),
-  "service-cluster-ip-range": list("cidrs", "proxy", "CIDR values from which service cluster IPs are assigned (at most one per family).", ["10.96.0.0/12"]),
+  "service-cluster-ip-range": list(
+    "cidrs",
+    "proxy",
+    "CIDR values from which service cluster IPs are assigned (at most one per family).",
+    ["10.96.0.0/12"],
+  ),
   "service-external-ip-range": list("cidrs", "proxy", "Allowed ranges for external and load balancer IPs."),
-  "service-node-port-range": { kind: "portrange", def: [30000, 32767], group: "proxy", help: "NodePort range (e.g. 30000-32767)." } as FlagSpec<"portrange">,
+  "service-node-port-range": {
+    kind: "portrange",
+    def: [30000, 32767],
+    group: "proxy",
+    help: "NodePort range (e.g. 30000-32767).",
+  } as FlagSpec<"portrange">,
   "service-tcp-timeout": d("0s", "proxy", "TCP idle timeout for service connections (0: kernel default)."),
   "service-tcpfin-timeout": d("0s", "proxy", "TCP FIN timeout for service connections (0: kernel default)."),
   "service-udp-timeout": d("0s", "proxy", "UDP timeout for service connections (0: kernel default)."),
-  "strict-external-ip-validation": b(true, "proxy", "Only serve external/LB IPs inside --service-external-ip-range or LB ranges."),
+  "strict-external-ip-validation": b(
+    true,
+    "proxy",
+    "Only serve external/LB IPs inside --service-external-ip-range or LB ranges.",
+  ),
 
   // firewall
   "run-firewall": b(true, "firewall", "Enables the network policy firewall."),
   "iptables-sync-period": d("5m", "firewall", "The delay between full network policy syncs."),
-  "netpol-default-deny": b(false, "firewall", "Deny all traffic to and from pods that no network policy selects."),
+  "netpol-default-deny": b(
+    false,
+    "firewall",
+    "Deny all traffic to and from pods that no network policy selects.",
+  ),
 
   // load balancer allocator
   "run-loadbalancer": b(false, "lballoc", "Enable the load balancer address allocator."),
-  "loadbalancer-ip-range": list("cidrs", "lballoc", "CIDR values from which loadbalancer services addresses are assigned."),
+  "loadbalancer-ip-range": list(
+    "cidrs",
+    "lballoc",
+    "CIDR values from which loadbalancer services addresses are assigned.",
+  ),
   "loadbalancer-default-class": b(true, "lballoc", "Handle load balancer services without a class."),
   "loadbalancer-sync-period": d("1m", "lballoc", "The delay between checking for missed services."),
 } as const satisfies Record<string, FlagSpec>;
@@ -184,7 +311,15 @@ export class ConfigError extends Error {
 export function parseDuration(text: string): number | undefined {
   if (text === "0") return 0;
   const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
-  const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const unit: Record<string, number> = {
+    ns: 1e-6,
+    us: 1e-3,
+    "µs": 1e-3,
+    ms: 1,
+    s: 1000,
+    m: 60_000,
+    h: 3_600_000,
+  };
   let total = 0;
   let pos = 0;
   let m: RegExpExecArray | null;
@@ -241,7 +376,8 @@ function parseValue(name: string, spec: FlagSpec, text: string): unknown {
     }
     case "strings":
     case "ints":
-      return splitList(text);
+      // Positions matter (one entry per peer): "pw1,,pw3" leaves the second peer without a password.
+      return text.trim() === "" ? [] : text.split(",").map((x) => x.trim());
     case "cidrs": {
       const items = splitList(text);
       for (const it of items) if (!parseCidr(it)) throw new ConfigError(name, `"${it}" is not a CIDR`);
@@ -288,7 +424,9 @@ export const processEnvironment: Environment = {
 };
 
 /** Parses argv into flag values only (no cross-flag validation); throws ConfigError. */
-export function parseFlags(argv: readonly string[]): { values: FlagValues; args: string[]; given: Set<string> } {
+export function parseFlags(
+  argv: readonly string[],
+): { values: FlagValues; args: string[]; given: Set<string> } {
   const values: Record<string, unknown> = {};
   for (const [n, spec] of Object.entries(FLAGS)) {
     values[camel(n)] = Array.isArray(spec.def) ? [...spec.def] : spec.def;
@@ -352,7 +490,9 @@ function parseAsn(flag: string, text: string): number {
 
 function decodeBase64(flag: string, text: string): string {
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
+    return new TextDecoder("utf-8", { fatal: true }).decode(
+      Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
+    );
   } catch {
     throw new ConfigError(flag, `password "${text}" is not valid base64`);
   }
@@ -363,7 +503,10 @@ function familyCidrs(flag: string, items: string[], maxPerFamily: number | undef
   if (maxPerFamily !== undefined) {
     for (const fam of [4, 6] as const) {
       if (cidrs.filter((c) => c.family === fam).length > maxPerFamily) {
-        throw new ConfigError(flag, `at most ${maxPerFamily} IPv${fam} range(s) allowed, got ${items.join(",")}`);
+        throw new ConfigError(
+          flag,
+          `at most ${maxPerFamily} IPv${fam} range(s) allowed, got ${items.join(",")}`,
+        );
       }
     }
   }
@@ -384,7 +527,10 @@ export function loadConfig(argv: readonly string[], env: Environment = processEn
     );
   }
   if (v.bgpHoldtime !== 0 && (v.bgpHoldtime < 3000 || v.bgpHoldtime > 65535_000)) {
-    throw new ConfigError("bgp-holdtime", `${formatDuration(v.bgpHoldtime)} must be 0 or between 3s and 18h12m15s`);
+    throw new ConfigError(
+      "bgp-holdtime",
+      `${formatDuration(v.bgpHoldtime)} must be 0 or between 3s and 18h12m15s`,
+    );
   }
   if (v.bgpGracefulRestartTime > 4095_000) {
     throw new ConfigError("bgp-graceful-restart-time", "must be at most 4095s (RFC 4724 has 12 bits for it)");
@@ -392,18 +538,22 @@ export function loadConfig(argv: readonly string[], env: Environment = processEn
   if (v.routerId !== "" && v.routerId !== "generate" && !parseIPv4(v.routerId)) {
     throw new ConfigError("router-id", `"${v.routerId}" is neither an IPv4 address nor "generate"`);
   }
-  if (!v.metricsPath.startsWith("/")) throw new ConfigError("metrics-path", `"${v.metricsPath}" must start with /`);
+  if (!v.metricsPath.startsWith("/")) {
+    throw new ConfigError("metrics-path", `"${v.metricsPath}" must start with /`);
+  }
   for (const [flag, addr] of [["health-addr", v.healthAddr], ["metrics-addr", v.metricsAddr]] as const) {
     if (addr !== "" && !parseIP(addr)) throw new ConfigError(flag, `"${addr}" is not an IP address`);
   }
-  for (const [flag, d] of [
-    ["cache-sync-timeout", v.cacheSyncTimeout],
-    ["routes-sync-period", v.routesSyncPeriod],
-    ["ipvs-sync-period", v.ipvsSyncPeriod],
-    ["iptables-sync-period", v.iptablesSyncPeriod],
-    ["injected-routes-sync-period", v.injectedRoutesSyncPeriod],
-    ["loadbalancer-sync-period", v.loadbalancerSyncPeriod],
-  ] as const) {
+  for (
+    const [flag, d] of [
+      ["cache-sync-timeout", v.cacheSyncTimeout],
+      ["routes-sync-period", v.routesSyncPeriod],
+      ["ipvs-sync-period", v.ipvsSyncPeriod],
+      ["iptables-sync-period", v.iptablesSyncPeriod],
+      ["injected-routes-sync-period", v.injectedRoutesSyncPeriod],
+      ["loadbalancer-sync-period", v.loadbalancerSyncPeriod],
+    ] as const
+  ) {
     if (d <= 0) throw new ConfigError(flag, "must be greater than zero");
   }
 
@@ -419,7 +569,10 @@ export function loadConfig(argv: readonly string[], env: Environment = processEn
   let passwordTexts = v.peerRouterPasswords;
   if (v.peerRouterPasswordsFile !== "") {
     if (passwordTexts.length > 0) {
-      throw new ConfigError("peer-router-passwords-file", "cannot be used together with --peer-router-passwords");
+      throw new ConfigError(
+        "peer-router-passwords-file",
+        "cannot be used together with --peer-router-passwords",
+      );
     }
     let text: string;
     try {
@@ -427,13 +580,13 @@ export function loadConfig(argv: readonly string[], env: Environment = processEn
     } catch (err) {
       throw new ConfigError("peer-router-passwords-file", `cannot read ${v.peerRouterPasswordsFile}: ${err}`);
     }
-    passwordTexts = splitList(text.trim());
+    passwordTexts = text.trim() === "" ? [] : text.trim().split(",").map((x) => x.trim());
   }
   const pwFlag = v.peerRouterPasswordsFile !== "" ? "peer-router-passwords-file" : "peer-router-passwords";
   if (passwordTexts.length > 0 && passwordTexts.length !== ips.length) {
     throw new ConfigError(pwFlag, `${passwordTexts.length} password(s) given for ${ips.length} peer(s)`);
   }
-  const passwords = passwordTexts.map((p) => decodeBase64(pwFlag, p));
+  const passwords = passwordTexts.map((p) => (p === "" ? "" : decodeBase64(pwFlag, p)));
   const ports = v.peerRouterPorts.map((p) => {
     if (!/^\d+$/.test(p) || Number(p) < 1 || Number(p) > 65535) {
       throw new ConfigError("peer-router-ports", `"${p}" is not a port (1-65535)`);
@@ -454,7 +607,11 @@ export function loadConfig(argv: readonly string[], env: Environment = processEn
   if (serviceClusterIpCidrs.length === 0) {
     throw new ConfigError("service-cluster-ip-range", "at least one range is required");
   }
-  const serviceExternalIpCidrs = familyCidrs("service-external-ip-range", v.serviceExternalIpRange, undefined);
+  const serviceExternalIpCidrs = familyCidrs(
+    "service-external-ip-range",
+    v.serviceExternalIpRange,
+    undefined,
+  );
   familyCidrs("loadbalancer-ip-range", v.loadbalancerIpRange, undefined);
 
   const nodeName = v.hostnameOverride || env.get("NODE_NAME") || env.hostname();

@@ -50,7 +50,11 @@ abstract class Metric<V> {
   }
   abstract renderSeries(): string[];
   render(): string {
-    return [`# HELP ${this.name} ${this.help.replace(/\n/g, " ")}`, `# TYPE ${this.name} ${this.type}`, ...this.renderSeries()]
+    return [
+      `# HELP ${this.name} ${this.help.replace(/\n/g, " ")}`,
+      `# TYPE ${this.name} ${this.type}`,
+      ...this.renderSeries(),
+    ]
       .join("\n");
   }
 }
@@ -67,7 +71,9 @@ export class Counter extends Metric<number> {
     return this.series.get(labelKey(labels))?.value ?? 0;
   }
   renderSeries(): string[] {
-    return [...this.series.values()].map((s) => `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`);
+    return [...this.series.values()].map((s) =>
+      `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`
+    );
   }
 }
 
@@ -85,7 +91,9 @@ export class Gauge extends Metric<number> {
     return this.series.get(labelKey(labels))?.value;
   }
   renderSeries(): string[] {
-    return [...this.series.values()].map((s) => `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`);
+    return [...this.series.values()].map((s) =>
+      `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`
+    );
   }
 }
 
@@ -114,7 +122,9 @@ export class Histogram extends Metric<HistogramValue> {
     const out: string[] = [];
     for (const s of this.series.values()) {
       this.bounds.forEach((bound, k) => {
-        out.push(`${this.name}_bucket${renderLabels(s.labels, ["le", renderNumber(bound)])} ${s.value.buckets[k]}`);
+        out.push(
+          `${this.name}_bucket${renderLabels(s.labels, ["le", renderNumber(bound)])} ${s.value.buckets[k]}`,
+        );
       });
       out.push(`${this.name}_bucket${renderLabels(s.labels, ["le", "+Inf"])} ${s.value.count}`);
       out.push(`${this.name}_sum${renderLabels(s.labels)} ${renderNumber(s.value.sum)}`);

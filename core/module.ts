@@ -3,11 +3,12 @@
  * and how often it must sync; the agent starts only enabled modules and only the informers they need.
  * Modules never import each other: they talk over the bus.
  */
-import type { Bus, ResourceKind } from "./bus.ts";
+import type { Bus, ResourceKind, ResourceTypes } from "./bus.ts";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import type { SyncRunner, SyncRunnerOptions } from "./runner.ts";
 
 export type ModuleName = "router" | "proxy" | "firewall";
 
@@ -29,10 +30,27 @@ export interface ModuleContext {
   /** Resolves once every resource this module declared has delivered its first list (or the
    * --cache-sync-timeout passed, which is logged). Modules must not sync before it resolves. */
   cachesSynced: Promise<void>;
+  /** Read access to the watch layer's cache (one copy of every object, shared by all modules). */
+  store: ResourceStore;
+  /**
+   * The module's sync runner, wired to /healthz, the sync-duration histogram, the error counter and the
+   * module's period (its periodic full resync). The runner starts once caches are synced.
+   */
+  runner(
+    opts:
+      & Pick<SyncRunnerOptions, "sync">
+      & Partial<Pick<SyncRunnerOptions, "minIntervalMs" | "retryMs" | "maxRetryMs">>,
+  ): SyncRunner;
   /** Records a successful sync (a heartbeat for /healthz) and its duration in the histogram. */
   syncSucceeded(durationSeconds: number): void;
   /** Records a failed sync; /healthz stays 200 until the module is late. */
   syncFailed(err: unknown, durationSeconds: number): void;
+}
+
+/** Read-only view of the informer caches. */
+export interface ResourceStore {
+  list<K extends ResourceKind>(resource: K): ResourceTypes[K][];
+  get<K extends ResourceKind>(resource: K, key: string): ResourceTypes[K] | undefined;
 }
 
 export interface ModuleInstance {
