@@ -1,0 +1,257 @@
+/**
+ * Server-side defaults and validation for the served resources: what the real API server fills in
+ * (Service clusterIP/nodePorts/protocols, Pod phase, the namespace name label) and the 422 Invalid
+ * errors it answers for objects it refuses.
+ */
+import { type StatusCause } from "./errors.ts";
+import type { ResourceInfo } from "./resources.ts";
+import type { KubeObject } from "./types.ts";
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const QUALIFIED_NAME =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/** Names that must be DNS labels (they become DNS names or namespace names) rather than subdomains. */
+const LABEL_NAMED = new Set(["namespaces", "services"]);
+
+export function validateName(r: ResourceInfo, name: string): StatusCause[] {
+  const causes: StatusCause[] = [];
+  const labelOnly = LABEL_NAMED.has(r.plural);
+  const ok = labelOnly
+    ? DNS1123_LABEL.test(name) && name.length <= 63
+    : DNS1123_SUBDOMAIN.test(name) && name.length <= 253;
+  if (!ok) {
+    causes.push({
+      field: "metadata.name",
+      message: `Invalid value: "${name}": a lowercase RFC 1123 ${
+        labelOnly ? "label" : "subdomain"
+      } must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`,
+    });
+  }
+  return causes;
+}
+
+function validateMeta(obj: KubeObject): StatusCause[] {
+  const causes: StatusCause[] = [];
+  for (const [k, v] of Object.entries(obj.metadata?.labels ?? {})) {
+    if (!QUALIFIED_NAME.test(k) || k.length > 316) {
+      causes.push({
+        field: "metadata.labels",
+        message: `Invalid value: "${k}": name part must consist of alphanumeric characters, '-', '_' or '.'`,
+      });
+    }
+    if (typeof v !== "string" || !LABEL_VALUE.test(v) || v.length > 63) {
+      causes.push({
+        field: "metadata.labels",
+        message: `Invalid value: "${
+          String(v)
+        }": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'`,
+      });
+    }
+  }
+  for (const [k, v] of Object.entries(obj.metadata?.annotations ?? {})) {
+    if (!QUALIFIED_NAME.test(k)) {
+      causes.push({
+        field: "metadata.annotations",
+        message: `Invalid value: "${k}": name part must consist of alphanumeric characters, '-', '_' or '.'`,
+      });
+    }
+    if (typeof v !== "string") {
+      causes.push({ field: `metadata.annotations[${k}]`, message: "Invalid value: must be a string" });
+    }
+  }
+  return causes;
+}
+
+const PROTOCOLS = new Set(["TCP", "UDP", "SCTP"]);
+
+function validatePort(n: unknown, field: string, causes: StatusCause[], allowZero = false): void {
+  if (typeof n !== "number" || !Number.isInteger(n) || n < (allowZero ? 0 : 1) || n > 65535) {
+    causes.push({
+      field,
+      message: `Invalid value: ${JSON.stringify(n)}: must be between 1 and 65535, inclusive`,
+    });
+  }
+}
+
+/** Spec checks per resource; only what would break a consumer (the watch layer, the lab's controllers). */
+function validateSpec(r: ResourceInfo, obj: KubeObject): StatusCause[] {
+  const causes: StatusCause[] = [];
+  switch (r.plural) {
+    case "pods": {
+      const containers = obj.spec?.containers;
+      if (!Array.isArray(containers) || containers.length === 0) {
+        causes.push({ field: "spec.containers", reason: "FieldValueRequired", message: "Required value" });
+      } else {
+        containers.forEach((c: KubeObject, i: number) => {
+          if (typeof c?.name !== "string" || !DNS1123_LABEL.test(c.name)) {
+            causes.push({
+              field: `spec.containers[${i}].name`,
+              message: `Invalid value: ${JSON.stringify(c?.name)}`,
+            });
+          }
+          if (typeof c?.image !== "string" || c.image === "") {
+            causes.push({
+              field: `spec.containers[${i}].image`,
+              reason: "FieldValueRequired",
+              message: "Required value",
+            });
+          }
+          (c?.ports ?? []).forEach((p: KubeObject, j: number) =>
+            validatePort(p?.containerPort, `spec.containers[${i}].ports[${j}].containerPort`, causes)
+          );
+        });
+      }
+      break;
+    }
+    case "services": {
+      const spec = obj.spec ?? {};
+      const type = spec.type ?? "ClusterIP";
+      if (!["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].includes(type)) {
+        causes.push({
+          field: "spec.type",
+          reason: "FieldValueNotSupported",
+          message: `Unsupported value: "${type}"`,
+        });
+      }
+      const ports = spec.ports ?? [];
+      if (!Array.isArray(ports)) {
+        causes.push({ field: "spec.ports", message: "Invalid value: must be a list" });
+      } else {
+        if (ports.length === 0 && type !== "ExternalName" && spec.clusterIP !== "None") {
+          causes.push({ field: "spec.ports", reason: "FieldValueRequired", message: "Required value" });
+        }
+        const seen = new Set<string>();
+        ports.forEach((p: KubeObject, i: number) => {
+          validatePort(p?.port, `spec.ports[${i}].port`, causes);
+          if (p?.protocol !== undefined && !PROTOCOLS.has(p.protocol)) {
+            causes.push({
+              field: `spec.ports[${i}].protocol`,
+              reason: "FieldValueNotSupported",
+              message: `Unsupported value: "${p.protocol}"`,
+            });
+          }
+          if (ports.length > 1 && !p?.name) {
+            causes.push({
+              field: `spec.ports[${i}].name`,
+              reason: "FieldValueRequired",
+              message: "Required value",
+            });
+          }
+          const k = `${p?.port}/${p?.protocol ?? "TCP"}`;
+          if (seen.has(k)) {
+            causes.push({
+              field: `spec.ports[${i}]`,
+              reason: "FieldValueDuplicate",
+              message: `Duplicate value: ${k}`,
+            });
+          }
+          seen.add(k);
+          if (p?.nodePort !== undefined && p.nodePort !== 0) {
+            validatePort(p.nodePort, `spec.ports[${i}].nodePort`, causes);
+          }
+        });
+      }
+      break;
+    }
+    case "endpointslices": {
+      if (!["IPv4", "IPv6", "FQDN"].includes(obj.addressType)) {
+        causes.push({
+          field: "addressType",
+          reason: "FieldValueNotSupported",
+          message: `Unsupported value: ${JSON.stringify(obj.addressType)}`,
+        });
+      }
+      if (obj.endpoints !== undefined && obj.endpoints !== null && !Array.isArray(obj.endpoints)) {
+        causes.push({ field: "endpoints", message: "Invalid value: must be a list" });
+      }
+      (obj.endpoints ?? []).forEach((e: KubeObject, i: number) => {
+        if (!Array.isArray(e?.addresses) || e.addresses.length === 0) {
+          causes.push({
+            field: `endpoints[${i}].addresses`,
+            reason: "FieldValueRequired",
+            message: "Required value",
+          });
+        }
+      });
+      break;
+    }
+    case "networkpolicies": {
+      if (obj.spec?.podSelector === undefined || obj.spec?.podSelector === null) {
+        causes.push({ field: "spec.podSelector", reason: "FieldValueRequired", message: "Required value" });
+      }
+      for (const t of obj.spec?.policyTypes ?? []) {
+        if (t !== "Ingress" && t !== "Egress") {
+          causes.push({
+            field: "spec.policyTypes",
+            reason: "FieldValueNotSupported",
+            message: `Unsupported value: "${t}"`,
+          });
+        }
+      }
+      break;
+    }
+  }
+  return causes;
+}
+
+/** Everything wrong with an object about to be stored (empty when it is fine). */
+export function validate(r: ResourceInfo, obj: KubeObject): StatusCause[] {
+  return [...validateName(r, obj.metadata?.name ?? ""), ...validateMeta(obj), ...validateSpec(r, obj)];
+}
+
+/** Defaults that need no allocation; the store allocates clusterIPs and nodePorts itself. */
+export function applyStaticDefaults(r: ResourceInfo, obj: KubeObject): void {
+  switch (r.plural) {
+    case "namespaces":
+      obj.metadata!.labels = { ...obj.metadata!.labels, "kubernetes.io/metadata.name": obj.metadata!.name! };
+      obj.spec ??= { finalizers: ["kubernetes"] };
+      obj.status = { phase: "Active", ...obj.status };
+      break;
+    case "pods":
+      obj.spec.restartPolicy ??= "Always";
+      obj.spec.dnsPolicy ??= "ClusterFirst";
+      obj.spec.terminationGracePeriodSeconds ??= 30;
+      obj.spec.schedulerName ??= "default-scheduler";
+      for (const c of obj.spec.containers ?? []) {
+        for (const p of c.ports ?? []) p.protocol ??= "TCP";
+        c.imagePullPolicy ??= c.image?.endsWith(":latest") || !String(c.image ?? "").includes(":")
+          ? "Always"
+          : "IfNotPresent";
+        c.terminationMessagePath ??= "/dev/termination-log";
+        c.terminationMessagePolicy ??= "File";
+      }
+      obj.status ??= {};
+      obj.status.phase ??= "Pending";
+      break;
+    case "services": {
+      const spec = (obj.spec ??= {});
+      spec.type ??= "ClusterIP";
+      spec.sessionAffinity ??= "None";
+      for (const p of spec.ports ?? []) {
+        p.protocol ??= "TCP";
+        if (spec.type !== "ExternalName") p.targetPort ??= p.port;
+      }
+      if (spec.type !== "ExternalName") {
+        spec.ipFamilies ??= ["IPv4"];
+        spec.ipFamilyPolicy ??= "SingleStack";
+        spec.internalTrafficPolicy ??= "Cluster";
+      }
+      if (spec.type === "NodePort" || spec.type === "LoadBalancer") spec.externalTrafficPolicy ??= "Cluster";
+      obj.status ??= { loadBalancer: {} };
+      break;
+    }
+    case "networkpolicies":
+      obj.spec.policyTypes ??= obj.spec.egress ? ["Ingress", "Egress"] : ["Ingress"];
+      for (const rule of [...(obj.spec.ingress ?? []), ...(obj.spec.egress ?? [])]) {
+        for (const p of rule?.ports ?? []) p.protocol ??= "TCP";
+      }
+      break;
+    case "endpointslices":
+      for (const p of obj.ports ?? []) p.protocol ??= "TCP";
+      obj.endpoints ??= [];
+      break;
+  }
+}

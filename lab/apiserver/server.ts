@@ -1,0 +1,571 @@
+/**
+ * The lab API server's HTTPS front: the Kubernetes REST protocol over `node:https` (not `Deno.serve`,
+ * which cannot ask for client certificates) on top of a {@link Store}. It speaks enough of the real
+ * protocol for client-node informers and kubectl v1.32: discovery, CRUD, list (with selectors and
+ * paging), watch (resourceVersion, 410 Gone in-stream, timeoutSeconds, bookmarks), three patch types,
+ * status subresources, bearer-token and client-certificate authentication.
+ */
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { join } from "node:path";
+import { stringify as yamlStringify } from "yaml";
+import type { Logger } from "../../core/log.ts";
+import { ensurePki, type Pki } from "./certs.ts";
+import { ApiError, badRequest, gone } from "./errors.ts";
+import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";
+import { patchTypeOf } from "./patch.ts";
+import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
+import { keyOf, Store, type WatchEvent } from "./store.ts";
+import type { KubeObject } from "./types.ts";
+
+export interface ApiServerOptions {
+  /** Address to listen on. Default 127.0.0.1. */
+  host?: string;
+  /** Port; 0 (default) picks a free one. Restart on the same port by passing the old `port`. */
+  port?: number;
+  /** Where the PKI, the token and the kubeconfig live; reused on restart. */
+  stateDir: string;
+  /** Address clients use (kubeconfig `server`, certificate SAN). Default: `host`, or 127.0.0.1 for 0.0.0.0. */
+  advertiseAddress?: string;
+  /** Extra certificate SANs (IP addresses or DNS names), e.g. the `kubernetes` Service's cluster IP. */
+  sans?: readonly string[];
+  /** Used when no `store` is given. Default 10.96.0.0/12. */
+  serviceCidr?: string;
+  /** Used when no `store` is given. Default [30000, 32767]. */
+  nodePortRange?: [number, number];
+  /** The store to serve; pass the previous server's store to restart with the same history. */
+  store?: Store;
+  /** Bearer token accepted; default: read from `stateDir/token`, else generated and saved there. */
+  token?: string;
+  /** How often a watch with allowWatchBookmarks gets a BOOKMARK. Default 60 s (kube-apiserver: ~1 min). */
+  bookmarkIntervalMs?: number;
+  /** Default watch timeout when the client gives no timeoutSeconds. Default 1800 s. */
+  defaultWatchTimeoutSeconds?: number;
+  log?: Logger;
+}
+
+export interface KubeconfigOptions {
+  /** `token` (default) or `cert` (client certificate). */
+  auth?: "token" | "cert";
+}
+
+export interface ApiServer {
+  /** `https://<address>:<port>` */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly caCertPath: string;
+  readonly caCertPem: string;
+  readonly token: string;
+  readonly clientCertPath: string;
+  readonly clientKeyPath: string;
+  readonly store: Store;
+  /** A kubeconfig (YAML text) with the CA and the credentials embedded. */
+  kubeconfig(opts?: KubeconfigOptions): string;
+  /** Writes `kubeconfig()` to a file (mode 0600); default `stateDir/kubeconfig`. Returns the path. */
+  writeKubeconfig(path?: string, opts?: KubeconfigOptions): Promise<string>;
+  /** Number of watch streams open now. */
+  readonly openWatches: number;
+  /** Closes the listener and every connection (watch streams end abruptly, as when a server dies). */
+  stop(): Promise<void>;
+}
+
+/** Starts the lab API server. */
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const advertise = opts.advertiseAddress ?? (host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host);
+  await Deno.mkdir(opts.stateDir, { recursive: true });
+  const pki = await ensurePki(opts.stateDir, [advertise, ...(opts.sans ?? [])]);
+  const token = opts.token ?? await loadOrMakeToken(join(opts.stateDir, "token"));
+  const store = opts.store ?? new Store({
+    ...(opts.serviceCidr ? { serviceCidr: opts.serviceCidr } : {}),
+    ...(opts.nodePortRange ? { nodePortRange: opts.nodePortRange } : {}),
+  });
+  const caCertPem = await Deno.readTextFile(pki.caCertPath);
+  const handler = new Handler(store, token, opts);
+  const server = createServer({
+    key: await Deno.readTextFile(pki.serverKeyPath),
+    cert: await Deno.readTextFile(pki.serverCertPath),
+    ca: caCertPem,
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, (req, res) => handler.handle(req, res));
+  const sockets = new Set<Socket>();
+  const track = (s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  };
+  server.on("connection", track);
+  server.on("secureConnection", track);
+  server.on("tlsClientError", () => {});
+  const port = await listen(server, opts.port ?? 0, host);
+  const urlHost = advertise.includes(":") ? `[${advertise}]` : advertise;
+  const url = `https://${urlHost}:${port}`;
+  let stopped: Promise<void> | undefined;
+
+  const kubeconfig = (k: KubeconfigOptions = {}): string => {
+    const user: Record<string, string> = k.auth === "cert"
+      ? {
+        "client-certificate-data": b64(Deno.readTextFileSync(pki.clientCertPath)),
+        "client-key-data": b64(Deno.readTextFileSync(pki.clientKeyPath)),
+      }
+      : { token };
+    return yamlStringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [{ name: "lab", cluster: { server: url, "certificate-authority-data": b64(caCertPem) } }],
+      users: [{ name: "admin", user }],
+      contexts: [{ name: "lab", context: { cluster: "lab", user: "admin" } }],
+      "current-context": "lab",
+      preferences: {},
+    });
+  };
+  return {
+    url,
+    host,
+    port,
+    caCertPath: pki.caCertPath,
+    caCertPem,
+    token,
+    clientCertPath: pki.clientCertPath,
+    clientKeyPath: pki.clientKeyPath,
+    store,
+    kubeconfig,
+    async writeKubeconfig(path = join(opts.stateDir, "kubeconfig"), k: KubeconfigOptions = {}) {
+      await Deno.writeTextFile(path, kubeconfig(k), { mode: 0o600 });
+      return path;
+    },
+    get openWatches() {
+      return handler.openWatches;
+    },
+    stop() {
+      stopped ??= new Promise<void>((resolve) => {
+        handler.closeAll();
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      return stopped;
+    },
+  };
+}
+
+export type { Pki };
+
+function b64(s: string): string {
+  return btoa(s);
+}
+
+async function loadOrMakeToken(path: string): Promise<string> {
+  try {
+    const t = (await Deno.readTextFile(path)).trim();
+    if (t) return t;
+  } catch { /* made below */ }
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  const t = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  await Deno.writeTextFile(path, t + "\n", { mode: 0o600 });
+  return t;
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(new Error(`cannot listen on ${host}:${port}`, { cause: err }));
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      const a = server.address();
+      resolve(typeof a === "object" && a ? a.port : port);
+    });
+  });
+}
+
+interface Route {
+  r: ResourceInfo;
+  namespace: string | undefined;
+  name: string | undefined;
+  subresource: string | undefined;
+}
+
+const MAX_BODY = 16 * 1024 * 1024;
+
+class Handler {
+  #watches = new Set<() => void>();
+  constructor(readonly store: Store, readonly token: string, readonly opts: ApiServerOptions) {}
+
+  get openWatches(): number {
+    return this.#watches.size;
+  }
+
+  closeAll(): void {
+    for (const close of [...this.#watches]) close();
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      if (!this.#authenticated(req)) {
+        throw new ApiError(401, "Unauthorized", "Unauthorized");
+      }
+      await this.#route(req, res);
+    } catch (err) {
+      const e = err instanceof ApiError
+        ? err
+        : new ApiError(500, "InternalError", `Internal error occurred: ${String(err)}`, undefined, {
+          cause: err,
+        });
+      if (e.code >= 500) this.opts.log?.error("request failed", { method: req.method, url: req.url, err });
+      if (!res.headersSent) send(res, e.code, e.toStatus());
+      else res.end();
+    }
+  }
+
+  #authenticated(req: IncomingMessage): boolean {
+    const auth = req.headers.authorization;
+    if (auth !== undefined) return auth === `Bearer ${this.token}`;
+    const sock = req.socket as TLSSocket;
+    return sock.authorized === true;
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const u = new URL(req.url ?? "/", "https://x");
+    const path = u.pathname.replace(/\/+$/, "") || "/";
+    const method = req.method ?? "GET";
+    const q = u.searchParams;
+    if (method === "GET") {
+      switch (path) {
+        case "/healthz":
+        case "/livez":
+        case "/readyz":
+          res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+          return;
+        case "/version":
+          return send(res, 200, versionInfo());
+        case "/api":
+          return send(res, 200, apiVersions(`${req.socket.localAddress}:${req.socket.localPort}`));
+        case "/apis":
+          return send(res, 200, apiGroupList());
+      }
+    }
+    const parts = path.split("/").filter((p) => p !== "").map(decodeURIComponent);
+    let group: string, version: string, rest: string[];
+    if (parts[0] === "api" && parts.length >= 2) {
+      [group, version, rest] = ["", parts[1]!, parts.slice(2)];
+    } else if (parts[0] === "apis" && parts.length >= 3) {
+      [group, version, rest] = [parts[1]!, parts[2]!, parts.slice(3)];
+    } else if (parts[0] === "apis" && parts.length === 2 && method === "GET") {
+      const g = apiGroup(parts[1]!);
+      if (g) return send(res, 200, g);
+      throw notServed();
+    } else throw notServed();
+    if (rest.length === 0) {
+      const list = method === "GET" ? apiResourceList(group, version) : undefined;
+      if (list) return send(res, 200, list);
+      throw notServed();
+    }
+    const route = parseRoute(group, version, rest);
+    if (!route) throw notServed();
+    const { r, namespace, name, subresource } = route;
+    if (subresource !== undefined && (subresource !== "status" || !r.subresources.includes("status"))) {
+      throw notServed();
+    }
+    if (q.has("dryRun")) throw badRequest("dryRun is not supported by the lab API server");
+    const key = name !== undefined ? keyOf(r.namespaced ? namespace : undefined, name) : undefined;
+    const writeOpts = subresource === "status" ? { subresource: "status" as const } : {};
+    if (r.namespaced && name !== undefined && namespace === undefined) throw notServed();
+    switch (method) {
+      case "GET":
+        if (key !== undefined) return send(res, 200, this.store.get(r.plural, key));
+        if (q.get("watch") === "true" || q.get("watch") === "1") {
+          return this.#watch(req, res, r, namespace, q);
+        }
+        return this.#list(res, r, namespace, q);
+      case "POST": {
+        if (key !== undefined) throw methodNotAllowed();
+        const body = await readJson(req);
+        checkKind(r, body);
+        if (r.namespaced) {
+          body.metadata ??= {};
+          if (body.metadata.namespace && namespace && body.metadata.namespace !== namespace) {
+            throw badRequest(
+              "the namespace of the provided object does not match the namespace sent on the request",
+            );
+          }
+          body.metadata.namespace = namespace ?? body.metadata.namespace;
+          if (!body.metadata.namespace) throw notServed();
+        }
+        return send(res, 201, this.store.create(r.plural, body));
+      }
+      case "PUT": {
+        if (key === undefined) throw methodNotAllowed();
+        const body = await readJson(req);
+        checkKind(r, body);
+        body.metadata ??= {};
+        if (body.metadata.name && body.metadata.name !== name) {
+          throw badRequest(
+            `the name of the object (${body.metadata.name}) does not match the name on the URL (${name})`,
+          );
+        }
+        if (r.namespaced && body.metadata.namespace && body.metadata.namespace !== namespace) {
+          throw badRequest(
+            "the namespace of the provided object does not match the namespace sent on the request",
+          );
+        }
+        body.metadata.name = name;
+        if (r.namespaced) body.metadata.namespace = namespace;
+        return send(res, 200, this.store.update(r.plural, body, writeOpts));
+      }
+      case "PATCH": {
+        if (key === undefined) throw methodNotAllowed();
+        const type = patchTypeOf(req.headers["content-type"]);
+        if (!type) {
+          throw new ApiError(
+            415,
+            "UnsupportedMediaType",
+            `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`,
+          );
+        }
+        const body = await readJson(req, true);
+        return send(res, 200, this.store.patch(r.plural, key, type, body, writeOpts));
+      }
+      case "DELETE": {
+        const body = await readJson(req, true, true);
+        const pre = body?.preconditions ?? {};
+        if (key === undefined) {
+          if (r.plural === "namespaces") throw methodNotAllowed();
+          const listed = this.store.list(r.plural, listOptions(namespace, q));
+          const items = listed.items.map((o) =>
+            this.store.delete(r.plural, keyOf(o.metadata?.namespace, o.metadata!.name!))
+          );
+          return send(res, 200, {
+            kind: r.listKind,
+            apiVersion: apiVersionOf(r),
+            metadata: { resourceVersion: String(this.store.revision) },
+            items,
+          });
+        }
+        return send(
+          res,
+          200,
+          this.store.delete(r.plural, key, {
+            ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
+            ...(pre.uid ? { uid: pre.uid } : {}),
+          }),
+        );
+      }
+      default:
+        throw methodNotAllowed();
+    }
+  }
+
+  #list(res: ServerResponse, r: ResourceInfo, namespace: string | undefined, q: URLSearchParams): void {
+    const limit = Number(q.get("limit") ?? 0);
+    const result = this.store.list(r.plural, {
+      ...listOptions(namespace, q),
+      ...(limit > 0 ? { limit } : {}),
+      ...(q.get("continue") ? { continue: q.get("continue")! } : {}),
+    });
+    const metadata: Record<string, unknown> = { resourceVersion: result.resourceVersion };
+    if (result.continue) metadata.continue = result.continue;
+    if (result.remainingItemCount !== undefined) metadata.remainingItemCount = result.remainingItemCount;
+    // Streamed item by item: one JSON.stringify of a 10,000-pod list would hold it all twice.
+    res.writeHead(200, { "content-type": "application/json" });
+    res.write(
+      `{"kind":${JSON.stringify(r.listKind)},"apiVersion":${JSON.stringify(apiVersionOf(r))},"metadata":${
+        JSON.stringify(metadata)
+      },"items":[`,
+    );
+    let chunk = "";
+    result.items.forEach((o, i) => {
+      chunk += (i ? "," : "") + JSON.stringify(o);
+      if (chunk.length > 65536) {
+        res.write(chunk);
+        chunk = "";
+      }
+    });
+    res.end(chunk + "]}");
+  }
+
+  #watch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    r: ResourceInfo,
+    namespace: string | undefined,
+    q: URLSearchParams,
+  ): void {
+    const rvText = q.get("resourceVersion") ?? "";
+    const timeoutSeconds = Number(q.get("timeoutSeconds") ?? this.opts.defaultWatchTimeoutSeconds ?? 1800);
+    const bookmarks = q.get("allowWatchBookmarks") === "true";
+    const wopts = listOptions(namespace, q);
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "transfer-encoding": "chunked",
+      "cache-control": "no-cache",
+    });
+    const write = (type: string, object: unknown) => {
+      if (!res.writableEnded) res.write(JSON.stringify({ type, object }) + "\n");
+    };
+    let from: number;
+    if (rvText === "" || rvText === "0") {
+      // "Any version": the current state as ADDED events, then changes from now on.
+      const snapshot = this.store.list(r.plural, wopts);
+      for (const o of snapshot.items) write("ADDED", o);
+      from = Number(snapshot.resourceVersion);
+    } else {
+      from = Number(rvText);
+      if (!Number.isInteger(from) || from < 0) {
+        write("ERROR", badRequest(`invalid resource version "${rvText}"`).toStatus());
+        res.end();
+        return;
+      }
+    }
+    let stop: (() => void) | undefined;
+    try {
+      stop = this.store.watch(r.plural, from, (e: WatchEvent) => write(e.type, e.object), wopts);
+    } catch (err) {
+      const status = err instanceof ApiError ? err : gone(String(err));
+      write("ERROR", status.toStatus());
+      res.end();
+      return;
+    }
+    const bookmark = () =>
+      write("BOOKMARK", {
+        kind: r.kind,
+        apiVersion: apiVersionOf(r),
+        metadata: { resourceVersion: String(this.store.revision) },
+      });
+    const ticker = bookmarks ? setInterval(bookmark, this.opts.bookmarkIntervalMs ?? 60_000) : undefined;
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      stop?.();
+      clearInterval(ticker);
+      clearTimeout(timer);
+      this.#watches.delete(close);
+      if (!res.writableEnded) res.end();
+    };
+    const timer = setTimeout(() => {
+      if (bookmarks) bookmark();
+      close();
+    }, Math.max(0, timeoutSeconds) * 1000);
+    this.#watches.add(close);
+    req.on("close", close);
+    res.on("close", close);
+  }
+}
+
+function listOptions(namespace: string | undefined, q: URLSearchParams) {
+  return {
+    ...(namespace ? { namespace } : {}),
+    ...(q.get("labelSelector") ? { labelSelector: q.get("labelSelector")! } : {}),
+    ...(q.get("fieldSelector") ? { fieldSelector: q.get("fieldSelector")! } : {}),
+  };
+}
+
+/** Maps the path after `/api/v1` or `/apis/<g>/<v>` to a resource, namespace, name and subresource. */
+function parseRoute(group: string, version: string, rest: string[]): Route | undefined {
+  const mk = (
+    plural: string,
+    namespace: string | undefined,
+    name: string | undefined,
+    sub: string | undefined,
+  ): Route | undefined => {
+    const r = findResource(group, version, plural);
+    if (!r) return undefined;
+    if (namespace !== undefined && !r.namespaced) return undefined;
+    return { r, namespace, name, subresource: sub };
+  };
+  if (rest[0] === "namespaces" && rest.length >= 3) {
+    // `/namespaces/<name>/status` is the namespace's own subresource; anything else is a namespaced resource.
+    if (group === "" && rest.length === 3 && (rest[2] === "status" || rest[2] === "finalize")) {
+      return mk("namespaces", undefined, rest[1], rest[2]);
+    }
+    if (rest.length > 5) return undefined;
+    return mk(rest[2]!, rest[1], rest[3], rest[4]);
+  }
+  if (rest.length > 3) return undefined;
+  return mk(rest[0]!, undefined, rest[1], rest[2]);
+}
+
+function notServed(): ApiError {
+  return new ApiError(404, "NotFound", "the server could not find the requested resource");
+}
+
+function methodNotAllowed(): ApiError {
+  return new ApiError(
+    405,
+    "MethodNotAllowed",
+    "the server does not allow this method on the requested resource",
+  );
+}
+
+function checkKind(r: ResourceInfo, body: KubeObject): void {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest("the body of the request must be an object");
+  }
+  if (body.kind !== undefined && body.kind !== r.kind) {
+    throw badRequest(
+      `the kind of the provided object (${String(body.kind)}) does not match the resource (${r.kind})`,
+    );
+  }
+  if (body.apiVersion !== undefined && body.apiVersion !== apiVersionOf(r)) {
+    throw badRequest(
+      `the API version in the data (${String(body.apiVersion)}) does not match the expected API version (${
+        apiVersionOf(r)
+      })`,
+    );
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+function readJson(req: IncomingMessage, anyJson = false, optional = false): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    req.on("data", (c: Uint8Array) => {
+      size += c.length;
+      if (size > MAX_BODY) reject(new ApiError(413, "BadRequest", "request entity too large"));
+      else chunks.push(c);
+    });
+    req.on("error", reject);
+    req.on("end", () => {
+      const text = new TextDecoder().decode(concat(chunks));
+      if (text.trim() === "") {
+        if (optional) return resolve(undefined);
+        return reject(badRequest("the request body is empty"));
+      }
+      try {
+        const v = JSON.parse(text);
+        if (!anyJson && (typeof v !== "object" || v === null || Array.isArray(v))) {
+          throw new Error("not an object");
+        }
+        resolve(v);
+      } catch (err) {
+        reject(
+          new ApiError(400, "BadRequest", `the request body is not valid JSON: ${String(err)}`, undefined, {
+            cause: err,
+          }),
+        );
+      }
+    });
+  });
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, {
+    "content-type": "application/json",
+    "content-length": String(new TextEncoder().encode(text).length),
+  });
+  res.end(text);
+}

@@ -1,0 +1,599 @@
+/**
+ * The lab API server's storage: an in-memory, etcd-like object store with one global revision counter,
+ * a history of changes that watches replay from any retained revision, and compaction (after which a
+ * watch from an older revision gets 410 Gone, as from a real API server). It applies the server-side
+ * defaults and validation, so in-process users (the lab's controllers) and HTTP clients see the same
+ * objects. Stored objects are deep-frozen and shared: clone before changing one.
+ */
+import {
+  alreadyExists,
+  ApiError,
+  badRequest,
+  conflict,
+  gone,
+  invalid,
+  notFound,
+  type StatusCause,
+} from "./errors.ts";
+import { applyStaticDefaults, validate } from "./_defaults.ts";
+import { ClusterIpAllocator, NodePortAllocator } from "./_ipalloc.ts";
+import { applyPatch, type PatchType } from "./patch.ts";
+import { apiVersionOf, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
+import { objectMatches, parseFieldSelector, parseLabelSelector, type Selector } from "./selectors.ts";
+import type { KubeObject, StoreEvent, WatchEventType } from "./types.ts";
+
+export interface StoreOptions {
+  /** Service cluster IP range (IPv4). Default 10.96.0.0/12, as kube-apiserver. */
+  serviceCidr?: string;
+  /** Node port range, inclusive. Default [30000, 32767]. */
+  nodePortRange?: [number, number];
+  /** Events kept before the oldest half is compacted automatically. Default 200,000. */
+  historyLimit?: number;
+  /** Namespaces that exist from the start. Default ["default", "kube-system"]. */
+  initialNamespaces?: readonly string[];
+}
+
+export interface ListOptions {
+  /** Only objects of this namespace (namespaced resources). */
+  namespace?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Page size; with `continue`, the next page. */
+  limit?: number;
+  continue?: string;
+}
+
+export interface ListResult {
+  items: KubeObject[];
+  /** The store revision the list reflects (the list's metadata.resourceVersion). */
+  resourceVersion: string;
+  /** Token for the next page, when `limit` cut the list short. */
+  continue?: string;
+  remainingItemCount?: number;
+}
+
+export interface WatchOptions {
+  namespace?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+}
+
+export interface WriteOptions {
+  /** `status` writes only `.status`; a write to the main resource never changes `.status` then. */
+  subresource?: "status";
+}
+
+/** One delivered watch event (after namespace and selector filtering). */
+export interface WatchEvent {
+  type: WatchEventType;
+  object: KubeObject;
+  revision: number;
+}
+
+type Watcher = {
+  resource: string;
+  namespace: string | undefined;
+  labels: Selector;
+  fields: Selector;
+  cb: (e: WatchEvent) => void;
+};
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === "object" && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
+export function keyOf(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}/${name}` : name;
+}
+
+function splitKey(key: string): [string | undefined, string] {
+  const i = key.indexOf("/");
+  return i < 0 ? [undefined, key] : [key.slice(0, i), key.slice(i + 1)];
+}
+
+function randomSuffix(n: number): string {
+  const chars = "bcdfghjklmnpqrstvwxz2456789";
+  let s = "";
+  for (let i = 0; i < n; i++) s += chars[Math.floor(Math.random() * chars.length)];
+  return s;
+}
+
+function withoutMetaAndStatus(o: KubeObject): string {
+  const { metadata: _m, status: _s, ...rest } = o;
+  return JSON.stringify(rest);
+}
+
+export class Store {
+  #objects = new Map<string, Map<string, KubeObject>>();
+  #sortedKeys = new Map<string, string[]>();
+  #history: StoreEvent[] = [];
+  #revision = 1;
+  #compacted = 0;
+  #watchers = new Set<Watcher>();
+  #historyLimit: number;
+  readonly clusterIps: ClusterIpAllocator;
+  readonly nodePorts: NodePortAllocator;
+
+  constructor(opts: StoreOptions = {}) {
+    this.clusterIps = new ClusterIpAllocator(opts.serviceCidr ?? "10.96.0.0/12");
+    this.nodePorts = new NodePortAllocator(opts.nodePortRange ?? [30000, 32767]);
+    this.#historyLimit = opts.historyLimit ?? 200_000;
+    for (const r of RESOURCES.keys()) this.#objects.set(r, new Map());
+    for (const ns of opts.initialNamespaces ?? ["default", "kube-system"]) {
+      this.create("namespaces", { metadata: { name: ns } });
+    }
+  }
+
+  /** The current revision: the resourceVersion of the last write. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** The oldest revision a watch can still start from. */
+  get compactedRevision(): number {
+    return this.#compacted;
+  }
+
+  /** Number of retained history events. */
+  get historySize(): number {
+    return this.#history.length;
+  }
+
+  #map(resource: string): Map<string, KubeObject> {
+    const m = this.#objects.get(resource);
+    if (!m) throw new RangeError(`unknown resource ${resource}`);
+    return m;
+  }
+
+  /** An object by `namespace/name` (or `name`); undefined when absent. */
+  tryGet(resource: string, key: string): KubeObject | undefined {
+    return this.#map(resource).get(key);
+  }
+
+  /** An object by `namespace/name` (or `name`); throws NotFound when absent. */
+  get(resource: string, key: string): KubeObject {
+    const o = this.tryGet(resource, key);
+    if (!o) {
+      const r = resourceInfo(resource);
+      throw notFound(r.plural, r.group, splitKey(key)[1]);
+    }
+    return o;
+  }
+
+  #keys(resource: string): string[] {
+    let keys = this.#sortedKeys.get(resource);
+    if (!keys) {
+      keys = [...this.#map(resource).keys()].sort();
+      this.#sortedKeys.set(resource, keys);
+    }
+    return keys;
+  }
+
+  /** Objects of one resource, sorted by key, filtered and paged as `GET .../<resource>` does. */
+  list(resource: string, opts: ListOptions = {}): ListResult {
+    const labels = parseLabelSelector(opts.labelSelector);
+    const fields = parseFieldSelector(opts.fieldSelector);
+    const map = this.#map(resource);
+    let keys = this.#keys(resource);
+    let rv = this.#revision;
+    if (opts.continue) {
+      let token: { rv: number; start: string };
+      try {
+        token = JSON.parse(atob(opts.continue));
+      } catch (err) {
+        throw new ApiError(400, "BadRequest", "continue key is not valid: " + String(err), undefined, {
+          cause: err,
+        });
+      }
+      if (token.rv < this.#compacted) {
+        throw gone(
+          "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        );
+      }
+      rv = token.rv;
+      keys = keys.slice(lowerBound(keys, token.start));
+    }
+    const prefix = opts.namespace ? `${opts.namespace}/` : undefined;
+    const items: KubeObject[] = [];
+    const limit = opts.limit && opts.limit > 0 ? opts.limit : Infinity;
+    let i = 0;
+    for (; i < keys.length; i++) {
+      const k = keys[i]!;
+      if (prefix && !k.startsWith(prefix)) continue;
+      const o = map.get(k)!;
+      if (!objectMatches(o, labels, fields)) continue;
+      if (items.length >= limit) break;
+      items.push(o);
+    }
+    const result: ListResult = { items, resourceVersion: String(rv) };
+    if (i < keys.length) {
+      result.continue = btoa(JSON.stringify({ rv, start: keys[i] }));
+      if (labels.empty && fields.empty && !prefix) result.remainingItemCount = keys.length - i;
+    }
+    return result;
+  }
+
+  /** Creates an object (name or generateName required); returns the stored object. */
+  create(resource: string, input: KubeObject): KubeObject {
+    const r = resourceInfo(resource);
+    const obj: KubeObject = structuredClone(input);
+    obj.metadata ??= {};
+    const meta = obj.metadata;
+    if (!meta.name && meta.generateName) meta.name = meta.generateName + randomSuffix(5);
+    if (!meta.name) {
+      throw invalid(r.kind, r.group, "", [{
+        field: "metadata.name",
+        reason: "FieldValueRequired",
+        message: "Required value: name or generateName is required",
+      }]);
+    }
+    if (r.namespaced) {
+      if (!meta.namespace) meta.namespace = "default";
+      if (!this.#map("namespaces").has(meta.namespace)) {
+        throw new ApiError(404, "NotFound", `namespaces "${meta.namespace}" not found`, {
+          name: meta.namespace,
+          kind: "namespaces",
+        });
+      }
+    } else delete meta.namespace;
+    const key = keyOf(meta.namespace, meta.name);
+    if (this.#map(resource).has(key)) throw alreadyExists(r.plural, r.group, meta.name);
+    obj.apiVersion = apiVersionOf(r);
+    obj.kind = r.kind;
+    meta.uid = crypto.randomUUID();
+    meta.creationTimestamp = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    meta.generation = 1;
+    delete meta.resourceVersion;
+    delete meta.deletionTimestamp;
+    delete meta.managedFields;
+    applyStaticDefaults(r, obj);
+    this.#check(r, obj);
+    if (r.plural === "services") this.#allocateService(obj, undefined, key);
+    return this.#commit(resource, "ADDED", key, obj, undefined);
+  }
+
+  /** Replaces an object (PUT); a stale metadata.resourceVersion gets 409 Conflict. */
+  update(resource: string, input: KubeObject, opts: WriteOptions = {}): KubeObject {
+    const r = resourceInfo(resource);
+    const name = input.metadata?.name;
+    if (!name) {
+      throw invalid(r.kind, r.group, "", [{
+        field: "metadata.name",
+        reason: "FieldValueRequired",
+        message: "Required value",
+      }]);
+    }
+    const ns = r.namespaced ? input.metadata?.namespace ?? "default" : undefined;
+    const key = keyOf(ns, name);
+    const old = this.get(resource, key);
+    const rv = input.metadata?.resourceVersion;
+    if (rv && rv !== old.metadata?.resourceVersion) {
+      throw conflict(
+        r.plural,
+        r.group,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+      );
+    }
+    let obj: KubeObject;
+    if (opts.subresource === "status") {
+      obj = structuredClone(old);
+      if (input.status === undefined) delete obj.status;
+      else obj.status = structuredClone(input.status);
+    } else {
+      obj = structuredClone(input);
+      obj.metadata ??= {};
+      if (r.hasStatusSubresource) {
+        if (old.status === undefined) delete obj.status;
+        else obj.status = structuredClone(old.status);
+      }
+    }
+    const meta = obj.metadata!;
+    const oldMeta = old.metadata!;
+    meta.name = name;
+    if (ns) meta.namespace = ns;
+    else delete meta.namespace;
+    meta.uid = oldMeta.uid!;
+    meta.creationTimestamp = oldMeta.creationTimestamp!;
+    meta.generation = oldMeta.generation ?? 1;
+    delete meta.managedFields;
+    obj.apiVersion = apiVersionOf(r);
+    obj.kind = r.kind;
+    applyStaticDefaults(r, obj);
+    if (r.plural === "services") this.#carryServiceAllocations(obj, old);
+    this.#check(r, obj);
+    if (r.plural === "services") this.#allocateService(obj, old, key);
+    if (withoutMetaAndStatus(obj) !== withoutMetaAndStatus(old)) {
+      meta.generation = (oldMeta.generation ?? 1) + 1;
+    }
+    // A no-op write keeps the resourceVersion and produces no event, as in Kubernetes.
+    const { resourceVersion: _a, ...m1 } = meta;
+    const { resourceVersion: _b, ...m2 } = oldMeta;
+    if (JSON.stringify({ ...obj, metadata: m1 }) === JSON.stringify({ ...old, metadata: m2 })) return old;
+    return this.#commit(resource, "MODIFIED", key, obj, old);
+  }
+
+  /** Patches an object (PATCH) with a JSON merge, strategic merge or JSON patch. */
+  patch(resource: string, key: string, type: PatchType, patch: unknown, opts: WriteOptions = {}): KubeObject {
+    const old = this.get(resource, key);
+    const patched = applyPatch(type, old, patch);
+    if (typeof patched !== "object" || patched === null || Array.isArray(patched)) {
+      throw badRequest("patch did not produce an object");
+    }
+    const [ns, name] = splitKey(key);
+    patched.metadata ??= {};
+    if (patched.metadata.name !== name || (ns && patched.metadata.namespace !== ns)) {
+      throw badRequest("the name or namespace of the object may not be changed by a patch");
+    }
+    // A patch is conditional only when it carries a resourceVersion itself.
+    const patchRv = (patch as KubeObject)?.metadata?.resourceVersion;
+    if (!patchRv) patched.metadata.resourceVersion = old.metadata?.resourceVersion;
+    return this.update(resource, patched, opts);
+  }
+
+  /** Deletes an object; deleting a namespace first deletes everything in it. Returns the last state. */
+  delete(resource: string, key: string, opts: { resourceVersion?: string; uid?: string } = {}): KubeObject {
+    const r = resourceInfo(resource);
+    const old = this.get(resource, key);
+    if (opts.resourceVersion && opts.resourceVersion !== old.metadata?.resourceVersion) {
+      throw conflict(
+        r.plural,
+        r.group,
+        old.metadata!.name!,
+        "the object has been modified; please apply your changes to the latest version and try again",
+      );
+    }
+    if (opts.uid && opts.uid !== old.metadata?.uid) {
+      throw conflict(
+        r.plural,
+        r.group,
+        old.metadata!.name!,
+        `Precondition failed: UID in precondition: ${opts.uid}, UID in object meta: ${old.metadata?.uid}`,
+      );
+    }
+    if (resource === "namespaces") {
+      for (const other of RESOURCES.values()) {
+        if (!other.namespaced) continue;
+        for (const k of [...this.#keys(other.plural)]) {
+          if (k.startsWith(`${key}/`)) this.delete(other.plural, k);
+        }
+      }
+    }
+    if (resource === "services") this.#releaseService(old);
+    return this.#commit(resource, "DELETED", key, undefined, old);
+  }
+
+  /**
+   * Watches one resource from a revision: replays retained history after `fromRevision`, then delivers
+   * live changes, synchronously and in order. Throws 410 Gone if `fromRevision` was compacted away.
+   * Returns the function that stops the watch.
+   */
+  watch(
+    resource: string,
+    fromRevision: number,
+    cb: (e: WatchEvent) => void,
+    opts: WatchOptions = {},
+  ): () => void {
+    this.#map(resource);
+    if (fromRevision < this.#compacted) {
+      throw gone(`too old resource version: ${fromRevision} (${this.#compacted})`);
+    }
+    const w: Watcher = {
+      resource,
+      namespace: opts.namespace,
+      labels: parseLabelSelector(opts.labelSelector),
+      fields: parseFieldSelector(opts.fieldSelector),
+      cb,
+    };
+    for (let i = lowerBoundRev(this.#history, fromRevision + 1); i < this.#history.length; i++) {
+      const e = this.#history[i]!;
+      if (e.resource === resource) this.#deliver(w, e);
+    }
+    this.#watchers.add(w);
+    return () => this.#watchers.delete(w);
+  }
+
+  /** Drops history up to `revision` (default: all of it); watches from before then get 410 Gone. */
+  compact(revision: number = this.#revision): void {
+    const rev = Math.min(revision, this.#revision);
+    if (rev <= this.#compacted) return;
+    this.#history = this.#history.slice(lowerBoundRev(this.#history, rev + 1));
+    this.#compacted = rev;
+  }
+
+  #deliver(w: Watcher, e: StoreEvent): void {
+    const match = (o: KubeObject | undefined): boolean => {
+      if (!o) return false;
+      if (w.namespace && o.metadata?.namespace !== w.namespace) return false;
+      return objectMatches(o, w.labels, w.fields);
+    };
+    let type: WatchEventType | undefined;
+    if (e.type === "MODIFIED") {
+      const was = match(e.previous);
+      const is = match(e.object);
+      type = was && is ? "MODIFIED" : is ? "ADDED" : was ? "DELETED" : undefined;
+    } else if (match(e.object)) type = e.type;
+    if (!type) return;
+    try {
+      w.cb({ type, object: e.object, revision: e.revision });
+    } catch {
+      // A failing watcher must not break the write that triggered it; it is its own problem.
+    }
+  }
+
+  #check(r: ResourceInfo, obj: KubeObject): void {
+    const causes = validate(r, obj);
+    if (causes.length) throw invalid(r.kind, r.group, obj.metadata?.name ?? "", causes);
+  }
+
+  #commit(
+    resource: string,
+    type: WatchEventType,
+    key: string,
+    obj: KubeObject | undefined,
+    old: KubeObject | undefined,
+  ): KubeObject {
+    const revision = ++this.#revision;
+    let stored: KubeObject;
+    if (type === "DELETED") {
+      // The last state of a deleted object carries the deletion's revision, as in Kubernetes.
+      stored = deepFreeze({ ...old!, metadata: { ...old!.metadata, resourceVersion: String(revision) } });
+      this.#map(resource).delete(key);
+      this.#sortedKeys.delete(resource);
+    } else {
+      obj!.metadata!.resourceVersion = String(revision);
+      stored = deepFreeze(obj!);
+      if (!old) this.#sortedKeys.delete(resource);
+      this.#map(resource).set(key, stored);
+    }
+    const event: StoreEvent = {
+      revision,
+      resource,
+      type,
+      key,
+      object: stored,
+      ...(old ? { previous: old } : {}),
+    };
+    this.#history.push(event);
+    if (this.#history.length > this.#historyLimit) {
+      this.compact(this.#history[Math.floor(this.#history.length / 2)]!.revision);
+    }
+    for (const w of this.#watchers) if (w.resource === resource) this.#deliver(w, event);
+    return stored;
+  }
+
+  /** Keeps allocated clusterIPs/nodePorts when an update leaves them out (kubectl apply, PUT without them). */
+  #carryServiceAllocations(obj: KubeObject, old: KubeObject): void {
+    const spec = obj.spec ?? {};
+    const oldSpec = old.spec ?? {};
+    if (!spec.clusterIP && oldSpec.clusterIP && (spec.type ?? "ClusterIP") !== "ExternalName") {
+      spec.clusterIP = oldSpec.clusterIP;
+      spec.clusterIPs = oldSpec.clusterIPs;
+    }
+    if (spec.type === "NodePort" || spec.type === "LoadBalancer") {
+      for (const p of spec.ports ?? []) {
+        if (p.nodePort) continue;
+        const was = (oldSpec.ports ?? []).find((q: KubeObject) =>
+          q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP")
+        );
+        if (was?.nodePort) p.nodePort = was.nodePort;
+      }
+    }
+  }
+
+  #allocateService(obj: KubeObject, old: KubeObject | undefined, key: string): void {
+    const r = resourceInfo("services");
+    const spec = obj.spec;
+    const causes: StatusCause[] = [];
+    const type = spec.type;
+    if (type === "ExternalName") {
+      delete spec.clusterIP;
+      delete spec.clusterIPs;
+    } else if (spec.clusterIP === "None") {
+      spec.clusterIPs = ["None"];
+    } else if (spec.clusterIP) {
+      if (old?.spec?.clusterIP && old.spec.clusterIP !== spec.clusterIP && old.spec.type !== "ExternalName") {
+        causes.push({
+          field: "spec.clusterIPs[0]",
+          message: `Invalid value: []string{"${spec.clusterIP}"}: may not change once set`,
+        });
+      } else {
+        const why = this.clusterIps.check(spec.clusterIP, key);
+        if (why) {
+          causes.push({
+            field: "spec.clusterIPs",
+            message:
+              `Invalid value: []string{"${spec.clusterIP}"}: failed to allocate IP ${spec.clusterIP}: ${why}`,
+          });
+        }
+      }
+    }
+    const wantsNodePorts = type === "NodePort" || type === "LoadBalancer";
+    const ports: KubeObject[] = spec.ports ?? [];
+    const oldPorts = new Set<number>(
+      (old?.spec?.ports ?? []).map((p: KubeObject) => p.nodePort).filter(Boolean),
+    );
+    if (wantsNodePorts) {
+      const mine = new Set<number>();
+      ports.forEach((p, i) => {
+        if (!p.nodePort) return;
+        const why = oldPorts.has(p.nodePort) ? undefined : this.nodePorts.check(p.nodePort, key);
+        if (why || mine.has(p.nodePort)) {
+          causes.push({
+            field: `spec.ports[${i}].nodePort`,
+            message: `Invalid value: ${p.nodePort}: ${why ?? "provided port is already allocated"}`,
+          });
+        }
+        mine.add(p.nodePort);
+      });
+    } else {
+      ports.forEach((p, i) => {
+        if (p.nodePort) {
+          causes.push({
+            field: `spec.ports[${i}].nodePort`,
+            reason: "FieldValueForbidden",
+            message: `Forbidden: may not be used when \`type\` is '${type}'`,
+          });
+        }
+      });
+    }
+    if (causes.length) throw invalid("Service", r.group, obj.metadata!.name!, causes);
+    // Validation passed: now take what is new and give back what is no longer used.
+    if (type !== "ExternalName" && spec.clusterIP !== "None") {
+      if (!spec.clusterIP) {
+        const ip = this.clusterIps.allocate(key);
+        if (!ip) throw new ApiError(500, "InternalError", "failed to allocate a serviceIP: range is full");
+        spec.clusterIP = ip;
+      } else this.clusterIps.reserve(spec.clusterIP, key);
+      spec.clusterIPs = [spec.clusterIP];
+    }
+    if (old?.spec?.clusterIP && old.spec.clusterIP !== spec.clusterIP) {
+      this.clusterIps.release(old.spec.clusterIP);
+    }
+    const keep = new Set<number>();
+    if (wantsNodePorts) {
+      for (const p of ports) {
+        if (!p.nodePort) {
+          const n = this.nodePorts.allocate(key);
+          if (n === undefined) {
+            throw new ApiError(500, "InternalError", "failed to allocate a nodePort: range is full");
+          }
+          p.nodePort = n;
+        } else this.nodePorts.reserve(p.nodePort, key);
+        keep.add(p.nodePort);
+      }
+    }
+    for (const n of oldPorts) if (!keep.has(n)) this.nodePorts.release(n);
+  }
+
+  #releaseService(old: KubeObject): void {
+    const ip = old.spec?.clusterIP;
+    if (ip && ip !== "None") this.clusterIps.release(ip);
+    for (const p of old.spec?.ports ?? []) if (p.nodePort) this.nodePorts.release(p.nodePort);
+  }
+}
+
+function lowerBound(keys: string[], k: string): number {
+  let lo = 0, hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid]! < k) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Index of the first event with revision >= rev. */
+function lowerBoundRev(events: StoreEvent[], rev: number): number {
+  let lo = 0, hi = events.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (events[mid]!.revision < rev) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
