@@ -1,0 +1,124 @@
+/**
+ * main.ts as a process: what a user sees at the command line, and how it stops.
+ * These run the real entry point with `deno run`; the SIGTERM test needs root because the agent refuses
+ * to run without it.
+ */
+import assert from "node:assert/strict";
+import { needs } from "../../_support/netns.ts";
+import { rootProblem } from "../../../main.ts";
+
+const main = new URL("../../../main.ts", import.meta.url).pathname;
+
+async function runMain(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", main, ...args],
+    env: { NODE_NAME: "test-node", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+Deno.test("kube-router --help lists the flags and exits 0", async () => {
+  const r = await runMain(["--help"]);
+  assert.equal(r.code, 0, r.stderr);
+  for (
+    const f of [
+      "--run-router",
+      "--peer-router-ips",
+      "--service-proxy-backend",
+      "--health-port",
+      "--cleanup-config",
+    ]
+  ) {
+    assert.ok(r.stdout.includes(f), `--help lacks ${f}`);
+  }
+});
+
+Deno.test("kube-router --version and -V print the version", async () => {
+  for (const flag of ["--version", "-V"]) {
+    const r = await runMain([flag]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^kube-router 0\.1\.0 /);
+  }
+});
+
+Deno.test("kube-router stops with exit code 2 and names the flag for bad values", async () => {
+  for (
+    const [args, flag] of [
+      [["--service-cluster-ip-range=10.0.0.0/40"], "service-cluster-ip-range"],
+      [["--service-node-port-range=32000-31000"], "service-node-port-range"],
+      [["--cluster-asn=70000"], "cluster-asn"],
+      [["--peer-router-ips=10.0.0.1,10.0.0.2", "--peer-router-asns=65000"], "peer-router-asns"],
+      [["--bogus"], "bogus"],
+    ] as const
+  ) {
+    const r = await runMain([...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`invalid --${flag}`));
+  }
+});
+
+Deno.test("the root check explains itself", () => {
+  assert.equal(rootProblem(0), undefined);
+  assert.match(rootProblem(1000) ?? "", /must run as root/);
+});
+
+Deno.test({
+  ...needs("kube-router serves /healthz and stops within 5 s of SIGTERM with exit 0"),
+  async fn() {
+    const port = freePort();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        main,
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--run-firewall=false",
+        `--health-port=${port}`,
+        "--health-addr=127.0.0.1",
+      ],
+      env: { NODE_NAME: "test-node" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      let status = 0;
+      for (let k = 0; k < 100 && status !== 200; k++) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+          status = res.status;
+          await res.body?.cancel();
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      assert.equal(status, 200, "agent never answered /healthz");
+      const t0 = performance.now();
+      child.kill("SIGTERM");
+      const out = await child.output();
+      const elapsed = performance.now() - t0;
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      assert.ok(elapsed < 5000, `took ${elapsed} ms`);
+      assert.match(stderr, /stopping; kernel state stays in place signal=SIGTERM/);
+      assert.match(stderr, /INFO  stopped/);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+    }
+  },
+});
