@@ -1,0 +1,238 @@
+/**
+ * The two HTTP calls a reflector makes, LIST (paged) and WATCH (a stream of JSON lines), over
+ * `node:http(s)` with the TLS material and credentials client-node's `KubeConfig` resolves (CA, client
+ * certificate, bearer token or token file, exec plugins, insecure-skip-tls-verify). Equivalent to
+ * `kubectl get --raw '/api/v1/pods?limit=500'` and `... '?watch=1&resourceVersion=N&allowWatchBookmarks=true'`.
+ */
+import type { KubeConfig } from "@kubernetes/client-node";
+import * as http from "node:http";
+import * as https from "node:https";
+
+/** The API server answered with an error `Status` (or the connection failed: `code` 0). */
+export class KubeApiError extends Error {
+  override readonly name = "KubeApiError";
+  constructor(readonly code: number, readonly reason: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The requested resourceVersion is older than the server's history: list again. */
+export const isGone = (err: unknown): boolean =>
+  err instanceof KubeApiError && (err.code === 410 || err.reason === "Expired" || err.reason === "Gone");
+
+/** A deliberate stop (our AbortSignal), as opposed to a failure. */
+export const isAbort = (err: unknown): boolean => err instanceof Error && err.name === "AbortError";
+
+export interface ListPage {
+  items: unknown[];
+  resourceVersion: string;
+  continue?: string;
+}
+
+export interface RawWatchEvent {
+  type: string;
+  // deno-lint-ignore no-explicit-any
+  object: any;
+}
+
+/** What a reflector needs from the API; the real one is {@link HttpTransport}. */
+export interface Transport {
+  /** One page of a LIST. */
+  list(path: string, query: Record<string, string>, signal: AbortSignal): Promise<ListPage>;
+  /**
+   * A WATCH: calls `onConnected` once the server accepted it, then `onEvent` per line; resolves when the
+   * server ends the stream (timeoutSeconds), rejects on any failure or on abort (AbortError).
+   */
+  watch(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onConnected: () => void,
+    onEvent: (e: RawWatchEvent) => void,
+  ): Promise<void>;
+}
+
+function abortError(): Error {
+  return new DOMException("the watch layer was stopped", "AbortError");
+}
+
+function statusError(code: number, body: string): KubeApiError {
+  try {
+    const s = JSON.parse(body);
+    if (s && s.kind === "Status") return new KubeApiError(s.code ?? code, s.reason ?? "", s.message ?? body);
+  } catch { /* not a Status */ }
+  return new KubeApiError(code, "", `HTTP ${code}: ${body.slice(0, 200)}`);
+}
+
+export class HttpTransport implements Transport {
+  constructor(readonly kubeConfig: KubeConfig, readonly opts: { idleTimeoutMs?: number } = {}) {}
+
+  async #request(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<http.IncomingMessage> {
+    const cluster = this.kubeConfig.getCurrentCluster();
+    if (!cluster) throw new KubeApiError(0, "", "the kubeconfig has no current cluster");
+    const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    // deno-lint-ignore no-explicit-any
+    const o: any = { headers: { Accept: "application/json" } };
+    await this.kubeConfig.applyToHTTPSOptions(o);
+    if (cluster.skipTLSVerify) o.rejectUnauthorized = false;
+    if (signal.aborted) throw abortError();
+    const mod = url.protocol === "http:" ? http : https;
+    return await new Promise((resolve, reject) => {
+      const req = mod.request(url, {
+        method: "GET",
+        headers: o.headers,
+        agent: o.agent,
+        ...(o.auth ? { auth: o.auth } : {}),
+      }, resolve);
+      const onAbort = () => {
+        req.destroy(abortError());
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      req.on("error", (err) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(
+          isAbort(err) || signal.aborted
+            ? abortError()
+            : new KubeApiError(0, "", `GET ${url.origin}${path} failed`, { cause: err }),
+        );
+      });
+      req.on("response", (res) => {
+        res.on("close", () => signal.removeEventListener("abort", onAbort));
+      });
+      req.end();
+    });
+  }
+
+  async list(path: string, query: Record<string, string>, signal: AbortSignal): Promise<ListPage> {
+    const res = await this.#request(path, query, signal);
+    const body = await readAll(res, signal);
+    if (res.statusCode !== 200) throw statusError(res.statusCode ?? 0, body);
+    let parsed;
+    try {
+      parsed = JSON.parse(body);
+    } catch (err) {
+      throw new KubeApiError(0, "", `invalid JSON in the list of ${path}`, { cause: err });
+    }
+    const page: ListPage = {
+      items: parsed.items ?? [],
+      resourceVersion: String(parsed.metadata?.resourceVersion ?? ""),
+    };
+    if (parsed.metadata?.continue) page.continue = parsed.metadata.continue;
+    return page;
+  }
+
+  async watch(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onConnected: () => void,
+    onEvent: (e: RawWatchEvent) => void,
+  ): Promise<void> {
+    const res = await this.#request(path, { ...query, watch: "true" }, signal);
+    if (res.statusCode !== 200) throw statusError(res.statusCode ?? 0, await readAll(res, signal));
+    onConnected();
+    const idleMs = this.opts.idleTimeoutMs ?? 0;
+    await new Promise<void>((resolve, reject) => {
+      let buf = "";
+      let done = false;
+      let idle: ReturnType<typeof setTimeout> | undefined;
+      const finish = (err?: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(idle);
+        signal.removeEventListener("abort", onAbort);
+        if (err) {
+          res.destroy();
+          reject(err);
+        } else resolve();
+      };
+      const armIdle = () => {
+        if (!idleMs) return;
+        clearTimeout(idle);
+        idle = setTimeout(
+          () => finish(new KubeApiError(0, "", `watch ${path} silent for ${idleMs} ms`)),
+          idleMs,
+        );
+      };
+      const onAbort = () => finish(abortError());
+      signal.addEventListener("abort", onAbort, { once: true });
+      armIdle();
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        armIdle();
+        buf += chunk;
+        let nl;
+        while (!done && (nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          let e: RawWatchEvent;
+          try {
+            e = JSON.parse(line);
+          } catch (err) {
+            finish(new KubeApiError(0, "", `invalid JSON in the watch of ${path}`, { cause: err }));
+            return;
+          }
+          if (e.type === "ERROR") {
+            const s = e.object ?? {};
+            finish(new KubeApiError(s.code ?? 0, s.reason ?? "", s.message ?? "watch error"));
+            return;
+          }
+          try {
+            onEvent(e);
+          } catch (err) {
+            finish(err);
+            return;
+          }
+        }
+      });
+      res.on("end", () => finish());
+      res.on(
+        "error",
+        (err) =>
+          finish(
+            signal.aborted
+              ? abortError()
+              : new KubeApiError(0, "", `watch ${path}: ${err.message}`, { cause: err }),
+          ),
+      );
+      res.on(
+        "close",
+        () =>
+          finish(
+            signal.aborted
+              ? abortError()
+              : res.complete
+              ? undefined
+              : new KubeApiError(0, "", `watch ${path}: connection closed`),
+          ),
+      );
+    });
+  }
+}
+
+function readAll(res: http.IncomingMessage, signal: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: string[] = [];
+    res.setEncoding("utf8");
+    const onAbort = () => {
+      res.destroy();
+      reject(abortError());
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    res.on("data", (c: string) => chunks.push(c));
+    res.on("end", () => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(chunks.join(""));
+    });
+    res.on("error", (err) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(signal.aborted ? abortError() : new KubeApiError(0, "", err.message, { cause: err }));
+    });
+  });
+}

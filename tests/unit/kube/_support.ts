@@ -1,0 +1,96 @@
+/** Shared helpers of the watch-layer tests: a lab API server on loopback in a temp dir, and waiting. */
+import { type ApiServer, startApiServer, type Store } from "../../../lab/apiserver/mod.ts";
+import { Bus, type ResourceEvent, type ResourceKind } from "../../../core/bus.ts";
+import { getLogger, MemorySink } from "../../../core/log.ts";
+import { Metrics } from "../../../core/metrics.ts";
+import { loadKubeConfig, WatchLayer } from "../../../core/kube/mod.ts";
+
+export interface Lab {
+  server: ApiServer;
+  dir: string;
+  kubeconfigPath: string;
+  /** Stops the server and starts it again on the same port with the same store. */
+  restart(between?: (store: Store) => void | Promise<void>): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startLab(
+  opts: { bookmarkIntervalMs?: number; auth?: "token" | "cert" } = {},
+): Promise<Lab> {
+  const dir = await Deno.makeTempDir({ prefix: "kube-test-" });
+  let server = await startApiServer({
+    stateDir: dir,
+    ...(opts.bookmarkIntervalMs ? { bookmarkIntervalMs: opts.bookmarkIntervalMs } : {}),
+  });
+  const kubeconfigPath = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth: opts.auth ?? "token" });
+  const lab: Lab = {
+    get server() {
+      return server;
+    },
+    dir,
+    kubeconfigPath,
+    async restart(between) {
+      const { store, port } = server;
+      await server.stop();
+      await between?.(store);
+      server = await startApiServer({
+        stateDir: dir,
+        port,
+        store,
+        ...(opts.bookmarkIntervalMs ? { bookmarkIntervalMs: opts.bookmarkIntervalMs } : {}),
+      });
+    },
+    async close() {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+  return lab;
+}
+
+export interface Watched {
+  layer: WatchLayer;
+  bus: Bus;
+  metrics: Metrics;
+  events: ResourceEvent[];
+  logs: MemorySink;
+}
+
+export function watchLayerFor(
+  kubeconfigPath: string,
+  resources: readonly ResourceKind[],
+  opts: { backoffMs?: number } = {},
+): Watched {
+  const bus = new Bus();
+  const metrics = new Metrics();
+  const logs = new MemorySink();
+  const events: ResourceEvent[] = [];
+  for (const r of resources) bus.onResource(r, (e) => events.push(e as ResourceEvent));
+  const layer = new WatchLayer({
+    kubeConfig: loadKubeConfig({ kubeconfig: kubeconfigPath, master: "" }),
+    bus,
+    log: getLogger({}, logs),
+    metrics,
+    backoff: { initialMs: opts.backoffMs ?? 50, maxMs: 200 },
+  });
+  return { layer, bus, metrics, events, logs };
+}
+
+/** Polls `cond` every 10 ms until it holds; throws after `ms` with `what` in the message. */
+export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export const pod = (ns: string, name: string, labels: Record<string, string> = {}) => ({
+  metadata: { name, namespace: ns, labels },
+  spec: { containers: [{ name: "c", image: "busybox:1.36" }] },
+});
+
+export const service = (ns: string, name: string, port = 80) => ({
+  metadata: { name, namespace: ns },
+  spec: { selector: { app: name }, ports: [{ port }] },
+});
