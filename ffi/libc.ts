@@ -1,0 +1,216 @@
+/**
+ * The libc binding: the one symbol table through which ffi/ (and later ffi/tcp.ts) makes system calls.
+ * Every entry carries its C prototype as a comment. The library path can be overridden with
+ * KUBE_ROUTER_LIBC. errno is read through `__errno_location` and is only meaningful right after a
+ * synchronous call, so `check()` reads it immediately.
+ */
+import { ErrnoError, LibraryLoadError } from "./errors.ts";
+
+/** libc symbols; `*_nb` entries are the same function run on a worker thread (nonblocking: true). */
+export const LIBC_SYMBOLS = {
+  /** int socket(int domain, int type, int protocol); */
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** int bind(int fd, const struct sockaddr *addr, socklen_t len); */
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int connect(int fd, const struct sockaddr *addr, socklen_t len); */
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int listen(int fd, int backlog); */
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  /** int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags); */
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  /** ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen); */
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags); */
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen); */
+  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
+  /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags); */
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** int setsockopt(int fd, int level, int name, const void *val, socklen_t len); */
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  /** int getsockopt(int fd, int level, int name, void *val, socklen_t *len); */
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  /** int getsockname(int fd, struct sockaddr *addr, socklen_t *len); */
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  /** int getpeername(int fd, struct sockaddr *addr, socklen_t *len); */
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  /** int fcntl(int fd, int cmd, int arg);  (variadic in C; the int form is ABI-compatible on Linux) */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  /** ssize_t read(int fd, void *buf, size_t count); */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t read(int fd, void *buf, size_t count);  on a worker thread */
+  read_nb: { name: "read", parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  /** ssize_t write(int fd, const void *buf, size_t count); */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int close(int fd); */
+  close: { parameters: ["i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms); */
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  /** int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);  on a worker thread, for waiting on events */
+  poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** int eventfd(unsigned int initval, int flags); */
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** unsigned int if_nametoindex(const char *ifname); */
+  if_nametoindex: { parameters: ["buffer"], result: "u32" },
+  /** int malloc_trim(size_t pad); */
+  malloc_trim: { parameters: ["usize"], result: "i32" },
+  /** int *__errno_location(void); */
+  __errno_location: { parameters: [], result: "pointer" },
+  /** char *strerror(int errnum); */
+  strerror: { parameters: ["i32"], result: "pointer" },
+  /** pid_t getpid(void); */
+  getpid: { parameters: [], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+// Constants (Linux x86_64/aarch64 values).
+export const AF_UNSPEC = 0;
+export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_BRIDGE = 7;
+export const AF_INET6 = 10;
+export const AF_NETLINK = 16;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_ERROR = 4;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_RCVTIMEO = 20;
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
+export const IPPROTO_IP = 0;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_IPV6 = 41;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const O_NONBLOCK = 0o4000;
+export const MSG_PEEK = 2;
+export const MSG_TRUNC = 0x20;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const POLLIN = 1;
+export const POLLOUT = 4;
+export const POLLERR = 8;
+export const POLLHUP = 16;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+let lib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+
+/** Path of libc: KUBE_ROUTER_LIBC, else the glibc soname. */
+export function libcPath(): string {
+  return Deno.env.get("KUBE_ROUTER_LIBC") || "libc.so.6";
+}
+
+/** The libc symbols, opened on first use. Throws LibraryLoadError (with `cause`) when libc cannot be opened. */
+export function libc(): LibcSymbols {
+  if (lib) return lib.symbols;
+  const path = libcPath();
+  try {
+    lib = Deno.dlopen(path, LIBC_SYMBOLS);
+  } catch (cause) {
+    throw new LibraryLoadError(
+      `cannot load libc from ${path} (set KUBE_ROUTER_LIBC; needs --allow-ffi; Debian package libc6)`,
+      path,
+      { cause },
+    );
+  }
+  return lib.symbols;
+}
+
+/** The calling thread's errno. Only meaningful right after a synchronous libc call. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  if (p === null) return 0;
+  return new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** Human text for an errno, from libc. */
+export function strerror(n: number): string {
+  const p = libc().strerror(n);
+  return p === null ? `errno ${n}` : Deno.UnsafePointerView.getCString(p);
+}
+
+/**
+ * Turns a libc return code into a number, throwing ErrnoError when it is negative. Call it directly on
+ * the result of the call, before any other libc call, so errno is still the call's own.
+ */
+export function check(rc: number | bigint, op: string): number {
+  const n = typeof rc === "bigint" ? Number(rc) : rc;
+  if (n < 0) {
+    const e = errno();
+    throw new ErrnoError(e, op, strerror(e));
+  }
+  return n;
+}
+
+/** A NUL-terminated copy of a string for `const char *` parameters. */
+export function cstring(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** setsockopt with an int value. */
+export function setsockoptInt(
+  fd: number,
+  level: number,
+  name: number,
+  value: number,
+  op = "setsockopt",
+): void {
+  const v = new Int32Array([value]);
+  check(libc().setsockopt(fd, level, name, new Uint8Array(v.buffer), 4), `${op}(${level},${name})`);
+}
+
+/** getsockopt for an int value. */
+export function getsockoptInt(fd: number, level: number, name: number): number {
+  const v = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  check(
+    libc().getsockopt(fd, level, name, new Uint8Array(v.buffer), new Uint8Array(len.buffer)),
+    `getsockopt(${level},${name})`,
+  );
+  return v[0]!;
+}
+
+/** Sets or clears O_NONBLOCK on a file descriptor. */
+export function setNonBlocking(fd: number, on = true): void {
+  const flags = check(libc().fcntl(fd, F_GETFL, 0), "fcntl(F_GETFL)");
+  check(libc().fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK), "fcntl(F_SETFL)");
+}
+
+/** Interface index of a name in the current network namespace, or undefined. Equivalent to `ip link show NAME`. */
+export function ifNameToIndex(name: string): number | undefined {
+  const i = libc().if_nametoindex(cstring(name));
+  return i === 0 ? undefined : i;
+}
+
+/** Gives freed heap memory back to the OS. Use after a large transient load (e.g. a 100k-element nft map). */
+export function mallocTrim(): void {
+  libc().malloc_trim(0n);
+}
+
+/** Encodes `struct pollfd[]` for poll(2). */
+export function pollFds(fds: readonly { fd: number; events: number }[]): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(fds.length * 8);
+  const dv = new DataView(buf.buffer);
+  fds.forEach((f, i) => {
+    dv.setInt32(i * 8, f.fd, true);
+    dv.setInt16(i * 8 + 4, f.events, true);
+  });
+  return buf;
+}
+
+/** Reads `revents` of entry `i` after poll(2). */
+export function pollRevents(buf: Uint8Array, i: number): number {
+  return new DataView(buf.buffer, buf.byteOffset).getInt16(i * 8 + 6, true);
+}

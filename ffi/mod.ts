@@ -1,0 +1,81 @@
+/**
+ * Kernel access through Deno FFI: the libc binding, netlink codecs and sockets, rtnetlink (links,
+ * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (JSON API), sysctl,
+ * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen.
+ *
+ * ```ts
+ * import { Rtnetlink, Nftables, isExists } from "../ffi/mod.ts";
+ * const rtnl = new Rtnetlink();
+ * await rtnl.routeReplace({ family: 4, dst: "10.1.2.0/24", gateway: "192.168.1.101", protocol: 17 });
+ * ```
+ *
+ * @module
+ */
+export * from "./errors.ts";
+export * from "./libc.ts";
+export * from "./netlink.ts";
+export {
+  type BatchEncoder,
+  type BatchFailure,
+  NetlinkSocket,
+  type NetlinkSocketOptions,
+  NetlinkSubscription,
+  type ResyncSignal,
+} from "./netlink_socket.ts";
+export * from "./rtnl_types.ts";
+export {
+  cidrParts,
+  decodeAddr,
+  decodeLink,
+  decodeNeigh,
+  decodeRoute,
+  decodeRule,
+  defaultScope,
+  encodeAddr,
+  encodeLinkAdd,
+  encodeLinkSet,
+  encodeNeigh,
+  encodeRoute,
+  encodeRule,
+  RTM_DELADDR,
+  RTM_DELLINK,
+  RTM_DELNEIGH,
+  RTM_DELROUTE,
+  RTM_DELRULE,
+  RTM_GETADDR,
+  RTM_GETLINK,
+  RTM_GETNEIGH,
+  RTM_GETROUTE,
+  RTM_GETRULE,
+  RTM_NEWADDR,
+  RTM_NEWLINK,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+  RTM_NEWRULE,
+} from "./rtnl_codec.ts";
+export { decodeEvent, Rtnetlink, watchGroups } from "./rtnetlink.ts";
+export { FakeRtnetlink } from "./fake_rtnetlink.ts";
+export {
+  Conntrack,
+  type ConntrackEntry,
+  type ConntrackFilter,
+  type ConntrackTuple,
+  decodeEntry as decodeConntrackEntry,
+  encodeDelete as encodeConntrackDelete,
+  IpProto,
+  matches as conntrackMatches,
+} from "./conntrack.ts";
+export {
+  libnftablesPath,
+  listCommand,
+  loadLibnftables,
+  Nftables,
+  type NftCommand,
+  type NftListTarget,
+  type NftObject,
+  NftOutput,
+  type NftRuleset,
+  parseListOutput,
+} from "./nftables.ts";
+export { FakeNftables } from "./fake_nftables.ts";
+export { FakeSysctl, ProcSysctl, type Sysctl, SysctlError, sysctlPath } from "./sysctl.ts";

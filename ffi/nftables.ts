@@ -1,0 +1,184 @@
+/**
+ * nftables through libnftables (`libnftables.so.1`, Debian package libnftables1) with its JSON API.
+ * One `apply()` is one buffer is one atomic kernel transaction: either every command takes effect or
+ * none does. The library path can be overridden with KUBE_ROUTER_LIBNFTABLES. Calls run on a worker
+ * thread (the event loop keeps running during a large load) and are serialised per context.
+ */
+import { LibraryLoadError, NftError } from "./errors.ts";
+import { cstring, mallocTrim } from "./libc.ts";
+
+/** libnftables symbols (nftables/libnftables.h). */
+export const NFT_SYMBOLS = {
+  /** struct nft_ctx *nft_ctx_new(uint32_t flags); */
+  nft_ctx_new: { parameters: ["u32"], result: "pointer" },
+  /** void nft_ctx_free(struct nft_ctx *ctx); */
+  nft_ctx_free: { parameters: ["pointer"], result: "void" },
+  /** unsigned int nft_ctx_output_get_flags(struct nft_ctx *ctx); */
+  nft_ctx_output_get_flags: { parameters: ["pointer"], result: "u32" },
+  /** void nft_ctx_output_set_flags(struct nft_ctx *ctx, unsigned int flags); */
+  nft_ctx_output_set_flags: { parameters: ["pointer", "u32"], result: "void" },
+  /** int nft_ctx_buffer_output(struct nft_ctx *ctx); */
+  nft_ctx_buffer_output: { parameters: ["pointer"], result: "i32" },
+  /** int nft_ctx_buffer_error(struct nft_ctx *ctx); */
+  nft_ctx_buffer_error: { parameters: ["pointer"], result: "i32" },
+  /** const char *nft_ctx_get_output_buffer(struct nft_ctx *ctx); */
+  nft_ctx_get_output_buffer: { parameters: ["pointer"], result: "pointer" },
+  /** const char *nft_ctx_get_error_buffer(struct nft_ctx *ctx); */
+  nft_ctx_get_error_buffer: { parameters: ["pointer"], result: "pointer" },
+  /** void nft_ctx_set_dry_run(struct nft_ctx *ctx, bool dry); */
+  nft_ctx_set_dry_run: { parameters: ["pointer", "bool"], result: "void" },
+  /** int nft_run_cmd_from_buffer(struct nft_ctx *nft, const char *buf);  on a worker thread */
+  nft_run_cmd_from_buffer: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** NFT_CTX_OUTPUT_* flags. JSON (16) must be set for JSON *input* to be parsed too. */
+export const NftOutput = { handle: 1 << 3, json: 1 << 4, echo: 1 << 5, terse: 1 << 11 } as const;
+
+/** One JSON command or object, e.g. `{add: {table: {family: "ip", name: "kube-router"}}}`. */
+export type NftCommand = Record<string, unknown>;
+/** A listed object, e.g. `{map: {family, table, name, type, map, elem, handle}}`. */
+export type NftObject = Record<string, unknown>;
+
+/** What to list. */
+export type NftListTarget =
+  | { ruleset: true }
+  | { table: { family: string; name: string } }
+  | { chain: { family: string; table: string; name: string } }
+  | { set: { family: string; table: string; name: string } }
+  | { map: { family: string; table: string; name: string } };
+
+/**
+ * The nftables operations the agent needs. Implemented by `Nftables` (libnftables, the kernel of the
+ * current namespace) and `FakeNftables` (in memory).
+ */
+export interface NftRuleset {
+  /** Applies all commands as one atomic transaction. Equivalent to: `nft -j -f FILE`. */
+  apply(commands: readonly NftCommand[]): Promise<void>;
+  /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
+  list(target: NftListTarget): Promise<NftObject[]>;
+  /** Releases the context. Idempotent. */
+  close(): void;
+}
+
+/** Renders a list target as an nft command line. */
+export function listCommand(t: NftListTarget): string {
+  if ("ruleset" in t) return "list ruleset";
+  if ("table" in t) return `list table ${t.table.family} ${t.table.name}`;
+  if ("chain" in t) return `list chain ${t.chain.family} ${t.chain.table} ${t.chain.name}`;
+  if ("set" in t) return `list set ${t.set.family} ${t.set.table} ${t.set.name}`;
+  return `list map ${t.map.family} ${t.map.table} ${t.map.name}`;
+}
+
+/** Path of libnftables: KUBE_ROUTER_LIBNFTABLES, else the soname. */
+export function libnftablesPath(): string {
+  return Deno.env.get("KUBE_ROUTER_LIBNFTABLES") || "libnftables.so.1";
+}
+
+let lib: Deno.DynamicLibrary<typeof NFT_SYMBOLS> | undefined;
+
+/** Opens libnftables once. A missing library says which Debian package provides it. */
+export function loadLibnftables(): Deno.DynamicLibrary<typeof NFT_SYMBOLS>["symbols"] {
+  if (lib) return lib.symbols;
+  const path = libnftablesPath();
+  try {
+    lib = Deno.dlopen(path, NFT_SYMBOLS);
+  } catch (cause) {
+    throw new LibraryLoadError(
+      `cannot load libnftables from ${path}: install the Debian package libnftables1 ` +
+        `(apt-get install libnftables1) or point KUBE_ROUTER_LIBNFTABLES at the library`,
+      path,
+      { cause },
+    );
+  }
+  return lib.symbols;
+}
+
+/** Inputs larger than this are followed by malloc_trim(0), so a huge load does not keep its heap. */
+const TRIM_ABOVE_BYTES = 1 << 20;
+
+/** An nftables context over libnftables. */
+export class Nftables implements NftRuleset {
+  #ctx: Deno.PointerValue;
+  #queue: Promise<unknown> = Promise.resolve();
+  #sym: Deno.DynamicLibrary<typeof NFT_SYMBOLS>["symbols"];
+
+  constructor() {
+    this.#sym = loadLibnftables();
+    const ctx = this.#sym.nft_ctx_new(0);
+    if (ctx === null) throw new NftError(-1, "nft_ctx_new failed");
+    this.#ctx = ctx;
+    this.#sym.nft_ctx_buffer_output(ctx);
+    this.#sym.nft_ctx_buffer_error(ctx);
+  }
+
+  /**
+   * Runs one nft buffer (JSON when `json`, else nft's own syntax) and returns its output. All commands
+   * in the buffer form one transaction. Throws NftError with nft's message.
+   */
+  run(buffer: string, opts: { json?: boolean; dryRun?: boolean } = {}): Promise<string> {
+    const next = this.#queue.then(() => this.#runNow(buffer, opts));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async #runNow(buffer: string, opts: { json?: boolean; dryRun?: boolean }): Promise<string> {
+    const ctx = this.#ctx;
+    if (ctx === null) throw new NftError(-1, "nftables context is closed");
+    const s = this.#sym;
+    s.nft_ctx_output_set_flags(ctx, opts.json === false ? 0 : NftOutput.json);
+    s.nft_ctx_set_dry_run(ctx, opts.dryRun ?? false);
+    const input = cstring(buffer);
+    const rc = await s.nft_run_cmd_from_buffer(ctx, input);
+    const outP = s.nft_ctx_get_output_buffer(ctx);
+    const errP = s.nft_ctx_get_error_buffer(ctx);
+    const out = outP === null ? "" : Deno.UnsafePointerView.getCString(outP);
+    const err = errP === null ? "" : Deno.UnsafePointerView.getCString(errP);
+    if (input.length > TRIM_ABOVE_BYTES) mallocTrim();
+    if (rc !== 0) throw new NftError(rc, err);
+    return out;
+  }
+
+  /** Equivalent to: `nft -j -f FILE` with `{"nftables": commands}`; atomic. */
+  async apply(commands: readonly NftCommand[]): Promise<void> {
+    if (commands.length === 0) return;
+    await this.run(JSON.stringify({ nftables: commands }));
+  }
+
+  /** Equivalent to: `nft -f FILE` with nft's own syntax; atomic. */
+  async applyText(script: string): Promise<void> {
+    await this.run(script, { json: false });
+  }
+
+  /** Checks a transaction without committing it. Equivalent to: `nft -c -j -f FILE`. */
+  async check(commands: readonly NftCommand[]): Promise<void> {
+    await this.run(JSON.stringify({ nftables: commands }), { dryRun: true });
+  }
+
+  /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
+  async list(target: NftListTarget): Promise<NftObject[]> {
+    const out = await this.run(listCommand(target));
+    return parseListOutput(out);
+  }
+
+  /** Frees the context once pending calls finish. Idempotent. */
+  close(): void {
+    const ctx = this.#ctx;
+    if (ctx === null) return;
+    this.#ctx = null;
+    this.#queue.finally(() => this.#sym.nft_ctx_free(ctx));
+  }
+}
+
+/** Parses `nft -j list` output into objects, dropping metainfo. */
+export function parseListOutput(out: string): NftObject[] {
+  if (!out.trim()) return [];
+  let doc: unknown;
+  try {
+    doc = JSON.parse(out);
+  } catch (cause) {
+    throw new NftError(0, `unparseable JSON output from nft: ${out.slice(0, 200)}`, { cause });
+  }
+  const items = (doc as { nftables?: unknown }).nftables;
+  if (!Array.isArray(items)) throw new NftError(0, "nft output has no nftables array");
+  return items.filter((o): o is NftObject => typeof o === "object" && o !== null && !("metainfo" in o));
+}

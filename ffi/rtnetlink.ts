@@ -1,0 +1,442 @@
+/**
+ * `Rtnetlink`: the `Rtnl` interface over a NETLINK_ROUTE socket in the current network namespace (the
+ * agent runs inside a node's namespace, e.g. via `ip netns exec`). Every request is acknowledged and
+ * failures are NetlinkError with the kernel's extended-ACK text; route batches go many per sendto.
+ */
+import { Errno, ErrnoError } from "./errors.ts";
+import { ifNameToIndex } from "./libc.ts";
+import {
+  NETLINK_ROUTE,
+  NLM_F_APPEND,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  NLM_F_REQUEST,
+  type NlMsg,
+  NlWriter,
+} from "./netlink.ts";
+import { NetlinkSocket, NetlinkSubscription } from "./netlink_socket.ts";
+import * as c from "./rtnl_codec.ts";
+import type {
+  Address,
+  BatchResult,
+  Family,
+  Link,
+  LinkChange,
+  LinkSpec,
+  Neighbour,
+  Route,
+  RouteFilter,
+  RouteOp,
+  Rtnl,
+  RtnlEvent,
+  RtnlWatch,
+  Rule,
+  WatchKind,
+} from "./rtnl_types.ts";
+
+function describeRoute(r: Route): string {
+  const parts = [r.dst];
+  if (r.gateway) parts.push(`via ${r.gateway}`);
+  if (r.dev !== undefined) parts.push(`dev #${r.dev}`);
+  if (r.table !== undefined && r.table !== 254) parts.push(`table ${r.table}`);
+  return parts.join(" ");
+}
+
+function famOk(f: Family | undefined, v: Family): boolean {
+  return f === undefined || f === v;
+}
+
+/** Decodes an event message into an RtnlEvent, or undefined for messages we do not model. */
+export function decodeEvent(m: NlMsg): RtnlEvent | undefined {
+  switch (m.type) {
+    case c.RTM_NEWLINK:
+    case c.RTM_DELLINK:
+      return { kind: "link", action: m.type === c.RTM_NEWLINK ? "new" : "del", link: c.decodeLink(m) };
+    case c.RTM_NEWADDR:
+    case c.RTM_DELADDR: {
+      const addr = c.decodeAddr(m);
+      return addr && { kind: "addr", action: m.type === c.RTM_NEWADDR ? "new" : "del", addr };
+    }
+    case c.RTM_NEWROUTE:
+    case c.RTM_DELROUTE: {
+      const route = c.decodeRoute(m);
+      return route && { kind: "route", action: m.type === c.RTM_NEWROUTE ? "new" : "del", route };
+    }
+    case c.RTM_NEWRULE:
+    case c.RTM_DELRULE: {
+      const rule = c.decodeRule(m);
+      return rule && { kind: "rule", action: m.type === c.RTM_NEWRULE ? "new" : "del", rule };
+    }
+    case c.RTM_NEWNEIGH:
+    case c.RTM_DELNEIGH: {
+      const neigh = c.decodeNeigh(m);
+      return neigh && { kind: "neigh", action: m.type === c.RTM_NEWNEIGH ? "new" : "del", neigh };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Multicast groups for the requested kinds and families. */
+export function watchGroups(kinds: readonly WatchKind[], families: readonly Family[] = [4, 6]): number[] {
+  const g = new Set<number>();
+  const v4 = families.includes(4);
+  const v6 = families.includes(6);
+  for (const k of kinds) {
+    if (k === "link") g.add(c.RTNLGRP_LINK);
+    if (k === "neigh") g.add(c.RTNLGRP_NEIGH);
+    if (k === "addr") {
+      if (v4) g.add(c.RTNLGRP_IPV4_IFADDR);
+      if (v6) g.add(c.RTNLGRP_IPV6_IFADDR);
+    }
+    if (k === "route") {
+      if (v4) g.add(c.RTNLGRP_IPV4_ROUTE);
+      if (v6) g.add(c.RTNLGRP_IPV6_ROUTE);
+    }
+    if (k === "rule") {
+      if (v4) g.add(c.RTNLGRP_IPV4_RULE);
+      if (v6) g.add(c.RTNLGRP_IPV6_RULE);
+    }
+  }
+  return [...g];
+}
+
+class RtnlSubscription implements RtnlWatch {
+  #sub: NetlinkSubscription;
+  constructor(groups: number[], rcvbuf?: number) {
+    this.#sub = new NetlinkSubscription(NETLINK_ROUTE, groups, rcvbuf !== undefined ? { rcvbuf } : {});
+  }
+  close(): void {
+    this.#sub.close();
+  }
+  async *[Symbol.asyncIterator](): AsyncIterator<RtnlEvent> {
+    for await (const batch of this.#sub) {
+      if (!Array.isArray(batch)) {
+        yield batch;
+        continue;
+      }
+      for (const m of batch) {
+        const ev = decodeEvent(m);
+        if (ev) yield ev;
+      }
+    }
+  }
+}
+
+/** The kernel's rtnetlink in the current network namespace. */
+export class Rtnetlink implements Rtnl {
+  #sock: NetlinkSocket | undefined;
+
+  constructor(opts: { rcvbuf?: number } = {}) {
+    this.#sock = NetlinkSocket.open(NETLINK_ROUTE, opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {});
+  }
+
+  get #s(): NetlinkSocket {
+    if (!this.#sock) throw new ErrnoError(9, "Rtnetlink is closed");
+    return this.#sock;
+  }
+
+  #index(name: string): number {
+    const i = ifNameToIndex(name);
+    if (i === undefined) throw new ErrnoError(Errno.ENODEV, `no such device ${JSON.stringify(name)}`);
+    return i;
+  }
+
+  // ------------------------------------------------------------ links
+
+  /** Equivalent to: `ip -d link show` */
+  linkList(): Promise<Link[]> {
+    return Promise.resolve(
+      this.#s.dump(c.RTM_GETLINK, (w) => c.encodeLinkIndex(w, 0), "ip link show").map(c.decodeLink),
+    );
+  }
+
+  /** Equivalent to: `ip -d link show NAME`; undefined when it does not exist. */
+  linkGet(name: string): Promise<Link | undefined> {
+    const i = ifNameToIndex(name);
+    if (i === undefined) return Promise.resolve(undefined);
+    try {
+      const msgs = this.#s.request(c.RTM_GETLINK, 0, (w) => c.encodeLinkIndex(w, i), `ip link show ${name}`);
+      const m = msgs.find((x) => x.type === c.RTM_NEWLINK);
+      return Promise.resolve(m ? c.decodeLink(m) : undefined);
+    } catch (e) {
+      if (e instanceof ErrnoError && e.errno === Errno.ENODEV) return Promise.resolve(undefined);
+      return Promise.reject(e);
+    }
+  }
+
+  /** Equivalent to: `ip link add NAME [mtu N] [master BR] type bridge|veth peer name P|vxlan id N …` (then `up`). */
+  linkAdd(spec: LinkSpec): Promise<void> {
+    return this.#run(() => {
+      const master = spec.master !== undefined ? this.#index(spec.master) : undefined;
+      this.#s.request(
+        c.RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL,
+        (w) => c.encodeLinkAdd(w, spec, master),
+        `ip link add ${spec.name} type ${spec.kind}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip link del NAME` */
+  linkDel(name: string): Promise<void> {
+    return this.#run(() => {
+      const i = this.#index(name);
+      this.#s.request(c.RTM_DELLINK, 0, (w) => c.encodeLinkIndex(w, i), `ip link del ${name}`);
+    });
+  }
+
+  /** Equivalent to: `ip link set NAME [up|down] [mtu N] [master BR|nomaster] [name NEW] [address MAC]` */
+  linkSet(name: string, change: LinkChange): Promise<void> {
+    return this.#run(() => {
+      const i = this.#index(name);
+      const master = change.master === undefined
+        ? undefined
+        : change.master === null
+        ? 0
+        : this.#index(change.master);
+      this.#s.request(c.RTM_NEWLINK, 0, (w) => c.encodeLinkSet(w, i, change, master), `ip link set ${name}`);
+    });
+  }
+
+  // ------------------------------------------------------------ addresses
+
+  /** Equivalent to: `ip addr show [dev DEV]` */
+  addrList(filter: { family?: Family; index?: number } = {}): Promise<Address[]> {
+    return this.#run(() => {
+      const out: Address[] = [];
+      for (
+        const m of this.#s.dump(c.RTM_GETADDR, (w) => c.encodeAddrDump(w, filter.family), "ip addr show")
+      ) {
+        const a = c.decodeAddr(m);
+        if (
+          a && famOk(filter.family, a.family) && (filter.index === undefined || a.index === filter.index)
+        ) out.push(a);
+      }
+      return out;
+    });
+  }
+
+  /** Equivalent to: `ip addr add ADDR/PREFIX dev DEV` */
+  addrAdd(addr: Address): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWADDR,
+        NLM_F_CREATE | NLM_F_EXCL,
+        (w) => c.encodeAddr(w, addr),
+        `ip addr add ${addr.address}/${addr.prefix}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip addr del ADDR/PREFIX dev DEV` */
+  addrDel(addr: Address): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_DELADDR,
+        0,
+        (w) => c.encodeAddr(w, addr),
+        `ip addr del ${addr.address}/${addr.prefix}`,
+      );
+    });
+  }
+
+  // ------------------------------------------------------------ routes
+
+  /** Equivalent to: `ip [-4|-6] route show table all [proto P] [dev DEV]` (filtered here). */
+  routeList(filter: RouteFilter = {}): Promise<Route[]> {
+    return this.#run(() => {
+      const out: Route[] = [];
+      for (
+        const m of this.#s.dump(c.RTM_GETROUTE, (w) => c.encodeRouteDump(w, filter.family), "ip route show")
+      ) {
+        const r = c.decodeRoute(m);
+        if (!r || !famOk(filter.family, r.family)) continue;
+        if (filter.table !== undefined && r.table !== filter.table) continue;
+        if (filter.protocol !== undefined && r.protocol !== filter.protocol) continue;
+        if (
+          filter.dev !== undefined && r.dev !== filter.dev && !r.nexthops?.some((n) => n.dev === filter.dev)
+        ) continue;
+        out.push(r);
+      }
+      return out;
+    });
+  }
+
+  /** Equivalent to: `ip route add DST [via GW] [dev DEV] [table T] [proto P] [scope S] [src A] [metric M]` */
+  routeAdd(route: Route): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_EXCL,
+        (w) => c.encodeRoute(w, route),
+        `ip route add ${describeRoute(route)}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip route replace …` (creates or overwrites). */
+  routeReplace(route: Route): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_REPLACE,
+        (w) => c.encodeRoute(w, route),
+        `ip route replace ${describeRoute(route)}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip route append …` (adds another route with the same key, IPv6 ECMP style). */
+  routeAppend(route: Route): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_APPEND,
+        (w) => c.encodeRoute(w, route),
+        `ip route append ${describeRoute(route)}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip route del DST [via GW] [dev DEV] [table T] …` */
+  routeDel(route: Route): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_DELROUTE,
+        0,
+        (w) => c.encodeRoute(w, route, true),
+        `ip route del ${describeRoute(route)}`,
+      );
+    });
+  }
+
+  /**
+   * Equivalent to: `ip -batch` of `route add|replace|del` lines, but many messages per sendto and one ACK
+   * fence per chunk. Failures are reported per operation index; the others are applied.
+   */
+  routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {
+    return this.#run(() => {
+      const failures = this.#s.batch(ops.length, (w: NlWriter, i: number, seq: number) => {
+        const op = ops[i]!;
+        const del = op.op === "del";
+        const type = del ? c.RTM_DELROUTE : c.RTM_NEWROUTE;
+        const flags = NLM_F_REQUEST |
+          (op.op === "add"
+            ? NLM_F_CREATE | NLM_F_EXCL
+            : op.op === "replace"
+            ? NLM_F_CREATE | NLM_F_REPLACE
+            : 0);
+        const off = w.beginMsg(type, flags, seq);
+        c.encodeRoute(w, op.route, del);
+        w.endMsg(off);
+      }, { op: "route batch" });
+      return { ok: ops.length - failures.length, failures };
+    });
+  }
+
+  // ------------------------------------------------------------ rules
+
+  /** Equivalent to: `ip [-4|-6] rule show` */
+  ruleList(family?: Family): Promise<Rule[]> {
+    return this.#run(() => {
+      const out: Rule[] = [];
+      for (const m of this.#s.dump(c.RTM_GETRULE, (w) => c.encodeRuleDump(w, family), "ip rule show")) {
+        const r = c.decodeRule(m);
+        if (r && famOk(family, r.family)) out.push(r);
+      }
+      return out;
+    });
+  }
+
+  /** Equivalent to: `ip rule add [not] [from SRC] [to DST] [fwmark M/MASK] [iif I] [oif O] [pref N] lookup T` */
+  ruleAdd(rule: Rule): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(c.RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, (w) => c.encodeRule(w, rule), "ip rule add");
+    });
+  }
+
+  /** Equivalent to: `ip rule del …` (the given selectors must match). */
+  ruleDel(rule: Rule): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(c.RTM_DELRULE, 0, (w) => c.encodeRule(w, rule, true), "ip rule del");
+    });
+  }
+
+  // ------------------------------------------------------------ neighbours
+
+  /** Equivalent to: `ip neigh show [dev DEV]` */
+  neighList(filter: { family?: Family; dev?: number } = {}): Promise<Neighbour[]> {
+    return this.#run(() => {
+      const out: Neighbour[] = [];
+      for (
+        const m of this.#s.dump(c.RTM_GETNEIGH, (w) => c.encodeNeighDump(w, filter.family), "ip neigh show")
+      ) {
+        const n = c.decodeNeigh(m);
+        if (n && famOk(filter.family, n.family) && (filter.dev === undefined || n.dev === filter.dev)) {
+          out.push(n);
+        }
+      }
+      return out;
+    });
+  }
+
+  /** Equivalent to: `ip neigh add DST lladdr MAC dev DEV nud permanent` */
+  neighAdd(n: Neighbour): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWNEIGH,
+        NLM_F_CREATE | NLM_F_EXCL,
+        (w) => c.encodeNeigh(w, n),
+        `ip neigh add ${n.dst}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip neigh replace DST lladdr MAC dev DEV` */
+  neighReplace(n: Neighbour): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(
+        c.RTM_NEWNEIGH,
+        NLM_F_CREATE | NLM_F_REPLACE,
+        (w) => c.encodeNeigh(w, n),
+        `ip neigh replace ${n.dst}`,
+      );
+    });
+  }
+
+  /** Equivalent to: `ip neigh del DST dev DEV` */
+  neighDel(n: Neighbour): Promise<void> {
+    return this.#run(() => {
+      this.#s.request(c.RTM_DELNEIGH, 0, (w) => c.encodeNeigh(w, n), `ip neigh del ${n.dst}`);
+    });
+  }
+
+  // ------------------------------------------------------------ events
+
+  /**
+   * Equivalent to: `ip monitor link address route rule neigh`. Iterate the result; a `{kind: "resync"}`
+   * event means the kernel dropped events (ENOBUFS) and the caller must list again.
+   */
+  watch(
+    kinds: readonly WatchKind[],
+    opts: { families?: readonly Family[]; rcvbuf?: number } = {},
+  ): RtnlWatch {
+    return new RtnlSubscription(watchGroups(kinds, opts.families), opts.rcvbuf);
+  }
+
+  /** Closes the request socket. Idempotent. */
+  close(): void {
+    this.#sock?.close();
+    this.#sock = undefined;
+  }
+
+  #run<T>(f: () => T): Promise<T> {
+    try {
+      return Promise.resolve(f());
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+}
