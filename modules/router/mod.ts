@@ -7,19 +7,15 @@
  * the kernel programming arrive with the router issue.
  */
 import type { ResourceKind } from "../../core/bus.ts";
-import type { Config } from "../../core/config.ts";
 import { trackingModule } from "../../core/skeleton_module.ts";
 import type { ModuleDefinition } from "../../core/module.ts";
 
 export const routerModule: ModuleDefinition = {
   name: "router",
-  resources(config: Config): ResourceKind[] {
-    const r: ResourceKind[] = ["nodes"];
-    // kube-router's routing controller watches Services and EndpointSlices itself to advertise VIPs.
-    if (config.advertiseClusterIp || config.advertiseExternalIp || config.advertiseLoadbalancerIp) {
-      r.push("services", "endpointslices");
-    }
-    return r;
+  resources(): ResourceKind[] {
+    // Services and EndpointSlices too, as kube-router's routing controller: VIPs are announced per the
+    // --advertise-* flags or per-service annotations, and Local services only where an endpoint runs.
+    return ["nodes", "services", "endpointslices"];
   },
   syncPeriodMs: (config) => config.routesSyncPeriod,
   create(ctx) {
