@@ -64,7 +64,7 @@ export class ClusterIpAllocator {
     const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
     const network = (base & mask) >>> 0;
     this.cidr = `${formatIpv4(network)}/${len}`;
-    this.#range = new RangeAllocator(network + 1, (network | (~mask >>> 0)) - 1);
+    this.#range = new RangeAllocator(network + 1, ((network | (~mask >>> 0)) >>> 0) - 1);
   }
   /** Why `ip` cannot be given to `owner`, or undefined if it can. */
   check(ip: string, owner: string): string | undefined {

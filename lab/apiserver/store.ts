@@ -325,7 +325,8 @@ export class Store {
       throw badRequest("patch did not produce an object");
     }
     const [ns, name] = splitKey(key);
-    patched.metadata ??= {};
+    // Untouched subtrees of the patched result are still the stored (frozen) ones.
+    patched.metadata = { ...patched.metadata };
     if (patched.metadata.name !== name || (ns && patched.metadata.namespace !== ns)) {
       throw badRequest("the name or namespace of the object may not be changed by a patch");
     }

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { needs, run } from "../../_support/netns.ts";
+import { startApiServer } from "../../../lab/apiserver/mod.ts";
+
+const MANIFEST = `
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {app: web}
+spec:
+  nodeName: kube-node1
+  containers:
+  - name: nginx
+    image: nginx:1.25
+    ports: [{containerPort: 80, name: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-1
+  namespace: shop
+  labels: {app: db}
+spec:
+  nodeName: kube-node2
+  containers:
+  - name: pg
+    image: postgres:16
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: db-from-web
+  namespace: shop
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 5432}]
+`;
+
+for (const auth of ["token", "cert"] as const) {
+  Deno.test({
+    ...needs(
+      `kubectl applies, reads, labels, annotates, patches and deletes objects on the lab API server (${auth} auth)`,
+      { tools: ["kubectl"] },
+    ),
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
+      const server = await startApiServer({ stateDir: dir, serviceCidr: "172.16.0.0/16" });
+      try {
+        const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth });
+        await Deno.writeTextFile(`${dir}/m.yaml`, MANIFEST);
+        const k = async (...args: string[]) => {
+          const r = await run([
+            "kubectl",
+            "--kubeconfig",
+            kubeconfig,
+            "--cache-dir",
+            `${dir}/cache`,
+            ...args,
+          ]);
+          assert.equal(r.code, 0, `kubectl ${args.join(" ")} failed: ${r.stderr}`);
+          return r.stdout;
+        };
+        const applied = await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+        for (
+          const what of [
+            "namespace/shop created",
+            "pod/web-1 created",
+            "pod/db-1 created",
+            "service/web created",
+            "networkpolicy.networking.k8s.io/db-from-web created",
+          ]
+        ) {
+          assert.match(applied, new RegExp(what.replace(/[./]/g, "\\$&")));
+        }
+        assert.match(await k("apply", "--validate=false", "-f", `${dir}/m.yaml`), /service\/web unchanged/);
+
+        const svc = JSON.parse(await k("get", "service", "web", "-n", "shop", "-o", "json"));
+        assert.match(svc.spec.clusterIP, /^172\.16\./);
+        assert.ok(svc.spec.ports[0].nodePort >= 30000);
+        assert.ok(
+          svc.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"],
+          "last-applied annotation stored",
+        );
+
+        await k("label", "pod", "web-1", "-n", "shop", "tier=frontend");
+        await k("annotate", "service", "web", "-n", "shop", "owner=team-a");
+        await k("patch", "pod", "db-1", "-n", "shop", "-p", '{"metadata":{"labels":{"backup":"nightly"}}}');
+        await k(
+          "patch",
+          "service",
+          "web",
+          "-n",
+          "shop",
+          "--type",
+          "json",
+          "-p",
+          '[{"op":"add","path":"/spec/ports/-","value":{"name":"https","port":443,"targetPort":443}}]',
+        );
+
+        const pods = JSON.parse(await k("get", "pods", "-n", "shop", "-l", "tier=frontend", "-o", "json"));
+        assert.deepEqual(pods.items.map((p: { metadata: { name: string } }) => p.metadata.name), ["web-1"]);
+        const onNode2 = JSON.parse(
+          await k("get", "pods", "-A", "--field-selector", "spec.nodeName=kube-node2", "-o", "json"),
+        );
+        assert.deepEqual(
+          onNode2.items.map((p: { metadata: { labels: Record<string, string> } }) =>
+            p.metadata.labels.backup
+          ),
+          ["nightly"],
+        );
+        const svc2 = JSON.parse(await k("get", "svc", "web", "-n", "shop", "-o", "json"));
+        assert.equal(svc2.metadata.annotations.owner, "team-a");
+        assert.equal(svc2.spec.ports.length, 2);
+        assert.equal(svc2.spec.clusterIP, svc.spec.clusterIP, "patches keep the allocated clusterIP");
+        assert.notEqual(svc2.spec.ports[1].nodePort, svc2.spec.ports[0].nodePort);
+
+        // Re-applying after the label/annotate keeps what they added (three-way merge against last-applied).
+        await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+        assert.equal(server.store.get("pods", "shop/web-1").metadata!.labels!.tier, "frontend");
+
+        await k("delete", "pod", "db-1", "-n", "shop");
+        assert.equal(server.store.tryGet("pods", "shop/db-1"), undefined);
+        await k("delete", "networkpolicy", "db-from-web", "-n", "shop");
+        await k("delete", "namespace", "shop");
+        assert.equal(server.store.list("pods").items.length, 0);
+        assert.equal(server.store.list("services").items.length, 0);
+      } finally {
+        await server.stop();
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
