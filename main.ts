@@ -23,7 +23,7 @@ import {
   VERSION,
 } from "./core/mod.ts";
 import type { Logger } from "./core/mod.ts";
-import { loadKubeConfig, WatchLayer } from "./core/kube/mod.ts";
+import process from "node:process";
 import { routerModule } from "./modules/router/mod.ts";
 import { proxyModule } from "./modules/proxy/mod.ts";
 import { firewallModule } from "./modules/firewall/mod.ts";
@@ -50,6 +50,11 @@ async function runAgent(config: Config, log: Logger): Promise<void> {
   const metrics = new Metrics();
   let source: ResourceSource = new EmptySource();
   if (neededResources(config, MODULES).length > 0) {
+    // Loaded only when informers are needed: the Kubernetes client costs start-up time and memory that
+    // --help, --version, --cleanup-config and module-less runs should not pay.
+    // client-node's HTTP stack requires Node's deprecated `punycode`; the warning is not the user's to act on.
+    process.noDeprecation = true;
+    const { loadKubeConfig, WatchLayer } = await import("./core/kube/mod.ts");
     let kubeConfig;
     try {
       kubeConfig = loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });

@@ -57,7 +57,7 @@ function renderValue(v: unknown): string {
 }
 
 function quote(s: string): string {
-  return /^[A-Za-z0-9_.:/@+-]+$/.test(s) ? s : JSON.stringify(s);
+  return /^[A-Za-z0-9_.:/@+,-]+$/.test(s) ? s : JSON.stringify(s);
 }
 
 function serialize(v: unknown): unknown {

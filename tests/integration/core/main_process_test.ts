@@ -122,3 +122,71 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...needs(
+    "kube-router with every module watches the API server, turns healthy once synced, and stops on SIGTERM",
+    {
+      tools: ["openssl"],
+    },
+  ),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { startApiServer } = await import("../../../lab/apiserver/mod.ts");
+    const stateDir = await Deno.makeTempDir({ prefix: "krt-main-api-" });
+    const api = await startApiServer({ stateDir, port: 0 });
+    const kubeconfig = await api.writeKubeconfig();
+    const port = freePort();
+    const metricsPort = freePort();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        main,
+        `--kubeconfig=${kubeconfig}`,
+        `--health-port=${port}`,
+        "--health-addr=127.0.0.1",
+        `--metrics-port=${metricsPort}`,
+        "--metrics-addr=127.0.0.1",
+        "-v=1",
+      ],
+      env: { NODE_NAME: "test-node" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      let body: { healthy?: boolean; modules?: Record<string, unknown> } = {};
+      for (let k = 0; k < 200 && !body.healthy; k++) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+          body = await res.json();
+          if (
+            !body.healthy ||
+            !Object.values(body.modules ?? {}).every((m) => (m as { lastSync: unknown }).lastSync)
+          ) {
+            body = {};
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      assert.deepEqual(Object.keys(body.modules ?? {}).sort(), ["firewall", "proxy", "router"]);
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      assert.match(metrics, /kube_router_syncs_total\{module="proxy",result="success"\} [1-9]/);
+      assert.match(metrics, /kube_router_build_info/);
+      child.kill("SIGTERM");
+      const out = await child.output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      assert.match(stderr, /resources=nodes,services,endpointslices,pods,namespaces,networkpolicies/);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await api.stop();
+      await Deno.remove(stateDir, { recursive: true });
+    }
+  },
+});
