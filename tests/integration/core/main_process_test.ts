@@ -114,7 +114,7 @@ Deno.test({
       assert.equal(out.code, 0, stderr);
       assert.ok(elapsed < 5000, `took ${elapsed} ms`);
       assert.match(stderr, /stopping; kernel state stays in place signal=SIGTERM/);
-      assert.match(stderr, /INFO  stopped/);
+      assert.match(stderr, /INFO {2}stopped/);
     } finally {
       try {
         child.kill("SIGKILL");
