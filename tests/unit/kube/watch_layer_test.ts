@@ -1,0 +1,274 @@
+import assert from "node:assert/strict";
+import { Bus } from "../../../core/bus.ts";
+import { FakeClock } from "../../../core/clock.ts";
+import { getLogger, MemorySink } from "../../../core/log.ts";
+import { Metrics } from "../../../core/metrics.ts";
+import { KubeConfig } from "@kubernetes/client-node";
+import { WatchLayer } from "../../../core/kube/mod.ts";
+import { pod, service, startLab, until, watchLayerFor } from "./_support.ts";
+
+const line = (e: { type: string; key: string }) => `${e.type} ${e.key}`;
+
+Deno.test("watch layer publishes the first list as ADDED, then synced, and keeps counting", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods", "services"]);
+  try {
+    lab.server.store.create("pods", pod("default", "a"));
+    lab.server.store.create("services", service("default", "s"));
+    const synced: string[] = [];
+    w.bus.on("synced", ({ resource }) => synced.push(resource));
+    w.layer.start(["pods", "services"]);
+    assert.equal(await w.layer.waitForSync(["pods", "services"], 10_000), true);
+    assert.deepEqual(synced.sort(), ["pods", "services"]);
+    assert.ok(w.layer.isSynced("pods"));
+    assert.deepEqual(w.events.map(line).sort(), ["ADDED default/a", "ADDED default/s"]);
+    assert.equal(w.layer.get("pods", "default/a")?.metadata?.name, "a");
+    lab.server.store.create("pods", pod("default", "b"));
+    lab.server.store.patch("pods", "default/a", "merge", { metadata: { labels: { x: "1" } } });
+    await until(() => w.events.length === 4, "two more events");
+    const mod = w.events[3]!;
+    assert.equal(line(mod), "MODIFIED default/a");
+    assert.equal(mod.previous?.metadata?.labels?.x, undefined);
+    assert.equal(mod.current?.metadata?.labels?.x, "1");
+    assert.equal(w.layer.list("pods").length, 2);
+    const metrics = w.metrics.render();
+    assert.match(metrics, /kube_router_informer_events_total\{resource="pods",type="ADDED"\} 2/);
+    assert.match(metrics, /kube_router_informer_events_total\{resource="pods",type="MODIFIED"\} 1/);
+    assert.match(metrics, /kube_router_informer_objects\{resource="pods"\} 2/);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer starts informers only for the resources asked for", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"]);
+  try {
+    w.layer.start(["namespaces"]);
+    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+    assert.equal(w.layer.stats("pods"), undefined);
+    assert.equal(w.layer.isSynced("pods"), false);
+    assert.deepEqual(w.layer.list("pods"), []);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer delivers changes made while the API server was down exactly once after it returns", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
+  try {
+    const s = lab.server.store;
+    s.create("pods", pod("default", "keep"));
+    s.create("pods", pod("default", "change"));
+    s.create("pods", pod("default", "remove"));
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    s.create("pods", pod("default", "before-stop"));
+    await until(() => w.events.length === 4, "event before the stop");
+    await lab.restart(async (store) => {
+      // Let the layer notice the outage and retry at least once against the closed port.
+      await until(() => w.logs.lines.some((l) => l.includes("list/watch failed")), "a failed reconnect");
+      store.create("pods", pod("default", "while-down"));
+      store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
+      store.delete("pods", "default/remove");
+      store.create("pods", pod("default", "short-lived"));
+      store.delete("pods", "default/short-lived");
+    });
+    s.create("pods", pod("default", "after-restart"));
+    await until(
+      () => w.layer.get("pods", "default/after-restart") !== undefined,
+      "the pod made after the restart",
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const after = w.events.slice(4).map(line);
+    assert.deepEqual(after, [
+      "ADDED default/while-down",
+      "MODIFIED default/change",
+      "DELETED default/remove",
+      "ADDED default/short-lived",
+      "DELETED default/short-lived",
+      "ADDED default/after-restart",
+    ]);
+    const keys = w.layer.list("pods").map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort();
+    assert.deepEqual(
+      keys,
+      s.list("pods").items.map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort(),
+    );
+    assert.equal(
+      w.layer.stats("pods")!.relists,
+      0,
+      "resumed the watch from its resourceVersion, no re-list needed",
+    );
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer re-lists after 410 Gone and publishes only the difference, once", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
+  try {
+    const s = lab.server.store;
+    s.create("pods", pod("default", "keep"));
+    s.create("pods", pod("default", "change"));
+    s.create("pods", pod("default", "remove"));
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    await lab.restart((store) => {
+      store.create("pods", pod("default", "while-down"));
+      store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
+      store.delete("pods", "default/remove");
+      store.create("pods", pod("default", "short-lived"));
+      store.delete("pods", "default/short-lived");
+      // The history the watch would resume from is gone: the server must answer 410.
+      store.compact();
+    });
+    await until(() => w.layer.stats("pods")!.relists >= 1, "a re-list");
+    await until(() => w.events.length >= 6, "the differences");
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(w.events.slice(3).map(line).sort(), [
+      "ADDED default/while-down",
+      "DELETED default/remove",
+      "MODIFIED default/change",
+    ]);
+    assert.equal(w.events.length, 6, "nothing published twice, nothing for the object that came and went");
+    assert.ok(w.logs.lines.some((l) => l.includes("resourceVersion too old")));
+    s.create("pods", pod("default", "later"));
+    await until(() => w.events.length === 7, "the watch after the re-list");
+    assert.equal(line(w.events[6]!), "ADDED default/later");
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer resumes a watch the server ended (timeoutSeconds) without re-listing or duplicates", async () => {
+  const lab = await startLab();
+  const bus = new Bus();
+  const logs = new MemorySink();
+  const events: string[] = [];
+  bus.onResource("pods", (e) => events.push(line(e)));
+  const layer = new WatchLayer({
+    kubeConfig: (await import("../../../core/kube/mod.ts")).loadKubeConfig({
+      kubeconfig: lab.kubeconfigPath,
+      master: "",
+    }),
+    bus,
+    log: getLogger({}, logs),
+    metrics: new Metrics(),
+    watchTimeoutSeconds: 1,
+  });
+  try {
+    layer.start(["pods"]);
+    assert.equal(await layer.waitForSync(["pods"], 10_000), true);
+    lab.server.store.create("pods", pod("default", "a"));
+    await until(() => layer.stats("pods")!.watches >= 3, "two watch restarts", 15_000);
+    lab.server.store.create("pods", pod("default", "b"));
+    await until(() => events.length === 2, "both pods");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(events, ["ADDED default/a", "ADDED default/b"]);
+    assert.equal(layer.stats("pods")!.lists, 1);
+    assert.ok(!logs.lines.some((l) => l.includes("WARN")), "a server-side timeout is not a failure");
+  } finally {
+    await layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer authenticates with a client certificate", async () => {
+  const lab = await startLab({ auth: "cert" });
+  const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"]);
+  try {
+    w.layer.start(["namespaces"]);
+    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+    assert.deepEqual(w.events.map(line).sort(), ["ADDED default", "ADDED kube-system"]);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer with a bad token is refused, never syncs, and says why", async () => {
+  const lab = await startLab();
+  const bad = (await Deno.readTextFile(lab.kubeconfigPath)).replace(lab.server.token, "not-the-token");
+  await Deno.writeTextFile(`${lab.dir}/bad`, bad);
+  const w = watchLayerFor(`${lab.dir}/bad`, ["pods"]);
+  try {
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 500), false);
+    assert.ok(w.logs.lines.some((l) => l.includes("Unauthorized")), w.logs.lines.join("\n"));
+    assert.equal(w.events.length, 0);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("waitForSync gives up with false when the timeout passes on an unreachable API server", async () => {
+  const clock = new FakeClock();
+  const kc = new KubeConfig();
+  // Port 1 on loopback: nothing listens, every connect is refused.
+  kc.loadFromClusterAndUser({ name: "c", server: "https://127.0.0.1:1", skipTLSVerify: true }, { name: "u" });
+  const logs = new MemorySink();
+  const layer = new WatchLayer({
+    kubeConfig: kc,
+    bus: new Bus(),
+    log: getLogger({}, logs),
+    metrics: new Metrics(),
+    clock,
+    backoff: { initialMs: 100, maxMs: 1000 },
+  });
+  try {
+    layer.start(["services", "endpointslices"]);
+    let result: boolean | undefined;
+    void layer.waitForSync(["services", "endpointslices"], 60_000).then((ok) => result = ok);
+    await until(
+      () => logs.lines.filter((l) => l.includes("list/watch failed")).length >= 2,
+      "connection failures",
+    );
+    await clock.advance(59_000);
+    assert.equal(result, undefined, "still waiting before the timeout");
+    await clock.advance(1_000);
+    assert.equal(result, false);
+  } finally {
+    await layer.stop();
+  }
+});
+
+Deno.test("watch layer stop ends every loop without logging the stop as a failure", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, [
+    "pods",
+    "namespaces",
+    "services",
+    "endpointslices",
+    "nodes",
+    "networkpolicies",
+  ]);
+  try {
+    w.layer.start(["pods", "namespaces", "services", "endpointslices", "nodes", "networkpolicies"]);
+    assert.equal(
+      await w.layer.waitForSync([
+        "pods",
+        "namespaces",
+        "services",
+        "endpointslices",
+        "nodes",
+        "networkpolicies",
+      ], 10_000),
+      true,
+    );
+    await until(() => lab.server.openWatches === 6, "six open watches");
+    await w.layer.stop();
+    assert.ok(!w.logs.lines.some((l) => l.includes("WARN") || l.includes("ERROR")), w.logs.lines.join("\n"));
+    await until(() => lab.server.openWatches === 0, "the server to see the watches close");
+    assert.throws(() => w.layer.start(["pods"]));
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
