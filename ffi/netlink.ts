@@ -204,7 +204,11 @@ export function parseError(msg: NlMsg): NlErrorInfo {
   const dv = view(p);
   const err = dv.getInt32(0, true);
   const reqLen = dv.getUint32(4, true);
-  const info: NlErrorInfo = { errno: -err, reqType: dv.getUint16(8, true), reqSeq: dv.getUint32(12, true) };
+  const info: NlErrorInfo = {
+    errno: err === 0 ? 0 : -err,
+    reqType: dv.getUint16(8, true),
+    reqSeq: dv.getUint32(12, true),
+  };
   if (msg.flags & NLM_F_ACK_TLVS) {
     // The echoed request is the header only when capped (or on success), else the whole request.
     const echoed = (msg.flags & NLM_F_CAPPED) || err === 0 ? NLMSG_HDRLEN : align4(reqLen);
@@ -222,7 +226,7 @@ export function parseError(msg: NlMsg): NlErrorInfo {
 /** Decodes the optional error in an NLMSG_DONE payload (a dump that failed part-way). */
 export function parseDone(msg: NlMsg): NlErrorInfo {
   const p = msg.payload;
-  const errno = p.length >= 4 ? -view(p).getInt32(0, true) : 0;
+  const errno = p.length >= 4 ? Math.abs(view(p).getInt32(0, true)) : 0;
   const info: NlErrorInfo = { errno, reqType: 0, reqSeq: msg.seq };
   if (msg.flags & NLM_F_ACK_TLVS && p.length > 4) {
     for (const a of parseAttrs(p.subarray(4))) {

@@ -182,16 +182,17 @@ function ifinfomsg(w: NlWriter, index: number, flags: number, change: number, fa
 
 /** Body of RTM_NEWLINK for `ip link add`. */
 export function encodeLinkAdd(w: NlWriter, spec: LinkSpec, masterIndex?: number): void {
+  // Attribute order and encodings as iproute2 emits `ip link add NAME mtu N address MAC master BR type KIND`.
   ifinfomsg(w, 0, spec.up ? IFF_UP : 0, spec.up ? IFF_UP : 0);
-  w.attrString(IFLA_IFNAME, spec.name);
   if (spec.mtu !== undefined) w.attrU32(IFLA_MTU, spec.mtu);
   if (spec.mac !== undefined) w.attr(IFLA_ADDRESS, macBytes(spec.mac));
   if (masterIndex !== undefined) w.attrU32(IFLA_MASTER, masterIndex);
-  const li = w.beginNest(IFLA_LINKINFO);
-  w.attrString(IFLA_INFO_KIND, spec.kind);
+  w.attrString(IFLA_IFNAME, spec.name);
+  const li = w.beginNest(IFLA_LINKINFO, false);
+  w.attr(IFLA_INFO_KIND, new TextEncoder().encode(spec.kind));
   switch (spec.kind) {
     case "veth": {
-      const d = w.beginNest(IFLA_INFO_DATA);
+      const d = w.beginNest(IFLA_INFO_DATA, false);
       const p = w.beginNest(VETH_INFO_PEER, false);
       ifinfomsg(w, 0, 0, 0);
       w.attrString(IFLA_IFNAME, spec.peer);
@@ -200,7 +201,7 @@ export function encodeLinkAdd(w: NlWriter, spec: LinkSpec, masterIndex?: number)
       break;
     }
     case "vxlan": {
-      const d = w.beginNest(IFLA_INFO_DATA);
+      const d = w.beginNest(IFLA_INFO_DATA, false);
       w.attrU32(IFLA_VXLAN_ID, spec.vni);
       if (spec.remote !== undefined) {
         const r = ipBytes(spec.remote);
@@ -211,15 +212,15 @@ export function encodeLinkAdd(w: NlWriter, spec: LinkSpec, masterIndex?: number)
         w.attr(l.length === 4 ? IFLA_VXLAN_LOCAL : IFLA_VXLAN_LOCAL6, l);
       }
       if (spec.dev !== undefined) w.attrU32(IFLA_VXLAN_LINK, spec.dev);
-      if (spec.port !== undefined) w.attrBe16(IFLA_VXLAN_PORT, spec.port);
       if (spec.learning !== undefined) w.attrU8(IFLA_VXLAN_LEARNING, spec.learning ? 1 : 0);
+      if (spec.port !== undefined) w.attrBe16(IFLA_VXLAN_PORT, spec.port);
       w.endNest(d);
       break;
     }
     case "ipip":
     case "ip6tnl": {
       const fam: Family = spec.kind === "ipip" ? 4 : 6;
-      const d = w.beginNest(IFLA_INFO_DATA);
+      const d = w.beginNest(IFLA_INFO_DATA, false);
       if (spec.dev !== undefined) w.attrU32(IFLA_IPTUN_LINK, spec.dev);
       if (spec.local !== undefined) w.attr(IFLA_IPTUN_LOCAL, ipBytes(spec.local, fam));
       if (spec.remote !== undefined) w.attr(IFLA_IPTUN_REMOTE, ipBytes(spec.remote, fam));
@@ -375,12 +376,12 @@ export function encodeRoute(w: NlWriter, r: Route, forDelete = false): void {
     .u8(r.scope ?? defaultScope(r, forDelete))
     .u8(r.type ?? (forDelete ? RouteType.unspec : RouteType.unicast))
     .u32(r.onlink ? RTNH_F_ONLINK : 0);
-  w.attrU32(RTA_TABLE, table);
-  if (dst.prefix > 0 || (r.dst !== "0.0.0.0/0" && r.dst !== "::/0")) w.attr(RTA_DST, dst.addr);
-  if (r.src !== undefined) w.attr(RTA_PREFSRC, ipBytes(r.src, r.family));
+  // Attribute order as iproute2 emits `ip route add DST via GW src S metric M table T … dev D`.
+  if (dst.prefix > 0) w.attr(RTA_DST, dst.addr);
   if (r.gateway !== undefined) w.attr(RTA_GATEWAY, ipBytes(r.gateway, r.family));
-  if (r.dev !== undefined) w.attrU32(RTA_OIF, r.dev);
+  if (r.src !== undefined) w.attr(RTA_PREFSRC, ipBytes(r.src, r.family));
   if (r.metric !== undefined) w.attrU32(RTA_PRIORITY, r.metric);
+  if (table >= 256) w.attrU32(RTA_TABLE, table);
   if (r.nexthops?.length) {
     const mp = w.beginNest(RTA_MULTIPATH, false);
     for (const nh of r.nexthops) {
@@ -391,6 +392,7 @@ export function encodeRoute(w: NlWriter, r: Route, forDelete = false): void {
     }
     w.endNest(mp);
   }
+  if (r.dev !== undefined) w.attrU32(RTA_OIF, r.dev);
 }
 
 /** Body of an RTM_GETROUTE dump. */
@@ -468,14 +470,15 @@ export function encodeRule(w: NlWriter, r: Rule, forDelete = false): void {
   const action = r.action ?? (forDelete && r.table === undefined ? 0 : RuleAction.toTable);
   w.u8(af(r.family)).u8(dst?.prefix ?? 0).u8(src?.prefix ?? 0).u8(0)
     .u8(table < 256 ? table : 0).u8(0).u8(0).u8(action).u32(r.invert ? FIB_RULE_INVERT : 0);
-  if (r.priority !== undefined) w.attrU32(FRA_PRIORITY, r.priority);
-  if (table) w.attrU32(FRA_TABLE, table);
-  if (dst) w.attr(FRA_DST, dst.addr);
+  // Attribute order as iproute2 emits `ip rule add from S to D fwmark M/K iif I oif O pref N table T`.
   if (src) w.attr(FRA_SRC, src.addr);
+  if (dst) w.attr(FRA_DST, dst.addr);
   if (r.fwmark !== undefined) w.attrU32(FRA_FWMARK, r.fwmark);
   if (r.fwmask !== undefined) w.attrU32(FRA_FWMASK, r.fwmask);
   if (r.iif !== undefined) w.attrString(FRA_IIFNAME, r.iif);
   if (r.oif !== undefined) w.attrString(FRA_OIFNAME, r.oif);
+  if (r.priority !== undefined) w.attrU32(FRA_PRIORITY, r.priority);
+  if (table >= 256) w.attrU32(FRA_TABLE, table);
   if (r.protocol !== undefined) w.attrU8(FRA_PROTOCOL, r.protocol);
 }
 

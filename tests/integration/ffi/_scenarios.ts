@@ -1,0 +1,482 @@
+/**
+ * Functions the ffi integration tests run inside a throwaway namespace through `inNetns`. Each uses the
+ * ffi module exactly as the agent would and returns plain JSON for the test to check, alongside what the
+ * real tools (`ip`, `nft`, `conntrack`) say from outside.
+ */
+import {
+  Conntrack,
+  type ConntrackFilter,
+  ifNameToIndex,
+  IpProto,
+  isExists,
+  isNotFound,
+  Nftables,
+  type NftCommand,
+  ProcSysctl,
+  type Route,
+  type RouteOp,
+  Rtnetlink,
+  type RtnlEvent,
+} from "../../../ffi/mod.ts";
+
+function errInfo(
+  e: unknown,
+): { name: string; code?: string; extAck?: string; notFound: boolean; exists: boolean } {
+  const err = e as Error & { code?: string; extAck?: string };
+  return {
+    name: err.name,
+    ...(err.code ? { code: err.code } : {}),
+    ...(err.extAck ? { extAck: err.extAck } : {}),
+    notFound: isNotFound(e),
+    exists: isExists(e),
+  };
+}
+
+async function attempt(f: () => Promise<unknown>): Promise<ReturnType<typeof errInfo> | "ok"> {
+  try {
+    await f();
+    return "ok";
+  } catch (e) {
+    return errInfo(e);
+  }
+}
+
+async function sh(cmd: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** Creates a bridge, a veth pair enslaved to it, and a VXLAN device; reports what linkList/linkGet see. */
+export async function createLinks() {
+  const r = new Rtnetlink();
+  try {
+    await r.linkAdd({ kind: "bridge", name: "kbr0", up: true, mtu: 1450 });
+    await r.linkAdd({ kind: "veth", name: "kv0", peer: "kv1", master: "kbr0" });
+    await r.linkSet("kv0", { up: true, mtu: 1400 });
+    await r.linkAdd({
+      kind: "vxlan",
+      name: "kvx0",
+      vni: 4242,
+      port: 4789,
+      local: "10.250.0.1",
+      learning: false,
+    });
+    const duplicate = await attempt(() => r.linkAdd({ kind: "bridge", name: "kbr0" }));
+    const links = await r.linkList();
+    const missing = await r.linkGet("nosuch0");
+    const vx = await r.linkGet("kvx0");
+    await r.linkSet("kv0", { master: null });
+    const afterNomaster = await r.linkGet("kv0");
+    await r.linkSet("kv1", { name: "kv1renamed" });
+    await r.linkDel("kvx0");
+    const delMissing = await attempt(() => r.linkDel("kvx0"));
+    return {
+      links,
+      missing: missing ?? null,
+      vx,
+      afterNomaster,
+      duplicate,
+      delMissing,
+      final: (await r.linkList()).map((l) => l.name),
+    };
+  } finally {
+    r.close();
+  }
+}
+
+/** Tries to create a link of a kind this kernel may lack, reporting the error. */
+export async function createKind(kind: "dummy" | "ipip") {
+  const r = new Rtnetlink();
+  try {
+    const res = await attempt(() =>
+      kind === "dummy"
+        ? r.linkAdd({ kind, name: "kd0", up: true })
+        : r.linkAdd({ kind, name: "kt0", local: "10.0.0.1", remote: "10.0.0.2" })
+    );
+    return { res, link: (await r.linkGet(kind === "dummy" ? "kd0" : "kt0")) ?? null };
+  } finally {
+    r.close();
+  }
+}
+
+/** Adds, lists and deletes IPv4 and IPv6 addresses on a bridge. */
+export async function addresses() {
+  const r = new Rtnetlink();
+  try {
+    await r.linkAdd({ kind: "bridge", name: "kbr0", up: true });
+    const index = ifNameToIndex("kbr0")!;
+    await r.addrAdd({ family: 4, index, address: "10.77.0.1", prefix: 24 });
+    await r.addrAdd({ family: 4, index, address: "10.77.1.1", prefix: 32 });
+    await r.addrAdd({ family: 6, index, address: "fd77::1", prefix: 64, nodad: true });
+    const duplicate = await attempt(() => r.addrAdd({ family: 4, index, address: "10.77.0.1", prefix: 24 }));
+    const listed = await r.addrList({ index });
+    await r.addrDel({ family: 4, index, address: "10.77.1.1", prefix: 32 });
+    const delMissing = await attempt(() => r.addrDel({ family: 4, index, address: "10.77.1.1", prefix: 32 }));
+    const after = await r.addrList({ index, family: 4 });
+    return { index, listed, duplicate, delMissing, after };
+  } finally {
+    r.close();
+  }
+}
+
+async function withBridge(r: Rtnetlink): Promise<number> {
+  await r.linkAdd({ kind: "bridge", name: "kbr0", up: true });
+  const index = ifNameToIndex("kbr0")!;
+  await r.addrAdd({ family: 4, index, address: "10.9.0.1", prefix: 24 });
+  await r.addrAdd({ family: 6, index, address: "fd09::1", prefix: 64, nodad: true });
+  return index;
+}
+
+function manyRoutes(n: number, table: number): Route[] {
+  const out: Route[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push({
+      family: 4,
+      dst: `10.${128 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`,
+      gateway: "10.9.0.2",
+      table,
+      protocol: 17,
+    });
+  }
+  return out;
+}
+
+/** Adds `n` routes in one batch, lists them, then deletes them in one batch. */
+export async function routeBulk(n: number, table: number) {
+  const r = new Rtnetlink();
+  try {
+    await withBridge(r);
+    const routes = manyRoutes(n, table);
+    const t0 = performance.now();
+    const add = await r.routeBatch(routes.map((route): RouteOp => ({ op: "add", route })));
+    const t1 = performance.now();
+    const listed = await r.routeList({ family: 4, table });
+    const t2 = performance.now();
+    const kernelCount = listed.length;
+    const sample = listed.find((x) => x.dst === routes[n - 1]!.dst) ?? null;
+    const again = await r.routeBatch(routes.slice(0, 3).map((route): RouteOp => ({ op: "add", route })));
+    const del = await r.routeBatch(routes.map((route): RouteOp => ({ op: "del", route })));
+    const remaining = (await r.routeList({ family: 4, table })).length;
+    return {
+      added: add.ok,
+      addFailures: add.failures.length,
+      kernelCount,
+      sample,
+      againFailures: again.failures.map((f) => ({ index: f.index, ...errInfo(f.error) })),
+      deleted: del.ok,
+      remaining,
+      ms: { add: t1 - t0, list: t2 - t1 },
+    };
+  } finally {
+    r.close();
+  }
+}
+
+/** Single route operations: add/replace/del in a custom table, ECMP, IPv6, and their errors. */
+export async function routeOps() {
+  const r = new Rtnetlink();
+  try {
+    const dev = await withBridge(r);
+    await r.routeAdd({
+      family: 4,
+      dst: "10.1.2.0/24",
+      gateway: "10.9.0.2",
+      table: 77,
+      protocol: 17,
+      src: "10.9.0.1",
+    });
+    const dup = await attempt(() =>
+      r.routeAdd({ family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.2", table: 77 })
+    );
+    await r.routeReplace({ family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.3", table: 77, protocol: 17 });
+    await r.routeAdd({
+      family: 4,
+      dst: "10.1.3.0/24",
+      table: 77,
+      nexthops: [{ gateway: "10.9.0.2", weight: 3 }, { gateway: "10.9.0.3" }],
+    });
+    await r.routeAdd({ family: 4, dst: "10.1.4.0/24", dev, table: 77, scope: 253 });
+    await r.routeAdd({ family: 4, dst: "10.1.5.0/24", table: 77, type: 6 });
+    await r.routeAdd({ family: 6, dst: "fd01::/64", gateway: "fd09::2", dev, table: 77, metric: 10 });
+    const unreachableGw = await attempt(() =>
+      r.routeAdd({ family: 4, dst: "10.1.6.0/24", gateway: "192.0.2.1", table: 77 })
+    );
+    const table77 = await r.routeList({ table: 77 });
+    await r.routeDel({ family: 4, dst: "10.1.2.0/24", table: 77 });
+    const delMissing = await attempt(() => r.routeDel({ family: 4, dst: "10.1.2.0/24", table: 77 }));
+    return {
+      dev,
+      dup,
+      unreachableGw,
+      table77,
+      delMissing,
+      after: (await r.routeList({ table: 77 })).map((x) => x.dst),
+    };
+  } finally {
+    r.close();
+  }
+}
+
+/** Policy rules: add, duplicate, list, delete. */
+export async function rules() {
+  const r = new Rtnetlink();
+  try {
+    await r.ruleAdd({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 });
+    await r.ruleAdd({ family: 4, priority: 101, fwmark: 0x2000, fwmask: 0xf000, table: 300 });
+    await r.ruleAdd({ family: 6, priority: 102, dst: "fd00::/8", table: 78 });
+    const dup = await attempt(() => r.ruleAdd({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 }));
+    const v4 = await r.ruleList(4);
+    const v6 = await r.ruleList(6);
+    await r.ruleDel({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 });
+    const delMissing = await attempt(() =>
+      r.ruleDel({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 })
+    );
+    return { dup, v4, v6, delMissing, after: (await r.ruleList(4)).map((x) => x.priority) };
+  } finally {
+    r.close();
+  }
+}
+
+/** Neighbour entries: add, replace, list, delete. */
+export async function neighbours() {
+  const r = new Rtnetlink();
+  try {
+    const dev = await withBridge(r);
+    await r.neighAdd({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:07" });
+    const dup = await attempt(() =>
+      r.neighAdd({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:07" })
+    );
+    await r.neighReplace({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:08" });
+    const listed = (await r.neighList({ dev, family: 4 })).filter((n) => n.dst === "10.9.0.7");
+    await r.neighDel({ family: 4, dev, dst: "10.9.0.7" });
+    const delMissing = await attempt(() => r.neighDel({ family: 4, dev, dst: "10.9.0.7" }));
+    return { dup, listed, delMissing };
+  } finally {
+    r.close();
+  }
+}
+
+function nextEvent(
+  it: AsyncIterator<RtnlEvent>,
+  pred: (e: RtnlEvent) => boolean,
+  timeoutMs: number,
+): Promise<RtnlEvent | undefined> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => resolve(undefined), timeoutMs);
+    (async () => {
+      for (;;) {
+        const n = await it.next();
+        if (n.done) return undefined;
+        if (pred(n.value)) return n.value;
+      }
+    })().then((v) => {
+      clearTimeout(timer);
+      resolve(v);
+    }, (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/**
+ * Watches routes, runs `ip route add` in another process, and reports the event and how long after the
+ * command exited it arrived. Then closes the watch and reports that the iteration ended.
+ */
+export async function routeEvent() {
+  const r = new Rtnetlink();
+  try {
+    await withBridge(r);
+    const w = r.watch(["route"], { families: [4] });
+    const it = w[Symbol.asyncIterator]();
+    const pending = nextEvent(it, (e) => e.kind === "route" && e.route.dst === "10.42.0.0/16", 10_000);
+    await sh(["ip", "route", "add", "10.42.0.0/16", "via", "10.9.0.2", "proto", "17"]);
+    const exited = performance.now();
+    const ev = await pending;
+    const latencyMs = performance.now() - exited;
+    const t = performance.now();
+    w.close();
+    const end = await Promise.race([
+      it.next(),
+      new Promise<"stuck">((res) => setTimeout(() => res("stuck"), 5000)),
+    ]);
+    return {
+      ev: ev ?? null,
+      latencyMs,
+      ended: end !== "stuck" && end.done === true,
+      closeMs: performance.now() - t,
+    };
+  } finally {
+    r.close();
+  }
+}
+
+/** A watch closed while no event ever comes ends its iteration (the eventfd wakes the poll). */
+export async function watchCancelIdle() {
+  const r = new Rtnetlink();
+  try {
+    const w = r.watch(["link", "addr", "route", "rule", "neigh"]);
+    const it = w[Symbol.asyncIterator]();
+    const next = it.next();
+    await new Promise((res) => setTimeout(res, 200));
+    w.close();
+    w.close();
+    const end = await Promise.race([
+      next,
+      new Promise<"stuck">((res) => setTimeout(() => res("stuck"), 5000)),
+    ]);
+    return { ended: end !== "stuck" && end.done === true };
+  } finally {
+    r.close();
+  }
+}
+
+/**
+ * Overflows a small watch socket with 3000 route additions from another process before reading it: the
+ * watch must report "resync", and still deliver events that come after.
+ */
+export async function enobufs() {
+  const r = new Rtnetlink();
+  try {
+    await withBridge(r);
+    const w = r.watch(["route"], { families: [4], rcvbuf: 4096 });
+    const lines = [];
+    for (let i = 0; i < 3000; i++) lines.push(`route add 10.60.${i >> 8}.${i & 255}/32 via 10.9.0.2`);
+    const file = await Deno.makeTempFile({ prefix: "krt-enobufs-" });
+    try {
+      await Deno.writeTextFile(file, lines.join("\n") + "\n");
+      await sh(["ip", "-batch", file]);
+    } finally {
+      await Deno.remove(file);
+    }
+    const it = w[Symbol.asyncIterator]();
+    const resync = await nextEvent(it, (e) => e.kind === "resync", 10_000);
+    // After a resync a consumer lists again; the kernel table is complete even though events were lost.
+    const listed = (await r.routeList({ family: 4, table: 254, protocol: 3 })).filter((x) =>
+      x.dst.startsWith("10.60.")
+    ).length;
+    const pending = nextEvent(it, (e) => e.kind === "route" && e.route.dst === "10.61.0.0/16", 10_000);
+    await sh(["ip", "route", "add", "10.61.0.0/16", "via", "10.9.0.2"]);
+    const after = await pending;
+    w.close();
+    return { resync: resync?.kind ?? null, listed, after: after ?? null };
+  } finally {
+    r.close();
+  }
+}
+
+/** Applies an nft table with an n-element verdict map in one transaction and lists it back. */
+export async function nftVerdictMap(n: number) {
+  const nft = new Nftables();
+  try {
+    const elem: unknown[] = [];
+    for (let i = 0; i < n; i++) {
+      elem.push([`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, { jump: { target: "svc" } }]);
+    }
+    const cmds: NftCommand[] = [
+      { add: { table: { family: "ip", name: "krt" } } },
+      { add: { chain: { family: "ip", table: "krt", name: "svc" } } },
+      {
+        add: {
+          chain: {
+            family: "ip",
+            table: "krt",
+            name: "pre",
+            type: "filter",
+            hook: "prerouting",
+            prio: 0,
+            policy: "accept",
+          },
+        },
+      },
+      { add: { map: { family: "ip", table: "krt", name: "vips", type: "ipv4_addr", map: "verdict" } } },
+      { add: { element: { family: "ip", table: "krt", name: "vips", elem } } },
+      {
+        add: {
+          rule: {
+            family: "ip",
+            table: "krt",
+            chain: "pre",
+            expr: [{ vmap: { key: { payload: { protocol: "ip", field: "daddr" } }, data: "@vips" } }],
+          },
+        },
+      },
+    ];
+    await nft.apply(cmds);
+    const map = await nft.list({ map: { family: "ip", table: "krt", name: "vips" } });
+    const elems = ((map[0]?.map as { elem?: unknown[] })?.elem ?? []) as [string, unknown][];
+    const table = await nft.list({ table: { family: "ip", name: "krt" } });
+    return { elems: elems.length, first: elems[0] ?? null, kinds: table.map((o) => Object.keys(o)[0]) };
+  } finally {
+    nft.close();
+  }
+}
+
+/** A transaction whose last command fails leaves the ruleset exactly as it was. */
+export async function nftFailingTransaction() {
+  const nft = new Nftables();
+  try {
+    await nft.apply([{ add: { table: { family: "ip", name: "keep" } } }, {
+      add: { set: { family: "ip", table: "keep", name: "s", type: "ipv4_addr" } },
+    }]);
+    const before = await nft.list({ ruleset: true });
+    const failure = await attempt(() =>
+      nft.apply([
+        { add: { table: { family: "ip", name: "krtfail" } } },
+        { add: { element: { family: "ip", table: "keep", name: "s", elem: ["10.0.0.1"] } } },
+        { delete: { table: { family: "ip", name: "doesnotexist" } } },
+      ])
+    );
+    const message = await nft.apply([{ delete: { table: { family: "ip", name: "doesnotexist" } } }]).then(
+      () => "",
+      (e) => String((e as Error).message),
+    );
+    const after = await nft.list({ ruleset: true });
+    return { failure, message, same: JSON.stringify(before) === JSON.stringify(after), after };
+  } finally {
+    nft.close();
+  }
+}
+
+/** nft's own syntax goes through the same context. */
+export async function nftText() {
+  const nft = new Nftables();
+  try {
+    await nft.applyText(
+      "add table inet krttext\nadd chain inet krttext c { type filter hook input priority 0; }\nadd rule inet krttext c udp dport 53 accept",
+    );
+    const listed = await nft.list({ table: { family: "inet", name: "krttext" } });
+    const bad = await attempt(() => nft.applyText("add rule inet krttext nosuchchain accept"));
+    return { kinds: listed.map((o) => Object.keys(o)[0]), bad };
+  } finally {
+    nft.close();
+  }
+}
+
+/** Lists and deletes conntrack entries matching a filter. */
+export async function conntrackDelete(filter: ConntrackFilter, other: ConntrackFilter) {
+  const ct = new Conntrack();
+  try {
+    const before = await ct.list(filter);
+    const otherBefore = (await ct.list(other)).length;
+    const deleted = await ct.deleteMatching(filter);
+    const after = await ct.list(filter);
+    const otherAfter = (await ct.list(other)).length;
+    return { before, deleted, after: after.length, otherBefore, otherAfter, udp: IpProto.udp };
+  } finally {
+    ct.close();
+  }
+}
+
+/** Reads and writes a per-namespace sysctl through /proc/sys. */
+export async function sysctl() {
+  const s = new ProcSysctl();
+  const before = await s.get("net.ipv4.ip_forward");
+  await s.set("net.ipv4.ip_forward", 1);
+  const after = await s.get("net.ipv4.ip_forward");
+  await s.set("net/ipv4/conf/lo/rp_filter", 2);
+  const rp = await s.get("net.ipv4.conf.lo.rp_filter");
+  const missing = await attempt(() => s.get("net.ipv4.nosuchkey"));
+  return { before, after, rp, missing };
+}

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { needs, withNetns } from "../../_support/netns.ts";
+import { inNetns } from "./_in_netns.ts";
+import type * as S from "./_scenarios.ts";
+
+const SCEN = new URL("./_scenarios.ts", import.meta.url);
+type R<K extends keyof typeof S> = Awaited<ReturnType<(typeof S)[K]>>;
+
+Deno.test({
+  ...needs("libnftables applies a table with a 10,000-element verdict map atomically and lists it back", {
+    tools: ["ip", "nft"],
+  }),
+  fn: () =>
+    withNetns(["nftmap"], async (ns) => {
+      const res = await inNetns<R<"nftVerdictMap">>(ns, SCEN, "nftVerdictMap", [10_000]);
+      assert.equal(res.elems, 10_000);
+      assert.deepEqual(res.first?.[1], { jump: { target: "svc" } });
+      assert.deepEqual(res.kinds, ["table", "map", "chain", "chain", "rule"]);
+      // nft itself sees the same map.
+      const out = JSON.parse((await ns.exec(["nft", "-j", "list", "map", "ip", "krt", "vips"])).stdout) as {
+        nftables: { map?: { elem?: unknown[] } }[];
+      };
+      assert.equal(out.nftables.find((o) => o.map)?.map?.elem?.length, 10_000);
+    }),
+});
+
+Deno.test({
+  ...needs("a failing nft transaction changes nothing and reports nft's message", { tools: ["ip", "nft"] }),
+  fn: () =>
+    withNetns(["nftfail"], async (ns) => {
+      const res = await inNetns<R<"nftFailingTransaction">>(ns, SCEN, "nftFailingTransaction");
+      assert.equal(res.failure !== "ok" && res.failure.name, "NftError");
+      assert.equal(res.failure !== "ok" && res.failure.notFound, true);
+      assert.match(res.message, /No such file or directory/);
+      assert.equal(res.same, true);
+      const ruleset = (await ns.exec(["nft", "list", "ruleset"])).stdout;
+      assert.doesNotMatch(ruleset, /krtfail/);
+      assert.doesNotMatch(ruleset, /10\.0\.0\.1/);
+      assert.match(ruleset, /table ip keep/);
+    }),
+});
+
+Deno.test({
+  ...needs("nft's own syntax is applied through the same libnftables context", { tools: ["ip", "nft"] }),
+  fn: () =>
+    withNetns(["nfttext"], async (ns) => {
+      const res = await inNetns<R<"nftText">>(ns, SCEN, "nftText");
+      assert.deepEqual(res.kinds, ["table", "chain", "rule"]);
+      assert.equal(res.bad !== "ok" && res.bad.name, "NftError");
+      assert.match(
+        (await ns.exec(["nft", "list", "table", "inet", "krttext"])).stdout,
+        /udp dport 53 accept/,
+      );
+    }),
+});
