@@ -1,0 +1,204 @@
+/**
+ * The lab's command line (`deno task lab <command>`, `deno task demo`).
+ *
+ *   up [--nodes N] [--agent-flags "…"] [--no-agents] [--cni auto|lab|agent]
+ *   status
+ *   kubectl -- <args>                 kubectl with the lab kubeconfig, run inside kube-master's namespace
+ *   exec <ns>/<pod> -- <command>      run a command in a pod's network namespace
+ *   exec <node> -- <command>          … or in a machine's (kube-master, kube-node1, underlay)
+ *   logs <node> [agent|kubelet]       a node's agent (default) or kubelet log; `logs master` for the master
+ *   restart-agent <node>              restart one node's agent; pods and the kubelet keep running
+ *   down                              remove every namespace, process and file the lab made
+ *   demo [--nodes N] [--keep]         up, the narrated scenario, down; exit 0 only if every expectation held
+ *
+ * Global options: --state-dir DIR (default <repo>/.lab, env KRL_LAB_STATE_DIR),
+ * --prefix P (namespace prefix, default krl-, env KRL_LAB_PREFIX).
+ */
+import { parseArgs } from "node:util";
+import { runDemo } from "./demo.ts";
+import {
+  execCommand,
+  kubectlCommand,
+  labDown,
+  LabError,
+  labStatus,
+  labUp,
+  machineNetns,
+  requireState,
+  restartAgent,
+  splitFlags,
+} from "./lab.ts";
+import type { CniMode } from "./kubelet.ts";
+import { nodeDir } from "./state.ts";
+import { topology } from "./topology.ts";
+
+const USAGE = `usage: deno task lab <command> [options]
+
+commands:
+  up [--nodes N] [--agent-flags "…"] [--no-agents] [--cni auto|lab|agent]
+                               build the seed's cluster in network namespaces and start it in the background
+  status                       what is up: namespaces, processes, nodes
+  kubectl -- <args>            kubectl with the lab kubeconfig (inside kube-master's namespace)
+  exec <ns>/<pod> -- <cmd>     run a command in a pod's network namespace
+  exec <machine> -- <cmd>      run a command in kube-master, kube-nodeN or underlay
+  logs <node> [agent|kubelet]  show a node's agent (default) or kubelet log; 'logs master' for the master
+  restart-agent <node>         restart one agent (pods and kubelet keep running)
+  down                         remove every namespace, process and file the lab made
+  demo [--nodes N] [--keep]    up, the narrated scenario, down (exit 0 only if every expectation held)
+
+options: --state-dir DIR (default <repo>/.lab), --prefix P (namespace prefix, default krl-)`;
+
+async function passthrough(cmd: string[]): Promise<number> {
+  const st = await new Deno.Command(cmd[0]!, {
+    args: cmd.slice(1),
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  })
+    .spawn().status;
+  return st.code;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const dd = argv.indexOf("--");
+  const head = dd >= 0 ? argv.slice(0, dd) : argv;
+  const rest = dd >= 0 ? argv.slice(dd + 1) : [];
+  const { values, positionals } = parseArgs({
+    args: head,
+    allowPositionals: true,
+    options: {
+      "nodes": { type: "string" },
+      "agent-flags": { type: "string" },
+      "no-agents": { type: "boolean" },
+      "cni": { type: "string" },
+      "state-dir": { type: "string" },
+      "prefix": { type: "string" },
+      "keep": { type: "boolean" },
+      "help": { type: "boolean", short: "h" },
+    },
+  });
+  const where = {
+    ...(values["state-dir"] ? { stateDir: values["state-dir"] } : {}),
+    ...(values.prefix ? { prefix: values.prefix } : {}),
+  };
+  const [cmd, ...args] = positionals;
+  if (values.help || !cmd) {
+    console.log(USAGE);
+    return cmd || values.help ? 0 : 2;
+  }
+  const nodes = values.nodes !== undefined ? Number(values.nodes) : undefined;
+  const cni = values.cni as CniMode | undefined;
+  if (cni !== undefined && !["auto", "lab", "agent"].includes(cni)) {
+    throw new LabError("--cni must be auto, lab or agent");
+  }
+  switch (cmd) {
+    case "up": {
+      const t0 = performance.now();
+      const st = await labUp({
+        ...where,
+        ...(nodes !== undefined ? { nodes } : {}),
+        agents: !values["no-agents"],
+        agentFlags: splitFlags(values["agent-flags"] ?? ""),
+        ...(cni ? { cni } : {}),
+        say: (l) => console.log(`lab: ${l}`),
+      });
+      console.log(
+        `lab: up in ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s (${st.nodes} nodes). Try: deno task lab kubectl -- get nodes -o wide`,
+      );
+      return 0;
+    }
+    case "down": {
+      const r = await labDown(where);
+      console.log(
+        `lab: down: stopped ${r.killed} process(es), removed ${r.netns.length} namespace(s)` +
+          (r.removedStateDir ? ", removed the state dir" : ""),
+      );
+      return 0;
+    }
+    case "status": {
+      const s = await labStatus(where);
+      if (!s.state && s.netns.length === 0) {
+        console.log("lab: no lab is up");
+        return 1;
+      }
+      if (s.state) {
+        console.log(
+          `lab: ${s.state.nodes} node(s), phase ${s.state.phase}, created ${s.state.createdAt}, state ${s.state.stateDir}`,
+        );
+        for (const p of s.processes) {
+          console.log(
+            `  ${p.role}${p.node ? ` ${p.node}` : ""} pid ${p.pid} ${p.alive ? "running" : "NOT RUNNING"}`,
+          );
+        }
+      } else console.log("lab: no state file, but namespaces exist (run `deno task lab down`)");
+      console.log(`  namespaces: ${s.netns.join(" ")}`);
+      if (s.state && s.processes.some((p) => p.role === "master" && p.alive)) {
+        await passthrough(kubectlCommand(s.state, ["get", "nodes", "-o", "wide"]));
+      }
+      return 0;
+    }
+    case "kubectl":
+      return await passthrough(kubectlCommand(requireState(where), [...args, ...rest]));
+    case "exec": {
+      const target = args[0];
+      if (!target || rest.length === 0) {
+        throw new LabError("usage: lab exec <ns>/<pod>|<machine> -- <command>");
+      }
+      return await passthrough(execCommand(requireState(where), target, rest));
+    }
+    case "logs": {
+      const st = requireState(where);
+      const target = args[0] ?? "master";
+      if (target === "master" || target === "kube-master") {
+        console.log(Deno.readTextFileSync(`${st.stateDir}/master.log`));
+        return 0;
+      }
+      const host = topology(st.nodes, st.prefix).nodes.find((n) =>
+        n.name === target || n.name === `kube-${target}`
+      );
+      if (!host || !machineNetns(st, target)) throw new LabError(`unknown node ${target}`);
+      const which = args[1] ?? "agent";
+      if (which !== "agent" && which !== "kubelet") throw new LabError("logs: agent or kubelet");
+      try {
+        console.log(Deno.readTextFileSync(`${nodeDir(st.stateDir, host.name)}/${which}.log`));
+      } catch {
+        console.log(`(no ${which} log for ${host.name})`);
+      }
+      return 0;
+    }
+    case "restart-agent": {
+      const st = requireState(where);
+      if (!args[0]) throw new LabError("usage: lab restart-agent <node>");
+      await restartAgent(st, args[0]);
+      console.log(`lab: agent on ${args[0]} restarted and healthy`);
+      return 0;
+    }
+    case "demo":
+      return await runDemo({
+        ...where,
+        ...(nodes !== undefined ? { nodes } : {}),
+        keep: values.keep ?? false,
+        ...(values["agent-flags"] ? { agentFlags: splitFlags(values["agent-flags"]) } : {}),
+        agents: !values["no-agents"],
+        ...(cni ? { cni } : {}),
+      });
+    default:
+      console.error(`lab: unknown command ${cmd}\n${USAGE}`);
+      return 2;
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    if (e instanceof LabError || e instanceof RangeError) {
+      console.error(`lab: ${e.message}`);
+      Deno.exit(1);
+    }
+    console.error("lab: failed:", e);
+    Deno.exit(1);
+  }
+}

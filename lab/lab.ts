@@ -1,0 +1,466 @@
+/**
+ * `lab up`, `lab down`, `lab status` and the helpers behind `lab kubectl`/`lab exec`: the lifecycle of
+ * the lab cluster. `up` records every namespace and process in the state dir before creating it and
+ * daemonizes the lab master and the agents (own session, output to files), so the lab keeps running after
+ * `up` returns and `down` can always undo it.
+ */
+import { pidAlive, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
+import type { CniMode } from "./kubelet.ts";
+import { createMachines, listNetns, removeNetns } from "./netns.ts";
+import {
+  defaultPrefix,
+  defaultStateDir,
+  type LabProcess,
+  type LabState,
+  nodeDir,
+  readState,
+  STATE_FILE,
+  writeState,
+} from "./state.ts";
+import { type LabHost, MASTER_IP, SERVICE_CIDR, topology } from "./topology.ts";
+
+export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+export const AGENT_HEALTH_PORT = 20244;
+
+/** `lab up` refused or failed; the message says what to do. */
+export class LabError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "LabError";
+  }
+}
+
+export interface LabPaths {
+  stateDir: string;
+  prefix: string;
+}
+
+export interface UpOptions extends Partial<LabPaths> {
+  nodes?: number;
+  /** Start one agent per node (default true). */
+  agents?: boolean;
+  /** Extra agent flags, appended after the lab's defaults. */
+  agentFlags?: string[];
+  /** Who writes the CNI conf (see kubelet.ts). Default: auto. */
+  cni?: CniMode;
+  /** Seconds the lab waits in auto mode for the agent's CNI conf. Default 10. */
+  cniWaitSeconds?: number;
+  /** Progress lines (default: none). */
+  say?: (line: string) => void;
+  /** Overall timeout for the cluster and agents to become ready. Default 180 s. */
+  timeoutMs?: number;
+}
+
+function paths(o: Partial<LabPaths>): LabPaths {
+  return { stateDir: o.stateDir ?? defaultStateDir(), prefix: o.prefix ?? defaultPrefix() };
+}
+
+/** The flags every lab agent gets, before `--agent-flags`. */
+export function defaultAgentFlags(stateDir: string): string[] {
+  return [
+    `--kubeconfig=${stateDir}/kubeconfig`,
+    "--run-router=true",
+    "--run-firewall=true",
+    "--run-service-proxy=true",
+    `--health-port=${AGENT_HEALTH_PORT}`,
+    `--service-cluster-ip-range=${SERVICE_CIDR}`,
+  ];
+}
+
+/** Splits an `--agent-flags "…"` string the way a shell would for simple quoting. */
+export function splitFlags(text: string): string[] {
+  const out: string[] = [];
+  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(text)) !== null) out.push(m[1] ?? m[2] ?? m[3]!);
+  return out;
+}
+
+/** Starts `cmd` detached in its own session with stdout+stderr appended to `logFile`; returns its pid. */
+function daemonize(cmd: string[], logFile: string, env: Record<string, string> = {}): number {
+  // `detached` makes the child a session leader (setsid), so a Ctrl-C of `lab up` does not reach it;
+  // sh execs ip which execs the program, so the pid stays the program's.
+  const child = new Deno.Command("sh", {
+    args: ["-c", 'exec "$@" </dev/null >>"$LAB_LOG" 2>&1', "sh", ...cmd],
+    env: { ...env, LAB_LOG: logFile },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    detached: true,
+  }).spawn();
+  child.unref();
+  return child.pid;
+}
+
+function cmdlineHas(pid: number, marker: string): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ").includes(marker);
+  } catch {
+    return false;
+  }
+}
+
+function tail(path: string, lines = 20): string {
+  try {
+    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** Is the agent of `host` answering /healthz with 200? */
+export async function agentHealthy(host: LabHost): Promise<boolean> {
+  const res = await sh([
+    "ip",
+    "netns",
+    "exec",
+    host.netns,
+    "curl",
+    "-s",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code}",
+    "-m",
+    "2",
+    `http://127.0.0.1:${AGENT_HEALTH_PORT}/healthz`,
+  ], { check: false });
+  return res.stdout.trim() === "200";
+}
+
+/** Starts the agent of one node, daemonized; returns its process record. */
+export function startAgent(state: LabState, host: LabHost): LabProcess {
+  const dir = nodeDir(state.stateDir, host.name);
+  Deno.mkdirSync(`${dir}/cni`, { recursive: true });
+  const main = `${REPO_ROOT}/main.ts`;
+  const pid = daemonize(
+    [
+      "ip",
+      "netns",
+      "exec",
+      host.netns,
+      "env",
+      `NODE_NAME=${host.name}`,
+      `KUBE_ROUTER_CNI_CONF_FILE=${dir}/cni/10-kuberouter.conflist`,
+      Deno.execPath(),
+      "run",
+      "-A",
+      main,
+      ...defaultAgentFlags(state.stateDir),
+      ...state.agentFlags,
+    ],
+    `${dir}/agent.log`,
+  );
+  return { role: "agent", node: host.name, pid, marker: main };
+}
+
+/**
+ * Brings the lab up and returns once every node is Ready with its pod CIDR and every agent's /healthz
+ * answers 200. Refuses (LabError) when a lab is already up in this state dir or namespaces with this
+ * prefix exist. On failure the partial lab stays recorded; `labDown` removes it.
+ */
+export async function labUp(opts: UpOptions = {}): Promise<LabState> {
+  const { stateDir, prefix } = paths(opts);
+  const say = opts.say ?? (() => {});
+  const nodes = opts.nodes ?? 3;
+  const topo = topology(nodes, prefix);
+  if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
+  const existing = readState(stateDir);
+  if (existing) {
+    throw new LabError(
+      `a lab is already up (state in ${stateDir}, created ${existing.createdAt}, phase ${existing.phase}); ` +
+        "run `deno task lab down` first",
+    );
+  }
+  const stale = await listNetns(prefix);
+  if (stale.length) {
+    throw new LabError(
+      `namespaces ${
+        stale.join(", ")
+      } already exist (a lab from another state dir, or a crash); run \`deno task lab down\` first`,
+    );
+  }
+  const state: LabState = {
+    version: 1,
+    prefix,
+    stateDir,
+    nodes,
+    createdAt: new Date().toISOString(),
+    upPid: Deno.pid,
+    phase: "creating",
+    netns: [],
+    processes: [],
+    agents: opts.agents ?? true,
+    agentFlags: opts.agentFlags ?? [],
+    cniMode: opts.cni ?? "auto",
+  };
+  Deno.mkdirSync(stateDir, { recursive: true });
+  writeState(state);
+  const deadline = Date.now() + (opts.timeoutMs ?? 180_000);
+  const left = () => Math.max(1000, deadline - Date.now());
+  try {
+    say(
+      `creating namespaces: ${topo.underlayNetns} (bridge), ${topo.master.netns} ${MASTER_IP}, ` +
+        `${topo.nodes.length} node(s) ${topo.nodes[0]!.ip}…${topo.nodes.at(-1)!.ip}`,
+    );
+    await createMachines(topo, (ns) => {
+      state.netns.push(ns);
+      writeState(state);
+    });
+
+    say("starting the lab master (API server, controllers, kubelets) in " + topo.master.netns);
+    const masterScript = `${REPO_ROOT}/lab/master.ts`;
+    // nsenter --net, not `ip netns exec`: the master creates pod namespaces (`ip netns add`), and their
+    // bind mounts must land in the host's mount namespace, not in a private one only the master sees.
+    const masterPid = daemonize([
+      "nsenter",
+      `--net=/var/run/netns/${topo.master.netns}`,
+      Deno.execPath(),
+      "run",
+      "-A",
+      masterScript,
+      `--state-dir=${stateDir}`,
+      `--nodes=${nodes}`,
+      `--prefix=${prefix}`,
+      `--cni=${state.cniMode}`,
+      `--cni-wait=${opts.cniWaitSeconds ?? 10}`,
+    ], `${stateDir}/master.log`);
+    state.processes.push({ role: "master", pid: masterPid, marker: masterScript });
+    writeState(state);
+    await waitFor("the lab control plane", () => {
+      if (!pidAlive(masterPid)) {
+        throw new WaitAborted(
+          new LabError(
+            `the lab master exited; last lines of ${stateDir}/master.log:\n${tail(`${stateDir}/master.log`)}`,
+          ),
+        );
+      }
+      try {
+        Deno.statSync(`${stateDir}/master.ready`);
+        return true;
+      } catch {
+        return false;
+      }
+    }, left());
+    say(`control plane ready: ${nodes} node(s) registered with pod CIDRs; kubeconfig ${stateDir}/kubeconfig`);
+
+    if (state.agents) {
+      say(
+        `starting ${nodes} agent(s): main.ts ${
+          [...defaultAgentFlags("<state>").slice(1), ...state.agentFlags].join(" ")
+        }`,
+      );
+      for (const h of topo.nodes) {
+        state.processes.push(startAgent(state, h));
+        writeState(state);
+      }
+      await Promise.all(topo.nodes.map((h) =>
+        waitFor(
+          `agent /healthz on ${h.name}`,
+          async () => {
+            const p = state.processes.find((x) => x.role === "agent" && x.node === h.name)!;
+            if (!pidAlive(p.pid)) {
+              throw new WaitAborted(
+                new LabError(
+                  `the agent on ${h.name} exited; last lines of its log:\n${
+                    tail(`${nodeDir(stateDir, h.name)}/agent.log`)
+                  }`,
+                ),
+              );
+            }
+            return await agentHealthy(h);
+          },
+          left(),
+          300,
+        )
+      ));
+      say(`every agent answers /healthz 200 on :${AGENT_HEALTH_PORT}`);
+    }
+    state.phase = "up";
+    writeState(state);
+    return state;
+  } catch (e) {
+    state.phase = "failed";
+    writeState(state);
+    throw e;
+  }
+}
+
+export interface DownReport {
+  killed: number;
+  netns: string[];
+  removedStateDir: boolean;
+}
+
+/**
+ * Removes everything the lab made: its processes, every namespace recorded in the state dir or named
+ * with the prefix (pods first), and the state dir itself. Works on a half-built or crashed lab.
+ */
+export async function labDown(opts: Partial<LabPaths> = {}): Promise<DownReport> {
+  const p = paths(opts);
+  const state = readState(p.stateDir);
+  const prefix = state?.prefix ?? p.prefix;
+  let killed = 0;
+  const procs = state?.processes ?? [];
+  for (const proc of procs) {
+    if (pidAlive(proc.pid) && cmdlineHas(proc.pid, proc.marker)) {
+      try {
+        Deno.kill(proc.pid, "SIGTERM");
+        killed++;
+      } catch { /* gone */ }
+    }
+  }
+  for (let i = 0; i < 30 && procs.some((x) => pidAlive(x.pid) && cmdlineHas(x.pid, x.marker)); i++) {
+    await sleep(100);
+  }
+  for (const proc of procs) {
+    if (pidAlive(proc.pid) && cmdlineHas(proc.pid, proc.marker)) {
+      try {
+        Deno.kill(proc.pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+  // Pods first (their veths hang off the nodes' bridges), then machines, then the underlay.
+  const podNs = new Set<string>();
+  try {
+    for (const n of Deno.readDirSync(`${p.stateDir}/nodes`)) {
+      try {
+        for (const f of Deno.readDirSync(`${p.stateDir}/nodes/${n.name}/pods`)) {
+          try {
+            const rec = JSON.parse(Deno.readTextFileSync(`${p.stateDir}/nodes/${n.name}/pods/${f.name}`));
+            if (typeof rec.netns === "string") podNs.add(rec.netns);
+          } catch { /* partial record */ }
+        }
+      } catch { /* no pods */ }
+    }
+  } catch { /* no nodes */ }
+  const swept = await listNetns(prefix);
+  for (const n of swept) if (n.startsWith(`${prefix}pod-`)) podNs.add(n);
+  const machines = [...(state?.netns ?? []), ...swept.filter((n) => !podNs.has(n))];
+  const order = [...podNs, ...new Set(machines.reverse())];
+  const removed: string[] = [];
+  for (const ns of new Set(order)) {
+    await removeNetns(ns);
+    removed.push(ns);
+  }
+  let removedStateDir = false;
+  try {
+    Deno.statSync(`${p.stateDir}/${STATE_FILE}`);
+    await Deno.remove(p.stateDir, { recursive: true });
+    removedStateDir = true;
+  } catch { /* nothing recorded: leave an unknown directory alone */ }
+  return { killed, netns: removed, removedStateDir };
+}
+
+export interface StatusReport {
+  state: LabState | undefined;
+  netns: string[];
+  processes: Array<LabProcess & { alive: boolean }>;
+}
+
+export async function labStatus(opts: Partial<LabPaths> = {}): Promise<StatusReport> {
+  const p = paths(opts);
+  const state = readState(p.stateDir);
+  return {
+    state,
+    netns: await listNetns(state?.prefix ?? p.prefix),
+    processes: (state?.processes ?? []).map((x) => ({
+      ...x,
+      alive: pidAlive(x.pid) && cmdlineHas(x.pid, x.marker),
+    })),
+  };
+}
+
+/** Reads the state or explains that no lab is up. */
+export function requireState(opts: Partial<LabPaths> = {}): LabState {
+  const p = paths(opts);
+  const s = readState(p.stateDir);
+  if (!s) throw new LabError(`no lab is up (no ${p.stateDir}/${STATE_FILE}); run \`deno task lab up\``);
+  return s;
+}
+
+/** The command line that runs kubectl against the lab from the host (inside the master namespace). */
+export function kubectlCommand(state: LabState, args: string[]): string[] {
+  // The lab API server serves no OpenAPI document, which kubectl's client-side validation needs.
+  const writes = ["apply", "create", "replace"].includes(args[0] ?? "") &&
+    !args.some((a) => a.startsWith("--validate"));
+  return [
+    "ip",
+    "netns",
+    "exec",
+    `${state.prefix}master`,
+    "kubectl",
+    `--kubeconfig=${state.stateDir}/kubeconfig`,
+    ...args,
+    ...(writes ? ["--validate=false"] : []),
+  ];
+}
+
+/** Runs kubectl against the lab and returns its output. */
+export function kubectl(state: LabState, args: string[], opts: { check?: boolean; stdin?: string } = {}) {
+  return sh(kubectlCommand(state, args), opts);
+}
+
+/** The namespace of `kube-node1`, `node1`, `kube-master`, `master` or `underlay`. */
+export function machineNetns(state: LabState, machine: string): string | undefined {
+  const t = topology(state.nodes, state.prefix);
+  if (machine === "master" || machine === "kube-master") return t.master.netns;
+  if (machine === "underlay") return t.underlayNetns;
+  const h = t.nodes.find((n) => n.name === machine || n.name === `kube-${machine}` || n.netns === machine);
+  return h?.netns;
+}
+
+/** The namespace of pod `namespace/name`, from the kubelet's records. */
+export function podNetns(state: LabState, namespace: string, name: string): string | undefined {
+  try {
+    for (const n of Deno.readDirSync(`${state.stateDir}/nodes`)) {
+      try {
+        for (const f of Deno.readDirSync(`${state.stateDir}/nodes/${n.name}/pods`)) {
+          if (!f.name.endsWith(".json")) continue;
+          try {
+            const rec = JSON.parse(Deno.readTextFileSync(`${state.stateDir}/nodes/${n.name}/pods/${f.name}`));
+            if (rec.namespace === namespace && rec.name === name) return rec.netns as string;
+          } catch { /* partial */ }
+        }
+      } catch { /* no pods dir */ }
+    }
+  } catch { /* no nodes */ }
+  return undefined;
+}
+
+/** The command line that runs `cmd` inside a pod (`ns/name`) or a machine (`kube-node1`). */
+export function execCommand(state: LabState, target: string, cmd: string[]): string[] {
+  let ns: string | undefined;
+  if (target.includes("/")) {
+    const [pns, pname] = target.split("/", 2) as [string, string];
+    ns = podNetns(state, pns, pname);
+    if (!ns) throw new LabError(`pod ${target} is not running in the lab (no kubelet record)`);
+  } else {
+    ns = machineNetns(state, target);
+    if (!ns) {
+      throw new LabError(
+        `unknown machine ${target} (kube-master, kube-node1…kube-node${state.nodes}, underlay)`,
+      );
+    }
+  }
+  return ["ip", "netns", "exec", ns, ...cmd];
+}
+
+/** Restarts the agent of one node (the kubelet and pods keep running). */
+export async function restartAgent(state: LabState, node: string): Promise<void> {
+  const t = topology(state.nodes, state.prefix);
+  const host = t.nodes.find((n) => n.name === node || n.name === `kube-${node}`);
+  if (!host) throw new LabError(`unknown node ${node}`);
+  const i = state.processes.findIndex((x) => x.role === "agent" && x.node === host.name);
+  if (i >= 0) {
+    const old = state.processes[i]!;
+    if (pidAlive(old.pid) && cmdlineHas(old.pid, old.marker)) Deno.kill(old.pid, "SIGTERM");
+    await waitFor(`agent on ${host.name} to stop`, () => !pidAlive(old.pid), 10_000).catch(() =>
+      Deno.kill(old.pid, "SIGKILL")
+    );
+    state.processes.splice(i, 1);
+  }
+  state.processes.push(startAgent(state, host));
+  writeState(state);
+  await waitFor(`agent /healthz on ${host.name}`, () => agentHealthy(host), 120_000, 300);
+}

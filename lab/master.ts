@@ -1,0 +1,172 @@
+/**
+ * The lab master process: runs inside kube-master's namespace and plays the control plane and every
+ * node's kubelet. It starts the lab API server on 0.0.0.0:6443 (advertised as https://192.168.1.99:6443,
+ * service CIDR 172.16.0.0/16), writes the kubeconfig, runs node CIDR allocation, the scheduler and the
+ * EndpointSlice controller, and one lab kubelet per node (which uses `ip netns exec` for node work). It
+ * writes `master.ready` once every node is registered, Ready and has a pod CIDR.
+ *
+ * Started by `lab up` as: nsenter --net=/var/run/netns/<prefix>master deno run -A lab/master.ts --state-dir … --nodes N
+ */
+import { parseArgs } from "node:util";
+import { startApiServer } from "./apiserver/mod.ts";
+import { EndpointSliceController } from "./endpointslice_controller.ts";
+import { Informer, isConflict, type KObject, KubeClient } from "./kube_client.ts";
+import { type CniMode, LabKubelet } from "./kubelet.ts";
+import { NodeIpamController } from "./node_ipam.ts";
+import { Scheduler } from "./scheduler.ts";
+import { nodeDir } from "./state.ts";
+import { API_PORT, MASTER_IP, NODE_PORT_RANGE, SERVICE_CIDR, topology } from "./topology.ts";
+import { sleep } from "./_sh.ts";
+import { configureLogging, getLogger, type LogSink } from "../core/log.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    "state-dir": { type: "string" },
+    "nodes": { type: "string", default: "3" },
+    "prefix": { type: "string", default: "krl-" },
+    "cni": { type: "string", default: "auto" },
+    "cni-wait": { type: "string", default: "10" },
+    "port": { type: "string", default: String(API_PORT) },
+  },
+});
+const stateDir = values["state-dir"];
+if (!stateDir) {
+  console.error("--state-dir is required");
+  Deno.exit(2);
+}
+const cniMode = values.cni as CniMode;
+if (!["auto", "lab", "agent"].includes(cniMode)) {
+  console.error(`--cni must be auto, lab or agent, got ${values.cni}`);
+  Deno.exit(2);
+}
+const topo = topology(Number(values.nodes), values.prefix);
+configureLogging({ level: Deno.env.get("KRL_LAB_DEBUG") ? "debug" : "info" });
+const log = getLogger({ component: "lab-master" });
+
+function fileSink(path: string): LogSink {
+  const file = Deno.openSync(path, { append: true, create: true, write: true });
+  const enc = new TextEncoder();
+  return { write: (line) => void file.writeSync(enc.encode(line + "\n")) };
+}
+
+const api = await startApiServer({
+  host: "0.0.0.0",
+  port: Number(values.port),
+  stateDir: `${stateDir}/apiserver`,
+  advertiseAddress: MASTER_IP,
+  sans: ["172.16.0.1"],
+  serviceCidr: SERVICE_CIDR,
+  nodePortRange: [NODE_PORT_RANGE[0], NODE_PORT_RANGE[1]],
+  log: getLogger({ component: "lab-apiserver" }),
+});
+await api.writeKubeconfig(`${stateDir}/kubeconfig`);
+log.info("API server listening", { url: api.url });
+
+const client = new KubeClient({
+  server: `https://127.0.0.1:${api.port}`,
+  caCert: api.caCertPem,
+  token: api.token,
+});
+const onErr = (what: string) => (e: unknown) => log.warn("watch failed, retrying", { what, err: e });
+const nodes = new Informer<KObject>(client, "/api/v1/nodes", onErr("nodes"));
+const pods = new Informer<KObject>(client, "/api/v1/pods", onErr("pods"));
+const services = new Informer<KObject>(client, "/api/v1/services", onErr("services"));
+const slices = new Informer<KObject>(
+  client,
+  "/apis/discovery.k8s.io/v1/endpointslices",
+  onErr("endpointslices"),
+);
+
+const controllers = [
+  new NodeIpamController(client, nodes, log.with({ controller: "nodeipam" })),
+  new Scheduler(client, pods, nodes, log.with({ controller: "scheduler" })),
+  new EndpointSliceController(client, services, pods, slices, log.with({ controller: "endpointslice" })),
+];
+const kubelets = topo.nodes.map((host) => {
+  const dir = nodeDir(stateDir, host.name);
+  Deno.mkdirSync(dir, { recursive: true });
+  return new LabKubelet({
+    client,
+    pods,
+    nodes,
+    host,
+    prefix: topo.prefix,
+    nodeDir: dir,
+    cniConfDir: `${dir}/cni`,
+    cniMode,
+    cniWaitMs: Number(values["cni-wait"]) * 1000,
+    log: getLogger({ component: "lab-kubelet", node: host.name }, fileSink(`${dir}/kubelet.log`)),
+  });
+});
+
+async function ensure(path: string, obj: KObject): Promise<void> {
+  try {
+    await client.create(path, obj);
+  } catch (e) {
+    if (!isConflict(e) && !(e instanceof Error && /HTTP 409/.test(e.message))) throw e;
+  }
+}
+
+for (const ns of ["default", "kube-system", "kube-public", "kube-node-lease"]) {
+  await ensure("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+}
+// The `kubernetes` Service, as kube-apiserver maintains it: the first cluster IP, endpoint = the master.
+await ensure("/api/v1/namespaces/default/services", {
+  apiVersion: "v1",
+  kind: "Service",
+  metadata: {
+    name: "kubernetes",
+    namespace: "default",
+    labels: { component: "apiserver", provider: "kubernetes" },
+  },
+  spec: {
+    type: "ClusterIP",
+    clusterIP: "172.16.0.1",
+    ports: [{ name: "https", port: 443, protocol: "TCP", targetPort: API_PORT }],
+  },
+});
+await ensure("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", {
+  apiVersion: "discovery.k8s.io/v1",
+  kind: "EndpointSlice",
+  metadata: {
+    name: "kubernetes",
+    namespace: "default",
+    labels: {
+      "kubernetes.io/service-name": "kubernetes",
+      "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io",
+    },
+  },
+  addressType: "IPv4",
+  ports: [{ name: "https", port: API_PORT, protocol: "TCP" }],
+  endpoints: [{ addresses: [MASTER_IP], conditions: { ready: true, serving: true, terminating: false } }],
+});
+
+await Promise.all([nodes.start(), pods.start(), services.start(), slices.start()]);
+await Promise.all(kubelets.map((k) => k.register()));
+
+// Ready once every node is Ready with a pod CIDR.
+while (true) {
+  const ok = topo.nodes.every((h) => {
+    const n = nodes.get(h.name);
+    return n?.spec?.podCIDR &&
+      ((n.status?.conditions ?? []) as Array<{ type: string; status: string }>).some((c) =>
+        c.type === "Ready" && c.status === "True"
+      );
+  });
+  if (ok) break;
+  await sleep(100);
+}
+Deno.writeTextFileSync(`${stateDir}/master.ready`, `${new Date().toISOString()}\n`);
+log.info("lab control plane ready", { nodes: topo.nodes.length });
+
+const shutdown = async () => {
+  log.info("lab master stopping");
+  for (const k of kubelets) k.stop();
+  for (const c of controllers) c.stop();
+  for (const i of [nodes, pods, services, slices]) i.stop();
+  await api.stop().catch(() => {});
+  Deno.exit(0);
+};
+Deno.addSignalListener("SIGTERM", shutdown);
+Deno.addSignalListener("SIGINT", shutdown);

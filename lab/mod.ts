@@ -1,0 +1,99 @@
+/**
+ * @module
+ * The lab: the seed's cluster (kube-master 192.168.1.99, kube-node1..N at 192.168.1.100+, pod CIDRs
+ * 10.1.N.0/24, service CIDR 172.16.0.0/16) rebuilt in network namespaces on one machine, with the lab
+ * API server, node CIDR allocation, a scheduler, an EndpointSlice controller, a kubelet per node that
+ * wires pods with the real CNI plugins, one agent per node, and the narrated demo. `lab/cli.ts` is the
+ * command line; this module is what tests and benchmarks import.
+ */
+export {
+  AGENT_HEALTH_PORT,
+  agentHealthy,
+  defaultAgentFlags,
+  type DownReport,
+  execCommand,
+  kubectl,
+  kubectlCommand,
+  labDown,
+  LabError,
+  type LabPaths,
+  labStatus,
+  labUp,
+  machineNetns,
+  podNetns,
+  REPO_ROOT,
+  requireState,
+  restartAgent,
+  splitFlags,
+  type StatusReport,
+  type UpOptions,
+} from "./lab.ts";
+export { type LabProcess, type LabState, readState, STATE_FILE } from "./state.ts";
+export {
+  allocatePodCidr,
+  API_PORT,
+  CLUSTER_CIDR,
+  DEFAULT_PREFIX,
+  ipInCidr,
+  type LabHost,
+  MASTER_IP,
+  MAX_NODES,
+  MAX_NODES_IN_SLASH24,
+  NODE_PORT_RANGE,
+  podCidrForIndex,
+  podNetnsName,
+  SERVICE_CIDR,
+  type Topology,
+  topology,
+} from "./topology.ts";
+export {
+  canonicalJson,
+  desiredEndpointSlices,
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
+  matchesSelector,
+  MAX_ENDPOINTS_PER_SLICE,
+  podIsReady,
+  resolveTargetPort,
+  sameSliceContent,
+  SERVICE_NAME_LABEL,
+} from "./endpointslices.ts";
+export { pickNode } from "./scheduler.ts";
+export {
+  cniAdd,
+  cniDel,
+  CniError,
+  type CniRuntime,
+  hasIpamRange,
+  labNetworkConfig,
+  loadNetworkConfig,
+  type NetworkList,
+  resultIPs,
+} from "./cni.ts";
+export {
+  CNI_CONF_NAME,
+  type CniMode,
+  netexecPorts,
+  READY_ANNOTATION,
+  TERMINATE_AFTER_ANNOTATION,
+} from "./kubelet.ts";
+export {
+  ApiError,
+  Informer,
+  isNotFound,
+  keyOf,
+  type KList,
+  type KObject,
+  KubeClient,
+  type WatchEvent,
+} from "./kube_client.ts";
+export {
+  type Act,
+  ACTS,
+  type DemoContext,
+  type DemoResult,
+  ExpectationFailed,
+  runActs,
+  runDemo,
+  type Step,
+} from "./demo.ts";
