@@ -155,6 +155,7 @@ export class Peer {
   #state: PeerState = "Idle";
   #attempts: Attempt[] = [];
   #established: Attempt | undefined;
+  #lastEstablished: Attempt | undefined;
   #running = false;
   #retryTimer: TimerId | undefined;
   #failures = 0;
@@ -192,6 +193,15 @@ export class Peer {
   }
   get remoteCapabilities(): CapabilitySummary | undefined {
     return this.#established?.caps;
+  }
+  /** Capabilities of the last established session (still known after it went down). */
+  get lastCapabilities(): CapabilitySummary | undefined {
+    return (this.#established ?? this.#lastEstablished)?.caps;
+  }
+  /** Families negotiated on the last established session. */
+  get lastFamilies(): Family[] {
+    const caps = this.lastCapabilities;
+    return caps ? this.localFamilies().filter((f) => caps.families.includes(f)) : [];
   }
   get remoteRouterId(): string | undefined {
     return this.#established?.open?.routerId;
@@ -395,7 +405,8 @@ export class Peer {
     if (a.closed) return;
     const name = MSG_NAMES[type] ?? String(type);
     this.stats.messagesSent[name] = (this.stats.messagesSent[name] ?? 0) + count;
-    a.writes = a.writes.then(() => a.closed ? undefined : a.conn.writeAll(bytes)).catch((e) => {
+    // Queued before close (a NOTIFICATION) still goes out: the close waits for this chain.
+    a.writes = a.writes.then(() => a.conn.writeAll(bytes)).catch((e) => {
       if (!a.closed) this.#close(a, `write failed: ${e instanceof Error ? e.message : e}`, true);
     });
   }
@@ -654,6 +665,7 @@ export class Peer {
     void a.writes.finally(() => conn.close());
     this.#attempts = this.#attempts.filter((x) => x !== a);
     if (this.#established === a) {
+      this.#lastEstablished = a;
       this.#established = undefined;
       this.upSince = undefined;
       this.stats.lastChange = this.host.clock.now();

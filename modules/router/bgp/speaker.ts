@@ -673,11 +673,11 @@ export class BgpSpeaker {
       r.adjOut[f].clear();
       r.pending[f].clear();
     }
-    const grCaps = peer.remoteCapabilities?.gracefulRestart;
+    const grCaps = peer.lastCapabilities?.gracefulRestart;
     const weOffer = !!this.#opts.gracefulRestart?.enabled && peer.config.gracefulRestart !== false;
     const keep = new Set<Family>();
     if (info.gracefulRestartEligible && grCaps && weOffer && this.#running) {
-      for (const [f] of grCaps.families) if (r.adjIn[f].size || peer.families.includes(f)) keep.add(f);
+      for (const [f] of grCaps.families) if (peer.lastFamilies.includes(f)) keep.add(f);
     }
     const drop = FAMILIES.filter((f) => !keep.has(f));
     this.#dropPeerRoutes(r, drop);

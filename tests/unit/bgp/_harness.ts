@@ -1,0 +1,119 @@
+/** Helpers for speaker tests on the in-memory network and a fake clock. */
+import { FakeClock } from "../../../core/clock.ts";
+import { getLogger, MemorySink } from "../../../core/log.ts";
+import { Metrics } from "../../../core/metrics.ts";
+import {
+  type BgpConn,
+  type BgpEvent,
+  BgpSpeaker,
+  decodeNotification,
+  decodeOpen,
+  encodeKeepalive,
+  encodeOpen,
+  MemoryNetwork,
+  MSG_NOTIFICATION,
+  MSG_OPEN,
+  type OpenMessage,
+  type SpeakerOptions,
+  splitMessages,
+} from "../../../modules/router/bgp/mod.ts";
+
+export class World {
+  readonly clock = new FakeClock();
+  readonly net = new MemoryNetwork();
+  readonly sink = new MemorySink();
+  readonly speakers: BgpSpeaker[] = [];
+
+  speaker(address: string, opts: Partial<SpeakerOptions> & { asn: number; routerId: string }): BgpSpeaker & {
+    events: BgpEvent[];
+    metrics: Metrics;
+  } {
+    const metrics = new Metrics();
+    const s = new BgpSpeaker({
+      port: 179,
+      listenAddresses: [address],
+      clock: this.clock,
+      log: getLogger({ speaker: address }, this.sink),
+      transport: this.net.transportFor(address),
+      metrics,
+      ...opts,
+    });
+    const events: BgpEvent[] = [];
+    s.subscribe((e) => events.push(e));
+    this.speakers.push(s);
+    return Object.assign(s, { events, metrics });
+  }
+
+  /** Lets timers due now and pending I/O run. */
+  async settle(rounds = 6): Promise<void> {
+    for (let i = 0; i < rounds; i++) await this.clock.advance(0);
+  }
+
+  async stopAll(): Promise<void> {
+    for (const s of this.speakers) await s.stop();
+    await this.settle();
+  }
+}
+
+/** A hand-driven BGP peer on the memory network: writes raw bytes, records what it receives. */
+export class RawPeer {
+  received: { type: number; bytes: Uint8Array }[] = [];
+  closed = false;
+  #buf = new Uint8Array(0);
+  private constructor(readonly conn: BgpConn) {}
+
+  static async connect(world: World, from: string, to: string, port = 179): Promise<RawPeer> {
+    const conn = await world.net.transportFor(from).connect({ remoteAddress: to, remotePort: port });
+    const p = new RawPeer(conn);
+    void p.#loop();
+    return p;
+  }
+
+  async #loop(): Promise<void> {
+    const chunk = new Uint8Array(65536);
+    for (;;) {
+      const n = await this.conn.read(chunk);
+      if (n === null) {
+        this.closed = true;
+        return;
+      }
+      const all = new Uint8Array(this.#buf.length + n);
+      all.set(this.#buf);
+      all.set(chunk.subarray(0, n), this.#buf.length);
+      const { messages, used } = splitMessages(all);
+      for (const m of messages) this.received.push({ type: m.type, bytes: m.bytes.slice() });
+      this.#buf = all.slice(used);
+    }
+  }
+
+  send(b: Uint8Array): Promise<void> {
+    return this.conn.writeAll(b);
+  }
+
+  /** Sends OPEN and KEEPALIVE so the speaker reaches Established (once it has sent its own). */
+  async handshake(open: Partial<OpenMessage> & { myAs: number; routerId: string }): Promise<void> {
+    await this.send(encodeOpen({
+      version: 4,
+      holdTime: 90,
+      capabilities: [
+        { code: 1, afi: 1, safi: 1 },
+        { code: 1, afi: 2, safi: 1 },
+        { code: 2 },
+        { code: 65, asn: open.myAs },
+      ],
+      ...open,
+    }));
+    await this.send(encodeKeepalive());
+  }
+
+  opens(): OpenMessage[] {
+    return this.received.filter((m) => m.type === MSG_OPEN).map((m) => decodeOpen(m.bytes));
+  }
+
+  notifications(): { code: number; subcode: number }[] {
+    return this.received.filter((m) => m.type === MSG_NOTIFICATION).map((m) => {
+      const n = decodeNotification(m.bytes);
+      return { code: n.code, subcode: n.subcode };
+    });
+  }
+}
