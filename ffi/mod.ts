@@ -68,6 +68,7 @@ export {
 export {
   libnftablesPath,
   listCommand,
+  listJson,
   loadLibnftables,
   Nftables,
   type NftCommand,

@@ -69,6 +69,11 @@ export function listCommand(t: NftListTarget): string {
   return `list map ${t.map.family} ${t.map.table} ${t.map.name}`;
 }
 
+/** A list target as the JSON `list` command's object. */
+export function listJson(t: NftListTarget): Record<string, unknown> {
+  return "ruleset" in t ? { ruleset: null } : t;
+}
+
 /** Path of libnftables: KUBE_ROUTER_LIBNFTABLES, else the soname. */
 export function libnftablesPath(): string {
   return Deno.env.get("KUBE_ROUTER_LIBNFTABLES") || "libnftables.so.1";
@@ -156,7 +161,8 @@ export class Nftables implements NftRuleset {
 
   /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
   async list(target: NftListTarget): Promise<NftObject[]> {
-    const out = await this.run(listCommand(target));
+    // The JSON form, because nft's text grammar cannot name objects called like keywords ("ct", "missing").
+    const out = await this.run(JSON.stringify({ nftables: [{ list: listJson(target) }] }));
     return parseListOutput(out);
   }
 

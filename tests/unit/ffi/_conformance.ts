@@ -1,0 +1,507 @@
+/**
+ * ONE conformance suite for the `Rtnl` and `NftRuleset` interfaces. tests/unit/ffi/fake_conformance_test.ts
+ * runs every case against the in-memory fakes; tests/integration/ffi/kernel_conformance_test.ts runs the
+ * very same cases against the real kernel, each in its own throwaway namespace. A case gets a fresh
+ * implementation (an empty namespace: only `lo`) and asserts only what both must do identically.
+ */
+import assert from "node:assert/strict";
+import {
+  isExists,
+  isNotFound,
+  type NftObject,
+  type NftRuleset,
+  type Route,
+  RouteProtocol,
+  RouteScope,
+  RouteType,
+  type Rtnl,
+  type RtnlEvent,
+} from "../../../ffi/mod.ts";
+
+export interface Case<T> {
+  name: string;
+  fn: (impl: T) => Promise<void>;
+}
+
+async function rejects(p: Promise<unknown>, pred: (e: unknown) => boolean, what: string): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(pred(e), `${what}: unexpected error ${String(e)}`);
+    return;
+  }
+  assert.fail(`${what}: expected an error`);
+}
+
+function code(e: unknown): string | undefined {
+  return (e as { code?: string }).code;
+}
+
+/** A bridge "cbr0", up, with 10.9.0.1/24 and fd09::1/64; returns its index. */
+async function bridge(r: Rtnl): Promise<number> {
+  await r.linkAdd({ kind: "bridge", name: "cbr0", up: true });
+  const l = await r.linkGet("cbr0");
+  assert.ok(l);
+  await r.addrAdd({ family: 4, index: l.index, address: "10.9.0.1", prefix: 24 });
+  await r.addrAdd({ family: 6, index: l.index, address: "fd09::1", prefix: 64, nodad: true });
+  return l.index;
+}
+
+function key(r: Route): string {
+  return `${r.family} ${r.table} ${r.dst}`;
+}
+
+export const rtnlCases: Case<Rtnl>[] = [
+  {
+    name: "a new namespace has only lo, which is up",
+    fn: async (r) => {
+      const links = await r.linkList();
+      assert.deepEqual(links.map((l) => [l.name, l.up]), [["lo", true]]);
+    },
+  },
+  {
+    name: "a bridge is created once and a second add of the name fails as exists",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "bridge", name: "cbr0", mtu: 1400 });
+      const l = await r.linkGet("cbr0");
+      assert.equal(l?.kind, "bridge");
+      assert.equal(l?.mtu, 1400);
+      assert.equal(l?.up, false);
+      await rejects(r.linkAdd({ kind: "bridge", name: "cbr0" }), isExists, "second add");
+    },
+  },
+  {
+    name: "a veth pair creates both ends pointing at each other, and deleting one end removes both",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "veth", name: "cv0", peer: "cv1" });
+      const a = await r.linkGet("cv0");
+      const b = await r.linkGet("cv1");
+      assert.equal(a?.kind, "veth");
+      assert.equal(a?.link, b?.index);
+      assert.equal(b?.link, a?.index);
+      await r.linkDel("cv1");
+      assert.equal(await r.linkGet("cv0"), undefined);
+      assert.equal(await r.linkGet("cv1"), undefined);
+    },
+  },
+  {
+    name: "linkSet changes up, mtu, master and name; nomaster clears the master",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "bridge", name: "cbr0" });
+      await r.linkAdd({ kind: "veth", name: "cv0", peer: "cv1" });
+      await r.linkSet("cv0", { up: true, mtu: 1300, master: "cbr0" });
+      const br = await r.linkGet("cbr0");
+      let v = await r.linkGet("cv0");
+      assert.equal(v?.up, true);
+      assert.equal(v?.mtu, 1300);
+      assert.equal(v?.master, br?.index);
+      await r.linkSet("cv0", { master: null, up: false, name: "cv9" });
+      v = await r.linkGet("cv9");
+      assert.equal(v?.master, undefined);
+      assert.equal(v?.up, false);
+      assert.equal(await r.linkGet("cv0"), undefined);
+    },
+  },
+  {
+    name: "a vxlan device keeps its VNI, port, local address and learning flag",
+    fn: async (r) => {
+      await r.linkAdd({
+        kind: "vxlan",
+        name: "cvx0",
+        vni: 77,
+        port: 4789,
+        local: "10.250.0.1",
+        learning: false,
+      });
+      const l = await r.linkGet("cvx0");
+      assert.deepEqual(l?.vxlan, { vni: 77, port: 4789, local: "10.250.0.1", learning: false });
+    },
+  },
+  {
+    name:
+      "deleting, changing or enslaving to a missing link fails as not found, and linkGet returns undefined",
+    fn: async (r) => {
+      assert.equal(await r.linkGet("nosuch0"), undefined);
+      await rejects(r.linkDel("nosuch0"), isNotFound, "linkDel");
+      await rejects(r.linkSet("nosuch0", { up: true }), isNotFound, "linkSet");
+      await rejects(r.linkAdd({ kind: "bridge", name: "cbr0", master: "nosuch0" }), isNotFound, "master");
+    },
+  },
+  {
+    name: "addresses are added once, listed per interface and deleted; deleting twice fails as not found",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "bridge", name: "cbr0", up: true });
+      const index = (await r.linkGet("cbr0"))!.index;
+      await r.addrAdd({ family: 4, index, address: "10.77.0.1", prefix: 24 });
+      await r.addrAdd({ family: 6, index, address: "fd77:0:0::1", prefix: 64, nodad: true });
+      await rejects(r.addrAdd({ family: 4, index, address: "10.77.0.1", prefix: 24 }), isExists, "duplicate");
+      const listed = (await r.addrList({ index })).filter((a) => a.scope === RouteScope.universe);
+      assert.deepEqual(listed.map((a) => `${a.address}/${a.prefix}`).sort(), ["10.77.0.1/24", "fd77::1/64"]);
+      assert.deepEqual((await r.addrList({ index, family: 4 })).map((a) => a.address), ["10.77.0.1"]);
+      await r.addrDel({ family: 4, index, address: "10.77.0.1", prefix: 24 });
+      await rejects(
+        r.addrDel({ family: 4, index, address: "10.77.0.1", prefix: 24 }),
+        isNotFound,
+        "second del",
+      );
+      await rejects(
+        r.addrAdd({ family: 4, index: 9999, address: "10.78.0.1", prefix: 24 }),
+        isNotFound,
+        "no dev",
+      );
+    },
+  },
+  {
+    name: "a route via a gateway gets iproute2's defaults and the device of the connected subnet",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.2", table: 100 });
+      const [got] = await r.routeList({ table: 100 });
+      assert.deepEqual(got, {
+        family: 4,
+        dst: "10.1.2.0/24",
+        table: 100,
+        protocol: RouteProtocol.boot,
+        scope: RouteScope.universe,
+        type: RouteType.unicast,
+        gateway: "10.9.0.2",
+        dev,
+      });
+    },
+  },
+  {
+    name: "a route via a device without a gateway gets link scope",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.1.4.0/24", dev, table: 100, protocol: RouteProtocol.zebra });
+      const [got] = await r.routeList({ table: 100 });
+      assert.equal(got?.scope, RouteScope.link);
+      assert.equal(got?.protocol, RouteProtocol.zebra);
+      assert.equal(got?.gateway, undefined);
+    },
+  },
+  {
+    name:
+      "adding a route twice fails as exists, replace overwrites it, and deleting twice fails as not found",
+    fn: async (r) => {
+      await bridge(r);
+      const route: Route = { family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.2", table: 100, protocol: 17 };
+      await r.routeAdd(route);
+      await rejects(r.routeAdd(route), isExists, "second add");
+      await r.routeReplace({ ...route, gateway: "10.9.0.3" });
+      const listed = await r.routeList({ table: 100 });
+      assert.deepEqual(listed.map((x) => x.gateway), ["10.9.0.3"]);
+      await r.routeDel({ family: 4, dst: "10.1.2.0/24", table: 100 });
+      assert.deepEqual(await r.routeList({ table: 100 }), []);
+      await rejects(r.routeDel({ family: 4, dst: "10.1.2.0/24", table: 100 }), isNotFound, "second del");
+    },
+  },
+  {
+    name: "a gateway outside every connected subnet is unreachable, and a missing device is not found",
+    fn: async (r) => {
+      await bridge(r);
+      await rejects(
+        r.routeAdd({ family: 4, dst: "10.1.6.0/24", gateway: "192.0.2.1", table: 100 }),
+        (e) => code(e) === "ENETUNREACH",
+        "unreachable gateway",
+      );
+      await rejects(
+        r.routeAdd({ family: 4, dst: "10.1.7.0/24", dev: 9999, table: 100 }),
+        isNotFound,
+        "missing dev",
+      );
+      assert.deepEqual(await r.routeList({ table: 100 }), []);
+    },
+  },
+  {
+    name: "an ECMP route keeps its next hops and weights",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({
+        family: 4,
+        dst: "10.1.3.0/24",
+        table: 100,
+        nexthops: [{ gateway: "10.9.0.2", weight: 3 }, { gateway: "10.9.0.3" }],
+      });
+      const [got] = await r.routeList({ table: 100 });
+      assert.deepEqual(got?.nexthops, [{ gateway: "10.9.0.2", dev, weight: 3 }, {
+        gateway: "10.9.0.3",
+        dev,
+        weight: 1,
+      }]);
+    },
+  },
+  {
+    name: "an IPv6 route gets metric 1024 by default and an IPv4 route reports no metric",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 6, dst: "fd01::/64", gateway: "fd09::2", dev, table: 100 });
+      await r.routeAdd({ family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.2", table: 100 });
+      const routes = new Map((await r.routeList({ table: 100 })).map((x) => [x.dst, x]));
+      assert.equal(routes.get("fd01::/64")?.metric, 1024);
+      assert.equal(routes.get("fd01::/64")?.gateway, "fd09::2");
+      assert.equal(routes.get("10.1.2.0/24")?.metric, undefined);
+      assert.deepEqual((await r.routeList({ table: 100, family: 6 })).map((x) => x.dst), ["fd01::/64"]);
+    },
+  },
+  {
+    name: "a blackhole route needs no next hop",
+    fn: async (r) => {
+      await r.routeAdd({ family: 4, dst: "10.1.5.0/24", table: 100, type: RouteType.blackhole });
+      const [got] = await r.routeList({ table: 100 });
+      assert.equal(got?.type, RouteType.blackhole);
+      assert.equal(got?.dev, undefined);
+    },
+  },
+  {
+    name: "a route batch applies what it can and reports each failure by its index",
+    fn: async (r) => {
+      await bridge(r);
+      const mk = (i: number): Route => ({
+        family: 4,
+        dst: `10.2.${i}.0/24`,
+        gateway: "10.9.0.2",
+        table: 100,
+      });
+      const res = await r.routeBatch([
+        { op: "add", route: mk(1) },
+        { op: "add", route: mk(1) },
+        { op: "add", route: mk(2) },
+        { op: "del", route: mk(9) },
+        { op: "replace", route: { ...mk(2), gateway: "10.9.0.4" } },
+      ]);
+      assert.equal(res.ok, 3);
+      assert.deepEqual(res.failures.map((f) => [f.index, isExists(f.error), isNotFound(f.error)]), [[
+        1,
+        true,
+        false,
+      ], [
+        3,
+        false,
+        true,
+      ]]);
+      const listed = (await r.routeList({ table: 100 })).sort((a, b) => key(a).localeCompare(key(b)));
+      assert.deepEqual(listed.map((x) => [x.dst, x.gateway]), [["10.2.1.0/24", "10.9.0.2"], [
+        "10.2.2.0/24",
+        "10.9.0.4",
+      ]]);
+    },
+  },
+  {
+    name: "deleting a link removes the routes through it",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.1.4.0/24", dev, table: 100 });
+      await r.linkDel("cbr0");
+      assert.deepEqual(await r.routeList({ table: 100 }), []);
+    },
+  },
+  {
+    name: "policy rules are added once, listed in priority order with the defaults, and deleted",
+    fn: async (r) => {
+      await r.ruleAdd({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 });
+      await r.ruleAdd({ family: 4, priority: 101, fwmark: 0x2000, fwmask: 0xf000, table: 300 });
+      await rejects(
+        r.ruleAdd({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 }),
+        isExists,
+        "duplicate",
+      );
+      const v4 = await r.ruleList(4);
+      assert.deepEqual(v4.map((x) => [x.priority, x.table]), [[0, 255], [100, 77], [101, 300], [32766, 254], [
+        32767,
+        253,
+      ]]);
+      assert.equal(v4[1]?.src, "10.1.0.0/16");
+      assert.deepEqual([v4[2]?.fwmark, v4[2]?.fwmask], [0x2000, 0xf000]);
+      await r.ruleDel({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 });
+      await rejects(
+        r.ruleDel({ family: 4, priority: 100, src: "10.1.0.0/16", table: 77 }),
+        isNotFound,
+        "second del",
+      );
+      assert.deepEqual((await r.ruleList(6)).map((x) => [x.priority, x.table]), [[0, 255], [32766, 254]]);
+    },
+  },
+  {
+    name: "neighbour entries are added once, replaced and deleted",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.neighAdd({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:07" });
+      await rejects(
+        r.neighAdd({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:07" }),
+        isExists,
+        "duplicate",
+      );
+      await r.neighReplace({ family: 4, dev, dst: "10.9.0.7", lladdr: "02:00:00:00:00:08" });
+      const mine = (await r.neighList({ dev, family: 4 })).filter((n) => n.dst === "10.9.0.7");
+      assert.deepEqual(mine.map((n) => [n.lladdr, n.state]), [["02:00:00:00:00:08", 0x80]]);
+      await r.neighDel({ family: 4, dev, dst: "10.9.0.7" });
+      await rejects(r.neighDel({ family: 4, dev, dst: "10.9.0.7" }), isNotFound, "second del");
+    },
+  },
+  {
+    name: "a route watch sees a route being added and deleted",
+    fn: async (r) => {
+      await bridge(r);
+      const w = r.watch(["route"], { families: [4] });
+      const seen: RtnlEvent[] = [];
+      const done = (async () => {
+        for await (const ev of w) {
+          if (ev.kind === "route" && ev.route.table === 100) seen.push(ev);
+          if (seen.length === 2) break;
+        }
+      })();
+      await r.routeAdd({ family: 4, dst: "10.3.0.0/16", gateway: "10.9.0.2", table: 100 });
+      await r.routeDel({ family: 4, dst: "10.3.0.0/16", table: 100 });
+      const timeout = new Promise<"timeout">((res) => setTimeout(() => res("timeout"), 5000));
+      const outcome = await Promise.race([done.then(() => "done" as const), timeout]);
+      w.close();
+      assert.equal(outcome, "done");
+      assert.deepEqual(
+        seen.map((e) => e.kind === "route" && [e.action, e.route.dst, e.route.gateway]),
+        [["new", "10.3.0.0/16", "10.9.0.2"], ["del", "10.3.0.0/16", "10.9.0.2"]],
+      );
+    },
+  },
+];
+
+/** Drops handles and sorts elements, so listings from nft and the fake compare equal. */
+export function normalize(objs: NftObject[]): NftObject[] {
+  return objs.map((o) => {
+    const [k, v] = Object.entries(o)[0]!;
+    const { handle: _h, ...rest } = v as Record<string, unknown>;
+    if (Array.isArray(rest.elem)) {
+      rest.elem = [...rest.elem].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+    }
+    return { [k]: rest };
+  });
+}
+
+const T = { family: "ip", name: "ctest" };
+const base = [
+  { add: { table: T } },
+  { add: { chain: { family: "ip", table: "ctest", name: "svc" } } },
+  { add: { map: { family: "ip", table: "ctest", name: "vips", type: "ipv4_addr", map: "verdict" } } },
+  { add: { set: { family: "ip", table: "ctest", name: "ips", type: "ipv4_addr" } } },
+];
+
+export const nftCases: Case<NftRuleset>[] = [
+  {
+    name: "a verdict map applied in one transaction lists back with its elements",
+    fn: async (n) => {
+      await n.apply([
+        ...base,
+        {
+          add: {
+            element: {
+              family: "ip",
+              table: "ctest",
+              name: "vips",
+              elem: [["10.0.0.2", { jump: { target: "svc" } }], ["10.0.0.1", { accept: null }]],
+            },
+          },
+        },
+      ]);
+      const listed = normalize(await n.list({ map: { family: "ip", table: "ctest", name: "vips" } }));
+      assert.deepEqual(listed, [{
+        map: {
+          family: "ip",
+          name: "vips",
+          table: "ctest",
+          type: "ipv4_addr",
+          map: "verdict",
+          elem: [["10.0.0.1", { accept: null }], ["10.0.0.2", { jump: { target: "svc" } }]],
+        },
+      }]);
+    },
+  },
+  {
+    name: "listing a table shows the table, its sets and maps, and its chains",
+    fn: async (n) => {
+      await n.apply(base);
+      const kinds = (await n.list({ table: T })).map((o) => Object.keys(o)[0]);
+      assert.deepEqual(kinds, ["table", "map", "set", "chain"]);
+    },
+  },
+  {
+    name: "creating an existing table fails as exists while adding it again is a no-op",
+    fn: async (n) => {
+      await n.apply(base);
+      await n.apply([{ add: { table: T } }]);
+      await rejects(n.apply([{ create: { table: T } }]), isExists, "create");
+    },
+  },
+  {
+    name: "a transaction with one failing command changes nothing",
+    fn: async (n) => {
+      await n.apply(base);
+      const before = normalize(await n.list({ ruleset: true }));
+      await rejects(
+        n.apply([
+          { add: { table: { family: "ip", name: "other" } } },
+          { add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.9"] } } },
+          { delete: { table: { family: "ip", name: "missing" } } },
+        ]),
+        isNotFound,
+        "failing transaction",
+      );
+      assert.deepEqual(normalize(await n.list({ ruleset: true })), before);
+    },
+  },
+  {
+    name: "elements are added and deleted one by one, and deleting a missing element fails as not found",
+    fn: async (n) => {
+      await n.apply(base);
+      await n.apply([{
+        add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1", "10.0.0.2"] } },
+      }]);
+      await n.apply([{
+        delete: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } },
+      }]);
+      const [set] = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "ips" } }));
+      assert.deepEqual((set?.set as { elem?: unknown[] }).elem, ["10.0.0.2"]);
+      await rejects(
+        n.apply([{ delete: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } } }]),
+        isNotFound,
+        "missing element",
+      );
+    },
+  },
+  {
+    name: "flushing a map empties it",
+    fn: async (n) => {
+      await n.apply([...base, {
+        add: {
+          element: { family: "ip", table: "ctest", name: "vips", elem: [["10.0.0.1", { drop: null }]] },
+        },
+      }]);
+      await n.apply([{ flush: { map: { family: "ip", table: "ctest", name: "vips" } } }]);
+      const [m] = await n.list({ map: { family: "ip", table: "ctest", name: "vips" } });
+      assert.equal((m?.map as { elem?: unknown[] }).elem, undefined);
+    },
+  },
+  {
+    name: "deleting a missing table and listing a missing set fail as not found",
+    fn: async (n) => {
+      await rejects(
+        n.apply([{ delete: { table: { family: "ip", name: "missing" } } }]),
+        isNotFound,
+        "delete table",
+      );
+      await n.apply(base);
+      await rejects(
+        n.list({ set: { family: "ip", table: "ctest", name: "absent" } }),
+        isNotFound,
+        "list set",
+      );
+    },
+  },
+  {
+    name: "deleting a table removes everything in it",
+    fn: async (n) => {
+      await n.apply(base);
+      await n.apply([{ delete: { table: T } }]);
+      assert.deepEqual(await n.list({ ruleset: true }), []);
+    },
+  },
+];
