@@ -24,6 +24,7 @@ import {
   labStatus,
   labUp,
   machineNetns,
+  NODE_COLUMNS,
   requireState,
   restartAgent,
   splitFlags,
@@ -105,7 +106,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(
         `lab: up in ${
           ((performance.now() - t0) / 1000).toFixed(1)
-        } s (${st.nodes} nodes). Try: deno task lab kubectl -- get nodes -o wide`,
+        } s (${st.nodes} nodes). Try: deno task lab kubectl -- get nodes`,
       );
       return 0;
     }
@@ -135,7 +136,7 @@ export async function main(argv: string[]): Promise<number> {
       } else console.log("lab: no state file, but namespaces exist (run `deno task lab down`)");
       console.log(`  namespaces: ${s.netns.join(" ")}`);
       if (s.state && s.processes.some((p) => p.role === "master" && p.alive)) {
-        await passthrough(kubectlCommand(s.state, ["get", "nodes", "-o", "wide"]));
+        await passthrough(kubectlCommand(s.state, ["get", "nodes", "-o", NODE_COLUMNS]));
       }
       return 0;
     }

@@ -379,6 +379,15 @@ export function requireState(opts: Partial<LabPaths> = {}): LabState {
   return s;
 }
 
+/** kubectl custom columns for nodes (the lab API server serves no server-side tables). */
+export const NODE_COLUMNS =
+  'custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,' +
+  'INTERNAL-IP:.status.addresses[?(@.type=="InternalIP")].address,POD-CIDR:.spec.podCIDR';
+/** kubectl custom columns for pods. */
+export const POD_COLUMNS =
+  "custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase," +
+  'READY:.status.conditions[?(@.type=="Ready")].status,IP:.status.podIP,NODE:.spec.nodeName';
+
 /** The command line that runs kubectl against the lab from the host (inside the master namespace). */
 export function kubectlCommand(state: LabState, args: string[]): string[] {
   // The lab API server serves no OpenAPI document, which kubectl's client-side validation needs.
