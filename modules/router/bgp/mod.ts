@@ -10,3 +10,4 @@ export * from "./session.ts";
 export * from "./rib.ts";
 export * from "./policy.ts";
 export * from "./speaker.ts";
+export * from "./admin.ts";

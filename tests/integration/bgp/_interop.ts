@@ -1,0 +1,267 @@
+/** Interop test support: our speaker in a namespace (via the driver), gobgpd and BIRD with temp configs. */
+import type { NetNs } from "../../_support/netns.ts";
+import type { BgpEvent, LearnedRoute, PeerStatus } from "../../../modules/router/bgp/mod.ts";
+
+const driverPath = new URL("./_speaker_driver.ts", import.meta.url).pathname;
+const encoder = new TextEncoder();
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value or `ms` passes. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T> | T,
+  ms = 20_000,
+): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+    await sleep(200);
+  }
+}
+
+/** Our speaker running in `ns`, driven by JSON lines. */
+export class Driver {
+  readonly events: BgpEvent[] = [];
+  readonly stderr: string[] = [];
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #nextId = 1;
+  exited: Promise<Deno.CommandStatus>;
+
+  constructor(readonly ns: NetNs) {
+    this.#child = new Deno.Command("ip", {
+      args: ["netns", "exec", ns.name, Deno.execPath(), "run", "-A", "--quiet", driverPath],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.exited = this.#child.status;
+    void this.#readOut();
+    void this.#readErr();
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async #readOut(): Promise<void> {
+    let buf = "";
+    const dec = new TextDecoder();
+    for await (const chunk of this.#child.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let msg;
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (msg.event) this.events.push(msg.event);
+        else {
+          const p = this.#pending.get(msg.id);
+          this.#pending.delete(msg.id);
+          if (msg.ok) p?.resolve(msg.result);
+          else p?.reject(new Error(msg.error));
+        }
+      }
+    }
+    for (const p of this.#pending.values()) p.reject(new Error("driver exited"));
+  }
+
+  async #readErr(): Promise<void> {
+    const dec = new TextDecoder();
+    for await (const chunk of this.#child.stderr) {
+      for (const l of dec.decode(chunk).split("\n")) if (l) this.stderr.push(l);
+    }
+  }
+
+  call<T = unknown>(cmd: string, args: unknown = {}): Promise<T> {
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.#writer.write(encoder.encode(JSON.stringify({ id, cmd, args }) + "\n")).catch(reject);
+    });
+  }
+
+  routes(family = "ipv4-unicast"): Promise<LearnedRoute[]> {
+    return this.call("routes", { family });
+  }
+  async peer(address: string): Promise<PeerStatus | undefined> {
+    return (await this.call<PeerStatus[]>("peers")).find((p) => p.address === address);
+  }
+  async waitEstablished(address: string, ms = 30_000): Promise<PeerStatus> {
+    return await waitFor(`session with ${address}`, async () => {
+      const p = await this.peer(address);
+      return p?.state === "Established" ? p : undefined;
+    }, ms);
+  }
+
+  /** Kills the driver (the speaker dies without a NOTIFICATION, as on a crash). */
+  async kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await this.exited;
+  }
+
+  async close(): Promise<void> {
+    try {
+      await Promise.race([this.call("stop"), sleep(3000)]);
+      await this.#writer.close();
+    } catch { /* already gone */ }
+    const done = await Promise.race([this.exited.then(() => true), sleep(3000).then(() => false)]);
+    if (!done) await this.kill();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// gobgpd
+
+export interface GobgpNeighbor {
+  address: string;
+  asn: number;
+  passive?: boolean;
+  port?: number;
+  holdTime?: number;
+  gracefulRestart?: boolean;
+  password?: string;
+  rrClient?: boolean;
+  families?: string[];
+  localAddress?: string;
+}
+
+export function gobgpConfig(
+  g: { asn: number; routerId: string; port?: number; neighbors: GobgpNeighbor[] },
+): string {
+  let s = `[global.config]\n  as = ${g.asn}\n  router-id = "${g.routerId}"\n  port = ${g.port ?? 179}\n`;
+  for (const n of g.neighbors) {
+    s +=
+      `[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "${n.address}"\n    peer-as = ${n.asn}\n`;
+    if (n.password) s += `    auth-password = "${n.password}"\n`;
+    s += `  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = ${
+      n.holdTime ?? 90
+    }\n    keepalive-interval = ${Math.max(1, Math.floor((n.holdTime ?? 90) / 3))}\n`;
+    s += `  [neighbors.transport.config]\n    passive-mode = ${!!n.passive}\n`;
+    if (n.port) s += `    remote-port = ${n.port}\n`;
+    if (n.localAddress) s += `    local-address = "${n.localAddress}"\n`;
+    if (n.rrClient) s += `  [neighbors.route-reflector.config]\n    route-reflector-client = true\n`;
+    if (n.gracefulRestart) {
+      s += `  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 60\n`;
+    }
+    for (const f of n.families ?? ["ipv4-unicast", "ipv6-unicast"]) {
+      s += `  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "${f}"\n`;
+      if (n.gracefulRestart) {
+        s += `    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n`;
+      }
+    }
+  }
+  return s;
+}
+
+export interface GobgpPath {
+  nexthop: string;
+  attrs: { type: number; [k: string]: unknown }[];
+  stale?: boolean;
+}
+
+export class Gobgp {
+  #proc: Deno.ChildProcess | undefined;
+  constructor(readonly ns: NetNs, readonly dir: string, readonly name = "gobgpd") {}
+
+  async start(conf: string): Promise<void> {
+    await Deno.writeTextFile(`${this.dir}/${this.name}.toml`, conf);
+    this.#proc = this.ns.spawn([
+      "gobgpd",
+      "-f",
+      `${this.dir}/${this.name}.toml`,
+      "--api-hosts=127.0.0.1:50051",
+      "-l",
+      "warn",
+    ]);
+    await waitFor("gobgpd API", async () => (await this.cli("global")).code === 0, 10_000);
+  }
+
+  cli(...args: string[]) {
+    return this.ns.exec(["gobgp", ...args], { check: false });
+  }
+
+  /** `gobgp -j global rib`: prefix -> paths, with the next hop lifted out of NEXT_HOP/MP_REACH_NLRI. */
+  async ribPrefixes(family: "ipv4" | "ipv6"): Promise<Record<string, GobgpPath[]>> {
+    const r = await this.cli("-j", "global", "rib", "-a", family);
+    if (r.code !== 0) throw new Error(r.stderr || r.stdout);
+    const txt = r.stdout.trim();
+    const rib: Record<string, GobgpPath[]> = txt ? JSON.parse(txt) : {};
+    for (const paths of Object.values(rib)) {
+      for (const p of paths) {
+        const nh = p.attrs.find((a) => a.type === 3 || a.type === 14) as { nexthop?: string } | undefined;
+        p.nexthop = nh?.nexthop ?? "";
+      }
+    }
+    return rib;
+  }
+
+  async neighborState(address: string): Promise<string> {
+    const r = await this.cli("-j", "neighbor", address);
+    if (r.code !== 0) return "";
+    const j = JSON.parse(r.stdout);
+    return String(j?.state?.session_state ?? "");
+  }
+
+  get pid(): number | undefined {
+    return this.#proc?.pid;
+  }
+
+  signal(sig: Deno.Signal): void {
+    try {
+      this.#proc?.kill(sig);
+    } catch { /* gone */ }
+  }
+
+  async stop(sig: Deno.Signal = "SIGTERM"): Promise<void> {
+    if (!this.#proc) return;
+    this.signal("SIGCONT");
+    this.signal(sig);
+    await this.#proc.status;
+    this.#proc = undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// BIRD
+
+export class Bird {
+  #proc: Deno.ChildProcess | undefined;
+  constructor(readonly ns: NetNs, readonly dir: string) {}
+  get sock(): string {
+    return `${this.dir}/bird.ctl`;
+  }
+  async start(conf: string): Promise<void> {
+    await Deno.writeTextFile(`${this.dir}/bird.conf`, conf);
+    this.#proc = this.ns.spawn(["bird", "-c", `${this.dir}/bird.conf`, "-s", this.sock, "-f"]);
+    await waitFor("bird control socket", async () => (await this.cli("show", "status")).code === 0, 10_000);
+  }
+  cli(...args: string[]) {
+    return this.ns.exec(["birdc", "-s", this.sock, ...args], { check: false });
+  }
+  async stop(): Promise<void> {
+    if (!this.#proc) return;
+    try {
+      this.#proc.kill("SIGTERM");
+    } catch { /* gone */ }
+    await this.#proc.status;
+    this.#proc = undefined;
+  }
+}
