@@ -67,12 +67,29 @@ export function defaultAgentFlags(stateDir: string): string[] {
   ];
 }
 
-/** Splits an `--agent-flags "…"` string the way a shell would for simple quoting. */
+/** Splits an `--agent-flags "…"` string as a shell would: whitespace separates, quotes group and are removed. */
 export function splitFlags(text: string): string[] {
   const out: string[] = [];
-  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) out.push(m[1] ?? m[2] ?? m[3]!);
+  let cur = "";
+  let has = false;
+  let quote: string | undefined;
+  for (const ch of text) {
+    if (quote) {
+      if (ch === quote) quote = undefined;
+      else cur += ch;
+    } else if (ch === '"' || ch === "'") {
+      quote = ch;
+      has = true;
+    } else if (/\s/.test(ch)) {
+      if (has) out.push(cur);
+      cur = "";
+      has = false;
+    } else {
+      cur += ch;
+      has = true;
+    }
+  }
+  if (has) out.push(cur);
   return out;
 }
 

@@ -58,7 +58,9 @@ export {
   sameSliceContent,
   SERVICE_NAME_LABEL,
 } from "./endpointslices.ts";
-export { pickNode } from "./scheduler.ts";
+export { pickNode, Scheduler } from "./scheduler.ts";
+export { NodeIpamController } from "./node_ipam.ts";
+export { EndpointSliceController } from "./endpointslice_controller.ts";
 export {
   cniAdd,
   cniDel,

@@ -5,7 +5,8 @@
  *
  * Limits: pod CIDRs are /24s of 10.1.0.0/16 starting at 10.1.1.0, so at most 255 nodes. Up to 155 nodes
  * fit the seed's 192.168.1.0/24 (.100-.254); with more, the underlay widens to 192.168.0.0/16 and the
- * addresses simply continue (node156 = 192.168.2.0, which is a valid host address in a /16).
+ * addresses simply continue (kube-node156 = 192.168.1.255, kube-node157 = 192.168.2.0, both valid host
+ * addresses in a /16).
  */
 
 /** Largest `--nodes` the addressing supports (pod CIDRs 10.1.1.0/24 … 10.1.255.0/24). */
