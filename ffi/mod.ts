@@ -71,6 +71,7 @@ export {
   listJson,
   loadLibnftables,
   Nftables,
+  nftBinary,
   type NftCommand,
   type NftListTarget,
   type NftObject,
@@ -80,3 +81,4 @@ export {
 } from "./nftables.ts";
 export { FakeNftables } from "./fake_nftables.ts";
 export { FakeSysctl, ProcSysctl, type Sysctl, SysctlError, sysctlPath } from "./sysctl.ts";
+export { encodeMd5sig, socketTransport, tcpConnect, TcpListener, TcpSocket } from "./tcp.ts";

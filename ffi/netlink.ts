@@ -255,7 +255,9 @@ export class NlWriter {
     return this.#len;
   }
   #grow(n: number): void {
-    if (this.#len + n <= this.#buf.length) return;
+    if (this.#len + n > this.#buf.length) this.#realloc(n);
+  }
+  #realloc(n: number): void {
     let size = this.#buf.length * 2;
     while (size < this.#len + n) size *= 2;
     const nb = new Uint8Array(size);
@@ -264,10 +266,10 @@ export class NlWriter {
     this.#dv = new DataView(nb.buffer);
   }
   #pad(): void {
-    const a = align4(this.#len);
-    this.#grow(a - this.#len);
-    this.#buf.fill(0, this.#len, a);
-    this.#len = a;
+    if ((this.#len & 3) === 0) return;
+    this.#grow(3);
+    const b = this.#buf;
+    while (this.#len & 3) b[this.#len++] = 0;
   }
   /** Starts a message; returns its offset for endMsg. */
   beginMsg(type: number, flags: number, seq: number, pid = 0): number {
@@ -296,8 +298,7 @@ export class NlWriter {
   }
   u8(v: number): this {
     this.#grow(1);
-    this.#dv.setUint8(this.#len, v);
-    this.#len += 1;
+    this.#buf[this.#len++] = v;
     return this;
   }
   u16(v: number): this {
@@ -333,9 +334,15 @@ export class NlWriter {
   }
   /** An attribute with raw bytes. */
   attr(type: number, data: Uint8Array): this {
-    this.#attrHeader(type, data.length);
-    this.#buf.set(data, this.#len);
-    this.#len += data.length;
+    const n = data.length;
+    this.#attrHeader(type, n);
+    if (n <= 16) {
+      const b = this.#buf;
+      for (let i = 0; i < n; i++) b[this.#len + i] = data[i]!;
+    } else {
+      this.#buf.set(data, this.#len);
+    }
+    this.#len += n;
     this.#pad();
     return this;
   }

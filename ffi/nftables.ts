@@ -107,7 +107,18 @@ export class Nftables implements NftRuleset {
   #queue: Promise<unknown> = Promise.resolve();
   #sym: Deno.DynamicLibrary<typeof NFT_SYMBOLS>["symbols"];
 
-  constructor() {
+  #trimAbove: number;
+  #outOfProcessAbove: number;
+
+  /**
+   * `trimAboveBytes`: inputs larger than this are followed by malloc_trim(0) (default 1 MiB), so a huge
+   * load does not keep its heap; Infinity disables it. `outOfProcessAboveBytes`: `apply` inputs larger
+   * than this run in a child `nft -j -f -` (KUBE_ROUTER_NFT, default `nft`) so the parse never grows the
+   * agent at all (default Infinity: always in process).
+   */
+  constructor(opts: { trimAboveBytes?: number; outOfProcessAboveBytes?: number } = {}) {
+    this.#trimAbove = opts.trimAboveBytes ?? TRIM_ABOVE_BYTES;
+    this.#outOfProcessAbove = opts.outOfProcessAboveBytes ?? Infinity;
     this.#sym = loadLibnftables();
     const ctx = this.#sym.nft_ctx_new(0);
     if (ctx === null) throw new NftError(-1, "nft_ctx_new failed");
@@ -138,7 +149,7 @@ export class Nftables implements NftRuleset {
     const errP = s.nft_ctx_get_error_buffer(ctx);
     const out = outP === null ? "" : Deno.UnsafePointerView.getCString(outP);
     const err = errP === null ? "" : Deno.UnsafePointerView.getCString(errP);
-    if (input.length > TRIM_ABOVE_BYTES) mallocTrim();
+    if (input.length > this.#trimAbove) mallocTrim();
     if (rc !== 0) throw new NftError(rc, err);
     return out;
   }
@@ -146,7 +157,13 @@ export class Nftables implements NftRuleset {
   /** Equivalent to: `nft -j -f FILE` with `{"nftables": commands}`; atomic. */
   async apply(commands: readonly NftCommand[]): Promise<void> {
     if (commands.length === 0) return;
-    await this.run(JSON.stringify({ nftables: commands }));
+    const json = JSON.stringify({ nftables: commands });
+    if (json.length > this.#outOfProcessAbove) {
+      const next = this.#queue.then(() => applyInChild(json));
+      this.#queue = next.catch(() => undefined);
+      return await next;
+    }
+    await this.run(json);
   }
 
   /** Equivalent to: `nft -f FILE` with nft's own syntax; atomic. */
@@ -173,6 +190,36 @@ export class Nftables implements NftRuleset {
     this.#ctx = null;
     this.#queue.finally(() => this.#sym.nft_ctx_free(ctx));
   }
+}
+
+/** Path of the nft binary used for out-of-process loads: KUBE_ROUTER_NFT, else `nft` on PATH. */
+export function nftBinary(): string {
+  return Deno.env.get("KUBE_ROUTER_NFT") || "nft";
+}
+
+/** Runs one JSON transaction in a child `nft -j -f -`, in this process's network namespace. */
+async function applyInChild(json: string): Promise<void> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(nftBinary(), {
+      args: ["-j", "-f", "-"],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    })
+      .spawn();
+  } catch (cause) {
+    throw new NftError(-1, `cannot run ${nftBinary()} (Debian package nftables; or set KUBE_ROUTER_NFT)`, {
+      cause,
+    });
+  }
+  const w = child.stdin.getWriter();
+  try {
+    await w.write(new TextEncoder().encode(json));
+    await w.close();
+  } catch { /* the child exited early; its stderr says why */ }
+  const out = await child.output();
+  if (!out.success) throw new NftError(out.code, new TextDecoder().decode(out.stderr));
 }
 
 /** Parses `nft -j list` output into objects, dropping metainfo. */
