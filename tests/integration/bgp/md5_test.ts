@@ -1,0 +1,237 @@
+/**
+ * The FFI socket transport (ffi/tcp.ts) against gobgpd: TCP MD5 signatures (RFC 2385) both ways, refusal
+ * with a wrong password, and binding a chosen source address. Needs root.
+ */
+import assert from "node:assert/strict";
+import { linkVeth, needs, withNetns } from "../../_support/netns.ts";
+import { Driver, Gobgp, gobgpConfig, sleep, waitFor } from "./_interop.ts";
+
+async function tmpdir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "krt-bgpmd5-" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+const GOBGP = { tools: ["gobgpd", "gobgp"] };
+
+Deno.test({
+  ...needs(
+    "an MD5-protected session to gobgpd establishes with the right password and every segment is signed",
+    GOBGP,
+  ),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-gob"], async (us, them) => {
+        await linkVeth(us!, "eth0", "10.0.8.1/24", them!, "eth0", "10.0.8.2/24");
+        await them!.exec(["ip", "addr", "add", "10.0.8.3/24", "dev", "eth0"]);
+        const gob = new Gobgp(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          await gob.start(gobgpConfig({
+            asn: 65002,
+            routerId: "10.0.8.2",
+            neighbors: [
+              {
+                address: "10.0.8.1",
+                asn: 65001,
+                passive: true,
+                password: "s3cret-pw",
+                families: ["ipv4-unicast"],
+              },
+            ],
+          }));
+          await gob.cli("global", "rib", "add", "10.2.0.0/24", "-a", "ipv4");
+          await drv.call("start", {
+            asn: 65001,
+            routerId: "10.0.8.1",
+            listenAddresses: ["0.0.0.0"],
+            useSocketTransport: true,
+          });
+          await drv.call("addPeer", {
+            address: "10.0.8.2",
+            asn: 65002,
+            password: "s3cret-pw",
+            connectRetry: 1,
+          });
+          await drv.call("set", { family: "ipv4-unicast", routes: [{ prefix: "10.1.0.0/24" }] });
+          await drv.waitEstablished("10.0.8.2");
+          await waitFor(
+            "routes over the MD5 session",
+            async () => (await drv.routes()).some((r) => r.prefix === "10.2.0.0/24"),
+          );
+          await waitFor(
+            "gobgpd learns our route",
+            async () => (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"],
+          );
+          // Every segment of the session carries the TCP MD5 option (kind 19): check with tcpdump.
+          const capture = them!.exec([
+            "timeout",
+            "8",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "-nn",
+            "-v",
+            "tcp port 179 and tcp[13] & 8 != 0",
+          ], {
+            check: false,
+          });
+          await sleep(1500);
+          await drv.call("set", {
+            family: "ipv4-unicast",
+            routes: [{ prefix: "10.1.0.0/24" }, { prefix: "10.1.1.0/24" }],
+          });
+          const cap = await capture;
+          assert.match(cap.stdout, /md5/i);
+        } finally {
+          await drv.close();
+          await gob.stop();
+        }
+      })
+    ),
+});
+
+Deno.test({
+  ...needs("gobgpd connects to our MD5-keyed listener", GOBGP),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-gob"], async (us, them) => {
+        await linkVeth(us!, "eth0", "10.0.9.1/24", them!, "eth0", "10.0.9.2/24");
+        const gob = new Gobgp(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          await drv.call("start", {
+            asn: 65001,
+            routerId: "10.0.9.1",
+            listenAddresses: ["0.0.0.0"],
+            useSocketTransport: true,
+          });
+          await drv.call("addPeer", {
+            address: "10.0.9.2",
+            asn: 65002,
+            password: "listen-pw",
+            passive: true,
+          });
+          await gob.start(gobgpConfig({
+            asn: 65002,
+            routerId: "10.0.9.2",
+            neighbors: [{
+              address: "10.0.9.1",
+              asn: 65001,
+              password: "listen-pw",
+              families: ["ipv4-unicast"],
+            }],
+          }));
+          await drv.waitEstablished("10.0.9.2");
+        } finally {
+          await drv.close();
+          await gob.stop();
+        }
+      })
+    ),
+});
+
+Deno.test({
+  ...needs("a wrong MD5 password keeps the session from establishing", GOBGP),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-gob"], async (us, them) => {
+        await linkVeth(us!, "eth0", "10.0.10.1/24", them!, "eth0", "10.0.10.2/24");
+        const gob = new Gobgp(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          await gob.start(gobgpConfig({
+            asn: 65002,
+            routerId: "10.0.10.2",
+            neighbors: [{
+              address: "10.0.10.1",
+              asn: 65001,
+              passive: true,
+              password: "right-pw",
+              families: ["ipv4-unicast"],
+            }],
+          }));
+          await drv.call("start", {
+            asn: 65001,
+            routerId: "10.0.10.1",
+            listenAddresses: ["0.0.0.0"],
+            useSocketTransport: true,
+          });
+          await drv.call("addPeer", {
+            address: "10.0.10.2",
+            asn: 65002,
+            password: "wrong-pw",
+            connectRetry: 1,
+          });
+          await sleep(6000);
+          const p = await drv.peer("10.0.10.2");
+          assert.notEqual(p?.state, "Established");
+          assert.ok(["Connect", "Active", "Idle"].includes(p!.state), `state ${p!.state}`);
+          assert.notEqual(await gob.neighborState("10.0.10.1"), "established");
+          // Fixing the password at run time lets it establish.
+          await drv.call("updatePeer", {
+            address: "10.0.10.2",
+            asn: 65002,
+            password: "right-pw",
+            connectRetry: 1,
+          });
+          await drv.waitEstablished("10.0.10.2", 40_000);
+        } finally {
+          await drv.close();
+          await gob.stop();
+        }
+      })
+    ),
+});
+
+Deno.test({
+  ...needs("the socket transport binds the configured source address", GOBGP),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-gob"], async (us, them) => {
+        await linkVeth(us!, "eth0", "10.0.11.1/24", them!, "eth0", "10.0.11.2/24");
+        await us!.exec(["ip", "addr", "add", "10.0.11.11/24", "dev", "eth0"]);
+        const gob = new Gobgp(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          // gobgpd only knows us as 10.0.11.11: a session from 10.0.11.1 would be refused.
+          await gob.start(gobgpConfig({
+            asn: 65002,
+            routerId: "10.0.11.2",
+            neighbors: [{ address: "10.0.11.11", asn: 65001, passive: true, families: ["ipv4-unicast"] }],
+          }));
+          await drv.call("start", {
+            asn: 65001,
+            routerId: "10.0.11.1",
+            listenAddresses: [],
+            useSocketTransport: true,
+          });
+          await drv.call("addPeer", {
+            address: "10.0.11.2",
+            asn: 65002,
+            localAddress: "10.0.11.11",
+            multihopTtl: 2,
+            connectRetry: 1,
+          });
+          const st = await drv.waitEstablished("10.0.11.2");
+          assert.equal(st.localAddress, "10.0.11.11");
+        } finally {
+          await drv.close();
+          await gob.stop();
+        }
+      })
+    ),
+});
