@@ -5,7 +5,7 @@
  * being sent to a dead backend. Codecs are pure and exported for tests.
  */
 import { formatIP } from "../core/_net.ts";
-import { NetlinkDecodeError } from "./errors.ts";
+import { NetlinkDecodeError, NetlinkError } from "./errors.ts";
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP } from "./libc.ts";
 import { attrMap, NETLINK_NETFILTER, NLM_F_REQUEST, type NlMsg, type NlWriter, read } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
@@ -216,7 +216,7 @@ export class Conntrack {
       encodeDelete(w, entries[i]!);
       w.endMsg(off);
     }, { op: "conntrack -D" });
-    const real = failures.filter((f) => f.error.errno !== 2);
+    const real = failures.filter((f) => !(f.error instanceof NetlinkError && f.error.errno === 2));
     if (real.length) throw real[0]!.error;
     return entries.length - failures.length;
   }

@@ -26,6 +26,7 @@ import {
   type Rule,
   RuleAction,
   type WatchKind,
+  type WatchOptions,
 } from "./rtnl_types.ts";
 
 const IFF_UP = 1;
@@ -546,7 +547,7 @@ export class FakeRtnetlink implements Rtnl {
 
   // ------------------------------------------------------------ events
 
-  watch(kinds: readonly WatchKind[], opts: { families?: readonly Family[] } = {}): RtnlWatch {
+  watch(kinds: readonly WatchKind[], opts: WatchOptions = {}): RtnlWatch {
     const q: EventQueue = new EventQueue(
       new Set(kinds),
       new Set(opts.families ?? [4, 6]),

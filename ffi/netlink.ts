@@ -417,6 +417,10 @@ export class NlWriter {
   reset(): void {
     this.#len = 0;
   }
+  /** Drops everything written after `length` (undoes a message whose encoding failed half-way). */
+  truncate(length: number): void {
+    if (length < this.#len) this.#len = length;
+  }
 }
 
 /** Encodes one complete message from a fixed header and a writer callback for attributes. */

@@ -65,7 +65,8 @@ export interface NetlinkSocketOptions {
 export interface BatchFailure {
   /** Index of the message in the batch. */
   index: number;
-  error: NetlinkError;
+  /** NetlinkError from the kernel, or the encoder's error (e.g. TypeError for an invalid address). */
+  error: Error;
 }
 
 /** Writes message `index` of a batch with sequence number `seq` into `w` (beginMsg..endMsg). */
@@ -307,7 +308,14 @@ export class NetlinkSocket {
       w.reset();
       const first = i;
       while (i < count && w.length < chunkBytes) {
-        encode(w, i, (base + i) >>> 0);
+        const mark = w.length;
+        try {
+          encode(w, i, (base + i) >>> 0);
+        } catch (e) {
+          // Bad input (an invalid address) fails that one message, not the batch.
+          w.truncate(mark);
+          failures.push({ index: i, error: e instanceof Error ? e : new Error(String(e)) });
+        }
         i++;
       }
       const fence = this.nextSeq();
@@ -333,7 +341,7 @@ export class NetlinkSocket {
         }
       }
     }
-    return failures;
+    return failures.sort((a, b) => a.index - b.index);
   }
 
   /** Closes the socket. Idempotent. */

@@ -3,7 +3,7 @@
  * agent runs inside a node's namespace, e.g. via `ip netns exec`). Every request is acknowledged and
  * failures are NetlinkError with the kernel's extended-ACK text; route batches go many per sendto.
  */
-import { Errno, ErrnoError } from "./errors.ts";
+import { Errno, ErrnoError, NetlinkDecodeError } from "./errors.ts";
 import { ifNameToIndex } from "./libc.ts";
 import {
   NETLINK_ROUTE,
@@ -33,7 +33,11 @@ import type {
   RtnlWatch,
   Rule,
   WatchKind,
+  WatchOptions,
 } from "./rtnl_types.ts";
+
+/** Operations per slice of a route batch; the event loop runs between slices. */
+const BATCH_SLICE = 16384;
 
 function describeRoute(r: Route): string {
   const parts = [r.dst];
@@ -104,8 +108,10 @@ export function watchGroups(kinds: readonly WatchKind[], families: readonly Fami
 
 class RtnlSubscription implements RtnlWatch {
   #sub: NetlinkSubscription;
-  constructor(groups: number[], rcvbuf?: number) {
+  #onDecodeError: ((err: Error) => void) | undefined;
+  constructor(groups: number[], rcvbuf?: number, onDecodeError?: (err: Error) => void) {
     this.#sub = new NetlinkSubscription(NETLINK_ROUTE, groups, rcvbuf !== undefined ? { rcvbuf } : {});
+    this.#onDecodeError = onDecodeError;
   }
   close(): void {
     this.#sub.close();
@@ -117,7 +123,15 @@ class RtnlSubscription implements RtnlWatch {
         continue;
       }
       for (const m of batch) {
-        const ev = decodeEvent(m);
+        let ev: RtnlEvent | undefined;
+        try {
+          ev = decodeEvent(m);
+        } catch (e) {
+          // One undecodable message must not end the stream; the caller hears of it and can resync.
+          if (!(e instanceof NetlinkDecodeError)) throw e;
+          this.#onDecodeError?.(e);
+          continue;
+        }
         if (ev) yield ev;
       }
     }
@@ -316,24 +330,28 @@ export class Rtnetlink implements Rtnl {
    * Equivalent to: `ip -batch` of `route add|replace|del` lines, but many messages per sendto and one ACK
    * fence per chunk. Failures are reported per operation index; the others are applied.
    */
-  routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {
-    return this.#run(() => {
-      const failures = this.#s.batch(ops.length, (w: NlWriter, i: number, seq: number) => {
-        const op = ops[i]!;
+  async routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {
+    const failures: BatchResult["failures"] = [];
+    // Slices keep the event loop responsive (health checks, events) during a 100k-route sync.
+    for (let start = 0; start < ops.length; start += BATCH_SLICE) {
+      if (start > 0) await new Promise((r) => setTimeout(r, 0));
+      const slice = ops.slice(start, start + BATCH_SLICE);
+      const failed = this.#s.batch(slice.length, (w: NlWriter, i: number, seq: number) => {
+        const op = slice[i]!;
         const del = op.op === "del";
-        const type = del ? c.RTM_DELROUTE : c.RTM_NEWROUTE;
         const flags = NLM_F_REQUEST |
           (op.op === "add"
             ? NLM_F_CREATE | NLM_F_EXCL
             : op.op === "replace"
             ? NLM_F_CREATE | NLM_F_REPLACE
             : 0);
-        const off = w.beginMsg(type, flags, seq);
+        const off = w.beginMsg(del ? c.RTM_DELROUTE : c.RTM_NEWROUTE, flags, seq);
         c.encodeRoute(w, op.route, del);
         w.endMsg(off);
       }, { op: "route batch" });
-      return { ok: ops.length - failures.length, failures };
-    });
+      for (const f of failed) failures.push({ index: start + f.index, error: f.error });
+    }
+    return { ok: ops.length - failures.length, failures };
   }
 
   // ------------------------------------------------------------ rules
@@ -419,11 +437,8 @@ export class Rtnetlink implements Rtnl {
    * Equivalent to: `ip monitor link address route rule neigh`. Iterate the result; a `{kind: "resync"}`
    * event means the kernel dropped events (ENOBUFS) and the caller must list again.
    */
-  watch(
-    kinds: readonly WatchKind[],
-    opts: { families?: readonly Family[]; rcvbuf?: number } = {},
-  ): RtnlWatch {
-    return new RtnlSubscription(watchGroups(kinds, opts.families), opts.rcvbuf);
+  watch(kinds: readonly WatchKind[], opts: WatchOptions = {}): RtnlWatch {
+    return new RtnlSubscription(watchGroups(kinds, opts.families), opts.rcvbuf, opts.onDecodeError);
   }
 
   /** Closes the request socket. Idempotent. */

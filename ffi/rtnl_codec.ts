@@ -73,6 +73,13 @@ const IFLA_IPTUN_LINK = 1;
 const IFLA_IPTUN_LOCAL = 2;
 const IFLA_IPTUN_REMOTE = 3;
 const IFLA_IPTUN_TTL = 4;
+const IFLA_IPTUN_TOS = 5;
+const IFLA_IPTUN_ENCAP_LIMIT = 6;
+const IFLA_IPTUN_FLOWINFO = 7;
+const IFLA_IPTUN_FLAGS = 8;
+const IFLA_IPTUN_FWMARK = 20;
+const IFLA_IPTUN_ENCAP_FLAGS = 16;
+const TUNNEL_ENCAP_FLAG_CSUM6 = 2;
 const IFLA_IPTUN_PROTO = 9;
 const IFLA_IPTUN_PMTUDISC = 10;
 const IFLA_IPTUN_ENCAP_TYPE = 15;
@@ -245,19 +252,35 @@ export function encodeLinkAdd(w: NlWriter, spec: LinkSpec, masterIndex?: number)
     }
     case "ipip":
     case "ip6tnl": {
+      // The full attribute set, in iproute2's order (ip/link_iptnl.c, ip/link_ip6tnl.c): the kernel keeps
+      // its own defaults for anything absent, iproute2 spells every field out.
       const fam: Family = spec.kind === "ipip" ? 4 : 6;
       const d = w.beginNest(IFLA_INFO_DATA, false);
-      if (spec.dev !== undefined) w.attrU32(IFLA_IPTUN_LINK, spec.dev);
-      if (spec.local !== undefined) w.attr(IFLA_IPTUN_LOCAL, ipBytes(spec.local, fam));
-      if (spec.remote !== undefined) w.attr(IFLA_IPTUN_REMOTE, ipBytes(spec.remote, fam));
-      if (spec.ttl !== undefined) w.attrU8(IFLA_IPTUN_TTL, spec.ttl);
-      if (fam === 6) w.attrU8(IFLA_IPTUN_PROTO, 41);
-      else w.attrU8(IFLA_IPTUN_PMTUDISC, 1);
-      if (spec.fou) {
-        w.attrU16(IFLA_IPTUN_ENCAP_TYPE, TUNNEL_ENCAP_FOU);
-        w.attrBe16(IFLA_IPTUN_ENCAP_SPORT, spec.fou.sport ?? 0);
-        w.attrBe16(IFLA_IPTUN_ENCAP_DPORT, spec.fou.dport);
+      w.attrU8(IFLA_IPTUN_PROTO, fam === 4 ? 0 : 41);
+      w.attr(
+        IFLA_IPTUN_LOCAL,
+        spec.local !== undefined ? ipBytes(spec.local, fam) : new Uint8Array(fam === 4 ? 4 : 16),
+      );
+      w.attr(
+        IFLA_IPTUN_REMOTE,
+        spec.remote !== undefined ? ipBytes(spec.remote, fam) : new Uint8Array(fam === 4 ? 4 : 16),
+      );
+      if (fam === 4) {
+        w.attrU8(IFLA_IPTUN_PMTUDISC, 1);
+        w.attrU8(IFLA_IPTUN_TOS, 0);
+        w.attrU8(IFLA_IPTUN_TTL, spec.ttl ?? 0);
+      } else {
+        w.attrU8(IFLA_IPTUN_TTL, spec.ttl ?? 64);
+        w.attrU8(IFLA_IPTUN_ENCAP_LIMIT, 4);
+        w.attrU32(IFLA_IPTUN_FLOWINFO, 0);
+        w.attrU32(IFLA_IPTUN_FLAGS, 0);
       }
+      w.attrU32(IFLA_IPTUN_LINK, spec.dev ?? 0);
+      w.attrU32(IFLA_IPTUN_FWMARK, 0);
+      w.attrU16(IFLA_IPTUN_ENCAP_TYPE, spec.fou ? TUNNEL_ENCAP_FOU : 0);
+      w.attrU16(IFLA_IPTUN_ENCAP_FLAGS, fam === 4 ? 0 : TUNNEL_ENCAP_FLAG_CSUM6);
+      w.attrBe16(IFLA_IPTUN_ENCAP_SPORT, spec.fou?.sport ?? 0);
+      w.attrBe16(IFLA_IPTUN_ENCAP_DPORT, spec.fou?.dport ?? 0);
       w.endNest(d);
       break;
     }

@@ -240,6 +240,16 @@ export interface RtnlWatch extends AsyncIterable<RtnlEvent> {
 /** What `watch` subscribes to. */
 export type WatchKind = "link" | "addr" | "route" | "rule" | "neigh";
 
+/** Options for `watch`. */
+export interface WatchOptions {
+  /** Families for addr/route/rule events; default both. */
+  families?: readonly Family[];
+  /** Socket receive buffer (bytes); small values overflow sooner (ENOBUFS -> resync). */
+  rcvbuf?: number;
+  /** Called for a message that could not be decoded; the stream goes on. */
+  onDecodeError?: (err: Error) => void;
+}
+
 /** Filters for route listings. */
 export interface RouteFilter {
   family?: Family;
@@ -294,7 +304,7 @@ export interface Rtnl {
   /** `ip neigh del …` */
   neighDel(n: Neighbour): Promise<void>;
   /** `ip monitor link address route rule neigh` */
-  watch(kinds: readonly WatchKind[], opts?: { families?: readonly Family[]; rcvbuf?: number }): RtnlWatch;
+  watch(kinds: readonly WatchKind[], opts?: WatchOptions): RtnlWatch;
   /** Releases sockets. Idempotent. */
   close(): void;
 }

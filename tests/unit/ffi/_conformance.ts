@@ -269,17 +269,15 @@ export const rtnlCases: Case<Rtnl>[] = [
         { op: "add", route: mk(2) },
         { op: "del", route: mk(9) },
         { op: "replace", route: { ...mk(2), gateway: "10.9.0.4" } },
+        { op: "add", route: { ...mk(3), dst: "10.2.3.0/99" } },
       ]);
       assert.equal(res.ok, 3);
-      assert.deepEqual(res.failures.map((f) => [f.index, isExists(f.error), isNotFound(f.error)]), [[
-        1,
-        true,
-        false,
-      ], [
-        3,
-        false,
-        true,
-      ]]);
+      assert.deepEqual(
+        res.failures.map((
+          f,
+        ) => [f.index, isExists(f.error), isNotFound(f.error), f.error instanceof TypeError]),
+        [[1, true, false, false], [3, false, true, false], [5, false, false, true]],
+      );
       const listed = (await r.routeList({ table: 100 })).sort((a, b) => key(a).localeCompare(key(b)));
       assert.deepEqual(listed.map((x) => [x.dst, x.gateway]), [["10.2.1.0/24", "10.9.0.2"], [
         "10.2.2.0/24",

@@ -144,6 +144,31 @@ const CASES: Record<string, { type: number; flags: number; body: (w: NlWriter) =
     flags: ADD,
     body: (w) => encodeLinkAdd(w, { kind: "bridge", name: "br1", mtu: 1400 }),
   },
+  "ip link add kt0 type ipip local 10.0.0.1 remote 10.0.0.2": {
+    type: RTM_NEWLINK,
+    flags: ADD,
+    body: (w) => encodeLinkAdd(w, { kind: "ipip", name: "kt0", local: "10.0.0.1", remote: "10.0.0.2" }),
+  },
+  "ip link add kt1 type ipip local 10.0.0.1 remote 10.0.0.2 ttl 64 dev br0 encap fou encap-sport auto encap-dport 5555":
+    {
+      type: RTM_NEWLINK,
+      flags: ADD,
+      body: (w) =>
+        encodeLinkAdd(w, {
+          kind: "ipip",
+          name: "kt1",
+          local: "10.0.0.1",
+          remote: "10.0.0.2",
+          ttl: 64,
+          dev: BR0,
+          fou: { dport: 5555 },
+        }),
+    },
+  "ip link add kt2 type ip6tnl mode ip6ip6 local fd00::1 remote fd00::2": {
+    type: RTM_NEWLINK,
+    flags: ADD,
+    body: (w) => encodeLinkAdd(w, { kind: "ip6tnl", name: "kt2", local: "fd00::1", remote: "fd00::2" }),
+  },
   "ip link set br0 mtu 1450": {
     type: RTM_NEWLINK,
     flags: PLAIN,

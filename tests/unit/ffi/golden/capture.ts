@@ -29,6 +29,10 @@ const REQUESTS = [
   "ip link add v0 type veth peer name v1",
   "ip link add vx0 type vxlan id 42 local 10.9.0.1 nolearning dstport 4789",
   "ip link add br1 mtu 1400 type bridge",
+  // This kernel lacks ipip/ip6tnl; the request bytes are captured all the same (the kernel then refuses).
+  "ip link add kt0 type ipip local 10.0.0.1 remote 10.0.0.2",
+  "ip link add kt1 type ipip local 10.0.0.1 remote 10.0.0.2 ttl 64 dev br0 encap fou encap-sport auto encap-dport 5555",
+  "ip link add kt2 type ip6tnl mode ip6ip6 local fd00::1 remote fd00::2",
   "ip link set br0 mtu 1450",
   "ip neigh add 10.9.0.7 lladdr 02:00:00:00:00:07 dev br0 nud permanent",
 ];
