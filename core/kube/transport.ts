@@ -50,6 +50,8 @@ export interface Transport {
     onConnected: () => void,
     onEvent: (e: RawWatchEvent) => void,
   ): Promise<void>;
+  /** Releases pooled connections once nothing uses the transport any more. */
+  close?(): void;
 }
 
 function abortError(): Error {
@@ -65,7 +67,51 @@ function statusError(code: number, body: string): KubeApiError {
 }
 
 export class HttpTransport implements Transport {
+  #agent: { key: string; agent: http.Agent } | undefined;
+
   constructor(readonly kubeConfig: KubeConfig, readonly opts: { idleTimeoutMs?: number } = {}) {}
+
+  /**
+   * client-node builds a fresh agent on every call, which would cost a TLS handshake per LIST page;
+   * keep one keep-alive agent for as long as the TLS material stays the same (credentials in headers,
+   * such as a rotated token, are still applied per request).
+   */
+  // deno-lint-ignore no-explicit-any
+  #agentFor(url: URL, o: any): http.Agent {
+    const key = JSON.stringify([
+      url.protocol,
+      url.host,
+      o.ca,
+      o.cert,
+      o.key,
+      o.pfx,
+      o.passphrase,
+      o.rejectUnauthorized,
+      o.servername,
+    ]);
+    if (this.#agent?.key !== key) {
+      this.#agent?.agent.destroy();
+      const base = { keepAlive: true, maxSockets: 16 };
+      const agent = url.protocol === "http:" ? new http.Agent(base) : new https.Agent({
+        ...base,
+        ...(o.ca ? { ca: o.ca } : {}),
+        ...(o.cert ? { cert: o.cert } : {}),
+        ...(o.key ? { key: o.key } : {}),
+        ...(o.pfx ? { pfx: o.pfx } : {}),
+        ...(o.passphrase ? { passphrase: o.passphrase } : {}),
+        ...(o.servername ? { servername: o.servername } : {}),
+        rejectUnauthorized: o.rejectUnauthorized !== false,
+      });
+      this.#agent = { key, agent };
+    }
+    return this.#agent.agent;
+  }
+
+  /** Closes idle keep-alive connections. */
+  close(): void {
+    this.#agent?.agent.destroy();
+    this.#agent = undefined;
+  }
 
   async #request(
     path: string,
@@ -83,26 +129,33 @@ export class HttpTransport implements Transport {
     if (signal.aborted) throw abortError();
     const mod = url.protocol === "http:" ? http : https;
     return await new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (err: Error | undefined, res?: http.IncomingMessage) => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener("abort", onAbort);
+        if (err) reject(err);
+        else resolve(res!);
+      };
       const req = mod.request(url, {
         method: "GET",
         headers: o.headers,
-        agent: o.agent,
+        agent: cluster.proxyUrl ? o.agent : this.#agentFor(url, o),
         ...(o.auth ? { auth: o.auth } : {}),
-      }, resolve);
+      }, (res) => settle(undefined, res));
+      // Settle here rather than wait for the request's "error" event, which not every runtime emits
+      // for a request destroyed before its response arrived.
       const onAbort = () => {
-        req.destroy(abortError());
+        settle(abortError());
+        req.destroy();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       req.on("error", (err) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(
+        settle(
           isAbort(err) || signal.aborted
             ? abortError()
             : new KubeApiError(0, "", `GET ${url.origin}${path} failed`, { cause: err }),
         );
-      });
-      req.on("response", (res) => {
-        res.on("close", () => signal.removeEventListener("abort", onAbort));
       });
       req.end();
     });

@@ -144,5 +144,6 @@ export class WatchLayer {
     this.#abort.abort();
     for (const w of [...this.#syncWaiters]) w();
     await Promise.all(this.#runs);
+    this.#transport.close?.();
   }
 }
