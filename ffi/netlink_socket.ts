@@ -33,6 +33,7 @@ import {
   NETLINK_ADD_MEMBERSHIP,
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
+  NETLINK_GET_STRICT_CHK,
   NLM_F_ACK,
   NLM_F_DUMP,
   NLM_F_DUMP_INTR,
@@ -59,6 +60,11 @@ export interface NetlinkSocketOptions {
   groups?: readonly number[];
   /** Seconds a blocking receive waits before failing with EAGAIN. Default 10. */
   recvTimeoutSec?: number;
+  /**
+   * NETLINK_GET_STRICT_CHK: the kernel validates dump requests strictly and honours their filters
+   * (e.g. RTA_TABLE on a route dump), so listing one table does not send every route.
+   */
+  strictDump?: boolean;
 }
 
 /** One failed message of a batch. */
@@ -129,6 +135,11 @@ export class NetlinkSocket {
       try {
         setsockoptInt(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
       } catch { /* kernels before 4.12: no extended ACK text */ }
+      if (opts.strictDump) {
+        try {
+          setsockoptInt(fd, SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
+        } catch { /* kernels before 4.20: dumps are filtered by the caller only */ }
+      }
       const tv = new BigInt64Array([BigInt(opts.recvTimeoutSec ?? 10), 0n]);
       check(
         c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(tv.buffer), 16),

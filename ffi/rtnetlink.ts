@@ -143,7 +143,10 @@ export class Rtnetlink implements Rtnl {
   #sock: NetlinkSocket | undefined;
 
   constructor(opts: { rcvbuf?: number } = {}) {
-    this.#sock = NetlinkSocket.open(NETLINK_ROUTE, opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {});
+    this.#sock = NetlinkSocket.open(NETLINK_ROUTE, {
+      strictDump: true,
+      ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
+    });
   }
 
   get #s(): NetlinkSocket {
@@ -263,7 +266,11 @@ export class Rtnetlink implements Rtnl {
     return this.#run(() => {
       const out: Route[] = [];
       for (
-        const m of this.#s.dump(c.RTM_GETROUTE, (w) => c.encodeRouteDump(w, filter.family), "ip route show")
+        const m of this.#s.dump(
+          c.RTM_GETROUTE,
+          (w) => c.encodeRouteDump(w, filter.family, filter),
+          "ip route show",
+        )
       ) {
         const r = c.decodeRoute(m);
         if (!r || !famOk(filter.family, r.family)) continue;

@@ -482,8 +482,15 @@ function encodeRoute4(w: NlWriter, r: Route, forDelete: boolean): boolean {
 }
 
 /** Body of an RTM_GETROUTE dump. */
-export function encodeRouteDump(w: NlWriter, family?: Family): void {
-  w.u8(family ? af(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
+export function encodeRouteDump(
+  w: NlWriter,
+  family?: Family,
+  filter: { table?: number; protocol?: number; dev?: number } = {},
+): void {
+  // With NETLINK_GET_STRICT_CHK the kernel filters on rtm_protocol, RTA_TABLE and RTA_OIF.
+  w.u8(family ? af(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(filter.protocol ?? 0).u8(0).u8(0).u32(0);
+  if (filter.table !== undefined) w.attrU32(RTA_TABLE, filter.table);
+  if (filter.dev !== undefined) w.attrU32(RTA_OIF, filter.dev);
 }
 
 function decodeNexthops(v: Uint8Array, len: number): NextHop[] {
