@@ -232,10 +232,16 @@ export class FakeRtnetlink implements Rtnl {
       for (const g of gone) {
         this.#links.delete(g.index);
         for (const o of this.#links.values()) if (o.master === g.index) delete o.master;
+        // Like the kernel, say what went with the link.
+        const routeGone = (r: Route) => r.dev === g.index || !!r.nexthops?.some((n) => n.dev === g.index);
+        for (const r of this.#routes.filter(routeGone)) {
+          this.#emit({ kind: "route", action: "del", route: r });
+        }
+        for (const a of this.#addrs.filter((a) => a.index === g.index)) {
+          this.#emit({ kind: "addr", action: "del", addr: a });
+        }
         this.#addrs = this.#addrs.filter((a) => a.index !== g.index);
-        this.#routes = this.#routes.filter((r) =>
-          r.dev !== g.index && !r.nexthops?.some((n) => n.dev === g.index)
-        );
+        this.#routes = this.#routes.filter((r) => !routeGone(r));
         this.#neighs = this.#neighs.filter((n) => n.dev !== g.index);
         this.#emit({ kind: "link", action: "del", link: g });
       }

@@ -361,6 +361,53 @@ export const rtnlCases: Case<Rtnl>[] = [
       );
     },
   },
+  {
+    name: "listing one table returns only that table's routes, of the asked family",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.4.0.0/16", gateway: "10.9.0.2", table: 100 });
+      await r.routeAdd({ family: 4, dst: "10.5.0.0/16", gateway: "10.9.0.2", table: 101, protocol: 17 });
+      await r.routeAdd({ family: 6, dst: "fd05::/64", gateway: "fd09::2", dev, table: 101, protocol: 17 });
+      assert.deepEqual((await r.routeList({ table: 100 })).map((x) => x.dst), ["10.4.0.0/16"]);
+      assert.deepEqual((await r.routeList({ table: 101, family: 4 })).map((x) => x.dst), ["10.5.0.0/16"]);
+      assert.deepEqual((await r.routeList({ table: 101, family: 6 })).map((x) => x.dst), ["fd05::/64"]);
+      assert.deepEqual(
+        (await r.routeList({ protocol: 17 })).map((x) => x.dst).sort(),
+        ["10.5.0.0/16", "fd05::/64"],
+      );
+    },
+  },
+  {
+    name: "a link watch sees a bridge being created and deleted, and an address watch sees its address",
+    fn: async (r) => {
+      const w = r.watch(["link", "addr"]);
+      const seen: string[] = [];
+      const done = (async () => {
+        for await (const ev of w) {
+          if (ev.kind === "link" && ev.link.name === "cbrw") {
+            const last = seen[seen.length - 1];
+            const tag = `link ${ev.action}`;
+            if (last !== tag) seen.push(tag);
+            if (ev.action === "del") break;
+          }
+          if (ev.kind === "addr" && ev.addr.address === "10.66.0.1") {
+            seen.push(`addr ${ev.action} ${ev.addr.prefix}`);
+          }
+        }
+      })();
+      await r.linkAdd({ kind: "bridge", name: "cbrw", up: true });
+      const index = (await r.linkGet("cbrw"))!.index;
+      await r.addrAdd({ family: 4, index, address: "10.66.0.1", prefix: 24 });
+      await r.linkDel("cbrw");
+      const timeout = new Promise<"timeout">((res) => setTimeout(() => res("timeout"), 5000));
+      const outcome = await Promise.race([done.then(() => "done" as const), timeout]);
+      w.close();
+      assert.equal(outcome, "done");
+      assert.equal(seen[0], "link new");
+      assert.ok(seen.includes("addr new 24"), seen.join(", "));
+      assert.equal(seen[seen.length - 1], "link del");
+    },
+  },
 ];
 
 /** Drops handles and sorts elements, so listings from nft and the fake compare equal. */
