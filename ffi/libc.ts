@@ -4,6 +4,7 @@
  * KUBE_ROUTER_LIBC. errno is read through `__errno_location` and is only meaningful right after a
  * synchronous call, so `check()` reads it immediately.
  */
+import { formatIP, parseIP } from "../core/_net.ts";
 import { ErrnoError, LibraryLoadError } from "./errors.ts";
 
 /** libc symbols; `*_nb` entries are the same function run on a worker thread (nonblocking: true). */
@@ -99,6 +100,13 @@ export const POLLIN = 1;
 export const POLLOUT = 4;
 export const POLLERR = 8;
 export const POLLHUP = 16;
+export const SOL_TCP = 6;
+export const TCP_NODELAY = 1;
+export const TCP_MD5SIG = 14;
+export const IP_TTL = 2;
+export const IPV6_UNICAST_HOPS = 16;
+export const SO_KEEPALIVE = 9;
+export const SO_BINDTODEVICE = 25;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 
@@ -213,4 +221,39 @@ export function pollFds(fds: readonly { fd: number; events: number }[]): Uint8Ar
 /** Reads `revents` of entry `i` after poll(2). */
 export function pollRevents(buf: Uint8Array, i: number): number {
   return new DataView(buf.buffer, buf.byteOffset).getInt16(i * 8 + 6, true);
+}
+
+/**
+ * `struct sockaddr_in` (16 bytes) or `struct sockaddr_in6` (28 bytes) for an address and port, for
+ * bind/connect/sendto and inside `struct tcp_md5sig`. Throws TypeError for an invalid address.
+ */
+export function sockaddr(ip: string, port: number, scopeId = 0): Uint8Array<ArrayBuffer> {
+  const a = parseIP(ip);
+  if (!a) throw new TypeError(`invalid IP address ${JSON.stringify(ip)}`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError(`invalid port ${port}`);
+  const b = new Uint8Array(a.family === 4 ? 16 : 28);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, a.family === 4 ? AF_INET : AF_INET6, true);
+  dv.setUint16(2, port, false);
+  if (a.family === 4) {
+    b.set(a.addr, 4);
+  } else {
+    b.set(a.addr, 8);
+    dv.setUint32(24, scopeId, true);
+  }
+  return b;
+}
+
+/** Decodes a `struct sockaddr_in`/`sockaddr_in6` (as filled by accept4/getsockname/getpeername). */
+export function parseSockaddr(b: Uint8Array): { family: 4 | 6; ip: string; port: number } | undefined {
+  if (b.length < 2) return undefined;
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const fam = dv.getUint16(0, true);
+  if (fam === AF_INET && b.length >= 8) {
+    return { family: 4, ip: formatIP(b.subarray(4, 8)), port: dv.getUint16(2, false) };
+  }
+  if (fam === AF_INET6 && b.length >= 24) {
+    return { family: 6, ip: formatIP(b.subarray(8, 24)), port: dv.getUint16(2, false) };
+  }
+  return undefined;
 }

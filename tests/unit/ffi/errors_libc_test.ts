@@ -119,3 +119,34 @@ try { libc(); console.log("loaded"); } catch (e) { console.log(e.name + ": " + e
     /LibraryLoadError: cannot load libc from \/nonexistent\/libc\.so\.6/,
   );
 });
+
+Deno.test("socket addresses encode as struct sockaddr_in/in6 and decode back", async () => {
+  const { sockaddr, parseSockaddr } = await import("../../../ffi/mod.ts");
+  const v4 = sockaddr("192.168.1.100", 179);
+  assert.deepEqual([...v4], [2, 0, 0, 179, 192, 168, 1, 100, 0, 0, 0, 0, 0, 0, 0, 0]);
+  assert.deepEqual(parseSockaddr(v4), { family: 4, ip: "192.168.1.100", port: 179 });
+  const v6 = sockaddr("fd00::1", 1790);
+  assert.equal(v6.length, 28);
+  assert.deepEqual(parseSockaddr(v6), { family: 6, ip: "fd00::1", port: 1790 });
+  assert.throws(() => sockaddr("300.1.1.1", 1), TypeError);
+  assert.throws(() => sockaddr("10.0.0.1", 70000), TypeError);
+  assert.equal(parseSockaddr(new Uint8Array([1, 0])), undefined);
+});
+
+Deno.test("a TCP socket bound to loopback reports its address through getsockname", async () => {
+  const { AF_INET, SOCK_STREAM, SOCK_CLOEXEC, sockaddr, parseSockaddr } = await import("../../../ffi/mod.ts");
+  const c = libc();
+  const fd = check(c.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket");
+  try {
+    const sa = sockaddr("127.0.0.1", 0);
+    check(c.bind(fd, sa, sa.length), "bind");
+    const out = new Uint8Array(16);
+    const len = new Uint32Array([16]);
+    check(c.getsockname(fd, out, new Uint8Array(len.buffer)), "getsockname");
+    const got = parseSockaddr(out);
+    assert.equal(got?.ip, "127.0.0.1");
+    assert.ok((got?.port ?? 0) > 0);
+  } finally {
+    c.close(fd);
+  }
+});
