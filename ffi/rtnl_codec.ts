@@ -6,7 +6,7 @@
 import { formatIP, parseIP } from "../core/_net.ts";
 import { NetlinkDecodeError } from "./errors.ts";
 import { AF_INET, AF_INET6 } from "./libc.ts";
-import { attrMap, type NlMsg, NlWriter, parseAttrs, read } from "./netlink.ts";
+import { attrMap, NLA_TYPE_MASK, type NlMsg, NlWriter, parseAttrs, read } from "./netlink.ts";
 import {
   type Address,
   type Family,
@@ -94,7 +94,6 @@ const IFA_FLAGS = 8;
 export const IFA_F_NODAD = 0x02;
 
 const RTA_DST = 1;
-const RTA_SRC = 2;
 const RTA_OIF = 4;
 const RTA_GATEWAY = 5;
 const RTA_PRIORITY = 6;
@@ -516,18 +515,57 @@ function decodeNexthops(v: Uint8Array, len: number): NextHop[] {
 /** Decodes RTM_NEWROUTE/RTM_DELROUTE; undefined for families other than IPv4/IPv6. */
 export function decodeRoute(m: NlMsg): Route | undefined {
   return decoding("route", () => {
-    const dv = fixed(m.payload, 12, "rtmsg");
+    const p = m.payload;
+    const dv = fixed(p, 12, "rtmsg");
     const family = familyOf(dv.getUint8(0));
     if (!family) return undefined;
     const len = family === 4 ? 4 : 16;
-    const a = attrMap(m.payload.subarray(12));
-    const dstLen = dv.getUint8(1);
-    const dstB = a.get(RTA_DST);
-    if (dstB && dstB.length !== len) throw new NetlinkDecodeError(`RTA_DST is ${dstB.length} bytes`);
+    // Walk the attributes in place (no Map, no per-attribute objects): dumps of 100k routes decode here.
+    let dst: string | undefined, gateway: string | undefined, src: string | undefined;
+    let table = dv.getUint8(4), dev: number | undefined, metric: number | undefined;
+    let nexthops: NextHop[] | undefined;
+    let off = 12;
+    while (off + 4 <= p.length) {
+      const alen = dv.getUint16(off, true);
+      const type = dv.getUint16(off + 2, true) & NLA_TYPE_MASK;
+      if (alen < 4 || off + alen > p.length) {
+        throw new NetlinkDecodeError(`route attribute at ${off}: bad length ${alen}`);
+      }
+      const vlen = alen - 4, v = off + 4;
+      switch (type) {
+        case RTA_DST:
+          if (vlen !== len) throw new NetlinkDecodeError(`RTA_DST is ${vlen} bytes`);
+          dst = ipAt(p, v, len);
+          break;
+        case RTA_GATEWAY:
+          if (vlen !== len) throw new NetlinkDecodeError(`RTA_GATEWAY is ${vlen} bytes`);
+          gateway = ipAt(p, v, len);
+          break;
+        case RTA_PREFSRC:
+          if (vlen === len) src = ipAt(p, v, len);
+          break;
+        case RTA_TABLE:
+          if (vlen < 4) throw new NetlinkDecodeError("RTA_TABLE too short");
+          table = dv.getUint32(v, true);
+          break;
+        case RTA_OIF:
+          if (vlen < 4) throw new NetlinkDecodeError("RTA_OIF too short");
+          dev = dv.getUint32(v, true);
+          break;
+        case RTA_PRIORITY:
+          if (vlen < 4) throw new NetlinkDecodeError("RTA_PRIORITY too short");
+          metric = dv.getUint32(v, true);
+          break;
+        case RTA_MULTIPATH:
+          nexthops = decodeNexthops(p.subarray(v, v + vlen), len);
+          break;
+      }
+      off += (alen + 3) & ~3;
+    }
     const r: Route = {
       family,
-      dst: `${dstB ? formatIP(dstB) : family === 4 ? "0.0.0.0" : "::"}/${dstLen}`,
-      table: a.has(RTA_TABLE) ? read.u32(a.get(RTA_TABLE)!, "RTA_TABLE") : dv.getUint8(4),
+      dst: `${dst ?? (family === 4 ? "0.0.0.0" : "::")}/${dv.getUint8(1)}`,
+      table,
       protocol: dv.getUint8(5),
       scope: dv.getUint8(6),
       type: dv.getUint8(7),
@@ -535,22 +573,19 @@ export function decodeRoute(m: NlMsg): Route | undefined {
     const tos = dv.getUint8(3);
     if (tos) r.tos = tos;
     if (dv.getUint32(8, true) & RTNH_F_ONLINK) r.onlink = true;
-    const gw = a.get(RTA_GATEWAY);
-    if (gw) {
-      if (gw.length !== len) throw new NetlinkDecodeError(`RTA_GATEWAY is ${gw.length} bytes`);
-      r.gateway = formatIP(gw);
-    }
-    const oif = a.get(RTA_OIF);
-    if (oif) r.dev = read.u32(oif, "RTA_OIF");
-    const prio = a.get(RTA_PRIORITY);
-    if (prio) r.metric = read.u32(prio, "RTA_PRIORITY");
-    const src = a.get(RTA_PREFSRC);
-    if (src && src.length === len) r.src = formatIP(src);
-    const mp = a.get(RTA_MULTIPATH);
-    if (mp) r.nexthops = decodeNexthops(mp, len);
-    void RTA_SRC;
+    if (gateway !== undefined) r.gateway = gateway;
+    if (dev !== undefined) r.dev = dev;
+    if (metric !== undefined) r.metric = metric;
+    if (src !== undefined) r.src = src;
+    if (nexthops) r.nexthops = nexthops;
     return r;
   });
+}
+
+/** Formats the address of `len` bytes at `off` (IPv4 without allocating a subarray). */
+function ipAt(p: Uint8Array, off: number, len: number): string {
+  if (len === 4) return `${p[off]}.${p[off + 1]}.${p[off + 2]}.${p[off + 3]}`;
+  return formatIP(p.subarray(off, off + len));
 }
 
 // ---------------------------------------------------------------- rules
