@@ -20,6 +20,7 @@ export {
   NetlinkSocket,
   type NetlinkSocketOptions,
   NetlinkSubscription,
+  type NetlinkTransport,
   type ResyncSignal,
 } from "./netlink_socket.ts";
 export * from "./rtnl_types.ts";

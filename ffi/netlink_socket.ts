@@ -103,21 +103,90 @@ function setBuf(fd: number, force: number, plain: number, size: number): void {
   }
 }
 
+/**
+ * How a NetlinkSocket moves datagrams. The real one is a libc socket; unit tests script a kernel with
+ * their own transport (`NetlinkSocket.fromTransport`) to exercise ACKs, dumps and batches without root.
+ */
+export interface NetlinkTransport {
+  /** File descriptor for poll, or -1. */
+  readonly fd: number;
+  /** Sends one datagram (one or more messages). */
+  send(bytes: Uint8Array<ArrayBuffer>): void;
+  /** Receives one datagram; undefined when `dontWait` and nothing is queued. */
+  recv(dontWait: boolean): Uint8Array | undefined;
+  close(): void;
+}
+
+class LibcTransport implements NetlinkTransport {
+  #fd: number;
+  #rbuf = new Uint8Array(RECV_SIZE);
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+  get fd(): number {
+    return this.#fd;
+  }
+  send(bytes: Uint8Array<ArrayBuffer>): void {
+    const sa = sockaddrNl();
+    for (;;) {
+      const rc = libc().sendto(this.#fd, bytes, BigInt(bytes.length), 0, sa, sa.length);
+      if (rc >= 0n) return;
+      const e = errno();
+      if (e === Errno.EINTR) continue;
+      throw new ErrnoError(e, "sendto(netlink)", strerror(e));
+    }
+  }
+  recv(dontWait: boolean): Uint8Array | undefined {
+    for (;;) {
+      const rc = libc().recvfrom(
+        this.#fd,
+        this.#rbuf,
+        BigInt(this.#rbuf.length),
+        (dontWait ? MSG_DONTWAIT : 0) | MSG_TRUNC,
+        null,
+        null,
+      );
+      if (rc >= 0n) {
+        const n = Number(rc);
+        if (n > this.#rbuf.length) {
+          throw new ErrnoError(Errno.EMSGSIZE, "recvfrom(netlink)", `${n} byte datagram truncated`);
+        }
+        return this.#rbuf.subarray(0, n);
+      }
+      const e = errno();
+      if (e === Errno.EINTR) continue;
+      if (e === Errno.EAGAIN && dontWait) return undefined;
+      throw new ErrnoError(e, "recvfrom(netlink)", strerror(e));
+    }
+  }
+  close(): void {
+    if (this.#fd < 0) return;
+    libc().close(this.#fd);
+    this.#fd = -1;
+  }
+}
+
 /** A bound netlink socket of one protocol (NETLINK_ROUTE, NETLINK_NETFILTER, …). */
 export class NetlinkSocket {
-  #fd: number;
+  #io: NetlinkTransport | undefined;
   #seq: number;
-  #rbuf = new Uint8Array(RECV_SIZE);
   #writer = new NlWriter(1 << 16);
   readonly protocol: number;
   /** Netlink port id the kernel assigned to this socket. */
   readonly portId: number;
+  /** How many dumps had to be restarted because the kernel flagged them NLM_F_DUMP_INTR. */
+  dumpRetries = 0;
 
-  private constructor(fd: number, protocol: number, portId: number) {
-    this.#fd = fd;
+  private constructor(io: NetlinkTransport, protocol: number, portId: number) {
+    this.#io = io;
     this.protocol = protocol;
     this.portId = portId;
     this.#seq = (Date.now() & 0x7fffffff) >>> 0;
+  }
+
+  /** A socket over another transport (a scripted kernel in unit tests). */
+  static fromTransport(io: NetlinkTransport, protocol = 0, portId = 1): NetlinkSocket {
+    return new NetlinkSocket(io, protocol, portId);
   }
 
   /** Opens and binds a netlink socket. Equivalent to what `ip` does at start-up (`rtnl_open`). */
@@ -153,7 +222,7 @@ export class NetlinkSocket {
       for (const g of opts.groups ?? []) {
         setsockoptInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g, "join group");
       }
-      return new NetlinkSocket(fd, protocol, portId);
+      return new NetlinkSocket(new LibcTransport(fd), protocol, portId);
     } catch (e) {
       c.close(fd);
       throw e;
@@ -162,7 +231,7 @@ export class NetlinkSocket {
 
   /** File descriptor (for poll). -1 once closed. */
   get fd(): number {
-    return this.#fd;
+    return this.#io?.fd ?? -1;
   }
 
   /** Next request sequence number. */
@@ -179,21 +248,14 @@ export class NetlinkSocket {
     return first;
   }
 
-  #assertOpen(): void {
-    if (this.#fd < 0) throw new ErrnoError(9, "netlink socket is closed");
+  #open(): NetlinkTransport {
+    if (!this.#io) throw new ErrnoError(9, "netlink socket is closed");
+    return this.#io;
   }
 
   /** Sends raw bytes (one or more messages) to the kernel in one sendto. */
   send(bytes: Uint8Array<ArrayBuffer>): void {
-    this.#assertOpen();
-    const sa = sockaddrNl();
-    for (;;) {
-      const rc = libc().sendto(this.#fd, bytes, BigInt(bytes.length), 0, sa, sa.length);
-      if (rc >= 0n) return;
-      const e = errno();
-      if (e === Errno.EINTR) continue;
-      throw new ErrnoError(e, "sendto(netlink)", strerror(e));
-    }
+    this.#open().send(bytes);
   }
 
   /**
@@ -201,28 +263,7 @@ export class NetlinkSocket {
    * undefined when `dontWait` and nothing is queued. Throws ErrnoError (ENOBUFS when events were lost).
    */
   recv(dontWait = false): Uint8Array | undefined {
-    this.#assertOpen();
-    for (;;) {
-      const rc = libc().recvfrom(
-        this.#fd,
-        this.#rbuf,
-        BigInt(this.#rbuf.length),
-        (dontWait ? MSG_DONTWAIT : 0) | MSG_TRUNC,
-        null,
-        null,
-      );
-      if (rc >= 0n) {
-        const n = Number(rc);
-        if (n > this.#rbuf.length) {
-          throw new ErrnoError(Errno.EMSGSIZE, "recvfrom(netlink)", `${n} byte datagram truncated`);
-        }
-        return this.#rbuf.subarray(0, n);
-      }
-      const e = errno();
-      if (e === Errno.EINTR) continue;
-      if (e === Errno.EAGAIN && dontWait) return undefined;
-      throw new ErrnoError(e, "recvfrom(netlink)", strerror(e));
-    }
+    return this.#open().recv(dontWait);
   }
 
   /**
@@ -293,6 +334,7 @@ export class NetlinkSocket {
         }
       }
       if (!interrupted) return out;
+      this.dumpRetries++;
       if (attempt >= MAX_DUMP_RETRIES) {
         throw new ErrnoError(Errno.EINTR, op, `dump interrupted ${attempt + 1} times in a row`);
       }
@@ -357,9 +399,8 @@ export class NetlinkSocket {
 
   /** Closes the socket. Idempotent. */
   close(): void {
-    if (this.#fd < 0) return;
-    libc().close(this.#fd);
-    this.#fd = -1;
+    this.#io?.close();
+    this.#io = undefined;
   }
 }
 
