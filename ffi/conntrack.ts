@@ -176,8 +176,34 @@ export function matches(e: ConntrackEntry, f: ConntrackFilter): boolean {
   return true;
 }
 
+/** What the agent does with conntrack; `Conntrack` is the kernel's, `FakeConntrack` an in-memory one. */
+export interface ConntrackTable {
+  /** Equivalent to: `conntrack -L …` */
+  list(filter?: ConntrackFilter): Promise<ConntrackEntry[]>;
+  /** Equivalent to: `conntrack -D …`; returns how many entries went. */
+  deleteMatching(filter: ConntrackFilter): Promise<number>;
+  close(): void;
+}
+
+/** In-memory conntrack for unit tests: seed it with entries, then check what a module deleted. */
+export class FakeConntrack implements ConntrackTable {
+  entries: ConntrackEntry[];
+  constructor(entries: ConntrackEntry[] = []) {
+    this.entries = entries.map((e) => structuredClone(e));
+  }
+  list(filter: ConntrackFilter = {}): Promise<ConntrackEntry[]> {
+    return Promise.resolve(this.entries.filter((e) => matches(e, filter)).map((e) => structuredClone(e)));
+  }
+  deleteMatching(filter: ConntrackFilter): Promise<number> {
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !matches(e, filter));
+    return Promise.resolve(before - this.entries.length);
+  }
+  close(): void {}
+}
+
 /** Conntrack table of the current network namespace. */
-export class Conntrack {
+export class Conntrack implements ConntrackTable {
   #sock: NetlinkSocket | undefined;
 
   constructor() {

@@ -60,9 +60,11 @@ export {
   Conntrack,
   type ConntrackEntry,
   type ConntrackFilter,
+  type ConntrackTable,
   type ConntrackTuple,
   decodeEntry as decodeConntrackEntry,
   encodeDelete as encodeConntrackDelete,
+  FakeConntrack,
   IpProto,
   matches as conntrackMatches,
 } from "./conntrack.ts";

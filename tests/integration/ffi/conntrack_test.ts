@@ -50,3 +50,37 @@ Deno.test({
       assert.match(tool, /dport=5354/);
     }),
 });
+
+Deno.test({
+  ...needs("IPv6 conntrack entries are listed and deleted by destination too", {
+    tools: ["ip", "nft", "conntrack", "bash"],
+  }),
+  fn: () =>
+    withNetns(["cta6", "ctb6"], async (a, b) => {
+      await linkVeth(a, "ct0", undefined, b, "ct1", undefined);
+      await a.exec(["ip", "-6", "addr", "add", "fd20::1/64", "dev", "ct0", "nodad"]);
+      await b.exec(["ip", "-6", "addr", "add", "fd20::2/64", "dev", "ct1", "nodad"]);
+      await a.exec([
+        "nft",
+        "add table ip6 krtct; add chain ip6 krtct out { type filter hook output priority 0; }; add rule ip6 krtct out ct state new counter",
+      ]);
+      for (const port of [5353, 5354]) {
+        await a.exec(["bash", "-c", `exec 3<>/dev/udp/fd20::2/${port}; echo ping >&3; exec 3>&-`]);
+      }
+      const res = await inNetns<R<"conntrackDelete">>(a, SCEN, "conntrackDelete", [
+        { family: 6, protocol: 17, dst: "fd20::2", dport: 5353 },
+        { family: 6, protocol: 17, dst: "fd20::2", dport: 5354 },
+      ]);
+      assert.equal(res.before.length, 1);
+      assert.deepEqual(res.before[0]!.orig, {
+        src: "fd20::1",
+        dst: "fd20::2",
+        protocol: 17,
+        sport: res.before[0]!.orig.sport,
+        dport: 5353,
+      });
+      assert.equal(res.deleted, 1);
+      assert.equal(res.after, 0);
+      assert.equal(res.otherAfter, 1);
+    }),
+});

@@ -95,3 +95,15 @@ Deno.test("nft JSON listings drop the metainfo entry", () => {
   assert.throws(() => parseListOutput("{not json"), NftError);
   assert.throws(() => parseListOutput('{"other": []}'), NftError);
 });
+
+Deno.test("the fake conntrack deletes exactly the entries matching a filter", async () => {
+  const { FakeConntrack } = await import("../../../ffi/mod.ts");
+  const ct = new FakeConntrack([
+    entry,
+    { ...entry, orig: { ...entry.orig, sport: 40001 } },
+    { ...entry, orig: { ...entry.orig, dport: 5354 } },
+    { ...entry, orig: { ...entry.orig, protocol: 6 } },
+  ]);
+  assert.equal(await ct.deleteMatching({ protocol: 17, dst: "10.201.0.2", dport: 5353 }), 2);
+  assert.deepEqual((await ct.list()).map((e) => [e.orig.protocol, e.orig.dport]), [[17, 5354], [6, 5353]]);
+});
