@@ -329,6 +329,66 @@ export class FakeRtnetlink implements Rtnl {
     );
   }
 
+  /**
+   * Longest-prefix match over the local and main tables (the default policy rules), like `ip route get`.
+   * Local addresses resolve to their own interface; only unicast routes count.
+   */
+  routeGet(addr: string): Promise<Route | undefined> {
+    try {
+      const bytes = ipBytes(addr);
+      const family: Family = bytes.length === 4 ? 4 : 6;
+      const ip = formatIP(bytes);
+      const own = this.#addrs.find((a) => a.family === family && a.address === ip);
+      const host = `${ip}/${family === 4 ? 32 : 128}`;
+      if (own) {
+        return Promise.resolve({
+          family,
+          dst: host,
+          table: 255,
+          protocol: 0,
+          scope: 0,
+          type: RouteType.local,
+          dev: 1,
+          src: ip,
+        });
+      }
+      // Connected subnets behave as link-scope routes in main.
+      const candidates: Route[] = [...this.#routes.filter((r) => r.family === family && r.table === 254)];
+      for (const a of this.#addrs) {
+        if (a.family === family && this.#links.get(a.index)?.up) {
+          candidates.push({
+            family,
+            dst: normCidr(`${a.address}/${a.prefix}`, family),
+            table: 254,
+            dev: a.index,
+            scope: 253,
+          });
+        }
+      }
+      let best: Route | undefined;
+      for (const r of candidates) {
+        const c = parseCidr(r.dst)!;
+        if (!cidrContains(c, bytes)) continue;
+        if (r.type !== undefined && r.type !== RouteType.unicast) continue;
+        if (!best || c.prefix > parseCidr(best.dst)!.prefix) best = r;
+      }
+      if (!best) return Promise.resolve(undefined);
+      const out: Route = { family, dst: host, table: 254, protocol: 0, scope: 0, type: RouteType.unicast };
+      const nh = best.nexthops?.[0];
+      const gateway = best.gateway ?? nh?.gateway;
+      const dev = best.dev ?? nh?.dev;
+      if (gateway !== undefined) out.gateway = gateway;
+      if (dev !== undefined) {
+        out.dev = dev;
+        const src = this.#addrs.find((a) => a.index === dev && a.family === family);
+        if (src) out.src = src.address;
+      }
+      return Promise.resolve(out);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   /** Resolves and validates a route as the kernel would, returning the stored form. */
   #normalize(route: Route, op: string): Route {
     const r: Route = {

@@ -285,6 +285,25 @@ export class Rtnetlink implements Rtnl {
     });
   }
 
+  /** Equivalent to: `ip route get ADDR`; undefined when the kernel has no route to it. */
+  routeGet(addr: string): Promise<Route | undefined> {
+    try {
+      const msgs = this.#s.request(
+        c.RTM_GETROUTE,
+        0,
+        (w) => c.encodeRouteGet(w, addr),
+        `ip route get ${addr}`,
+      );
+      const m = msgs.find((x) => x.type === c.RTM_NEWROUTE);
+      return Promise.resolve(m ? c.decodeRoute(m) : undefined);
+    } catch (e) {
+      if (e instanceof ErrnoError && (e.errno === Errno.ENETUNREACH || e.errno === 113)) {
+        return Promise.resolve(undefined);
+      }
+      return Promise.reject(e);
+    }
+  }
+
   /** Equivalent to: `ip route add DST [via GW] [dev DEV] [table T] [proto P] [scope S] [src A] [metric M]` */
   routeAdd(route: Route): Promise<void> {
     return this.#run(() => {

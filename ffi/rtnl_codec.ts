@@ -480,6 +480,14 @@ function encodeRoute4(w: NlWriter, r: Route, forDelete: boolean): boolean {
   return true;
 }
 
+/** Body of RTM_GETROUTE for one address, as `ip route get ADDR` sends it. */
+export function encodeRouteGet(w: NlWriter, addr: string): void {
+  const a = ipBytes(addr);
+  const family: Family = a.length === 4 ? 4 : 6;
+  w.u8(af(family)).u8(a.length * 8).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
+  w.attr(RTA_DST, a);
+}
+
 /** Body of an RTM_GETROUTE dump. */
 export function encodeRouteDump(
   w: NlWriter,

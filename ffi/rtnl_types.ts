@@ -281,6 +281,8 @@ export interface Rtnl {
   addrDel(addr: Address): Promise<void>;
   /** `ip route show table all` (filtered) */
   routeList(filter?: RouteFilter): Promise<Route[]>;
+  /** `ip route get ADDR`: the route the kernel would use (dst is ADDR/32 or /128); undefined if unreachable. */
+  routeGet(addr: string): Promise<Route | undefined>;
   /** `ip route add …` */
   routeAdd(route: Route): Promise<void>;
   /** `ip route replace …` */

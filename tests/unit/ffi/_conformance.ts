@@ -378,6 +378,23 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name: "route get picks the longest matching route and reports gateway, device and source",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.1.0.0/16", gateway: "10.9.0.2" });
+      await r.routeAdd({ family: 4, dst: "10.1.2.0/24", gateway: "10.9.0.3" });
+      const viaLonger = await r.routeGet("10.1.2.5");
+      assert.deepEqual(
+        [viaLonger?.dst, viaLonger?.gateway, viaLonger?.dev, viaLonger?.src],
+        ["10.1.2.5/32", "10.9.0.3", dev, "10.9.0.1"],
+      );
+      assert.equal((await r.routeGet("10.1.3.5"))?.gateway, "10.9.0.2");
+      const connected = await r.routeGet("10.9.0.77");
+      assert.deepEqual([connected?.gateway, connected?.dev], [undefined, dev]);
+      assert.equal(await r.routeGet("192.0.2.1"), undefined, "no default route: unreachable");
+    },
+  },
+  {
     name: "a link watch sees a bridge being created and deleted, and an address watch sees its address",
     fn: async (r) => {
       const w = r.watch(["link", "addr"]);
