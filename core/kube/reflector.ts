@@ -10,7 +10,13 @@ import type { Bus, ChangeType, ResourceKind, ResourceTypes } from "../bus.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { Counter, Gauge } from "../metrics.ts";
-import { isAbort, isGone, type RawWatchEvent, type Transport } from "./transport.ts";
+import {
+  isAbort,
+  isGone,
+  isTooLargeResourceVersion,
+  type RawWatchEvent,
+  type Transport,
+} from "./transport.ts";
 
 /** URL path of each resource's collection. */
 export const RESOURCE_PATHS: Record<ResourceKind, string> = {
@@ -43,7 +49,16 @@ export interface ReflectorOptions<K extends ResourceKind> {
   onSynced: () => void;
 }
 
-type Obj = { metadata?: { name?: string; namespace?: string; resourceVersion?: string } };
+export interface ReflectorStats {
+  lists: number;
+  watches: number;
+  /** LISTs after the first one (after 410 Gone). */
+  relists: number;
+  /** Where the next watch resumes (the last event's or bookmark's resourceVersion). */
+  resourceVersion: string | undefined;
+}
+
+type Obj = { metadata?: { name?: string; namespace?: string; resourceVersion?: string; uid?: string } };
 
 function keyOf(o: Obj): string {
   const ns = o.metadata?.namespace;
@@ -69,8 +84,8 @@ export class Reflector<K extends ResourceKind> {
     return this.#rv;
   }
 
-  get stats(): { lists: number; watches: number; relists: number } {
-    return { ...this.#stats };
+  get stats(): ReflectorStats {
+    return { ...this.#stats, resourceVersion: this.#rv };
   }
 
   /** Runs until `signal` aborts; never throws. */
@@ -81,7 +96,7 @@ export class Reflector<K extends ResourceKind> {
         await this.#watch(signal);
       } catch (err) {
         if (signal.aborted || isAbort(err)) break;
-        if (isGone(err)) {
+        if (isGone(err) || isTooLargeResourceVersion(err)) {
           this.o.log.info("resourceVersion too old, listing again", {
             resource: this.o.resource,
             resourceVersion: this.#rv,
@@ -205,7 +220,11 @@ export class Reflector<K extends ResourceKind> {
       this.cache.delete(key);
       type = "DELETED";
     } else {
-      if (old && (old as Obj).metadata?.resourceVersion === (obj as Obj).metadata?.resourceVersion) return;
+      // Same object (uid) at the same resourceVersion: already published. The uid matters when the
+      // server's storage was replaced and versions repeat.
+      const o = (old as Obj | undefined)?.metadata;
+      const n = (obj as Obj).metadata;
+      if (o && o.resourceVersion === n?.resourceVersion && o.uid === n?.uid) return;
       this.cache.set(key, obj);
       type = old ? "MODIFIED" : "ADDED";
     }

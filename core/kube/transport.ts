@@ -20,6 +20,13 @@ export class KubeApiError extends Error {
 export const isGone = (err: unknown): boolean =>
   err instanceof KubeApiError && (err.code === 410 || err.reason === "Expired" || err.reason === "Gone");
 
+/**
+ * The server never reached our resourceVersion (its storage was replaced, e.g. a restored etcd): the
+ * cache may hold objects the server no longer knows, so list again and diff, as for {@link isGone}.
+ */
+export const isTooLargeResourceVersion = (err: unknown): boolean =>
+  err instanceof KubeApiError && err.code === 504 && /too large resource version/i.test(err.message);
+
 /** A deliberate stop (our AbortSignal), as opposed to a failure. */
 export const isAbort = (err: unknown): boolean => err instanceof Error && err.name === "AbortError";
 
@@ -69,7 +76,15 @@ function statusError(code: number, body: string): KubeApiError {
 export class HttpTransport implements Transport {
   #agent: { key: string; agent: http.Agent } | undefined;
 
-  constructor(readonly kubeConfig: KubeConfig, readonly opts: { idleTimeoutMs?: number } = {}) {}
+  /**
+   * `idleTimeoutMs`: a watch that receives nothing for this long is presumed dead (0: never).
+   * `responseTimeoutMs`: longest wait for response headers (default 60 s), so a request sent into a
+   * half-open connection fails instead of hanging.
+   */
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    readonly opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
+  ) {}
 
   /**
    * client-node builds a fresh agent on every call, which would cost a TLS handshake per LIST page;
@@ -130,9 +145,12 @@ export class HttpTransport implements Transport {
     const mod = url.protocol === "http:" ? http : https;
     return await new Promise((resolve, reject) => {
       let settled = false;
+      // deno-lint-ignore prefer-const -- assigned after settle() is defined, which reads it
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const settle = (err: Error | undefined, res?: http.IncomingMessage) => {
         if (settled) return;
         settled = true;
+        clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         if (err) reject(err);
         else resolve(res!);
@@ -150,7 +168,20 @@ export class HttpTransport implements Transport {
         req.destroy();
       };
       signal.addEventListener("abort", onAbort, { once: true });
+      timer = setTimeout(() => {
+        this.close();
+        settle(
+          new KubeApiError(
+            0,
+            "",
+            `GET ${url.origin}${path}: no response within ${this.opts.responseTimeoutMs ?? 60_000} ms`,
+          ),
+        );
+        req.destroy();
+      }, this.opts.responseTimeoutMs ?? 60_000);
       req.on("error", (err) => {
+        // Start over with a fresh agent: one that saw a connection die may hold on to broken state.
+        this.close();
         settle(
           isAbort(err) || signal.aborted
             ? abortError()

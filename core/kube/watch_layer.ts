@@ -13,7 +13,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { type BackoffOptions, Reflector } from "./reflector.ts";
+import { type BackoffOptions, Reflector, type ReflectorStats } from "./reflector.ts";
 import { HttpTransport, type Transport } from "./transport.ts";
 
 export interface WatchLayerOptions {
@@ -134,7 +134,7 @@ export class WatchLayer {
   }
 
   /** Counters of LISTs, re-LISTs and WATCHes per resource (for tests and debugging). */
-  stats(resource: ResourceKind): { lists: number; watches: number; relists: number } | undefined {
+  stats(resource: ResourceKind): ReflectorStats | undefined {
     return this.#reflectors.get(resource)?.stats;
   }
 

@@ -15,6 +15,7 @@ export type StatusReason =
   | "Unauthorized"
   | "Forbidden"
   | "MethodNotAllowed"
+  | "Timeout"
   | "UnsupportedMediaType"
   | "InternalError";
 

@@ -417,6 +417,21 @@ class Handler {
         res.end();
         return;
       }
+      if (from > this.store.revision) {
+        // A version this store never reached (the client saw another, wiped store): kube-apiserver answers
+        // "Too large resource version" (504, cause ResourceVersionTooLarge) and the client lists again.
+        const err = new ApiError(
+          504,
+          "Timeout",
+          `Too large resource version: ${from}, current: ${this.store.revision}`,
+          {
+            causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }],
+          },
+        );
+        write("ERROR", err.toStatus());
+        res.end();
+        return;
+      }
     }
     let stop: (() => void) | undefined;
     try {

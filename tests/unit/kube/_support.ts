@@ -10,7 +10,7 @@ export interface Lab {
   dir: string;
   kubeconfigPath: string;
   /** Stops the server and starts it again on the same port with the same store. */
-  restart(between?: (store: Store) => void | Promise<void>): Promise<void>;
+  restart(between?: (store: Store) => void | Promise<void>, replacement?: Store): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,8 +29,9 @@ export async function startLab(
     },
     dir,
     kubeconfigPath,
-    async restart(between) {
-      const { store, port } = server;
+    async restart(between, replacement) {
+      const { port } = server;
+      const store = replacement ?? server.store;
       await server.stop();
       await between?.(store);
       server = await startApiServer({

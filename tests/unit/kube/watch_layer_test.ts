@@ -272,3 +272,64 @@ Deno.test("watch layer stop ends every loop without logging the stop as a failur
     await lab.close();
   }
 });
+
+Deno.test("watch layer follows bookmarks, so its watch resumes after a compaction without re-listing", async () => {
+  const lab = await startLab({ bookmarkIntervalMs: 50 });
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
+  try {
+    const s = lab.server.store;
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    // Only other resources change: the pod watch sees no event, just bookmarks moving its resourceVersion.
+    for (let i = 0; i < 5; i++) s.create("services", service("default", `s${i}`));
+    const target = String(s.revision);
+    await until(
+      () => w.layer.stats("pods")!.resourceVersion === target,
+      "a bookmark at the current revision",
+    );
+    await lab.restart((store) => {
+      store.compact();
+      store.create("pods", pod("default", "after-compaction"));
+    });
+    await until(() => w.layer.get("pods", "default/after-compaction") !== undefined, "the new pod");
+    assert.equal(w.layer.stats("pods")!.relists, 0);
+    assert.deepEqual(w.events.map(line), ["ADDED default/after-compaction"]);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
+
+Deno.test("watch layer lists again when the API server returns with other storage, and publishes the difference", async () => {
+  const lab = await startLab();
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
+  try {
+    const s = lab.server.store;
+    for (const n of ["a", "b", "c", "d", "e", "f"]) s.create("pods", pod("default", n));
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    // A fresh store (think: etcd restored from an old backup) whose revision is behind the layer's.
+    const fresh = new (s.constructor as typeof import("../../../lab/apiserver/mod.ts").Store)();
+    fresh.create("pods", pod("default", "a"));
+    fresh.create("pods", pod("default", "z"));
+    assert.ok(fresh.revision < Number(w.layer.stats("pods")!.resourceVersion));
+    await lab.restart(undefined, fresh);
+    await until(
+      () => w.layer.get("pods", "default/z") !== undefined && w.layer.list("pods").length === 2,
+      "the fresh store pods",
+    );
+    assert.ok(w.layer.stats("pods")!.relists >= 1);
+    assert.deepEqual(w.events.slice(6).map(line).sort(), [
+      "ADDED default/z",
+      "DELETED default/b",
+      "DELETED default/c",
+      "DELETED default/d",
+      "DELETED default/e",
+      "DELETED default/f",
+      "MODIFIED default/a",
+    ]);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
