@@ -24,7 +24,7 @@ import {
 } from "./core/mod.ts";
 import type { Logger } from "./core/mod.ts";
 import process from "node:process";
-import { routerModule } from "./modules/router/mod.ts";
+import { bgpCli, routerModule } from "./modules/router/mod.ts";
 import { proxyModule } from "./modules/proxy/mod.ts";
 import { firewallModule } from "./modules/firewall/mod.ts";
 
@@ -132,6 +132,9 @@ async function main(argv: string[]): Promise<void> {
   });
   const log = getLogger();
 
+  if (config.args[0] === "bgp") {
+    Deno.exit(await bgpCli(config.args.slice(1), config.bgpAdminPort));
+  }
   if (config.args.length > 0) {
     fail(2, `unknown command "${config.args.join(" ")}" (see --help)`);
   }

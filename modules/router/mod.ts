@@ -1,14 +1,23 @@
 /**
  * @module
- * The router: pod networking across nodes. It peers over BGP (./bgp/), advertises the node's pod
- * CIDRs, installs routes learned from other nodes, writes the CNI config and masquerades pod egress.
- *
- * Status: the module definition, its resources, lifecycle and health are in place; the BGP speaker and
- * the kernel programming arrive with the router issue.
+ * The router: pod networking across nodes. It peers over BGP (./bgp/) with the other nodes and any
+ * external routers, announces the node's pod CIDRs (and service VIPs to external peers), installs routes
+ * learned from other nodes, writes the CNI config and masquerades pod egress.
  */
 import type { ResourceKind } from "../../core/bus.ts";
-import { trackingModule } from "../../core/skeleton_module.ts";
 import type { ModuleDefinition } from "../../core/module.ts";
+import { Nftables, Rtnetlink } from "../../ffi/mod.ts";
+import { egressCleanupTransaction } from "./egress.ts";
+import { Router, type RouterDeps } from "./router.ts";
+import { RouteSync } from "./route_sync.ts";
+
+export { Router, type RouterDeps } from "./router.ts";
+export { ROUTER_ROUTE_PROTOCOL } from "./route_sync.ts";
+export { bgpCli } from "./bgp/mod.ts";
+
+function realDeps(): RouterDeps {
+  return { rtnl: new Rtnetlink(), nft: new Nftables() };
+}
 
 export const routerModule: ModuleDefinition = {
   name: "router",
@@ -17,15 +26,19 @@ export const routerModule: ModuleDefinition = {
     // --advertise-* flags or per-service annotations, and Local services only where an endpoint runs.
     return ["nodes", "services", "endpointslices"];
   },
-  syncPeriodMs: (config) => config.routesSyncPeriod,
+  syncPeriodMs: (config) => Math.min(config.routesSyncPeriod, config.injectedRoutesSyncPeriod),
   create(ctx) {
-    return trackingModule(ctx, this.resources(ctx.config), (s) => {
-      ctx.log.debug("router sync", { reason: s.reason, changed: s.changed });
-      return Promise.resolve();
-    });
+    return new Router(ctx, realDeps());
   },
-  cleanup(_config, log) {
-    log.debug("router has created no kernel objects yet; nothing to remove");
-    return Promise.resolve();
+  async cleanup(_config, log) {
+    const deps = realDeps();
+    try {
+      const removed = await new RouteSync(deps.rtnl, log).removeAll();
+      await deps.nft.apply(egressCleanupTransaction());
+      log.info("router objects removed", { routes: removed, nft_table: "inet kube_router" });
+    } finally {
+      deps.rtnl.close();
+      deps.nft.close();
+    }
   },
 };

@@ -1,0 +1,400 @@
+/**
+ * The router module's running instance: one sync (through the module's runner) makes the BGP speaker's
+ * peers and announcements, the kernel's routes, the CNI config and the pod egress rules match the
+ * cluster. Event handlers (Kubernetes changes, BGP best-path changes, kernel route deletions) only ask
+ * for a sync.
+ */
+import type { V1Node } from "@kubernetes/client-node";
+import { type Cidr, cidrContains, type Family as IpFamily, parseCidr, parseIP } from "../../core/_net.ts";
+import type { ModuleContext, ModuleInstance } from "../../core/module.ts";
+import type { SyncReason } from "../../core/runner.ts";
+import type { NftRuleset, Rtnl } from "../../ffi/mod.ts";
+import {
+  type AdminServer,
+  BgpSpeaker,
+  type Family,
+  type LocalRoute,
+  type PeerConfig,
+  type Policy,
+  serveAdmin,
+} from "./bgp/mod.ts";
+import {
+  importAllowed,
+  type ImportPolicy,
+  importPolicy,
+  servicesWithLocalEndpoints,
+  serviceVips,
+} from "./advertise.ts";
+import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
+import { egressTransaction } from "./egress.ts";
+import { type NodeInfo, nodeInfo } from "./node_info.ts";
+import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
+import { RouteSync, type WantedRoute } from "./route_sync.ts";
+
+export interface RouterDeps {
+  rtnl: Rtnl;
+  nft: NftRuleset;
+}
+
+const FAMILY_OF: Record<IpFamily, Family> = { 4: "ipv4-unicast", 6: "ipv6-unicast" };
+
+/** After start, how long routes the kernel still holds from before are kept while BGP relearns them. */
+const DEFAULT_RELEARN_MS = 30_000;
+
+export class Router implements ModuleInstance {
+  readonly #ctx: ModuleContext;
+  readonly #deps: RouterDeps;
+  readonly #routes: RouteSync;
+  readonly #runner;
+  #speaker: BgpSpeaker | undefined;
+  #admin: AdminServer | undefined;
+  #speakerIdentity = "";
+  #unsubscribe: (() => void)[] = [];
+  #lastProblems = "";
+  #lastEgress = "";
+  #startedAt = 0;
+  #restarting = false;
+  #stopped = false;
+  #metrics;
+
+  constructor(ctx: ModuleContext, deps: RouterDeps) {
+    this.#ctx = ctx;
+    this.#deps = deps;
+    this.#routes = new RouteSync(deps.rtnl, ctx.log);
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason) });
+    const m = ctx.metrics;
+    this.#metrics = {
+      routes: m.gauge(
+        "kube_router_routes_installed",
+        "Routes to other nodes' pod CIDRs installed by the router.",
+      ),
+      routeChanges: m.counter(
+        "kube_router_route_changes_total",
+        "Kernel route changes made by the router, by op.",
+      ),
+      routeSync: m.histogram("kube_router_route_sync_duration_seconds", "Time to reconcile kernel routes."),
+      peers: m.gauge("kube_router_bgp_peers", "Configured BGP peers, by kind."),
+    };
+  }
+
+  async start(): Promise<void> {
+    const { bus } = this.#ctx;
+    for (const r of ["nodes", "services", "endpointslices"] as const) {
+      this.#unsubscribe.push(bus.onResource(r, () => this.#runner.run()));
+    }
+    this.#startedAt = this.#ctx.clock.now();
+    // Routes of ours already in the kernel mean we are restarting with forwarding state kept (RFC 4724).
+    try {
+      this.#restarting = (await this.#deps.rtnl.routeList({ protocol: 17 })).length > 0;
+    } catch (err) {
+      this.#ctx.log.warn("cannot list routes at start", { err });
+    }
+    this.#routes.watch((why) => {
+      this.#ctx.log.info("kernel routes drifted; resyncing", { why });
+      this.#runner.run();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const u of this.#unsubscribe.splice(0)) u();
+    this.#routes.stopWatching();
+    await this.#admin?.close();
+    this.#admin = undefined;
+    await this.#speaker?.stop();
+    // Kernel routes, the CNI config and nft rules stay: traffic keeps flowing while the agent restarts.
+  }
+
+  /** The speaker, for tests and the admin endpoint. */
+  get speaker(): BgpSpeaker | undefined {
+    return this.#speaker;
+  }
+
+  #selfNode(): V1Node {
+    const node = this.#ctx.store.get("nodes", this.#ctx.config.nodeName);
+    if (!node) {
+      throw new Error(
+        `node ${this.#ctx.config.nodeName} is not in the API (check --hostname-override/NODE_NAME)`,
+      );
+    }
+    return node;
+  }
+
+  #families(): IpFamily[] {
+    const c = this.#ctx.config;
+    return [...(c.enableIpv4 ? [4 as const] : []), ...(c.enableIpv6 ? [6 as const] : [])];
+  }
+
+  async #sync(_reason: SyncReason): Promise<void> {
+    if (this.#stopped) return;
+    const { config, store, log } = this.#ctx;
+    const self = nodeInfo(this.#selfNode());
+    const nodes = store.list("nodes").map(nodeInfo);
+    const plan = planPeers(config, self, nodes);
+    const problems = plan.problems.join("; ");
+    if (problems !== this.#lastProblems) {
+      for (const p of plan.problems) log.warn("ignoring bad BGP configuration", { problem: p });
+      this.#lastProblems = problems;
+    }
+    const policy = importPolicy(config, self.customImportReject);
+    const linkMtu = await this.#readInterfaces(self);
+
+    if (plan.localAsn !== undefined && plan.routerId !== undefined) {
+      await this.#ensureSpeaker(plan, self, policy);
+      this.#speaker!.setPeers(plan.peers.map((p) => this.#peerConfig(p, self)));
+      this.#metrics.peers.set({ kind: "node" }, plan.peers.filter((p) => p.kind === "node").length);
+      this.#metrics.peers.set({ kind: "external" }, plan.peers.filter((p) => p.kind === "external").length);
+      this.#announce(self, plan);
+    }
+
+    const t0 = performance.now();
+    const wanted = this.#wantedRoutes(self, policy);
+    const relearning = this.#ctx.clock.now() - this.#startedAt < this.#relearnMs(plan);
+    const result = await this.#routes.sync(relearning ? await this.#keepOld(wanted) : wanted);
+    this.#metrics.routeSync.observe({}, (performance.now() - t0) / 1000);
+    this.#metrics.routes.set({}, wanted.length);
+    for (const op of ["added", "replaced", "removed"] as const) {
+      if (result[op]) this.#metrics.routeChanges.inc({ op }, result[op]);
+    }
+    if (result.added || result.replaced || result.removed) log.info("routes synced", { ...result });
+
+    if (config.enableCni) await this.#writeCni(self, linkMtu);
+    await this.#applyEgress(nodes);
+  }
+
+  /** While BGP relearns after a start, routes already in the kernel stay unless replaced. */
+  async #keepOld(wanted: WantedRoute[]): Promise<WantedRoute[]> {
+    const have = await this.#deps.rtnl.routeList({ protocol: 17 });
+    const out = new Map(wanted.map((w) => [w.dst, w]));
+    for (const r of have) {
+      if (!out.has(r.dst)) {
+        const w: WantedRoute = { dst: r.dst };
+        if (r.gateway) w.gateway = r.gateway;
+        if (r.dev !== undefined) w.dev = r.dev;
+        out.set(r.dst, w);
+      }
+    }
+    return [...out.values()];
+  }
+
+  #relearnMs(plan: PeerPlan): number {
+    const c = this.#ctx.config;
+    // With graceful restart peers keep our routes for the restart time; give BGP as long to come back.
+    if (c.bgpGracefulRestart) return Math.min(c.bgpGracefulRestartDeferralTime, c.bgpGracefulRestartTime);
+    // Without it, wait for the mesh to settle, but no longer than a few hold-time-free seconds.
+    const established = this.#speaker?.peers().filter((p) => p.state === "Established").length ?? 0;
+    return plan.peers.length > 0 && established < plan.peers.length ? DEFAULT_RELEARN_MS : 0;
+  }
+
+  async #ensureSpeaker(plan: PeerPlan, self: NodeInfo, policy: ImportPolicy): Promise<void> {
+    const c = this.#ctx.config;
+    const identity = `${plan.localAsn}|${plan.routerId}|${plan.clusterId ?? ""}|${
+      self.localAddresses.join(",")
+    }`;
+    if (this.#speaker && identity === this.#speakerIdentity) {
+      this.#speaker.setImportPolicy(this.#importPolicy(policy));
+      return;
+    }
+    if (this.#speaker) {
+      this.#ctx.log.info("BGP identity changed; restarting the speaker", {
+        from: this.#speakerIdentity,
+        to: identity,
+      });
+      await this.#admin?.close();
+      this.#admin = undefined;
+      await this.#speaker.stop();
+    }
+    const speaker = new BgpSpeaker({
+      asn: plan.localAsn!,
+      routerId: plan.routerId!,
+      port: c.bgpPort,
+      ...(self.localAddresses.length ? { listenAddresses: self.localAddresses } : {}),
+      clock: this.#ctx.clock,
+      log: this.#ctx.log.with({ component: "bgp" }),
+      metrics: this.#ctx.metrics,
+      gracefulRestart: {
+        enabled: c.bgpGracefulRestart,
+        restartTime: Math.round(c.bgpGracefulRestartTime / 1000),
+        restarting: c.bgpGracefulRestart && this.#restarting,
+      },
+      ...(plan.clusterId ? { clusterId: plan.clusterId } : {}),
+      importPolicy: this.#importPolicy(policy),
+      exportPolicy: this.#exportPolicy(),
+    });
+    speaker.subscribe((e) => {
+      if (e.type === "peer") {
+        this.#ctx.log.info("bgp peer state", { peer: e.peer, asn: e.asn, from: e.previous, to: e.state });
+      }
+      this.#runner.run();
+    });
+    await speaker.start();
+    this.#speaker = speaker;
+    this.#speakerIdentity = identity;
+    if (c.bgpAdminPort !== 0) {
+      try {
+        this.#admin = serveAdmin(speaker, { port: c.bgpAdminPort, metrics: this.#ctx.metrics });
+      } catch (err) {
+        this.#ctx.log.warn("BGP admin endpoint not started", { port: c.bgpAdminPort, err });
+      }
+    }
+  }
+
+  #importPolicy(policy: ImportPolicy): Policy {
+    return (route) => (importAllowed(policy, route.prefix) ? route.attrs : undefined);
+  }
+
+  /** Our own routes go out per kube-router's rules; learned ones only as a route reflector to iBGP. */
+  #exportPolicy(): Policy {
+    return (route, peer) => {
+      const own = this.#announced.get(route.prefix);
+      if (own === "pod") return peer.ebgp && !this.#ctx.config.advertisePodCidr ? undefined : route.attrs;
+      if (own === "vip") return this.#externalPeers.has(peer.address) ? route.attrs : undefined;
+      // Another node's route: never to external peers (kube-router announces only its own prefixes
+      // there); to iBGP peers the speaker's own rules decide (only a route reflector passes them on).
+      return peer.ebgp ? undefined : route.attrs;
+    };
+  }
+
+  #announced = new Map<string, "pod" | "vip">();
+  #externalPeers = new Set<string>();
+
+  #peerConfig(p: PeerSpec, self: NodeInfo): PeerConfig {
+    const c = this.#ctx.config;
+    const families = this.#families().map((f) => FAMILY_OF[f]);
+    const cfg: PeerConfig = {
+      address: p.address,
+      asn: p.asn,
+      port: p.port,
+      families,
+      holdTime: Math.round(c.bgpHoldtime / 1000),
+      gracefulRestart: c.bgpGracefulRestart,
+      description: p.kind === "node" ? `node ${p.node}` : "external",
+    };
+    if (p.password) cfg.password = p.password;
+    if (p.localAddress) cfg.localAddress = p.localAddress;
+    if (p.multihopTtl) cfg.multihopTtl = p.multihopTtl;
+    if (p.routeReflectorClient) cfg.routeReflectorClient = true;
+    if (c.overrideNexthop) cfg.nextHopSelf = true;
+    if (p.kind === "external" && self.pathPrepend) {
+      cfg.asPathPrepend = { count: self.pathPrepend.repeat, asn: self.pathPrepend.asn };
+    }
+    // One session carries both families: give the other family's next hop explicitly.
+    if (self.ipv6 && c.enableIpv6) cfg.ipv6NextHop = self.ipv6;
+    if (self.ipv4 && c.enableIpv4) cfg.ipv4NextHop = self.ipv4;
+    return cfg;
+  }
+
+  #announce(self: NodeInfo, plan: PeerPlan): void {
+    const { config, store } = this.#ctx;
+    const speaker = this.#speaker!;
+    const local = servicesWithLocalEndpoints(store.list("endpointslices"), config.nodeName);
+    const vips = serviceVips(config, store.list("services"), local);
+    this.#announced = new Map();
+    for (const c of self.podCidrs) this.#announced.set(c, "pod");
+    for (const v of vips) this.#announced.set(v, "vip");
+    this.#externalPeers = new Set(plan.peers.filter((p) => p.kind === "external").map((p) => p.address));
+    for (const fam of this.#families()) {
+      const nextHop = fam === 4 ? self.ipv4 : self.ipv6;
+      const routes: LocalRoute[] = [];
+      for (const [prefix] of this.#announced) {
+        if (parseCidr(prefix)?.family !== fam) continue;
+        const r: LocalRoute = { prefix };
+        if (nextHop) r.nextHop = nextHop;
+        if (self.communities.length) r.communities = self.communities;
+        routes.push(r);
+      }
+      speaker.set(FAMILY_OF[fam], routes);
+    }
+  }
+
+  /** Best learned routes whose next hop sits on one of our connected subnets, via that next hop. */
+  #wantedRoutes(self: NodeInfo, policy: ImportPolicy): WantedRoute[] {
+    const speaker = this.#speaker;
+    if (!speaker) return [];
+    const connected = this.#connectedSubnets;
+    const own = new Set(self.podCidrs);
+    const out: WantedRoute[] = [];
+    for (const fam of this.#families()) {
+      for (const r of speaker.routes(FAMILY_OF[fam])) {
+        if (!r.best || own.has(r.prefix) || !importAllowed(policy, r.prefix)) continue;
+        const nh = parseIP(r.nextHop);
+        if (!nh || r.nextHop === self.ipv4 || r.nextHop === self.ipv6) continue;
+        if (connected.length && !connected.some((c) => cidrContains(c, nh.addr))) {
+          this.#unreachable(r.prefix, r.nextHop);
+          continue;
+        }
+        out.push({ dst: r.prefix, gateway: r.nextHop });
+      }
+    }
+    return out;
+  }
+
+  #warnedUnreachable = new Set<string>();
+  #unreachable(prefix: string, nextHop: string): void {
+    const k = `${prefix}|${nextHop}`;
+    if (this.#warnedUnreachable.has(k)) return;
+    this.#warnedUnreachable.add(k);
+    this.#ctx.log.warn(
+      "not installing a route whose next hop is not on a connected subnet (overlay tunnels are not built yet)",
+      {
+        prefix,
+        next_hop: nextHop,
+      },
+    );
+  }
+
+  #connectedSubnets: Cidr[] = [];
+
+  /** Refreshes the node's connected subnets and the MTU of the interface holding the node address. */
+  async #readInterfaces(self: NodeInfo): Promise<number | undefined> {
+    const addrs = await this.#deps.rtnl.addrList();
+    this.#connectedSubnets = addrs.flatMap((a) => {
+      const c = parseCidr(`${a.address}/${a.prefix}`);
+      return c && !a.address.startsWith("127.") && a.address !== "::1" ? [c] : [];
+    });
+    const nodeAddr = addrs.find((a) => a.address === self.ipv4 || a.address === self.ipv6);
+    if (!nodeAddr) return undefined;
+    const link = (await this.#deps.rtnl.linkList()).find((l) => l.index === nodeAddr.index);
+    return link?.mtu;
+  }
+
+  async #writeCni(self: NodeInfo, linkMtu: number | undefined): Promise<void> {
+    const c = this.#ctx.config;
+    if (self.podCidrs.length === 0) {
+      this.#ctx.log.warn("node has no pod CIDR yet; CNI config not written", { node: self.name });
+      return;
+    }
+    const path = c.cniConfFile;
+    const existing = await readCniConf(path);
+    if (existing.problem) {
+      this.#ctx.log.warn("CNI config unreadable; rewriting it", { path, problem: existing.problem });
+    }
+    const conf = buildCniConf(existing.value, {
+      podCidrs: self.podCidrs.filter((p) => this.#families().includes(parseCidr(p)!.family)),
+      ...(c.autoMtu && linkMtu
+        ? {
+          mtu: podMtu(linkMtu, {
+            enabled: c.enableOverlay,
+            encap: c.overlayEncap as "ipip" | "fou" | "vxlan",
+          }),
+        }
+        : {}),
+      hairpin: true,
+      list: !path.endsWith(".conf"),
+    });
+    if (await writeCniConf(path, conf)) this.#ctx.log.info("CNI config written", { path });
+  }
+
+  async #applyEgress(nodes: NodeInfo[]): Promise<void> {
+    const tx = egressTransaction({
+      podCidrs: nodes.flatMap((n) => n.podCidrs),
+      nodeIps: nodes.flatMap((n) => [n.ipv4, n.ipv6].filter((x): x is string => !!x)),
+      families: this.#families(),
+      masquerade: this.#ctx.config.enablePodEgress,
+    });
+    const text = JSON.stringify(tx);
+    if (text === this.#lastEgress) return;
+    await this.#deps.nft.apply(tx);
+    this.#lastEgress = text;
+  }
+}
