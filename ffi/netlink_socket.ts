@@ -439,6 +439,16 @@ export class NetlinkSubscription implements AsyncIterable<NlMsg[] | ResyncSignal
     }
   }
 
+  #discardQueued(): void {
+    for (let i = 0; i < 1_000_000; i++) {
+      try {
+        if (!this.#sock.recv(true)) return;
+      } catch (e) {
+        if (!(e instanceof ErrnoError && e.errno === Errno.ENOBUFS)) throw e;
+      }
+    }
+  }
+
   #release(): void {
     if (this.#finished) return;
     this.#finished = true;
@@ -460,6 +470,10 @@ export class NetlinkSubscription implements AsyncIterable<NlMsg[] | ResyncSignal
             data = this.#sock.recv(true);
           } catch (e) {
             if (e instanceof ErrnoError && e.errno === Errno.ENOBUFS) {
+              // The kernel drops every event for this socket until its queue is empty again, so empty it
+              // now (what is queued is older than the listing the consumer is about to do), then ask for
+              // that listing. Events after this point are delivered.
+              this.#discardQueued();
               yield { kind: "resync" };
               continue;
             }
