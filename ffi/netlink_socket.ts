@@ -414,6 +414,7 @@ export class NetlinkSubscription implements AsyncIterable<NlMsg[] | ResyncSignal
   #efd: number;
   #closed = false;
   #iterating = false;
+  #polling = false;
   #finished = false;
 
   constructor(protocol: number, groups: readonly number[], opts: { rcvbuf?: number } = {}) {
@@ -431,10 +432,12 @@ export class NetlinkSubscription implements AsyncIterable<NlMsg[] | ResyncSignal
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#iterating && !this.#finished) {
+    if (this.#polling) {
+      // A worker thread is blocked in poll(): wake it; the iterator releases the fds when it returns.
       const one = new BigUint64Array([1n]);
       libc().write(this.#efd, new Uint8Array(one.buffer), 8n);
     } else {
+      // Not iterated yet, or suspended at a yield: nothing uses the fds right now.
       this.#release();
     }
   }
@@ -484,7 +487,12 @@ export class NetlinkSubscription implements AsyncIterable<NlMsg[] | ResyncSignal
           if (msgs.length) yield msgs;
         }
         if (this.#closed) return;
-        await libc().poll_nb(pfd, 2n, -1);
+        this.#polling = true;
+        try {
+          await libc().poll_nb(pfd, 2n, -1);
+        } finally {
+          this.#polling = false;
+        }
         if (pollRevents(pfd, 1) & POLLIN) return;
       }
     } finally {

@@ -480,3 +480,25 @@ export async function sysctl() {
   const missing = await attempt(() => s.get("net.ipv4.nosuchkey"));
   return { before, after, rp, missing };
 }
+
+/** Closing a watch whose consumer stopped pulling (suspended at a yield) releases its sockets at once. */
+export async function watchCloseWhileSuspended() {
+  const r = new Rtnetlink();
+  try {
+    await withBridge(r);
+    const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const before = fds();
+    const w = r.watch(["route"], { families: [4] });
+    const it = w[Symbol.asyncIterator]();
+    const first = it.next();
+    await sh(["ip", "route", "add", "10.43.0.0/16", "via", "10.9.0.2"]);
+    const got = await first;
+    const during = fds();
+    w.close();
+    const after = fds();
+    const end = await it.next();
+    return { got: !got.done, during: during - before, after: after - before, ended: end.done === true };
+  } finally {
+    r.close();
+  }
+}

@@ -220,6 +220,18 @@ Deno.test({
 });
 
 Deno.test({
+  ...needs("closing a watch whose consumer stopped pulling releases its sockets at once", ip),
+  fn: () =>
+    withNetns(["suspend"], async (ns) => {
+      const res = await inNetns<R<"watchCloseWhileSuspended">>(ns, SCEN, "watchCloseWhileSuspended");
+      assert.equal(res.got, true);
+      assert.equal(res.during, 2, "the watch holds a netlink socket and an eventfd");
+      assert.equal(res.after, 0);
+      assert.equal(res.ended, true);
+    }),
+});
+
+Deno.test({
   ...needs("a watch that overflowed reports resync and keeps delivering later events", ip),
   fn: () =>
     withNetns(["nobufs"], async (ns) => {
