@@ -20,8 +20,9 @@ export function formatIpv4(n: number): string {
 class RangeAllocator<T> {
   #used = new Map<number, T>();
   #next: number;
-  constructor(readonly first: number, readonly last: number) {
-    this.#next = first;
+  /** `skipFirst`: never hand out `first` dynamically (it may still be reserved explicitly). */
+  constructor(readonly first: number, readonly last: number, readonly skipFirst = false) {
+    this.#next = skipFirst && last > first ? first + 1 : first;
   }
   inRange(n: number): boolean {
     return n >= this.first && n <= this.last;
@@ -40,6 +41,7 @@ class RangeAllocator<T> {
     const size = this.last - this.first + 1;
     for (let i = 0; i < size; i++) {
       const n = this.first + ((this.#next - this.first + i) % size);
+      if (this.skipFirst && n === this.first) continue;
       if (!this.#used.has(n)) {
         this.#used.set(n, owner);
         this.#next = n + 1 > this.last ? this.first : n + 1;
@@ -50,7 +52,10 @@ class RangeAllocator<T> {
   }
 }
 
-/** Cluster IPs of one IPv4 service CIDR; the network and broadcast addresses are never handed out. */
+/**
+ * Cluster IPs of one IPv4 service CIDR; the network and broadcast addresses are never handed out, and
+ * the first address only on request: kube-apiserver keeps it for the `kubernetes` Service.
+ */
 export class ClusterIpAllocator {
   readonly cidr: string;
   #range: RangeAllocator<string>;
@@ -64,7 +69,7 @@ export class ClusterIpAllocator {
     const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
     const network = (base & mask) >>> 0;
     this.cidr = `${formatIpv4(network)}/${len}`;
-    this.#range = new RangeAllocator(network + 1, ((network | (~mask >>> 0)) >>> 0) - 1);
+    this.#range = new RangeAllocator(network + 1, ((network | (~mask >>> 0)) >>> 0) - 1, true);
   }
   /** Why `ip` cannot be given to `owner`, or undefined if it can. */
   check(ip: string, owner: string): string | undefined {
@@ -84,6 +89,10 @@ export class ClusterIpAllocator {
   release(ip: string): void {
     const n = parseIpv4(ip);
     if (n !== undefined) this.#range.release(n);
+  }
+  /** The address kept for the `kubernetes` Service (the first of the range). */
+  get first(): string {
+    return formatIpv4(this.#range.first);
   }
   allocate(owner: string): string | undefined {
     const n = this.#range.allocate(owner);

@@ -3,7 +3,7 @@
  *
  *   deno run -A lab/apiserver/main.ts --port 6443 --state-dir DIR [--host 0.0.0.0]
  *     [--advertise-address 192.168.1.99] [--service-cidr 172.16.0.0/16] [--node-port-range 30000-32767]
- *     [--san 172.16.0.1]... [--auth token|cert] [--bookmark-interval-ms 60000]
+ *     [--san 172.16.0.1]... [--auth token|cert] [--bookmark-interval-ms 60000] [--kubernetes-service]
  */
 import { parseArgs } from "node:util";
 import { getLogger } from "../../core/log.ts";
@@ -20,6 +20,7 @@ const { values } = parseArgs({
     san: { type: "string", multiple: true, default: [] },
     auth: { type: "string", default: "token" },
     "bookmark-interval-ms": { type: "string", default: "60000" },
+    "kubernetes-service": { type: "boolean", default: false },
   },
 });
 
@@ -39,6 +40,7 @@ const server = await startApiServer({
   nodePortRange: [lo ?? 30000, hi ?? 32767],
   sans: values.san,
   bookmarkIntervalMs: Number(values["bookmark-interval-ms"]),
+  kubernetesService: values["kubernetes-service"],
   log,
 });
 const kubeconfigPath = await server.writeKubeconfig(undefined, {

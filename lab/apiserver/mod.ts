@@ -5,7 +5,13 @@
  * protocol, so the agent's watch layer, kubectl v1.32 and the lab's controllers all talk to the same
  * thing. Shared by the unit tests (loopback, random port) and the lab (`main.ts` in the master's netns).
  */
-export { type ApiServer, type ApiServerOptions, type KubeconfigOptions, startApiServer } from "./server.ts";
+export {
+  type ApiServer,
+  type ApiServerOptions,
+  ensureKubernetesService,
+  type KubeconfigOptions,
+  startApiServer,
+} from "./server.ts";
 export {
   keyOf,
   type ListOptions,

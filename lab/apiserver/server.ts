@@ -16,6 +16,7 @@ import { ensurePki, type Pki } from "./certs.ts";
 import { ApiError, badRequest, gone } from "./errors.ts";
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";
 import { patchTypeOf } from "./patch.ts";
+import { toTable, wantsTable } from "./_table.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
 import { keyOf, Store, type WatchEvent } from "./store.ts";
 import type { KubeObject } from "./types.ts";
@@ -37,6 +38,11 @@ export interface ApiServerOptions {
   nodePortRange?: [number, number];
   /** The store to serve; pass the previous server's store to restart with the same history. */
   store?: Store;
+  /**
+   * Create the `default/kubernetes` Service (first service IP, port 443) and its EndpointSlice pointing
+   * at this server's advertise address and port, as kube-apiserver does. Default false.
+   */
+  kubernetesService?: boolean;
   /** Bearer token accepted; default: read from `stateDir/token`, else generated and saved there. */
   token?: string;
   /** How often a watch with allowWatchBookmarks gets a BOOKMARK. Default 60 s (kube-apiserver: ~1 min). */
@@ -101,6 +107,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   server.on("secureConnection", track);
   server.on("tlsClientError", () => {});
   const port = await listen(server, opts.port ?? 0, host);
+  if (opts.kubernetesService) ensureKubernetesService(store, advertise, port);
   const urlHost = advertise.includes(":") ? `[${advertise}]` : advertise;
   const url = `https://${urlHost}:${port}`;
   let stopped: Promise<void> | undefined;
@@ -152,6 +159,35 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 }
 
 export type { Pki };
+
+/** The `kubernetes` Service and EndpointSlice in `default`, created or brought up to date. */
+export function ensureKubernetesService(store: Store, address: string, port: number): void {
+  if (!store.tryGet("services", "default/kubernetes")) {
+    store.create("services", {
+      metadata: {
+        name: "kubernetes",
+        namespace: "default",
+        labels: { component: "apiserver", provider: "kubernetes" },
+      },
+      spec: {
+        clusterIP: store.clusterIps.first,
+        ports: [{ name: "https", port: 443, protocol: "TCP", targetPort: port }],
+      },
+    });
+  }
+  const slice = {
+    metadata: {
+      name: "kubernetes",
+      namespace: "default",
+      labels: { "kubernetes.io/service-name": "kubernetes" },
+    },
+    addressType: address.includes(":") ? "IPv6" : "IPv4",
+    endpoints: [{ addresses: [address], conditions: { ready: true, serving: true, terminating: false } }],
+    ports: [{ name: "https", port, protocol: "TCP" }],
+  };
+  if (store.tryGet("endpointslices", "default/kubernetes")) store.update("endpointslices", slice);
+  else store.create("endpointslices", slice);
+}
 
 function b64(s: string): string {
   return btoa(s);
@@ -271,14 +307,21 @@ class Handler {
     if (q.has("dryRun")) throw badRequest("dryRun is not supported by the lab API server");
     const key = name !== undefined ? keyOf(r.namespaced ? namespace : undefined, name) : undefined;
     const writeOpts = subresource === "status" ? { subresource: "status" as const } : {};
+    const table = wantsTable(req.headers.accept);
     if (r.namespaced && name !== undefined && namespace === undefined) throw notServed();
     switch (method) {
       case "GET":
-        if (key !== undefined) return send(res, 200, this.store.get(r.plural, key));
-        if (q.get("watch") === "true" || q.get("watch") === "1") {
-          return this.#watch(req, res, r, namespace, q);
+        if (key !== undefined) {
+          const o = this.store.get(r.plural, key);
+          if (table) {
+            return send(res, 200, toTable(r, [o], o.metadata?.resourceVersion ?? "", q.get("includeObject")));
+          }
+          return send(res, 200, o);
         }
-        return this.#list(res, r, namespace, q);
+        if (q.get("watch") === "true" || q.get("watch") === "1") {
+          return this.#watch(req, res, r, namespace, q, table);
+        }
+        return this.#list(res, r, namespace, q, table);
       case "POST": {
         if (key !== undefined) throw methodNotAllowed();
         const body = await readJson(req);
@@ -357,13 +400,29 @@ class Handler {
     }
   }
 
-  #list(res: ServerResponse, r: ResourceInfo, namespace: string | undefined, q: URLSearchParams): void {
+  #list(
+    res: ServerResponse,
+    r: ResourceInfo,
+    namespace: string | undefined,
+    q: URLSearchParams,
+    table: boolean,
+  ): void {
     const limit = Number(q.get("limit") ?? 0);
     const result = this.store.list(r.plural, {
       ...listOptions(namespace, q),
       ...(limit > 0 ? { limit } : {}),
       ...(q.get("continue") ? { continue: q.get("continue")! } : {}),
     });
+    if (table) {
+      const t = toTable(
+        r,
+        result.items,
+        result.resourceVersion,
+        q.get("includeObject"),
+        result.continue ? { continue: result.continue } : {},
+      );
+      return send(res, 200, t);
+    }
     const metadata: Record<string, unknown> = { resourceVersion: result.resourceVersion };
     if (result.continue) metadata.continue = result.continue;
     if (result.remainingItemCount !== undefined) metadata.remainingItemCount = result.remainingItemCount;
@@ -391,6 +450,7 @@ class Handler {
     r: ResourceInfo,
     namespace: string | undefined,
     q: URLSearchParams,
+    table: boolean,
   ): void {
     const rvText = q.get("resourceVersion") ?? "";
     const timeoutSeconds = Number(q.get("timeoutSeconds") ?? this.opts.defaultWatchTimeoutSeconds ?? 1800);
@@ -401,8 +461,22 @@ class Handler {
       "transfer-encoding": "chunked",
       "cache-control": "no-cache",
     });
+    // Send the headers now: client-go (kubectl wait) blocks until a watch response starts, and with no
+    // event to write node:http would hold them until the first bookmark.
+    res.flushHeaders();
+    const includeObject = q.get("includeObject");
     const write = (type: string, object: unknown) => {
-      if (!res.writableEnded) res.write(JSON.stringify({ type, object }) + "\n");
+      if (res.writableEnded) return;
+      // `kubectl get -w` watches in Table form too: each event carries a one-row Table.
+      const o = table && (type === "ADDED" || type === "MODIFIED" || type === "DELETED")
+        ? toTable(
+          r,
+          [object as KubeObject],
+          (object as KubeObject).metadata?.resourceVersion ?? "",
+          includeObject,
+        )
+        : object;
+      res.write(JSON.stringify({ type, object: o }) + "\n");
     };
     let from: number;
     if (rvText === "" || rvText === "0") {

@@ -299,3 +299,44 @@ Deno.test("api server restarts on the same port with the same store and credenti
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("api server answers kubectl's Table requests with the columns kubectl prints", () =>
+  withServer(async ({ api, server }) => {
+    server.store.create("pods", {
+      metadata: { name: "web", namespace: "default" },
+      spec: { nodeName: "node1", containers: [{ name: "c", image: "i:1" }] },
+      status: { podIP: "10.1.1.2" },
+    });
+    const accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    const t = (await api("/api/v1/namespaces/default/pods", { headers: { accept } })).body;
+    assert.equal(t.kind, "Table");
+    const cols = t.columnDefinitions.map((c: { name: string }) => c.name);
+    assert.deepEqual(cols.slice(0, 5), ["Name", "Ready", "Status", "Restarts", "Age"]);
+    const row = t.rows[0];
+    assert.equal(row.cells[cols.indexOf("IP")], "10.1.1.2");
+    assert.equal(row.cells[cols.indexOf("Node")], "node1");
+    assert.equal(row.object.kind, "PartialObjectMetadata");
+    assert.equal(row.object.metadata.name, "web");
+    const one = (await api("/api/v1/namespaces/default/pods/web", { headers: { accept } })).body;
+    assert.equal(one.rows.length, 1);
+  }));
+
+Deno.test("api server can publish the kubernetes Service and its EndpointSlice at its own address", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "apiserver-test-" });
+  const server = await startApiServer({
+    stateDir: dir,
+    serviceCidr: "172.16.0.0/16",
+    kubernetesService: true,
+  });
+  try {
+    const svc = server.store.get("services", "default/kubernetes");
+    assert.equal(svc.spec.clusterIP, "172.16.0.1");
+    assert.equal(svc.spec.ports[0].port, 443);
+    const slice = server.store.get("endpointslices", "default/kubernetes");
+    assert.deepEqual(slice.endpoints[0].addresses, ["127.0.0.1"]);
+    assert.equal(slice.ports[0].port, server.port);
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -117,6 +117,15 @@ for (const auth of ["token", "cert"] as const) {
           '[{"op":"add","path":"/spec/ports/-","value":{"name":"https","port":443,"targetPort":443}}]',
         );
 
+        // Server-side printing: the wide columns come from the server's Table.
+        const wide = await k("get", "pods", "-n", "shop", "-o", "wide");
+        assert.match(wide.split("\n")[0]!, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE/);
+        assert.match(wide, /web-1\s+0\/1\s+Pending\s+0\s+\S+\s+<none>\s+kube-node1/);
+        assert.match(
+          await k("get", "svc", "-n", "shop"),
+          /web\s+NodePort\s+172\.16\.\d+\.\d+\s+<none>\s+80:3\d{4}\/TCP/,
+        );
+
         const pods = JSON.parse(await k("get", "pods", "-n", "shop", "-l", "tier=frontend", "-o", "json"));
         assert.deepEqual(pods.items.map((p: { metadata: { name: string } }) => p.metadata.name), ["web-1"]);
         const onNode2 = JSON.parse(

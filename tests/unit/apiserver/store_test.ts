@@ -315,3 +315,12 @@ Deno.test("store patches with strategic merge merge containers by name and repla
   assert.equal(merged.metadata!.labels!.j, "1");
   assert.equal(merged.spec.containers[0].image, "x:9");
 });
+
+Deno.test("store keeps the first service IP for the kubernetes Service unless asked for it", () => {
+  const s = new Store({ serviceCidr: "172.16.0.0/16" });
+  assert.equal(s.create("services", svc("a")).spec.clusterIP, "172.16.0.2");
+  assert.equal(
+    s.create("services", svc("kubernetes", { clusterIP: "172.16.0.1" })).spec.clusterIP,
+    "172.16.0.1",
+  );
+});
