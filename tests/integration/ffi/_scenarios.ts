@@ -502,3 +502,41 @@ export async function watchCloseWhileSuspended() {
     r.close();
   }
 }
+
+/** Large loads can go through a child `nft -j -f -`; errors and atomicity are the same. */
+export async function nftChildProcess() {
+  const nft = new Nftables({ outOfProcessAboveBytes: 0 });
+  try {
+    await nft.apply([
+      { add: { table: { family: "ip", name: "krtchild" } } },
+      {
+        add: {
+          set: {
+            family: "ip",
+            table: "krtchild",
+            name: "s",
+            type: "ipv4_addr",
+            elem: ["10.0.0.1", "10.0.0.2"],
+          },
+        },
+      },
+    ]);
+    const set = await nft.list({ set: { family: "ip", table: "krtchild", name: "s" } });
+    const failure = await attempt(() =>
+      nft.apply([
+        { add: { element: { family: "ip", table: "krtchild", name: "s", elem: ["10.0.0.3"] } } },
+        { delete: { table: { family: "ip", name: "doesnotexist" } } },
+      ])
+    );
+    const after = await nft.list({ set: { family: "ip", table: "krtchild", name: "s" } });
+    const dry = await attempt(() =>
+      nft.check([{ delete: { table: { family: "ip", name: "doesnotexist" } } }])
+    );
+    await nft.check([{ add: { table: { family: "ip", name: "dryonly" } } }]);
+    const ruleset = (await nft.list({ ruleset: true })).map((o) => Object.values(o)[0] as { name: string })
+      .map((o) => o.name);
+    return { set, failure, after, dry, ruleset };
+  } finally {
+    nft.close();
+  }
+}

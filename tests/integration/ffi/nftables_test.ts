@@ -53,3 +53,24 @@ Deno.test({
       );
     }),
 });
+
+Deno.test({
+  ...needs(
+    "large nft loads through a child nft are atomic and report nft's errors; dry runs change nothing",
+    {
+      tools: ["ip", "nft"],
+    },
+  ),
+  fn: () =>
+    withNetns(["nftchild"], async (ns) => {
+      const res = await inNetns<R<"nftChildProcess">>(ns, SCEN, "nftChildProcess");
+      const elems = (s: typeof res.set) => ((s[0]?.set as { elem?: string[] })?.elem ?? []).sort();
+      assert.deepEqual(elems(res.set), ["10.0.0.1", "10.0.0.2"]);
+      assert.equal(res.failure !== "ok" && res.failure.name, "NftError");
+      assert.equal(res.failure !== "ok" && res.failure.notFound, true);
+      assert.deepEqual(elems(res.after), ["10.0.0.1", "10.0.0.2"], "the failed transaction added nothing");
+      assert.equal(res.dry !== "ok" && res.dry.notFound, true);
+      assert.ok(!res.ruleset.includes("dryonly"), "a dry run commits nothing");
+      assert.ok(res.ruleset.includes("krtchild"));
+    }),
+});
