@@ -1,0 +1,309 @@
+/**
+ * End to end: the lab cluster driven with real kubectl. Each test uses its own state dir and namespace
+ * prefix (`krle<random>-`), so it never touches a lab a user has up (default prefix `krl-`, state `.lab/`).
+ * Needs root, kubectl, curl, nsenter and the Debian CNI plugins.
+ */
+import assert from "node:assert/strict";
+import { needs, run } from "../_support/netns.ts";
+import {
+  execCommand,
+  ipInCidr,
+  kubectl,
+  labDown,
+  LabError,
+  labUp,
+  podNetns,
+  readState,
+  restartAgent,
+} from "../../lab/mod.ts";
+
+const REQ = {
+  tools: ["ip", "kubectl", "curl", "nsenter", "nft", "bash"],
+  files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local"],
+};
+
+function isolated(): { stateDir: string; prefix: string } {
+  const id = crypto.randomUUID().slice(0, 6);
+  return { stateDir: Deno.makeTempDirSync({ prefix: "krl-e2e-state-" }), prefix: `krle${id}-` };
+}
+
+/** What the host's own network looks like: must be identical before `lab up` and after `lab down`. */
+async function hostSnapshot(): Promise<Record<string, string>> {
+  const netns = (await run(["ip", "netns", "list"])).stdout.split("\n")
+    // Other test files create throwaway krt-* namespaces concurrently; they are not the lab's.
+    .filter((l) => l.trim() && !l.startsWith("krt-")).map((l) => l.split(" ")[0]).sort().join("\n");
+  return {
+    netns,
+    link: (await run(["ip", "-o", "link", "show"])).stdout.replace(/\s+link\/.*$/gm, ""),
+    addr: (await run(["ip", "-o", "addr", "show"])).stdout,
+    route: (await run(["ip", "route", "show", "table", "all"])).stdout,
+    nft: (await run(["nft", "list", "ruleset"])).stdout,
+  };
+}
+
+async function k(state: ReturnType<typeof readState>, args: string[], stdin?: string): Promise<string> {
+  const r = await kubectl(state!, args, { check: false, ...(stdin !== undefined ? { stdin } : {}) });
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function eventually(what: string, fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      if (await fn()) return;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`not within ${ms} ms: ${what}`, { cause: last });
+}
+
+/** On failure, shows what the lab's processes logged before `lab down` removes it. */
+function dumpLogs(stateDir: string): void {
+  const files = [`${stateDir}/master.log`];
+  try {
+    for (const n of Deno.readDirSync(`${stateDir}/nodes`)) {
+      files.push(`${stateDir}/nodes/${n.name}/kubelet.log`, `${stateDir}/nodes/${n.name}/agent.log`);
+    }
+  } catch { /* none */ }
+  for (const f of files) {
+    try {
+      console.error(`--- ${f}\n${Deno.readTextFileSync(f).split("\n").slice(-30).join("\n")}`);
+    } catch { /* missing */ }
+  }
+}
+
+const MANIFEST = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: kube-node1
+  containers:
+  - name: netexec
+    image: agnhost
+    ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: kube-node1
+  containers:
+  - name: netexec
+    image: agnhost
+    ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-3, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: kube-node2
+  containers:
+  - name: netexec
+    image: agnhost
+    ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, namespace: shop, labels: {app: db}}
+spec:
+  containers:
+  - name: netexec
+    image: agnhost
+    ports: [{containerPort: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+`;
+
+async function sliceState(state: ReturnType<typeof readState>): Promise<string> {
+  const out = await k(state, [
+    "get",
+    "endpointslices",
+    "-n",
+    "shop",
+    "-l",
+    "kubernetes.io/service-name=web",
+    "-o",
+    "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}/{.conditions.serving}/{.nodeName} {end}",
+  ]);
+  return out.trim().split(" ").filter(Boolean).sort().join(" ");
+}
+
+Deno.test({
+  ...needs(
+    "the lab runs pods on real CNI, same-node pods talk, EndpointSlices follow them, and down restores the host",
+    REQ,
+  ),
+  async fn() {
+    const where = isolated();
+    const before = await hostSnapshot();
+    try {
+      const state = await labUp({ ...where, nodes: 3 });
+      assert.equal(state.phase, "up");
+
+      // A second `up` on the same state dir, or with the same prefix, is refused, not half-built.
+      await assert.rejects(() => labUp(where), LabError);
+      const other = Deno.makeTempDirSync({ prefix: "krl-e2e-other-" });
+      try {
+        await assert.rejects(() => labUp({ prefix: where.prefix, stateDir: other }), /already exist/);
+      } finally {
+        Deno.removeSync(other, { recursive: true });
+      }
+
+      const nodes = JSON.parse(await k(state, ["get", "nodes", "-o", "json"])).items;
+      assert.deepEqual(
+        nodes.map((n: { metadata: { name: string }; spec: { podCIDR: string } }) =>
+          `${n.metadata.name}=${n.spec.podCIDR}`
+        ).sort(),
+        ["kube-node1=10.1.1.0/24", "kube-node2=10.1.2.0/24", "kube-node3=10.1.3.0/24"],
+      );
+
+      await k(state, ["apply", "-f", "-"], MANIFEST);
+      await k(state, ["wait", "-n", "shop", "--for=condition=Ready", "pod", "--all", "--timeout=120s"]);
+      const pods = JSON.parse(await k(state, ["get", "pods", "-n", "shop", "-o", "json"])).items as Array<
+        { metadata: { name: string }; spec: { nodeName: string }; status: { podIP: string; phase: string } }
+      >;
+      const cidrOf = Object.fromEntries(
+        nodes.map((
+          n: { metadata: { name: string }; spec: { podCIDR: string } },
+        ) => [n.metadata.name, n.spec.podCIDR]),
+      );
+      const ip: Record<string, string> = {};
+      for (const p of pods) {
+        assert.equal(p.status.phase, "Running", p.metadata.name);
+        assert.ok(p.spec.nodeName, `${p.metadata.name} was scheduled`);
+        assert.ok(
+          ipInCidr(p.status.podIP, cidrOf[p.spec.nodeName]),
+          `${p.metadata.name} ${p.status.podIP} in ${cidrOf[p.spec.nodeName]}`,
+        );
+        ip[p.metadata.name] = p.status.podIP;
+      }
+
+      // Same-node pods reach each other's netexec over kube-bridge, TCP and UDP, without NAT.
+      const inPod = (pod: string, cmd: string[]) =>
+        run(execCommand(state, `shop/${pod}`, cmd), { check: false });
+      assert.equal(
+        (await inPod("web-1", ["curl", "-s", "-m", "5", `http://${ip["web-2"]}:8080/hostname`])).stdout,
+        "web-2",
+      );
+      assert.equal(
+        (await inPod("web-2", ["curl", "-s", "-m", "5", `http://${ip["web-1"]}:8080/hostname`])).stdout,
+        "web-1",
+      );
+      const clientIp =
+        (await inPod("web-1", ["curl", "-s", "-m", "5", `http://${ip["web-2"]}:8080/clientip`])).stdout;
+      assert.equal(clientIp.split(":")[0], ip["web-1"]);
+      const udp = await inPod("web-1", [
+        "bash",
+        "-c",
+        `exec 3<>/dev/udp/${ip["web-2"]}/8081; printf hostname >&3; timeout 3 head -c 5 <&3`,
+      ]);
+      assert.equal(udp.stdout, "web-2");
+
+      // EndpointSlices: every web pod ready, then follow readiness and deletion.
+      await eventually(
+        "three ready web endpoints",
+        async () =>
+          (await sliceState(state)) ===
+            "web-1=true/true/kube-node1 web-2=true/true/kube-node1 web-3=true/true/kube-node2",
+      );
+      await k(state, ["annotate", "pod", "-n", "shop", "web-2", "lab.kube-router.io/ready=false"]);
+      await eventually(
+        "web-2 turns not ready",
+        async () => (await sliceState(state)).includes("web-2=false/false/kube-node1"),
+      );
+      await k(state, ["annotate", "pod", "-n", "shop", "web-2", "lab.kube-router.io/ready-"]);
+      await eventually(
+        "web-2 is ready again",
+        async () => (await sliceState(state)).includes("web-2=true/true/kube-node1"),
+      );
+
+      const web3Ns = podNetns(state, "shop", "web-3");
+      assert.ok(web3Ns, "web-3 has a recorded namespace");
+      await k(state, ["delete", "pod", "-n", "shop", "web-3", "--wait=true"]);
+      await eventually("web-3 leaves the slice", async () => !(await sliceState(state)).includes("web-3"));
+      await eventually(
+        "web-3's namespace is removed",
+        async () => !(await run(["ip", "netns", "list"])).stdout.includes(web3Ns!),
+      );
+
+      // The kubelet survives an agent restart: pods keep running and answering.
+      await restartAgent(state, "kube-node1");
+      assert.equal(
+        (await inPod("web-1", ["curl", "-s", "-m", "5", `http://${ip["web-2"]}:8080/hostname`])).stdout,
+        "web-2",
+      );
+    } catch (e) {
+      dumpLogs(where.stateDir);
+      throw e;
+    } finally {
+      const report = await labDown(where);
+      assert.ok(report.removedStateDir);
+    }
+    const after = await hostSnapshot();
+    assert.deepEqual(after, before);
+    const leftovers = (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) =>
+      l.startsWith(where.prefix)
+    );
+    assert.deepEqual(leftovers, []);
+  },
+});
+
+Deno.test({
+  ...needs("lab down cleans up after lab up was killed with SIGKILL halfway", REQ),
+  async fn() {
+    const where = isolated();
+    const before = await hostSnapshot();
+    const cli = new URL("../../lab/cli.ts", import.meta.url).pathname;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        cli,
+        "up",
+        "--no-agents",
+        "--nodes",
+        "2",
+        `--state-dir=${where.stateDir}`,
+        `--prefix=${where.prefix}`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      // Kill it once the detached lab master runs (so `down` must stop a process `up` left behind).
+      await eventually(
+        "lab up started the lab master",
+        () => Promise.resolve((readState(where.stateDir)?.processes.length ?? 0) > 0),
+        30_000,
+      );
+      child.kill("SIGKILL");
+      await child.status;
+      assert.ok(readState(where.stateDir), "the state was recorded before the kill");
+      // Refused while the remains are there.
+      await assert.rejects(() => labUp(where), LabError);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already dead */ }
+      await labDown(where);
+    }
+    assert.deepEqual(await hostSnapshot(), before);
+    // The master (if it started) is gone too: nothing runs with this state dir on its command line.
+    const ps = await run(["ps", "-eo", "args"]);
+    assert.ok(!ps.stdout.includes(where.stateDir), "no lab process is left");
+  },
+});
