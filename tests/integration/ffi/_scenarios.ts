@@ -403,11 +403,23 @@ export async function nftVerdictMap(n: number) {
         },
       },
     ];
-    await nft.apply(cmds);
+    // libnftables runs on a worker thread: timers keep firing while the kernel loads the map.
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 2);
+    try {
+      await nft.apply(cmds);
+    } finally {
+      clearInterval(timer);
+    }
     const map = await nft.list({ map: { family: "ip", table: "krt", name: "vips" } });
     const elems = ((map[0]?.map as { elem?: unknown[] })?.elem ?? []) as [string, unknown][];
     const table = await nft.list({ table: { family: "ip", name: "krt" } });
-    return { elems: elems.length, first: elems[0] ?? null, kinds: table.map((o) => Object.keys(o)[0]) };
+    return {
+      elems: elems.length,
+      first: elems[0] ?? null,
+      kinds: table.map((o) => Object.keys(o)[0]),
+      ticks,
+    };
   } finally {
     nft.close();
   }
