@@ -559,6 +559,63 @@ export const nftCases: Case<NftRuleset>[] = [
     },
   },
   {
+    name: "rules are listed with their handles and deleted by handle",
+    fn: async (n) => {
+      const rule = (port: number) => ({
+        add: {
+          rule: {
+            family: "ip",
+            table: "ctest",
+            chain: "svc",
+            expr: [
+              { match: { op: "==", left: { payload: { protocol: "udp", field: "dport" } }, right: port } },
+              { accept: null },
+            ],
+          },
+        },
+      });
+      await n.apply([...base, rule(53), rule(54)]);
+      const listed = await n.list({ chain: { family: "ip", table: "ctest", name: "svc" } });
+      assert.deepEqual(listed.map((o) => Object.keys(o)[0]), ["chain", "rule", "rule"]);
+      const rules = listed.filter((o) => "rule" in o).map((o) =>
+        o.rule as { handle: number; expr: unknown[] }
+      );
+      assert.deepEqual(rules.map((r) => r.expr), [rule(53).add.rule.expr, rule(54).add.rule.expr]);
+      assert.ok(rules.every((r) => typeof r.handle === "number"));
+      await n.apply([{
+        delete: { rule: { family: "ip", table: "ctest", chain: "svc", handle: rules[0]!.handle } },
+      }]);
+      const after = (await n.list({ chain: { family: "ip", table: "ctest", name: "svc" } })).filter((o) =>
+        "rule" in o
+      );
+      assert.deepEqual(after.map((o) => (o.rule as { expr: unknown[] }).expr), [rule(54).add.rule.expr]);
+      await rejects(
+        n.apply([{
+          delete: { rule: { family: "ip", table: "ctest", chain: "svc", handle: rules[0]!.handle } },
+        }]),
+        isNotFound,
+        "deleting a deleted rule",
+      );
+    },
+  },
+  {
+    name: "a base chain keeps its type, hook, priority and policy",
+    fn: async (n) => {
+      const chain = {
+        family: "ip",
+        table: "ctest",
+        name: "pre",
+        type: "nat",
+        hook: "prerouting",
+        prio: -100,
+        policy: "accept",
+      };
+      await n.apply([{ add: { table: T } }, { add: { chain } }]);
+      const listed = normalize(await n.list({ chain: { family: "ip", table: "ctest", name: "pre" } }));
+      assert.deepEqual(listed, [{ chain }]);
+    },
+  },
+  {
     name: "deleting a table removes everything in it",
     fn: async (n) => {
       await n.apply(base);
