@@ -61,7 +61,8 @@ export class Router implements ModuleInstance {
     this.#ctx = ctx;
     this.#deps = deps;
     this.#routes = new RouteSync(deps.rtnl, ctx.log);
-    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason) });
+    // A short minimum interval: a route deleted behind our back should be back well within a second.
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 200 });
     const m = ctx.metrics;
     this.#metrics = {
       routes: m.gauge(
