@@ -12,6 +12,7 @@ export async function waitFor<T>(
   what: string,
   fn: () => Promise<T> | T,
   ms = 20_000,
+  every = 200,
 ): Promise<NonNullable<T>> {
   const end = Date.now() + ms;
   let last: unknown;
@@ -23,7 +24,7 @@ export async function waitFor<T>(
       last = e;
     }
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
-    await sleep(200);
+    await sleep(every);
   }
 }
 
@@ -217,7 +218,10 @@ export class Gobgp {
     const r = await this.cli("-j", "neighbor", address);
     if (r.code !== 0) return "";
     const j = JSON.parse(r.stdout);
-    return String(j?.state?.session_state ?? "");
+    // gobgp -j prints the FSM state as its protobuf enum number.
+    const names = ["unknown", "idle", "connect", "active", "opensent", "openconfirm", "established"];
+    const st = j?.state?.session_state;
+    return typeof st === "number" ? (names[st] ?? String(st)) : String(st ?? "").toLowerCase();
   }
 
   get pid(): number | undefined {

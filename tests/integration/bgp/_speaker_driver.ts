@@ -38,7 +38,11 @@ async function handle(cmd: string, a: Record<string, unknown>): Promise<unknown>
       const st = opts.useSocketTransport ? await socketTransport() : undefined;
       if (opts.useSocketTransport && !st) throw new Error("ffi/tcp.ts socket transport unavailable");
       speaker = new BgpSpeaker({ ...opts, metrics, ...(st ? { socketTransport: st } : {}) });
-      speaker.subscribe((event) => out({ event }));
+      // `routeEvents: false` forwards only peer events (benchmarks: 100k route lines would dominate).
+      const routeEvents = (a.routeEvents as boolean | undefined) ?? true;
+      speaker.subscribe((event) => {
+        if (routeEvents || event.type === "peer") out({ event });
+      });
       await speaker.start();
       if (opts.adminPort) admin = serveAdmin(speaker, { port: opts.adminPort, metrics });
       return { port: speaker.listenPort };
@@ -64,6 +68,28 @@ async function handle(cmd: string, a: Record<string, unknown>): Promise<unknown>
     case "rejectImport":
       speaker!.setImportPolicy(prefixFilter((a.cidrs as string[]).map((cidr) => ({ cidr })), "reject"));
       return null;
+    case "ribSize":
+      return speaker!.rib.size(a.family as Family ?? "ipv4-unicast");
+    case "waitRibSize": {
+      // Polls in-process so the measured time is not padded by round trips.
+      const t0 = performance.now();
+      const family = (a.family as Family | undefined) ?? "ipv4-unicast";
+      while (speaker!.rib.size(family) < (a.count as number)) {
+        if (performance.now() - t0 > ((a.timeoutMs as number | undefined) ?? 120_000)) {
+          throw new Error("timed out");
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      // Also from the moment the session with `peer` became Established (epoch ms, as the speaker saw it).
+      const up = a.peer ? speaker!.peer(a.peer as string)?.upSince : undefined;
+      return {
+        ms: performance.now() - t0,
+        sinceEstablishedMs: up ? Date.now() - up : undefined,
+        rss: Deno.memoryUsage().rss,
+      };
+    }
+    case "memory":
+      return Deno.memoryUsage();
     case "stop":
       await speaker?.stop();
       await admin?.close();
