@@ -320,6 +320,8 @@ export class LabKubelet {
       record.cniList = list;
       record.ips = resultIPs(record.cniResult);
       this.#writeRecord(record);
+      // The slot bounds concurrent CNI ADDs; starting the pod's process needs no slot.
+      this.#release();
     } catch (e) {
       if (this.#firstAdd && !record.cniResult) this.#firstAdd = undefined;
       this.#release();
@@ -374,8 +376,9 @@ export class LabKubelet {
         }
       });
       await this.#waitReady(child);
-    } finally {
-      this.#release();
+    } catch (e) {
+      this.o.log.error("pod process did not start", { pod: `${ns}/${name}`, err: e });
+      rt.exited = true;
     }
     this.o.log.info("pod running", { pod: `${ns}/${name}`, node: this.o.host.name, ip: record.ips[0] });
     const cur = this.o.pods.get(keyOf(pod)) ?? pod;

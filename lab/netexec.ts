@@ -17,27 +17,71 @@ function hostPort(addr: Deno.Addr): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
+function answer(path: string, query: URLSearchParams, remote: Deno.Addr): [number, string] {
+  switch (path) {
+    case "/hostname":
+      return [200, hostname];
+    case "/clientip":
+      return [200, hostPort(remote)];
+    case "/echo":
+      return [200, query.get("msg") ?? ""];
+    case "/healthz":
+      return [200, "ok"];
+    case "/":
+      return [200, `NOW: ${new Date().toISOString()}`];
+    default:
+      return [404, "404 page not found\n"];
+  }
+}
+
+/**
+ * A minimal HTTP/1.1 server on a raw listener (keep-alive, GET-style requests; a request body is read
+ * and ignored). Deno.serve would do, but costs ~50 ms more start-up per pod, and pods start by the dozen.
+ */
+async function serveHttp(listener: Deno.Listener): Promise<void> {
+  for await (const conn of listener) {
+    (async () => {
+      let buf = "";
+      const chunk = new Uint8Array(4096);
+      try {
+        while (true) {
+          const n = await conn.read(chunk);
+          if (n === null) break;
+          buf += dec.decode(chunk.subarray(0, n));
+          let end: number;
+          while ((end = buf.indexOf("\r\n\r\n")) >= 0) {
+            const head = buf.slice(0, end);
+            const len = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+            if (buf.length < end + 4 + len) break;
+            buf = buf.slice(end + 4 + len);
+            const [, target = "/"] = head.split(" ", 3);
+            const url = new URL(target, "http://x");
+            const [status, body] = answer(url.pathname, url.searchParams, conn.remoteAddr);
+            const close = /\r\nconnection:\s*close/i.test(head) || head.includes("HTTP/1.0");
+            const bytes = enc.encode(body);
+            const header = `HTTP/1.1 ${status} ${status === 200 ? "OK" : "Not Found"}\r\n` +
+              `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${bytes.length}\r\n` +
+              `${close ? "Connection: close\r\n" : ""}\r\n`;
+            const out = new Uint8Array(enc.encode(header).length + bytes.length);
+            out.set(enc.encode(header));
+            out.set(bytes, out.length - bytes.length);
+            for (let off = 0; off < out.length;) off += await conn.write(out.subarray(off));
+            if (close) throw new Error("close");
+          }
+        }
+      } catch { /* peer went away or asked to close */ }
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    })();
+  }
+}
+
 for (const spec of ports) {
   const [proto, portText] = spec.split(":");
   const port = Number(portText);
   if (proto === "tcp") {
-    Deno.serve({ port, hostname: "0.0.0.0", onListen() {} }, (req, info) => {
-      const url = new URL(req.url);
-      switch (url.pathname) {
-        case "/hostname":
-          return new Response(hostname);
-        case "/clientip":
-          return new Response(hostPort(info.remoteAddr));
-        case "/echo":
-          return new Response(url.searchParams.get("msg") ?? "");
-        case "/healthz":
-          return new Response("ok");
-        case "/":
-          return new Response(`NOW: ${new Date().toISOString()}`);
-        default:
-          return new Response("404 page not found\n", { status: 404 });
-      }
-    });
+    serveHttp(Deno.listen({ port, hostname: "0.0.0.0" }));
   } else if (proto === "udp") {
     const sock = Deno.listenDatagram({ port, hostname: "0.0.0.0", transport: "udp" });
     (async () => {
