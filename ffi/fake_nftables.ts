@@ -163,9 +163,8 @@ export class FakeNftables implements NftRuleset {
           const { family: _f, table: _t, elem: _e, ...props } = o;
           t.sets.set(name, { props, isMap: kind === "map", elems: new Map(), handle: t.nextHandle++ });
         }
-        const st = t.sets.get(name)!;
         if (Array.isArray(o.elem)) {
-          for (const e of o.elem) st.elems.set(elemKey(e, st.isMap), structuredClone(e));
+          this.#exec(s, { add: { element: { family: o.family, table: o.table, name, elem: o.elem } } });
         }
         return;
       }
@@ -199,6 +198,14 @@ export class FakeNftables implements NftRuleset {
             if (!st.elems.delete(k) && verb === "delete") throw new NftError(1, ENOENT);
           } else {
             if (st.elems.has(k) && verb === "create") throw new NftError(1, EEXIST);
+            // Like the kernel, a verdict may only name a chain that exists in the same table.
+            if (st.isMap && Array.isArray(e)) {
+              const v = e[1] as Record<string, { target?: unknown }> | undefined;
+              const target = v?.jump?.target ?? v?.goto?.target;
+              if (typeof target === "string" && !this.#table(s, o).chains.has(target)) {
+                throw new NftError(1, ENOENT);
+              }
+            }
             st.elems.set(k, structuredClone(e));
           }
         }

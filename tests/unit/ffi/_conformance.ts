@@ -616,6 +616,56 @@ export const nftCases: Case<NftRuleset>[] = [
     },
   },
   {
+    name: "interval sets and concatenated verdict maps list back in the form they were given",
+    fn: async (n) => {
+      const set = {
+        family: "ip",
+        table: "ctest",
+        name: "cidrs",
+        type: "ipv4_addr",
+        flags: ["interval"],
+        elem: [{ prefix: { addr: "10.0.0.0", len: 8 } }, "192.168.1.1", {
+          range: ["172.16.0.1", "172.16.0.9"],
+        }],
+      };
+      const map = {
+        family: "ip",
+        table: "ctest",
+        name: "svcports",
+        type: ["ipv4_addr", "inet_proto", "inet_service"],
+        map: "verdict",
+        elem: [[{ concat: ["10.0.0.1", "tcp", 80] }, { goto: { target: "svc" } }]],
+      };
+      await n.apply([...base, { add: { set } }, { add: { map } }]);
+      const [gotSet] = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "cidrs" } }));
+      assert.deepEqual(gotSet, normalize([{ set }])[0]);
+      const [gotMap] = normalize(await n.list({ map: { family: "ip", table: "ctest", name: "svcports" } }));
+      assert.deepEqual(gotMap, normalize([{ map }])[0]);
+    },
+  },
+  {
+    name: "a verdict naming a missing chain fails as not found and changes nothing",
+    fn: async (n) => {
+      await n.apply(base);
+      await rejects(
+        n.apply([{
+          add: {
+            element: {
+              family: "ip",
+              table: "ctest",
+              name: "vips",
+              elem: [["10.0.0.1", { jump: { target: "nochain" } }]],
+            },
+          },
+        }]),
+        isNotFound,
+        "jump to a missing chain",
+      );
+      const [m] = await n.list({ map: { family: "ip", table: "ctest", name: "vips" } });
+      assert.equal((m?.map as { elem?: unknown[] }).elem, undefined);
+    },
+  },
+  {
     name: "deleting a table removes everything in it",
     fn: async (n) => {
       await n.apply(base);
