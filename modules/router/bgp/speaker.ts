@@ -96,7 +96,12 @@ export type BgpEvent =
   /** The best path to `prefix` is now (or changed to) one learned from `peer`. */
   | { type: "learned"; family: Family; prefix: string; nextHop: string; attrs: PathAttributes; peer: string }
   /** No path learned from a peer is best for `prefix` any more (gone, or our own route won). */
-  | { type: "withdrawn"; family: Family; prefix: string; peer: string };
+  | { type: "withdrawn"; family: Family; prefix: string; peer: string }
+  /**
+   * The peer finished sending its initial table of `family` (RFC 4724 End-of-RIB). After a restart
+   * the router module may sweep kernel routes it kept once every peer has sent this.
+   */
+  | { type: "endOfRib"; family: Family; peer: string };
 
 export interface PeerStatus {
   address: string;
@@ -173,6 +178,7 @@ export class BgpSpeaker {
   #metrics: SpeakerMetrics | undefined;
   #metricsTimer: TimerId | undefined;
   readonly clusterId: string;
+  #warnedTransport = new Set<string>();
 
   constructor(opts: SpeakerOptions) {
     if (!parseIPv4(opts.routerId)) {
@@ -616,11 +622,15 @@ export class BgpSpeaker {
   #transportFor(peer: Peer): Transport {
     const c = peer.config;
     const base = this.#opts.transport ?? denoTransport;
-    const special = !!(c.password || c.multihopTtl || c.localAddress);
-    if (special && this.#opts.socketTransport) return this.#opts.socketTransport;
-    if (special && !base.supports.localAddress && !c.password) {
-      // TTL/source address are best effort without the socket transport; MD5 is not (connect fails).
-      return base;
+    if (!(c.password || c.multihopTtl || c.localAddress)) return base;
+    if (this.#opts.socketTransport) return this.#opts.socketTransport;
+    if (!this.#warnedTransport.has(c.address) && !c.password) {
+      // A password cannot be ignored (the connect fails and says why); TTL and source address can.
+      this.#warnedTransport.add(c.address);
+      this.log.warn("bgp transport cannot set TTL or source address; using defaults", {
+        peer: c.address,
+        transport: base.name,
+      });
     }
     return base;
   }
@@ -756,6 +766,7 @@ export class BgpSpeaker {
     const m = this.#metrics;
     const eor = endOfRibFamily(u);
     if (eor) {
+      this.#emit({ type: "endOfRib", family: eor, peer: peer.address });
       if (r.staleFamilies.has(eor)) {
         this.#sweepStale(r, eor);
         r.staleFamilies.delete(eor);

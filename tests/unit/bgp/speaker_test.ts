@@ -411,6 +411,10 @@ Deno.test("graceful restart helper keeps a vanished peer's routes as stale and s
     await raw.send(encodeEndOfRib("ipv4-unicast"));
     await w.settle();
     assert.deepEqual(s.routes("ipv4-unicast").map((r) => [r.prefix, r.stale]), [["10.9.0.0/16", false]]);
+    assert.ok(
+      s.events.some((e) => e.type === "endOfRib" && e.peer === "10.0.0.9" && e.family === "ipv4-unicast"),
+    );
+    assert.ok(s.events.some((e) => e.type === "withdrawn" && e.prefix === "10.10.0.0/16"));
   } finally {
     await w.stopAll();
   }
@@ -495,6 +499,86 @@ Deno.test("removing a peer sends Cease and withdraws what it taught us", async (
     assert.equal(a.routes("ipv4-unicast").length, 0);
     assert.match(a.peer("10.0.0.2")?.lastError ?? "", /cease/);
     assert.equal(b.peers().length, 0);
+  } finally {
+    await w.stopAll();
+  }
+});
+
+Deno.test("a restarting speaker announces graceful restart with the R and F bits and its restart time", async () => {
+  const w = new World();
+  const s = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    gracefulRestart: { enabled: true, restartTime: 120, restarting: true },
+  });
+  try {
+    s.addPeer({ address: "10.0.0.9", asn: 65009, passive: true, families: ["ipv4-unicast", "ipv6-unicast"] });
+    await s.start();
+    const raw = await RawPeer.connect(w, "10.0.0.9", "10.0.0.1");
+    await raw.handshake({ myAs: 65009, routerId: "10.0.0.9" });
+    await w.settle();
+    const gr = raw.opens()[0]!.capabilities.find((c) => c.code === 64);
+    assert.deepEqual(gr, {
+      code: 64,
+      restarting: true,
+      notification: false,
+      time: 120,
+      families: [{ afi: 1, safi: 1, forwarding: true }, { afi: 2, safi: 1, forwarding: true }],
+    });
+    // End-of-RIB for both families follows the (empty) initial table.
+    const eors = raw.received.filter((m) => m.type === MSG_UPDATE).map((m) =>
+      decodeUpdate(m.bytes, { as4: true })
+    );
+    assert.equal(eors.length, 2);
+  } finally {
+    await w.stopAll();
+  }
+});
+
+Deno.test("set() rejects an invalid prefix or a prefix of the wrong family and changes nothing", () => {
+  const w = new World();
+  const s = w.speaker("10.0.0.1", { asn: 65001, routerId: "10.0.0.1" });
+  s.set("ipv4-unicast", [{ prefix: "10.1.0.0/24" }]);
+  assert.throws(
+    () => s.set("ipv4-unicast", [{ prefix: "10.2.0.0/24" }, { prefix: "10.3.0.0/33" }]),
+    /not a valid/,
+  );
+  assert.throws(() => s.set("ipv4-unicast", [{ prefix: "2001:db8::/32" }]), /not a valid/);
+  assert.throws(() => s.set("ipv6-unicast", [{ prefix: "2001:db8::/32", nextHop: "bogus" }]), /bad next hop/);
+  assert.deepEqual(s.routes("ipv4-unicast").map((r) => r.prefix), ["10.1.0.0/24"]);
+  // Host bits are cleared: 10.1.0.7/24 is the same route.
+  s.set("ipv4-unicast", [{ prefix: "10.1.0.7/24" }]);
+  assert.deepEqual(s.routes("ipv4-unicast").map((r) => r.prefix), ["10.1.0.0/24"]);
+});
+
+Deno.test("peers can be added, changed and removed at run time with setPeers", async () => {
+  const w = new World();
+  const a = w.speaker("10.0.0.1", { asn: 65001, routerId: "10.0.0.1" });
+  const b = w.speaker("10.0.0.2", { asn: 65002, routerId: "10.0.0.2" });
+  try {
+    await a.start();
+    await b.start();
+    b.setPeers([{ address: "10.0.0.1", asn: 65001, passive: true }]);
+    a.setPeers([{ address: "10.0.0.2", asn: 65002 }]);
+    a.set("ipv4-unicast", [{ prefix: "10.1.0.0/24" }]);
+    await w.settle();
+    assert.equal(b.routes("ipv4-unicast")[0]?.attrs.asPath[0]?.asns.length, 1);
+    // An export-side change (prepend) re-advertises without resetting the session.
+    a.setPeers([{ address: "10.0.0.2", asn: 65002, asPathPrepend: { count: 2 } }]);
+    await w.settle();
+    assert.equal(b.routes("ipv4-unicast")[0]?.attrs.asPath[0]?.asns.length, 3);
+    assert.equal(states(a.events, "10.0.0.2").filter((x) => x === "Established").length, 1);
+    // A session-level change (hold time) resets it.
+    a.setPeers([{ address: "10.0.0.2", asn: 65002, holdTime: 30, asPathPrepend: { count: 2 } }]);
+    // The first reconnect may meet the old session still open on the far side; the retry gets through.
+    await w.clock.advance(6_000);
+    await w.settle();
+    assert.equal(a.peer("10.0.0.2")?.state, "Established");
+    assert.equal(a.peer("10.0.0.2")?.holdTime, 30);
+    a.setPeers([]);
+    await w.settle();
+    assert.equal(a.peers().length, 0);
+    assert.equal(b.routes("ipv4-unicast").length, 0);
   } finally {
     await w.stopAll();
   }
