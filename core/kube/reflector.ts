@@ -93,6 +93,8 @@ export class Reflector<K extends ResourceKind> {
     while (!signal.aborted) {
       try {
         if (this.#rv === undefined) await this.#list(signal);
+        // Stopped while the list was being processed: do not open a watch nobody will close.
+        if (signal.aborted) break;
         await this.#watch(signal);
       } catch (err) {
         if (signal.aborted || isAbort(err)) break;

@@ -141,7 +141,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     store,
     kubeconfig,
     async writeKubeconfig(path = join(opts.stateDir, "kubeconfig"), k: KubeconfigOptions = {}) {
-      await Deno.writeTextFile(path, kubeconfig(k), { mode: 0o600 });
+      // Written aside and renamed: whoever waits for the file to appear (the lab) never reads half of it.
+      const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+      await Deno.writeTextFile(tmp, kubeconfig(k), { mode: 0o600 });
+      await Deno.rename(tmp, path);
       return path;
     },
     get openWatches() {
