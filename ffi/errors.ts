@@ -172,6 +172,13 @@ export function isExists(err: unknown): boolean {
   return err instanceof NftError && /File exists/i.test(err.nftMessage);
 }
 
+/** True when the object is still in use (EBUSY, nft "Device or resource busy"), e.g. a chain jumped to. */
+export function isBusy(err: unknown): boolean {
+  const e = errnoOf(err);
+  if (e !== undefined) return e === Errno.EBUSY;
+  return err instanceof NftError && /Device or resource busy/i.test(err.nftMessage);
+}
+
 /** True when the caller lacks privilege (EPERM/EACCES, nft "Operation not permitted"). */
 export function isPermission(err: unknown): boolean {
   const e = errnoOf(err);

@@ -141,8 +141,17 @@ export class FakeNftables implements NftRuleset {
           if (verb === "delete") throw new NftError(1, ENOENT);
           return;
         }
-        if (c.rules.length) throw new NftError(1, EBUSY);
-        t.chains.delete(str(o, "name"));
+        // The kernel refuses to delete a chain that a rule or a map element jumps to; its own rules go with it.
+        const name = str(o, "name");
+        const ref = [
+          `{"jump":{"target":${JSON.stringify(name)}}}`,
+          `{"goto":{"target":${JSON.stringify(name)}}}`,
+        ];
+        const refers = (x: unknown) => ref.some((r) => JSON.stringify(x).includes(r));
+        const referenced = [...t.chains.values()].some((ch) => ch.rules.some((r) => refers(r.expr))) ||
+          [...t.sets.values()].some((st) => st.isMap && [...st.elems.values()].some(refers));
+        if (referenced) throw new NftError(1, EBUSY);
+        t.chains.delete(name);
         return;
       }
       case "flush chain": {

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  isBusy,
   isExists,
   isNotFound,
   type NftObject,
@@ -663,6 +664,39 @@ export const nftCases: Case<NftRuleset>[] = [
       );
       const [m] = await n.list({ map: { family: "ip", table: "ctest", name: "vips" } });
       assert.equal((m?.map as { elem?: unknown[] }).elem, undefined);
+    },
+  },
+  {
+    name: "a chain that is jumped to cannot be deleted, while a chain with rules is deleted with them",
+    fn: async (n) => {
+      await n.apply([
+        ...base,
+        { add: { chain: { family: "ip", table: "ctest", name: "other" } } },
+        { add: { chain: { family: "ip", table: "ctest", name: "full" } } },
+        { add: { rule: { family: "ip", table: "ctest", chain: "full", expr: [{ accept: null }] } } },
+        {
+          add: {
+            element: {
+              family: "ip",
+              table: "ctest",
+              name: "vips",
+              elem: [["10.0.0.1", { jump: { target: "svc" } }]],
+            },
+          },
+        },
+      ]);
+      await rejects(
+        n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "svc" } } }]),
+        isBusy,
+        "jumped to",
+      );
+      await n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "full" } } }]);
+      await n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "other" } } }]);
+      const listed = await n.list({ table: T });
+      assert.deepEqual(listed.filter((o) => "chain" in o).map((o) => (o.chain as { name: string }).name), [
+        "svc",
+      ]);
+      assert.equal(listed.filter((o) => "rule" in o).length, 0);
     },
   },
   {

@@ -5,6 +5,7 @@ import {
   Errno,
   ErrnoError,
   errnoName,
+  isBusy,
   isExists,
   isNoBufs,
   isNotFound,
@@ -37,6 +38,8 @@ Deno.test("the predicates classify errno, netlink and nft errors in one place", 
   assert.ok(isExists(new NftError(1, "Error: Could not process rule: File exists")));
   assert.ok(isPermission(new ErrnoError(Errno.EPERM, "socket")));
   assert.ok(isNoBufs(new ErrnoError(Errno.ENOBUFS, "recv")));
+  assert.ok(isBusy(new NftError(1, "Error: Could not process rule: Device or resource busy")));
+  assert.ok(isBusy(new ErrnoError(Errno.EBUSY, "link del")));
   assert.ok(isNotSupported(new NetlinkError(Errno.EOPNOTSUPP, "link add", 1, "Unknown device type")));
   assert.ok(!isNotFound(new NetlinkError(Errno.EEXIST, "add", 1)));
   assert.ok(!isExists(new Error("File exists")), "plain errors are never matched by their text");
