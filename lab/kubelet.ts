@@ -60,6 +60,8 @@ export interface PodRecord {
   pid?: number;
   cniList?: NetworkList;
   cniResult?: unknown;
+  /** hostPort mappings given to ADD; DEL needs the same ones (portmap finds its rules by them). */
+  portMappings?: Array<{ hostPort: number; containerPort: number; protocol: string }>;
   startedAt: string;
 }
 
@@ -307,6 +309,7 @@ export class LabKubelet {
       await sh(["ip", "netns", "add", netns]);
       await sh(["ip", "-n", netns, "link", "set", "lo", "up"]);
       const cniRt = this.#cniRuntime(record, pod);
+      if (cniRt.portMappings) record.portMappings = cniRt.portMappings;
       if (!this.#firstAdd) {
         // The first ADD on a node creates kube-bridge; let it finish before running others alongside.
         this.#firstAdd = cniAdd(list, cniRt).then((r) => {
@@ -407,7 +410,9 @@ export class LabKubelet {
   }
 
   #cniRuntime(record: PodRecord, pod: KObject | undefined): CniRuntime {
-    const mappings: Array<{ hostPort: number; containerPort: number; protocol: string }> = [];
+    const mappings: Array<{ hostPort: number; containerPort: number; protocol: string }> = pod
+      ? []
+      : [...(record.portMappings ?? [])];
     for (
       const c of (pod?.spec?.containers ?? []) as Array<
         { ports?: Array<{ containerPort: number; hostPort?: number; protocol?: string }> }

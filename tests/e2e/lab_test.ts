@@ -307,3 +307,73 @@ Deno.test({
     assert.ok(!ps.stdout.includes(where.stateDir), "no lab process is left");
   },
 });
+
+Deno.test({
+  ...needs("a conflist with portmap runs each plugin in order and DEL removes the hostPort rules", {
+    ...REQ,
+    files: [...REQ.files, "/usr/lib/cni/portmap"],
+    tools: [...REQ.tools, "iptables"],
+  }),
+  async fn() {
+    const where = isolated();
+    try {
+      // cni=agent: the lab writes no conf and uses what it finds, as when the router module provides one.
+      const state = await labUp({ ...where, nodes: 2, agents: false, cni: "agent" });
+      Deno.writeTextFileSync(
+        `${where.stateDir}/nodes/kube-node1/cni/10-kuberouter.conflist`,
+        JSON.stringify({
+          cniVersion: "0.3.0",
+          name: "mynet",
+          plugins: [
+            {
+              name: "kubernetes",
+              type: "bridge",
+              bridge: "kube-bridge",
+              isDefaultGateway: true,
+              hairpinMode: true,
+              ipam: { type: "host-local", ranges: [[{ subnet: "10.1.1.0/24" }]] },
+            },
+            { type: "portmap", capabilities: { snat: true, portMappings: true } },
+          ],
+        }),
+      );
+      await k(
+        state,
+        ["apply", "-f", "-"],
+        `apiVersion: v1
+kind: Pod
+metadata: {name: hostport, namespace: default}
+spec:
+  nodeName: kube-node1
+  containers:
+  - {name: c, image: agnhost, ports: [{containerPort: 8080, hostPort: 30080}]}
+`,
+      );
+      await k(state, ["wait", "--for=condition=Ready", "pod/hostport", "--timeout=60s"]);
+      const viaHostPort = await run(
+        execCommand(state, "kube-node2", ["curl", "-s", "-m", "5", "http://192.168.1.100:30080/hostname"]),
+        {
+          check: false,
+        },
+      );
+      assert.equal(viaHostPort.stdout, "hostport");
+      const rules = async () =>
+        (await run(execCommand(state, "kube-node1", ["nft", "list", "ruleset"]))).stdout;
+      assert.match(await rules(), /dport 30080/);
+      await k(state, ["delete", "pod", "hostport", "--wait=true"]);
+      await eventually("portmap's DNAT rule is gone", async () => !/dport 30080/.test(await rules()));
+      // host-local released the address (DEL runs portmap first, then bridge): no lease file is left.
+      await eventually("host-local released the lease", () => {
+        const leases = [...Deno.readDirSync(`${where.stateDir}/nodes/kube-node1/cni-ipam/mynet`)].map((e) =>
+          e.name
+        );
+        return Promise.resolve(!leases.some((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)));
+      });
+    } catch (e) {
+      dumpLogs(where.stateDir);
+      throw e;
+    } finally {
+      await labDown(where);
+    }
+  },
+});
