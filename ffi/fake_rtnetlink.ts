@@ -261,8 +261,17 @@ export class FakeRtnetlink implements Rtnl {
         ? 0
         : this.#need(change.master, op).index;
       if (change.up !== undefined) {
+        const wentDown = l.up && !change.up;
         l.up = change.up;
         l.flags = change.up ? l.flags | IFF_UP : l.flags & ~IFF_UP;
+        if (wentDown) {
+          // The kernel flushes IPv4 routes whose every next hop used the link (they do not come back on up).
+          const dead = (r: Route) =>
+            r.family === 4 &&
+            (r.nexthops?.length ? r.nexthops.every((n) => n.dev === l.index) : r.dev === l.index);
+          for (const r of this.#routes.filter(dead)) this.#emit({ kind: "route", action: "del", route: r });
+          this.#routes = this.#routes.filter((r) => !dead(r));
+        }
       }
       if (change.mtu !== undefined) l.mtu = change.mtu;
       if (change.name !== undefined) l.name = change.name;

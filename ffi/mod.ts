@@ -85,3 +85,4 @@ export {
 export { FakeNftables } from "./fake_nftables.ts";
 export { FakeSysctl, ProcSysctl, type Sysctl, SysctlError, sysctlPath } from "./sysctl.ts";
 export { encodeMd5sig, socketTransport, tcpConnect, TcpListener, TcpSocket } from "./tcp.ts";
+export * from "./fdb.ts";

@@ -287,6 +287,27 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name: "taking a link down removes the IPv4 routes through it, and a route via a down link fails",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      await r.routeAdd({ family: 4, dst: "10.1.4.0/24", dev, table: 100 });
+      await r.routeAdd({ family: 4, dst: "10.1.5.0/24", gateway: "10.9.0.2", table: 100 });
+      await r.linkSet("cbr0", { up: false });
+      assert.deepEqual(await r.routeList({ table: 100, family: 4 }), []);
+      await rejects(
+        r.routeAdd({ family: 4, dst: "10.1.6.0/24", dev, table: 100 }),
+        (e) => code(e) === "ENETDOWN",
+        "route via a down link",
+      );
+      await r.linkSet("cbr0", { up: true });
+      assert.deepEqual(
+        await r.routeList({ table: 100, family: 4 }),
+        [],
+        "routes do not come back by themselves",
+      );
+    },
+  },
+  {
     name: "deleting a link removes the routes through it",
     fn: async (r) => {
       const dev = await bridge(r);
