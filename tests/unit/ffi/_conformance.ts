@@ -343,6 +343,21 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name: "a rule without a priority goes just above main, a mark without a mask matches all bits",
+    fn: async (r) => {
+      await r.ruleAdd({ family: 4, fwmark: 0x10, table: 79 });
+      await r.ruleAdd({ family: 4, iif: "cbr9", oif: "cbr8", invert: true, table: 78, priority: 200 });
+      const rules = await r.ruleList(4);
+      const mark = rules.find((x) => x.table === 79)!;
+      assert.equal(mark.priority, 32765);
+      assert.equal(mark.fwmask, 0xffffffff);
+      const ifs = rules.find((x) => x.table === 78)!;
+      assert.deepEqual([ifs.iif, ifs.oif, ifs.invert, ifs.priority], ["cbr9", "cbr8", true, 200]);
+      await r.ruleDel({ family: 4, fwmark: 0x10, table: 79 });
+      assert.equal((await r.ruleList(4)).find((x) => x.table === 79), undefined);
+    },
+  },
+  {
     name: "neighbour entries are added once, replaced and deleted",
     fn: async (r) => {
       const dev = await bridge(r);
