@@ -4,6 +4,7 @@
  *   deno run -A lab/apiserver/main.ts --port 6443 --state-dir DIR [--host 0.0.0.0]
  *     [--advertise-address 192.168.1.99] [--service-cidr 172.16.0.0/16] [--node-port-range 30000-32767]
  *     [--san 172.16.0.1]... [--auth token|cert] [--bookmark-interval-ms 60000] [--kubernetes-service]
+ *     [--namespace-deletion-delay-ms 500]
  */
 import { parseArgs } from "node:util";
 import { getLogger } from "../../core/log.ts";
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     auth: { type: "string", default: "token" },
     "bookmark-interval-ms": { type: "string", default: "60000" },
     "kubernetes-service": { type: "boolean", default: false },
+    "namespace-deletion-delay-ms": { type: "string", default: "500" },
   },
 });
 
@@ -41,6 +43,7 @@ const server = await startApiServer({
   sans: values.san,
   bookmarkIntervalMs: Number(values["bookmark-interval-ms"]),
   kubernetesService: values["kubernetes-service"],
+  namespaceDeletionDelayMs: Number(values["namespace-deletion-delay-ms"]),
   log,
 });
 const kubeconfigPath = await server.writeKubeconfig(undefined, {

@@ -36,6 +36,8 @@ export interface ApiServerOptions {
   serviceCidr?: string;
   /** Used when no `store` is given. Default [30000, 32767]. */
   nodePortRange?: [number, number];
+  /** Used when no `store` is given: how long a deleted namespace stays Terminating. Default 0. */
+  namespaceDeletionDelayMs?: number;
   /** The store to serve; pass the previous server's store to restart with the same history. */
   store?: Store;
   /**
@@ -88,6 +90,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const store = opts.store ?? new Store({
     ...(opts.serviceCidr ? { serviceCidr: opts.serviceCidr } : {}),
     ...(opts.nodePortRange ? { nodePortRange: opts.nodePortRange } : {}),
+    ...(opts.namespaceDeletionDelayMs ? { namespaceDeletionDelayMs: opts.namespaceDeletionDelayMs } : {}),
   });
   const caCertPem = await Deno.readTextFile(pki.caCertPath);
   const handler = new Handler(store, token, opts);

@@ -31,6 +31,11 @@ export interface StoreOptions {
   historyLimit?: number;
   /** Namespaces that exist from the start. Default ["default", "kube-system"]. */
   initialNamespaces?: readonly string[];
+  /**
+   * How long a deleted namespace stays `Terminating` before it and its objects are removed, as the
+   * namespace controller does it a moment later. Default 0: removed at once, synchronously.
+   */
+  namespaceDeletionDelayMs?: number;
 }
 
 export interface ListOptions {
@@ -115,6 +120,8 @@ export class Store {
   #compacted = 0;
   #watchers = new Set<Watcher>();
   #historyLimit: number;
+  #nsDelayMs: number;
+  #pending = new Set<number>();
   readonly clusterIps: ClusterIpAllocator;
   readonly nodePorts: NodePortAllocator;
 
@@ -122,6 +129,7 @@ export class Store {
     this.clusterIps = new ClusterIpAllocator(opts.serviceCidr ?? "10.96.0.0/12");
     this.nodePorts = new NodePortAllocator(opts.nodePortRange ?? [30000, 32767]);
     this.#historyLimit = opts.historyLimit ?? 200_000;
+    this.#nsDelayMs = opts.namespaceDeletionDelayMs ?? 0;
     for (const r of RESOURCES.keys()) this.#objects.set(r, new Map());
     for (const ns of opts.initialNamespaces ?? ["default", "kube-system"]) {
       this.create("namespaces", { metadata: { name: ns } });
@@ -233,11 +241,19 @@ export class Store {
     }
     if (r.namespaced) {
       if (!meta.namespace) meta.namespace = "default";
-      if (!this.#map("namespaces").has(meta.namespace)) {
+      const ns = this.#map("namespaces").get(meta.namespace);
+      if (!ns) {
         throw new ApiError(404, "NotFound", `namespaces "${meta.namespace}" not found`, {
           name: meta.namespace,
           kind: "namespaces",
         });
+      }
+      if (ns.metadata?.deletionTimestamp) {
+        throw new ApiError(
+          403,
+          "Forbidden",
+          `${r.plural} "${meta.name}" is forbidden: unable to create new content in namespace ${meta.namespace} because it is being terminated`,
+        );
       }
     } else delete meta.namespace;
     const key = keyOf(meta.namespace, meta.name);
@@ -356,6 +372,22 @@ export class Store {
         `Precondition failed: UID in precondition: ${opts.uid}, UID in object meta: ${old.metadata?.uid}`,
       );
     }
+    if (resource === "namespaces" && this.#nsDelayMs > 0) {
+      if (old.metadata?.deletionTimestamp) return old;
+      const terminating = structuredClone(old);
+      terminating.metadata!.deletionTimestamp = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+      terminating.metadata!.deletionGracePeriodSeconds = 0;
+      terminating.status = { ...terminating.status, phase: "Terminating" };
+      const stored = this.#commit(resource, "MODIFIED", key, terminating, old);
+      const id = setTimeout(() => {
+        this.#pending.delete(id);
+        if (this.tryGet("namespaces", key)?.metadata?.uid === old.metadata?.uid) this.#purgeNamespace(key);
+      }, this.#nsDelayMs) as unknown as number;
+      // A pending purge must not keep a process alive that has nothing else to do.
+      Deno.unrefTimer(id);
+      this.#pending.add(id);
+      return stored;
+    }
     if (resource === "namespaces") {
       for (const other of RESOURCES.values()) {
         if (!other.namespaced) continue;
@@ -396,6 +428,23 @@ export class Store {
     }
     this.#watchers.add(w);
     return () => this.#watchers.delete(w);
+  }
+
+  #purgeNamespace(key: string): void {
+    for (const other of RESOURCES.values()) {
+      if (!other.namespaced) continue;
+      for (const k of [...this.#keys(other.plural)]) {
+        if (k.startsWith(`${key}/`)) this.delete(other.plural, k);
+      }
+    }
+    const ns = this.tryGet("namespaces", key);
+    if (ns) this.#commit("namespaces", "DELETED", key, undefined, ns);
+  }
+
+  /** Cancels pending namespace purges (they are otherwise done after `namespaceDeletionDelayMs`). */
+  close(): void {
+    for (const id of this.#pending) clearTimeout(id);
+    this.#pending.clear();
   }
 
   /** Drops history up to `revision` (default: all of it); watches from before then get 410 Gone. */

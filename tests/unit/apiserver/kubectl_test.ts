@@ -64,7 +64,13 @@ for (const auth of ["token", "cert"] as const) {
     ),
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
-      const server = await startApiServer({ stateDir: dir, serviceCidr: "172.16.0.0/16" });
+      // Namespaces terminate a moment after deletion, as in Kubernetes, so `kubectl delete -f` of a file
+      // that starts with its Namespace still finds the objects after it.
+      const server = await startApiServer({
+        stateDir: dir,
+        serviceCidr: "172.16.0.0/16",
+        namespaceDeletionDelayMs: 300,
+      });
       try {
         const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth });
         await Deno.writeTextFile(`${dir}/m.yaml`, MANIFEST);
@@ -147,6 +153,16 @@ for (const auth of ["token", "cert"] as const) {
         await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
         assert.equal(server.store.get("pods", "shop/web-1").metadata!.labels!.tier, "frontend");
 
+        // Delete the whole file (Namespace first), then apply it again and delete piecewise.
+        const deleted = await k("delete", "-f", `${dir}/m.yaml`);
+        assert.match(deleted, /namespace "shop" deleted/);
+        assert.match(deleted, /service "web" deleted/);
+        assert.equal(
+          server.store.tryGet("namespaces", "shop"),
+          undefined,
+          "kubectl waited for the namespace to go",
+        );
+        await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
         await k("delete", "pod", "db-1", "-n", "shop");
         assert.equal(server.store.tryGet("pods", "shop/db-1"), undefined);
         await k("delete", "networkpolicy", "db-from-web", "-n", "shop");

@@ -324,3 +324,27 @@ Deno.test("store keeps the first service IP for the kubernetes Service unless as
     "172.16.0.1",
   );
 });
+
+Deno.test("store keeps a deleted namespace Terminating for a while, refuses new objects in it, then removes everything", async () => {
+  const s = new Store({ namespaceDeletionDelayMs: 30 });
+  try {
+    s.create("namespaces", { metadata: { name: "team" } });
+    s.create("pods", pod("team", "a"));
+    const seen: string[] = [];
+    s.watch("namespaces", s.revision, (e) => seen.push(`${e.type} ${e.object.status?.phase}`));
+    const terminating = s.delete("namespaces", "team");
+    assert.equal(terminating.status.phase, "Terminating");
+    assert.ok(terminating.metadata!.deletionTimestamp);
+    assert.ok(s.tryGet("pods", "team/a"), "objects stay until the namespace is finalized");
+    assert.throws(
+      () => s.create("pods", pod("team", "b")),
+      (e: unknown) => e instanceof Error && /being terminated/.test(e.message),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(s.tryGet("pods", "team/a"), undefined);
+    assert.equal(s.tryGet("namespaces", "team"), undefined);
+    assert.deepEqual(seen, ["MODIFIED Terminating", "DELETED Terminating"]);
+  } finally {
+    s.close();
+  }
+});
