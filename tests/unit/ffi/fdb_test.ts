@@ -15,6 +15,7 @@ import {
   isNotFound,
   isNotSupported,
   NetlinkDecodeError,
+  NetlinkFdb,
   NetlinkSocket,
   type NetlinkTransport,
   NLM_F_ACK,
@@ -23,7 +24,6 @@ import {
   NLM_F_DUMP,
   NLM_F_REPLACE,
   NLM_F_REQUEST,
-  NetlinkFdb,
   NlWriter,
   parseMessages,
   RTM_DELNEIGH,
@@ -147,7 +147,10 @@ Deno.test("decoding skips ARP entries and rejects a truncated or MAC-less fdb me
 
 Deno.test("encoding refuses a malformed MAC or destination", () => {
   assert.throws(() => encodeFdb(new NlWriter(), { dev: 1, mac: "0a:58:c0:a8:02" }), TypeError);
-  assert.throws(() => encodeFdb(new NlWriter(), { dev: 1, mac: "0a:58:c0:a8:02:64", dst: "300.1.1.1" }), TypeError);
+  assert.throws(
+    () => encodeFdb(new NlWriter(), { dev: 1, mac: "0a:58:c0:a8:02:64", dst: "300.1.1.1" }),
+    TypeError,
+  );
 });
 
 /** A scripted kernel: answers each request with an ACK, and a dump with the captured reply. */
@@ -224,13 +227,24 @@ Deno.test("FakeFdb replaces, appends and deletes with the kernel's rules", async
   await fdb.fdbDel({ dev: 4, mac });
   assert.deepEqual(await fdb.fdbList(4), []);
   await assert.rejects(fdb.fdbDel({ dev: 4, mac }), (e) => isNotFound(e));
-  assert.deepEqual(fdb.calls.map((c) => c.op), ["replace", "replace", "append", "append", "del", "del", "del"]);
+  assert.deepEqual(fdb.calls.map((c) => c.op), [
+    "replace",
+    "replace",
+    "append",
+    "append",
+    "del",
+    "del",
+    "del",
+  ]);
 });
 
 Deno.test("FakeFdb over a FakeRtnetlink refuses unknown devices and wrong families, and forgets deleted devices", async () => {
   const rtnl = new FakeRtnetlink();
   const fdb = new FakeFdb(rtnl);
-  await assert.rejects(fdb.fdbReplace({ dev: 42, mac: "02:00:00:00:00:01", dst: "10.0.0.1" }), (e) => isNotFound(e));
+  await assert.rejects(
+    fdb.fdbReplace({ dev: 42, mac: "02:00:00:00:00:01", dst: "10.0.0.1" }),
+    (e) => isNotFound(e),
+  );
   await rtnl.linkAdd({ kind: "vxlan", name: "vx0", vni: 1, local: "10.0.0.2" });
   const vx = (await rtnl.linkGet("vx0"))!;
   await assert.rejects(
