@@ -29,7 +29,7 @@ import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
 import { egressTransaction } from "./egress.ts";
 import { type NodeInfo, nodeInfo } from "./node_info.ts";
 import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
-import { RouteSync, type WantedRoute } from "./route_sync.ts";
+import { ROUTER_ROUTE_PROTOCOL, RouteSync, type WantedRoute } from "./route_sync.ts";
 
 export interface RouterDeps {
   rtnl: Rtnl;
@@ -54,6 +54,11 @@ export class Router implements ModuleInstance {
   #lastEgress = "";
   #startedAt = 0;
   #restarting = false;
+  /** Our routes already in the kernel at start, by destination. */
+  #inherited = new Map<string, WantedRoute>();
+  /** Destinations BGP has given us since start; their later withdrawal is honoured at once. */
+  #everWanted = new Set<string>();
+  #allUpSince: number | undefined;
   #stopped = false;
   #metrics;
 
@@ -86,7 +91,14 @@ export class Router implements ModuleInstance {
     this.#startedAt = this.#ctx.clock.now();
     // Routes of ours already in the kernel mean we are restarting with forwarding state kept (RFC 4724).
     try {
-      this.#restarting = (await this.#deps.rtnl.routeList({ protocol: 17 })).length > 0;
+      for (const r of await this.#deps.rtnl.routeList({ protocol: ROUTER_ROUTE_PROTOCOL })) {
+        const w: WantedRoute = { dst: r.dst };
+        if (r.gateway) w.gateway = r.gateway;
+        if (r.dev !== undefined) w.dev = r.dev;
+        if (r.onlink) w.onlink = true;
+        this.#inherited.set(r.dst, w);
+      }
+      this.#restarting = this.#inherited.size > 0;
     } catch (err) {
       this.#ctx.log.warn("cannot list routes at start", { err });
     }
@@ -150,8 +162,8 @@ export class Router implements ModuleInstance {
 
     const t0 = performance.now();
     const wanted = this.#wantedRoutes(self, policy);
-    const relearning = this.#ctx.clock.now() - this.#startedAt < this.#relearnMs(plan);
-    const result = await this.#routes.sync(relearning ? await this.#keepOld(wanted) : wanted);
+    for (const w of wanted) this.#everWanted.add(w.dst);
+    const result = await this.#routes.sync([...wanted, ...this.#inheritedToKeep(plan, wanted)]);
     this.#metrics.routeSync.observe({}, (performance.now() - t0) / 1000);
     this.#metrics.routes.set({}, wanted.length);
     for (const op of ["added", "replaced", "removed"] as const) {
@@ -163,28 +175,37 @@ export class Router implements ModuleInstance {
     await this.#applyEgress(nodes);
   }
 
-  /** While BGP relearns after a start, routes already in the kernel stay unless replaced. */
-  async #keepOld(wanted: WantedRoute[]): Promise<WantedRoute[]> {
-    const have = await this.#deps.rtnl.routeList({ protocol: 17 });
-    const out = new Map(wanted.map((w) => [w.dst, w]));
-    for (const r of have) {
-      if (!out.has(r.dst)) {
-        const w: WantedRoute = { dst: r.dst };
-        if (r.gateway) w.gateway = r.gateway;
-        if (r.dev !== undefined) w.dev = r.dev;
-        out.set(r.dst, w);
-      }
-    }
-    return [...out.values()];
-  }
-
-  #relearnMs(plan: PeerPlan): number {
+  /**
+   * Routes found in the kernel at start (left by the previous run of the agent) stay while BGP relearns
+   * them, so a restart does not cut traffic: until each is learned again or withdrawn, or the relearn
+   * window closes. With graceful restart the window is the restart time (capped by the deferral time);
+   * without it, until every planned peer has been established for a few seconds (at most 30 s).
+   */
+  #inheritedToKeep(plan: PeerPlan, wanted: WantedRoute[]): WantedRoute[] {
+    if (this.#inherited.size === 0) return [];
     const c = this.#ctx.config;
-    // With graceful restart peers keep our routes for the restart time; give BGP as long to come back.
-    if (c.bgpGracefulRestart) return Math.min(c.bgpGracefulRestartDeferralTime, c.bgpGracefulRestartTime);
-    // Without it, wait for the mesh to settle, but no longer than a few hold-time-free seconds.
-    const established = this.#speaker?.peers().filter((p) => p.state === "Established").length ?? 0;
-    return plan.peers.length > 0 && established < plan.peers.length ? DEFAULT_RELEARN_MS : 0;
+    const now = this.#ctx.clock.now();
+    const elapsed = now - this.#startedAt;
+    let open: boolean;
+    if (c.bgpGracefulRestart) {
+      open = elapsed < Math.min(c.bgpGracefulRestartDeferralTime, c.bgpGracefulRestartTime);
+    } else {
+      const peers = this.#speaker?.peers() ?? [];
+      const allUp = peers.length >= plan.peers.length && peers.every((p) => p.state === "Established");
+      if (allUp) this.#allUpSince ??= now;
+      else this.#allUpSince = undefined;
+      open = elapsed < DEFAULT_RELEARN_MS &&
+        (this.#allUpSince === undefined || now - this.#allUpSince < 3000);
+    }
+    if (!open) {
+      this.#ctx.log.info("relearn window closed; routes from the previous run that BGP did not relearn go", {
+        kept: [...this.#inherited.keys()].filter((d) => !this.#everWanted.has(d)).join(",") || "none",
+      });
+      this.#inherited.clear();
+      return [];
+    }
+    const want = new Set(wanted.map((w) => w.dst));
+    return [...this.#inherited.values()].filter((r) => !want.has(r.dst) && !this.#everWanted.has(r.dst));
   }
 
   async #ensureSpeaker(plan: PeerPlan, self: NodeInfo, policy: ImportPolicy): Promise<void> {

@@ -1,0 +1,222 @@
+/**
+ * A small cluster for router integration tests: "nodes" are network namespaces joined by veths to a
+ * shared underlay namespace (a bridge), each running the real agent (main.ts) against a lab API server
+ * that runs in node 1. Pods are namespaces wired up by the real CNI bridge plugin with the conf the router
+ * wrote. Everything lives in namespaces the test made; `close()` kills every process it started.
+ */
+import { type NetNs, run } from "../../_support/netns.ts";
+
+const root = new URL("../../../", import.meta.url).pathname;
+
+export class AgentProc {
+  log = "";
+  exited: number | undefined;
+  constructor(readonly child: Deno.ChildProcess) {
+    void child.status.then((s) => this.exited = s.code);
+    void (async () => {
+      for await (const c of child.stderr.pipeThrough(new TextDecoderStream())) this.log += c;
+    })();
+  }
+}
+
+export class TestCluster {
+  readonly procs: Deno.ChildProcess[] = [];
+  readonly agents = new Map<string, AgentProc>();
+  readonly kubeconfig: string;
+
+  constructor(readonly dir: string, readonly underlay: NetNs, readonly nodes: NetNs[]) {
+    this.kubeconfig = `${dir}/api/kubeconfig`;
+  }
+
+  static nodeIp(i: number): string {
+    return `192.168.77.${i + 1}`;
+  }
+
+  /** Wires nodes to the underlay bridge, starts the API server in node 0 and registers every node. */
+  static async start(dir: string, underlay: NetNs, nodes: NetNs[]): Promise<TestCluster> {
+    const c = new TestCluster(dir, underlay, nodes);
+    await underlay.exec(["ip", "link", "add", "br0", "type", "bridge"]);
+    await underlay.exec(["ip", "link", "set", "br0", "up"]);
+    for (const [i, ns] of nodes.entries()) {
+      const port = `vn${i}`;
+      await underlay.exec([
+        "ip",
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name,
+      ]);
+      await underlay.exec(["ip", "link", "set", port, "master", "br0", "up"]);
+      await ns.exec(["ip", "addr", "add", `${TestCluster.nodeIp(i)}/24`, "dev", "eth0"]);
+      await ns.exec(["ip", "link", "set", "eth0", "up"]);
+      await ns.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+    c.procs.push(nodes[0]!.spawn([
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      `${root}lab/apiserver/main.ts`,
+      "--host",
+      "0.0.0.0",
+      "--advertise-address",
+      TestCluster.nodeIp(0),
+      "--port",
+      "6443",
+      "--state-dir",
+      `${dir}/api`,
+    ]));
+    await c.waitFor(() => Deno.stat(c.kubeconfig).then(() => true, () => false), "API server");
+    const items = nodes.map((_, i) => c.nodeObject(i));
+    await c.waitFor(async () => {
+      const r = await c.kubectl(
+        ["apply", "--validate=false", "-f", "-"],
+        JSON.stringify({ apiVersion: "v1", kind: "List", items }),
+        false,
+      );
+      return r.code === 0;
+    }, "nodes registered");
+    return c;
+  }
+
+  nodeObject(i: number): Record<string, unknown> {
+    return {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: `n${i + 1}` },
+      spec: { podCIDR: `10.1.${i + 1}.0/24`, podCIDRs: [`10.1.${i + 1}.0/24`] },
+      status: { addresses: [{ type: "InternalIP", address: TestCluster.nodeIp(i) }] },
+    };
+  }
+
+  kubectl(args: string[], stdin?: string, check = true) {
+    return this.nodes[0]!.exec(["kubectl", "--kubeconfig", this.kubeconfig, ...args], {
+      check,
+      ...(stdin === undefined ? {} : { stdin }),
+    });
+  }
+
+  confPath(i: number): string {
+    return `${this.dir}/n${i + 1}/10-kuberouter.conflist`;
+  }
+
+  /** Starts (or restarts) the agent of node i with extra flags. */
+  startAgent(i: number, flags: string[] = []): AgentProc {
+    const ns = this.nodes[i]!;
+    const child = new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        ns.name,
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        `${root}main.ts`,
+        `--kubeconfig=${this.kubeconfig}`,
+        "--run-service-proxy=false",
+        "--run-firewall=false",
+        ...flags,
+      ],
+      env: { NODE_NAME: `n${i + 1}`, KUBE_ROUTER_CNI_CONF_FILE: this.confPath(i) },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.procs.push(child);
+    const a = new AgentProc(child);
+    this.agents.set(`n${i + 1}`, a);
+    return a;
+  }
+
+  /** Polls `check` every 20 ms; fails at once if an agent died, else after `timeoutMs`. Returns the wait. */
+  async waitFor(
+    check: () => Promise<boolean>,
+    what: string,
+    timeoutMs = 30_000,
+    allowExit = false,
+  ): Promise<number> {
+    const t0 = Date.now();
+    while (!(await check())) {
+      const dead = [...this.agents.entries()].filter(([, a]) => a.exited !== undefined);
+      if (!allowExit && dead.length) {
+        throw new Error(
+          `agent ${
+            dead.map(([n, a]) => `${n} exited ${a.exited}:\n${a.log}`).join("\n")
+          }\nwhile waiting for ${what}`,
+        );
+      }
+      if (Date.now() - t0 > timeoutMs) {
+        const logs = [...this.agents.entries()].map(([n, a]) => `--- ${n}\n${a.log}`).join("\n");
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return Date.now() - t0;
+  }
+
+  async routes(i: number): Promise<string> {
+    return (await this.nodes[i]!.exec(["ip", "route", "show", "proto", "17"])).stdout;
+  }
+
+  /** Waits until every node has a proto-17 route to every other node's pod CIDR. */
+  async waitConverged(timeoutMs = 60_000): Promise<number> {
+    return await this.waitFor(
+      async () => {
+        for (let i = 0; i < this.nodes.length; i++) {
+          const r = await this.routes(i);
+          for (let j = 0; j < this.nodes.length; j++) {
+            if (i !== j && !r.includes(`10.1.${j + 1}.0/24 via ${TestCluster.nodeIp(j)} `)) return false;
+          }
+        }
+        return true;
+      },
+      "every node routes to every other node's pod CIDR",
+      timeoutMs,
+    );
+  }
+
+  /** Gives `pod` an interface on node i through the real CNI bridge plugin; returns its IP. */
+  async addPod(i: number, pod: NetNs): Promise<string> {
+    await this.waitFor(
+      () => Deno.stat(this.confPath(i)).then(() => true, () => false),
+      `CNI conf on n${i + 1}`,
+    );
+    const list = JSON.parse(await Deno.readTextFile(this.confPath(i)));
+    const bridge = list.plugins.find((p: { type: string }) => p.type === "bridge");
+    const conf = {
+      cniVersion: list.cniVersion,
+      name: list.name,
+      ...bridge,
+      ipam: { ...bridge.ipam, dataDir: `${this.dir}/n${i + 1}/ipam` },
+    };
+    const out = await this.nodes[i]!.exec([
+      "env",
+      "CNI_COMMAND=ADD",
+      `CNI_CONTAINERID=${pod.name}`,
+      `CNI_NETNS=/var/run/netns/${pod.name}`,
+      "CNI_IFNAME=eth0",
+      "CNI_PATH=/usr/lib/cni",
+      "/usr/lib/cni/bridge",
+    ], { stdin: JSON.stringify(conf) });
+    return JSON.parse(out.stdout).ips[0].address.split("/")[0];
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.procs) {
+      try {
+        p.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
+    await Promise.all(this.procs.map((p) => p.status));
+    await run(["rm", "-rf", this.dir], { check: false });
+  }
+}
+
+export const clusterNeeds = {
+  tools: ["openssl", "kubectl", "curl", "busybox"],
+  files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local"],
+};
