@@ -31,6 +31,8 @@ export class Scheduler {
   readonly #queue: CoalescingQueue;
   /** Bindings sent but not yet seen in the informer, so a burst spreads across nodes. */
   readonly #assumed = new Map<string, string>();
+  /** The server has no pods/binding subresource (the lab API server): patch spec.nodeName instead. */
+  #noBinding = false;
 
   constructor(
     private readonly client: KubeClient,
@@ -58,6 +60,29 @@ export class Scheduler {
     this.#queue.stop();
   }
 
+  /** POST pods/binding; on a server without it (the lab API server), patch spec.nodeName instead. */
+  async #bind(ns: string, name: string, node: string): Promise<void> {
+    const patch = () =>
+      this.client.mergePatch(`/api/v1/namespaces/${ns}/pods/${name}`, { spec: { nodeName: node } });
+    if (this.#noBinding) {
+      await patch();
+      return;
+    }
+    try {
+      await this.client.create(`/api/v1/namespaces/${ns}/pods/${name}/binding`, {
+        apiVersion: "v1",
+        kind: "Binding",
+        metadata: { name, namespace: ns },
+        target: { apiVersion: "v1", kind: "Node", name: node },
+      });
+    } catch (e) {
+      if (!(e instanceof ApiError && (e.status === 404 || e.status === 405))) throw e;
+      // 404 is also what a deleted pod gives; the patch then fails with 404 too.
+      await patch();
+      this.#noBinding = true;
+    }
+  }
+
   async #schedule(key: string): Promise<void> {
     const pod = this.pods.get(key);
     if (!pod || pod.spec?.nodeName || pod.metadata.deletionTimestamp || this.#assumed.has(key)) return;
@@ -71,20 +96,10 @@ export class Scheduler {
     const name = pod.metadata.name;
     this.#assumed.set(key, node);
     try {
-      await this.client.create(`/api/v1/namespaces/${ns}/pods/${name}/binding`, {
-        apiVersion: "v1",
-        kind: "Binding",
-        metadata: { name, namespace: ns },
-        target: { apiVersion: "v1", kind: "Node", name: node },
-      });
+      await this.#bind(ns, name, node);
     } catch (e) {
-      if (e instanceof ApiError && (e.status === 404 || e.status === 405) && this.pods.get(key)) {
-        // An API server without the binding subresource: set spec.nodeName directly.
-        await this.client.mergePatch(`/api/v1/namespaces/${ns}/pods/${name}`, { spec: { nodeName: node } });
-      } else {
-        this.#assumed.delete(key);
-        throw e;
-      }
+      this.#assumed.delete(key);
+      throw e;
     }
     this.log.info("scheduled pod", { pod: key, node });
   }
