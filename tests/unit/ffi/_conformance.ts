@@ -119,6 +119,26 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name: "a link created up with a MAC address and a vxlan over it with a remote keep what was asked",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "bridge", name: "cbr0", up: true, mac: "02:aa:bb:cc:dd:ee" });
+      const br = await r.linkGet("cbr0");
+      assert.deepEqual([br?.up, br?.mac], [true, "02:aa:bb:cc:dd:ee"]);
+      await r.linkAdd({
+        kind: "vxlan",
+        name: "cvx1",
+        vni: 9,
+        port: 4789,
+        remote: "10.250.0.9",
+        dev: br!.index,
+      });
+      const vx = await r.linkGet("cvx1");
+      assert.deepEqual([vx?.vxlan?.remote, vx?.vxlan?.dev, vx?.vxlan?.vni], ["10.250.0.9", br!.index, 9]);
+      await r.linkSet("cbr0", { mac: "02:aa:bb:cc:dd:ef" });
+      assert.equal((await r.linkGet("cbr0"))?.mac, "02:aa:bb:cc:dd:ef");
+    },
+  },
+  {
     name:
       "deleting, changing or enslaving to a missing link fails as not found, and linkGet returns undefined",
     fn: async (r) => {
