@@ -56,7 +56,7 @@ Deno.test("the route table marks best and stale paths and shows attributes", () 
     lines[1]!,
     /^\*> 10\.1\.0\.0\/24\s+10\.0\.0\.2\s+65002 65100\s+00:01:01\s+\[\{Origin: i\} \{Med: 5\} \{Communities: 65002:7\}\]/,
   );
-  assert.match(lines[2]!, /^S  10\.1\.0\.0\/24/);
+  assert.match(lines[2]!, /^S {2}10\.1\.0\.0\/24/);
 });
 
 Deno.test("bgpCli prints neighbors and routes from a running speaker's admin endpoint", async () => {
