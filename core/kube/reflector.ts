@@ -227,6 +227,10 @@ export class Reflector<K extends ResourceKind> {
       const o = (old as Obj | undefined)?.metadata;
       const n = (obj as Obj).metadata;
       if (o && o.resourceVersion === n?.resourceVersion && o.uid === n?.uid) return;
+      // managedFields (server-side apply bookkeeping) are often a third of an object and no module
+      // reads them: not kept, as client-go users commonly do with an informer transform.
+      const meta = (obj as { metadata?: { managedFields?: unknown } }).metadata;
+      if (meta && "managedFields" in meta) delete meta.managedFields;
       this.cache.set(key, obj);
       type = old ? "MODIFIED" : "ADDED";
     }

@@ -103,7 +103,14 @@ Deno.test("reflector retries a failing list with exponential backoff capped at m
 
 Deno.test("reflector follows continue tokens and publishes the whole first list before synced", async () => {
   const t = new FakeTransport();
-  t.lists.push(() => ({ items: [svc("a", "5")], resourceVersion: "10", continue: "next" }));
+  t.lists.push(() => ({
+    items: [{
+      ...svc("a", "5"),
+      metadata: { ...svc("a", "5").metadata, managedFields: [{ manager: "kubectl" }] },
+    }],
+    resourceVersion: "10",
+    continue: "next",
+  }));
   t.lists.push(() => ({ items: [svc("b", "7")], resourceVersion: "11" }));
   const { layer, events } = layerWith(t);
   try {
@@ -116,6 +123,11 @@ Deno.test("reflector follows continue tokens and publishes the whole first list 
       "the watch starts from the first page's version",
     );
     assert.deepEqual(events.map(line), ["ADDED default/a", "ADDED default/b"]);
+    assert.equal(
+      layer.get("services", "default/a")?.metadata?.managedFields,
+      undefined,
+      "managedFields are not cached",
+    );
   } finally {
     await layer.stop();
   }
