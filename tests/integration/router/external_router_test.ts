@@ -1,0 +1,101 @@
+/**
+ * An external router on the underlay (real gobgpd, then real BIRD 2) peers with every node through
+ * --peer-router-ips/-asns and learns each node's pod CIDR and, with --advertise-cluster-ip, the cluster IP
+ * of a Service; it never learns one node's pod CIDR from another node.
+ */
+import assert from "node:assert/strict";
+import { needs, withNetns } from "../../_support/netns.ts";
+import { Bird, Gobgp, gobgpConfig } from "../bgp/_interop.ts";
+import { clusterNeeds, TestCluster } from "./_cluster.ts";
+
+const svc = {
+  apiVersion: "v1",
+  kind: "Service",
+  metadata: { name: "web", namespace: "default" },
+  spec: { selector: { app: "web" }, ports: [{ port: 80, protocol: "TCP" }] },
+};
+
+async function clusterIp(c: TestCluster): Promise<string> {
+  await c.kubectl(["apply", "--validate=false", "-f", "-"], JSON.stringify(svc));
+  const out = await c.kubectl(["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+  assert.match(out.stdout, /^\d+\.\d+\.\d+\.\d+$/);
+  return out.stdout;
+}
+
+const agentFlags = ["--peer-router-ips=192.168.77.254", "--peer-router-asns=65000", "--advertise-cluster-ip"];
+
+Deno.test({
+  ...needs("an external gobgpd learns every node's pod CIDR and the service cluster IP", {
+    ...clusterNeeds,
+    tools: [...clusterNeeds.tools, "gobgpd", "gobgp"],
+  }),
+  async fn() {
+    await withNetns(["ul", "n1", "n2"], async (ul, n1, n2) => {
+      const dir = await Deno.makeTempDir({ prefix: "krt-ext-" });
+      const c = await TestCluster.start(dir, ul, [n1, n2]);
+      const gobgp = new Gobgp(ul, dir);
+      try {
+        await ul.exec(["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"]);
+        await gobgp.start(gobgpConfig({
+          asn: 65000,
+          routerId: "192.168.77.254",
+          neighbors: [1, 2].map((i) => ({ address: `192.168.77.${i}`, asn: 64512, families: ["ipv4-unicast"] })),
+        }));
+        c.startAgent(0, agentFlags);
+        c.startAgent(1, agentFlags);
+        await c.waitConverged();
+        const vip = await clusterIp(c);
+        let rib: Awaited<ReturnType<Gobgp["ribPrefixes"]>> = {};
+        await c.waitFor(async () => {
+          rib = await gobgp.ribPrefixes("ipv4");
+          return ["10.1.1.0/24", "10.1.2.0/24", `${vip}/32`].every((p) => rib[p]);
+        }, "gobgpd learns pod CIDRs and the cluster IP");
+        assert.deepEqual(rib["10.1.1.0/24"]!.map((p) => p.nexthop), ["192.168.77.1"]);
+        assert.deepEqual(rib["10.1.2.0/24"]!.map((p) => p.nexthop), ["192.168.77.2"]);
+        assert.deepEqual(rib[`${vip}/32`]!.map((p) => p.nexthop).sort(), ["192.168.77.1", "192.168.77.2"]);
+        // The cluster IP is withdrawn when the Service goes.
+        await c.kubectl(["delete", "service", "web"]);
+        await c.waitFor(async () => !(await gobgp.ribPrefixes("ipv4"))[`${vip}/32`], "cluster IP withdrawn");
+      } finally {
+        await gobgp.stop();
+        await c.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  ...needs("an external BIRD learns every node's pod CIDR and the service cluster IP", {
+    ...clusterNeeds,
+    tools: [...clusterNeeds.tools, "bird", "birdc"],
+  }),
+  async fn() {
+    await withNetns(["ul", "n1", "n2"], async (ul, n1, n2) => {
+      const dir = await Deno.makeTempDir({ prefix: "krt-extb-" });
+      const c = await TestCluster.start(dir, ul, [n1, n2]);
+      const bird = new Bird(ul, dir);
+      try {
+        await ul.exec(["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"]);
+        const peers = [1, 2].map((i) =>
+          `protocol bgp node${i} { local 192.168.77.254 as 65000; neighbor 192.168.77.${i} as 64512; ` +
+          `ipv4 { import all; export none; }; }`
+        ).join("\n");
+        await bird.start(`router id 192.168.77.254;\nprotocol device {}\n${peers}\n`);
+        c.startAgent(0, agentFlags);
+        c.startAgent(1, agentFlags);
+        await c.waitConverged();
+        const vip = await clusterIp(c);
+        await c.waitFor(async () => {
+          const out = (await bird.cli("show", "route")).stdout;
+          return ["10.1.1.0/24", "10.1.2.0/24", `${vip}/32`].every((p) => out.includes(p));
+        }, "BIRD learns pod CIDRs and the cluster IP");
+        const pod1 = (await bird.cli("show", "route", "for", "10.1.1.0/24", "all")).stdout;
+        assert.match(pod1, /BGP\.next_hop: 192\.168\.77\.1/);
+        assert.match(pod1, /BGP\.as_path: 64512/);
+      } finally {
+        await bird.stop();
+        await c.close();
+      }
+    });
+  },
+});
