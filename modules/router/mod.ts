@@ -6,7 +6,7 @@
  */
 import type { ResourceKind } from "../../core/bus.ts";
 import type { ModuleDefinition } from "../../core/module.ts";
-import { Nftables, Rtnetlink } from "../../ffi/mod.ts";
+import { Nftables, ProcSysctl, Rtnetlink } from "../../ffi/mod.ts";
 import { egressCleanupTransaction } from "./egress.ts";
 import { Router, type RouterDeps } from "./router.ts";
 import { RouteSync } from "./route_sync.ts";
@@ -16,7 +16,7 @@ export { ROUTER_ROUTE_PROTOCOL } from "./route_sync.ts";
 export { bgpCli } from "./bgp/mod.ts";
 
 function realDeps(): RouterDeps {
-  return { rtnl: new Rtnetlink(), nft: new Nftables() };
+  return { rtnl: new Rtnetlink(), nft: new Nftables(), sysctl: new ProcSysctl() };
 }
 
 export const routerModule: ModuleDefinition = {

@@ -8,7 +8,7 @@ import type { V1Node } from "@kubernetes/client-node";
 import { type Cidr, cidrContains, type Family as IpFamily, parseCidr, parseIP } from "../../core/_net.ts";
 import type { ModuleContext, ModuleInstance } from "../../core/module.ts";
 import type { SyncReason } from "../../core/runner.ts";
-import type { NftRuleset, Rtnl } from "../../ffi/mod.ts";
+import type { NftRuleset, Rtnl, Sysctl } from "../../ffi/mod.ts";
 import {
   type AdminServer,
   BgpSpeaker,
@@ -34,6 +34,7 @@ import { ROUTER_ROUTE_PROTOCOL, RouteSync, type WantedRoute } from "./route_sync
 export interface RouterDeps {
   rtnl: Rtnl;
   nft: NftRuleset;
+  sysctl: Sysctl;
 }
 
 const FAMILY_OF: Record<IpFamily, Family> = { 4: "ipv4-unicast", 6: "ipv6-unicast" };
@@ -171,6 +172,7 @@ export class Router implements ModuleInstance {
     }
     if (result.added || result.replaced || result.removed) log.info("routes synced", { ...result });
 
+    await this.#ensureForwarding();
     if (config.enableCni) await this.#writeCni(self, linkMtu);
     await this.#applyEgress(nodes);
   }
@@ -405,6 +407,19 @@ export class Router implements ModuleInstance {
       list: !path.endsWith(".conf"),
     });
     if (await writeCniConf(path, conf)) this.#ctx.log.info("CNI config written", { path });
+  }
+
+  /** A node routes pod traffic only with forwarding on; a node set up by hand may not have it. */
+  async #ensureForwarding(): Promise<void> {
+    const keys = this.#families().map((f) =>
+      f === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding"
+    );
+    for (const key of keys) {
+      if ((await this.#deps.sysctl.get(key)) !== "1") {
+        await this.#deps.sysctl.set(key, 1);
+        this.#ctx.log.info("enabled forwarding", { sysctl: key });
+      }
+    }
   }
 
   async #applyEgress(nodes: NodeInfo[]): Promise<void> {

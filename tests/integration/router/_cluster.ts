@@ -55,7 +55,6 @@ export class TestCluster {
       await underlay.exec(["ip", "link", "set", port, "master", "br0", "up"]);
       await ns.exec(["ip", "addr", "add", `${TestCluster.nodeIp(i)}/24`, "dev", "eth0"]);
       await ns.exec(["ip", "link", "set", "eth0", "up"]);
-      await ns.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
     c.procs.push(nodes[0]!.spawn([
       Deno.execPath(),
