@@ -447,3 +447,64 @@ Deno.test({
       })
     ),
 });
+
+Deno.test({
+  ...needs("a session with BIRD over IPv6 transport carries IPv4 and IPv6 routes", BIRD),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-bird"], async (us, them) => {
+        await pair(us!, them!, 12);
+        const bird = new Bird(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          await drv.call("start", { asn: 65001, routerId: "10.0.12.1", listenAddresses: ["::"] });
+          await drv.call("addPeer", {
+            address: "fd00:12::2",
+            asn: 65012,
+            families: both,
+            ipv4NextHop: "10.0.12.1",
+            passive: true,
+          });
+          await drv.call("set", { family: "ipv4-unicast", routes: [{ prefix: "10.1.0.0/24" }] });
+          await drv.call("set", { family: "ipv6-unicast", routes: [{ prefix: "2001:db8:1::/48" }] });
+          await bird.start(`router id 10.0.12.2;
+protocol device {}
+protocol static s4 { ipv4; route 10.12.0.0/24 blackhole; }
+protocol static s6 { ipv6; route 2001:db8:12::/48 blackhole; }
+protocol bgp peer1 {
+  local fd00:12::2 as 65012;
+  neighbor fd00:12::1 as 65001;
+  connect retry time 1;
+  ipv4 { import all; export all; next hop address 10.0.12.2; };
+  ipv6 { import all; export all; };
+}
+`);
+          const st = await drv.waitEstablished("fd00:12::2");
+          assert.equal(st.localAddress, "fd00:12::1");
+          const r4 = await waitFor(
+            "IPv4 route over the IPv6 session",
+            async () => (await drv.routes()).find((r) => r.prefix === "10.12.0.0/24"),
+          );
+          assert.equal(r4.nextHop, "10.0.12.2");
+          const r6 = await waitFor(
+            "IPv6 route",
+            async () => (await drv.routes("ipv6-unicast")).find((r) => r.prefix === "2001:db8:12::/48"),
+          );
+          assert.equal(r6.nextHop, "fd00:12::2");
+          await waitFor("BIRD learns our IPv4 route with our IPv4 next hop", async () => {
+            const r = await bird.cli("show", "route", "10.1.0.0/24", "all");
+            return r.stdout.includes("BGP.next_hop: 10.0.12.1");
+          });
+          await waitFor("BIRD learns our IPv6 route", async () => {
+            const r = await bird.cli("show", "route", "2001:db8:1::/48", "all");
+            return r.stdout.includes("BGP.next_hop: fd00:12::1");
+          });
+        } finally {
+          await drv.close();
+          await bird.stop();
+        }
+      })
+    ),
+});

@@ -196,7 +196,7 @@ Deno.test({
 });
 
 Deno.test({
-  ...needs("the socket transport binds the configured source address", GOBGP),
+  ...needs("the socket transport binds the configured source address and sets the multihop TTL", GOBGP),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -228,6 +228,25 @@ Deno.test({
           });
           const st = await drv.waitEstablished("10.0.11.2");
           assert.equal(st.localAddress, "10.0.11.11");
+          // The multihop TTL is on our segments (tcpdump -v prints the IP TTL).
+          const capture = them!.exec([
+            "timeout",
+            "8",
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "-nn",
+            "-v",
+            "src 10.0.11.11 and tcp[13] & 8 != 0",
+          ], {
+            check: false,
+          });
+          await sleep(1500);
+          await drv.call("set", { family: "ipv4-unicast", routes: [{ prefix: "10.1.0.0/24" }] });
+          const cap = await capture;
+          assert.match(cap.stdout, /ttl 2,/);
         } finally {
           await drv.close();
           await gob.stop();
