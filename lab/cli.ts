@@ -37,7 +37,9 @@ const USAGE = `usage: deno task lab <command> [options]
 
 commands:
   up [--nodes N] [--agent-flags "…"] [--no-agents] [--cni auto|lab|agent]
-                               build the seed's cluster in network namespaces and start it in the background
+                               build the seed's cluster in network namespaces and start it in the background;
+                               --cni: who writes each node's CNI conf (default: the agents' router, or the
+                               lab with --no-agents / --enable-cni=false; auto: the lab after 10 s without one)
   status                       what is up: namespaces, processes, nodes
   kubectl -- <args>            kubectl with the lab kubeconfig (inside kube-master's namespace)
   exec <ns>/<pod> -- <cmd>     run a command in a pod's network namespace
@@ -137,6 +139,7 @@ export async function main(argv: string[]): Promise<number> {
       console.log(`  namespaces: ${s.netns.join(" ")}`);
       if (s.state && s.processes.some((p) => p.role === "master" && p.alive)) {
         await passthrough(kubectlCommand(s.state, ["get", "nodes", "-o", NODE_COLUMNS]));
+        await passthrough(kubectlCommand(s.state, ["get", "pods", "-A", "-o", "wide"]));
       }
       return 0;
     }

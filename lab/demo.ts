@@ -6,7 +6,7 @@
  * network policy with the firewall).
  */
 import { sh, sleep } from "./_sh.ts";
-import { execCommand, kubectl, labDown, labUp, NODE_COLUMNS, POD_COLUMNS, type UpOptions } from "./lab.ts";
+import { execCommand, kubectl, labDown, labUp, NODE_COLUMNS, type UpOptions } from "./lab.ts";
 import type { LabState } from "./state.ts";
 import { ipInCidr, MASTER_IP, SERVICE_CIDR, topology } from "./topology.ts";
 
@@ -72,6 +72,7 @@ export const clusterAct: Act = {
   steps: [{
     name: "kubectl get nodes shows every node Ready with its pod CIDR",
     async run(ctx) {
+      await ctx.kubectl(["get", "nodes", "-o", "wide"]);
       await ctx.kubectl(["get", "nodes", "-o", NODE_COLUMNS]);
       const items = await nodesAsJson(ctx);
       const topo = topology(ctx.state.nodes, ctx.state.prefix);
@@ -122,8 +123,6 @@ export const clusterAct: Act = {
 };
 
 const DEMO_NS = "demo";
-const SERVICE_COLUMNS =
-  "custom-columns=NAME:.metadata.name,TYPE:.spec.type,CLUSTER-IP:.spec.clusterIP,PORTS:.spec.ports[*].port";
 const SLICE_COLUMNS = "custom-columns=NAME:.metadata.name,ADDRESSTYPE:.addressType,PORTS:.ports[*].port," +
   "ENDPOINTS:.endpoints[*].addresses[0],READY:.endpoints[*].conditions.ready";
 const podYaml = (name: string, node: string) =>
@@ -167,7 +166,7 @@ export const sameNodeAct: Act = {
         "app=web",
         "--timeout=90s",
       ]);
-      await ctx.kubectl(["get", "pods", "-n", DEMO_NS, "-o", POD_COLUMNS]);
+      await ctx.kubectl(["get", "pods", "-n", DEMO_NS, "-o", "wide"]);
       const pods = await podsAsJson(ctx, DEMO_NS, "app=web");
       for (const p of pods) {
         ctx.expect(
@@ -218,7 +217,7 @@ spec:
   - {name: http, port: 80, targetPort: http, protocol: TCP}
 `;
       await ctx.kubectl(["apply", "-f", "-"], { stdin: svc });
-      await ctx.kubectl(["get", "service", "-n", DEMO_NS, "web", "-o", SERVICE_COLUMNS]);
+      await ctx.kubectl(["get", "service", "-n", DEMO_NS, "web"]);
       let slice = "";
       await ctx.eventually("the EndpointSlice of web lists both pods", async () => {
         slice = await ctx.kubectl([

@@ -5,6 +5,11 @@
  * declared container ports, and reports podIP(s), phase Running and the Ready condition. Deleting a pod
  * stops its process, runs CNI DEL and removes the namespace.
  *
+ * CNI configuration (CniMode): `agent` waits for the file the agent's router module writes
+ * (KUBE_ROUTER_CNI_CONF_FILE), `lab` writes kube-router's bridge + host-local conf from the node's pod CIDR
+ * itself, `auto` waits `cniWaitMs` for the agent and then writes it. Pods wait (Pending, NetworkNotReady)
+ * until there is a usable conf.
+ *
  * Lab-only controls, as pod annotations:
  * - `lab.kube-router.io/ready: "false"` reports the pod not Ready (its netexec keeps serving), so tests can
  *   flip readiness without timing.
@@ -303,7 +308,26 @@ export class LabKubelet {
     this.#pods.set(uid, rt);
     // Record the namespace before creating it, so `lab down` finds it even if we crash in between.
     this.#writeRecord(record);
-    const list = await this.#networkConfig();
+    const pendingConf = this.#networkConfig();
+    const waiting = setTimeout(() => {
+      // Say why the pod is not starting, as kubelet does ("cni config uninitialized").
+      this.#patchPodStatus(pod, {
+        phase: "Pending",
+        conditions: [{ type: "PodScheduled", status: "True" }, {
+          type: "Ready",
+          status: "False",
+          reason: "NetworkNotReady",
+          message:
+            `network is not ready: no CNI configuration with an IPAM range in ${this.o.cniConfDir} (cni mode ${this.o.cniMode})`,
+        }],
+      }).catch(() => {});
+    }, 2000);
+    let list: NetworkList;
+    try {
+      list = await pendingConf;
+    } finally {
+      clearTimeout(waiting);
+    }
     await this.#acquire();
     try {
       await sh(["ip", "netns", "add", netns]);

@@ -67,6 +67,20 @@ export function defaultAgentFlags(stateDir: string): string[] {
   ];
 }
 
+/**
+ * Who writes each node's CNI conf when `--cni` is not given: the agents' router module when agents run
+ * with the router and CNI enabled (as kube-router does), otherwise the lab itself.
+ */
+export function defaultCniMode(agents: boolean, agentFlags: string[]): CniMode {
+  if (!agents) return "lab";
+  const off = (flag: string) =>
+    agentFlags.some((f, i) =>
+      new RegExp(`^--?${flag}=(false|f|0)$`, "i").test(f) ||
+      (f === `--${flag}` && /^(false|f|0)$/i.test(agentFlags[i + 1] ?? ""))
+    );
+  return off("run-router") || off("enable-cni") ? "lab" : "agent";
+}
+
 /** Splits an `--agent-flags "…"` string as a shell would: whitespace separates, quotes group and are removed. */
 export function splitFlags(text: string): string[] {
   const out: string[] = [];
@@ -209,7 +223,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     processes: [],
     agents: opts.agents ?? true,
     agentFlags: opts.agentFlags ?? [],
-    cniMode: opts.cni ?? "auto",
+    cniMode: opts.cni ?? defaultCniMode(opts.agents ?? true, opts.agentFlags ?? []),
   };
   Deno.mkdirSync(stateDir, { recursive: true });
   writeState(state);

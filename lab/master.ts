@@ -58,6 +58,8 @@ const api = await startApiServer({
   sans: ["172.16.0.1"],
   serviceCidr: SERVICE_CIDR,
   nodePortRange: [NODE_PORT_RANGE[0], NODE_PORT_RANGE[1]],
+  // The `kubernetes` Service (first cluster IP, 172.16.0.1) with the master as its endpoint.
+  kubernetesService: true,
   log: getLogger({ component: "lab-apiserver" }),
 });
 await api.writeKubeconfig(`${stateDir}/kubeconfig`);
@@ -111,37 +113,6 @@ async function ensure(path: string, obj: KObject): Promise<void> {
 for (const ns of ["default", "kube-system", "kube-public", "kube-node-lease"]) {
   await ensure("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
 }
-// The `kubernetes` Service, as kube-apiserver maintains it: the first cluster IP, endpoint = the master.
-await ensure("/api/v1/namespaces/default/services", {
-  apiVersion: "v1",
-  kind: "Service",
-  metadata: {
-    name: "kubernetes",
-    namespace: "default",
-    labels: { component: "apiserver", provider: "kubernetes" },
-  },
-  spec: {
-    type: "ClusterIP",
-    clusterIP: "172.16.0.1",
-    ports: [{ name: "https", port: 443, protocol: "TCP", targetPort: API_PORT }],
-  },
-});
-await ensure("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", {
-  apiVersion: "discovery.k8s.io/v1",
-  kind: "EndpointSlice",
-  metadata: {
-    name: "kubernetes",
-    namespace: "default",
-    labels: {
-      "kubernetes.io/service-name": "kubernetes",
-      "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io",
-    },
-  },
-  addressType: "IPv4",
-  ports: [{ name: "https", port: API_PORT, protocol: "TCP" }],
-  endpoints: [{ addresses: [MASTER_IP], conditions: { ready: true, serving: true, terminating: false } }],
-});
-
 await Promise.all([nodes.start(), pods.start(), services.start(), slices.start()]);
 await Promise.all(kubelets.map((k) => k.register()));
 

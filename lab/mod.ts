@@ -10,6 +10,7 @@ export {
   AGENT_HEALTH_PORT,
   agentHealthy,
   defaultAgentFlags,
+  defaultCniMode,
   type DownReport,
   execCommand,
   kubectl,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  defaultCniMode,
   hasIpamRange,
   type KObject,
   labNetworkConfig,
@@ -106,4 +107,12 @@ Deno.test("--agent-flags is split like a shell would for simple quoting", () => 
     "--x=a b",
   ]);
   assert.deepEqual(splitFlags(""), []);
+});
+
+Deno.test("the agents' router writes the CNI conf unless agents are off or run without router or CNI", () => {
+  assert.equal(defaultCniMode(true, []), "agent");
+  assert.equal(defaultCniMode(false, []), "lab");
+  assert.equal(defaultCniMode(true, ["--enable-cni=false"]), "lab");
+  assert.equal(defaultCniMode(true, ["--run-router", "false"]), "lab");
+  assert.equal(defaultCniMode(true, ["--enable-cni=true", "--v=2"]), "agent");
 });
