@@ -1,0 +1,99 @@
+/**
+ * `deno task demo` end to end, through the command line, in its own state dir and namespace prefix.
+ * Needs root, kubectl, curl, nsenter and the Debian CNI plugins.
+ */
+import assert from "node:assert/strict";
+import { needs, run } from "../_support/netns.ts";
+import { labDown } from "../../lab/mod.ts";
+
+const REQ = {
+  tools: ["ip", "kubectl", "curl", "nsenter"],
+  files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local"],
+};
+const cli = new URL("../../lab/cli.ts", import.meta.url).pathname;
+
+Deno.test({
+  ...needs("the demo narrates the seed's scenario, passes every expectation and leaves nothing behind", REQ),
+  async fn() {
+    const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-demo-" });
+    const prefix = `krld${crypto.randomUUID().slice(0, 4)}-`;
+    try {
+      const res = await run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "demo",
+        `--state-dir=${stateDir}`,
+        `--prefix=${prefix}`,
+      ], {
+        check: false,
+      });
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /== Act 1: the cluster ==/);
+      assert.match(res.stdout, /\$ kubectl get nodes -o wide/);
+      assert.match(res.stdout, /✔ curl http:\/\/10\.1\.1\.\d+:8080\/hostname from web-1 answers web-2/);
+      assert.doesNotMatch(res.stdout, /✘/);
+      assert.match(res.stdout.trim().split("\n").at(-1)!, /^demo: PASSED — (\d+)\/\1 expectations held/);
+      const left = (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) =>
+        l.startsWith(prefix)
+      );
+      assert.deepEqual(left, []);
+    } finally {
+      await labDown({ stateDir, prefix });
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  ...needs("lab up twice is refused with a clear message and the first lab keeps running", REQ),
+  async fn() {
+    const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-twice-" });
+    const prefix = `krlt${crypto.randomUUID().slice(0, 4)}-`;
+    const up = () =>
+      run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "up",
+        "--no-agents",
+        "--nodes=1",
+        `--state-dir=${stateDir}`,
+        `--prefix=${prefix}`,
+      ], {
+        check: false,
+      });
+    try {
+      const first = await up();
+      assert.equal(first.code, 0, first.stderr);
+      const second = await up();
+      assert.equal(second.code, 1);
+      assert.match(second.stderr, /a lab is already up .*run `deno task lab down` first/);
+      const status = await run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "status",
+        `--state-dir=${stateDir}`,
+        `--prefix=${prefix}`,
+      ]);
+      assert.match(status.stdout, /master pid \d+ running/);
+      assert.match(status.stdout, /kube-node1\s+True\s+192\.168\.1\.100\s+10\.1\.1\.0\/24/);
+    } finally {
+      const down = await run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "down",
+        `--state-dir=${stateDir}`,
+        `--prefix=${prefix}`,
+      ], { check: false });
+      assert.equal(down.code, 0, down.stderr);
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
