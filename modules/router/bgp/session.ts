@@ -302,30 +302,38 @@ export class Peer {
     this.#refreshState();
     const cfg = this.config;
     let conn: BgpConn | undefined;
-    let timedOut = false;
+    // A SYN nobody answers can hang for minutes in the kernel: give up after twice the retry
+    // interval and close the connection should it still complete later.
     const timeoutMs = (cfg.connectRetry ?? 5) * 1000 * 2;
-    const timer = this.host.clock.setTimeout(() => {
-      timedOut = true;
-    }, timeoutMs);
+    let timer: TimerId | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = this.host.clock.setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const opts = {
+      remoteAddress: cfg.address,
+      remotePort: cfg.port ?? this.defaultPort,
+      ...(cfg.localAddress ? { localAddress: cfg.localAddress } : {}),
+      ...(cfg.multihopTtl ? { ttl: cfg.multihopTtl } : {}),
+      ...(cfg.password ? { password: cfg.password } : {}),
+    };
+    let pending: Promise<BgpConn> | undefined;
     try {
-      const opts = {
-        remoteAddress: cfg.address,
-        remotePort: cfg.port ?? this.defaultPort,
-        ...(cfg.localAddress ? { localAddress: cfg.localAddress } : {}),
-        ...(cfg.multihopTtl ? { ttl: cfg.multihopTtl } : {}),
-        ...(cfg.password ? { password: cfg.password } : {}),
-      };
-      conn = await this.host.transportFor(this).connect(opts);
+      pending = this.host.transportFor(this).connect(opts);
+      const r = await Promise.race([pending, timedOut]);
+      if (r === "timeout") {
+        this.stats.lastError = `connect to ${cfg.address} timed out after ${timeoutMs / 1000} s`;
+        pending.then((c) => c.close(), () => {});
+      } else conn = r;
     } catch (e) {
       this.stats.lastError = e instanceof Error
         ? (e.cause ? `${e.message}: ${e.cause}` : e.message)
         : String(e);
       this.#log.debug("bgp connect failed", { err: e });
     } finally {
-      this.host.clock.clearTimeout(timer);
+      if (timer !== undefined) this.host.clock.clearTimeout(timer);
       this.#connecting = false;
     }
-    if (conn && (timedOut || !this.#running || this.#established)) {
+    if (conn && (!this.#running || this.#established)) {
       conn.close();
       conn = undefined;
     }

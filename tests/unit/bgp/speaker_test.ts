@@ -583,3 +583,37 @@ Deno.test("peers can be added, changed and removed at run time with setPeers", a
     await w.stopAll();
   }
 });
+
+Deno.test("a connect that never completes times out and is retried instead of blocking the peer", async () => {
+  const w = new World();
+  let calls = 0;
+  const hanging = {
+    name: "hanging",
+    supports: { password: false, ttl: false, localAddress: false },
+    connect: () => {
+      calls++;
+      return new Promise<never>(() => {});
+    },
+    listen: () => {
+      throw new Error("not used");
+    },
+  };
+  const s = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    transport: hanging,
+    listenAddresses: [],
+  });
+  try {
+    s.addPeer({ address: "10.0.0.7", asn: 65007, connectRetry: 1 });
+    await s.start();
+    await w.settle();
+    assert.equal(calls, 1);
+    await w.clock.advance(2_100); // timed out after 2 s, retried after 1 s more
+    await w.clock.advance(1_100);
+    assert.equal(calls, 2);
+    assert.match(s.peer("10.0.0.7")?.lastError ?? "", /timed out/);
+  } finally {
+    await w.stopAll();
+  }
+});
