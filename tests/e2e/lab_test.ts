@@ -377,3 +377,61 @@ spec:
     }
   },
 });
+
+Deno.test({
+  ...needs("a 160-node lab widens the underlay to a /16 and every node reaches the master", REQ),
+  async fn() {
+    const where = isolated();
+    try {
+      const state = await labUp({ ...where, nodes: 160, agents: false });
+      const nodes = JSON.parse(await k(state, ["get", "nodes", "-o", "json"])).items as Array<
+        {
+          metadata: { name: string };
+          spec: { podCIDR: string };
+          status: { addresses: Array<{ type: string; address: string }> };
+        }
+      >;
+      assert.equal(nodes.length, 160);
+      const byName = new Map(nodes.map((n) => [n.metadata.name, n]));
+      for (
+        const [name, ip, cidr] of [
+          ["kube-node1", "192.168.1.100", "10.1.1.0/24"],
+          ["kube-node155", "192.168.1.254", "10.1.155.0/24"],
+          ["kube-node156", "192.168.1.255", "10.1.156.0/24"],
+          ["kube-node160", "192.168.2.3", "10.1.160.0/24"],
+        ]
+      ) {
+        const n = byName.get(name!)!;
+        assert.equal(n.status.addresses.find((a) => a.type === "InternalIP")?.address, ip, name);
+        assert.equal(n.spec.podCIDR, cidr, name);
+      }
+      assert.equal(new Set(nodes.map((n) => n.spec.podCIDR)).size, 160);
+      for (const node of ["kube-node1", "kube-node156", "kube-node160"]) {
+        const r = await run(
+          execCommand(state, node, [
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "5",
+            "https://192.168.1.99:6443/version",
+          ]),
+          { check: false },
+        );
+        assert.match(r.stdout, /^[1-5]\d\d$/, `${node} reaches the API server`);
+      }
+    } catch (e) {
+      dumpLogs(where.stateDir);
+      throw e;
+    } finally {
+      await labDown(where);
+    }
+    assert.deepEqual(
+      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      [],
+    );
+  },
+});
