@@ -60,6 +60,7 @@ export class Router implements ModuleInstance {
   /** Destinations BGP has given us since start; their later withdrawal is honoured at once. */
   #everWanted = new Set<string>();
   #allUpSince: number | undefined;
+  #importPolicyKey = "";
   #stopped = false;
   #metrics;
 
@@ -215,10 +216,16 @@ export class Router implements ModuleInstance {
     const identity = `${plan.localAsn}|${plan.routerId}|${plan.clusterId ?? ""}|${
       self.localAddresses.join(",")
     }`;
+    const policyKey = JSON.stringify(policy);
     if (this.#speaker && identity === this.#speakerIdentity) {
-      this.#speaker.setImportPolicy(this.#importPolicy(policy));
+      // Re-evaluating every received route is not free, and it re-announces best paths: only on change.
+      if (policyKey !== this.#importPolicyKey) {
+        this.#speaker.setImportPolicy(this.#importPolicy(policy));
+        this.#importPolicyKey = policyKey;
+      }
       return;
     }
+    this.#importPolicyKey = policyKey;
     if (this.#speaker) {
       this.#ctx.log.info("BGP identity changed; restarting the speaker", {
         from: this.#speakerIdentity,

@@ -18,9 +18,21 @@ Deno.test({
     await withNetns(["ul", "n1", "n2", "p1", "p2"], async (ul, n1, n2, p1, p2) => {
       const c = await TestCluster.start(await Deno.makeTempDir({ prefix: "krt-2n-" }), ul, [n1, n2]);
       try {
-        c.startAgent(0);
+        c.startAgent(0, ["--metrics-port=20245"]);
         c.startAgent(1);
         await c.waitConverged();
+        // Once converged, an idle router does not keep syncing (no event feedback loop).
+        const syncs = async () => {
+          const m = (await n1.exec(["curl", "-s", "http://127.0.0.1:20245/metrics"])).stdout;
+          return Number(
+            /kube_router_syncs_total\{module="router",result="success"\} (\d+)/.exec(m)?.[1] ?? NaN,
+          );
+        };
+        await new Promise((r) => setTimeout(r, 1000));
+        const before = await syncs();
+        await new Promise((r) => setTimeout(r, 3000));
+        const idleSyncs = (await syncs()) - before;
+        assert.ok(idleSyncs <= 1, `${idleSyncs} router syncs in 3 idle seconds`);
         const ip1 = await c.addPod(0, p1);
         const ip2 = await c.addPod(1, p2);
         assert.match(ip1, /^10\.1\.1\./);
