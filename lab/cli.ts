@@ -30,7 +30,7 @@ import {
   splitFlags,
 } from "./lab.ts";
 import type { CniMode } from "./kubelet.ts";
-import { nodeDir } from "./state.ts";
+import { defaultStateDir, nodeDir, readState } from "./state.ts";
 import { topology } from "./topology.ts";
 
 const USAGE = `usage: deno task lab <command> [options]
@@ -97,14 +97,34 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "up": {
       const t0 = performance.now();
-      const st = await labUp({
-        ...where,
-        ...(nodes !== undefined ? { nodes } : {}),
-        agents: !values["no-agents"],
-        agentFlags: splitFlags(values["agent-flags"] ?? ""),
-        ...(cni ? { cni } : {}),
-        say: (l) => console.log(`lab: ${l}`),
-      });
+      // Ctrl-C while coming up: remove what was built rather than leave half a cluster running.
+      const onInterrupt = () => {
+        console.error("lab: interrupted; removing the partial lab");
+        labDown(where).finally(() => Deno.exit(130));
+      };
+      Deno.addSignalListener("SIGINT", onInterrupt);
+      let st;
+      try {
+        st = await labUp({
+          ...where,
+          ...(nodes !== undefined ? { nodes } : {}),
+          agents: !values["no-agents"],
+          agentFlags: splitFlags(values["agent-flags"] ?? ""),
+          ...(cni ? { cni } : {}),
+          say: (l) => console.log(`lab: ${l}`),
+        });
+      } catch (e) {
+        const mine = readState(where.stateDir ?? defaultStateDir());
+        if (mine?.upPid === Deno.pid) {
+          console.error(
+            `lab: up failed; the partial lab is kept for inspection (logs in ${mine.stateDir}); ` +
+              "remove it with `deno task lab down`",
+          );
+        }
+        throw e;
+      } finally {
+        Deno.removeSignalListener("SIGINT", onInterrupt);
+      }
       console.log(
         `lab: up in ${
           ((performance.now() - t0) / 1000).toFixed(1)
