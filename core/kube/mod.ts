@@ -13,11 +13,14 @@ export {
 export { WatchLayer, type WatchLayerOptions } from "./watch_layer.ts";
 export { type BackoffOptions, type ReflectorStats, RESOURCE_PATHS } from "./reflector.ts";
 export {
+  FetchTransport,
   HttpTransport,
   isAbort,
   isGone,
+  isTooLargeResourceVersion,
   KubeApiError,
   type ListPage,
+  NodeHttpTransport,
   type RawWatchEvent,
   type Transport,
 } from "./transport.ts";

@@ -73,7 +73,11 @@ function statusError(code: number, body: string): KubeApiError {
   return new KubeApiError(code, "", `HTTP ${code}: ${body.slice(0, 200)}`);
 }
 
-export class HttpTransport implements Transport {
+/**
+ * The transport over `node:https`: used where Deno's fetch cannot go (insecure-skip-tls-verify, an
+ * HTTP proxy from the kubeconfig's proxy-url), since it takes client-node's agents as they are.
+ */
+export class NodeHttpTransport implements Transport {
   #agent: { key: string; agent: http.Agent } | undefined;
 
   /**
@@ -319,4 +323,216 @@ function readAll(res: http.IncomingMessage, signal: AbortSignal): Promise<string
       reject(signal.aborted ? abortError() : new KubeApiError(0, "", err.message, { cause: err }));
     });
   });
+}
+
+/**
+ * The transport over Deno's `fetch` with a `Deno.createHttpClient` holding the CA and client
+ * certificate: about twice as fast as `node:https` for LIST pages, and a native streaming body for
+ * watches. Credentials in headers (tokens, exec plugins) still come from client-node per request.
+ */
+export class FetchTransport implements Transport {
+  #client: { key: string; client: Deno.HttpClient } | undefined;
+
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    readonly opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
+  ) {}
+
+  close(): void {
+    this.#client?.client.close();
+    this.#client = undefined;
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #clientFor(o: any): Deno.HttpClient {
+    const pem = (v: unknown): string | undefined =>
+      v === undefined || v === null
+        ? undefined
+        : typeof v === "string"
+        ? v
+        : new TextDecoder().decode(v as Uint8Array);
+    const ca = pem(o.ca), cert = pem(o.cert), key = pem(o.key);
+    const id = JSON.stringify([ca, cert, key]);
+    if (this.#client?.key !== id) {
+      this.#client?.client.close();
+      const client = Deno.createHttpClient({
+        ...(ca ? { caCerts: [ca] } : {}),
+        ...(cert && key ? { cert, key } : {}),
+      });
+      this.#client = { key: id, client };
+    }
+    return this.#client.client;
+  }
+
+  async #fetch(path: string, query: Record<string, string>, signal: AbortSignal): Promise<Response> {
+    const cluster = this.kubeConfig.getCurrentCluster();
+    if (!cluster) throw new KubeApiError(0, "", "the kubeconfig has no current cluster");
+    const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    // deno-lint-ignore no-explicit-any
+    const o: any = { headers: { Accept: "application/json" } };
+    await this.kubeConfig.applyToHTTPSOptions(o);
+    if (signal.aborted) throw abortError();
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(o.headers ?? {})) if (typeof v === "string") headers.set(k, v);
+    if (o.auth) headers.set("Authorization", "Basic " + btoa(o.auth));
+    const timeoutMs = this.opts.responseTimeoutMs ?? 60_000;
+    const ctl = new AbortController();
+    const onAbort = () => ctl.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    const timer = setTimeout(
+      () =>
+        ctl.abort(new KubeApiError(0, "", `GET ${url.origin}${path}: no response within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    try {
+      return await fetch(url, { headers, client: this.#clientFor(o), signal: ctl.signal });
+    } catch (err) {
+      if (signal.aborted) throw abortError();
+      if (err instanceof KubeApiError) throw err;
+      this.close();
+      throw new KubeApiError(0, "", `GET ${url.origin}${path} failed`, { cause: err });
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async list(path: string, query: Record<string, string>, signal: AbortSignal): Promise<ListPage> {
+    const res = await this.#fetch(path, query, signal);
+    let body: string;
+    try {
+      body = await res.text();
+    } catch (err) {
+      throw signal.aborted
+        ? abortError()
+        : new KubeApiError(0, "", `reading the list of ${path} failed`, { cause: err });
+    }
+    if (res.status !== 200) throw statusError(res.status, body);
+    let parsed;
+    try {
+      parsed = JSON.parse(body);
+    } catch (err) {
+      throw new KubeApiError(0, "", `invalid JSON in the list of ${path}`, { cause: err });
+    }
+    const page: ListPage = {
+      items: parsed.items ?? [],
+      resourceVersion: String(parsed.metadata?.resourceVersion ?? ""),
+    };
+    if (parsed.metadata?.continue) page.continue = parsed.metadata.continue;
+    return page;
+  }
+
+  async watch(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onConnected: () => void,
+    onEvent: (e: RawWatchEvent) => void,
+  ): Promise<void> {
+    const res = await this.#fetch(path, { ...query, watch: "true" }, signal);
+    if (res.status !== 200) throw statusError(res.status, await res.text().catch(() => ""));
+    onConnected();
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const idleMs = this.opts.idleTimeoutMs ?? 0;
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    let idleFired = false;
+    const armIdle = () => {
+      if (!idleMs) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        idleFired = true;
+        void reader.cancel();
+      }, idleMs);
+    };
+    const onAbort = () => void reader.cancel();
+    signal.addEventListener("abort", onAbort, { once: true });
+    let buf = "";
+    try {
+      armIdle();
+      for (;;) {
+        let chunk: ReadableStreamReadResult<string>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          if (signal.aborted) throw abortError();
+          throw new KubeApiError(0, "", `watch ${path}: connection lost`, { cause: err });
+        }
+        if (signal.aborted) throw abortError();
+        if (idleFired) throw new KubeApiError(0, "", `watch ${path} silent for ${idleMs} ms`);
+        if (chunk.done) return;
+        armIdle();
+        buf += chunk.value;
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (!line) continue;
+          let e: RawWatchEvent;
+          try {
+            e = JSON.parse(line);
+          } catch (err) {
+            throw new KubeApiError(0, "", `invalid JSON in the watch of ${path}`, { cause: err });
+          }
+          if (e.type === "ERROR") {
+            const st = e.object ?? {};
+            throw new KubeApiError(st.code ?? 0, st.reason ?? "", st.message ?? "watch error");
+          }
+          onEvent(e);
+        }
+      }
+    } finally {
+      clearTimeout(idle);
+      signal.removeEventListener("abort", onAbort);
+      await reader.cancel().catch(() => {});
+    }
+  }
+}
+
+/**
+ * The transport the watch layer uses by default: {@link FetchTransport}, or {@link NodeHttpTransport}
+ * when the kubeconfig asks for what fetch cannot do (insecure-skip-tls-verify, a proxy-url).
+ */
+export class HttpTransport implements Transport {
+  #fetch: FetchTransport;
+  #node: NodeHttpTransport;
+
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
+  ) {
+    this.#fetch = new FetchTransport(kubeConfig, opts);
+    this.#node = new NodeHttpTransport(kubeConfig, opts);
+  }
+
+  /** Which transport the current cluster needs. */
+  get kind(): "fetch" | "node" {
+    const c = this.kubeConfig.getCurrentCluster();
+    return c && (c.skipTLSVerify || c.proxyUrl) ? "node" : "fetch";
+  }
+
+  list(path: string, query: Record<string, string>, signal: AbortSignal): Promise<ListPage> {
+    return (this.kind === "fetch" ? this.#fetch : this.#node).list(path, query, signal);
+  }
+
+  watch(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onConnected: () => void,
+    onEvent: (e: RawWatchEvent) => void,
+  ): Promise<void> {
+    return (this.kind === "fetch" ? this.#fetch : this.#node).watch(
+      path,
+      query,
+      signal,
+      onConnected,
+      onEvent,
+    );
+  }
+
+  close(): void {
+    this.#fetch.close();
+    this.#node.close();
+  }
 }

@@ -3,7 +3,7 @@ import { type ApiServer, startApiServer, type Store } from "../../../lab/apiserv
 import { Bus, type ResourceEvent, type ResourceKind } from "../../../core/bus.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
-import { loadKubeConfig, WatchLayer } from "../../../core/kube/mod.ts";
+import { FetchTransport, loadKubeConfig, NodeHttpTransport, WatchLayer } from "../../../core/kube/mod.ts";
 
 export interface Lab {
   server: ApiServer;
@@ -60,15 +60,22 @@ export interface Watched {
 export function watchLayerFor(
   kubeconfigPath: string,
   resources: readonly ResourceKind[],
-  opts: { backoffMs?: number } = {},
+  opts: { backoffMs?: number; transport?: "fetch" | "node" } = {},
 ): Watched {
   const bus = new Bus();
   const metrics = new Metrics();
   const logs = new MemorySink();
   const events: ResourceEvent[] = [];
   for (const r of resources) bus.onResource(r, (e) => events.push(e as ResourceEvent));
+  const kubeConfig = loadKubeConfig({ kubeconfig: kubeconfigPath, master: "" });
+  const transport = opts.transport === "node"
+    ? new NodeHttpTransport(kubeConfig)
+    : opts.transport === "fetch"
+    ? new FetchTransport(kubeConfig)
+    : undefined;
   const layer = new WatchLayer({
-    kubeConfig: loadKubeConfig({ kubeconfig: kubeconfigPath, master: "" }),
+    kubeConfig,
+    ...(transport ? { transport } : {}),
     bus,
     log: getLogger({}, logs),
     metrics,

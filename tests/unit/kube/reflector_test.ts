@@ -204,20 +204,20 @@ Deno.test("reflector resets its backoff once a watch connects again", async () =
     throw new KubeApiError(0, "", "connection reset");
   });
   t.watches.push(refused);
-  const { layer, clock } = layerWith(t);
+  const clock = new RecordingClock();
+  const { layer } = layerWith(t, clock);
   try {
     layer.start(["services"]);
     assert.equal(await layer.waitForSync(["services"], 1000), true);
-    await flushMicrotasks();
-    await clock.advance(100 + 200 + 400);
-    assert.equal(
-      t.calls.filter((c) => c.startsWith("watch")).length,
-      4,
-      "three refusals, then a connected watch",
+    const synced = clock.delays.length; // the waitForSync timer
+    for (let i = 0; i < 6; i++) await clock.advance(400);
+    assert.ok(t.calls.filter((c) => c.startsWith("watch")).length >= 5);
+    // Three refusals back off 100, 200, 400; the watch that connected resets it: 100 again.
+    const bases = [100, 200, 400, 100];
+    const delays = clock.delays.slice(synced, synced + 4);
+    delays.forEach((d, i) =>
+      assert.ok(d >= bases[i]! * 0.8 && d <= bases[i]!, `delay ${i} = ${d}, base ${bases[i]}`)
     );
-    // The connected watch failed too, but the next wait starts from initialMs again.
-    await clock.advance(100);
-    assert.equal(t.calls.filter((c) => c.startsWith("watch")).length, 5);
   } finally {
     await layer.stop();
   }

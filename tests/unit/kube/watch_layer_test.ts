@@ -56,95 +56,99 @@ Deno.test("watch layer starts informers only for the resources asked for", async
   }
 });
 
-Deno.test("watch layer delivers changes made while the API server was down exactly once after it returns", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-  try {
-    const s = lab.server.store;
-    s.create("pods", pod("default", "keep"));
-    s.create("pods", pod("default", "change"));
-    s.create("pods", pod("default", "remove"));
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
-    s.create("pods", pod("default", "before-stop"));
-    await until(() => w.events.length === 4, "event before the stop");
-    await lab.restart(async (store) => {
-      // Let the layer notice the outage and retry at least once against the closed port.
-      await until(() => w.logs.lines.some((l) => l.includes("list/watch failed")), "a failed reconnect");
-      store.create("pods", pod("default", "while-down"));
-      store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
-      store.delete("pods", "default/remove");
-      store.create("pods", pod("default", "short-lived"));
-      store.delete("pods", "default/short-lived");
-    });
-    s.create("pods", pod("default", "after-restart"));
-    await until(
-      () => w.layer.get("pods", "default/after-restart") !== undefined,
-      "the pod made after the restart",
-    );
-    await new Promise((r) => setTimeout(r, 200));
-    const after = w.events.slice(4).map(line);
-    assert.deepEqual(after, [
-      "ADDED default/while-down",
-      "MODIFIED default/change",
-      "DELETED default/remove",
-      "ADDED default/short-lived",
-      "DELETED default/short-lived",
-      "ADDED default/after-restart",
-    ]);
-    const keys = w.layer.list("pods").map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort();
-    assert.deepEqual(
-      keys,
-      s.list("pods").items.map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort(),
-    );
-    assert.equal(
-      w.layer.stats("pods")!.relists,
-      0,
-      "resumed the watch from its resourceVersion, no re-list needed",
-    );
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+for (const transport of ["fetch", "node"] as const) {
+  Deno.test(`watch layer delivers changes made while the API server was down exactly once after it returns (${transport})`, async () => {
+    const lab = await startLab();
+    const w = watchLayerFor(lab.kubeconfigPath, ["pods"], { transport });
+    try {
+      const s = lab.server.store;
+      s.create("pods", pod("default", "keep"));
+      s.create("pods", pod("default", "change"));
+      s.create("pods", pod("default", "remove"));
+      w.layer.start(["pods"]);
+      assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+      s.create("pods", pod("default", "before-stop"));
+      await until(() => w.events.length === 4, "event before the stop");
+      await lab.restart(async (store) => {
+        // Let the layer notice the outage and retry at least once against the closed port.
+        await until(() => w.logs.lines.some((l) => l.includes("list/watch failed")), "a failed reconnect");
+        store.create("pods", pod("default", "while-down"));
+        store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
+        store.delete("pods", "default/remove");
+        store.create("pods", pod("default", "short-lived"));
+        store.delete("pods", "default/short-lived");
+      });
+      s.create("pods", pod("default", "after-restart"));
+      await until(
+        () => w.layer.get("pods", "default/after-restart") !== undefined,
+        "the pod made after the restart",
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      const after = w.events.slice(4).map(line);
+      assert.deepEqual(after, [
+        "ADDED default/while-down",
+        "MODIFIED default/change",
+        "DELETED default/remove",
+        "ADDED default/short-lived",
+        "DELETED default/short-lived",
+        "ADDED default/after-restart",
+      ]);
+      const keys = w.layer.list("pods").map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort();
+      assert.deepEqual(
+        keys,
+        s.list("pods").items.map((p) => `${p.metadata!.namespace}/${p.metadata!.name}`).sort(),
+      );
+      assert.equal(
+        w.layer.stats("pods")!.relists,
+        0,
+        "resumed the watch from its resourceVersion, no re-list needed",
+      );
+    } finally {
+      await w.layer.stop();
+      await lab.close();
+    }
+  });
+}
 
-Deno.test("watch layer re-lists after 410 Gone and publishes only the difference, once", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-  try {
-    const s = lab.server.store;
-    s.create("pods", pod("default", "keep"));
-    s.create("pods", pod("default", "change"));
-    s.create("pods", pod("default", "remove"));
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
-    await lab.restart((store) => {
-      store.create("pods", pod("default", "while-down"));
-      store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
-      store.delete("pods", "default/remove");
-      store.create("pods", pod("default", "short-lived"));
-      store.delete("pods", "default/short-lived");
-      // The history the watch would resume from is gone: the server must answer 410.
-      store.compact();
-    });
-    await until(() => w.layer.stats("pods")!.relists >= 1, "a re-list");
-    await until(() => w.events.length >= 6, "the differences");
-    await new Promise((r) => setTimeout(r, 200));
-    assert.deepEqual(w.events.slice(3).map(line).sort(), [
-      "ADDED default/while-down",
-      "DELETED default/remove",
-      "MODIFIED default/change",
-    ]);
-    assert.equal(w.events.length, 6, "nothing published twice, nothing for the object that came and went");
-    assert.ok(w.logs.lines.some((l) => l.includes("resourceVersion too old")));
-    s.create("pods", pod("default", "later"));
-    await until(() => w.events.length === 7, "the watch after the re-list");
-    assert.equal(line(w.events[6]!), "ADDED default/later");
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+for (const transport of ["fetch", "node"] as const) {
+  Deno.test(`watch layer re-lists after 410 Gone and publishes only the difference, once (${transport})`, async () => {
+    const lab = await startLab();
+    const w = watchLayerFor(lab.kubeconfigPath, ["pods"], { transport });
+    try {
+      const s = lab.server.store;
+      s.create("pods", pod("default", "keep"));
+      s.create("pods", pod("default", "change"));
+      s.create("pods", pod("default", "remove"));
+      w.layer.start(["pods"]);
+      assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+      await lab.restart((store) => {
+        store.create("pods", pod("default", "while-down"));
+        store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
+        store.delete("pods", "default/remove");
+        store.create("pods", pod("default", "short-lived"));
+        store.delete("pods", "default/short-lived");
+        // The history the watch would resume from is gone: the server must answer 410.
+        store.compact();
+      });
+      await until(() => w.layer.stats("pods")!.relists >= 1, "a re-list");
+      await until(() => w.events.length >= 6, "the differences");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(w.events.slice(3).map(line).sort(), [
+        "ADDED default/while-down",
+        "DELETED default/remove",
+        "MODIFIED default/change",
+      ]);
+      assert.equal(w.events.length, 6, "nothing published twice, nothing for the object that came and went");
+      assert.ok(w.logs.lines.some((l) => l.includes("resourceVersion too old")));
+      s.create("pods", pod("default", "later"));
+      await until(() => w.events.length === 7, "the watch after the re-list");
+      assert.equal(line(w.events[6]!), "ADDED default/later");
+    } finally {
+      await w.layer.stop();
+      await lab.close();
+    }
+  });
+}
 
 Deno.test("watch layer resumes a watch the server ended (timeoutSeconds) without re-listing or duplicates", async () => {
   const lab = await startLab();
@@ -179,34 +183,38 @@ Deno.test("watch layer resumes a watch the server ended (timeoutSeconds) without
   }
 });
 
-Deno.test("watch layer authenticates with a client certificate", async () => {
-  const lab = await startLab({ auth: "cert" });
-  const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"]);
-  try {
-    w.layer.start(["namespaces"]);
-    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
-    assert.deepEqual(w.events.map(line).sort(), ["ADDED default", "ADDED kube-system"]);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+for (const transport of ["fetch", "node"] as const) {
+  Deno.test(`watch layer authenticates with a client certificate (${transport})`, async () => {
+    const lab = await startLab({ auth: "cert" });
+    const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"], { transport });
+    try {
+      w.layer.start(["namespaces"]);
+      assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+      assert.deepEqual(w.events.map(line).sort(), ["ADDED default", "ADDED kube-system"]);
+    } finally {
+      await w.layer.stop();
+      await lab.close();
+    }
+  });
+}
 
-Deno.test("watch layer with a bad token is refused, never syncs, and says why", async () => {
-  const lab = await startLab();
-  const bad = (await Deno.readTextFile(lab.kubeconfigPath)).replace(lab.server.token, "not-the-token");
-  await Deno.writeTextFile(`${lab.dir}/bad`, bad);
-  const w = watchLayerFor(`${lab.dir}/bad`, ["pods"]);
-  try {
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 500), false);
-    assert.ok(w.logs.lines.some((l) => l.includes("Unauthorized")), w.logs.lines.join("\n"));
-    assert.equal(w.events.length, 0);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+for (const transport of ["fetch", "node"] as const) {
+  Deno.test(`watch layer with a bad token is refused, never syncs, and says why (${transport})`, async () => {
+    const lab = await startLab();
+    const bad = (await Deno.readTextFile(lab.kubeconfigPath)).replace(lab.server.token, "not-the-token");
+    await Deno.writeTextFile(`${lab.dir}/bad`, bad);
+    const w = watchLayerFor(`${lab.dir}/bad`, ["pods"], { transport });
+    try {
+      w.layer.start(["pods"]);
+      assert.equal(await w.layer.waitForSync(["pods"], 500), false);
+      assert.ok(w.logs.lines.some((l) => l.includes("Unauthorized")), w.logs.lines.join("\n"));
+      assert.equal(w.events.length, 0);
+    } finally {
+      await w.layer.stop();
+      await lab.close();
+    }
+  });
+}
 
 Deno.test("waitForSync gives up with false when the timeout passes on an unreachable API server", async () => {
   const clock = new FakeClock();
@@ -239,39 +247,44 @@ Deno.test("waitForSync gives up with false when the timeout passes on an unreach
   }
 });
 
-Deno.test("watch layer stop ends every loop without logging the stop as a failure", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, [
-    "pods",
-    "namespaces",
-    "services",
-    "endpointslices",
-    "nodes",
-    "networkpolicies",
-  ]);
-  try {
-    w.layer.start(["pods", "namespaces", "services", "endpointslices", "nodes", "networkpolicies"]);
-    assert.equal(
-      await w.layer.waitForSync([
-        "pods",
-        "namespaces",
-        "services",
-        "endpointslices",
-        "nodes",
-        "networkpolicies",
-      ], 10_000),
-      true,
-    );
-    await until(() => lab.server.openWatches === 6, "six open watches");
-    await w.layer.stop();
-    assert.ok(!w.logs.lines.some((l) => l.includes("WARN") || l.includes("ERROR")), w.logs.lines.join("\n"));
-    await until(() => lab.server.openWatches === 0, "the server to see the watches close");
-    assert.throws(() => w.layer.start(["pods"]));
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+for (const transport of ["fetch", "node"] as const) {
+  Deno.test(`watch layer stop ends every loop without logging the stop as a failure (${transport})`, async () => {
+    const lab = await startLab();
+    const w = watchLayerFor(lab.kubeconfigPath, [
+      "pods",
+      "namespaces",
+      "services",
+      "endpointslices",
+      "nodes",
+      "networkpolicies",
+    ], { transport });
+    try {
+      w.layer.start(["pods", "namespaces", "services", "endpointslices", "nodes", "networkpolicies"]);
+      assert.equal(
+        await w.layer.waitForSync([
+          "pods",
+          "namespaces",
+          "services",
+          "endpointslices",
+          "nodes",
+          "networkpolicies",
+        ], 10_000),
+        true,
+      );
+      await until(() => lab.server.openWatches === 6, "six open watches");
+      await w.layer.stop();
+      assert.ok(
+        !w.logs.lines.some((l) => l.includes("WARN") || l.includes("ERROR")),
+        w.logs.lines.join("\n"),
+      );
+      await until(() => lab.server.openWatches === 0, "the server to see the watches close");
+      assert.throws(() => w.layer.start(["pods"]));
+    } finally {
+      await w.layer.stop();
+      await lab.close();
+    }
+  });
+}
 
 Deno.test("watch layer follows bookmarks, so its watch resumes after a compaction without re-listing", async () => {
   const lab = await startLab({ bookmarkIntervalMs: 50 });
