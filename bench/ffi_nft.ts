@@ -27,19 +27,38 @@ function rssMiB(field = "VmRSS"): number {
 }
 
 /**
- * Worker, run inside the namespace: applies the ruleset `rounds` times (deleting it in between), in
- * process (no automatic trim, to show both figures) or through a child `nft` for large inputs.
+ * Worker, run inside the namespace: applies the ruleset `rounds` times (deleting it in between): in
+ * process as configured by default (malloc_trim after each large load), in process without trimming
+ * (to show what the trim saves), or through a child `nft` for large inputs.
  */
-export async function ours(n: number, rounds: number, mode: "in" | "child") {
+export async function ours(n: number, rounds: number, mode: "in" | "notrim" | "child", refFile?: string) {
   let cmds: NftCommand[] | undefined = ruleset(n);
   const nft = new Nftables(
-    mode === "in" ? { trimAboveBytes: Infinity } : { outOfProcessAboveBytes: 1 << 20 },
+    mode === "in"
+      ? {}
+      : mode === "notrim"
+      ? { trimAboveBytes: Infinity }
+      : { outOfProcessAboveBytes: 1 << 20 },
   );
   try {
     const before = rssMiB();
     const times: number[] = [];
+    const refTimes: number[] = [];
     let afterLoad = 0;
     for (let i = 0; i < rounds; i++) {
+      if (refFile) {
+        // The reference, interleaved with ours so both see the same machine load.
+        const t0 = performance.now();
+        const out = await new Deno.Command("nft", {
+          args: ["-j", "-f", refFile],
+          stdout: "null",
+          stderr: "piped",
+        })
+          .output();
+        refTimes.push(performance.now() - t0);
+        if (!out.success) throw new Error(`nft -j -f: ${new TextDecoder().decode(out.stderr)}`);
+        await nft.apply([{ delete: { table: { family: "ip", name: "krtbench" } } }]);
+      }
       const t0 = performance.now();
       await nft.apply(cmds);
       times.push(performance.now() - t0);
@@ -58,7 +77,7 @@ export async function ours(n: number, rounds: number, mode: "in" | "child") {
     mallocTrim();
     const afterListTrim = rssMiB();
     await nft.apply([{ delete: { table: { family: "ip", name: "krtbench" } } }]);
-    return { times, before, afterLoad, afterTrim, peakLoad, afterList, afterListTrim };
+    return { times, refTimes, before, afterLoad, afterTrim, peakLoad, afterList, afterListTrim };
   } finally {
     nft.close();
   }
@@ -75,11 +94,13 @@ if (import.meta.main) {
     await Deno.writeTextFile(file, JSON.stringify({ nftables: ruleset(n) }));
     type Res = Awaited<ReturnType<typeof ours>>;
     const url = new URL(import.meta.url);
-    const us = await inNetns<Res>(ns, url, "ours", [n, rounds, "in"], { timeoutMs: 170_000 });
-    const child = await inNetns<Res>(ns, url, "ours", [n, rounds, "child"], { timeoutMs: 170_000 });
+    const us = await inNetns<Res>(ns, url, "ours", [n, rounds, "in", file], { timeoutMs: 170_000 });
+    const child = await inNetns<Res>(ns, url, "ours", [n, rounds, "child", file], { timeoutMs: 170_000 });
+    const notrim = await inNetns<Res>(ns, url, "ours", [n, rounds, "notrim"], { timeoutMs: 170_000 });
+    // Once more from here, for nft's own peak RSS and to check what it loaded.
     const ref: number[] = [];
     let refPeak = 0;
-    for (let i = 0; i < rounds; i++) {
+    for (let i = 0; i < 1; i++) {
       const t0 = performance.now();
       const res = await ns.exec(["/usr/bin/time", "-f", "%M", "nft", "-j", "-f", file]);
       ref.push(performance.now() - t0);
@@ -91,7 +112,8 @@ if (import.meta.main) {
       await ns.exec(["nft", "delete", "table", "ip", "krtbench"]);
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const o = median(us.times), c = median(child.times), r = median(ref);
+    const o = median(us.times), r = median(us.refTimes);
+    const c = median(child.times), rc = median(child.refTimes);
     const ratio = (a: number, b: number) => (a / b).toFixed(2);
     const md = [
       "## nftables through libnftables FFI (100,000-element verdict map)",
@@ -101,19 +123,19 @@ if (import.meta.main) {
       `| apply table + map in one transaction, in process (ms, median of ${rounds}; lower is better) | ${
         Math.round(o)
       } | ${Math.round(r)} (\`nft -j -f\`) | ${ratio(o, r)} | <= 1.20 |`,
-      `| same, through a child \`nft -j -f -\` (ms) | ${Math.round(c)} | ${Math.round(r)} | ${
-        ratio(c, r)
+      `| same, through a child \`nft -j -f -\` (ms) | ${Math.round(c)} | ${Math.round(rc)} | ${
+        ratio(c, rc)
       } | <= 1.20 |`,
-      `| agent RSS right after the in-process load, before malloc_trim (MiB) | ${us.afterLoad} | ${us.before} (agent before) | ${
+      `| agent RSS after each in-process load (default: malloc_trim(0) after large inputs) (MiB) | ${us.afterLoad} | ${us.before} (agent before) | ${
         ratio(us.afterLoad, us.before)
       } |  |`,
-      `| agent RSS after malloc_trim(0) (MiB) | ${us.afterTrim} | ${us.before} | ${
-        ratio(us.afterTrim, us.before)
-      } |  |`,
-      `| agent peak RSS during in-process loads (MiB) | ${us.peakLoad} | ${refPeak} (\`nft -j -f\` max RSS) | ${
+      `| agent peak RSS during ${rounds} in-process loads (MiB) | ${us.peakLoad} | ${refPeak} (\`nft -j -f\` max RSS) | ${
         ratio(us.peakLoad, refPeak)
       } |  |`,
-      `| agent peak RSS during child-process loads (MiB) | ${child.peakLoad} | ${child.before} (agent before) | ${
+      `| same without malloc_trim: RSS after the loads / peak (MiB) | ${notrim.afterLoad} / ${notrim.peakLoad} | ${notrim.before} (agent before) | ${
+        ratio(notrim.afterLoad, notrim.before)
+      } |  |`,
+      `| agent peak RSS during ${rounds} child-process loads (MiB) | ${child.peakLoad} | ${child.before} (agent before) | ${
         ratio(child.peakLoad, child.before)
       } |  |`,
       `| agent RSS after listing the 100k map back, then after malloc_trim (MiB) | ${us.afterList} / ${us.afterListTrim} | ${us.before} | ${
@@ -121,10 +143,10 @@ if (import.meta.main) {
       } |  |`,
       "",
       `Measured by bench/ffi_nft.ts in a throwaway namespace: ours = \`Nftables.apply\` of the same JSON (${n} elements) in ` +
-      `its own \`ip netns exec\` Deno process, timed in-process; reference = \`nft -j -f FILE\` in the same run, timed ` +
-      `around the process (includes its start-up); each load is checked by listing and deleted before the next; ratio = ours / ` +
-      `reference. By default \`Nftables\` calls malloc_trim(0) itself after inputs over 1 MiB (disabled here to show both ` +
-      `figures); \`outOfProcessAboveBytes\` sends large loads to a child \`nft\` instead.`,
+      `its own \`ip netns exec\` Deno process, timed in-process; reference = \`nft -j -f FILE\` of the same JSON, ` +
+      `interleaved with ours round by round and timed around the process (includes its start-up); each load is checked by listing and deleted before the next; ratio = ours / ` +
+      `reference. libnftables runs on Deno's worker threads, each with its own malloc arena, which is why an untrimmed ` +
+      `agent keeps several loads' worth of heap; \`outOfProcessAboveBytes\` sends large loads to a child \`nft\` instead.`,
       "",
     ].join("\n");
     await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
