@@ -508,3 +508,59 @@ protocol bgp peer1 {
       })
     ),
 });
+
+Deno.test({
+  ...needs("a two-octet-AS session with BIRD carries four-octet path members in AS4_PATH", BIRD),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    tmpdir((dir) =>
+      withNetns(["bgp-us", "bgp-bird"], async (us, them) => {
+        await pair(us!, them!, 13);
+        const bird = new Bird(them!, dir);
+        const drv = new Driver(us!);
+        try {
+          await drv.call("start", { asn: 65001, routerId: "10.0.13.1", listenAddresses: ["0.0.0.0"] });
+          // A prepended four-octet AS puts a large ASN in the path we send.
+          await drv.call("addPeer", {
+            address: "10.0.13.2",
+            asn: 65013,
+            passive: true,
+            asPathPrepend: { count: 1, asn: 4200000005 },
+          });
+          await drv.call("set", { family: "ipv4-unicast", routes: [{ prefix: "10.1.0.0/24" }] });
+          await bird.start(`router id 10.0.13.2;
+protocol device {}
+protocol static s4 { ipv4; route 10.13.0.0/24 blackhole; }
+protocol bgp peer1 {
+  local 10.0.13.2 as 65013;
+  neighbor 10.0.13.1 as 65001;
+  enable as4 off;
+  connect retry time 1;
+  ipv4 { import all; export all; };
+}
+`);
+          const st = await drv.waitEstablished("10.0.13.2");
+          assert.ok(
+            !st.capabilities.includes("4-octet-as"),
+            "BIRD did not offer the four-octet AS capability",
+          );
+          const r = await waitFor(
+            "we learn BIRD's route",
+            async () => (await drv.routes()).find((x) => x.prefix === "10.13.0.0/24"),
+          );
+          assert.deepEqual(r.attrs.asPath, [{ type: 2, asns: [65013] }]);
+          const shown = await waitFor("BIRD learns our route", async () => {
+            const out = (await bird.cli("show", "route", "10.1.0.0/24", "all")).stdout;
+            return out.includes("BGP.as_path") ? out : undefined;
+          });
+          // On this two-octet session AS_PATH can only say 65001 23456 (AS_TRANS); BIRD rebuilds the real
+          // path from the AS4_PATH we added (RFC 6793 4.2.3), so 4200000005 proves it arrived intact.
+          assert.match(shown, /BGP.as_path: 65001 4200000005\n/);
+        } finally {
+          await drv.close();
+          await bird.stop();
+        }
+      })
+    ),
+});
