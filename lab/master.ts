@@ -60,6 +60,8 @@ const api = await startApiServer({
   nodePortRange: [NODE_PORT_RANGE[0], NODE_PORT_RANGE[1]],
   // The `kubernetes` Service (first cluster IP, 172.16.0.1) with the master as its endpoint.
   kubernetesService: true,
+  // Pods on a node terminate gracefully (Terminating endpoints) until the lab kubelet removes them.
+  gracefulPodDeletion: true,
   log: getLogger({ component: "lab-apiserver" }),
 });
 await api.writeKubeconfig(`${stateDir}/kubeconfig`);

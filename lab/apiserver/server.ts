@@ -38,6 +38,8 @@ export interface ApiServerOptions {
   nodePortRange?: [number, number];
   /** Used when no `store` is given: how long a deleted namespace stays Terminating. Default 0. */
   namespaceDeletionDelayMs?: number;
+  /** Delete pods bound to a node gracefully (see StoreOptions.gracefulPodDeletion); for the lab's kubelet. */
+  gracefulPodDeletion?: boolean;
   /** The store to serve; pass the previous server's store to restart with the same history. */
   store?: Store;
   /**
@@ -91,6 +93,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     ...(opts.serviceCidr ? { serviceCidr: opts.serviceCidr } : {}),
     ...(opts.nodePortRange ? { nodePortRange: opts.nodePortRange } : {}),
     ...(opts.namespaceDeletionDelayMs ? { namespaceDeletionDelayMs: opts.namespaceDeletionDelayMs } : {}),
+    ...(opts.gracefulPodDeletion ? { gracefulPodDeletion: true } : {}),
   });
   const caCertPem = await Deno.readTextFile(pki.caCertPath);
   const handler = new Handler(store, token, opts);
@@ -398,6 +401,7 @@ class Handler {
           this.store.delete(r.plural, key, {
             ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
             ...(pre.uid ? { uid: pre.uid } : {}),
+            ...(graceOf(body, q) !== undefined ? { gracePeriodSeconds: graceOf(body, q)! } : {}),
           }),
         );
       }
@@ -663,4 +667,11 @@ function send(res: ServerResponse, code: number, body: unknown): void {
     "content-length": String(new TextEncoder().encode(text).length),
   });
   res.end(text);
+}
+
+/** DeleteOptions.gracePeriodSeconds from the body or the query (`kubectl delete --grace-period`). */
+function graceOf(body: { gracePeriodSeconds?: unknown } | undefined, q: URLSearchParams): number | undefined {
+  const v = body?.gracePeriodSeconds ?? q.get("gracePeriodSeconds") ?? undefined;
+  const n = Number(v);
+  return v === undefined || v === null || !Number.isFinite(n) || n < 0 ? undefined : n;
 }

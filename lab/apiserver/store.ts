@@ -36,6 +36,13 @@ export interface StoreOptions {
    * namespace controller does it a moment later. Default 0: removed at once, synchronously.
    */
   namespaceDeletionDelayMs?: number;
+  /**
+   * Pods bound to a node are deleted gracefully, as kube-apiserver does: DELETE sets
+   * metadata.deletionTimestamp and deletionGracePeriodSeconds (from DeleteOptions, else
+   * spec.terminationGracePeriodSeconds, else 30) and the pod stays until the node's kubelet deletes it
+   * with gracePeriodSeconds 0. Default false: removed at once (no kubelet to finish the job).
+   */
+  gracefulPodDeletion?: boolean;
 }
 
 export interface ListOptions {
@@ -121,6 +128,7 @@ export class Store {
   #watchers = new Set<Watcher>();
   #historyLimit: number;
   #nsDelayMs: number;
+  #gracefulPods: boolean;
   #pending = new Set<number>();
   readonly clusterIps: ClusterIpAllocator;
   readonly nodePorts: NodePortAllocator;
@@ -130,6 +138,7 @@ export class Store {
     this.nodePorts = new NodePortAllocator(opts.nodePortRange ?? [30000, 32767]);
     this.#historyLimit = opts.historyLimit ?? 200_000;
     this.#nsDelayMs = opts.namespaceDeletionDelayMs ?? 0;
+    this.#gracefulPods = opts.gracefulPodDeletion ?? false;
     for (const r of RESOURCES.keys()) this.#objects.set(r, new Map());
     for (const ns of opts.initialNamespaces ?? ["default", "kube-system"]) {
       this.create("namespaces", { metadata: { name: ns } });
@@ -353,7 +362,11 @@ export class Store {
   }
 
   /** Deletes an object; deleting a namespace first deletes everything in it. Returns the last state. */
-  delete(resource: string, key: string, opts: { resourceVersion?: string; uid?: string } = {}): KubeObject {
+  delete(
+    resource: string,
+    key: string,
+    opts: { resourceVersion?: string; uid?: string; gracePeriodSeconds?: number } = {},
+  ): KubeObject {
     const r = resourceInfo(resource);
     const old = this.get(resource, key);
     if (opts.resourceVersion && opts.resourceVersion !== old.metadata?.resourceVersion) {
@@ -371,6 +384,22 @@ export class Store {
         old.metadata!.name!,
         `Precondition failed: UID in precondition: ${opts.uid}, UID in object meta: ${old.metadata?.uid}`,
       );
+    }
+    if (resource === "pods" && this.#gracefulPods && old.spec?.nodeName) {
+      const spec = old.spec as { terminationGracePeriodSeconds?: number };
+      const grace = opts.gracePeriodSeconds ?? spec.terminationGracePeriodSeconds ?? 30;
+      if (grace > 0) {
+        const meta = old.metadata!;
+        // Already terminating: a second DELETE may only shorten the grace period.
+        if (meta.deletionTimestamp && (meta.deletionGracePeriodSeconds ?? 0) <= grace) return old;
+        const terminating = structuredClone(old);
+        terminating.metadata!.deletionTimestamp = new Date(Date.now() + grace * 1000).toISOString().replace(
+          /\.\d+Z$/,
+          "Z",
+        );
+        terminating.metadata!.deletionGracePeriodSeconds = grace;
+        return this.#commit(resource, "MODIFIED", key, terminating, old);
+      }
     }
     if (resource === "namespaces" && this.#nsDelayMs > 0) {
       if (old.metadata?.deletionTimestamp) return old;

@@ -137,7 +137,7 @@ async function sliceState(state: ReturnType<typeof readState>): Promise<string> 
     "-l",
     "kubernetes.io/service-name=web",
     "-o",
-    "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}/{.conditions.serving}/{.nodeName} {end}",
+    "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready}/{.conditions.serving}/{.conditions.terminating}/{.nodeName} {end}",
   ]);
   return out.trim().split(" ").filter(Boolean).sort().join(" ");
 }
@@ -218,23 +218,40 @@ Deno.test({
         "three ready web endpoints",
         async () =>
           (await sliceState(state)) ===
-            "web-1=true/true/kube-node1 web-2=true/true/kube-node1 web-3=true/true/kube-node2",
+            "web-1=true/true/false/kube-node1 web-2=true/true/false/kube-node1 web-3=true/true/false/kube-node2",
       );
       await k(state, ["annotate", "pod", "-n", "shop", "web-2", "lab.kube-router.io/ready=false"]);
       await eventually(
         "web-2 turns not ready",
-        async () => (await sliceState(state)).includes("web-2=false/false/kube-node1"),
+        async () => (await sliceState(state)).includes("web-2=false/false/false/kube-node1"),
       );
       await k(state, ["annotate", "pod", "-n", "shop", "web-2", "lab.kube-router.io/ready-"]);
       await eventually(
         "web-2 is ready again",
-        async () => (await sliceState(state)).includes("web-2=true/true/kube-node1"),
+        async () => (await sliceState(state)).includes("web-2=true/true/false/kube-node1"),
       );
 
       const web3Ns = podNetns(state, "shop", "web-3");
       assert.ok(web3Ns, "web-3 has a recorded namespace");
-      await k(state, ["delete", "pod", "-n", "shop", "web-3", "--wait=true"]);
+      // Graceful deletion: web-3 keeps serving for 3 s (Terminating), then the kubelet removes it.
+      await k(state, ["annotate", "pod", "-n", "shop", "web-3", "lab.kube-router.io/terminate-after=3"]);
+      await k(state, ["delete", "pod", "-n", "shop", "web-3", "--wait=false"]);
+      await eventually(
+        "web-3 is a terminating, still serving endpoint",
+        async () => (await sliceState(state)).includes("web-3=false/true/true/kube-node2"),
+      );
+      // Still serving while terminating: its node reaches it over kube-bridge.
+      const fromNode2 = () =>
+        run(
+          execCommand(state, "kube-node2", ["curl", "-s", "-m", "3", `http://${ip["web-3"]}:8080/hostname`]),
+          { check: false },
+        );
+      assert.equal((await fromNode2()).stdout, "web-3");
       await eventually("web-3 leaves the slice", async () => !(await sliceState(state)).includes("web-3"));
+      await eventually(
+        "web-3 is gone from the API",
+        async () => !(await k(state, ["get", "pods", "-n", "shop", "-o", "name"])).includes("web-3"),
+      );
       await eventually(
         "web-3's namespace is removed",
         async () => !(await run(["ip", "netns", "list"])).stdout.includes(web3Ns!),

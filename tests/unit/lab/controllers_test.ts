@@ -25,11 +25,15 @@ async function eventually<T>(what: string, fn: () => Promise<T | undefined | fal
   throw new Error(`not within ${ms} ms: ${what}`);
 }
 
-async function withControlPlane(fn: (c: KubeClient) => Promise<void>): Promise<void> {
+async function withControlPlane(
+  fn: (c: KubeClient) => Promise<void>,
+  gracefulPodDeletion = false,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "krl-ctl-" });
   const api = await startApiServer({
     stateDir: dir,
     serviceCidr: "172.16.0.0/16",
+    gracefulPodDeletion,
     log: getLogger({}, new MemorySink()),
   });
   const client = new KubeClient({ server: api.url, caCert: api.caCertPem, token: api.token });
@@ -185,4 +189,40 @@ Deno.test({
       );
     });
   },
+});
+
+Deno.test("a deleted pod on a node is a terminating, serving endpoint until it is deleted with grace 0", async () => {
+  await withControlPlane(async (c) => {
+    await c.create("/api/v1/namespaces/shop/services", {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "web", namespace: "shop" },
+      spec: { selector: { app: "web" }, ports: [{ name: "http", port: 80, targetPort: 8080 }] },
+    });
+    await c.create("/api/v1/namespaces/shop/pods", pod("a", { nodeName: "kube-node1" }));
+    await setPodStatus(c, "a", "10.1.1.2", true);
+    await eventually("a is ready", async () => (await endpoints(c)) === "10.1.1.2=true");
+    await c.delete("/api/v1/namespaces/shop/pods/a");
+    const terminating = await c.get("/api/v1/namespaces/shop/pods/a");
+    assert.ok(terminating.metadata.deletionTimestamp, "the pod stays, marked for deletion");
+    assert.equal(terminating.metadata.deletionGracePeriodSeconds, 30);
+    const conds = async () => {
+      const l = await c.list("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices");
+      return JSON.stringify(
+        l.items.flatMap((s) => (s.endpoints ?? []) as Array<{ conditions: unknown }>).map((e) =>
+          e.conditions
+        ),
+      );
+    };
+    await eventually(
+      "terminating endpoint",
+      async () => (await conds()) === JSON.stringify([{ ready: false, serving: true, terminating: true }]),
+    );
+    await c.delete("/api/v1/namespaces/shop/pods/a", {
+      apiVersion: "v1",
+      kind: "DeleteOptions",
+      gracePeriodSeconds: 0,
+    });
+    await eventually("the endpoint is gone with the pod", async () => (await endpoints(c)) === "");
+  }, true);
 });
