@@ -20,89 +20,121 @@ async function setup(r: Rtnetlink): Promise<void> {
   await r.addrAdd({ family: 4, index: ifNameToIndex("bbr0")!, address: "10.9.0.1", prefix: 24 });
 }
 
-/** Worker, run inside the namespace: install, list, delete `n` routes; returns milliseconds. */
-export async function ours(
-  n: number,
-): Promise<{ add: number; list: number; del: number; smallList: number; failures: number; listed: number }> {
+interface Figures {
+  add: number;
+  list: number;
+  del: number;
+  smallList: number;
+}
+
+/** Ours, inside the namespace: install, list, delete `n` routes; milliseconds. */
+async function oursOnce(r: Rtnetlink, n: number): Promise<Figures> {
+  const ops: RouteOp[] = [];
+  for (let i = 0; i < n; i++) {
+    ops.push({
+      op: "add",
+      route: { family: 4, dst: dst(i), gateway: "10.9.0.2", table: TABLE, protocol: 17 },
+    });
+  }
+  const t0 = performance.now();
+  const add = await r.routeBatch(ops);
+  const t1 = performance.now();
+  const listed = (await r.routeList({ family: 4, table: TABLE })).length;
+  const t2 = performance.now();
+  if (add.failures.length || listed !== n) {
+    throw new Error(`ours: ${add.failures.length} failures, ${listed} listed`);
+  }
+  // A small table next to the big one: the kernel filters the dump (NETLINK_GET_STRICT_CHK + RTA_TABLE).
+  const s0 = performance.now();
+  const small = (await r.routeList({ family: 4, table: 77 })).length;
+  const smallList = performance.now() - s0;
+  if (small !== 10) throw new Error(`listed ${small} routes of table 77`);
+  const t2b = performance.now();
+  const del = await r.routeBatch(ops.map((o) => ({ op: "del", route: o.route })));
+  const t3 = performance.now();
+  if (del.failures.length) throw new Error(`ours: ${del.failures.length} delete failures`);
+  return { add: t1 - t0, list: t2 - t1, del: t3 - t2b, smallList };
+}
+
+async function cmd(args: string[]): Promise<number> {
+  const t0 = performance.now();
+  const out = await new Deno.Command(args[0]!, { args: args.slice(1), stdout: "null", stderr: "piped" })
+    .output();
+  if (!out.success) throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  return performance.now() - t0;
+}
+
+/** The reference, run by the same worker: `ip -batch` of the same routes; milliseconds. */
+async function referenceOnce(r: Rtnetlink, n: number, addFile: string, delFile: string): Promise<Figures> {
+  const add = await cmd(["ip", "-batch", addFile]);
+  const installed = (await r.routeList({ family: 4, table: TABLE })).length;
+  if (installed !== n) throw new Error(`ip -batch installed ${installed} routes`);
+  const list = await cmd(["ip", "-o", "route", "show", "table", String(TABLE)]);
+  const smallList = await cmd(["ip", "-o", "route", "show", "table", "77"]);
+  const del = await cmd(["ip", "-batch", delFile]);
+  return { add, list, del, smallList };
+}
+
+/**
+ * Worker, run inside the namespace: `rounds` rounds of ours and the reference, alternating which goes
+ * first, so both see the same machine load.
+ */
+export async function compare(n: number, rounds: number, addFile: string, delFile: string) {
   const r = new Rtnetlink();
   try {
     if (!ifNameToIndex("bbr0")) await setup(r);
-    const ops: RouteOp[] = [];
-    for (let i = 0; i < n; i++) {
-      ops.push({
-        op: "add",
-        route: { family: 4, dst: dst(i), gateway: "10.9.0.2", table: TABLE, protocol: 17 },
-      });
-    }
-    const t0 = performance.now();
-    const add = await r.routeBatch(ops);
-    const t1 = performance.now();
-    const listed = (await r.routeList({ family: 4, table: TABLE })).length;
-    const t2 = performance.now();
-    // A small table next to the big one: the kernel filters the dump (NETLINK_GET_STRICT_CHK + RTA_TABLE).
     for (let i = 0; i < 10; i++) {
       await r.routeAdd({ family: 4, dst: `10.250.${i}.0/24`, gateway: "10.9.0.2", table: 77 });
     }
-    const s0 = performance.now();
-    const small = (await r.routeList({ family: 4, table: 77 })).length;
-    const smallList = performance.now() - s0;
-    if (small !== 10) throw new Error(`listed ${small} routes of table 77`);
-    const t2b = performance.now();
-    const del = await r.routeBatch(ops.map((o) => ({ op: "del", route: o.route })));
-    const t3 = performance.now();
-    return {
-      add: t1 - t0,
-      list: t2 - t1,
-      del: t3 - t2b,
-      smallList,
-      failures: add.failures.length + del.failures.length,
-      listed,
-    };
+    const ours: Figures[] = [], ref: Figures[] = [];
+    for (let i = 0; i < rounds; i++) {
+      if (i % 2 === 0) {
+        ours.push(await oursOnce(r, n));
+        ref.push(await referenceOnce(r, n, addFile, delFile));
+      } else {
+        ref.push(await referenceOnce(r, n, addFile, delFile));
+        ours.push(await oursOnce(r, n));
+      }
+    }
+    return { ours, ref };
   } finally {
     r.close();
   }
-}
-
-async function timed(ns: NetNs, cmd: string[]): Promise<number> {
-  const t0 = performance.now();
-  await ns.exec(cmd);
-  return performance.now() - t0;
 }
 
 if (import.meta.main) {
   // Imported here, not at the top: the worker process imports this module from _in_netns.ts.
   const { inNetns } = await import("../tests/integration/ffi/_in_netns.ts");
   const n = Number(Deno.args[0] ?? 100_000);
+  const rounds = 3;
   const ns = await NetNs.create("bench-routes");
   const dir = await Deno.makeTempDir({ prefix: "krt-bench-routes-" });
   try {
-    await ns.exec(["ip", "link", "add", "bbr0", "type", "bridge"]);
-    await ns.exec(["ip", "link", "set", "bbr0", "up"]);
-    await ns.exec(["ip", "addr", "add", "10.9.0.1/24", "dev", "bbr0"]);
-    const us = await inNetns<Awaited<ReturnType<typeof ours>>>(ns, new URL(import.meta.url), "ours", [n], {
-      timeoutMs: 170_000,
-    });
-    if (us.failures || us.listed !== n) throw new Error(`our run failed: ${JSON.stringify(us)}`);
-
     const addFile = `${dir}/add`, delFile = `${dir}/del`;
-    const add: string[] = [], del: string[] = [];
+    const addLines: string[] = [], delLines: string[] = [];
     for (let i = 0; i < n; i++) {
-      add.push(`route add ${dst(i)} via 10.9.0.2 table ${TABLE} proto 17`);
-      del.push(`route del ${dst(i)} table ${TABLE}`);
+      addLines.push(`route add ${dst(i)} via 10.9.0.2 table ${TABLE} proto 17`);
+      delLines.push(`route del ${dst(i)} table ${TABLE}`);
     }
-    await Deno.writeTextFile(addFile, add.join("\n") + "\n");
-    await Deno.writeTextFile(delFile, del.join("\n") + "\n");
-    const refAdd = await timed(ns, ["ip", "-batch", addFile]);
-    const count = (await ns.exec(["sh", "-c", `ip route show table ${TABLE} | wc -l`])).stdout.trim();
-    if (Number(count) !== n) throw new Error(`ip -batch installed ${count} routes`);
-    const t0 = performance.now();
-    await ns.exec(["ip", "-o", "route", "show", "table", String(TABLE)]);
-    const refList = performance.now() - t0;
-    for (let i = 0; i < 10; i++) {
-      await ns.exec(["ip", "route", "replace", `10.250.${i}.0/24`, "via", "10.9.0.2", "table", "77"]);
-    }
-    const refSmall = await timed(ns, ["ip", "-o", "route", "show", "table", "77"]);
-    const refDel = await timed(ns, ["ip", "-batch", delFile]);
+    await Deno.writeTextFile(addFile, addLines.join("\n") + "\n");
+    await Deno.writeTextFile(delFile, delLines.join("\n") + "\n");
+    const res = await inNetns<{ ours: Figures[]; ref: Figures[] }>(
+      ns,
+      new URL(import.meta.url),
+      "compare",
+      [n, rounds, addFile, delFile],
+      { timeoutMs: 170_000 },
+    );
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const pick = (fs: Figures[]) => ({
+      add: median(fs.map((f) => f.add)),
+      list: median(fs.map((f) => f.list)),
+      del: median(fs.map((f) => f.del)),
+      smallList: median(fs.map((f) => f.smallList)),
+    });
+    const us = pick(res.ours);
+    const ref = pick(res.ref);
+    const refAdd = ref.add, refDel = ref.del, refList = ref.list, refSmall = ref.smallList;
 
     const rate = (ms: number) => Math.round(n / (ms / 1000));
     const row = (m: string, o: number, r: number, target: string) =>
@@ -128,10 +160,11 @@ if (import.meta.main) {
         "",
       ),
       "",
-      `Measured by bench/ffi_routes.ts in a throwaway namespace: ours = \`Rtnetlink.routeBatch\` (256 KiB of messages per sendto, ` +
-      `one ACK fence per chunk) timed inside its own \`ip netns exec\` Deno process; reference = \`ip -batch\` of the same ` +
-      `\`route add … via 10.9.0.2 table 100 proto 17\` lines in the same run, timed around the process (so \`ip\`'s ` +
-      `start-up, a few ms, is in its figures); ratio = ours / reference.`,
+      `Measured by bench/ffi_routes.ts in a throwaway namespace, medians of ${rounds} rounds: ours = ` +
+      `\`Rtnetlink.routeBatch\` (256 KiB of messages per sendto, one ACK fence per chunk) timed inside its own ` +
+      `\`ip netns exec\` Deno process; reference = \`ip -batch\` of the same \`route add … via 10.9.0.2 table 100 ` +
+      `proto 17\` lines (and \`ip -o route show\`), run by that same process alternately with ours and timed around ` +
+      `the child (so \`ip\`'s start-up, a few ms, is in its figures); ratio = ours / reference.`,
       "",
     ].join("\n");
     await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
