@@ -24,7 +24,12 @@ export class TestCluster {
   readonly agents = new Map<string, AgentProc>();
   readonly kubeconfig: string;
 
-  constructor(readonly dir: string, readonly underlay: NetNs, readonly nodes: NetNs[]) {
+  constructor(
+    readonly dir: string,
+    readonly underlay: NetNs,
+    readonly nodes: NetNs[],
+    readonly dualStack = false,
+  ) {
     this.kubeconfig = `${dir}/api/kubeconfig`;
   }
 
@@ -32,9 +37,18 @@ export class TestCluster {
     return `192.168.77.${i + 1}`;
   }
 
+  static nodeIp6(i: number): string {
+    return `fd00:77::${i + 1}`;
+  }
+
   /** Wires nodes to the underlay bridge, starts the API server in node 0 and registers every node. */
-  static async start(dir: string, underlay: NetNs, nodes: NetNs[]): Promise<TestCluster> {
-    const c = new TestCluster(dir, underlay, nodes);
+  static async start(
+    dir: string,
+    underlay: NetNs,
+    nodes: NetNs[],
+    opts: { dualStack?: boolean } = {},
+  ): Promise<TestCluster> {
+    const c = new TestCluster(dir, underlay, nodes, opts.dualStack ?? false);
     await underlay.exec(["ip", "link", "add", "br0", "type", "bridge"]);
     await underlay.exec(["ip", "link", "set", "br0", "up"]);
     for (const [i, ns] of nodes.entries()) {
@@ -54,6 +68,9 @@ export class TestCluster {
       ]);
       await underlay.exec(["ip", "link", "set", port, "master", "br0", "up"]);
       await ns.exec(["ip", "addr", "add", `${TestCluster.nodeIp(i)}/24`, "dev", "eth0"]);
+      if (c.dualStack) {
+        await ns.exec(["ip", "-6", "addr", "add", `${TestCluster.nodeIp6(i)}/64`, "dev", "eth0", "nodad"]);
+      }
       await ns.exec(["ip", "link", "set", "eth0", "up"]);
     }
     c.procs.push(nodes[0]!.spawn([
@@ -84,12 +101,17 @@ export class TestCluster {
   }
 
   nodeObject(i: number): Record<string, unknown> {
+    const podCIDRs = [`10.1.${i + 1}.0/24`, ...(this.dualStack ? [`fd00:1:${i + 1}::/64`] : [])];
+    const addresses = [
+      { type: "InternalIP", address: TestCluster.nodeIp(i) },
+      ...(this.dualStack ? [{ type: "InternalIP", address: TestCluster.nodeIp6(i) }] : []),
+    ];
     return {
       apiVersion: "v1",
       kind: "Node",
       metadata: { name: `n${i + 1}` },
-      spec: { podCIDR: `10.1.${i + 1}.0/24`, podCIDRs: [`10.1.${i + 1}.0/24`] },
-      status: { addresses: [{ type: "InternalIP", address: TestCluster.nodeIp(i) }] },
+      spec: { podCIDR: podCIDRs[0], podCIDRs },
+      status: { addresses },
     };
   }
 
@@ -202,6 +224,16 @@ export class TestCluster {
       "/usr/lib/cni/bridge",
     ], { stdin: JSON.stringify(conf) });
     return JSON.parse(out.stdout).ips[0].address.split("/")[0];
+  }
+
+  /** Like addPod, but returns every address the pod got (dual-stack: IPv4 and IPv6). */
+  async addPodAll(i: number, pod: NetNs): Promise<string[]> {
+    await this.addPod(i, pod);
+    const addrs = JSON.parse((await pod.exec(["ip", "-j", "addr", "show", "eth0"])).stdout)[0].addr_info as {
+      local: string;
+      scope: string;
+    }[];
+    return addrs.filter((a) => a.scope === "global").map((a) => a.local);
   }
 
   async close(): Promise<void> {

@@ -39,7 +39,11 @@ Deno.test({
         await gobgp.start(gobgpConfig({
           asn: 65000,
           routerId: "192.168.77.254",
-          neighbors: [1, 2].map((i) => ({ address: `192.168.77.${i}`, asn: 64512, families: ["ipv4-unicast"] })),
+          neighbors: [1, 2].map((i) => ({
+            address: `192.168.77.${i}`,
+            asn: 64512,
+            families: ["ipv4-unicast"],
+          })),
         }));
         c.startAgent(0, agentFlags);
         c.startAgent(1, agentFlags);

@@ -156,3 +156,82 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  ...needs(
+    "dual-stack: one BGP session carries both families and pods reach each other over IPv4 and IPv6",
+    clusterNeeds,
+  ),
+  async fn() {
+    await withNetns(["ul", "n1", "n2", "p1", "p2"], async (ul, n1, n2, p1, p2) => {
+      const c = await TestCluster.start(await Deno.makeTempDir({ prefix: "krt-ds-" }), ul, [n1, n2], {
+        dualStack: true,
+      });
+      try {
+        c.startAgent(0, ["--enable-ipv6"]);
+        c.startAgent(1, ["--enable-ipv6"]);
+        await c.waitConverged();
+        await c.waitFor(async () => {
+          const r = (await n1.exec(["ip", "-6", "route", "show", "proto", "17"])).stdout;
+          return r.includes("fd00:1:2::/64 via fd00:77::2 dev eth0");
+        }, "n1 learns n2's IPv6 pod CIDR");
+        const conf = JSON.parse(await Deno.readTextFile(c.confPath(0)));
+        assert.deepEqual(conf.plugins[0].ipam.ranges, [[{ subnet: "10.1.1.0/24" }], [{
+          subnet: "fd00:1:1::/64",
+        }]]);
+        await c.addPodAll(0, p1);
+        const ips2 = await c.addPodAll(1, p2);
+        const v4 = ips2.find((a) => !a.includes(":"))!;
+        const v6 = ips2.find((a) => a.includes(":"))!;
+        assert.match(v6, /^fd00:1:2::/);
+        const ping4 = await p1.exec(["busybox", "ping", "-c", "1", "-W", "2", v4], { check: false });
+        assert.equal(ping4.code, 0, ping4.stdout);
+        // IPv6 neighbour discovery and DAD take a moment on fresh interfaces.
+        await c.waitFor(
+          async () =>
+            (await p1.exec(["busybox", "ping6", "-c", "1", "-W", "1", v6], { check: false })).code === 0,
+          "IPv6 pod-to-pod ping",
+          15_000,
+        );
+        const neighbors = await n1.exec([
+          Deno.execPath(),
+          "run",
+          "--allow-all",
+          `${root}main.ts`,
+          "bgp",
+          "neighbors",
+        ]);
+        assert.match(neighbors.stdout, /192\.168\.77\.2\s+64512\s+.*Establ/);
+      } finally {
+        await c.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  ...needs(
+    "route reflection: clients peer only with the reflector and still learn each other's pod CIDRs",
+    clusterNeeds,
+  ),
+  async fn() {
+    await withNetns(["ul", "n1", "n2", "n3"], async (ul, n1, n2, n3) => {
+      const c = await TestCluster.start(await Deno.makeTempDir({ prefix: "krt-rr-" }), ul, [n1, n2, n3]);
+      try {
+        await c.kubectl(["annotate", "node", "n1", "kube-router.io/rr.server=42"]);
+        await c.kubectl(["annotate", "node", "n2", "kube-router.io/rr.client=42"]);
+        await c.kubectl(["annotate", "node", "n3", "kube-router.io/rr.client=42"]);
+        for (let i = 0; i < 3; i++) c.startAgent(i);
+        // n2 learns n3's pod CIDR through the reflector, with n3 as the next hop.
+        await c.waitConverged();
+        const neighbors =
+          (await n2.exec([Deno.execPath(), "run", "--allow-all", `${root}main.ts`, "bgp", "neighbors"]))
+            .stdout;
+        assert.match(neighbors, /192\.168\.77\.1\s+64512/);
+        assert.doesNotMatch(neighbors, /192\.168\.77\.3\s/, "clients do not peer with each other");
+      } finally {
+        await c.close();
+      }
+    });
+  },
+});
