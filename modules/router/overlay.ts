@@ -8,7 +8,8 @@
  * UDP port, so per-peer devices would need per-pair VNIs. Each node's VTEP MAC is derived from its node
  * address (`vtepMac`), so every node knows every other node's MAC without asking; per remote node the
  * device gets a permanent neighbour entry (remote node IP -> its MAC) and a permanent FDB entry (its MAC
- * -> its node IP), and the router routes the remote pod CIDRs via the remote node IP on the device:
+ * -> its node IP), and the router routes the remote pod CIDRs via the remote node IP on the device (for
+ * IPv6, via the link-local address of the remote VTEP instead: see `vtepNextHop`):
  *
  * ```
  * ip link add kube-vxlan address 0a:58:c0:a8:01:64 mtu 1450 type vxlan id 19282 local 192.168.1.100 \
@@ -16,6 +17,14 @@
  * ip neigh replace 192.168.2.100 lladdr 0a:58:c0:a8:02:64 dev kube-vxlan nud permanent
  * bridge fdb replace 0a:58:c0:a8:02:64 dst 192.168.2.100 dev kube-vxlan self permanent
  * ip route replace 10.1.2.0/24 via 192.168.2.100 dev kube-vxlan onlink proto 17   # by RouteSync
+ * ```
+ *
+ * IPv6 (kube-vxlan6, `local` an IPv6 node address):
+ *
+ * ```
+ * ip -6 neigh replace fe80::859:27ff:fe2e:fe7 lladdr 0a:59:27:2e:0f:e7 dev kube-vxlan6 nud permanent
+ * bridge fdb replace 0a:59:27:2e:0f:e7 dst fd00:2::100 dev kube-vxlan6 self permanent
+ * ip -6 route replace fd01:2::/64 via fe80::859:27ff:fe2e:fe7 dev kube-vxlan6 proto 17
  * ```
  *
  * IPIP and FoU (kube-router's default encapsulations) need kernel modules this machine lacks; they follow
@@ -86,17 +95,43 @@ function hex2(b: number): string {
   return b.toString(16).padStart(2, "0");
 }
 
+/** FNV-1a, 32 bits: a stable, well-spread hash every node computes the same way. */
+function fnv1a32(bytes: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h >>> 0;
+}
+
 /**
  * The VTEP MAC of the node whose underlay address is `ip`: locally administered unicast, `0a:58:` plus
- * the four IPv4 bytes, or `0a:59:` plus the last four bytes of an IPv6 address (nodes of one cluster
- * share their upper bits; two IPv6 node addresses with the same last 32 bits would collide).
- * Throws TypeError for an invalid address.
+ * the four IPv4 bytes, or `0a:59:` plus a 32-bit FNV-1a hash of the IPv6 address (IPv6 nodes in different
+ * subnets often share their low bits, e.g. `fd00:1::100` and `fd00:2::100`, so no fixed slice of the
+ * address will do; `Overlay.sync` detects the rare hash collision). Throws TypeError for an invalid address.
  */
 export function vtepMac(ip: string): string {
   const p = parseIP(ip);
   if (!p) throw new TypeError(`invalid node address ${JSON.stringify(ip)}`);
-  const tail = p.addr.subarray(p.addr.length - 4);
+  const h = fnv1a32(p.addr);
+  const tail = p.family === 4 ? [...p.addr] : [h >>> 24, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
   return [0x0a, p.family === 4 ? 0x58 : 0x59, ...tail].map(hex2).join(":");
+}
+
+/**
+ * The next hop through which routes reach the node at `ip` on the VXLAN device: the node address itself
+ * for IPv4 (with `onlink`), or for IPv6 the EUI-64 link-local address of the node's VTEP MAC (what its
+ * kube-vxlan6 configures for itself). IPv6 needs that because the kernel refuses an `onlink` gateway that
+ * another, non-default route already reaches through another device ("Nexthop has invalid gateway or
+ * device mismatch"), and the node's own underlay route to the remote subnet is exactly such a route.
+ */
+export function vtepNextHop(ip: string): string {
+  const p = parseIP(ip);
+  if (!p) throw new TypeError(`invalid node address ${JSON.stringify(ip)}`);
+  if (p.family === 4) return formatIP(p.addr);
+  const m = vtepMac(ip).split(":").map((x) => parseInt(x, 16));
+  const ll = new Uint8Array(16);
+  ll.set([0xfe, 0x80]);
+  ll.set([m[0]! ^ 0x02, m[1]!, m[2]!, 0xff, 0xfe, m[3]!, m[4]!, m[5]!], 8);
+  return formatIP(ll);
 }
 
 /** Name of the VXLAN device for an underlay family. */
@@ -156,12 +191,15 @@ export class Overlay {
   /**
    * Makes the device of `local.family` reach exactly `remotes` (the nodes that need the tunnel, see
    * `needsTunnel`; remotes of the other family, our own address and invalid entries are skipped) and
-   * returns the routes to their pod CIDRs of that family, via the remote node IP on the device, for
+   * returns the routes to their pod CIDRs of that family, via `vtepNextHop(remote)` on the device, for
    * RouteSync. With no remote left the device is deleted and no route is returned. Call it once per
    * underlay family in use. Throws OverlayError when `local.ip` is on no interface.
    */
   async sync(local: OverlayLocal, remotes: readonly OverlayRemote[]): Promise<WantedRoute[]> {
     const family = local.family;
+    if (parseIP(local.ip)?.family !== family) {
+      throw new OverlayError(`node address ${JSON.stringify(local.ip)} is not a valid IPv${family} address`);
+    }
     const name = vxlanDevice(family);
     const wanted = this.#wantedRemotes(local, remotes);
     if (wanted.size === 0) {
@@ -173,7 +211,12 @@ export class Overlay {
     await this.#syncFdb(dev, wanted);
     const routes: WantedRoute[] = [];
     for (const [nodeIp, cidrs] of wanted) {
-      for (const dst of cidrs) routes.push({ dst, gateway: nodeIp, dev: dev.index, onlink: true });
+      const gateway = vtepNextHop(nodeIp);
+      for (const dst of cidrs) {
+        routes.push(
+          family === 4 ? { dst, gateway, dev: dev.index, onlink: true } : { dst, gateway, dev: dev.index },
+        );
+      }
     }
     return routes;
   }
@@ -186,6 +229,8 @@ export class Overlay {
   /** Remote node IP (normalised) -> its pod CIDRs of the local family. */
   #wantedRemotes(local: OverlayLocal, remotes: readonly OverlayRemote[]): Map<string, string[]> {
     const out = new Map<string, string[]>();
+    // Our own MAC is taken too: a remote with it would receive nothing.
+    const macs = new Map<string, string>([[vtepMac(local.ip), formatIP(parseIP(local.ip)!.addr)]]);
     for (const r of remotes) {
       const ip = parseIP(r.nodeIp);
       if (!ip) {
@@ -194,6 +239,18 @@ export class Overlay {
       }
       if (ip.family !== local.family || sameIp(local.ip, r.nodeIp)) continue;
       const key = formatIP(ip.addr);
+      const mac = vtepMac(key);
+      const owner = macs.get(mac);
+      if (owner !== undefined && owner !== key) {
+        // Two nodes whose IPv6 addresses hash to one VTEP MAC cannot both be reached; say so, keep one.
+        this.#log.error("overlay: two nodes map to the same VTEP MAC; skipping one", {
+          mac,
+          kept: owner,
+          skipped: key,
+        });
+        continue;
+      }
+      macs.set(mac, key);
       const cidrs = out.get(key) ?? [];
       for (const c of r.podCidrs) {
         const p = parseCidr(c);
@@ -290,22 +347,25 @@ export class Overlay {
   async #syncNeighbours(family: Family, dev: Link, wanted: Map<string, string[]>): Promise<void> {
     const have = new Map<string, Neighbour>();
     for (const n of await this.#rtnl.neighList({ family, dev: dev.index })) have.set(normIp(n.dst), n);
+    const hops = new Set<string>();
     for (const ip of wanted.keys()) {
       const mac = vtepMac(ip);
-      const n = have.get(ip);
+      const hop = vtepNextHop(ip);
+      hops.add(hop);
+      const n = have.get(hop);
       if (n && n.lladdr?.toLowerCase() === mac && ((n.state ?? 0) & NeighState.permanent)) continue;
       await this.#rtnl.neighReplace({
         family,
         dev: dev.index,
-        dst: ip,
+        dst: hop,
         lladdr: mac,
         state: NeighState.permanent,
       });
-      this.#log.debug("overlay neighbour set", { device: dev.name, node_ip: ip, mac });
+      this.#log.debug("overlay neighbour set", { device: dev.name, node_ip: ip, next_hop: hop, mac });
     }
     for (const [ip, n] of have) {
       // Only permanent entries are ours; the kernel's own (e.g. IPv6 link-local) expire by themselves.
-      if (wanted.has(ip) || !((n.state ?? 0) & NeighState.permanent)) continue;
+      if (hops.has(ip) || !((n.state ?? 0) & NeighState.permanent)) continue;
       try {
         await this.#rtnl.neighDel(n);
         this.#log.debug("overlay neighbour removed", { device: dev.name, node_ip: ip });

@@ -9,6 +9,7 @@ import {
   OVERLAY_VNI,
   OverlayError,
   vtepMac,
+  vtepNextHop,
   VXLAN6_DEVICE,
   VXLAN_DEVICE,
 } from "../../../modules/router/overlay.ts";
@@ -65,13 +66,24 @@ Deno.test("needsTunnel tunnels only to nodes outside our subnets in subnet mode,
 Deno.test("vtepMac is a locally administered unicast MAC derived from the node address", () => {
   assert.equal(vtepMac("192.168.2.100"), "0a:58:c0:a8:02:64");
   assert.equal(vtepMac("10.0.0.1"), "0a:58:0a:00:00:01");
-  assert.equal(vtepMac("fd00:2::1:100"), "0a:59:00:01:01:00");
+  // IPv6: a hash, so nodes in different subnets with the same interface id still differ.
+  assert.match(vtepMac("fd00:2::100"), /^0a:59(:[0-9a-f]{2}){4}$/);
+  assert.notEqual(vtepMac("fd00:2::100"), vtepMac("fd00:3::100"));
+  assert.equal(vtepMac("fd00:2::100"), vtepMac("fd00:2:0:0::100"), "the same address, however written");
   for (const ip of ["1.2.3.4", "fd00::1"]) {
     const first = parseInt(vtepMac(ip).slice(0, 2), 16);
     assert.equal(first & 0x02, 0x02, "locally administered");
     assert.equal(first & 0x01, 0, "unicast");
   }
   assert.throws(() => vtepMac("192.168.2"), TypeError);
+});
+
+Deno.test("vtepNextHop is the IPv4 node address, or the EUI-64 link-local address of the IPv6 VTEP MAC", () => {
+  assert.equal(vtepNextHop("192.168.2.100"), "192.168.2.100");
+  // 0a:59:27:2e:0f:e7 -> flip the U/L bit (0x0a -> 0x08), insert ff:fe in the middle.
+  assert.equal(vtepMac("fd00:2::100"), "0a:59:27:2e:0f:e7");
+  assert.equal(vtepNextHop("fd00:2::100"), "fe80::859:27ff:fe2e:fe7");
+  assert.throws(() => vtepNextHop("nope"), TypeError);
 });
 
 Deno.test("overlay creates kube-vxlan with the node's address, port, VNI and MTU, and returns onlink routes", async () => {
@@ -217,15 +229,18 @@ Deno.test("overlay over IPv6 node addresses uses kube-vxlan6 with the IPv6 overh
   const vx = (await fake.linkGet(VXLAN6_DEVICE))!;
   assert.deepEqual(vx.vxlan, { vni: 77, port: 4789, local: "fd00:1::100", dev: eth0.index, learning: false });
   assert.equal(vx.mtu, 1430);
-  assert.equal(vx.mac, "0a:59:00:00:01:00");
-  assert.deepEqual(routes, [{ dst: "fd01:2::/64", gateway: "fd00:2::100", dev: vx.index, onlink: true }]);
+  assert.equal(vx.mac, vtepMac("fd00:1::100"));
+  // Via the remote VTEP's link-local address: the kernel refuses an onlink IPv6 gateway it routes elsewhere.
+  const hop = vtepNextHop("fd00:2::100");
+  assert.match(hop, /^fe80::/);
+  assert.deepEqual(routes, [{ dst: "fd01:2::/64", gateway: hop, dev: vx.index }]);
   assert.deepEqual((await fdb.fdbList(vx.index)).map((e) => [e.mac, e.dst]), [[
-    "0a:59:00:00:01:00",
+    vtepMac("fd00:2::100"),
     "fd00:2::100",
   ]]);
   assert.deepEqual(
     (await fake.neighList({ family: 6, dev: vx.index })).map((n) => [n.dst, n.lladdr]),
-    [["fd00:2::100", "0a:59:00:00:01:00"]],
+    [[hop, vtepMac("fd00:2::100")]],
   );
   assert.equal(await fake.linkGet(VXLAN_DEVICE), undefined, "the IPv4 device is independent");
 });
@@ -251,4 +266,24 @@ Deno.test("overlay cleanup removes both devices and their entries, and is idempo
   assert.deepEqual(await fake.neighList({ dev: v4.index }), []);
   assert.deepEqual(await fdb.fdbList(v6.index), []);
   await overlay.cleanup();
+});
+
+Deno.test("overlay keeps one of two IPv6 nodes whose VTEP MACs collide, and logs the other", async () => {
+  const { fake, fdb, overlay, sink } = await setup();
+  // Found by search: two addresses with the same 32-bit FNV-1a hash.
+  const [a, b] = ["fd00:f5::7e4:4f5", "fd00:8::11d5:508"];
+  assert.equal(vtepMac(a), vtepMac(b));
+  const routes = await overlay.sync({ ip: "fd00:1::100", family: 6 }, [
+    { nodeIp: a, podCidrs: ["fd01:a::/64"] },
+    { nodeIp: b, podCidrs: ["fd01:b::/64"] },
+  ]);
+  assert.deepEqual(routes.map((r) => r.gateway), [vtepNextHop(a)]);
+  const vx = (await fake.linkGet(VXLAN6_DEVICE))!;
+  assert.deepEqual((await fdb.fdbList(vx.index)).map((e) => e.dst), [a]);
+  assert.ok(sink.lines.some((l) => l.includes("same VTEP MAC") && l.includes(b)));
+});
+
+Deno.test("overlay refuses a local address of the wrong family", async () => {
+  const { overlay } = await setup();
+  await assert.rejects(overlay.sync({ ip: "fd00:1::100", family: 4 }, [NODE2]), OverlayError);
 });
