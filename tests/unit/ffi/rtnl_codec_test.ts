@@ -271,7 +271,7 @@ Deno.test("watch groups cover the requested kinds and families", () => {
 Deno.test("the allocation-free IPv4 parser agrees with the general one (property)", async () => {
   const fc = (await import("fast-check")).default;
   const { parseIPv4 } = await import("../../../core/_net.ts");
-  const { parseIPv4Fast } = await import("../../../ffi/rtnl_codec.ts");
+  const { parseIPv4Fast } = await import("../../../ffi/mod.ts");
   const octet = fc.oneof(
     fc.integer({ min: 0, max: 300 }).map(String),
     fc.constantFrom("", "00", "01", "a", "-1"),
