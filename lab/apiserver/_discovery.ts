@@ -69,6 +69,15 @@ export function apiResourceList(group: string, version: string): Record<string, 
       ...(r.shortNames.length ? { shortNames: r.shortNames } : {}),
       ...(r.categories.length ? { categories: r.categories } : {}),
     });
+    if (r.plural === "pods") {
+      resources.push({
+        name: "pods/binding",
+        singularName: "",
+        namespaced: true,
+        kind: "Binding",
+        verbs: ["create"],
+      });
+    }
     for (const sub of r.subresources) {
       resources.push({
         name: `${r.plural}/${sub}`,

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { stringify as yamlStringify } from "yaml";
 import type { Logger } from "../../core/log.ts";
 import { ensurePki, type Pki } from "./certs.ts";
-import { ApiError, badRequest, gone } from "./errors.ts";
+import { ApiError, badRequest, gone, invalid } from "./errors.ts";
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";
 import { patchTypeOf } from "./patch.ts";
 import { toTable, wantsTable } from "./_table.ts";
@@ -310,6 +310,23 @@ class Handler {
     const route = parseRoute(group, version, rest);
     if (!route) throw notServed();
     const { r, namespace, name, subresource } = route;
+    if (subresource === "binding" && r.plural === "pods" && name !== undefined && namespace !== undefined) {
+      if (method !== "POST") throw methodNotAllowed();
+      const body = await readJson(req);
+      if (body.kind !== undefined && body.kind !== "Binding") {
+        throw badRequest(`expected a Binding, got ${String(body.kind)}`);
+      }
+      const node = body.target?.name;
+      if (typeof node !== "string" || !node) {
+        throw invalid("Binding", "", name, [{
+          field: "target.name",
+          reason: "FieldValueRequired",
+          message: "Required value",
+        }]);
+      }
+      this.store.bind(keyOf(namespace, name), node);
+      return send(res, 201, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", code: 201 });
+    }
     if (subresource !== undefined && (subresource !== "status" || !r.subresources.includes("status"))) {
       throw notServed();
     }

@@ -361,6 +361,29 @@ export class Store {
     return this.update(resource, patched, opts);
   }
 
+  /**
+   * Assigns a pending pod to a node (the `pods/binding` subresource kube-scheduler posts to); a pod
+   * already assigned gets 409 Conflict.
+   */
+  bind(key: string, nodeName: string): KubeObject {
+    const old = this.get("pods", key);
+    const name = old.metadata!.name!;
+    if (old.spec?.nodeName) {
+      throw conflict(
+        "pods/binding",
+        "",
+        name,
+        `pod ${name} is already assigned to node "${old.spec.nodeName}"`,
+      );
+    }
+    if (old.metadata?.deletionTimestamp) {
+      throw conflict("pods/binding", "", name, `pod ${name} is being deleted, cannot be assigned to a host`);
+    }
+    const obj = structuredClone(old);
+    obj.spec.nodeName = nodeName;
+    return this.update("pods", obj);
+  }
+
   /** Deletes an object; deleting a namespace first deletes everything in it. Returns the last state. */
   delete(
     resource: string,

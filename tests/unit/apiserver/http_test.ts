@@ -340,3 +340,31 @@ Deno.test("api server can publish the kubernetes Service and its EndpointSlice a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("api server binds a pod to a node through pods/binding once, and refuses a second binding", () =>
+  withServer(async ({ api, server }) => {
+    server.store.create("pods", JSON.parse(podBody("a")));
+    const bind = (node: string) =>
+      api("/api/v1/namespaces/default/pods/a/binding", {
+        method: "POST",
+        body: JSON.stringify({
+          apiVersion: "v1",
+          kind: "Binding",
+          metadata: { name: "a" },
+          target: { kind: "Node", name: node },
+        }),
+      });
+    const ok = await bind("node1");
+    assert.equal(ok.status, 201);
+    assert.equal(server.store.get("pods", "default/a").spec.nodeName, "node1");
+    const again = await bind("node2");
+    assert.equal(again.status, 409);
+    assert.equal(again.body.reason, "Conflict");
+    assert.equal(
+      (await api("/api/v1/namespaces/default/pods/ghost/binding", {
+        method: "POST",
+        body: '{"target":{"name":"n"}}',
+      })).status,
+      404,
+    );
+  }));

@@ -176,3 +176,60 @@ for (const auth of ["token", "cert"] as const) {
     },
   });
 }
+
+Deno.test({
+  ...needs(
+    "kubectl apply of a changed manifest merges by key: a removed port and a changed image take effect",
+    { tools: ["kubectl"] },
+  ),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
+    const server = await startApiServer({ stateDir: dir });
+    try {
+      const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`);
+      const k = async (...args: string[]) => {
+        const r = await run(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", `${dir}/cache`, ...args]);
+        assert.equal(r.code, 0, `kubectl ${args.join(" ")} failed: ${r.stderr}`);
+        return r.stdout;
+      };
+      const manifest = (image: string, ports: number[], env: string[]) => `
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports:
+${ports.map((p) => `  - {name: p${p}, port: ${p}, targetPort: ${p}}`).join("\n")}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, labels: {app: api}}
+spec:
+  containers:
+  - name: main
+    image: ${image}
+    env:
+${env.map((e) => `    - {name: ${e}, value: "1"}`).join("\n")}
+  - name: sidecar
+    image: envoy:1
+`;
+      await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:1", [80, 443], ["A", "B"]));
+      await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+      const ip = server.store.get("services", "default/api").spec.clusterIP;
+      await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:2", [80], ["B", "C"]));
+      assert.match(await k("apply", "--validate=false", "-f", `${dir}/m.yaml`), /service\/api configured/);
+      const svc = server.store.get("services", "default/api");
+      assert.deepEqual(svc.spec.ports.map((p: { port: number }) => p.port), [80]);
+      assert.equal(svc.spec.clusterIP, ip);
+      const pod = server.store.get("pods", "default/api");
+      assert.deepEqual(
+        pod.spec.containers.map((c: { name: string; image: string }) => `${c.name}=${c.image}`),
+        ["main=api:2", "sidecar=envoy:1"],
+      );
+      assert.deepEqual(pod.spec.containers[0].env.map((e: { name: string }) => e.name), ["B", "C"]);
+    } finally {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
