@@ -179,6 +179,19 @@ export class TestCluster {
     return Date.now() - t0;
   }
 
+  /** `kube-router bgp neighbors` run on node i against its agent's admin endpoint. */
+  async bgpNeighbors(i: number): Promise<string> {
+    const r = await this.nodes[i]!.exec([
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      `${root}main.ts`,
+      "bgp",
+      "neighbors",
+    ], { check: false });
+    return r.stdout;
+  }
+
   async routes(i: number): Promise<string> {
     return (await this.nodes[i]!.exec(["ip", "route", "show", "proto", "17"])).stdout;
   }

@@ -7,8 +7,6 @@ import assert from "node:assert/strict";
 import { needs, withNetns } from "../../_support/netns.ts";
 import { clusterNeeds, TestCluster } from "./_cluster.ts";
 
-const root = new URL("../../../", import.meta.url).pathname;
-
 Deno.test({
   ...needs(
     "two nodes exchange pod CIDRs over BGP, route pod traffic, repair a deleted route and shrug off a bad annotation",
@@ -64,15 +62,7 @@ Deno.test({
         assert.match(n1log(), /kube-router.io\/peers\[0\]: remoteip \\?"not-an-ip\\?"/);
         const ping2 = await p1.exec(["busybox", "ping", "-c", "1", "-W", "2", ip2], { check: false });
         assert.equal(ping2.code, 0, "traffic still flows after the bad annotation");
-        const neighbors = await n1.exec([
-          Deno.execPath(),
-          "run",
-          "--allow-all",
-          `${root}main.ts`,
-          "bgp",
-          "neighbors",
-        ]);
-        assert.match(neighbors.stdout, /192\.168\.77\.2\s+64512\s+.*Establ/);
+        assert.match(await c.bgpNeighbors(0), /192\.168\.77\.2\s+64512\s+.*Establ/);
       } finally {
         await c.close();
       }
@@ -136,15 +126,7 @@ Deno.test({
         assert.match(out.stdout, /40 packets transmitted, 40 packets received, 0% packet loss/, out.stdout);
         await c.waitFor(
           async () => {
-            const r = await n1.exec([
-              Deno.execPath(),
-              "run",
-              "--allow-all",
-              `${root}main.ts`,
-              "bgp",
-              "neighbors",
-            ], { check: false });
-            return /192\.168\.77\.2\s+64512\s+.*Establ/.test(r.stdout);
+            return /192\.168\.77\.2\s+64512\s+.*Establ/.test(await c.bgpNeighbors(0));
           },
           "the session is back",
           30_000,
@@ -193,15 +175,7 @@ Deno.test({
           "IPv6 pod-to-pod ping",
           15_000,
         );
-        const neighbors = await n1.exec([
-          Deno.execPath(),
-          "run",
-          "--allow-all",
-          `${root}main.ts`,
-          "bgp",
-          "neighbors",
-        ]);
-        assert.match(neighbors.stdout, /192\.168\.77\.2\s+64512\s+.*Establ/);
+        assert.match(await c.bgpNeighbors(0), /192\.168\.77\.2\s+64512\s+.*Establ/);
       } finally {
         await c.close();
       }
@@ -224,9 +198,7 @@ Deno.test({
         for (let i = 0; i < 3; i++) c.startAgent(i);
         // n2 learns n3's pod CIDR through the reflector, with n3 as the next hop.
         await c.waitConverged();
-        const neighbors =
-          (await n2.exec([Deno.execPath(), "run", "--allow-all", `${root}main.ts`, "bgp", "neighbors"]))
-            .stdout;
+        const neighbors = await c.bgpNeighbors(1);
         assert.match(neighbors, /192\.168\.77\.1\s+64512/);
         assert.doesNotMatch(neighbors, /192\.168\.77\.3\s/, "clients do not peer with each other");
       } finally {
