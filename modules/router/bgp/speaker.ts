@@ -44,6 +44,12 @@ export interface GracefulRestartOptions {
   restartTime?: number;
   /** We are coming back from a restart with forwarding state kept: set the R and F bits. */
   restarting?: boolean;
+  /**
+   * RFC 4724 4.1 selection deferral, in seconds: after a restart, hold our advertisements until every
+   * established peer has sent End-of-RIB (or this long), so peers never see a half-built table
+   * (kube-router's --bgp-graceful-restart-deferral-time). 0 or unset: no deferral.
+   */
+  deferralTime?: number;
 }
 
 export interface SpeakerOptions {
@@ -139,6 +145,8 @@ interface PeerRuntime {
   staleTimer: TimerId | undefined;
   /** Families whose stale paths await the peer's End-of-RIB. */
   staleFamilies: Set<Family>;
+  /** Families whose End-of-RIB the peer sent on the current session. */
+  eorReceived: Set<Family>;
   source: PathSource;
 }
 
@@ -179,6 +187,9 @@ export class BgpSpeaker {
   #metricsTimer: TimerId | undefined;
   readonly clusterId: string;
   #warnedTransport = new Set<string>();
+  /** Restarting and waiting for peers' End-of-RIB before advertising (RFC 4724 4.1). */
+  #deferring = false;
+  #deferralTimer: TimerId | undefined;
 
   constructor(opts: SpeakerOptions) {
     if (!parseIPv4(opts.routerId)) {
@@ -230,6 +241,15 @@ export class BgpSpeaker {
         }
       }
     }
+    const gr = this.#opts.gracefulRestart;
+    if (gr?.enabled && gr.restarting && (gr.deferralTime ?? 0) > 0) {
+      this.#deferring = true;
+      this.#deferralTimer = this.clock.setTimeout(() => {
+        this.#deferralTimer = undefined;
+        this.log.info("bgp graceful restart deferral timer expired; advertising");
+        this.#endDeferral();
+      }, gr.deferralTime! * 1000);
+    }
     for (const r of this.#peers.values()) r.peer.start();
     if (this.#metrics) this.#scheduleMetrics();
     this.log.info("bgp speaker started", {
@@ -257,6 +277,8 @@ export class BgpSpeaker {
     }
     if (this.#metricsTimer !== undefined) this.clock.clearTimeout(this.#metricsTimer);
     this.#metricsTimer = undefined;
+    if (this.#deferralTimer !== undefined) this.clock.clearTimeout(this.#deferralTimer);
+    this.#deferralTimer = undefined;
     await Promise.all([...this.#peers.values()].map((r) => r.peer.flushed().catch(() => {})));
   }
 
@@ -314,6 +336,7 @@ export class BgpSpeaker {
       exportCache: { "ipv4-unicast": new WeakMap(), "ipv6-unicast": new WeakMap() },
       staleTimer: undefined,
       staleFamilies: new Set(),
+      eorReceived: new Set(),
       source: this.#sourceFor(cfg),
     };
     this.#peers.set(cfg.address, rt);
@@ -666,6 +689,13 @@ export class BgpSpeaker {
         }, Math.max(grCaps?.time ?? 90, 30) * 1000);
       }
     }
+    r.eorReceived.clear();
+    if (this.#deferring) return; // the table goes out when the deferral ends
+    this.#sendInitialTable(r);
+  }
+
+  #sendInitialTable(r: PeerRuntime): void {
+    const peer = r.peer;
     this.#resetExportCache(r);
     for (const f of FAMILIES) {
       r.adjOut[f].clear();
@@ -674,6 +704,24 @@ export class BgpSpeaker {
     this.#exportAll(r);
     this.#flush(r);
     for (const f of peer.families) peer.sendUpdates([encodeEndOfRib(f)]);
+  }
+
+  #endDeferral(): void {
+    if (!this.#deferring) return;
+    this.#deferring = false;
+    if (this.#deferralTimer !== undefined) this.clock.clearTimeout(this.#deferralTimer);
+    this.#deferralTimer = undefined;
+    for (const r of this.#peers.values()) if (r.peer.state === "Established") this.#sendInitialTable(r);
+  }
+
+  /** Ends the deferral once every established peer has sent End-of-RIB for all its families. */
+  #checkDeferral(): void {
+    if (!this.#deferring) return;
+    const up = [...this.#peers.values()].filter((r) => r.peer.state === "Established");
+    if (up.length && up.every((r) => r.peer.families.every((f) => r.eorReceived.has(f)))) {
+      this.log.info("bgp End-of-RIB from every peer; ending graceful restart deferral");
+      this.#endDeferral();
+    }
   }
 
   #onDown(peer: Peer, info: { reason: string; gracefulRestartEligible: boolean }): void {
@@ -691,6 +739,7 @@ export class BgpSpeaker {
     }
     const drop = FAMILIES.filter((f) => !keep.has(f));
     this.#dropPeerRoutes(r, drop);
+    this.#checkDeferral();
     if (keep.size) {
       this.log.info("bgp graceful restart helper: keeping routes of restarting peer", {
         peer: peer.address,
@@ -767,6 +816,8 @@ export class BgpSpeaker {
     const eor = endOfRibFamily(u);
     if (eor) {
       this.#emit({ type: "endOfRib", family: eor, peer: peer.address });
+      r.eorReceived.add(eor);
+      this.#checkDeferral();
       if (r.staleFamilies.has(eor)) {
         this.#sweepStale(r, eor);
         r.staleFamilies.delete(eor);
@@ -895,6 +946,7 @@ export class BgpSpeaker {
         this.#emit({ type: "withdrawn", family, prefix, peer: before.source.id });
       }
     }
+    if (this.#deferring) return;
     for (const r of this.#peers.values()) {
       if (r.peer.state !== "Established" || !r.peer.families.includes(family)) continue;
       this.#queue(r, family, prefix, after ? this.#exportAttrs(r, family, prefix, after) : null);
@@ -902,7 +954,7 @@ export class BgpSpeaker {
   }
 
   #exportAll(r: PeerRuntime): void {
-    if (r.peer.state !== "Established") return;
+    if (r.peer.state !== "Established" || this.#deferring) return;
     for (const f of r.peer.families) {
       const seen = new Set<string>();
       for (const [prefix, best] of this.rib.entries(f)) {

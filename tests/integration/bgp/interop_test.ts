@@ -319,7 +319,12 @@ Deno.test({
             asn: 65001,
             routerId: "10.0.5.1",
             listenAddresses: ["0.0.0.0"],
-            gracefulRestart: { enabled: true, restartTime: 60, restarting },
+            gracefulRestart: {
+              enabled: true,
+              restartTime: 60,
+              restarting,
+              ...(restarting ? { deferralTime: 30 } : {}),
+            },
           });
           await drv.call("addPeer", { address: "10.0.5.2", asn: 65002, passive: true });
           await drv.call("set", { family: "ipv4-unicast", routes: [{ prefix: "10.1.0.0/24" }] });
@@ -344,13 +349,17 @@ Deno.test({
           await sleep(3000);
           const kept = (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"];
           assert.ok(kept, "gobgpd kept our route while we were down");
+          assert.equal(kept[0]!.stale, true, "gobgpd marks it stale meanwhile");
           assert.notEqual(await gob.neighborState("10.0.5.1"), "established");
           drv = new Driver(us!);
           await startOurs(true);
           await drv.waitEstablished("10.0.5.2");
-          await sleep(2000);
-          const after = (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"];
-          assert.ok(after && !after[0]!.stale, "our route is fresh again after the restart");
+          // We defer our table until gobgpd's End-of-RIB, which it sends right after its own table.
+          await waitFor("our route is fresh again after the restart", async () => {
+            const after = (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"];
+            return after && !after[0]!.stale;
+          }, 10_000);
+          assert.ok(drv.events.some((e) => e.type === "endOfRib" && e.peer === "10.0.5.2"));
 
           // 2. gobgpd crashes: we keep its route as stale, then take the fresh one after it returns.
           await gob.stop("SIGKILL");

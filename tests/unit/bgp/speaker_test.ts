@@ -617,3 +617,53 @@ Deno.test("a connect that never completes times out and is retried instead of bl
     await w.stopAll();
   }
 });
+
+Deno.test("after a restart with deferral, the speaker advertises only once its peers sent End-of-RIB", async () => {
+  const w = new World();
+  const s = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    gracefulRestart: { enabled: true, restarting: true, deferralTime: 60 },
+  });
+  try {
+    s.addPeer({ address: "10.0.0.9", asn: 65009, passive: true });
+    await s.start();
+    s.set("ipv4-unicast", [{ prefix: "10.1.0.0/24" }]);
+    const raw = await RawPeer.connect(w, "10.0.0.9", "10.0.0.1");
+    await raw.handshake({ myAs: 65009, routerId: "10.0.0.9" });
+    await w.settle();
+    assert.equal(s.peer("10.0.0.9")?.state, "Established");
+    assert.equal(raw.received.filter((m) => m.type === MSG_UPDATE).length, 0, "nothing sent while deferring");
+    await raw.send(encodeEndOfRib("ipv4-unicast"));
+    await w.settle();
+    const ups = raw.received.filter((m) => m.type === MSG_UPDATE).map((m) =>
+      decodeUpdate(m.bytes, { as4: true })
+    );
+    assert.deepEqual(ups.map((u) => u.nlri), [["10.1.0.0/24"], []], "table, then End-of-RIB");
+  } finally {
+    await w.stopAll();
+  }
+});
+
+Deno.test("the deferral timer releases advertisements when a peer never sends End-of-RIB", async () => {
+  const w = new World();
+  const s = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    gracefulRestart: { enabled: true, restarting: true, deferralTime: 30 },
+  });
+  try {
+    s.addPeer({ address: "10.0.0.9", asn: 65009, passive: true });
+    await s.start();
+    s.set("ipv4-unicast", [{ prefix: "10.1.0.0/24" }]);
+    const raw = await RawPeer.connect(w, "10.0.0.9", "10.0.0.1");
+    await raw.handshake({ myAs: 65009, routerId: "10.0.0.9", holdTime: 0 });
+    await w.settle();
+    await w.clock.advance(29_000);
+    assert.equal(raw.received.filter((m) => m.type === MSG_UPDATE).length, 0);
+    await w.clock.advance(2_000);
+    assert.equal(raw.received.filter((m) => m.type === MSG_UPDATE).length, 2);
+  } finally {
+    await w.stopAll();
+  }
+});
