@@ -74,6 +74,8 @@ interface PodRuntime {
   record: PodRecord;
   child?: Deno.ChildProcess;
   exited: boolean;
+  /** How often the pod's process was restarted after exiting. */
+  restarts: number;
   reportedReady?: boolean;
   stopping: boolean;
 }
@@ -304,7 +306,7 @@ export class LabKubelet {
       ips: [],
       startedAt: now(),
     };
-    const rt: PodRuntime = { record, exited: false, stopping: false };
+    const rt: PodRuntime = { record, exited: false, stopping: false, restarts: 0 };
     this.#pods.set(uid, rt);
     // Record the namespace before creating it, so `lab down` finds it even if we crash in between.
     this.#writeRecord(record);
@@ -373,6 +375,19 @@ export class LabKubelet {
       }, 2000);
       return;
     }
+    await this.#runContainer(rt, pod);
+    this.o.log.info("pod running", { pod: `${ns}/${name}`, node: this.o.host.name, ip: record.ips[0] });
+    const cur = this.o.pods.get(keyOf(pod)) ?? pod;
+    await this.#reportReadiness(rt, cur, true);
+  }
+
+  /**
+   * Starts the pod's process (netexec) and waits until it listens. When it exits on its own, the pod turns
+   * not Ready and, unless restartPolicy is Never, the process is started again after a backoff (1 s,
+   * doubling to 10 s), as kubelet restarts a crashed container.
+   */
+  async #runContainer(rt: PodRuntime, pod: KObject): Promise<void> {
+    const { namespace: ns, name, netns, uid } = rt.record;
     try {
       const child = new Deno.Command("ip", {
         args: [
@@ -393,23 +408,34 @@ export class LabKubelet {
         stderr: "null",
       }).spawn();
       rt.child = child;
-      record.pid = child.pid;
-      this.#writeRecord(record);
+      rt.record.pid = child.pid;
+      this.#writeRecord(rt.record);
       child.status.then(() => {
+        if (rt.child !== child) return;
         rt.exited = true;
-        if (!rt.stopping) {
-          const cur = this.o.pods.get(keyOf(pod));
-          if (cur) this.#enqueue(uid, () => this.#reportReadiness(rt, cur));
-        }
+        if (rt.stopping) return;
+        const cur = this.o.pods.get(keyOf(pod));
+        if (!cur) return;
+        this.#enqueue(uid, () => this.#reportReadiness(rt, cur));
+        if (cur.spec?.restartPolicy === "Never") return;
+        const backoff = Math.min(1000 * 2 ** rt.restarts, 10_000);
+        setTimeout(() => {
+          if (rt.stopping || this.#stopped) return;
+          rt.restarts++;
+          this.o.log.info("restarting pod process", { pod: `${ns}/${name}`, restarts: rt.restarts });
+          this.#enqueue(uid, async () => {
+            if (rt.stopping) return;
+            await this.#runContainer(rt, this.o.pods.get(keyOf(pod)) ?? cur);
+            await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? cur, true);
+          });
+        }, backoff);
       });
       await this.#waitReady(child);
+      rt.exited = false;
     } catch (e) {
       this.o.log.error("pod process did not start", { pod: `${ns}/${name}`, err: e });
       rt.exited = true;
     }
-    this.o.log.info("pod running", { pod: `${ns}/${name}`, node: this.o.host.name, ip: record.ips[0] });
-    const cur = this.o.pods.get(keyOf(pod)) ?? pod;
-    await this.#reportReadiness(rt, cur, true);
   }
 
   async #waitReady(child: Deno.ChildProcess): Promise<void> {
@@ -481,13 +507,13 @@ export class LabKubelet {
       containerID: `lab://${rt.record.pid ?? 0}`,
       ready,
       started: !rt.exited,
-      restartCount: 0,
+      restartCount: rt.restarts,
       state: rt.exited
         ? { terminated: { exitCode: 1, reason: "Error", finishedAt: t } }
         : { running: { startedAt: rt.record.startedAt } },
     }));
     await this.#patchPodStatus(pod, {
-      phase: rt.exited ? "Failed" : "Running",
+      phase: rt.exited && pod.spec?.restartPolicy === "Never" ? "Failed" : "Running",
       hostIP: this.o.host.ip,
       hostIPs: [{ ip: this.o.host.ip }],
       podIP: rt.record.ips[0],

@@ -231,6 +231,36 @@ Deno.test({
         async () => (await sliceState(state)).includes("web-2=true/true/false/kube-node1"),
       );
 
+      // A crashed pod process turns the pod not ready, then the kubelet restarts it.
+      const web2Ns = podNetns(state, "shop", "web-2")!;
+      for (const pid of (await run(["ip", "netns", "pids", web2Ns])).stdout.split(/\s+/).filter(Boolean)) {
+        Deno.kill(Number(pid), "SIGKILL");
+      }
+      await eventually(
+        "web-2 turns not ready after its process died",
+        async () => (await sliceState(state)).includes("web-2=false/false/false/kube-node1"),
+      );
+      await eventually(
+        "web-2 is restarted and ready again",
+        async () => (await sliceState(state)).includes("web-2=true/true/false/kube-node1"),
+      );
+      assert.equal(
+        (await k(state, [
+          "get",
+          "pod",
+          "-n",
+          "shop",
+          "web-2",
+          "-o",
+          "jsonpath={.status.containerStatuses[0].restartCount}",
+        ])).trim(),
+        "1",
+      );
+      assert.equal(
+        (await inPod("web-1", ["curl", "-s", "-m", "5", `http://${ip["web-2"]}:8080/hostname`])).stdout,
+        "web-2",
+      );
+
       const web3Ns = podNetns(state, "shop", "web-3");
       assert.ok(web3Ns, "web-3 has a recorded namespace");
       // Graceful deletion: web-3 keeps serving for 3 s (Terminating), then the kubelet removes it.
