@@ -16,6 +16,7 @@
  */
 import { parseArgs } from "node:util";
 import { runDemo } from "./demo.ts";
+import { CommandError } from "./_sh.ts";
 import {
   execCommand,
   kubectlCommand,
@@ -218,7 +219,7 @@ if (import.meta.main) {
   try {
     Deno.exit(await main(Deno.args));
   } catch (e) {
-    if (e instanceof LabError || e instanceof RangeError) {
+    if (e instanceof LabError || e instanceof RangeError || e instanceof CommandError) {
       console.error(`lab: ${e.message}`);
       Deno.exit(1);
     }

@@ -196,6 +196,8 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   const nodes = opts.nodes ?? 3;
   const topo = topology(nodes, prefix);
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
+  const missing = preflight(opts.agents ?? true);
+  if (missing.length) throw new LabError(`the lab needs ${missing.join(", ")}`);
   const existing = readState(stateDir);
   if (existing) {
     throw new LabError(
@@ -315,6 +317,42 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     writeState(state);
     throw e;
   }
+}
+
+function onPath(tool: string): boolean {
+  return (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) => {
+    try {
+      return Deno.statSync(`${d}/${tool}`).isFile;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** What `lab up` needs and is missing, each with the Debian package that provides it. */
+export function preflight(agents: boolean): string[] {
+  const missing: string[] = [];
+  const tools: Array<[string, string]> = [["ip", "iproute2"], ["nsenter", "util-linux"], [
+    "kubectl",
+    "kubectl v1.32",
+  ]];
+  if (agents) tools.push(["curl", "curl"]);
+  for (const [t, pkg] of tools) if (!onPath(t)) missing.push(`${t} (${pkg})`);
+  for (const plugin of ["bridge", "host-local"]) {
+    try {
+      Deno.statSync(`/usr/lib/cni/${plugin}`);
+    } catch {
+      missing.push(`/usr/lib/cni/${plugin} (containernetworking-plugins)`);
+    }
+  }
+  if (agents) {
+    try {
+      Deno.statSync(`${REPO_ROOT}/main.ts`);
+    } catch {
+      missing.push(`${REPO_ROOT}/main.ts (the agent; or use --no-agents)`);
+    }
+  }
+  return missing;
 }
 
 export interface DownReport {

@@ -22,6 +22,7 @@ export {
   labUp,
   machineNetns,
   podNetns,
+  preflight,
   REPO_ROOT,
   requireState,
   restartAgent,

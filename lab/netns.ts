@@ -44,7 +44,8 @@ export async function createMachines(t: Topology, record: (netns: string) => voi
       stdin: `addr add ${h.ip}/${h.prefixLen} dev ${h.ifname}\nlink set ${h.ifname} up\n`,
     });
     // Nodes route pod traffic (and the bridge plugin expects forwarding): enable it in the node only.
-    await sh(["ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // (/proc/sys/net belongs to the writer's network namespace.)
+    await sh(["ip", "netns", "exec", h.netns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
   }));
 }
 
