@@ -187,6 +187,7 @@ export class BgpSpeaker {
   #metricsTimer: TimerId | undefined;
   readonly clusterId: string;
   #warnedTransport = new Set<string>();
+  #warnedNextHop = new Set<string>();
   /** Restarting and waiting for peers' End-of-RIB before advertising (RFC 4724 4.1). */
   #deferring = false;
   #deferralTimer: TimerId | undefined;
@@ -218,28 +219,30 @@ export class BgpSpeaker {
   start(): Promise<void> {
     if (this.#running) return Promise.resolve();
     this.#running = true;
-    const addrs = this.#opts.listenAddresses ?? ["0.0.0.0", "::"];
+    // "::" first: with Deno's TCP it is dual-stack and 0.0.0.0 then fails with EADDRINUSE, which is
+    // fine; with the socket transport (IPV6_V6ONLY) both bind. Only when no address works is it an error.
+    const explicit = this.#opts.listenAddresses !== undefined;
+    const addrs = this.#opts.listenAddresses ?? ["::", "0.0.0.0"];
+    const t = this.#opts.socketTransport ?? this.#opts.transport ?? denoTransport;
+    let firstError: unknown;
     for (const address of addrs) {
-      const t = this.#opts.socketTransport ?? this.#opts.transport ?? denoTransport;
       try {
         const l = t.listen({ address, port: this.port });
         this.#listeners.push(l);
         this.#listenPorts.push(l.port);
-        for (const r of this.#peers.values()) {
-          if (r.peer.config.password) this.#setListenerPassword(r.peer.config);
-        }
         void this.#acceptLoop(l);
       } catch (e) {
-        // "::" fails where IPv6 is off, or conflicts with 0.0.0.0 on some kernels: keep the others.
-        if (address === "::" && this.#listeners.length) {
-          this.log.debug("bgp listen skipped", { address, err: e });
-        } else {
-          this.#running = false;
-          for (const l of this.#listeners) l.close();
-          this.#listeners = [];
-          return Promise.reject(e);
-        }
+        firstError ??= e;
+        if (explicit) this.log.warn("bgp cannot listen", { address, port: this.port, err: e });
+        else this.log.debug("bgp listen skipped", { address, err: e });
       }
+    }
+    if (addrs.length && !this.#listeners.length) {
+      this.#running = false;
+      return Promise.reject(firstError);
+    }
+    for (const r of this.#peers.values()) {
+      if (r.peer.config.password) this.#setListenerPassword(r.peer.config);
     }
     const gr = this.#opts.gracefulRestart;
     if (gr?.enabled && gr.restarting && (gr.deferralTime ?? 0) > 0) {
@@ -1052,7 +1055,16 @@ export class BgpSpeaker {
     const local = peer.localAddress;
     const v6 = family === "ipv6-unicast";
     if (local && local.includes(":") === v6 && !local.startsWith("fe80")) return local;
-    return v6 ? peer.config.ipv6NextHop : peer.config.ipv4NextHop;
+    const configured = v6 ? peer.config.ipv6NextHop : peer.config.ipv4NextHop;
+    if (!configured && !this.#warnedNextHop.has(`${peer.address} ${family}`)) {
+      this.#warnedNextHop.add(`${peer.address} ${family}`);
+      this.log.warn("bgp no next hop of this family toward peer; its routes are not advertised", {
+        peer: peer.address,
+        family,
+        hint: v6 ? "set ipv6NextHop" : "set ipv4NextHop",
+      });
+    }
+    return configured;
   }
 
   #queue(r: PeerRuntime, family: Family, prefix: string, attrs: PathAttributes | null): void {
