@@ -30,8 +30,9 @@ function isolated(): { stateDir: string; prefix: string } {
 /** What the host's own network looks like: must be identical before `lab up` and after `lab down`. */
 async function hostSnapshot(): Promise<Record<string, string>> {
   const netns = (await run(["ip", "netns", "list"])).stdout.split("\n")
-    // Other test files create throwaway krt-* namespaces concurrently; they are not the lab's.
-    .filter((l) => l.trim() && !l.startsWith("krt-")).map((l) => l.split(" ")[0]).sort().join("\n");
+    // Other test files create throwaway krt-* namespaces and other labs (krl*) concurrently; each test
+    // checks separately that none of its own prefix is left.
+    .filter((l) => l.trim() && !/^kr[lt]/.test(l)).map((l) => l.split(" ")[0]).sort().join("\n");
   return {
     netns,
     link: (await run(["ip", "-o", "link", "show"])).stdout.replace(/\s+link\/.*$/gm, ""),
@@ -349,6 +350,10 @@ Deno.test({
       await labDown(where);
     }
     assert.deepEqual(await hostSnapshot(), before);
+    assert.deepEqual(
+      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      [],
+    );
     // The master (if it started) is gone too: nothing runs with this state dir on its command line.
     const ps = await run(["ps", "-eo", "args"]);
     assert.ok(!ps.stdout.includes(where.stateDir), "no lab process is left");
