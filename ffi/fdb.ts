@@ -230,10 +230,18 @@ function fail(errno: number, op: string, text?: string): NetlinkError {
   return new NetlinkError(errno, op, 0, text);
 }
 
+/** Multicast or all-zeros MACs are the only ones a VXLAN device keeps several destinations for. */
+function multiDestination(mac: string): boolean {
+  const b = macBytes(mac);
+  return (b[0]! & 1) === 1 || b.every((x) => x === 0);
+}
+
 /**
- * In-memory FDB with the kernel's rules for a VXLAN device's own table: `replace` overwrites the first
- * destination of a MAC, `append` adds another (EEXIST if already there), `del` without `dst` drops the MAC,
- * a missing entry is ENOENT. Given a `Rtnl`, it refuses unknown devices (ENODEV), refuses a destination
+ * In-memory FDB with the kernel's rules for a VXLAN device's own table (checked by the shared conformance
+ * cases): `replace` overwrites the destination of a MAC; `append` creates an entry, adds one more
+ * destination only for a multicast or the all-zeros MAC (the default destinations) and otherwise
+ * changes nothing; `del` without `dst` drops the MAC, with `dst` that destination; a missing MAC is ENOENT
+ * (a missing destination of a present MAC is silently ignored). Given a `Rtnl`, it refuses unknown devices (ENODEV), refuses a destination
  * whose family differs from a VXLAN device's local address (EAFNOSUPPORT), and forgets entries of devices
  * that have been deleted.
  */
@@ -290,13 +298,11 @@ export class FakeFdb implements Fdb {
   }
 
   async fdbAppend(e: FdbEntry): Promise<void> {
-    const op = `bridge fdb append ${describe(e)}`;
-    await this.#check(e, op);
+    await this.#check(e, `bridge fdb append ${describe(e)}`);
     this.calls.push({ op: "append", entry: { ...e } });
     const n = this.#norm(e);
-    if (this.#entries.some((x) => x.dev === n.dev && x.mac === n.mac && x.dst === n.dst)) {
-      throw fail(Errno.EEXIST, op);
-    }
+    const same = this.#entries.filter((x) => x.dev === n.dev && x.mac === n.mac);
+    if (same.length > 0 && (!multiDestination(n.mac) || same.some((x) => x.dst === n.dst))) return;
     this.#entries.push(n);
   }
 
@@ -307,7 +313,8 @@ export class FakeFdb implements Fdb {
     const n = this.#norm(e);
     const match = (x: FdbEntry) =>
       x.dev === n.dev && x.mac === n.mac && (n.dst === undefined || x.dst === n.dst);
-    if (!this.#entries.some(match)) throw fail(Errno.ENOENT, op);
+    // Like the kernel: a missing MAC is ENOENT, a missing destination of a present MAC is no error.
+    if (!this.#entries.some((x) => x.dev === n.dev && x.mac === n.mac)) throw fail(Errno.ENOENT, op);
     this.#entries = this.#entries.filter((x) => !match(x));
   }
 

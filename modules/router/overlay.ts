@@ -386,9 +386,8 @@ export class Overlay {
     for (const ip of wanted.keys()) wantedMacs.set(vtepMac(ip), ip);
     for (const [mac, ip] of wantedMacs) {
       const have = byMac.get(mac) ?? [];
+      // A unicast MAC has one destination in a VXLAN FDB; `replace` overwrites a wrong one.
       if (have.length === 1 && sameIp(have[0]!.dst, ip)) continue;
-      // Several destinations for one MAC (an `append` by someone else) would flood to all: start over.
-      if (have.length > 1) await this.#fdbDel({ dev: dev.index, mac });
       await this.#fdb.fdbReplace({ dev: dev.index, mac, dst: ip });
       this.#log.info("overlay peer set", { device: dev.name, node_ip: ip, mac });
     }

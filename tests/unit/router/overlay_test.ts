@@ -162,11 +162,13 @@ Deno.test("overlay skips its own address, other-family remotes and invalid input
   assert.ok(sink.lines.some((l) => l.includes("invalid pod CIDR") && l.includes("10.1.300.0/24")));
 });
 
-Deno.test("overlay removes FDB and neighbour entries it does not want, and resets a MAC with several destinations", async () => {
+Deno.test("overlay removes FDB entries it does not want (a default destination too) and fixes a wrong one", async () => {
   const { fake, fdb, overlay } = await setup();
   await overlay.sync(LOCAL, [NODE2]);
   const vx = (await fake.linkGet(VXLAN_DEVICE))!;
-  await fdb.fdbAppend({ dev: vx.index, mac: "0a:58:c0:a8:02:64", dst: "192.168.9.9" });
+  await fdb.fdbReplace({ dev: vx.index, mac: "0a:58:c0:a8:02:64", dst: "192.168.9.8" });
+  // A default destination (all-zeros MAC) would flood unknown frames to that address: not ours, it goes.
+  await fdb.fdbAppend({ dev: vx.index, mac: "00:00:00:00:00:00", dst: "192.168.9.9" });
   await fdb.fdbReplace({ dev: vx.index, mac: "02:00:00:00:00:99", dst: "192.168.9.9" });
   await fake.neighReplace({ family: 4, dev: vx.index, dst: "192.168.9.9", lladdr: "02:00:00:00:00:99" });
   await fake.neighReplace({ family: 4, dev: vx.index, dst: "192.168.2.100", lladdr: "02:00:00:00:00:98" });
