@@ -36,6 +36,20 @@ Deno.test({
       const gobgp = new Gobgp(ul, dir);
       try {
         await ul.exec(["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"]);
+        // Node 1 tags its routes and makes its path longer to external peers, per its annotations.
+        await c.kubectl([
+          "annotate",
+          "node",
+          "n1",
+          "kube-router.io/node.bgp.communities=65000:100,65000:200",
+        ]);
+        await c.kubectl([
+          "annotate",
+          "node",
+          "n1",
+          "kube-router.io/path-prepend.as=64512",
+          "kube-router.io/path-prepend.repeat-n=2",
+        ]);
         await gobgp.start(gobgpConfig({
           asn: 65000,
           routerId: "192.168.77.254",
@@ -56,6 +70,11 @@ Deno.test({
         }, "gobgpd learns pod CIDRs and the cluster IP");
         assert.deepEqual(rib["10.1.1.0/24"]!.map((p) => p.nexthop), ["192.168.77.1"]);
         assert.deepEqual(rib["10.1.2.0/24"]!.map((p) => p.nexthop), ["192.168.77.2"]);
+        const attrs = (p: string) => JSON.stringify(rib[p]![0]!.attrs);
+        assert.match(attrs("10.1.1.0/24"), /"communities":\[4259840100,4259840200\]/);
+        assert.match(attrs("10.1.1.0/24"), /"asns":\[64512,64512,64512\]/);
+        assert.doesNotMatch(attrs("10.1.2.0/24"), /communities/);
+        assert.match(attrs("10.1.2.0/24"), /"asns":\[64512\]/);
         assert.deepEqual(rib[`${vip}/32`]!.map((p) => p.nexthop).sort(), ["192.168.77.1", "192.168.77.2"]);
         // The cluster IP is withdrawn when the Service goes.
         await c.kubectl(["delete", "service", "web"]);

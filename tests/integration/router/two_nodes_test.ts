@@ -31,6 +31,10 @@ Deno.test({
         await new Promise((r) => setTimeout(r, 3000));
         const idleSyncs = (await syncs()) - before;
         assert.ok(idleSyncs <= 1, `${idleSyncs} router syncs in 3 idle seconds`);
+        const metrics = (await n1.exec(["curl", "-s", "http://127.0.0.1:20245/metrics"])).stdout;
+        assert.match(metrics, /kube_router_bgp_peer_info\{[^}]*peer="192\.168\.77\.2"[^}]*\} 1/);
+        assert.match(metrics, /kube_router_routes_installed 1\n/);
+        assert.match(metrics, /kube_router_route_changes_total\{op="added"\} 1\n/);
         const ip1 = await c.addPod(0, p1);
         const ip2 = await c.addPod(1, p2);
         assert.match(ip1, /^10\.1\.1\./);
