@@ -17,6 +17,7 @@ import { ApiError, badRequest, gone, invalid } from "./errors.ts";
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";
 import { patchTypeOf } from "./patch.ts";
 import { toTable, wantsTable } from "./_table.ts";
+import { decodeProtobufObject, isProtobuf } from "./_protobuf.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
 import { keyOf, Store, type WatchEvent } from "./store.ts";
 import type { KubeObject } from "./types.ts";
@@ -635,6 +636,12 @@ function checkKind(r: ResourceInfo, body: KubeObject): void {
 
 // deno-lint-ignore no-explicit-any
 function readJson(req: IncomingMessage, anyJson = false, optional = false): Promise<any> {
+  const ct = (req.headers["content-type"] ?? "").split(";")[0]!.trim();
+  const protobuf = ct === "application/vnd.kubernetes.protobuf";
+  if (ct && !ct.includes("json") && !protobuf) {
+    req.resume();
+    return Promise.reject(unsupportedMedia());
+  }
   return new Promise((resolve, reject) => {
     const chunks: Uint8Array[] = [];
     let size = 0;
@@ -645,7 +652,22 @@ function readJson(req: IncomingMessage, anyJson = false, optional = false): Prom
     });
     req.on("error", reject);
     req.on("end", () => {
-      const text = new TextDecoder().decode(concat(chunks));
+      const bytes = concat(chunks);
+      if (protobuf) {
+        // kubectl's typed clients (kubectl create namespace) send protobuf and do not fall back to JSON.
+        let obj;
+        try {
+          obj = isProtobuf(bytes) ? decodeProtobufObject(bytes) : undefined;
+        } catch (err) {
+          return reject(
+            new ApiError(400, "BadRequest", `invalid protobuf body: ${String(err)}`, undefined, {
+              cause: err,
+            }),
+          );
+        }
+        return obj ? resolve(obj) : reject(unsupportedMedia());
+      }
+      const text = new TextDecoder().decode(bytes);
       if (text.trim() === "") {
         if (optional) return resolve(undefined);
         return reject(badRequest("the request body is empty"));
@@ -665,6 +687,14 @@ function readJson(req: IncomingMessage, anyJson = false, optional = false): Prom
       }
     });
   });
+}
+
+function unsupportedMedia(): ApiError {
+  return new ApiError(
+    415,
+    "UnsupportedMediaType",
+    "the body of the request was in an unknown format - accepted media types include: application/json",
+  );
 }
 
 function concat(chunks: Uint8Array[]): Uint8Array {

@@ -123,6 +123,10 @@ for (const auth of ["token", "cert"] as const) {
           '[{"op":"add","path":"/spec/ports/-","value":{"name":"https","port":443,"targetPort":443}}]',
         );
 
+        // `kubectl create namespace` sends protobuf, not JSON.
+        assert.match(await k("create", "namespace", "extra"), /namespace\/extra created/);
+        assert.equal(server.store.get("namespaces", "extra").status.phase, "Active");
+
         // Server-side printing: the wide columns come from the server's Table.
         const wide = await k("get", "pods", "-n", "shop", "-o", "wide");
         assert.match(wide.split("\n")[0]!, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE/);
