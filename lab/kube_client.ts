@@ -116,7 +116,15 @@ export class KubeClient {
 
   /** One request; returns the decoded JSON body, throws ApiError on a non-2xx status. */
   async request<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
-    const res = await this.#fetch(method, path, body, contentType);
+    let res: Response;
+    try {
+      res = await this.#fetch(method, path, body, contentType);
+    } catch (e) {
+      // A pooled connection the server closed (it restarted) fails before any answer: try once more on a
+      // fresh one. Anything else (refused, timeout) surfaces.
+      if (!(e instanceof TypeError)) throw e;
+      res = await this.#fetch(method, path, body, contentType);
+    }
     const text = await res.text();
     if (!res.ok) throw new ApiError(res.status, method, path, text);
     return (text ? JSON.parse(text) : undefined) as T;
