@@ -145,6 +145,52 @@ export interface OverlayRemote {
   podCidrs: string[];
 }
 
+/** A best route learned over BGP: a pod CIDR and the node address it was announced with. */
+export interface LearnedRoute {
+  prefix: string;
+  nextHop: string;
+}
+
+/** What `planTunnels` decides: routes to install via their next hop, and nodes to reach by tunnel. */
+export interface TunnelPlan {
+  /** Routes whose next hop is reached directly (same subnet in `subnet` mode, or not a node). */
+  direct: LearnedRoute[];
+  /** Nodes that need the tunnel, with the prefixes learned from each; pass to `Overlay.sync`. */
+  remotes: OverlayRemote[];
+}
+
+/**
+ * Splits learned routes between direct routes and tunnels, as kube-router does with `--enable-overlay`:
+ * a route goes through the tunnel when `needsTunnel(mode, localCidrs, nextHop)` and, given `nodeIps`,
+ * its next hop is a cluster node (only nodes run the other end of the tunnel; an external BGP peer's
+ * routes never are). Routes to one next hop are grouped into one remote, in first-seen order.
+ */
+export function planTunnels(
+  mode: OverlayMode,
+  localCidrs: readonly Cidr[],
+  learned: readonly LearnedRoute[],
+  nodeIps?: Iterable<string>,
+): TunnelPlan {
+  const nodes = nodeIps === undefined ? undefined : new Set([...nodeIps].flatMap((ip) => {
+    const p = parseIP(ip);
+    return p ? [formatIP(p.addr)] : [];
+  }));
+  const direct: LearnedRoute[] = [];
+  const byHop = new Map<string, string[]>();
+  for (const r of learned) {
+    const hop = parseIP(r.nextHop);
+    const key = hop && formatIP(hop.addr);
+    if (!key || !needsTunnel(mode, localCidrs, key) || (nodes && !nodes.has(key))) {
+      direct.push(r);
+      continue;
+    }
+    const list = byHop.get(key) ?? [];
+    if (!list.includes(r.prefix)) list.push(r.prefix);
+    byHop.set(key, list);
+  }
+  return { direct, remotes: [...byHop].map(([nodeIp, podCidrs]) => ({ nodeIp, podCidrs })) };
+}
+
 /** This node's underlay address. */
 export interface OverlayLocal {
   ip: string;

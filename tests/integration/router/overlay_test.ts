@@ -212,26 +212,61 @@ Deno.test({
 });
 
 Deno.test({
-  ...needs("the overlay deletes kube-vxlan once no remote needs it and honours another UDP port", {
-    tools: ["busybox", "bridge"],
-  }),
+  ...needs(
+    "the overlay repairs entries deleted behind its back, moves to another UDP port and deletes kube-vxlan when unused",
+    { tools: ["busybox", "bridge"] },
+  ),
   async fn() {
     await withNetns(["ovrt", "ovn1", "ovn2", "ovp1", "ovp2"], async (rt, n1ns, n2ns, p1, p2) => {
       await sysctl(rt, "net.ipv4.ip_forward", "1");
       const n1 = await wire(rt, n1ns, p1, 1);
       const n2 = await wire(rt, n2ns, p2, 2);
-      const d1 = await Driver.start(n1.ns, driverScript, ["8472"]);
-      const d2 = await Driver.start(n2.ns, driverScript, ["8472"]);
+      const drivers: Driver[] = [];
+      const start = async (port: number) => {
+        for (const d of drivers.splice(0)) await d.close();
+        drivers.push(await Driver.start(n1.ns, driverScript, [String(port)]));
+        drivers.push(await Driver.start(n2.ns, driverScript, [String(port)]));
+        return drivers as [Driver, Driver];
+      };
+      const sync = (d: Driver, self: Node, other: Node, i: number) =>
+        call<{ wanted: { dev: number }[]; result: Record<string, number> }>(d, "sync", {
+          locals: [{ ip: self.v4, family: 4 }],
+          remotes: [remotesOf(other, i)[0]],
+        });
       try {
-        await call(d1, "sync", { locals: [{ ip: n1.v4, family: 4 }], remotes: [remotesOf(n2, 2)[0]] });
-        await call(d2, "sync", { locals: [{ ip: n2.v4, family: 4 }], remotes: [remotesOf(n1, 1)[0]] });
+        let [d1, d2] = await start(8472);
+        const first = await sync(d1, n1, n2, 2);
+        await sync(d2, n2, n1, 1);
         assert.match((await n1.ns.exec(["ip", "-d", "link", "show", "kube-vxlan"])).stdout, /dstport 8472/);
         const p = await ping(p1, n2.pod4);
         assert.ok(p.ok, `pod to pod over port 8472 failed: ${p.out}`);
-        // Without the IPv6 local no kube-vxlan6 was made.
+        // Without an IPv6 local no kube-vxlan6 was made.
         assert.notEqual((await n1.ns.exec(["ip", "link", "show", "kube-vxlan6"], { check: false })).code, 0);
 
-        const res = await call<{ wanted: unknown[]; result: Record<string, number> }>(d1, "sync", {
+        // Someone deletes the tunnel's entries: traffic stops until the next sync puts them back.
+        await n1.ns.exec(["bridge", "fdb", "del", vtepMac(n2.v4), "dev", "kube-vxlan", "self"]);
+        await n1.ns.exec(["ip", "neigh", "del", n2.v4, "dev", "kube-vxlan"]);
+        assert.equal((await ping(p1, n2.pod4)).ok, false);
+        const repaired = await sync(d1, n1, n2, 2);
+        assert.deepEqual(repaired.result, { added: 0, replaced: 0, removed: 0, failed: 0 });
+        assert.match(
+          (await n1.ns.exec(["bridge", "fdb", "show", "dev", "kube-vxlan"])).stdout,
+          new RegExp(`${vtepMac(n2.v4)} dst ${n2.v4} self permanent`),
+        );
+        const back = await ping(p1, n2.pod4);
+        assert.ok(back.ok, `no traffic after the repair: ${back.out}`);
+
+        // Another port: the device is made anew (the kernel cannot change it in place), routes follow.
+        [d1, d2] = await start(4789);
+        const moved = await sync(d1, n1, n2, 2);
+        await sync(d2, n2, n1, 1);
+        assert.match((await n1.ns.exec(["ip", "-d", "link", "show", "kube-vxlan"])).stdout, /dstport 4789/);
+        assert.notEqual(moved.wanted[0]!.dev, first.wanted[0]!.dev, "a new device");
+        assert.equal(moved.result.added, 1, "the old route went with the old device");
+        const again = await ping(p1, n2.pod4);
+        assert.ok(again.ok, `pod to pod over port 4789 failed: ${again.out}`);
+
+        const res = await call<{ wanted: unknown[] }>(d1, "sync", {
           locals: [{ ip: n1.v4, family: 4 }],
           remotes: [],
         });
@@ -239,8 +274,7 @@ Deno.test({
         assert.notEqual((await n1.ns.exec(["ip", "link", "show", "kube-vxlan"], { check: false })).code, 0);
         assert.equal((await n1.ns.exec(["ip", "route", "show", "proto", "17"])).stdout.trim(), "");
       } finally {
-        await d1.close();
-        await d2.close();
+        for (const d of drivers) await d.close();
       }
     });
   },

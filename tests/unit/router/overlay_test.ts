@@ -8,6 +8,7 @@ import {
   Overlay,
   OVERLAY_VNI,
   OverlayError,
+  planTunnels,
   vtepMac,
   vtepNextHop,
   VXLAN6_DEVICE,
@@ -61,6 +62,40 @@ Deno.test("needsTunnel tunnels only to nodes outside our subnets in subnet mode,
   assert.equal(needsTunnel("full", local, "192.168.1.101"), true);
   assert.equal(needsTunnel("full", local, "not-an-ip"), false);
   assert.equal(needsTunnel("subnet", local, "300.1.1.1"), false);
+});
+
+Deno.test("planTunnels sends routes to nodes in other subnets through the tunnel, grouped by node", () => {
+  const local = [parseCidr("192.168.1.0/24")!, parseCidr("fd00:1::/64")!];
+  const learned = [
+    { prefix: "10.1.2.0/24", nextHop: "192.168.1.101" },
+    { prefix: "10.1.3.0/24", nextHop: "192.168.2.100" },
+    { prefix: "fd01:3::/64", nextHop: "fd00:2:0::100" },
+    { prefix: "10.1.4.0/24", nextHop: "192.168.2.100" },
+    { prefix: "10.1.4.0/24", nextHop: "192.168.2.100" },
+    { prefix: "172.20.0.0/16", nextHop: "10.99.0.1" },
+    { prefix: "10.1.5.0/24", nextHop: "garbage" },
+  ];
+  const nodes = ["192.168.1.101", "192.168.2.100", "fd00:2::100"];
+  const subnet = planTunnels("subnet", local, learned, nodes);
+  assert.deepEqual(subnet.remotes, [
+    { nodeIp: "192.168.2.100", podCidrs: ["10.1.3.0/24", "10.1.4.0/24"] },
+    { nodeIp: "fd00:2::100", podCidrs: ["fd01:3::/64"] },
+  ]);
+  assert.deepEqual(subnet.direct.map((r) => r.prefix), ["10.1.2.0/24", "172.20.0.0/16", "10.1.5.0/24"]);
+
+  const full = planTunnels("full", local, learned, nodes);
+  assert.deepEqual(full.remotes.map((r) => r.nodeIp), ["192.168.1.101", "192.168.2.100", "fd00:2::100"]);
+  assert.deepEqual(
+    full.direct.map((r) => r.prefix),
+    ["172.20.0.0/16", "10.1.5.0/24"],
+    "not nodes: no tunnel",
+  );
+
+  // Without a node list every next hop outside our subnets is taken for a node.
+  assert.deepEqual(
+    planTunnels("subnet", local, learned).remotes.map((r) => r.nodeIp),
+    ["192.168.2.100", "fd00:2::100", "10.99.0.1"],
+  );
 });
 
 Deno.test("vtepMac is a locally administered unicast MAC derived from the node address", () => {
