@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import {
+  addCommunities,
   AS_SEQUENCE,
   type BgpEvent,
   type Capability,
+  chain,
   decodeUpdate,
   encodeAnnouncements,
   encodeEndOfRib,
   encodeKeepalive,
+  forPeers,
   fromHex,
   MSG_UPDATE,
   NO_EXPORT,
@@ -663,6 +666,83 @@ Deno.test("the deferral timer releases advertisements when a peer never sends En
     assert.equal(raw.received.filter((m) => m.type === MSG_UPDATE).length, 0);
     await w.clock.advance(2_000);
     assert.equal(raw.received.filter((m) => m.type === MSG_UPDATE).length, 2);
+  } finally {
+    await w.stopAll();
+  }
+});
+
+Deno.test("eBGP-learned routes go to iBGP peers with their next hop unchanged unless next-hop-self; NO_EXPORT stays inside the AS", async () => {
+  const w = new World();
+  // A tags one prefix NO_EXPORT on import (as a `community add` route-map would).
+  const a = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    importPolicy: (r) => r.prefix === "10.3.1.0/24" ? { ...r.attrs, communities: [NO_EXPORT] } : r.attrs,
+  });
+  const b = w.speaker("10.0.0.2", { asn: 65001, routerId: "10.0.0.2" });
+  const b2 = w.speaker("10.0.0.4", { asn: 65001, routerId: "10.0.0.4" });
+  const c = w.speaker("10.0.0.3", { asn: 65003, routerId: "10.0.0.3" });
+  const d = w.speaker("10.0.0.5", { asn: 65005, routerId: "10.0.0.5" });
+  try {
+    a.addPeer({ address: "10.0.0.2", asn: 65001, passive: true });
+    a.addPeer({ address: "10.0.0.4", asn: 65001, passive: true, nextHopSelf: true });
+    a.addPeer({ address: "10.0.0.3", asn: 65003, passive: true });
+    a.addPeer({ address: "10.0.0.5", asn: 65005, passive: true });
+    b.addPeer({ address: "10.0.0.1", asn: 65001 });
+    b2.addPeer({ address: "10.0.0.1", asn: 65001 });
+    c.addPeer({ address: "10.0.0.1", asn: 65001 });
+    d.addPeer({ address: "10.0.0.1", asn: 65001 });
+    for (const s of [a, b, b2, c, d]) await s.start();
+    c.set("ipv4-unicast", [{ prefix: "10.3.0.0/24" }, { prefix: "10.3.1.0/24" }]);
+    await w.settle(10);
+    const atB = b.routes("ipv4-unicast").find((r) => r.prefix === "10.3.0.0/24");
+    assert.equal(atB?.nextHop, "10.0.0.3");
+    assert.equal(atB?.attrs.localPref, 100);
+    assert.deepEqual(atB?.attrs.asPath, [{ type: AS_SEQUENCE, asns: [65003] }]);
+    assert.equal(b2.routes("ipv4-unicast").find((r) => r.prefix === "10.3.0.0/24")?.nextHop, "10.0.0.1");
+    // NO_EXPORT: to iBGP yes, to the other AS no.
+    assert.ok(b.routes("ipv4-unicast").some((r) => r.prefix === "10.3.1.0/24"));
+    assert.deepEqual(d.routes("ipv4-unicast").map((r) => r.prefix), ["10.3.0.0/24"]);
+    assert.deepEqual(a.adjRibOut("10.0.0.5", "ipv4-unicast").map((r) => r.prefix), ["10.3.0.0/24"]);
+    assert.deepEqual(a.adjRibIn("10.0.0.3", "ipv4-unicast").map((r) => r.prefix).sort(), [
+      "10.3.0.0/24",
+      "10.3.1.0/24",
+    ]);
+  } finally {
+    await w.stopAll();
+  }
+});
+
+Deno.test("an export policy tags communities per peer and can filter prefixes", async () => {
+  const w = new World();
+  const a = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    exportPolicy: chain(
+      forPeers((p) => p.ebgp, addCommunities([65001 * 65536 + 42])),
+      prefixFilter([{ cidr: "10.9.0.0/16" }], "reject"),
+    ),
+  });
+  const b = w.speaker("10.0.0.2", { asn: 65002, routerId: "10.0.0.2" });
+  try {
+    a.addPeer({ address: "10.0.0.2", asn: 65002 });
+    b.addPeer({ address: "10.0.0.1", asn: 65001, passive: true });
+    await b.start();
+    await a.start();
+    a.set("ipv4-unicast", [{ prefix: "10.1.0.0/24", communities: [65001 * 65536 + 1] }, {
+      prefix: "10.9.1.0/24",
+    }]);
+    await w.settle();
+    const got = b.routes("ipv4-unicast");
+    assert.deepEqual(got.map((r) => r.prefix), ["10.1.0.0/24"]);
+    assert.deepEqual(got[0]!.attrs.communities, [65001 * 65536 + 1, 65001 * 65536 + 42]);
+    // Replacing the policy re-advertises: the filtered prefix appears.
+    a.setExportPolicy((r) => r.attrs);
+    await w.settle();
+    assert.deepEqual(b.routes("ipv4-unicast").map((r) => r.prefix).sort(), ["10.1.0.0/24", "10.9.1.0/24"]);
+    assert.deepEqual(b.routes("ipv4-unicast").find((r) => r.prefix === "10.1.0.0/24")!.attrs.communities, [
+      65001 * 65536 + 1,
+    ]);
   } finally {
     await w.stopAll();
   }
