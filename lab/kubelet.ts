@@ -61,6 +61,8 @@ export interface PodRecord {
   uid: string;
   node: string;
   netns: string;
+  /** The pod uses its node's namespace (`netns` is the node's, never deleted with the pod). */
+  hostNetwork?: boolean;
   ips: string[];
   pid?: number;
   cniList?: NetworkList;
@@ -294,6 +296,7 @@ export class LabKubelet {
   }
 
   async #startPod(uid: string, pod: KObject): Promise<void> {
+    if (pod.spec?.hostNetwork === true) return await this.#startHostNetworkPod(uid, pod);
     const ns = pod.metadata.namespace ?? "default";
     const name = pod.metadata.name;
     const netns = podNetnsName(this.o.prefix, uid);
@@ -379,6 +382,30 @@ export class LabKubelet {
     this.o.log.info("pod running", { pod: `${ns}/${name}`, node: this.o.host.name, ip: record.ips[0] });
     const cur = this.o.pods.get(keyOf(pod)) ?? pod;
     await this.#reportReadiness(rt, cur, true);
+  }
+
+  /**
+   * A hostNetwork pod (e.g. kube-router's own DaemonSet) shares its node's namespace: no CNI, its IP is
+   * the node's, and its process runs in the node namespace.
+   */
+  async #startHostNetworkPod(uid: string, pod: KObject): Promise<void> {
+    const ns = pod.metadata.namespace ?? "default";
+    const record: PodRecord = {
+      namespace: ns,
+      name: pod.metadata.name,
+      uid,
+      node: this.o.host.name,
+      netns: this.o.host.netns,
+      hostNetwork: true,
+      ips: [this.o.host.ip],
+      startedAt: now(),
+    };
+    const rt: PodRuntime = { record, exited: false, stopping: false, restarts: 0 };
+    this.#pods.set(uid, rt);
+    this.#writeRecord(record);
+    await this.#runContainer(rt, pod);
+    this.o.log.info("hostNetwork pod running", { pod: `${ns}/${record.name}`, node: this.o.host.name });
+    await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? pod, true);
   }
 
   /**
@@ -577,7 +604,7 @@ export class LabKubelet {
         this.o.log.warn("CNI DEL failed", { pod: `${r.namespace}/${r.name}`, err: e })
       );
     }
-    await sh(["ip", "netns", "del", r.netns], { check: false });
+    if (!r.hostNetwork) await sh(["ip", "netns", "del", r.netns], { check: false });
     try {
       Deno.removeSync(`${this.o.nodeDir}/pods/${r.uid}.json`);
     } catch { /* gone */ }

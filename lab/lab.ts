@@ -397,7 +397,7 @@ export async function labDown(opts: Partial<LabPaths> = {}): Promise<DownReport>
         for (const f of Deno.readDirSync(`${p.stateDir}/nodes/${n.name}/pods`)) {
           try {
             const rec = JSON.parse(Deno.readTextFileSync(`${p.stateDir}/nodes/${n.name}/pods/${f.name}`));
-            if (typeof rec.netns === "string") podNs.add(rec.netns);
+            if (typeof rec.netns === "string" && !rec.hostNetwork) podNs.add(rec.netns);
           } catch { /* partial record */ }
         }
       } catch { /* no pods */ }

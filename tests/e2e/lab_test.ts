@@ -361,11 +361,14 @@ Deno.test({
 });
 
 Deno.test({
-  ...needs("a conflist with portmap runs each plugin in order and DEL removes the hostPort rules", {
-    ...REQ,
-    files: [...REQ.files, "/usr/lib/cni/portmap"],
-    tools: [...REQ.tools, "iptables"],
-  }),
+  ...needs(
+    "a conflist with portmap runs each plugin in order, DEL removes the hostPort rules, hostNetwork pods use the node",
+    {
+      ...REQ,
+      files: [...REQ.files, "/usr/lib/cni/portmap"],
+      tools: [...REQ.tools, "iptables"],
+    },
+  ),
   async fn() {
     const where = isolated();
     try {
@@ -414,6 +417,48 @@ spec:
       assert.match(await rules(), /dport 30080/);
       await k(state, ["delete", "pod", "hostport", "--wait=true"]);
       await eventually("portmap's DNAT rule is gone", async () => !/dport 30080/.test(await rules()));
+      // A hostNetwork pod shares its node's namespace and address; deleting it leaves the node alone.
+      await k(
+        state,
+        ["apply", "-f", "-"],
+        `apiVersion: v1
+kind: Pod
+metadata: {name: onhost, namespace: default}
+spec:
+  nodeName: kube-node2
+  hostNetwork: true
+  containers:
+  - {name: c, image: agnhost, ports: [{containerPort: 9376}]}
+`,
+      );
+      await k(state, ["wait", "--for=condition=Ready", "pod/onhost", "--timeout=60s"]);
+      assert.equal(
+        (await k(state, ["get", "pod", "onhost", "-o", "jsonpath={.status.podIP}"])).trim(),
+        "192.168.1.101",
+      );
+      const viaNode = await run(
+        execCommand(state, "kube-node1", ["curl", "-s", "-m", "5", "http://192.168.1.101:9376/hostname"]),
+        {
+          check: false,
+        },
+      );
+      assert.equal(viaNode.stdout, "onhost");
+      await k(state, ["delete", "pod", "onhost", "--wait=true"]);
+      await eventually(
+        "the hostNetwork pod's process is gone",
+        async () =>
+          (await run(
+            execCommand(state, "kube-node1", ["curl", "-s", "-m", "2", "http://192.168.1.101:9376/hostname"]),
+            {
+              check: false,
+            },
+          )).code !== 0,
+      );
+      assert.ok(
+        (await run(["ip", "netns", "list"])).stdout.includes(`${where.prefix}node2`),
+        "the node namespace stays",
+      );
+
       // host-local released the address (DEL runs portmap first, then bridge): no lease file is left.
       await eventually("host-local released the lease", () => {
         const leases = [...Deno.readDirSync(`${where.stateDir}/nodes/kube-node1/cni-ipam/mynet`)].map((e) =>
