@@ -262,8 +262,10 @@ export class FakeRtnetlink implements Rtnl {
         : this.#need(change.master, op).index;
       if (change.up !== undefined) {
         const wentDown = l.up && !change.up;
+        const cameUp = !l.up && change.up;
         l.up = change.up;
         l.flags = change.up ? l.flags | IFF_UP : l.flags & ~IFF_UP;
+        if (cameUp) { for (const a of this.#addrs.filter((x) => x.index === l.index)) this.#addConnected(a); }
         if (wentDown) {
           // The kernel flushes IPv4 routes whose every next hop used the link (they do not come back on up).
           const dead = (r: Route) =>
@@ -311,6 +313,7 @@ export class FakeRtnetlink implements Rtnl {
       };
       if (this.#addrs.some((x) => this.#sameAddr(x, a))) throw fail(Errno.EEXIST, op);
       this.#addrs.push(a);
+      if (this.#links.get(a.index)?.up) this.#addConnected(a);
       this.#emit({ kind: "addr", action: "new", addr: a });
     });
   }
@@ -322,7 +325,34 @@ export class FakeRtnetlink implements Rtnl {
       if (i < 0) throw fail(Errno.EADDRNOTAVAIL, `ip addr del ${addr.address}/${addr.prefix}`);
       const [gone] = this.#addrs.splice(i, 1);
       this.#emit({ kind: "addr", action: "del", addr: gone! });
+      const c = this.#connected(gone!);
+      const ci = c
+        ? this.#routes.findIndex((r) => this.#sameKey(r, c) && r.dev === c.dev && r.protocol === 2)
+        : -1;
+      if (ci >= 0) this.#emit({ kind: "route", action: "del", route: this.#routes.splice(ci, 1)[0]! });
     });
+  }
+
+  /** The IPv4 connected route the kernel puts in main for an address (none for /32). */
+  #connected(a: Address): Route | undefined {
+    if (a.family !== 4 || a.prefix >= 32) return undefined;
+    return {
+      family: 4,
+      dst: normCidr(`${a.address}/${a.prefix}`, 4),
+      table: 254,
+      protocol: RouteProtocol.kernel,
+      scope: 253,
+      type: RouteType.unicast,
+      dev: a.index,
+      src: a.address,
+    };
+  }
+
+  #addConnected(a: Address): void {
+    const c = this.#connected(a);
+    if (!c || this.#routes.some((r) => this.#sameKey(r, c) && r.dev === c.dev)) return;
+    this.#routes.push(c);
+    this.#emit({ kind: "route", action: "new", route: c });
   }
 
   // ------------------------------------------------------------ routes

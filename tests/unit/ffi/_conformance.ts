@@ -328,6 +328,39 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name:
+      "an IPv4 address on an up link brings its connected route into main; down removes it, up restores it",
+    fn: async (r) => {
+      const dev = await bridge(r);
+      const connected = async () =>
+        (await r.routeList({ family: 4, table: 254 })).filter((x) => x.dev === dev).map((x) => [
+          x.dst,
+          x.protocol,
+          x.scope,
+          x.src,
+        ]);
+      assert.deepEqual(await connected(), [[
+        "10.9.0.0/24",
+        RouteProtocol.kernel,
+        RouteScope.link,
+        "10.9.0.1",
+      ]]);
+      await r.linkSet("cbr0", { up: false });
+      assert.deepEqual(await connected(), []);
+      await r.linkSet("cbr0", { up: true });
+      assert.deepEqual(await connected(), [[
+        "10.9.0.0/24",
+        RouteProtocol.kernel,
+        RouteScope.link,
+        "10.9.0.1",
+      ]]);
+      await r.addrDel({ family: 4, index: dev, address: "10.9.0.1", prefix: 24 });
+      assert.deepEqual(await connected(), []);
+      await r.addrAdd({ family: 4, index: dev, address: "10.9.5.1", prefix: 32 });
+      assert.deepEqual(await connected(), [], "a /32 has no connected route");
+    },
+  },
+  {
     name: "deleting a link removes the routes through it",
     fn: async (r) => {
       const dev = await bridge(r);
