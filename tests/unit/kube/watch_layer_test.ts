@@ -346,3 +346,30 @@ Deno.test("watch layer lists again when the API server returns with other storag
     await lab.close();
   }
 });
+
+Deno.test("watch layer talks to a server whose certificate it cannot verify when the kubeconfig says insecure-skip-tls-verify", async () => {
+  const lab = await startLab();
+  const text = (await Deno.readTextFile(lab.kubeconfigPath)).replace(
+    /certificate-authority-data: \S+/,
+    "insecure-skip-tls-verify: true",
+  );
+  await Deno.writeTextFile(`${lab.dir}/insecure`, text);
+  await Deno.writeTextFile(
+    `${lab.dir}/unverified`,
+    text.replace("insecure-skip-tls-verify: true", "server-name-ignored: x"),
+  );
+  const w = watchLayerFor(`${lab.dir}/insecure`, ["namespaces"]);
+  const refused = watchLayerFor(`${lab.dir}/unverified`, ["namespaces"]);
+  try {
+    w.layer.start(["namespaces"]);
+    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+    // Without the CA and without the insecure flag, the self-signed chain is refused.
+    refused.layer.start(["namespaces"]);
+    assert.equal(await refused.layer.waitForSync(["namespaces"], 500), false);
+    assert.ok(refused.logs.lines.some((l) => l.includes("list/watch failed")));
+  } finally {
+    await w.layer.stop();
+    await refused.layer.stop();
+    await lab.close();
+  }
+});
