@@ -68,6 +68,8 @@ export const VXLAN_OVERHEAD_V4 = 50;
 /** Bytes VXLAN adds over IPv6: outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
 export const VXLAN_OVERHEAD_V6 = 70;
 
+const IFF_LOOPBACK = 0x8;
+
 /** `--overlay-type`: `subnet` tunnels only to nodes in other subnets, `full` to every node. */
 export type OverlayMode = "subnet" | "full";
 
@@ -325,12 +327,18 @@ export class Overlay {
 
   /** The interface holding the node address, and the VXLAN spec that belongs on it. */
   async #wantedSpec(name: string, local: OverlayLocal): Promise<LinkSpec & { kind: "vxlan" }> {
-    const addr = (await this.#rtnl.addrList({ family: local.family })).find((a) =>
-      sameIp(a.address, local.ip)
+    const holders = new Set(
+      (await this.#rtnl.addrList({ family: local.family })).filter((a) => sameIp(a.address, local.ip)).map((
+        a,
+      ) => a.index),
     );
-    if (!addr) throw new OverlayError(`node address ${local.ip} is on no interface; cannot create ${name}`);
-    const under = (await this.#rtnl.linkList()).find((l) => l.index === addr.index);
-    if (!under) throw new OverlayError(`interface #${addr.index} holding ${local.ip} vanished`);
+    if (holders.size === 0) {
+      throw new OverlayError(`node address ${local.ip} is on no interface; cannot create ${name}`);
+    }
+    // The same address may also sit on lo (a VIP setup); the underlay is the real interface.
+    const candidates = (await this.#rtnl.linkList()).filter((l) => holders.has(l.index));
+    const under = candidates.find((l) => (l.flags & IFF_LOOPBACK) === 0) ?? candidates[0];
+    if (!under) throw new OverlayError(`the interface holding ${local.ip} vanished`);
     const overhead = local.family === 4 ? VXLAN_OVERHEAD_V4 : VXLAN_OVERHEAD_V6;
     return {
       kind: "vxlan",

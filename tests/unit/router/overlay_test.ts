@@ -282,6 +282,17 @@ Deno.test("overlay over IPv6 node addresses uses kube-vxlan6 with the IPv6 overh
   assert.equal(await fake.linkGet(VXLAN_DEVICE), undefined, "the IPv4 device is independent");
 });
 
+Deno.test("overlay builds on the real interface when the node address is also on lo", async () => {
+  const { fake, eth0, overlay } = await setup();
+  // lo's address first in the listing, as when it was configured before eth0's.
+  await fake.addrDel({ family: 4, index: eth0.index, address: "192.168.1.100", prefix: 24 });
+  await fake.addrAdd({ family: 4, index: 1, address: "192.168.1.100", prefix: 32 });
+  await fake.addrAdd({ family: 4, index: eth0.index, address: "192.168.1.100", prefix: 24 });
+  assert.equal((await fake.addrList({ family: 4 }))[0]!.index, 1);
+  await overlay.sync(LOCAL, [NODE2]);
+  assert.equal((await fake.linkGet(VXLAN_DEVICE))!.vxlan?.dev, eth0.index);
+});
+
 Deno.test("overlay refuses to build a tunnel from an address that is on no interface", async () => {
   const { fake, overlay } = await setup();
   await assert.rejects(overlay.sync({ ip: "192.168.7.7", family: 4 }, [NODE2]), OverlayError);
