@@ -76,6 +76,28 @@ Deno.test({
         assert.doesNotMatch(attrs("10.1.2.0/24"), /communities/);
         assert.match(attrs("10.1.2.0/24"), /"asns":\[64512\]/);
         assert.deepEqual(rib[`${vip}/32`]!.map((p) => p.nexthop).sort(), ["192.168.77.1", "192.168.77.2"]);
+        // What the external router announces is installed, except a default route, service VIPs and the
+        // node's custom import rejects.
+        await c.kubectl([
+          "annotate",
+          "node",
+          "n1",
+          "kube-router.io/node.bgp.customimportreject=10.150.0.0/16",
+        ]);
+        for (const p of ["0.0.0.0/0", "10.96.5.5/32", "10.150.1.0/24", "10.50.0.0/16"]) {
+          const r = await gobgp.cli("global", "rib", "add", p, "-a", "ipv4");
+          assert.equal(r.code, 0, r.stderr);
+        }
+        await c.waitFor(
+          async () => (await c.routes(0)).includes("10.50.0.0/16 via 192.168.77.254"),
+          "external route installed",
+        );
+        await c.waitFor(
+          async () => (await c.routes(1)).includes("10.150.1.0/24 via 192.168.77.254"),
+          "n2 (no reject) installs 10.150.1.0/24",
+        );
+        const r1 = await c.routes(0);
+        assert.doesNotMatch(r1, /default|10\.96\.5\.5|10\.150\.1\.0/, r1);
         // The cluster IP is withdrawn when the Service goes.
         await c.kubectl(["delete", "service", "web"]);
         await c.waitFor(async () => !(await gobgp.ribPrefixes("ipv4"))[`${vip}/32`], "cluster IP withdrawn");
