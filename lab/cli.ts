@@ -7,6 +7,7 @@
  *   exec <ns>/<pod> -- <command>      run a command in a pod's network namespace
  *   exec <node> -- <command>          … or in a machine's (kube-master, kube-node1, underlay)
  *   logs <node> [agent|kubelet]       a node's agent (default) or kubelet log; `logs master` for the master
+ *   add-host <name> <ip>              add a machine outside the cluster on the underlay (external router, client)
  *   restart-agent <node>              restart one node's agent; pods and the kubelet keep running
  *   down                              remove every namespace, process and file the lab made
  *   demo [--nodes N] [--keep]         up, the narrated scenario, down; exit 0 only if every expectation held
@@ -18,6 +19,7 @@ import { parseArgs } from "node:util";
 import { runDemo } from "./demo.ts";
 import { CommandError } from "./_sh.ts";
 import {
+  addExternalHost,
   execCommand,
   kubectlCommand,
   labDown,
@@ -46,6 +48,8 @@ commands:
   exec <ns>/<pod> -- <cmd>     run a command in a pod's network namespace
   exec <machine> -- <cmd>      run a command in kube-master, kube-nodeN or underlay
   logs <node> [agent|kubelet]  show a node's agent (default) or kubelet log; 'logs master' for the master
+  add-host <name> <ip>         add a machine outside the cluster on the underlay (an external BGP
+                               router, a client); 'exec <name>' reaches it, 'down' removes it
   restart-agent <node>         restart one agent (pods and kubelet keep running)
   down                         remove every namespace, process and file the lab made
   demo [--nodes N] [--keep]    up, the narrated scenario, down (exit 0 only if every expectation held)
@@ -191,6 +195,18 @@ export async function main(argv: string[]): Promise<number> {
       } catch {
         console.log(`(no ${which} log for ${host.name})`);
       }
+      return 0;
+    }
+    case "add-host": {
+      const st = requireState(where);
+      const [name, ip] = args;
+      if (!name || !ip) {
+        throw new LabError("usage: lab add-host <name> <ip>   (e.g. lab add-host router 192.168.1.10)");
+      }
+      const ns = await addExternalHost(st, name, ip);
+      console.log(
+        `lab: ${name} is up at ${ip} on the underlay (namespace ${ns}); try: deno task lab exec ${name} -- ip addr`,
+      );
       return 0;
     }
     case "restart-agent": {

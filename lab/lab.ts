@@ -6,7 +6,7 @@
  */
 import { pidAlive, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
 import type { CniMode } from "./kubelet.ts";
-import { createMachines, listNetns, removeNetns } from "./netns.ts";
+import { addUnderlayHost, createMachines, listNetns, removeNetns } from "./netns.ts";
 import {
   defaultPrefix,
   defaultStateDir,
@@ -484,6 +484,8 @@ export function machineNetns(state: LabState, machine: string): string | undefin
   const t = topology(state.nodes, state.prefix);
   if (machine === "master" || machine === "kube-master") return t.master.netns;
   if (machine === "underlay") return t.underlayNetns;
+  const ext = `${state.prefix}ext-${machine}`;
+  if (state.netns.includes(ext)) return ext;
   const h = t.nodes.find((n) => n.name === machine || n.name === `kube-${machine}` || n.netns === machine);
   return h?.netns;
 }
@@ -541,4 +543,29 @@ export async function restartAgent(state: LabState, node: string): Promise<void>
   state.processes.push(startAgent(state, host));
   writeState(state);
   await waitFor(`agent /healthz on ${host.name}`, () => agentHealthy(host), 120_000, 300);
+}
+
+/**
+ * Adds a machine outside the cluster to the underlay, e.g. an external BGP router for
+ * `--peer-router-ips` or a client for NodePorts: namespace `<prefix>ext-<name>` with `ip` on eth0.
+ * `lab exec <name> -- …` runs commands in it; `lab down` removes it.
+ */
+export async function addExternalHost(state: LabState, name: string, ip: string): Promise<string> {
+  if (!/^[a-z0-9]{1,12}$/.test(name)) throw new LabError("external host names are 1-12 of [a-z0-9]");
+  const t = topology(state.nodes, state.prefix);
+  const taken = [t.master.ip, ...t.nodes.map((n) => n.ip)];
+  if (taken.includes(ip)) throw new LabError(`${ip} belongs to a lab machine`);
+  const netns = `${state.prefix}ext-${name}`;
+  if (state.netns.includes(netns)) throw new LabError(`external host ${name} exists already`);
+  const wide = t.master.prefixLen === 16;
+  const inUnderlay = wide ? /^192\.168\.\d{1,3}\.\d{1,3}$/.test(ip) : /^192\.168\.1\.\d{1,3}$/.test(ip);
+  if (!inUnderlay) {
+    throw new LabError(`${ip} is not in the underlay ${wide ? "192.168.0.0/16" : "192.168.1.0/24"}`);
+  }
+  const index = state.netns.filter((n) => n.startsWith(`${state.prefix}ext-`)).length;
+  await addUnderlayHost(t, netns, `x${index}`, ip, t.master.prefixLen, (ns) => {
+    state.netns.push(ns);
+    writeState(state);
+  });
+  return netns;
 }

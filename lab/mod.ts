@@ -7,6 +7,7 @@
  * command line; this module is what tests and benchmarks import.
  */
 export {
+  addExternalHost,
   AGENT_HEALTH_PORT,
   agentHealthy,
   defaultAgentFlags,

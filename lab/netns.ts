@@ -64,3 +64,26 @@ export async function removeNetns(name: string): Promise<void> {
   }
   await sh(["ip", "netns", "del", name], { check: false });
 }
+
+/**
+ * Adds one more machine on the underlay (an external BGP router, a client outside the cluster): a
+ * namespace with `eth0` at `ip/prefixLen` bridged to br0. `record` is called before it is created.
+ */
+export async function addUnderlayHost(
+  t: Topology,
+  netns: string,
+  peerIfname: string,
+  ip: string,
+  prefixLen: number,
+  record: (netns: string) => void,
+): Promise<void> {
+  record(netns);
+  await addNetns(netns);
+  await sh(["ip", "-n", t.underlayNetns, "-batch", "-"], {
+    stdin:
+      `link add ${peerIfname} type veth peer name eth0 netns ${netns}\nlink set ${peerIfname} master br0 up\n`,
+  });
+  await sh(["ip", "-n", netns, "-batch", "-"], {
+    stdin: `addr add ${ip}/${prefixLen} dev eth0\nlink set eth0 up\n`,
+  });
+}

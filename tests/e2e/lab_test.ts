@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
 import {
+  addExternalHost,
   execCommand,
   ipInCidr,
   kubectl,
@@ -412,6 +413,14 @@ spec:
         },
       );
       assert.equal(viaHostPort.stdout, "hostport");
+      // …and from a machine outside the cluster, added to the underlay.
+      await addExternalHost(state, "client", "192.168.1.10");
+      const fromOutside = await run(
+        execCommand(state, "client", ["curl", "-s", "-m", "5", "http://192.168.1.100:30080/hostname"]),
+        { check: false },
+      );
+      assert.equal(fromOutside.stdout, "hostport");
+      await assert.rejects(() => addExternalHost(state, "clash", "192.168.1.100"), LabError);
       const rules = async () =>
         (await run(execCommand(state, "kube-node1", ["nft", "list", "ruleset"]))).stdout;
       assert.match(await rules(), /dport 30080/);
@@ -472,6 +481,10 @@ spec:
     } finally {
       await labDown(where);
     }
+    assert.deepEqual(
+      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      [],
+    );
   },
 });
 
