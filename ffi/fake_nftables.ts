@@ -5,7 +5,7 @@
  * message text ("No such file or directory", "File exists") so `isNotFound`/`isExists` work the same.
  */
 import { NftError } from "./errors.ts";
-import type { NftCommand, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
+import type { NftCommand, NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
 
 interface FakeSet {
   props: Record<string, unknown>;
@@ -279,7 +279,18 @@ export class FakeNftables implements NftRuleset {
     return { [st.isMap ? "map" : "set"]: o };
   }
 
-  list(target: NftListTarget): Promise<NftObject[]> {
+  async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
+    const out = await this.#list(target);
+    if (!opts.terse) return out;
+    return out.map((o) => {
+      const k = Object.keys(o)[0]!;
+      if (k !== "set" && k !== "map") return o;
+      const { elem: _e, ...rest } = o[k] as Record<string, unknown>;
+      return { [k]: rest };
+    });
+  }
+
+  #list(target: NftListTarget): Promise<NftObject[]> {
     const s = this.#state;
     if ("ruleset" in target) return Promise.resolve([...s.tables.values()].flatMap((t) => this.#render(t)));
     if ("table" in target) {

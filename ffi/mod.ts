@@ -78,6 +78,7 @@ export {
   Nftables,
   nftBinary,
   type NftCommand,
+  type NftListOptions,
   type NftListTarget,
   type NftObject,
   NftOutput,

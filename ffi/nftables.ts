@@ -47,6 +47,12 @@ export type NftListTarget =
   | { set: { family: string; table: string; name: string } }
   | { map: { family: string; table: string; name: string } };
 
+/** Options for `list`. */
+export interface NftListOptions {
+  /** Omit set and map elements (`nft -t`): cheap structure listings of tables with huge maps. */
+  terse?: boolean;
+}
+
 /**
  * The nftables operations the agent needs. Implemented by `Nftables` (libnftables, the kernel of the
  * current namespace) and `FakeNftables` (in memory).
@@ -55,7 +61,7 @@ export interface NftRuleset {
   /** Applies all commands as one atomic transaction. Equivalent to: `nft -j -f FILE`. */
   apply(commands: readonly NftCommand[]): Promise<void>;
   /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
-  list(target: NftListTarget): Promise<NftObject[]>;
+  list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
   /** Releases the context. Idempotent. */
   close(): void;
 }
@@ -131,17 +137,23 @@ export class Nftables implements NftRuleset {
    * Runs one nft buffer (JSON when `json`, else nft's own syntax) and returns its output. All commands
    * in the buffer form one transaction. Throws NftError with nft's message.
    */
-  run(buffer: string, opts: { json?: boolean; dryRun?: boolean } = {}): Promise<string> {
+  run(buffer: string, opts: { json?: boolean; dryRun?: boolean; terse?: boolean } = {}): Promise<string> {
     const next = this.#queue.then(() => this.#runNow(buffer, opts));
     this.#queue = next.catch(() => undefined);
     return next;
   }
 
-  async #runNow(buffer: string, opts: { json?: boolean; dryRun?: boolean }): Promise<string> {
+  async #runNow(
+    buffer: string,
+    opts: { json?: boolean; dryRun?: boolean; terse?: boolean },
+  ): Promise<string> {
     const ctx = this.#ctx;
     if (ctx === null) throw new NftError(-1, "nftables context is closed");
     const s = this.#sym;
-    s.nft_ctx_output_set_flags(ctx, opts.json === false ? 0 : NftOutput.json);
+    s.nft_ctx_output_set_flags(
+      ctx,
+      (opts.json === false ? 0 : NftOutput.json) | (opts.terse ? NftOutput.terse : 0),
+    );
     s.nft_ctx_set_dry_run(ctx, opts.dryRun ?? false);
     const input = cstring(buffer);
     const rc = await s.nft_run_cmd_from_buffer(ctx, input);
@@ -177,9 +189,11 @@ export class Nftables implements NftRuleset {
   }
 
   /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
-  async list(target: NftListTarget): Promise<NftObject[]> {
+  async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     // The JSON form, because nft's text grammar cannot name objects called like keywords ("ct", "missing").
-    const out = await this.run(JSON.stringify({ nftables: [{ list: listJson(target) }] }));
+    const out = await this.run(JSON.stringify({ nftables: [{ list: listJson(target) }] }), {
+      ...(opts.terse ? { terse: true } : {}),
+    });
     return parseListOutput(out);
   }
 

@@ -620,6 +620,18 @@ export const nftCases: Case<NftRuleset>[] = [
     },
   },
   {
+    name: "a terse listing leaves out set and map elements",
+    fn: async (n) => {
+      await n.apply([...base, {
+        add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } },
+      }]);
+      const terse = normalize(await n.list({ table: T }, { terse: true }));
+      assert.ok(terse.every((o) => !("elem" in (Object.values(o)[0] as object))));
+      const full = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "ips" } }));
+      assert.deepEqual((full[0]?.set as { elem?: unknown[] }).elem, ["10.0.0.1"]);
+    },
+  },
+  {
     name: "flushing a map empties it",
     fn: async (n) => {
       await n.apply([...base, {
