@@ -34,6 +34,7 @@ import {
   splitMessages,
   summarizeCapabilities,
   toHex,
+  type UpdateMessage,
 } from "../../../modules/router/bgp/mod.ts";
 
 interface Captured {
@@ -46,6 +47,33 @@ const session: Captured[] = JSON.parse(
 );
 const msgs = (from: string, type: number) =>
   session.filter((m) => m.from === from && m.type === type).map((m) => fromHex(m.hex));
+/** The captured UPDATE of `from` that `pick` accepts (the order of UPDATEs varies between captures). */
+const update = (from: string, what: string, pick: (raw: Uint8Array) => boolean): Uint8Array => {
+  const m = msgs(from, MSG_UPDATE).find(pick);
+  if (!m) throw new Error(`fixture lacks ${from}'s ${what}`);
+  return m;
+};
+const has = (raw: Uint8Array, f: (u: UpdateMessage) => boolean) => f(decodeUpdate(raw, { as4: true }));
+const G = {
+  v4: update("gobgpd", "IPv4 UPDATE", (b) => has(b, (u) => u.nlri.includes("10.1.0.0/24"))),
+  v6: update("gobgpd", "IPv6 UPDATE", (b) => has(b, (u) => !!u.mpReach?.nlri.includes("2001:db8:1::/48"))),
+  w4: update("gobgpd", "IPv4 withdrawal", (b) => has(b, (u) => u.withdrawn.includes("10.1.0.0/24"))),
+  w6: update(
+    "gobgpd",
+    "IPv6 withdrawal",
+    (b) => has(b, (u) => !!u.mpUnreach?.withdrawn.includes("2001:db8:1::/48")),
+  ),
+  // By size alone, so the End-of-RIB test does not select with the function it tests.
+  eor4: update("gobgpd", "IPv4 End-of-RIB", (b) => b.length === 23),
+  eor6: update("gobgpd", "IPv6 End-of-RIB", (b) => b.length === 29),
+};
+const B = {
+  r1: update("bird", "10.2.0.0/24", (b) => has(b, (u) => u.nlri.includes("10.2.0.0/24"))),
+  r2: update("bird", "10.2.1.0/24", (b) => has(b, (u) => u.nlri.includes("10.2.1.0/24"))),
+  v6: update("bird", "IPv6 UPDATE", (b) => has(b, (u) => !!u.mpReach?.nlri.includes("2001:db8:2::/48"))),
+  eor4: update("bird", "IPv4 End-of-RIB", (b) => b.length === 23),
+  eor6: update("bird", "IPv6 End-of-RIB", (b) => b.length === 29),
+};
 
 Deno.test("gobgpd's OPEN decodes to AS 65001 with MP, route refresh, graceful restart and AS4", () => {
   const raw = msgs("gobgpd", MSG_OPEN)[0]!;
@@ -83,7 +111,7 @@ Deno.test("KEEPALIVE from both implementations equals ours byte for byte", () =>
 });
 
 Deno.test("gobgpd's IPv4 UPDATE carries MED, communities and next hop; our encoding is identical", () => {
-  const raw = msgs("gobgpd", MSG_UPDATE)[0]!;
+  const raw = G.v4;
   const u = decodeUpdate(raw, { as4: true });
   assert.deepEqual(u.nlri, ["10.1.0.0/24"]);
   assert.equal(u.treatAsWithdraw, undefined);
@@ -99,7 +127,7 @@ Deno.test("gobgpd's IPv4 UPDATE carries MED, communities and next hop; our encod
 });
 
 Deno.test("gobgpd's IPv6 UPDATE puts the route and next hop in MP_REACH_NLRI", () => {
-  const raw = msgs("gobgpd", MSG_UPDATE)[2]!;
+  const raw = G.v6;
   const u = decodeUpdate(raw, { as4: true });
   assert.deepEqual(u.mpReach?.nlri, ["2001:db8:1::/48"]);
   assert.equal(u.mpReach?.nextHop, "fd00::1");
@@ -110,38 +138,36 @@ Deno.test("gobgpd's IPv6 UPDATE puts the route and next hop in MP_REACH_NLRI", (
 });
 
 Deno.test("End-of-RIB markers from gobgpd and BIRD are recognised and match ours", () => {
-  const g = msgs("gobgpd", MSG_UPDATE);
-  assert.equal(endOfRibFamily(decodeUpdate(g[1]!, { as4: true })), "ipv4-unicast");
-  assert.equal(endOfRibFamily(decodeUpdate(g[3]!, { as4: true })), "ipv6-unicast");
-  assert.equal(toHex(g[1]!), toHex(encodeEndOfRib("ipv4-unicast")));
-  assert.equal(toHex(g[3]!), toHex(encodeEndOfRib("ipv6-unicast")));
-  const b = msgs("bird", MSG_UPDATE);
-  assert.equal(endOfRibFamily(decodeUpdate(b[2]!, { as4: true })), "ipv4-unicast");
-  assert.equal(endOfRibFamily(decodeUpdate(b[4]!, { as4: true })), "ipv6-unicast");
-  // A real announcement is not an End-of-RIB.
-  assert.equal(endOfRibFamily(decodeUpdate(b[0]!, { as4: true })), undefined);
+  assert.equal(endOfRibFamily(decodeUpdate(G.eor4, { as4: true })), "ipv4-unicast");
+  assert.equal(endOfRibFamily(decodeUpdate(G.eor6, { as4: true })), "ipv6-unicast");
+  assert.equal(toHex(G.eor4), toHex(encodeEndOfRib("ipv4-unicast")));
+  assert.equal(toHex(G.eor6), toHex(encodeEndOfRib("ipv6-unicast")));
+  assert.equal(endOfRibFamily(decodeUpdate(B.eor4, { as4: true })), "ipv4-unicast");
+  assert.equal(endOfRibFamily(decodeUpdate(B.eor6, { as4: true })), "ipv6-unicast");
+  // Real announcements and withdrawals are not End-of-RIB markers.
+  for (const m of [B.r1, B.v6, G.w4, G.w6]) {
+    assert.equal(endOfRibFamily(decodeUpdate(m, { as4: true })), undefined);
+  }
 });
 
 Deno.test("gobgpd's withdrawals decode and re-encode identically", () => {
-  const g = msgs("gobgpd", MSG_UPDATE);
-  const w4 = decodeUpdate(g[4]!, { as4: true });
+  const w4 = decodeUpdate(G.w4, { as4: true });
   assert.deepEqual(w4.withdrawn, ["10.1.0.0/24"]);
-  assert.equal(toHex(encodeWithdrawals("ipv4-unicast", w4.withdrawn)[0]!), toHex(g[4]!));
-  const w6 = decodeUpdate(g[5]!, { as4: true });
+  assert.equal(toHex(encodeWithdrawals("ipv4-unicast", w4.withdrawn)[0]!), toHex(G.w4));
+  const w6 = decodeUpdate(G.w6, { as4: true });
   assert.deepEqual(w6.mpUnreach, { family: "ipv6-unicast", withdrawn: ["2001:db8:1::/48"] });
-  assert.equal(toHex(encodeWithdrawals("ipv6-unicast", ["2001:db8:1::/48"])[0]!), toHex(g[5]!));
+  assert.equal(toHex(encodeWithdrawals("ipv6-unicast", ["2001:db8:1::/48"])[0]!), toHex(G.w6));
 });
 
 Deno.test("BIRD's UPDATEs carry a four-octet AS path, communities and a link-local IPv6 next hop", () => {
-  const b = msgs("bird", MSG_UPDATE);
-  const u1 = decodeUpdate(b[0]!, { as4: true });
+  const u1 = decodeUpdate(B.r1, { as4: true });
   assert.deepEqual(u1.nlri, ["10.2.0.0/24"]);
   assert.deepEqual(u1.attrs?.asPath, [{ type: AS_SEQUENCE, asns: [4200000002] }]);
   assert.equal(u1.attrs?.origin, 0);
   assert.equal(u1.attrs?.nextHop, "10.0.0.2");
-  const u2 = decodeUpdate(b[1]!, { as4: true });
+  const u2 = decodeUpdate(B.r2, { as4: true });
   assert.deepEqual(u2.attrs?.communities, [65002 * 65536 + 7]);
-  const u6 = decodeUpdate(b[3]!, { as4: true });
+  const u6 = decodeUpdate(B.v6, { as4: true });
   assert.deepEqual(u6.mpReach?.nlri, ["2001:db8:2::/48"]);
   assert.equal(u6.mpReach?.nextHop, "fd00::2");
   assert.match(u6.mpReach?.linkLocalNextHop ?? "", /^fe80::/);
@@ -151,12 +177,22 @@ Deno.test("BIRD's UPDATEs carry a four-octet AS path, communities and a link-loc
 
 Deno.test("BIRD's ROUTE-REFRESH and Cease NOTIFICATION decode and match our encoding", () => {
   const rr = msgs("bird", MSG_ROUTE_REFRESH);
-  assert.deepEqual(decodeRouteRefresh(rr[0]!), { afi: 1, safi: 1, subtype: 0 });
-  assert.equal(toHex(encodeRouteRefresh({ afi: 1, safi: 1, subtype: 0 })), toHex(rr[0]!));
-  assert.deepEqual(decodeRouteRefresh(rr[1]!), { afi: 2, safi: 1, subtype: 0 });
+  const decoded = rr.map(decodeRouteRefresh).sort((a, b) => a.afi - b.afi);
+  assert.deepEqual(decoded, [{ afi: 1, safi: 1, subtype: 0 }, { afi: 2, safi: 1, subtype: 0 }]);
+  for (const raw of rr) assert.equal(toHex(encodeRouteRefresh(decodeRouteRefresh(raw))), toHex(raw));
   const n = decodeNotification(msgs("bird", MSG_NOTIFICATION)[0]!);
   assert.deepEqual({ code: n.code, subcode: n.subcode }, { code: 6, subcode: 2 });
   assert.equal(toHex(encodeNotification(n)), toHex(msgs("bird", MSG_NOTIFICATION)[0]!));
+});
+
+Deno.test("gobgpd's shutdown NOTIFICATION carries the RFC 8203 shutdown communication", () => {
+  const raw = msgs("gobgpd", MSG_NOTIFICATION)[0]!;
+  const n = decodeNotification(raw);
+  assert.deepEqual({ code: n.code, subcode: n.subcode }, { code: 6, subcode: 2 });
+  // One length octet, then UTF-8 text.
+  assert.equal(n.data[0], n.data.length - 1);
+  assert.equal(new TextDecoder().decode(n.data.subarray(1)), "maintenance window");
+  assert.equal(toHex(encodeNotification(n)), toHex(raw));
 });
 
 Deno.test("a two-octet session gets AS_TRANS in AS_PATH and the real path in AS4_PATH, and merges back", () => {
@@ -259,7 +295,7 @@ Deno.test("an OPEN with hold time 1 is Unacceptable Hold Time, router id 0 is Ba
 });
 
 Deno.test("an UPDATE with an invalid ORIGIN value is treated as withdraw, not a session reset", () => {
-  const raw = msgs("gobgpd", MSG_UPDATE)[0]!.slice();
+  const raw = G.v4.slice();
   // ORIGIN attribute value sits right after the 4-byte lengths + 3-byte attribute header.
   assert.equal(raw[19 + 4 + 1], 1); // type ORIGIN
   raw[19 + 4 + 3] = 7;
@@ -276,18 +312,18 @@ Deno.test("an UPDATE without AS_PATH or NEXT_HOP is treated as withdraw", () => 
 });
 
 Deno.test("a prefix length over 32 is Invalid Network Field", () => {
-  const raw = msgs("gobgpd", MSG_UPDATE)[4]!.slice(); // withdrawal of 10.1.0.0/24
+  const raw = G.w4.slice(); // withdrawal of 10.1.0.0/24
   raw[19 + 2] = 33;
   expectBgpError(() => decodeUpdate(raw, { as4: true }), 3, 10);
 });
 
 Deno.test("an attribute overrunning the list is Attribute Length Error; a repeated MP_REACH is Malformed Attribute List", () => {
-  const raw = msgs("gobgpd", MSG_UPDATE)[0]!.slice();
+  const raw = G.v4.slice();
   raw[19 + 4 + 2] = 200; // ORIGIN length 200
   expectBgpError(() => decodeUpdate(raw, { as4: true }), 3, 5);
   const mp = "800e0700020110" + "00".repeat(0);
   void mp;
-  const v6 = msgs("gobgpd", MSG_UPDATE)[2]!;
+  const v6 = G.v6;
   const body = v6.subarray(19);
   const attrLen = (body[2]! << 8) | body[3]!;
   const attrs = body.subarray(4, 4 + attrLen);
