@@ -216,6 +216,22 @@ function normIp(s: string): string {
   return formatIP(parseIP(s)!.addr);
 }
 
+/** What a node address means for the tunnel; computed once per address. */
+interface Vtep {
+  /** Canonical address. */
+  ip: string;
+  family: Family;
+  mac: string;
+  hop: string;
+}
+
+/** A remote to reach, with its pod CIDRs of the underlay family. */
+interface Wanted extends Vtep {
+  cidrs: string[];
+}
+
+const VTEP_CACHE_MAX = 65536;
+
 /**
  * Keeps the VXLAN devices, their neighbour and FDB entries equal to the set of remote nodes that need
  * the tunnel, and says which routes the router must install for them. Stateless between syncs: each sync
@@ -227,6 +243,7 @@ export class Overlay {
   readonly #log: Logger;
   readonly #port: number;
   readonly #vni: number;
+  readonly #vteps = new Map<string, Vtep>();
 
   constructor(rtnl: Rtnl, fdb: Fdb, log: Logger, opts: OverlayOptions) {
     this.#rtnl = rtnl;
@@ -258,8 +275,7 @@ export class Overlay {
     await this.#syncNeighbours(family, dev, wanted);
     await this.#syncFdb(dev, wanted);
     const routes: WantedRoute[] = [];
-    for (const [nodeIp, cidrs] of wanted) {
-      const gateway = vtepNextHop(nodeIp);
+    for (const { hop: gateway, cidrs } of wanted.values()) {
       for (const dst of cidrs) {
         routes.push(
           family === 4 ? { dst, gateway, dev: dev.index, onlink: true } : { dst, gateway, dev: dev.index },
@@ -275,19 +291,32 @@ export class Overlay {
   }
 
   /** Remote node IP (normalised) -> its pod CIDRs of the local family. */
-  #wantedRemotes(local: OverlayLocal, remotes: readonly OverlayRemote[]): Map<string, string[]> {
-    const out = new Map<string, string[]>();
+  /** Canonical address, VTEP MAC and next hop of a node address (memoised: thousands per sync). */
+  #vtep(nodeIp: string): Vtep | undefined {
+    let v = this.#vteps.get(nodeIp);
+    if (v) return v;
+    const ip = parseIP(nodeIp);
+    if (!ip) return undefined;
+    v = { ip: formatIP(ip.addr), family: ip.family, mac: vtepMac(nodeIp), hop: vtepNextHop(nodeIp) };
+    if (this.#vteps.size >= VTEP_CACHE_MAX) this.#vteps.clear();
+    this.#vteps.set(nodeIp, v);
+    return v;
+  }
+
+  #wantedRemotes(local: OverlayLocal, remotes: readonly OverlayRemote[]): Map<string, Wanted> {
+    const out = new Map<string, Wanted>();
+    const self = this.#vtep(local.ip)!;
     // Our own MAC is taken too: a remote with it would receive nothing.
-    const macs = new Map<string, string>([[vtepMac(local.ip), formatIP(parseIP(local.ip)!.addr)]]);
+    const macs = new Map<string, string>([[self.mac, self.ip]]);
     for (const r of remotes) {
-      const ip = parseIP(r.nodeIp);
-      if (!ip) {
+      const v = this.#vtep(r.nodeIp);
+      if (!v) {
         this.#log.warn("overlay: skipping a node with an invalid address", { node_ip: r.nodeIp });
         continue;
       }
-      if (ip.family !== local.family || sameIp(local.ip, r.nodeIp)) continue;
-      const key = formatIP(ip.addr);
-      const mac = vtepMac(key);
+      if (v.family !== local.family || v.ip === self.ip) continue;
+      const key = v.ip;
+      const mac = v.mac;
       const owner = macs.get(mac);
       if (owner !== undefined && owner !== key) {
         // Two nodes whose IPv6 addresses hash to one VTEP MAC cannot both be reached; say so, keep one.
@@ -299,7 +328,7 @@ export class Overlay {
         continue;
       }
       macs.set(mac, key);
-      const cidrs = out.get(key) ?? [];
+      const cidrs = out.get(key)?.cidrs ?? [];
       for (const c of r.podCidrs) {
         const p = parseCidr(c);
         if (!p) {
@@ -309,7 +338,7 @@ export class Overlay {
         const s = formatCidr(p);
         if (p.family === local.family && !cidrs.includes(s)) cidrs.push(s);
       }
-      out.set(key, cidrs);
+      out.set(key, { ...v, cidrs });
     }
     return out;
   }
@@ -398,13 +427,12 @@ export class Overlay {
     return now;
   }
 
-  async #syncNeighbours(family: Family, dev: Link, wanted: Map<string, string[]>): Promise<void> {
+  async #syncNeighbours(family: Family, dev: Link, wanted: Map<string, Wanted>): Promise<void> {
+    // Listed addresses are canonical (formatIP), as are ours: plain string comparison is enough.
     const have = new Map<string, Neighbour>();
-    for (const n of await this.#rtnl.neighList({ family, dev: dev.index })) have.set(normIp(n.dst), n);
+    for (const n of await this.#rtnl.neighList({ family, dev: dev.index })) have.set(n.dst, n);
     const hops = new Set<string>();
-    for (const ip of wanted.keys()) {
-      const mac = vtepMac(ip);
-      const hop = vtepNextHop(ip);
+    for (const { ip, mac, hop } of wanted.values()) {
       hops.add(hop);
       const n = have.get(hop);
       if (n && n.lladdr?.toLowerCase() === mac && ((n.state ?? 0) & NeighState.permanent)) continue;
@@ -429,7 +457,7 @@ export class Overlay {
     }
   }
 
-  async #syncFdb(dev: Link, wanted: Map<string, string[]>): Promise<void> {
+  async #syncFdb(dev: Link, wanted: Map<string, Wanted>): Promise<void> {
     const byMac = new Map<string, FdbEntry[]>();
     for (const e of await this.#fdb.fdbList(dev.index)) {
       const list = byMac.get(e.mac) ?? [];
@@ -437,11 +465,11 @@ export class Overlay {
       byMac.set(e.mac, list);
     }
     const wantedMacs = new Map<string, string>();
-    for (const ip of wanted.keys()) wantedMacs.set(vtepMac(ip), ip);
+    for (const { ip, mac } of wanted.values()) wantedMacs.set(mac, ip);
     for (const [mac, ip] of wantedMacs) {
       const have = byMac.get(mac) ?? [];
       // A unicast MAC has one destination in a VXLAN FDB; `replace` overwrites a wrong one.
-      if (have.length === 1 && sameIp(have[0]!.dst, ip)) continue;
+      if (have.length === 1 && have[0]!.dst === ip) continue;
       await this.#fdb.fdbReplace({ dev: dev.index, mac, dst: ip });
       this.#log.info("overlay peer set", { device: dev.name, node_ip: ip, mac });
     }
