@@ -522,11 +522,15 @@ export class Peer {
     try {
       if (type === MSG_NOTIFICATION) {
         const n = decodeNotification(msg);
-        const reason = `received NOTIFICATION ${notificationName(n.code, n.subcode)}`;
+        const text = shutdownCommunication(n.code, n.subcode, n.data);
+        const reason = `received NOTIFICATION ${notificationName(n.code, n.subcode)}${
+          text ? `: ${text}` : ""
+        }`;
         this.#log.warn("bgp peer sent notification", {
           code: n.code,
           subcode: n.subcode,
           data: toHex(n.data),
+          ...(text ? { message: text } : {}),
         });
         this.stats.lastError = reason;
         this.#close(a, reason, false);
@@ -686,6 +690,21 @@ export class Peer {
     } else this.#failures++;
     this.#refreshState();
     if (this.#running && this.#attempts.length === 0) this.#scheduleRetry();
+  }
+}
+
+/**
+ * The operator's message in a Cease/Administrative Shutdown or Reset (RFC 8203): one length octet,
+ * then UTF-8. Undefined when absent or malformed.
+ */
+export function shutdownCommunication(code: number, subcode: number, data: Uint8Array): string | undefined {
+  if (code !== ERR_CEASE || (subcode !== 2 && subcode !== 4) || data.length < 1) return undefined;
+  const len = data[0]!;
+  if (len === 0 || len + 1 > data.length) return undefined;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(data.subarray(1, 1 + len));
+  } catch {
+    return undefined;
   }
 }
 

@@ -31,6 +31,7 @@ import {
   type OpenMessage,
   type PathAttributes,
   peerAsn,
+  shutdownCommunication,
   splitMessages,
   summarizeCapabilities,
   toHex,
@@ -449,4 +450,12 @@ Deno.test("arbitrary bytes behind a valid header never throw anything but BgpErr
     }),
     { numRuns: 20000 },
   );
+});
+
+Deno.test("the shutdown communication is read from gobgpd's NOTIFICATION and ignored when malformed", () => {
+  const n = decodeNotification(msgs("gobgpd", MSG_NOTIFICATION)[0]!);
+  assert.equal(shutdownCommunication(n.code, n.subcode, n.data), "maintenance window");
+  assert.equal(shutdownCommunication(6, 2, Uint8Array.of(9, 65)), undefined);
+  assert.equal(shutdownCommunication(6, 2, Uint8Array.of(1, 0xff)), undefined);
+  assert.equal(shutdownCommunication(4, 0, n.data), undefined);
 });
