@@ -38,6 +38,9 @@ async function wire(rt: NetNs, node: NetNs, pod: NetNs, i: number): Promise<Node
   await pod.exec(["ip", "route", "add", "default", "via", `10.1.${i}.1`]);
   await pod.exec(["ip", "-6", "route", "add", "default", "via", `fd01:${i}::1`]);
   await sysctl(node, "net.ipv4.ip_forward", "1");
+  // Strict reverse-path filtering, as many hosts have: decapsulated pod traffic must still pass.
+  await sysctl(node, "net.ipv4.conf.all.rp_filter", "1");
+  await sysctl(node, "net.ipv4.conf.default.rp_filter", "1");
   await sysctl(node, "net.ipv6.conf.all.forwarding", "1");
   return {
     ns: node,
