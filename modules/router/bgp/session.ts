@@ -12,6 +12,7 @@ import {
   BgpError,
   CEASE_ADMIN_SHUTDOWN,
   CEASE_COLLISION,
+  CEASE_CONNECTION_REJECTED,
   ERR_CEASE,
   ERR_FSM,
   ERR_HOLD_TIMER,
@@ -355,9 +356,14 @@ export class Peer {
   /** A connection the listener accepted from this peer's address. */
   accept(conn: BgpConn): void {
     if (!this.#running || this.#established || this.#attempts.some((a) => !a.outgoing)) {
-      // RFC 4271 6.8: an Established session wins over a new connection.
+      // RFC 4271 6.8: an Established session wins over a new connection; a stopped peer rejects it.
       const a = new Attempt(conn, false);
-      this.#sendNotification(a, new BgpError(ERR_CEASE, CEASE_COLLISION, "connection collision"));
+      this.#sendNotification(
+        a,
+        this.#running
+          ? new BgpError(ERR_CEASE, CEASE_COLLISION, "connection collision")
+          : new BgpError(ERR_CEASE, CEASE_CONNECTION_REJECTED, "peer administratively down"),
+      );
       void a.writes.finally(() => conn.close());
       return;
     }
