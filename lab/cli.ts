@@ -1,7 +1,7 @@
 /**
  * The lab's command line (`deno task lab <command>`, `deno task demo`).
  *
- *   up [--nodes N] [--agent-flags "…"] [--no-agents] [--cni auto|lab|agent]
+ *   up [--nodes N] [--agent-flags "…"] [--agent-bin PATH] [--no-agents] [--cni auto|lab|agent]
  *   status
  *   kubectl -- <args>                 kubectl with the lab kubeconfig, run inside kube-master's namespace
  *   exec <ns>/<pod> -- <command>      run a command in a pod's network namespace
@@ -39,7 +39,7 @@ import { topology } from "./topology.ts";
 const USAGE = `usage: deno task lab <command> [options]
 
 commands:
-  up [--nodes N] [--agent-flags "…"] [--no-agents] [--cni auto|lab|agent]
+  up [--nodes N] [--agent-flags "…"] [--agent-bin PATH] [--no-agents] [--cni auto|lab|agent]
                                build the seed's cluster in network namespaces and start it in the background;
                                --cni: who writes each node's CNI conf (default: the agents' router, or the
                                lab with --no-agents / --enable-cni=false; auto: the lab after 10 s without one)
@@ -77,6 +77,7 @@ export async function main(argv: string[]): Promise<number> {
     options: {
       "nodes": { type: "string" },
       "agent-flags": { type: "string" },
+      "agent-bin": { type: "string" },
       "no-agents": { type: "boolean" },
       "cni": { type: "string" },
       "state-dir": { type: "string" },
@@ -115,6 +116,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(nodes !== undefined ? { nodes } : {}),
           agents: !values["no-agents"],
           agentFlags: splitFlags(values["agent-flags"] ?? ""),
+          ...(values["agent-bin"] ? { agentBin: values["agent-bin"] } : {}),
           ...(cni ? { cni } : {}),
           say: (l) => console.log(`lab: ${l}`),
         });

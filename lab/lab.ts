@@ -41,6 +41,8 @@ export interface UpOptions extends Partial<LabPaths> {
   agents?: boolean;
   /** Extra agent flags, appended after the lab's defaults. */
   agentFlags?: string[];
+  /** Run this agent binary (e.g. the output of `deno task compile`) instead of `deno run -A main.ts`. */
+  agentBin?: string;
   /** Who writes the CNI conf (see kubelet.ts). Default: auto. */
   cni?: CniMode;
   /** Seconds the lab waits in auto mode for the agent's CNI conf. Default 10. */
@@ -164,6 +166,8 @@ export function startAgent(state: LabState, host: LabHost): LabProcess {
   const dir = nodeDir(state.stateDir, host.name);
   Deno.mkdirSync(`${dir}/cni`, { recursive: true });
   const main = `${REPO_ROOT}/main.ts`;
+  // The agent from source, or a built binary (`lab up --agent-bin dist/kube-router`).
+  const program = state.agentBin ? [state.agentBin] : [Deno.execPath(), "run", "-A", main];
   const pid = daemonize(
     [
       "ip",
@@ -173,16 +177,14 @@ export function startAgent(state: LabState, host: LabHost): LabProcess {
       "env",
       `NODE_NAME=${host.name}`,
       `KUBE_ROUTER_CNI_CONF_FILE=${dir}/cni/10-kuberouter.conflist`,
-      Deno.execPath(),
-      "run",
-      "-A",
-      main,
+      ...program,
       ...defaultAgentFlags(state.stateDir),
       ...state.agentFlags,
     ],
     `${dir}/agent.log`,
   );
-  return { role: "agent", node: host.name, pid, marker: main };
+  // The kubeconfig flag is on every agent's command line, whatever runs it, and names this lab.
+  return { role: "agent", node: host.name, pid, marker: `--kubeconfig=${state.stateDir}/kubeconfig` };
 }
 
 /**
@@ -196,7 +198,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   const nodes = opts.nodes ?? 3;
   const topo = topology(nodes, prefix);
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
-  const missing = preflight(opts.agents ?? true);
+  const missing = preflight(opts.agents ?? true, opts.agentBin);
   if (missing.length) throw new LabError(`the lab needs ${missing.join(", ")}`);
   const existing = readState(stateDir);
   if (existing) {
@@ -225,6 +227,9 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     processes: [],
     agents: opts.agents ?? true,
     agentFlags: opts.agentFlags ?? [],
+    ...(opts.agentBin
+      ? { agentBin: opts.agentBin.startsWith("/") ? opts.agentBin : `${Deno.cwd()}/${opts.agentBin}` }
+      : {}),
     cniMode: opts.cni ?? defaultCniMode(opts.agents ?? true, opts.agentFlags ?? []),
   };
   Deno.mkdirSync(stateDir, { recursive: true });
@@ -258,7 +263,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
       `--cni=${state.cniMode}`,
       `--cni-wait=${opts.cniWaitSeconds ?? 10}`,
     ], `${stateDir}/master.log`);
-    state.processes.push({ role: "master", pid: masterPid, marker: masterScript });
+    state.processes.push({ role: "master", pid: masterPid, marker: `--state-dir=${stateDir}` });
     writeState(state);
     await waitFor("the lab control plane", () => {
       if (!pidAlive(masterPid)) {
@@ -330,7 +335,7 @@ function onPath(tool: string): boolean {
 }
 
 /** What `lab up` needs and is missing, each with the Debian package that provides it. */
-export function preflight(agents: boolean): string[] {
+export function preflight(agents: boolean, agentBin?: string): string[] {
   const missing: string[] = [];
   const tools: Array<[string, string]> = [["ip", "iproute2"], ["nsenter", "util-linux"], [
     "kubectl",
@@ -346,10 +351,11 @@ export function preflight(agents: boolean): string[] {
     }
   }
   if (agents) {
+    const agent = agentBin ?? `${REPO_ROOT}/main.ts`;
     try {
-      Deno.statSync(`${REPO_ROOT}/main.ts`);
+      Deno.statSync(agent);
     } catch {
-      missing.push(`${REPO_ROOT}/main.ts (the agent; or use --no-agents)`);
+      missing.push(`${agent} (the agent; or use --no-agents)`);
     }
   }
   return missing;

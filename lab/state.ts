@@ -42,6 +42,8 @@ export interface LabState {
   processes: LabProcess[];
   agents: boolean;
   agentFlags: string[];
+  /** Absolute path of an agent binary run instead of `deno run -A main.ts`. */
+  agentBin?: string;
   cniMode: string;
 }
 
