@@ -107,3 +107,19 @@ Deno.test("the fake conntrack deletes exactly the entries matching a filter", as
   assert.equal(await ct.deleteMatching({ protocol: 17, dst: "10.201.0.2", dport: 5353 }), 2);
   assert.deepEqual((await ct.list()).map((e) => [e.orig.protocol, e.orig.dport]), [[17, 5354], [6, 5353]]);
 });
+
+Deno.test("the fake nftables lists a ruleset the way nft printed it after loading the same JSON (golden)", async () => {
+  const { FakeNftables } = await import("../../../ffi/mod.ts");
+  const { normalize } = await import("./_conformance.ts");
+  const golden = JSON.parse(await Deno.readTextFile(new URL("./golden/nft.json", import.meta.url))) as {
+    input: { nftables: Record<string, unknown>[] };
+    output: unknown;
+  };
+  const fake = new FakeNftables();
+  await fake.apply(golden.input.nftables);
+  const ours = normalize(await fake.list({ table: { family: "inet", name: "golden" } }));
+  const nft = normalize(parseListOutput(JSON.stringify(golden.output)));
+  const byKey = (xs: Record<string, unknown>[]) =>
+    [...xs].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+  assert.deepEqual(byKey(ours), byKey(nft));
+});

@@ -112,6 +112,78 @@ for (const d of DUMPS) {
     await ns.remove();
   }
 }
+// nft: a ruleset applied with `nft -j -f`, and what `nft -j list table` then prints.
+const NFT_INPUT = {
+  nftables: [
+    { add: { table: { family: "inet", name: "golden" } } },
+    { add: { chain: { family: "inet", table: "golden", name: "svc" } } },
+    {
+      add: {
+        chain: {
+          family: "inet",
+          table: "golden",
+          name: "pre",
+          type: "nat",
+          hook: "prerouting",
+          prio: -100,
+          policy: "accept",
+        },
+      },
+    },
+    {
+      add: {
+        map: {
+          family: "inet",
+          table: "golden",
+          name: "vips",
+          type: ["ipv4_addr", "inet_proto", "inet_service"],
+          map: "verdict",
+          elem: [[{ concat: ["10.96.0.10", "udp", 53] }, { goto: { target: "svc" } }]],
+        },
+      },
+    },
+    {
+      add: {
+        set: {
+          family: "inet",
+          table: "golden",
+          name: "blocks",
+          type: "ipv4_addr",
+          flags: ["interval"],
+          elem: [{ prefix: { addr: "10.0.0.0", len: 8 } }, "192.168.1.1"],
+        },
+      },
+    },
+    {
+      add: {
+        rule: {
+          family: "inet",
+          table: "golden",
+          chain: "pre",
+          expr: [
+            { match: { op: "==", left: { payload: { protocol: "ip", field: "saddr" } }, right: "@blocks" } },
+            { accept: null },
+          ],
+        },
+      },
+    },
+  ],
+};
+{
+  const ns = await NetNs.create("golden");
+  try {
+    await ns.exec(["nft", "-j", "-f", "-"], { stdin: JSON.stringify(NFT_INPUT) });
+    const out = await ns.exec(["nft", "-j", "list", "table", "inet", "golden"]);
+    const nftPath = new URL("./nft.json", import.meta.url);
+    await Deno.writeTextFile(
+      nftPath,
+      JSON.stringify({ input: NFT_INPUT, output: JSON.parse(out.stdout) }, null, 2) + "\n",
+    );
+  } finally {
+    await ns.remove();
+  }
+}
+
 const path = new URL("./iproute2.json", import.meta.url);
 await Deno.writeTextFile(path, JSON.stringify(result, null, 2) + "\n");
 console.log(
