@@ -52,6 +52,8 @@ export interface ApiServerOptions {
   token?: string;
   /** How often a watch with allowWatchBookmarks gets a BOOKMARK. Default 60 s (kube-apiserver: ~1 min). */
   bookmarkIntervalMs?: number;
+  /** Bytes a watch may have buffered for a client before it is cut off. Default 64 MiB. */
+  maxWatchBufferBytes?: number;
   /** Default watch timeout when the client gives no timeoutSeconds. Default 1800 s. */
   defaultWatchTimeoutSeconds?: number;
   log?: Logger;
@@ -493,8 +495,15 @@ class Handler {
     // event to write node:http would hold them until the first bookmark.
     res.flushHeaders();
     const includeObject = q.get("includeObject");
+    // deno-lint-ignore prefer-const -- set once the watch is registered, read by write() before that
+    let closeOnDeadSocket: (() => void) | undefined;
     const write = (type: string, object: unknown) => {
       if (res.writableEnded) return;
+      // A client that went away is noticed here at the latest: stop its watch instead of buffering for it.
+      if (req.socket.destroyed || !req.socket.writable) {
+        closeOnDeadSocket?.();
+        return;
+      }
       // `kubectl get -w` watches in Table form too: each event carries a one-row Table.
       const o = table && (type === "ADDED" || type === "MODIFIED" || type === "DELETED")
         ? toTable(
@@ -505,6 +514,16 @@ class Handler {
         )
         : object;
       res.write(JSON.stringify({ type, object: o }) + "\n");
+      // A watcher that does not read (or is gone without the socket noticing) is cut off, as
+      // kube-apiserver does when a watcher's buffer is full; it comes back with a new watch.
+      if (res.writableLength > (this.opts.maxWatchBufferBytes ?? 64 * 1024 * 1024)) {
+        this.opts.log?.warn("closing a watch whose client does not keep up", {
+          resource: r.plural,
+          buffered: res.writableLength,
+        });
+        closeOnDeadSocket?.();
+        req.socket.destroy();
+      }
     };
     let from: number;
     if (rvText === "" || rvText === "0") {
@@ -568,6 +587,10 @@ class Handler {
     this.#watches.add(close);
     req.on("close", close);
     res.on("close", close);
+    res.on("error", close);
+    req.socket.on("close", close);
+    req.socket.on("error", close);
+    closeOnDeadSocket = close;
   }
 }
 
