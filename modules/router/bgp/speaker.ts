@@ -671,7 +671,7 @@ export class BgpSpeaker {
     const r = this.#peers.get(peer.address);
     if (!r) return;
     r.source = { ...this.#sourceFor(peer.config), routerId: peer.remoteRouterId ?? "0.0.0.0" };
-    // Fix the router id on paths kept from before a graceful restart.
+    // Paths kept from before a graceful restart stay stale until re-announced or swept.
     const grCaps = peer.remoteCapabilities?.gracefulRestart;
     if (r.staleTimer !== undefined) {
       this.clock.clearTimeout(r.staleTimer);
@@ -844,8 +844,20 @@ export class BgpSpeaker {
     if (u.mpUnreach && families.includes(u.mpUnreach.family)) {
       this.#withdrawMany(r, u.mpUnreach.family, u.mpUnreach.withdrawn);
     }
+    if (!u.attrs) {
+      // NLRI without any path attribute (RFC 7606 treat-as-withdraw).
+      if (u.nlri.length && families.includes("ipv4-unicast")) {
+        m?.malformed.inc({ peer: peer.address });
+        this.log.warn("bgp treat-as-withdraw (RFC 7606)", {
+          peer: peer.address,
+          why: u.treatAsWithdraw,
+          bytes: hexOf(raw),
+        });
+        this.#withdrawMany(r, "ipv4-unicast", u.nlri);
+      }
+      return;
+    }
     const attrs = u.attrs;
-    if (!attrs) return;
     const announced: [Family, string[], PathAttributes][] = [];
     if (u.nlri.length) announced.push(["ipv4-unicast", u.nlri, attrs]);
     if (u.mpReach && u.mpReach.nlri.length) {

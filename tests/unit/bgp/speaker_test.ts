@@ -747,3 +747,30 @@ Deno.test("an export policy tags communities per peer and can filter prefixes", 
     await w.stopAll();
   }
 });
+
+Deno.test("NLRI that arrive without any path attribute withdraw the prefix (RFC 7606)", async () => {
+  const w = new World();
+  const s = w.speaker("10.0.0.1", { asn: 65001, routerId: "10.0.0.1" });
+  try {
+    s.addPeer({ address: "10.0.0.9", asn: 65009, passive: true });
+    await s.start();
+    const raw = await RawPeer.connect(w, "10.0.0.9", "10.0.0.1");
+    await raw.handshake({ myAs: 65009, routerId: "10.0.0.9" });
+    await w.settle();
+    const attrs: PathAttributes = {
+      origin: 0,
+      asPath: [{ type: AS_SEQUENCE, asns: [65009] }],
+      nextHop: "10.0.0.9",
+    };
+    await raw.send(encodeAnnouncements("ipv4-unicast", attrs, ["10.9.0.0/16"], { as4: true })[0]!);
+    await w.settle();
+    assert.equal(s.routes("ipv4-unicast").length, 1);
+    // UPDATE: no withdrawn routes, no attributes, NLRI 10.9.0.0/16.
+    await raw.send(fromHex("ffffffffffffffffffffffffffffffff" + "001a" + "02" + "0000" + "0000" + "100a09"));
+    await w.settle();
+    assert.equal(s.routes("ipv4-unicast").length, 0);
+    assert.equal(s.peer("10.0.0.9")?.state, "Established");
+  } finally {
+    await w.stopAll();
+  }
+});
