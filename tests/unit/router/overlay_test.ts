@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { parseCidr } from "../../../core/_net.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
+import { RouteSync } from "../../../modules/router/route_sync.ts";
 import { FakeFdb, FakeRtnetlink, type Rtnl } from "../../../ffi/mod.ts";
 import {
   needsTunnel,
@@ -334,4 +335,32 @@ Deno.test("overlay keeps one of two IPv6 nodes whose VTEP MACs collide, and logs
 Deno.test("overlay refuses a local address of the wrong family", async () => {
   const { overlay } = await setup();
   await assert.rejects(overlay.sync({ ip: "fd00:1::100", family: 4 }, [NODE2]), OverlayError);
+});
+
+Deno.test("the overlay's routes install through RouteSync and go with the device", async () => {
+  const { fake, overlay } = await setup();
+  const sync = new RouteSync(fake, getLogger({}, new MemorySink()));
+  const v4 = await overlay.sync(LOCAL, [NODE2, NODE3]);
+  const v6 = await overlay.sync({ ip: "fd00:1::100", family: 6 }, [
+    { nodeIp: "fd00:2::100", podCidrs: ["fd01:2::/64"] },
+  ]);
+  // The kernel gives an up IPv6 device its EUI-64 link-local address (hence the fe80::/64 route the
+  // link-local next hop resolves through); FakeRtnetlink does not, so do it here as the kernel would.
+  const vx6 = (await fake.linkGet(VXLAN6_DEVICE))!;
+  await fake.addrAdd({ family: 6, index: vx6.index, address: vtepNextHop("fd00:1::100"), prefix: 64 });
+  assert.deepEqual(await sync.sync([...v4, ...v6]), { added: 3, replaced: 0, removed: 0, failed: 0 });
+  assert.deepEqual(await sync.sync([...v4, ...v6]), { added: 0, replaced: 0, removed: 0, failed: 0 });
+  const vx = (await fake.linkGet(VXLAN_DEVICE))!;
+  const kernel = await fake.routeList({ protocol: 17 });
+  assert.deepEqual(
+    kernel.map((r) => [r.dst, r.gateway, r.dev]).sort(),
+    [
+      ["10.1.2.0/24", "192.168.2.100", vx.index],
+      ["10.1.3.0/24", "192.168.3.100", vx.index],
+      ["fd01:2::/64", vtepNextHop("fd00:2::100"), vx6.index],
+    ],
+  );
+  await overlay.sync(LOCAL, []);
+  assert.deepEqual((await fake.routeList({ protocol: 17 })).map((r) => r.dst), ["fd01:2::/64"]);
+  assert.deepEqual(await sync.sync(v6), { added: 0, replaced: 0, removed: 0, failed: 0 });
 });
