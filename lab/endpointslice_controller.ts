@@ -13,7 +13,7 @@ import {
   SERVICE_NAME_LABEL,
 } from "./endpointslices.ts";
 import { type Informer, isNotFound, keyOf, type KObject, type KubeClient } from "./kube_client.ts";
-import type { Logger } from "../core/log.ts";
+import type { Logger } from "../core/mod.ts";
 
 export class EndpointSliceController {
   readonly #queue: CoalescingQueue;

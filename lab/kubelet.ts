@@ -29,7 +29,7 @@ import {
 import { type Informer, isNotFound, keyOf, type KObject, type KubeClient } from "./kube_client.ts";
 import { killPid, pidAlive, sh, sleep } from "./_sh.ts";
 import { type LabHost, podNetnsName } from "./topology.ts";
-import type { Logger } from "../core/log.ts";
+import type { Logger } from "../core/mod.ts";
 
 export const READY_ANNOTATION = "lab.kube-router.io/ready";
 export const TERMINATE_AFTER_ANNOTATION = "lab.kube-router.io/terminate-after";

@@ -17,7 +17,7 @@ import { Scheduler } from "./scheduler.ts";
 import { nodeDir } from "./state.ts";
 import { API_PORT, MASTER_IP, NODE_PORT_RANGE, SERVICE_CIDR, topology } from "./topology.ts";
 import { sleep } from "./_sh.ts";
-import { configureLogging, getLogger, type LogSink } from "../core/log.ts";
+import { configureLogging, getLogger, type LogSink } from "../core/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -6,7 +6,7 @@
 import { CoalescingQueue } from "./_queue.ts";
 import type { Informer, KObject, KubeClient } from "./kube_client.ts";
 import { allocatePodCidr } from "./topology.ts";
-import type { Logger } from "../core/log.ts";
+import type { Logger } from "../core/mod.ts";
 
 export class NodeIpamController {
   readonly #queue: CoalescingQueue;

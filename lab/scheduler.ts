@@ -5,7 +5,7 @@
  */
 import { CoalescingQueue } from "./_queue.ts";
 import { ApiError, type Informer, keyOf, type KObject, type KubeClient } from "./kube_client.ts";
-import type { Logger } from "../core/log.ts";
+import type { Logger } from "../core/mod.ts";
 
 /** Picks the node for a new pod: least loaded among Ready nodes, by name on ties. Pure. */
 export function pickNode(nodes: KObject[], pods: KObject[]): string | undefined {

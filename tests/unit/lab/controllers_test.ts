@@ -13,7 +13,7 @@ import {
   Scheduler,
   SERVICE_NAME_LABEL,
 } from "../../../lab/mod.ts";
-import { getLogger, MemorySink } from "../../../core/log.ts";
+import { getLogger, MemorySink } from "../../../core/mod.ts";
 
 async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 5000): Promise<T> {
   const end = Date.now() + ms;

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { startApiServer } from "../../../lab/apiserver/mod.ts";
 import { ApiError, Informer, isNotFound, type KObject, KubeClient } from "../../../lab/mod.ts";
-import { getLogger, MemorySink } from "../../../core/log.ts";
+import { getLogger, MemorySink } from "../../../core/mod.ts";
 
 async function eventually(what: string, fn: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
