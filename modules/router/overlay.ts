@@ -285,6 +285,14 @@ export class Overlay {
     return routes;
   }
 
+  /**
+   * Deletes the device of one underlay family (e.g. when the node has no address of that family or the
+   * family is disabled); the kernel drops its neighbour, FDB entries and routes with it.
+   */
+  async clear(family: Family): Promise<void> {
+    await this.#deleteDevice(vxlanDevice(family));
+  }
+
   /** Deletes both VXLAN devices; the kernel drops their neighbour, FDB entries and routes with them. */
   async cleanup(): Promise<void> {
     for (const name of [VXLAN_DEVICE, VXLAN6_DEVICE]) await this.#deleteDevice(name);

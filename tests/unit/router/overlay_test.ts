@@ -317,6 +317,19 @@ Deno.test("overlay cleanup removes both devices and their entries, and is idempo
   await overlay.cleanup();
 });
 
+Deno.test("overlay clear removes the device of one family only", async () => {
+  const { fake, overlay } = await setup();
+  await overlay.sync(LOCAL, [NODE2]);
+  await overlay.sync({ ip: "fd00:1::100", family: 6 }, [{
+    nodeIp: "fd00:2::100",
+    podCidrs: ["fd01:2::/64"],
+  }]);
+  await overlay.clear(6);
+  assert.equal(await fake.linkGet(VXLAN6_DEVICE), undefined);
+  assert.ok(await fake.linkGet(VXLAN_DEVICE));
+  await overlay.clear(6);
+});
+
 Deno.test("overlay keeps one of two IPv6 nodes whose VTEP MACs collide, and logs the other", async () => {
   const { fake, fdb, overlay, sink } = await setup();
   // Found by search: two addresses with the same 32-bit FNV-1a hash.
