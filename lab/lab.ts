@@ -200,7 +200,15 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
   const missing = preflight(opts.agents ?? true, opts.agentBin);
   if (missing.length) throw new LabError(`the lab needs ${missing.join(", ")}`);
-  const existing = readState(stateDir);
+  let existing = readState(stateDir);
+  if (existing && await isStale(existing)) {
+    // Left by a lab whose namespaces and processes are all gone (a reboot): nothing to protect.
+    say(
+      `removing the stale state of a lab created ${existing.createdAt} (no namespace or process of it is left)`,
+    );
+    await labDown({ stateDir, prefix: existing.prefix });
+    existing = undefined;
+  }
   if (existing) {
     throw new LabError(
       `a lab is already up (state in ${stateDir}, created ${existing.createdAt}, phase ${existing.phase}); ` +
@@ -359,6 +367,12 @@ export function preflight(agents: boolean, agentBin?: string): string[] {
     }
   }
   return missing;
+}
+
+/** True when nothing of a recorded lab exists any more: no namespace with its prefix, no live process. */
+async function isStale(state: LabState): Promise<boolean> {
+  if (state.processes.some((p) => pidAlive(p.pid) && cmdlineHas(p.pid, p.marker))) return false;
+  return (await listNetns(state.prefix)).length === 0 && state.upPid !== Deno.pid && !pidAlive(state.upPid);
 }
 
 export interface DownReport {

@@ -97,3 +97,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...needs("lab up replaces the state of a lab that no longer exists (after a reboot)", REQ),
+  async fn() {
+    const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-stale-" });
+    const prefix = `krls${crypto.randomUUID().slice(0, 4)}-`;
+    Deno.writeTextFileSync(
+      `${stateDir}/lab-state.json`,
+      JSON.stringify({
+        version: 1,
+        prefix,
+        stateDir,
+        nodes: 1,
+        createdAt: "2026-01-01T00:00:00Z",
+        upPid: 2 ** 22 + 1, // above pid_max: never a live process
+        phase: "up",
+        netns: [`${prefix}underlay`],
+        processes: [{ role: "master", pid: 2 ** 22 + 2, marker: `--state-dir=${stateDir}` }],
+        agents: false,
+        agentFlags: [],
+        cniMode: "lab",
+      }),
+    );
+    try {
+      const res = await run([
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "up",
+        "--no-agents",
+        "--nodes=1",
+        `--state-dir=${stateDir}`,
+        `--prefix=${prefix}`,
+      ], {
+        check: false,
+      });
+      assert.equal(res.code, 0, res.stderr);
+      assert.match(res.stdout, /removing the stale state of a lab created 2026-01-01/);
+    } finally {
+      await labDown({ stateDir, prefix });
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
