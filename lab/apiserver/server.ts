@@ -495,6 +495,7 @@ class Handler {
     // event to write node:http would hold them until the first bookmark.
     res.flushHeaders();
     const includeObject = q.get("includeObject");
+    let replaying = false;
     // deno-lint-ignore prefer-const -- set once the watch is registered, read by write() before that
     let closeOnDeadSocket: (() => void) | undefined;
     const write = (type: string, object: unknown) => {
@@ -516,7 +517,7 @@ class Handler {
       res.write(JSON.stringify({ type, object: o }) + "\n");
       // A watcher that does not read (or is gone without the socket noticing) is cut off, as
       // kube-apiserver does when a watcher's buffer is full; it comes back with a new watch.
-      if (res.writableLength > (this.opts.maxWatchBufferBytes ?? 64 * 1024 * 1024)) {
+      if (!replaying && res.writableLength > (this.opts.maxWatchBufferBytes ?? 64 * 1024 * 1024)) {
         this.opts.log?.warn("closing a watch whose client does not keep up", {
           resource: r.plural,
           buffered: res.writableLength,
@@ -556,7 +557,11 @@ class Handler {
     }
     let stop: (() => void) | undefined;
     try {
+      // The replay of retained history is written in one go (a reconnecting client asked for exactly
+      // that); only live events count against the buffer limit, or a long replay could never finish.
+      replaying = true;
       stop = this.store.watch(r.plural, from, (e: WatchEvent) => write(e.type, e.object), wopts);
+      replaying = false;
     } catch (err) {
       const status = err instanceof ApiError ? err : gone(String(err));
       write("ERROR", status.toStatus());

@@ -15,12 +15,13 @@ export interface Lab {
 }
 
 export async function startLab(
-  opts: { bookmarkIntervalMs?: number; auth?: "token" | "cert" } = {},
+  opts: { bookmarkIntervalMs?: number; auth?: "token" | "cert"; maxWatchBufferBytes?: number } = {},
 ): Promise<Lab> {
   const dir = await Deno.makeTempDir({ prefix: "kube-test-" });
   let server = await startApiServer({
     stateDir: dir,
     ...(opts.bookmarkIntervalMs ? { bookmarkIntervalMs: opts.bookmarkIntervalMs } : {}),
+    ...(opts.maxWatchBufferBytes ? { maxWatchBufferBytes: opts.maxWatchBufferBytes } : {}),
   });
   const kubeconfigPath = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth: opts.auth ?? "token" });
   const lab: Lab = {
@@ -39,6 +40,7 @@ export async function startLab(
         port,
         store,
         ...(opts.bookmarkIntervalMs ? { bookmarkIntervalMs: opts.bookmarkIntervalMs } : {}),
+        ...(opts.maxWatchBufferBytes ? { maxWatchBufferBytes: opts.maxWatchBufferBytes } : {}),
       });
     },
     async close() {

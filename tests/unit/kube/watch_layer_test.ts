@@ -373,3 +373,31 @@ Deno.test("watch layer talks to a server whose certificate it cannot verify when
     await lab.close();
   }
 });
+
+Deno.test("watch layer cut off by the server during a burst resumes and delivers every change exactly once", async () => {
+  const lab = await startLab({ maxWatchBufferBytes: 64 * 1024 });
+  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
+  try {
+    w.layer.start(["pods"]);
+    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    await until(() => lab.server.openWatches === 1, "the watch to be open");
+    // 2,000 writes in one synchronous burst: far more than 64 KiB reaches the watch before it can read.
+    for (let i = 0; i < 1000; i++) lab.server.store.create("pods", pod("default", `p${i}`));
+    for (let i = 0; i < 1000; i += 2) lab.server.store.delete("pods", `default/p${i}`);
+    for (let i = 1; i < 1000; i += 2) {
+      lab.server.store.patch("pods", `default/p${i}`, "merge", { metadata: { labels: { v: "2" } } });
+    }
+    await until(() => w.events.length === 2000, "2,000 events", 20_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(w.events.length, 2000, "no duplicates");
+    assert.ok(w.layer.stats("pods")!.watches >= 2, "the watch was cut off and resumed");
+    assert.equal(w.layer.stats("pods")!.relists, 0);
+    const counts = { ADDED: 0, MODIFIED: 0, DELETED: 0 };
+    for (const e of w.events) counts[e.type]++;
+    assert.deepEqual(counts, { ADDED: 1000, MODIFIED: 500, DELETED: 500 });
+    assert.equal(w.layer.list("pods").length, 500);
+  } finally {
+    await w.layer.stop();
+    await lab.close();
+  }
+});
