@@ -22,16 +22,27 @@ export {
   labStatus,
   labUp,
   machineNetns,
+  NODE_COLUMNS,
+  POD_COLUMNS,
   podNetns,
   preflight,
   REPO_ROOT,
   requireState,
   restartAgent,
   splitFlags,
+  startAgent,
   type StatusReport,
   type UpOptions,
 } from "./lab.ts";
-export { type LabProcess, type LabState, readState, STATE_FILE } from "./state.ts";
+export {
+  defaultPrefix,
+  defaultStateDir,
+  type LabProcess,
+  type LabState,
+  nodeDir,
+  readState,
+  STATE_FILE,
+} from "./state.ts";
 export {
   allocatePodCidr,
   API_PORT,
@@ -78,13 +89,18 @@ export {
 export {
   CNI_CONF_NAME,
   type CniMode,
+  type KubeletOptions,
+  LabKubelet,
   netexecPorts,
+  type PodRecord,
   READY_ANNOTATION,
   TERMINATE_AFTER_ANNOTATION,
 } from "./kubelet.ts";
 export {
   ApiError,
   Informer,
+  isConflict,
+  isGone,
   isNotFound,
   keyOf,
   type KList,
@@ -95,10 +111,14 @@ export {
 export {
   type Act,
   ACTS,
+  clusterAct,
+  crossNodeAct,
   type DemoContext,
+  type DemoOptions,
   type DemoResult,
   ExpectationFailed,
   runActs,
   runDemo,
+  sameNodeAct,
   type Step,
 } from "./demo.ts";
