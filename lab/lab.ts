@@ -43,7 +43,7 @@ export interface UpOptions extends Partial<LabPaths> {
   agentFlags?: string[];
   /** Run this agent binary (e.g. the output of `deno task compile`) instead of `deno run -A main.ts`. */
   agentBin?: string;
-  /** Who writes the CNI conf (see kubelet.ts). Default: auto. */
+  /** Who writes the CNI conf (see kubelet.ts). Default: defaultCniMode(agents, agentFlags). */
   cni?: CniMode;
   /** Seconds the lab waits in auto mode for the agent's CNI conf. Default 10. */
   cniWaitSeconds?: number;
