@@ -545,3 +545,52 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  ...needs(
+    "with --cni auto and an agent that writes no CNI conf, the lab writes kube-router's conf itself",
+    REQ,
+  ),
+  async fn() {
+    const where = isolated();
+    try {
+      const state = await labUp({
+        ...where,
+        nodes: 1,
+        agentFlags: ["--enable-cni=false"],
+        cni: "auto",
+        cniWaitSeconds: 1,
+      });
+      await k(
+        state,
+        ["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: solo}\nspec:\n  containers: [{name: c, image: agnhost}]\n",
+      );
+      await k(state, ["wait", "--for=condition=Ready", "pod/solo", "--timeout=60s"]);
+      const ip = (await k(state, ["get", "pod", "solo", "-o", "jsonpath={.status.podIP}"])).trim();
+      assert.ok(ipInCidr(ip, "10.1.1.0/24"), ip);
+      const conf = JSON.parse(
+        Deno.readTextFileSync(`${where.stateDir}/nodes/kube-node1/cni/10-kuberouter.conflist`),
+      );
+      assert.equal(conf.plugins[0].bridge, "kube-bridge");
+      assert.deepEqual(conf.plugins[0].ipam.ranges, [[{ subnet: "10.1.1.0/24" }]]);
+      assert.match(
+        Deno.readTextFileSync(`${where.stateDir}/nodes/kube-node1/kubelet.log`),
+        /the lab wrote its own/,
+      );
+      // The pod answers from its node over kube-bridge.
+      const r = await run(
+        execCommand(state, "kube-node1", ["curl", "-s", "-m", "5", `http://${ip}:8080/hostname`]),
+        {
+          check: false,
+        },
+      );
+      assert.equal(r.stdout, "solo");
+    } catch (e) {
+      dumpLogs(where.stateDir);
+      throw e;
+    } finally {
+      await labDown(where);
+    }
+  },
+});
