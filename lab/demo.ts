@@ -47,6 +47,8 @@ export interface Act {
   story: string;
   /** The act shows what the agents do; it is skipped (and says so) in a lab without agents. */
   needsAgents?: boolean;
+  /** Fewest nodes the act needs (default 1); skipped, and says so, in a smaller lab. */
+  minNodes?: number;
   steps: Step[];
 }
 
@@ -269,6 +271,7 @@ export const crossNodeAct: Act = {
   story:
     "Each agent announces its node's pod CIDR over iBGP; web-1 on kube-node1 reaches web-3 on kube-node2.",
   needsAgents: true,
+  minNodes: 2,
   steps: [{
     name: "every node routes the other nodes' pod CIDRs via their underlay addresses",
     async run(ctx) {
@@ -399,6 +402,11 @@ export async function runActs(
       result.skipped.push(act.name);
       continue;
     }
+    if ((act.minNodes ?? 1) > state.nodes) {
+      out(`  (skipped: needs ${act.minNodes} nodes, the lab has ${state.nodes})`);
+      result.skipped.push(act.name);
+      continue;
+    }
     for (const step of act.steps) {
       out(`\n-- ${step.name}`);
       stepFailed = false;
@@ -453,7 +461,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   const held = result.expectations - result.unmet;
   if (result.failed.length === 0) {
     const acts = (opts.acts ?? ACTS).length - result.skipped.length;
-    const skipped = result.skipped.length ? `; skipped without agents: ${result.skipped.join(", ")}` : "";
+    const skipped = result.skipped.length ? `; skipped: ${result.skipped.join(", ")}` : "";
     console.log(
       `demo: PASSED — ${held}/${result.expectations} expectations held in ${acts} acts (${secs} s)${skipped}`,
     );
