@@ -6,18 +6,17 @@
  * so the container runtime never reads a half-written file.
  */
 import { parseCidr } from "../../core/_net.ts";
+import { VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6 } from "./overlay.ts";
 
 export const BRIDGE_NAME = "kube-bridge";
 
-/** Bytes of encapsulation each tunnel type adds to a packet (outer headers). */
-export const TUNNEL_OVERHEAD: Record<"ipip" | "fou" | "vxlan", number> = { ipip: 20, fou: 28, vxlan: 50 };
-
-/** The pod MTU: the node interface's MTU less tunnel overhead when an overlay may carry pod traffic. */
-export function podMtu(
-  linkMtu: number,
-  overlay: { enabled: boolean; encap: "ipip" | "fou" | "vxlan" },
-): number {
-  return overlay.enabled ? linkMtu - TUNNEL_OVERHEAD[overlay.encap] : linkMtu;
+/**
+ * The pod MTU: the node interface's MTU, less the VXLAN headers (outer IPv4 or IPv6, UDP, VXLAN,
+ * Ethernet) when the overlay may carry pod traffic.
+ */
+export function podMtu(linkMtu: number, overlay: { enabled: boolean; underlay: 4 | 6 }): number {
+  if (!overlay.enabled) return linkMtu;
+  return linkMtu - (overlay.underlay === 4 ? VXLAN_OVERHEAD_V4 : VXLAN_OVERHEAD_V6);
 }
 
 type Json = Record<string, unknown>;

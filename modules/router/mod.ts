@@ -6,17 +6,18 @@
  */
 import type { ResourceKind } from "../../core/bus.ts";
 import type { ModuleDefinition } from "../../core/module.ts";
-import { Nftables, ProcSysctl, Rtnetlink } from "../../ffi/mod.ts";
+import { NetlinkFdb, Nftables, ProcSysctl, Rtnetlink } from "../../ffi/mod.ts";
 import { egressCleanupTransaction } from "./egress.ts";
 import { Router, type RouterDeps } from "./router.ts";
 import { RouteSync } from "./route_sync.ts";
+import { Overlay, VXLAN_PORT } from "./overlay.ts";
 
 export { Router, type RouterDeps } from "./router.ts";
 export { ROUTER_ROUTE_PROTOCOL } from "./route_sync.ts";
 export { bgpCli } from "./bgp/mod.ts";
 
 function realDeps(): RouterDeps {
-  return { rtnl: new Rtnetlink(), nft: new Nftables(), sysctl: new ProcSysctl() };
+  return { rtnl: new Rtnetlink(), nft: new Nftables(), sysctl: new ProcSysctl(), fdb: new NetlinkFdb() };
 }
 
 export const routerModule: ModuleDefinition = {
@@ -34,11 +35,17 @@ export const routerModule: ModuleDefinition = {
     const deps = realDeps();
     try {
       const removed = await new RouteSync(deps.rtnl, log).removeAll();
+      await new Overlay(deps.rtnl, deps.fdb, log, { port: VXLAN_PORT }).cleanup();
       await deps.nft.apply(egressCleanupTransaction());
-      log.info("router objects removed", { routes: removed, nft_table: "inet kube_router" });
+      log.info("router objects removed", {
+        routes: removed,
+        nft_table: "inet kube_router",
+        tunnels: "kube-vxlan, kube-vxlan6",
+      });
     } finally {
       deps.rtnl.close();
       deps.nft.close();
+      deps.fdb.close();
     }
   },
 };

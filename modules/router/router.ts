@@ -8,7 +8,7 @@ import type { V1Node } from "@kubernetes/client-node";
 import { type Cidr, cidrContains, type Family as IpFamily, parseCidr, parseIP } from "../../core/_net.ts";
 import type { ModuleContext, ModuleInstance } from "../../core/module.ts";
 import type { SyncReason } from "../../core/runner.ts";
-import type { NftRuleset, Rtnl, Sysctl } from "../../ffi/mod.ts";
+import type { Fdb, NftRuleset, Rtnl, Sysctl } from "../../ffi/mod.ts";
 import {
   type AdminServer,
   BgpSpeaker,
@@ -26,6 +26,14 @@ import {
   serviceVips,
 } from "./advertise.ts";
 import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
+import {
+  type LearnedRoute as TunnelRoute,
+  Overlay,
+  type OverlayMode,
+  planTunnels,
+  type TunnelPlan,
+  VXLAN_PORT,
+} from "./overlay.ts";
 import { egressTransaction } from "./egress.ts";
 import { type NodeInfo, nodeInfo } from "./node_info.ts";
 import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
@@ -35,6 +43,7 @@ export interface RouterDeps {
   rtnl: Rtnl;
   nft: NftRuleset;
   sysctl: Sysctl;
+  fdb: Fdb;
 }
 
 const FAMILY_OF: Record<IpFamily, Family> = { 4: "ipv4-unicast", 6: "ipv6-unicast" };
@@ -46,6 +55,7 @@ export class Router implements ModuleInstance {
   readonly #ctx: ModuleContext;
   readonly #deps: RouterDeps;
   readonly #routes: RouteSync;
+  readonly #overlay: Overlay;
   readonly #runner;
   #speaker: BgpSpeaker | undefined;
   #admin: AdminServer | undefined;
@@ -68,6 +78,16 @@ export class Router implements ModuleInstance {
     this.#ctx = ctx;
     this.#deps = deps;
     this.#routes = new RouteSync(deps.rtnl, ctx.log);
+    const c = ctx.config;
+    if (c.enableOverlay && c.overlayEncap !== "vxlan") {
+      ctx.log.warn("ipip and fou tunnels are not built yet; the overlay uses VXLAN", {
+        overlay_encap: c.overlayEncap,
+        udp_port: VXLAN_PORT,
+      });
+    }
+    this.#overlay = new Overlay(deps.rtnl, deps.fdb, ctx.log.with({ component: "overlay" }), {
+      port: c.overlayEncap === "vxlan" ? c.overlayEncapPort : VXLAN_PORT,
+    });
     // A short minimum interval: a route deleted behind our back should be back well within a second.
     this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 200 });
     const m = ctx.metrics;
@@ -163,7 +183,7 @@ export class Router implements ModuleInstance {
     }
 
     const t0 = performance.now();
-    const wanted = this.#wantedRoutes(self, policy);
+    const wanted = await this.#wantedRoutes(self, nodes, policy);
     for (const w of wanted) this.#everWanted.add(w.dst);
     const result = await this.#routes.sync([...wanted, ...this.#inheritedToKeep(plan, wanted)]);
     this.#metrics.routeSync.observe({}, (performance.now() - t0) / 1000);
@@ -338,24 +358,52 @@ export class Router implements ModuleInstance {
     }
   }
 
-  /** Best learned routes whose next hop sits on one of our connected subnets, via that next hop. */
-  #wantedRoutes(self: NodeInfo, policy: ImportPolicy): WantedRoute[] {
+  /**
+   * Best learned routes as kernel routes: via the next hop when it sits on a connected subnet, through the
+   * VXLAN overlay when it is a node that needs a tunnel (--enable-overlay, --overlay-type), else skipped
+   * with one warning per route.
+   */
+  async #wantedRoutes(self: NodeInfo, nodes: NodeInfo[], policy: ImportPolicy): Promise<WantedRoute[]> {
     const speaker = this.#speaker;
     if (!speaker) return [];
-    const connected = this.#connectedSubnets;
+    const c = this.#ctx.config;
     const own = new Set(self.podCidrs);
-    const out: WantedRoute[] = [];
+    const learned: TunnelRoute[] = [];
     for (const fam of this.#families()) {
       for (const r of speaker.routes(FAMILY_OF[fam])) {
         if (!r.best || own.has(r.prefix) || !importAllowed(policy, r.prefix)) continue;
-        const nh = parseIP(r.nextHop);
-        if (!nh || r.nextHop === self.ipv4 || r.nextHop === self.ipv6) continue;
-        if (connected.length && !connected.some((c) => cidrContains(c, nh.addr))) {
-          this.#unreachable(r.prefix, r.nextHop);
-          continue;
-        }
-        out.push({ dst: r.prefix, gateway: r.nextHop });
+        if (!parseIP(r.nextHop) || r.nextHop === self.ipv4 || r.nextHop === self.ipv6) continue;
+        learned.push({ prefix: r.prefix, nextHop: r.nextHop });
       }
+    }
+    const connected = this.#connectedSubnets;
+    const plan: TunnelPlan = c.enableOverlay
+      ? planTunnels(
+        c.overlayType as OverlayMode,
+        connected,
+        learned,
+        nodes.flatMap((n) => [n.ipv4, n.ipv6].filter((x): x is string => !!x)),
+      )
+      : { direct: learned, remotes: [] };
+    const out: WantedRoute[] = [];
+    for (const r of plan.direct) {
+      const nh = parseIP(r.nextHop)!;
+      if (connected.length && !connected.some((s) => cidrContains(s, nh.addr))) {
+        this.#unreachable(r.prefix, r.nextHop);
+        continue;
+      }
+      out.push({ dst: r.prefix, gateway: r.nextHop });
+    }
+    if (!c.enableOverlay) {
+      await this.#overlay.cleanup();
+      return out;
+    }
+    for (const fam of [4, 6] as const) {
+      const ip = fam === 4 ? self.ipv4 : self.ipv6;
+      const remotes = plan.remotes.filter((r) => parseIP(r.nodeIp)?.family === fam);
+      if (ip && this.#families().includes(fam) && remotes.length) {
+        out.push(...await this.#overlay.sync({ ip, family: fam }, remotes));
+      } else await this.#overlay.clear(fam);
     }
     return out;
   }
@@ -365,13 +413,10 @@ export class Router implements ModuleInstance {
     const k = `${prefix}|${nextHop}`;
     if (this.#warnedUnreachable.has(k)) return;
     this.#warnedUnreachable.add(k);
-    this.#ctx.log.warn(
-      "not installing a route whose next hop is not on a connected subnet (overlay tunnels are not built yet)",
-      {
-        prefix,
-        next_hop: nextHop,
-      },
-    );
+    this.#ctx.log.warn("not installing a route whose next hop is on no connected subnet and is not a node", {
+      prefix,
+      next_hop: nextHop,
+    });
   }
 
   #connectedSubnets: Cidr[] = [];
@@ -404,10 +449,7 @@ export class Router implements ModuleInstance {
       podCidrs: self.podCidrs.filter((p) => this.#families().includes(parseCidr(p)!.family)),
       ...(c.autoMtu && linkMtu
         ? {
-          mtu: podMtu(linkMtu, {
-            enabled: c.enableOverlay,
-            encap: c.overlayEncap as "ipip" | "fou" | "vxlan",
-          }),
+          mtu: podMtu(linkMtu, { enabled: c.enableOverlay, underlay: self.ipv4 ? 4 : 6 }),
         }
         : {}),
       hairpin: true,

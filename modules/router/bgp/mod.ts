@@ -5,8 +5,8 @@
  *
  * ```ts
  * import { BgpSpeaker } from "./bgp/mod.ts";
- * import { socketTransport } from "../../ffi/mod.ts";
- * const speaker = new BgpSpeaker({ asn: 64512, routerId: "192.168.1.100", socketTransport, metrics });
+ * // MD5/TTL/source-address peers use ffi/tcp.ts by default; everything else Deno's own TCP.
+ * const speaker = new BgpSpeaker({ asn: 64512, routerId: "192.168.1.100", metrics });
  * speaker.subscribe((e) => { if (e.type === "learned") installRoute(e.prefix, e.nextHop); });
  * await speaker.start();
  * speaker.setPeers([{ address: "192.168.1.101", asn: 64512 }]);

@@ -26,6 +26,7 @@ import { acceptAll, type Policy, type PolicyPeer } from "./policy.ts";
 import { LOCAL_SOURCE, LocRib, type Path, type PathSource } from "./rib.ts";
 import { Peer, type PeerConfig, type PeerHost, type PeerState, STATE_NUMBER } from "./session.ts";
 import { type BgpListener, denoTransport, type Transport } from "./transport.ts";
+import { socketTransport as ffiSocketTransport } from "../../../ffi/mod.ts";
 import {
   afiOf,
   AS_SEQUENCE,
@@ -64,7 +65,10 @@ export interface SpeakerOptions {
   metrics?: Metrics;
   /** Transport for peers without MD5/TTL/source address (default: Deno's TCP). */
   transport?: Transport;
-  /** Transport for peers that need TCP MD5, a TTL or a bound source address (ffi/tcp.ts). */
+  /**
+   * Transport for peers that need TCP MD5, a TTL or a bound source address. Default: ffi/tcp.ts's
+   * libc sockets when `transport` is not given (the listeners switch to it once a peer has a password).
+   */
   socketTransport?: Transport;
   gracefulRestart?: GracefulRestartOptions;
   /** Route reflector cluster id (default: the router id). */
@@ -187,6 +191,8 @@ export class BgpSpeaker {
   #metricsTimer: TimerId | undefined;
   readonly clusterId: string;
   #warnedTransport = new Set<string>();
+  #listenTransportName = "";
+  #acceptLoops: Promise<void>[] = [];
   #warnedNextHop = new Set<string>();
   /** Restarting and waiting for peers' End-of-RIB before advertising (RFC 4724 4.1). */
   #deferring = false;
@@ -219,30 +225,10 @@ export class BgpSpeaker {
   start(): Promise<void> {
     if (this.#running) return Promise.resolve();
     this.#running = true;
-    // "::" first: with Deno's TCP it is dual-stack and 0.0.0.0 then fails with EADDRINUSE, which is
-    // fine; with the socket transport (IPV6_V6ONLY) both bind. Only when no address works is it an error.
-    const explicit = this.#opts.listenAddresses !== undefined;
-    const addrs = this.#opts.listenAddresses ?? ["::", "0.0.0.0"];
-    const t = this.#opts.socketTransport ?? this.#opts.transport ?? denoTransport;
-    let firstError: unknown;
-    for (const address of addrs) {
-      try {
-        const l = t.listen({ address, port: this.port });
-        this.#listeners.push(l);
-        this.#listenPorts.push(l.port);
-        void this.#acceptLoop(l);
-      } catch (e) {
-        firstError ??= e;
-        if (explicit) this.log.warn("bgp cannot listen", { address, port: this.port, err: e });
-        else this.log.debug("bgp listen skipped", { address, err: e });
-      }
-    }
-    if (addrs.length && !this.#listeners.length) {
+    const err = this.#openListeners();
+    if (err !== undefined) {
       this.#running = false;
-      return Promise.reject(firstError);
-    }
-    for (const r of this.#peers.values()) {
-      if (r.peer.config.password) this.#setListenerPassword(r.peer.config);
+      return Promise.reject(err);
     }
     const gr = this.#opts.gracefulRestart;
     if (gr?.enabled && gr.restarting && (gr.deferralTime ?? 0) > 0) {
@@ -261,6 +247,71 @@ export class BgpSpeaker {
       port: this.#listenPorts[0] ?? this.port,
     });
     return Promise.resolve();
+  }
+
+  /**
+   * Which transport listens: the one given, else Deno's TCP, or the libc socket transport once a peer
+   * has a password (the kernel drops MD5-signed SYNs at a listener without the peer's key).
+   */
+  #listenTransport(): Transport {
+    if (this.#opts.socketTransport) return this.#opts.socketTransport;
+    if (this.#opts.transport) return this.#opts.transport;
+    return [...this.#peers.values()].some((r) => r.peer.config.password) ? ffiSocketTransport : denoTransport;
+  }
+
+  /** Opens the listeners; returns the error when no address could be bound. */
+  #openListeners(): unknown {
+    // "::" first: with Deno's TCP it is dual-stack and 0.0.0.0 then fails with EADDRINUSE, which is
+    // fine; with the socket transport (IPV6_V6ONLY) both bind. Only when no address works is it an error.
+    const explicit = this.#opts.listenAddresses !== undefined;
+    const addrs = this.#opts.listenAddresses ?? ["::", "0.0.0.0"];
+    const t = this.#listenTransport();
+    let firstError: unknown;
+    for (const address of addrs) {
+      try {
+        const l = t.listen({ address, port: this.port });
+        this.#listeners.push(l);
+        this.#listenPorts.push(l.port);
+        this.#acceptLoops.push(this.#acceptLoop(l));
+      } catch (e) {
+        firstError ??= e;
+        if (explicit) this.log.warn("bgp cannot listen", { address, port: this.port, err: e });
+        else this.log.debug("bgp listen skipped", { address, err: e });
+      }
+    }
+    this.#listenTransportName = t.name;
+    if (addrs.length && !this.#listeners.length) return firstError ?? new BgpConfigError("no listen address");
+    for (const r of this.#peers.values()) {
+      if (r.peer.config.password) this.#setListenerPassword(r.peer.config);
+    }
+    return undefined;
+  }
+
+  /**
+   * Reopens the listeners when the transport they need changed (the first MD5 peer was added). Deno
+   * releases a listening socket only once its pending accept has ended, so wait for the accept loops,
+   * and retry a few times while the port is still held.
+   */
+  #relistenIfNeeded(): void {
+    if (!this.#running || this.#listenTransport().name === this.#listenTransportName) return;
+    this.log.info("bgp reopening listeners with the socket transport for TCP MD5");
+    const old = this.#listeners;
+    const loops = this.#acceptLoops;
+    this.#listeners = [];
+    this.#listenPorts = [];
+    this.#acceptLoops = [];
+    this.#listenTransportName = this.#listenTransport().name;
+    for (const l of old) l.close();
+    const attempt = async (left: number): Promise<void> => {
+      await Promise.all(loops);
+      if (!this.#running || this.#listeners.length) return;
+      const err = this.#openListeners();
+      if (err === undefined) return;
+      if (left > 0) {
+        this.clock.setTimeout(() => void attempt(left - 1), 100);
+      } else this.log.error("bgp cannot reopen listeners", { err });
+    };
+    void attempt(20);
   }
 
   /** The port actually listened on (useful with port 0 in tests). */
@@ -291,7 +342,7 @@ export class BgpSpeaker {
       try {
         conn = await l.accept();
       } catch (e) {
-        if (this.#running) this.log.warn("bgp accept failed", { err: e });
+        if (this.#running && this.#listeners.includes(l)) this.log.warn("bgp accept failed", { err: e });
         return;
       }
       const r = this.#peers.get(canonicalAddress(conn.remoteAddress));
@@ -343,7 +394,10 @@ export class BgpSpeaker {
       source: this.#sourceFor(cfg),
     };
     this.#peers.set(cfg.address, rt);
-    if (cfg.password) this.#setListenerPassword(cfg);
+    if (cfg.password) {
+      this.#relistenIfNeeded();
+      this.#setListenerPassword(cfg);
+    }
     this.#updatePeerGauges(rt);
     if (this.#running) peer.start();
   }
@@ -650,6 +704,8 @@ export class BgpSpeaker {
     const base = this.#opts.transport ?? denoTransport;
     if (!(c.password || c.multihopTtl || c.localAddress)) return base;
     if (this.#opts.socketTransport) return this.#opts.socketTransport;
+    // Real networking (no test transport given): the libc sockets of ffi/ do MD5, TTL, source address.
+    if (!this.#opts.transport) return ffiSocketTransport;
     if (!this.#warnedTransport.has(c.address) && !c.password) {
       // A password cannot be ignored (the connect fails and says why); TTL and source address can.
       this.#warnedTransport.add(c.address);

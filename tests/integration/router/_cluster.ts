@@ -29,28 +29,41 @@ export class TestCluster {
     readonly underlay: NetNs,
     readonly nodes: NetNs[],
     readonly dualStack = false,
+    readonly twoSubnets = false,
   ) {
     this.kubeconfig = `${dir}/api/kubeconfig`;
   }
 
-  static nodeIp(i: number): string {
-    return `192.168.77.${i + 1}`;
+  /** Node i's address: 192.168.77.0/24, or with twoSubnets every second node in 192.168.78.0/24. */
+  nodeIp(i: number): string {
+    return `192.168.${this.twoSubnets && i % 2 === 1 ? 78 : 77}.${i + 1}`;
   }
 
   static nodeIp6(i: number): string {
     return `fd00:77::${i + 1}`;
   }
 
-  /** Wires nodes to the underlay bridge, starts the API server in node 0 and registers every node. */
+  /**
+   * Wires nodes to the underlay bridge, starts the API server in node 0 and registers every node. With
+   * `twoSubnets`, every second node sits on a second bridge in another subnet, and the underlay namespace
+   * routes between the two (it knows nothing of pod CIDRs: pod traffic between them needs the overlay).
+   */
   static async start(
     dir: string,
     underlay: NetNs,
     nodes: NetNs[],
-    opts: { dualStack?: boolean } = {},
+    opts: { dualStack?: boolean; twoSubnets?: boolean } = {},
   ): Promise<TestCluster> {
-    const c = new TestCluster(dir, underlay, nodes, opts.dualStack ?? false);
-    await underlay.exec(["ip", "link", "add", "br0", "type", "bridge"]);
-    await underlay.exec(["ip", "link", "set", "br0", "up"]);
+    const c = new TestCluster(dir, underlay, nodes, opts.dualStack ?? false, opts.twoSubnets ?? false);
+    for (const br of c.twoSubnets ? ["br0", "br1"] : ["br0"]) {
+      await underlay.exec(["ip", "link", "add", br, "type", "bridge"]);
+      await underlay.exec(["ip", "link", "set", br, "up"]);
+    }
+    if (c.twoSubnets) {
+      await underlay.exec(["ip", "addr", "add", "192.168.77.254/24", "dev", "br0"]);
+      await underlay.exec(["ip", "addr", "add", "192.168.78.254/24", "dev", "br1"]);
+      await underlay.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
     for (const [i, ns] of nodes.entries()) {
       const port = `vn${i}`;
       await underlay.exec([
@@ -66,12 +79,16 @@ export class TestCluster {
         "netns",
         ns.name,
       ]);
-      await underlay.exec(["ip", "link", "set", port, "master", "br0", "up"]);
-      await ns.exec(["ip", "addr", "add", `${TestCluster.nodeIp(i)}/24`, "dev", "eth0"]);
+      const second = c.twoSubnets && i % 2 === 1;
+      await underlay.exec(["ip", "link", "set", port, "master", second ? "br1" : "br0", "up"]);
+      await ns.exec(["ip", "addr", "add", `${c.nodeIp(i)}/24`, "dev", "eth0"]);
       if (c.dualStack) {
         await ns.exec(["ip", "-6", "addr", "add", `${TestCluster.nodeIp6(i)}/64`, "dev", "eth0", "nodad"]);
       }
       await ns.exec(["ip", "link", "set", "eth0", "up"]);
+      if (c.twoSubnets) {
+        await ns.exec(["ip", "route", "add", "default", "via", second ? "192.168.78.254" : "192.168.77.254"]);
+      }
     }
     c.procs.push(nodes[0]!.spawn([
       Deno.execPath(),
@@ -81,7 +98,7 @@ export class TestCluster {
       "--host",
       "0.0.0.0",
       "--advertise-address",
-      TestCluster.nodeIp(0),
+      c.nodeIp(0),
       "--port",
       "6443",
       "--state-dir",
@@ -103,7 +120,7 @@ export class TestCluster {
   nodeObject(i: number): Record<string, unknown> {
     const podCIDRs = [`10.1.${i + 1}.0/24`, ...(this.dualStack ? [`fd00:1:${i + 1}::/64`] : [])];
     const addresses = [
-      { type: "InternalIP", address: TestCluster.nodeIp(i) },
+      { type: "InternalIP", address: this.nodeIp(i) },
       ...(this.dualStack ? [{ type: "InternalIP", address: TestCluster.nodeIp6(i) }] : []),
     ];
     return {
@@ -203,7 +220,7 @@ export class TestCluster {
         for (let i = 0; i < this.nodes.length; i++) {
           const r = await this.routes(i);
           for (let j = 0; j < this.nodes.length; j++) {
-            if (i !== j && !r.includes(`10.1.${j + 1}.0/24 via ${TestCluster.nodeIp(j)} `)) return false;
+            if (i !== j && !r.includes(`10.1.${j + 1}.0/24 via ${this.nodeIp(j)} `)) return false;
           }
         }
         return true;

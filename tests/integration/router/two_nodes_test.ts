@@ -211,3 +211,40 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  ...needs("nodes in different subnets reach each other's pods through the VXLAN overlay", clusterNeeds),
+  async fn() {
+    await withNetns(["ul", "n1", "n2", "n3", "p1", "p2"], async (ul, n1, n2, n3, p1, p2) => {
+      const c = await TestCluster.start(await Deno.makeTempDir({ prefix: "krt-ovl-" }), ul, [n1, n2, n3], {
+        twoSubnets: true,
+      });
+      try {
+        for (let i = 0; i < 3; i++) c.startAgent(i);
+        await c.waitConverged();
+        // n1 and n3 share a subnet: a plain route. n2 sits in the other: through kube-vxlan.
+        const r1 = await c.routes(0);
+        assert.match(r1, /10\.1\.3\.0\/24 via 192\.168\.77\.3 dev eth0/);
+        assert.match(r1, /10\.1\.2\.0\/24 via 192\.168\.78\.2 dev kube-vxlan onlink/);
+        await c.addPod(0, p1);
+        const ip2 = await c.addPod(1, p2);
+        const ping = await p1.exec(["busybox", "ping", "-c", "2", "-W", "2", ip2], { check: false });
+        assert.equal(ping.code, 0, `pod on n1 cannot reach pod on n2 across subnets: ${ping.stdout}`);
+        // The CNI MTU leaves room for the VXLAN headers.
+        const conf = JSON.parse(await Deno.readTextFile(c.confPath(0)));
+        assert.equal(conf.plugins[0].mtu, 1450);
+        // Restarted with --enable-overlay=false, the agent takes the tunnel away.
+        c.agents.get("n1")!.child.kill("SIGTERM");
+        await c.agents.get("n1")!.child.status;
+        c.startAgent(0, ["--enable-overlay=false"]);
+        await c.waitFor(
+          async () => (await n1.exec(["ip", "link", "show", "kube-vxlan"], { check: false })).code !== 0,
+          "kube-vxlan removed",
+        );
+        assert.doesNotMatch(await c.routes(0), /kube-vxlan/);
+      } finally {
+        await c.close();
+      }
+    });
+  },
+});

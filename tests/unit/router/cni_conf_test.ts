@@ -69,9 +69,9 @@ Deno.test("a single-plugin .conf stays a single plugin", () => {
 });
 
 Deno.test("pod MTU subtracts the tunnel overhead only with an overlay", () => {
-  assert.equal(podMtu(1500, { enabled: false, encap: "ipip" }), 1500);
-  assert.equal(podMtu(1500, { enabled: true, encap: "ipip" }), 1480);
-  assert.equal(podMtu(1500, { enabled: true, encap: "vxlan" }), 1450);
+  assert.equal(podMtu(1500, { enabled: false, underlay: 4 }), 1500);
+  assert.equal(podMtu(1500, { enabled: true, underlay: 4 }), 1450);
+  assert.equal(podMtu(1500, { enabled: true, underlay: 6 }), 1430);
   assert.throws(
     () => buildCniConf(undefined, { podCidrs: ["10.1.0.0"], hairpin: true, list: true }),
     /not a CIDR/,
