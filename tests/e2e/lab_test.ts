@@ -40,6 +40,8 @@ async function hostSnapshot(): Promise<Record<string, string>> {
     addr: (await run(["ip", "-o", "addr", "show"])).stdout,
     route: (await run(["ip", "route", "show", "table", "all"])).stdout,
     nft: (await run(["nft", "list", "ruleset"])).stdout,
+    // host-local keeps its leases under the lab's state dir, never in /var/lib/cni.
+    varLibCni: (await run(["sh", "-c", "find /var/lib/cni 2>/dev/null | sort"], { check: false })).stdout,
   };
 }
 
