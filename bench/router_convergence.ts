@@ -56,7 +56,10 @@ try {
     "| measure | ours | reference | ratio | target |",
     "| --- | --- | --- | --- | --- |",
     row(`time from agents spawned to full mesh of routes, ${n} nodes (s)`, (convergeMs / 1000).toFixed(2)),
-    row("time from the last agent's start (its first log line) to full mesh (s)", (afterLastStart / 1000).toFixed(2)),
+    row(
+      "time from the last agent's start (its first log line) to full mesh (s)",
+      (afterLastStart / 1000).toFixed(2),
+    ),
     row(
       "CPU time per agent until converged (s, median / max)",
       `${(median(atConverge.map((s) => s.cpuMs)) / 1000).toFixed(2)} / ${

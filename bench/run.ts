@@ -19,14 +19,18 @@ async function benchNames(): Promise<string[]> {
 async function machine(): Promise<string> {
   const out = async (cmd: string[]) => {
     try {
-      const r = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "piped", stderr: "null" }).output();
+      const r = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "piped", stderr: "null" })
+        .output();
       return new TextDecoder().decode(r.stdout).trim();
     } catch {
       return "?";
     }
   };
   const cpu = (await out(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"])).trim();
-  return `${await out(["nproc"])} cores (${cpu}), kernel ${await out(["uname", "-r"])}, deno ${Deno.version.deno}`;
+  return `${await out(["nproc"])} cores (${cpu}), kernel ${await out([
+    "uname",
+    "-r",
+  ])}, deno ${Deno.version.deno}`;
 }
 
 async function assemble(): Promise<void> {
