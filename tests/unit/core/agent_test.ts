@@ -5,7 +5,7 @@ import { FakeClock } from "../../../core/clock.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition, ModuleName } from "../../../core/module.ts";
-import { trackingModule, type TrackedSync } from "../../../core/skeleton_module.ts";
+import { type TrackedSync, trackingModule } from "../../../core/skeleton_module.ts";
 import { startHttp } from "../../../core/http.ts";
 
 /** An in-memory ResourceSource whose sync the test controls. */
@@ -97,16 +97,33 @@ Deno.test("agent holds every module's first sync until its caches are synced", a
   const clock = new FakeClock();
   const syncs: TrackedSync[] = [];
   const config = loadConfig(["--run-firewall=false", "--run-router=false", "--hostname-override=n1"]);
-  const agent = new Agent({ config, bus, source, log: quiet, clock, modules: [fakeModule("proxy", ["services"], syncs)] });
+  const agent = new Agent({
+    config,
+    bus,
+    source,
+    log: quiet,
+    clock,
+    modules: [fakeModule("proxy", ["services"], syncs)],
+  });
   await agent.start();
-  bus.publishResource({ resource: "services", type: "ADDED", key: "default/a", current: { metadata: { name: "a", namespace: "default" } } });
+  bus.publishResource({
+    resource: "services",
+    type: "ADDED",
+    key: "default/a",
+    current: { metadata: { name: "a", namespace: "default" } },
+  });
   await clock.advance(5000);
   assert.equal(syncs.length, 0, "no sync before the caches are synced");
   source.markSynced();
   await clock.advance(0);
   assert.equal(syncs.length, 1);
   assert.deepEqual(syncs[0]!.changed, { services: 1 });
-  bus.publishResource({ resource: "services", type: "DELETED", key: "default/a", previous: { metadata: { name: "a", namespace: "default" } } });
+  bus.publishResource({
+    resource: "services",
+    type: "DELETED",
+    key: "default/a",
+    previous: { metadata: { name: "a", namespace: "default" } },
+  });
   await clock.advance(1000);
   assert.equal(syncs.length, 2);
   await agent.stop();
@@ -117,12 +134,26 @@ Deno.test("agent starts modules anyway when --cache-sync-timeout passes, and say
   const source = new FakeSource(bus);
   const sink = new MemorySink();
   const syncs: TrackedSync[] = [];
-  const config = loadConfig(["--run-firewall=false", "--run-router=false", "--cache-sync-timeout=50ms", "--hostname-override=n1"]);
-  const agent = new Agent({ config, bus, source, log: getLogger({}, sink), modules: [fakeModule("proxy", ["services"], syncs)] });
+  const config = loadConfig([
+    "--run-firewall=false",
+    "--run-router=false",
+    "--cache-sync-timeout=50ms",
+    "--hostname-override=n1",
+  ]);
+  const agent = new Agent({
+    config,
+    bus,
+    source,
+    log: getLogger({}, sink),
+    modules: [fakeModule("proxy", ["services"], syncs)],
+  });
   await agent.start();
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(syncs.length, 1);
-  assert.ok(sink.lines.some((l) => /caches not synced within --cache-sync-timeout.*resources=services/.test(l)), sink.lines.join("\n"));
+  assert.ok(
+    sink.lines.some((l) => /caches not synced within --cache-sync-timeout.*resources=services/.test(l)),
+    sink.lines.join("\n"),
+  );
   await agent.stop();
 });
 
