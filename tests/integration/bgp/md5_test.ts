@@ -109,11 +109,12 @@ Deno.test({
         const gob = new Gobgp(them!, dir);
         const drv = new Driver(us!);
         try {
+          // No transport given: the speaker starts on Deno's TCP and moves its listener to the libc
+          // socket transport when the first peer with a password is added.
           await drv.call("start", {
             asn: 65001,
             routerId: "10.0.9.1",
             listenAddresses: ["0.0.0.0"],
-            useSocketTransport: true,
           });
           await drv.call("addPeer", {
             address: "10.0.9.2",
@@ -217,7 +218,6 @@ Deno.test({
             asn: 65001,
             routerId: "10.0.11.1",
             listenAddresses: [],
-            useSocketTransport: true,
           });
           await drv.call("addPeer", {
             address: "10.0.11.2",
