@@ -7,7 +7,7 @@ import { needs, withNetns } from "../../_support/netns.ts";
 import { cniAdd, cniDel, CniError, labNetworkConfig, type NetworkList, resultIPs } from "../../../lab/mod.ts";
 
 const REQ = {
-  tools: ["ip", "nft", "iptables"],
+  tools: ["ip", "nft", "iptables", "busybox"],
   files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/portmap"],
 };
 
