@@ -28,6 +28,11 @@ export interface WatchLayerOptions {
   pageSize?: number;
   /** Server-side watch timeout in seconds, or a function picking one; default 300-600 at random. */
   watchTimeoutSeconds?: number | (() => number);
+  /**
+   * A watch that receives nothing (no event, no bookmark) for this long is presumed dead and replaced.
+   * Default 15 minutes: longer than any server-side watch timeout the layer asks for (at most 10).
+   */
+  idleTimeoutMs?: number;
   /** Replaces the HTTP transport (tests of the loop logic without a server). */
   transport?: Transport;
 }
@@ -45,8 +50,8 @@ export class WatchLayer {
   constructor(opts: WatchLayerOptions) {
     this.#o = opts;
     this.#clock = opts.clock ?? systemClock;
-    // Without traffic for 3 bookmark periods past the watch timeout, the connection is presumed dead.
-    this.#transport = opts.transport ?? new HttpTransport(opts.kubeConfig, { idleTimeoutMs: 15 * 60_000 });
+    this.#transport = opts.transport ??
+      new HttpTransport(opts.kubeConfig, { idleTimeoutMs: opts.idleTimeoutMs ?? 15 * 60_000 });
   }
 
   /** Starts informers for these resources (those already running are left alone). */

@@ -401,3 +401,34 @@ Deno.test("watch layer cut off by the server during a burst resumes and delivers
     await lab.close();
   }
 });
+
+Deno.test("watch layer replaces a watch that stays silent past idleTimeoutMs and loses nothing", async () => {
+  const lab = await startLab();
+  const logs = new MemorySink();
+  const events: string[] = [];
+  const bus = new Bus();
+  bus.onResource("pods", (e) => events.push(line(e)));
+  const { loadKubeConfig } = await import("../../../core/kube/mod.ts");
+  const layer = new WatchLayer({
+    kubeConfig: loadKubeConfig({ kubeconfig: lab.kubeconfigPath, master: "" }),
+    bus,
+    log: getLogger({}, logs),
+    metrics: new Metrics(),
+    idleTimeoutMs: 300,
+    backoff: { initialMs: 20, maxMs: 50 },
+  });
+  try {
+    layer.start(["pods"]);
+    assert.equal(await layer.waitForSync(["pods"], 10_000), true);
+    await until(() => layer.stats("pods")!.watches >= 3, "two silent watches replaced");
+    assert.ok(logs.lines.some((l) => l.includes("silent for 300 ms")));
+    lab.server.store.create("pods", pod("default", "late"));
+    await until(() => events.length === 1, "the pod");
+    await new Promise((r) => setTimeout(r, 400));
+    assert.deepEqual(events, ["ADDED default/late"]);
+    assert.equal(layer.stats("pods")!.lists, 1);
+  } finally {
+    await layer.stop();
+    await lab.close();
+  }
+});
