@@ -9,8 +9,7 @@
  * endpointslices, networking.k8s.io/v1 networkpolicies; discovery, `/version`, Table output for
  * `kubectl get`. Where it knowingly differs from kube-apiserver: no server-side apply (415), no dryRun
  * (400), no protobuf except a created Namespace, OpenAPI answers 404 (use `kubectl apply
- * --validate=false`), a pod's spec may be changed freely (the real one allows images only), status given
- * at create is kept, IPv4 service CIDRs only, no RBAC (any valid token or client certificate is admin),
+ * --validate=false`), status given at create is kept, IPv4 service CIDRs only, no RBAC (any valid token or client certificate is admin),
  * continue tokens page over the current state rather than a snapshot.
  */
 export {

@@ -283,6 +283,10 @@ export class Store {
 
   /** Replaces an object (PUT); a stale metadata.resourceVersion gets 409 Conflict. */
   update(resource: string, input: KubeObject, opts: WriteOptions = {}): KubeObject {
+    return this.#update(resource, input, opts, false);
+  }
+
+  #update(resource: string, input: KubeObject, opts: WriteOptions, binding: boolean): KubeObject {
     const r = resourceInfo(resource);
     const name = input.metadata?.name;
     if (!name) {
@@ -330,6 +334,16 @@ export class Store {
     obj.kind = r.kind;
     applyStaticDefaults(r, obj);
     if (r.plural === "services") this.#carryServiceAllocations(obj, old);
+    if (r.plural === "pods" && opts.subresource !== "status" && !binding) {
+      const why = podSpecChange(old.spec, obj.spec);
+      if (why) {
+        throw invalid(r.kind, r.group, name, [{
+          field: "spec",
+          reason: "FieldValueForbidden",
+          message: why,
+        }]);
+      }
+    }
     this.#check(r, obj);
     if (r.plural === "services") this.#allocateService(obj, old, key);
     if (withoutMetaAndStatus(obj) !== withoutMetaAndStatus(old)) {
@@ -381,7 +395,7 @@ export class Store {
     }
     const obj = structuredClone(old);
     obj.spec.nodeName = nodeName;
-    return this.update("pods", obj);
+    return this.#update("pods", obj, {}, true);
   }
 
   /** Deletes an object; deleting a namespace first deletes everything in it. Returns the last state. */
@@ -677,6 +691,39 @@ export class Store {
     if (ip && ip !== "None") this.clusterIps.release(ip);
     for (const p of old.spec?.ports ?? []) if (p.nodePort) this.nodePorts.release(p.nodePort);
   }
+}
+
+/** JSON with object keys sorted, so two equal objects compare equal whatever their key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${
+      Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+        .join(",")
+    }}`;
+  }
+  return JSON.stringify(v) ?? "null";
+}
+
+/**
+ * Why a pod update is refused, or undefined: as in Kubernetes, a pod's spec is immutable except for
+ * container images, activeDeadlineSeconds, added tolerations and terminationGracePeriodSeconds; the
+ * node is set once, through the binding subresource.
+ */
+function podSpecChange(before: KubeObject | undefined, after: KubeObject | undefined): string | undefined {
+  const mask = (spec: KubeObject | undefined): KubeObject => {
+    const m = structuredClone(spec ?? {});
+    for (const list of ["containers", "initContainers"]) for (const c of m[list] ?? []) delete c.image;
+    delete m.activeDeadlineSeconds;
+    delete m.tolerations;
+    delete m.terminationGracePeriodSeconds;
+    return m;
+  };
+  const kept = (before?.tolerations ?? []).every((t: unknown) =>
+    (after?.tolerations ?? []).some((u: unknown) => canonical(t) === canonical(u))
+  );
+  if (canonical(mask(before)) === canonical(mask(after)) && kept) return undefined;
+  return "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 }
 
 function lowerBound(keys: string[], k: string): number {

@@ -151,15 +151,26 @@ Deno.test("api server patches with merge, strategic merge and JSON patch, and pa
     const smp = await api("/api/v1/namespaces/default/pods/a", {
       method: "PATCH",
       headers: { "content-type": "application/strategic-merge-patch+json" },
+      body: JSON.stringify({ spec: { containers: [{ name: "c", image: "busybox:1.37" }] } }),
+    });
+    assert.deepEqual(
+      smp.body.spec.containers.map((c: { name: string; image: string }) => `${c.name}=${c.image}`),
+      ["c=busybox:1.37"],
+    );
+    // A pod's spec is immutable but for images (and a few fields): adding a container is refused.
+    const added = await api("/api/v1/namespaces/default/pods/a", {
+      method: "PATCH",
+      headers: { "content-type": "application/strategic-merge-patch+json" },
       body: JSON.stringify({ spec: { containers: [{ name: "side", image: "envoy:1" }] } }),
     });
-    assert.deepEqual(smp.body.spec.containers.map((c: { name: string }) => c.name), ["c", "side"]);
+    assert.equal(added.status, 422);
+    assert.match(added.body.message, /pod updates may not change fields/);
     const jp = await api("/api/v1/namespaces/default/pods/a", {
       method: "PATCH",
       headers: { "content-type": "application/json-patch+json" },
-      body: JSON.stringify([{ op: "remove", path: "/spec/containers/1" }]),
+      body: JSON.stringify([{ op: "replace", path: "/spec/containers/0/image", value: "busybox:1.38" }]),
     });
-    assert.equal(jp.body.spec.containers.length, 1);
+    assert.equal(jp.body.spec.containers[0].image, "busybox:1.38");
     const status = await api("/api/v1/namespaces/default/pods/a/status", {
       method: "PATCH",
       headers: { "content-type": "application/merge-patch+json" },

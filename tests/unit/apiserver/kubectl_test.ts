@@ -183,7 +183,7 @@ for (const auth of ["token", "cert"] as const) {
 
 Deno.test({
   ...needs(
-    "kubectl apply of a changed manifest merges by key: a removed port and a changed image take effect",
+    "kubectl apply of a changed manifest merges by key (a removed port, a changed image) and other pod changes are refused",
     { tools: ["kubectl"] },
   ),
   async fn() {
@@ -220,7 +220,7 @@ ${env.map((e) => `    - {name: ${e}, value: "1"}`).join("\n")}
       await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:1", [80, 443], ["A", "B"]));
       await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
       const ip = server.store.get("services", "default/api").spec.clusterIP;
-      await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:2", [80], ["B", "C"]));
+      await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:2", [80], ["A", "B"]));
       assert.match(await k("apply", "--validate=false", "-f", `${dir}/m.yaml`), /service\/api configured/);
       const svc = server.store.get("services", "default/api");
       assert.deepEqual(svc.spec.ports.map((p: { port: number }) => p.port), [80]);
@@ -230,7 +230,22 @@ ${env.map((e) => `    - {name: ${e}, value: "1"}`).join("\n")}
         pod.spec.containers.map((c: { name: string; image: string }) => `${c.name}=${c.image}`),
         ["main=api:2", "sidecar=envoy:1"],
       );
-      assert.deepEqual(pod.spec.containers[0].env.map((e: { name: string }) => e.name), ["B", "C"]);
+      assert.deepEqual(pod.spec.containers[0].env.map((e: { name: string }) => e.name), ["A", "B"]);
+      // Anything else in a pod's spec is immutable, and kubectl reports the server's reason.
+      await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:2", [80], ["B", "C"]));
+      const refused = await run([
+        "kubectl",
+        "--kubeconfig",
+        kubeconfig,
+        "--cache-dir",
+        `${dir}/cache`,
+        "apply",
+        "--validate=false",
+        "-f",
+        `${dir}/m.yaml`,
+      ], { check: false });
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /pod updates may not change fields/);
     } finally {
       await server.stop();
       await Deno.remove(dir, { recursive: true });

@@ -6,6 +6,7 @@ import {
   isInvalid,
   isNotFound,
   Store,
+  strategicMergePatch,
   type WatchEvent,
 } from "../../../lab/apiserver/mod.ts";
 
@@ -179,7 +180,7 @@ Deno.test("store bumps generation only when the spec changes and keeps the resou
   assert.equal(same.metadata!.resourceVersion, p.metadata!.resourceVersion);
   const labelled = s.patch("pods", "default/a", "merge", { metadata: { labels: { a: "b" } } });
   assert.equal(labelled.metadata!.generation, 1);
-  const respec = s.patch("pods", "default/a", "merge", { spec: { nodeName: "n1" } });
+  const respec = s.patch("pods", "default/a", "merge", { spec: { activeDeadlineSeconds: 30 } });
   assert.equal(respec.metadata!.generation, 2);
 });
 
@@ -277,16 +278,15 @@ Deno.test("store lists by namespace, label selector and field selector, sorted a
   assert.equal(p2.resourceVersion, p1.resourceVersion, "pages report the revision of the first page");
 });
 
-Deno.test("store patches with strategic merge merge containers by name and replace other lists", () => {
-  const s = new Store();
-  s.create("pods", {
+Deno.test("strategic merge patch merges containers by name and replaces other lists", () => {
+  const pod0 = {
     metadata: { name: "p", namespace: "default", finalizers: ["a"] },
     spec: {
       containers: [{ name: "a", image: "x:1", ports: [{ containerPort: 80 }] }, { name: "b", image: "y:1" }],
       tolerations: [{ key: "k1" }],
     },
-  });
-  const out = s.patch("pods", "default/p", "strategic", {
+  };
+  const out = strategicMergePatch(pod0, {
     metadata: { finalizers: ["b"] },
     spec: {
       containers: [{ name: "b", image: "y:2" }, { name: "a", ports: [{ containerPort: 443 }] }],
@@ -302,18 +302,46 @@ Deno.test("store patches with strategic merge merge containers by name and repla
     443,
   ]);
   assert.deepEqual(out.spec.tolerations, [{ key: "k2" }]);
-  assert.deepEqual(out.metadata!.finalizers, ["a", "b"]);
-  const removed = s.patch("pods", "default/p", "strategic", {
-    spec: { containers: [{ name: "b", $patch: "delete" }] },
-  });
+  assert.deepEqual(out.metadata.finalizers, ["a", "b"]);
+  const removed = strategicMergePatch(out, { spec: { containers: [{ name: "b", $patch: "delete" }] } });
   assert.deepEqual(removed.spec.containers.map((c: { name: string }) => c.name), ["a"]);
-  const merged = s.patch("pods", "default/p", "json", [{
-    op: "add",
-    path: "/metadata/labels",
-    value: { j: "1" },
-  }, { op: "replace", path: "/spec/containers/0/image", value: "x:9" }]);
-  assert.equal(merged.metadata!.labels!.j, "1");
-  assert.equal(merged.spec.containers[0].image, "x:9");
+  const ordered = strategicMergePatch(out, {
+    spec: { "$setElementOrder/containers": [{ name: "b" }, { name: "a" }] },
+  });
+  assert.deepEqual(ordered.spec.containers.map((c: { name: string }) => c.name), ["b", "a"]);
+  const svc0 = { spec: { ports: [{ port: 80, name: "http" }, { port: 443, name: "https" }] } };
+  const svc1 = strategicMergePatch(svc0, {
+    spec: { ports: [{ port: 443, $patch: "delete" }, { port: 8080, name: "alt" }] },
+  });
+  assert.deepEqual(
+    svc1.spec.ports.map((p: { port: number }) => p.port),
+    [80, 8080],
+    "Service ports merge on port",
+  );
+});
+
+Deno.test("store refuses pod spec changes other than images, as Kubernetes does, and allows image changes", () => {
+  const s = new Store();
+  s.create("pods", pod("default", "p"));
+  assert.throws(
+    () =>
+      s.patch("pods", "default/p", "strategic", {
+        spec: { containers: [{ name: "side", image: "envoy:1" }] },
+      }),
+    isInvalid,
+  );
+  assert.throws(
+    () => s.patch("pods", "default/p", "merge", { spec: { nodeName: "n1" } }),
+    isInvalid,
+    "the node is set through binding",
+  );
+  const img = s.patch("pods", "default/p", "json", [{
+    op: "replace",
+    path: "/spec/containers/0/image",
+    value: "busybox:1.37",
+  }]);
+  assert.equal(img.spec.containers[0].image, "busybox:1.37");
+  assert.equal(s.bind("default/p", "n1").spec.nodeName, "n1");
 });
 
 Deno.test("store keeps the first service IP for the kubernetes Service unless asked for it", () => {
