@@ -426,6 +426,9 @@ export class LabKubelet {
           "--allow-net",
           "--unstable-net",
           "--no-prompt",
+          // netexec imports nothing: skip finding and reading the repo's deno.json and lock file.
+          "--no-config",
+          "--no-lock",
           new URL("./netexec.ts", import.meta.url).pathname,
           name,
           ...netexecPorts(pod),
