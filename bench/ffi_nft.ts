@@ -62,6 +62,7 @@ export async function ours(n: number, rounds: number, mode: "in" | "notrim" | "c
       const t0 = performance.now();
       await nft.apply(cmds);
       times.push(performance.now() - t0);
+      await nft.trimmed();
       afterLoad = Math.max(afterLoad, rssMiB());
       if (i < rounds - 1) await nft.apply([{ delete: { table: { family: "ip", name: "krtbench" } } }]);
     }

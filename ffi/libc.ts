@@ -55,6 +55,8 @@ export const LIBC_SYMBOLS = {
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   /** int malloc_trim(size_t pad); */
   malloc_trim: { parameters: ["usize"], result: "i32" },
+  /** int malloc_trim(size_t pad);  on a worker thread (trimming a large heap takes tens of ms) */
+  malloc_trim_nb: { name: "malloc_trim", parameters: ["usize"], result: "i32", nonblocking: true },
   /** int *__errno_location(void); */
   __errno_location: { parameters: [], result: "pointer" },
   /** char *strerror(int errnum); */
@@ -205,6 +207,11 @@ export function ifNameToIndex(name: string): number | undefined {
 /** Gives freed heap memory back to the OS. Use after a large transient load (e.g. a 100k-element nft map). */
 export function mallocTrim(): void {
   libc().malloc_trim(0n);
+}
+
+/** Like `mallocTrim`, on a worker thread, so the event loop is not held while a large heap is trimmed. */
+export async function mallocTrimAsync(): Promise<void> {
+  await libc().malloc_trim_nb(0n);
 }
 
 /** Encodes `struct pollfd[]` for poll(2). */

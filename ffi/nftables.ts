@@ -5,7 +5,7 @@
  * thread (the event loop keeps running during a large load) and are serialised per context.
  */
 import { LibraryLoadError, NftError } from "./errors.ts";
-import { cstring, mallocTrim } from "./libc.ts";
+import { cstring, mallocTrimAsync } from "./libc.ts";
 
 /** libnftables symbols (nftables/libnftables.h). */
 export const NFT_SYMBOLS = {
@@ -114,6 +114,7 @@ export class Nftables implements NftRuleset {
   #sym: Deno.DynamicLibrary<typeof NFT_SYMBOLS>["symbols"];
 
   #trimAbove: number;
+  #trimming: Promise<void> = Promise.resolve();
   #outOfProcessAbove: number;
 
   /**
@@ -161,7 +162,8 @@ export class Nftables implements NftRuleset {
     const errP = s.nft_ctx_get_error_buffer(ctx);
     const out = outP === null ? "" : Deno.UnsafePointerView.getCString(outP);
     const err = errP === null ? "" : Deno.UnsafePointerView.getCString(errP);
-    if (input.length > this.#trimAbove) mallocTrim();
+    // Off the caller's path and off the event loop: the next call may already run while this trims.
+    if (input.length > this.#trimAbove) this.#trimming = mallocTrimAsync();
     if (rc !== 0) throw new NftError(rc, err);
     return out;
   }
@@ -195,6 +197,11 @@ export class Nftables implements NftRuleset {
       ...(opts.terse ? { terse: true } : {}),
     });
     return parseListOutput(out);
+  }
+
+  /** Resolves when the heap trim that follows a large load has finished (for measurements). */
+  trimmed(): Promise<void> {
+    return this.#trimming;
   }
 
   /** Frees the context once pending calls finish. Idempotent. */
