@@ -3,6 +3,8 @@
  * uses (add/create/delete/flush of tables, chains, sets, maps, elements and rules) with nft's
  * transaction semantics: a failing command rolls back the whole batch, and errors carry nft's own
  * message text ("No such file or directory", "File exists") so `isNotFound`/`isExists` work the same.
+ * Rule expressions and element forms are kept as given (nft prints the common ones back unchanged; see the
+ * golden test); element timeouts, counters, `replace rule` and rule positions are not modelled.
  */
 import { NftError } from "./errors.ts";
 import type { NftCommand, NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";

@@ -3,6 +3,10 @@
  * neighbours with the kernel's identity rules and error codes (EEXIST, ESRCH, ENODEV, ENETUNREACH…), and
  * emits the same events as `ip monitor`. The shared conformance suite (tests/unit/ffi/_conformance.ts)
  * runs against this fake and the real kernel so the two cannot drift apart.
+ *
+ * Known simplifications (not covered by the suite): no IPv6 link-local addresses or IPv6 kernel routes,
+ * no local-table routes, no bridge MTU following its ports, every link kind accepted unless listed in
+ * `unsupportedKinds`, multipath routes losing one of several next hops are kept whole.
  */
 import { cidrContains, formatIP, parseCidr } from "../core/_net.ts";
 import { Errno, NetlinkError } from "./errors.ts";
