@@ -2,13 +2,14 @@
  * The lab's command line (`deno task lab <command>`, `deno task demo`).
  *
  *   up [--nodes N] [--agent-flags "…"] [--agent-bin PATH] [--no-agents] [--cni auto|lab|agent]
+ *      [--external-router gobgp|bird]
  *   status
  *   kubectl -- <args>                 kubectl with the lab kubeconfig, run inside kube-master's namespace
  *   exec <ns>/<pod> -- <command>      run a command in a pod's network namespace
  *   exec <node> -- <command>          … or in a machine's (kube-master, kube-node1, underlay)
  *   logs <node> [agent|kubelet]       a node's agent (default) or kubelet log; `logs master` for the master
  *   add-host <name> <ip>              add a machine outside the cluster on the underlay (external router, client)
- *   restart-agent <node>              restart one node's agent; pods and the kubelet keep running
+ *   restart-agent <node> [--kill]     restart one node's agent (--kill: SIGKILL, as a crash); pods keep running
  *   down                              remove every namespace, process and file the lab made
  *   demo [--nodes N] [--keep]         up, the narrated scenario, down; exit 0 only if every expectation held
  *
@@ -33,6 +34,7 @@ import {
   splitFlags,
 } from "./lab.ts";
 import type { CniMode } from "./kubelet.ts";
+import { EXTERNAL_ROUTER_KINDS, type ExternalRouterKind, routerPeersCommand } from "./external_router.ts";
 import { defaultStateDir, nodeDir, readState } from "./state.ts";
 import { topology } from "./topology.ts";
 
@@ -42,7 +44,10 @@ commands:
   up [--nodes N] [--agent-flags "…"] [--agent-bin PATH] [--no-agents] [--cni auto|lab|agent]
                                build the seed's cluster in network namespaces and start it in the background;
                                --cni: who writes each node's CNI conf (default: the agents' router, or the
-                               lab with --no-agents / --enable-cni=false; auto: the lab after 10 s without one)
+                               lab with --no-agents / --enable-cni=false; auto: the lab after 10 s without one);
+                               --external-router: a gobgpd or BIRD 2 router at 192.168.1.10, ASN 65000,
+                               peering with every node (agents get --peer-router-ips/--peer-router-asns);
+                               'exec router -- gobgp global rib' or 'exec router -- birdc -s <state>/router/bird.ctl show route'
   status                       what is up: namespaces, processes, nodes
   kubectl -- <args>            kubectl with the lab kubeconfig (inside kube-master's namespace)
   exec <ns>/<pod> -- <cmd>     run a command in a pod's network namespace
@@ -50,7 +55,9 @@ commands:
   logs <node> [agent|kubelet]  show a node's agent (default) or kubelet log; 'logs master' for the master
   add-host <name> <ip>         add a machine outside the cluster on the underlay (an external BGP
                                router, a client); 'exec <name>' reaches it, 'down' removes it
-  restart-agent <node>         restart one agent (pods and kubelet keep running)
+  restart-agent <node> [--kill]
+                               restart one agent (pods and kubelet keep running); --kill: SIGKILL it first,
+                               as in a crash (for graceful restart)
   down                         remove every namespace, process and file the lab made
   demo [--nodes N] [--keep]    up, the narrated scenario, down (exit 0 only if every expectation held)
 
@@ -69,7 +76,14 @@ async function passthrough(cmd: string[]): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   const dd = argv.indexOf("--");
-  const head = dd >= 0 ? argv.slice(0, dd) : argv;
+  // `--agent-flags "--foo --bar"`: parseArgs refuses a separate value that starts with "-", so glue it on.
+  const head = (dd >= 0 ? argv.slice(0, dd) : argv).flatMap((a, i, all) =>
+    a === "--agent-flags" && i + 1 < all.length
+      ? []
+      : i > 0 && all[i - 1] === "--agent-flags"
+      ? [`--agent-flags=${a}`]
+      : [a]
+  );
   const rest = dd >= 0 ? argv.slice(dd + 1) : [];
   const { values, positionals } = parseArgs({
     args: head,
@@ -83,6 +97,8 @@ export async function main(argv: string[]): Promise<number> {
       "state-dir": { type: "string" },
       "prefix": { type: "string" },
       "keep": { type: "boolean" },
+      "external-router": { type: "string" },
+      "kill": { type: "boolean" },
       "help": { type: "boolean", short: "h" },
     },
   });
@@ -99,6 +115,10 @@ export async function main(argv: string[]): Promise<number> {
   const cni = values.cni as CniMode | undefined;
   if (cni !== undefined && !["auto", "lab", "agent"].includes(cni)) {
     throw new LabError("--cni must be auto, lab or agent");
+  }
+  const externalRouter = values["external-router"] as ExternalRouterKind | undefined;
+  if (externalRouter !== undefined && !EXTERNAL_ROUTER_KINDS.includes(externalRouter)) {
+    throw new LabError("--external-router must be gobgp or bird");
   }
   switch (cmd) {
     case "up": {
@@ -118,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
           agentFlags: splitFlags(values["agent-flags"] ?? ""),
           ...(values["agent-bin"] ? { agentBin: values["agent-bin"] } : {}),
           ...(cni ? { cni } : {}),
+          ...(externalRouter ? { externalRouter } : {}),
           say: (l) => console.log(`lab: ${l}`),
         });
       } catch (e) {
@@ -162,11 +183,21 @@ export async function main(argv: string[]): Promise<number> {
             `  ${p.role}${p.node ? ` ${p.node}` : ""} pid ${p.pid} ${p.alive ? "running" : "NOT RUNNING"}`,
           );
         }
+        const r = s.state.externalRouter;
+        if (r) {
+          console.log(
+            `  external router: ${r.kind} at ${r.ip}, ASN ${r.asn}, namespace ${r.netns}, config ${r.config}`,
+          );
+        }
       } else console.log("lab: no state file, but namespaces exist (run `deno task lab down`)");
       console.log(`  namespaces: ${s.netns.join(" ")}`);
       if (s.state && s.processes.some((p) => p.role === "master" && p.alive)) {
         await passthrough(kubectlCommand(s.state, ["get", "nodes", "-o", NODE_COLUMNS]));
         await passthrough(kubectlCommand(s.state, ["get", "pods", "-A", "-o", "wide"]));
+      }
+      const router = s.state?.externalRouter;
+      if (router && s.processes.some((p) => p.role === "router" && p.alive)) {
+        await passthrough(routerPeersCommand(router));
       }
       return 0;
     }
@@ -214,8 +245,8 @@ export async function main(argv: string[]): Promise<number> {
     case "restart-agent": {
       const st = requireState(where);
       if (!args[0]) throw new LabError("usage: lab restart-agent <node>");
-      await restartAgent(st, args[0]);
-      console.log(`lab: agent on ${args[0]} restarted and healthy`);
+      await restartAgent(st, args[0], { kill: values.kill ?? false });
+      console.log(`lab: agent on ${args[0]} ${values.kill ? "killed (SIGKILL), " : ""}restarted and healthy`);
       return 0;
     }
     case "demo":

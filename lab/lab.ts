@@ -6,6 +6,14 @@
  */
 import { pidAlive, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
 import type { CniMode } from "./kubelet.ts";
+import {
+  EXTERNAL_ROUTER_IP,
+  externalRouterFlags,
+  type ExternalRouterKind,
+  prepareExternalRouter,
+  routerAnswers,
+  routerCommand,
+} from "./external_router.ts";
 import { addUnderlayHost, createMachines, listNetns, removeNetns } from "./netns.ts";
 import {
   defaultPrefix,
@@ -49,6 +57,11 @@ export interface UpOptions extends Partial<LabPaths> {
   cniWaitSeconds?: number;
   /** Progress lines (default: none). */
   say?: (line: string) => void;
+  /**
+   * Add a real BGP router (gobgpd or BIRD 2) at 192.168.1.10, ASN 65000, peering with every node; the
+   * agents get `--peer-router-ips=192.168.1.10 --peer-router-asns=65000` before `agentFlags`.
+   */
+  externalRouter?: ExternalRouterKind;
   /** Overall timeout for the cluster and agents to become ready. Default 180 s. */
   timeoutMs?: number;
 }
@@ -179,6 +192,7 @@ export function startAgent(state: LabState, host: LabHost): LabProcess {
       `KUBE_ROUTER_CNI_CONF_FILE=${dir}/cni/10-kuberouter.conflist`,
       ...program,
       ...defaultAgentFlags(state.stateDir),
+      ...externalRouterFlags(state.externalRouter),
       ...state.agentFlags,
     ],
     `${dir}/agent.log`,
@@ -198,7 +212,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   const nodes = opts.nodes ?? 3;
   const topo = topology(nodes, prefix);
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
-  const missing = preflight(opts.agents ?? true, opts.agentBin);
+  const missing = preflight(opts.agents ?? true, opts.agentBin, opts.externalRouter);
   if (missing.length) throw new LabError(`the lab needs ${missing.join(", ")}`);
   let existing = readState(stateDir);
   if (existing && await isStale(existing)) {
@@ -290,10 +304,24 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     }, left());
     say(`control plane ready: ${nodes} node(s) registered with pod CIDRs; kubeconfig ${stateDir}/kubeconfig`);
 
+    if (opts.externalRouter) {
+      await startExternalRouter(state, opts.externalRouter, left());
+      say(
+        `external router ${opts.externalRouter} at ${EXTERNAL_ROUTER_IP} (ASN ${
+          state.externalRouter!.asn
+        }) ` +
+          `in ${state.externalRouter!.netns}, peering with every node`,
+      );
+    }
+
     if (state.agents) {
       say(
         `starting ${nodes} agent(s): main.ts ${
-          [...defaultAgentFlags("<state>").slice(1), ...state.agentFlags].join(" ")
+          [
+            ...defaultAgentFlags("<state>").slice(1),
+            ...externalRouterFlags(state.externalRouter),
+            ...state.agentFlags,
+          ].join(" ")
         }`,
       );
       for (const h of topo.nodes) {
@@ -332,6 +360,29 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   }
 }
 
+/** Adds the `router` machine on the underlay and starts gobgpd or BIRD in it, daemonized. */
+async function startExternalRouter(
+  state: LabState,
+  kind: ExternalRouterKind,
+  timeoutMs: number,
+): Promise<void> {
+  const netns = await addExternalHost(state, "router", EXTERNAL_ROUTER_IP);
+  const r = prepareExternalRouter(state, kind, netns);
+  state.externalRouter = r;
+  writeState(state);
+  const log = `${state.stateDir}/router/${kind}.log`;
+  const pid = daemonize(routerCommand(r), log);
+  // The config path is on the router's command line and names this lab.
+  state.processes.push({ role: "router", pid, marker: r.config });
+  writeState(state);
+  await waitFor(`the external router (${kind})`, async () => {
+    if (!pidAlive(pid)) {
+      throw new WaitAborted(new LabError(`the external router exited; last lines of ${log}:\n${tail(log)}`));
+    }
+    return await routerAnswers(r);
+  }, timeoutMs);
+}
+
 function onPath(tool: string): boolean {
   return (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").some((d) => {
     try {
@@ -343,13 +394,15 @@ function onPath(tool: string): boolean {
 }
 
 /** What `lab up` needs and is missing, each with the Debian package that provides it. */
-export function preflight(agents: boolean, agentBin?: string): string[] {
+export function preflight(agents: boolean, agentBin?: string, externalRouter?: ExternalRouterKind): string[] {
   const missing: string[] = [];
   const tools: Array<[string, string]> = [["ip", "iproute2"], ["nsenter", "util-linux"], [
     "kubectl",
     "kubectl v1.32",
   ]];
   if (agents) tools.push(["curl", "curl"]);
+  if (externalRouter === "gobgp") tools.push(["gobgpd", "gobgpd"], ["gobgp", "gobgpd"]);
+  if (externalRouter === "bird") tools.push(["bird", "bird2"], ["birdc", "bird2"]);
   for (const [t, pkg] of tools) if (!onPath(t)) missing.push(`${t} (${pkg})`);
   for (const plugin of ["bridge", "host-local"]) {
     try {
@@ -546,15 +599,25 @@ export function execCommand(state: LabState, target: string, cmd: string[]): str
   return ["ip", "netns", "exec", ns, ...cmd];
 }
 
-/** Restarts the agent of one node (the kubelet and pods keep running). */
-export async function restartAgent(state: LabState, node: string): Promise<void> {
+/**
+ * Restarts the agent of one node (the kubelet and pods keep running). With `kill`, the old agent gets
+ * SIGKILL instead of SIGTERM: it dies as in a crash, without closing its BGP sessions or cleaning up, which
+ * is what graceful restart is for.
+ */
+export async function restartAgent(
+  state: LabState,
+  node: string,
+  opts: { kill?: boolean } = {},
+): Promise<void> {
   const t = topology(state.nodes, state.prefix);
   const host = t.nodes.find((n) => n.name === node || n.name === `kube-${node}`);
   if (!host) throw new LabError(`unknown node ${node}`);
   const i = state.processes.findIndex((x) => x.role === "agent" && x.node === host.name);
   if (i >= 0) {
     const old = state.processes[i]!;
-    if (pidAlive(old.pid) && cmdlineHas(old.pid, old.marker)) Deno.kill(old.pid, "SIGTERM");
+    if (pidAlive(old.pid) && cmdlineHas(old.pid, old.marker)) {
+      Deno.kill(old.pid, opts.kill ? "SIGKILL" : "SIGTERM");
+    }
     await waitFor(`agent on ${host.name} to stop`, () => !pidAlive(old.pid), 10_000).catch(() =>
       Deno.kill(old.pid, "SIGKILL")
     );

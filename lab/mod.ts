@@ -35,8 +35,24 @@ export {
   type UpOptions,
 } from "./lab.ts";
 export {
+  birdConfig,
+  CLUSTER_ASN,
+  EXTERNAL_ROUTER_ASN,
+  EXTERNAL_ROUTER_IP,
+  EXTERNAL_ROUTER_KINDS,
+  externalRouterFlags,
+  type ExternalRouterKind,
+  externalRouterRoutes,
+  gobgpdConfig,
+  type LearnedRoute,
+  parseBirdRoutes,
+  routerCli,
+  routerPeersCommand,
+} from "./external_router.ts";
+export {
   defaultPrefix,
   defaultStateDir,
+  type ExternalRouterInfo,
   type LabProcess,
   type LabState,
   nodeDir,

@@ -20,7 +20,7 @@ export const STATE_FILE = "lab-state.json";
 
 /** A process the lab started and must stop. */
 export interface LabProcess {
-  role: "master" | "agent";
+  role: "master" | "agent" | "router";
   /** The node for agents. */
   node?: string;
   pid: number;
@@ -45,6 +45,22 @@ export interface LabState {
   /** Absolute path of an agent binary run instead of `deno run -A main.ts`. */
   agentBin?: string;
   cniMode: string;
+  /** The external BGP router `lab up --external-router` added (namespace `<prefix>ext-router`). */
+  externalRouter?: ExternalRouterInfo;
+}
+
+/** An external BGP router on the underlay that every agent peers with (`--peer-router-ips/-asns`). */
+export interface ExternalRouterInfo {
+  kind: "gobgp" | "bird";
+  /** Underlay address (192.168.1.10). */
+  ip: string;
+  /** Its ASN (65000); the nodes keep the cluster ASN 64512, so the sessions are eBGP. */
+  asn: number;
+  netns: string;
+  /** Config file (gobgpd.toml or bird.conf) under `<state>/router/`. */
+  config: string;
+  /** BIRD's control socket (`birdc -s`), for kind bird. */
+  socket?: string;
 }
 
 /** Where the lab keeps its state; `KRL_LAB_STATE_DIR` overrides the default `<repo>/.lab`. */
