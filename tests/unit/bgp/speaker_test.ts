@@ -261,16 +261,24 @@ Deno.test("when both sides connect at once, collision resolution leaves exactly 
   const a = w.speaker("10.0.0.1", { asn: 65000, routerId: "10.0.0.1" });
   const b = w.speaker("10.0.0.2", { asn: 65000, routerId: "10.0.0.2" });
   try {
-    a.addPeer({ address: "10.0.0.2", asn: 65000 });
-    b.addPeer({ address: "10.0.0.1", asn: 65000 });
+    // Both listen first, then both connect in the same instant: two TCP connections per pair.
     await a.start();
     await b.start();
+    a.addPeer({ address: "10.0.0.2", asn: 65000 });
+    b.addPeer({ address: "10.0.0.1", asn: 65000 });
     await w.settle(10);
+    assert.equal(w.net.conns.length, 4, "two connections (each seen from both ends)");
+    assert.ok(w.sink.lines.some((l) => l.includes("bgp connection collision")), "the collision was detected");
     assert.equal(a.peer("10.0.0.2")?.state, "Established");
     assert.equal(b.peer("10.0.0.1")?.state, "Established");
+    // The survivor is the connection opened by the higher router id (10.0.0.2, i.e. b's).
+    assert.equal(a.peer("10.0.0.2")?.localAddress, "10.0.0.1");
+    const survivor = w.net.conns.find((c) => c.localAddress === "10.0.0.2" && c.remotePort === 179)!;
+    assert.ok(!survivor.inbound.closed, "b's outgoing connection is the one kept");
     await w.clock.advance(100_000);
     assert.equal(a.peer("10.0.0.2")?.state, "Established");
     assert.equal(states(a.events, "10.0.0.2").filter((x) => x === "Established").length, 1);
+    assert.equal(states(b.events, "10.0.0.1").filter((x) => x === "Established").length, 1);
   } finally {
     await w.stopAll();
   }
