@@ -146,6 +146,8 @@ interface PeerRuntime {
   flushScheduled: boolean;
   /** Per source-attrs cache of the exported attributes, so prefixes sharing attributes share UPDATEs. */
   exportCache: Record<Family, WeakMap<PathAttributes, PathAttributes | null>>;
+  /** Policy results by content, so equal attributes are one object (one UPDATE group). */
+  interned: Map<string, PathAttributes>;
   staleTimer: TimerId | undefined;
   /** Families whose stale paths await the peer's End-of-RIB. */
   staleFamilies: Set<Family>;
@@ -388,6 +390,7 @@ export class BgpSpeaker {
       pending: { "ipv4-unicast": new Map(), "ipv6-unicast": new Map() },
       flushScheduled: false,
       exportCache: { "ipv4-unicast": new WeakMap(), "ipv6-unicast": new WeakMap() },
+      interned: new Map(),
       staleTimer: undefined,
       staleFamilies: new Set(),
       eorReceived: new Set(),
@@ -1038,6 +1041,7 @@ export class BgpSpeaker {
 
   #resetExportCache(r: PeerRuntime): void {
     r.exportCache = { "ipv4-unicast": new WeakMap(), "ipv6-unicast": new WeakMap() };
+    r.interned.clear();
   }
 
   /** The attributes `best` is sent to peer `r` with, or null when it must not be sent. */
@@ -1055,8 +1059,10 @@ export class BgpSpeaker {
     const cache = r.exportCache[family];
     const cached = cache.get(best.attrs);
     if (cached !== undefined && !this.#exportPolicyIsPrefixDependent) return cached;
-    let out = this.#transformForPeer(r, family, best);
-    if (out) {
+    // Without a policy the transform depends only on the source attributes: cache it per object.
+    let out = cached !== undefined ? cached : this.#transformForPeer(r, family, best);
+    if (cached === undefined) cache.set(best.attrs, out);
+    if (out && this.#exportPolicy !== acceptAll) {
       try {
         out = this.#exportPolicy({ family, prefix, attrs: out }, {
           address: peer.address,
@@ -1068,9 +1074,18 @@ export class BgpSpeaker {
         out = null;
       }
     }
-    // Cache only policy-independent results: a policy may look at the prefix.
-    if (this.#exportPolicy === acceptAll) cache.set(best.attrs, out);
-    return out;
+    // A policy may look at the prefix, so its result is not cached; equal results are interned so that
+    // prefixes sharing attributes still share UPDATE messages.
+    return out && this.#exportPolicy !== acceptAll ? this.#intern(r, out) : out;
+  }
+
+  #intern(r: PeerRuntime, attrs: PathAttributes): PathAttributes {
+    const key = JSON.stringify(attrs, jsonBytes);
+    const have = r.interned.get(key);
+    if (have) return have;
+    if (r.interned.size > 10_000) r.interned.clear(); // only packing suffers; bound the memory
+    r.interned.set(key, attrs);
+    return attrs;
   }
 
   get #exportPolicyIsPrefixDependent(): boolean {

@@ -782,3 +782,31 @@ Deno.test("NLRI that arrive without any path attribute withdraw the prefix (RFC 
     await w.stopAll();
   }
 });
+
+Deno.test("with an export policy, prefixes that end up with equal attributes still share UPDATE messages", async () => {
+  const w = new World();
+  // A policy that returns a fresh (but equal) object for every prefix.
+  const s = w.speaker("10.0.0.1", {
+    asn: 65001,
+    routerId: "10.0.0.1",
+    exportPolicy: (r) => ({ ...r.attrs }),
+  });
+  try {
+    s.addPeer({ address: "10.0.0.9", asn: 65009, passive: true });
+    await s.start();
+    s.set(
+      "ipv4-unicast",
+      Array.from({ length: 600 }, (_, i) => ({ prefix: `10.${i >> 8}.${i & 255}.0/24` })),
+    );
+    const raw = await RawPeer.connect(w, "10.0.0.9", "10.0.0.1");
+    await raw.handshake({ myAs: 65009, routerId: "10.0.0.9" });
+    await w.settle();
+    const ups = raw.received.filter((m) => m.type === MSG_UPDATE).map((m) =>
+      decodeUpdate(m.bytes, { as4: true })
+    );
+    assert.equal(ups.reduce((n, u) => n + u.nlri.length, 0), 600);
+    assert.ok(ups.length <= 3, `${ups.length} UPDATEs for 600 prefixes`);
+  } finally {
+    await w.stopAll();
+  }
+});
