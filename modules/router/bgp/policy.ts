@@ -20,6 +20,10 @@ export interface PolicyRoute {
   attrs: PathAttributes;
 }
 
+/**
+ * Returns the attributes to use (the same object when unchanged, a new one when changed) or undefined
+ * to reject. It must not mutate `route.attrs`: the speaker shares those objects between prefixes.
+ */
 export type Policy = (route: PolicyRoute, peer: PolicyPeer) => PathAttributes | undefined;
 
 export const acceptAll: Policy = (r) => r.attrs;
