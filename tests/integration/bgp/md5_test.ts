@@ -16,11 +16,12 @@ async function tmpdir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 }
 
 const GOBGP = { tools: ["gobgpd", "gobgp"] };
+const GOBGP_TCPDUMP = { tools: ["gobgpd", "gobgp", "tcpdump", "timeout"] };
 
 Deno.test({
   ...needs(
     "an MD5-protected session to gobgpd establishes with the right password and every segment is signed",
-    GOBGP,
+    GOBGP_TCPDUMP,
   ),
   sanitizeResources: false,
   sanitizeOps: false,
@@ -197,7 +198,10 @@ Deno.test({
 });
 
 Deno.test({
-  ...needs("the socket transport binds the configured source address and sets the multihop TTL", GOBGP),
+  ...needs(
+    "the socket transport binds the configured source address and sets the multihop TTL",
+    GOBGP_TCPDUMP,
+  ),
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
