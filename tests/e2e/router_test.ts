@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
 import {
+  CLUSTER_ASN,
   execCommand,
   EXTERNAL_ROUTER_ASN,
   EXTERNAL_ROUTER_IP,
@@ -23,6 +24,7 @@ import {
   labUp,
   type LearnedRoute,
   podCidrForIndex,
+  REPO_ROOT,
   restartAgent,
   topology,
   type UpOptions,
@@ -164,6 +166,37 @@ async function curlFromPod(state: LabState, pod: string, url: string): Promise<s
   return r.stdout.trim();
 }
 
+/** A line of `kube-router bgp neighbors` (gobgp's layout) for an established session with `ip`. */
+function peerLine(ip: string, asn: number): RegExp {
+  return new RegExp(`^${ip.replaceAll(".", "\\.")}\\s+${asn}\\s.*Establ`, "m");
+}
+
+/** `busybox ping` every 100 ms from `pod` to `ip`, `count` times; resolves with what it sent and got back. */
+async function pingDuring(
+  state: LabState,
+  pod: string,
+  ip: string,
+  count: number,
+): Promise<{ sent: number; received: number; summary: string }> {
+  const cmd = execCommand(state, `default/${pod}`, [
+    "busybox",
+    "ping",
+    "-i",
+    "0.1",
+    "-c",
+    `${count}`,
+    "-W",
+    "2",
+    ip,
+  ]);
+  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+    .output();
+  const summary = new TextDecoder().decode(out.stdout).trim().split("\n").slice(-2).join(" ");
+  const m = /(\d+) packets transmitted, (\d+) packets received/.exec(summary);
+  if (!m) throw new Error(`ping printed no summary: ${summary} ${new TextDecoder().decode(out.stderr)}`);
+  return { sent: Number(m[1]), received: Number(m[2]), summary };
+}
+
 /** Every pod curls every other pod's /hostname and /clientip; returns the failures (empty when all held). */
 async function podMatrix(state: LabState, ips: Map<string, string>): Promise<string[]> {
   const failures: string[] = [];
@@ -196,36 +229,14 @@ Deno.test({
       // Graceful restart: a ping from p1 (kube-node1) to p2 (kube-node2) every 100 ms runs while
       // kube-node2's agent is SIGKILLed and restarted, and for a few seconds after it is healthy again.
       const oldPid = state.processes.find((p) => p.role === "agent" && p.node === "kube-node2")!.pid;
-      const ping = new Deno.Command("ip", {
-        args: execCommand(state, "default/p1", [
-          "busybox",
-          "ping",
-          "-i",
-          "0.1",
-          "-c",
-          "150",
-          "-W",
-          "2",
-          ips.get("p2")!,
-        ])
-          .slice(1),
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      const ping = pingDuring(state, "p1", ips.get("p2")!, 150);
       await new Promise((r) => setTimeout(r, 1000));
       await restartAgent(state, "kube-node2", { kill: true });
       const newPid = state.processes.find((p) => p.role === "agent" && p.node === "kube-node2")!.pid;
       assert.notEqual(newPid, oldPid, "kube-node2 runs a new agent");
-      const out = await ping;
-      const summary = new TextDecoder().decode(out.stdout);
-      const m = /(\d+) packets transmitted, (\d+) packets received/.exec(summary);
-      assert.ok(m, `ping printed a summary: ${summary.slice(-300)}`);
-      assert.equal(m[1], "150");
-      assert.equal(
-        m[2],
-        "150",
-        `no packet lost across the agent's SIGKILL and restart: ${summary.slice(-200)}`,
-      );
+      const { sent, received, summary } = await ping;
+      assert.equal(sent, 150);
+      assert.equal(received, 150, `no packet lost across the agent's SIGKILL and restart: ${summary}`);
       // And once the new agent is back, the mesh is whole and traffic still flows both ways.
       await waitFullMesh(state);
       assert.equal(await curlFromPod(state, "p1", `http://${ips.get("p2")}:8080/hostname`), "p2");
@@ -241,6 +252,30 @@ Deno.test({
       }
       assert.deepEqual(await routerRoutes(state, "kube-node1"), ["10.1.2.0/24 via 192.168.1.101"]);
       assert.deepEqual(await routerRoutes(state, "kube-node2"), ["10.1.1.0/24 via 192.168.1.100"]);
+      assert.equal(await curlFromPod(state, "p1", `http://${ips.get("p2")}:8080/hostname`), "p2");
+    });
+  },
+});
+
+Deno.test({
+  ...needs(
+    "without graceful restart the same SIGKILL and restart drops cross-node packets (the graceful restart test can fail)",
+    REQ,
+  ),
+  async fn() {
+    await withLab({ nodes: 2 }, async (state) => {
+      const ips = await podPerNode(state);
+      await waitFullMesh(state);
+      const ping = pingDuring(state, "p1", ips.get("p2")!, 80);
+      await new Promise((r) => setTimeout(r, 1000));
+      await restartAgent(state, "kube-node2", { kill: true });
+      const { sent, received } = await ping;
+      assert.equal(sent, 80);
+      assert.ok(
+        received < sent,
+        `kube-node1 withdrew kube-node2's routes while its agent was down: ${received}/${sent}`,
+      );
+      await waitFullMesh(state);
       assert.equal(await curlFromPod(state, "p1", `http://${ips.get("p2")}:8080/hostname`), "p2");
     });
   },
@@ -302,6 +337,41 @@ for (const kind of ["gobgp", "bird"] as ExternalRouterKind[]) {
               [want[i]],
             );
           }
+
+          // The agents see the router as an established eBGP peer (`kube-router bgp neighbors`), and
+          // `lab status` shows the router and its sessions.
+          const neighbors = await run(
+            execCommand(state, "kube-node1", [
+              Deno.execPath(),
+              "run",
+              "-A",
+              `${REPO_ROOT}/main.ts`,
+              "bgp",
+              "neighbors",
+            ]),
+          );
+          assert.match(neighbors.stdout, peerLine(EXTERNAL_ROUTER_IP, EXTERNAL_ROUTER_ASN), neighbors.stdout);
+          for (const h of nodes.slice(1)) {
+            assert.match(neighbors.stdout, peerLine(h.ip, CLUSTER_ASN), neighbors.stdout);
+          }
+          const status = await run([
+            Deno.execPath(),
+            "run",
+            "-A",
+            `${REPO_ROOT}/lab/cli.ts`,
+            "status",
+            `--state-dir=${state.stateDir}`,
+            `--prefix=${state.prefix}`,
+          ]);
+          assert.ok(
+            status.stdout.includes(
+              `external router: ${kind} at ${EXTERNAL_ROUTER_IP}, ASN ${EXTERNAL_ROUTER_ASN}`,
+            ),
+            status.stdout,
+          );
+          assert.match(status.stdout, /router pid \d+ running/);
+          // gobgp prints "Establ" per neighbor, birdc "Established" per protocol: one per node.
+          assert.equal(status.stdout.match(/Establ/g)?.length, nodes.length, status.stdout);
 
           await k(state, ["apply", "-f", "-"], SERVICE);
           const vip = (await k(state, ["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])).trim();
