@@ -282,6 +282,52 @@ Deno.test({
 });
 
 Deno.test({
+  ...needs(
+    "with graceful restart, the routes of an agent that was SIGKILLed and does not come back are kept, then removed after the restart time",
+    REQ,
+  ),
+  async fn() {
+    await withLab(
+      { nodes: 2, agentFlags: ["--bgp-graceful-restart", "--bgp-graceful-restart-time=8s"] },
+      async (state) => {
+        await waitFullMesh(state);
+        const agent = state.processes.find((p) => p.role === "agent" && p.node === "kube-node2")!;
+        Deno.kill(agent.pid, "SIGKILL");
+        await eventually("kube-node2's agent is gone", () => {
+          try {
+            return Promise.resolve(/\) [ZX] /.test(Deno.readTextFileSync(`/proc/${agent.pid}/stat`)));
+          } catch {
+            return Promise.resolve(true);
+          }
+        }, 5000);
+        // kube-node1 saw the session drop (kube-node2's kernel closed the socket) and keeps the route stale.
+        await eventually("kube-node1 has lost its session with kube-node2", async () => {
+          const r = await run(
+            execCommand(state, "kube-node1", [
+              Deno.execPath(),
+              "run",
+              "-A",
+              `${REPO_ROOT}/main.ts`,
+              "bgp",
+              "neighbors",
+            ]),
+            { check: false },
+          );
+          return r.code === 0 && !peerLine("192.168.1.101", CLUSTER_ASN).test(r.stdout);
+        });
+        assert.deepEqual(await routerRoutes(state, "kube-node1"), ["10.1.2.0/24 via 192.168.1.101"]);
+        await eventually("kube-node1 drops the stale route once the restart time is over", async () => {
+          return (await routerRoutes(state, "kube-node1")).length === 0;
+        });
+        // A new agent brings it back.
+        await restartAgent(state, "kube-node2");
+        await waitFullMesh(state);
+      },
+    );
+  },
+});
+
+Deno.test({
   ...needs("with 10 nodes every pod reaches every other pod across nodes, unNATed", REQ),
   async fn() {
     await withLab({ nodes: 10 }, async (state) => {
