@@ -70,6 +70,8 @@ export class Router implements ModuleInstance {
   /** Destinations BGP has given us since start; their later withdrawal is honoured at once. */
   #everWanted = new Set<string>();
   #allUpSince: number | undefined;
+  /** `peer|family` pairs whose End-of-RIB has arrived since start. */
+  #endOfRib = new Set<string>();
   #importPolicyKey = "";
   #stopped = false;
   #metrics;
@@ -201,28 +203,29 @@ export class Router implements ModuleInstance {
   /**
    * Routes found in the kernel at start (left by the previous run of the agent) stay while BGP relearns
    * them, so a restart does not cut traffic: until each is learned again or withdrawn, or the relearn
-   * window closes. With graceful restart the window is the restart time (capped by the deferral time);
-   * without it, until every planned peer has been established for a few seconds (at most 30 s).
+   * window closes. It closes when every planned peer has sent End-of-RIB for every family (its whole
+   * table has arrived); without graceful restart also once every peer has been established for 3 s;
+   * at the latest after the graceful restart time (capped by the deferral time), or 30 s without GR.
    */
   #inheritedToKeep(plan: PeerPlan, wanted: WantedRoute[]): WantedRoute[] {
     if (this.#inherited.size === 0) return [];
     const c = this.#ctx.config;
     const now = this.#ctx.clock.now();
-    const elapsed = now - this.#startedAt;
-    let open: boolean;
-    if (c.bgpGracefulRestart) {
-      open = elapsed < Math.min(c.bgpGracefulRestartDeferralTime, c.bgpGracefulRestartTime);
-    } else {
-      const peers = this.#speaker?.peers() ?? [];
-      const allUp = peers.length >= plan.peers.length && peers.every((p) => p.state === "Established");
-      if (allUp) this.#allUpSince ??= now;
-      else this.#allUpSince = undefined;
-      open = elapsed < DEFAULT_RELEARN_MS &&
-        (this.#allUpSince === undefined || now - this.#allUpSince < 3000);
-    }
-    if (!open) {
-      this.#ctx.log.info("relearn window closed; routes from the previous run that BGP did not relearn go", {
-        kept: [...this.#inherited.keys()].filter((d) => !this.#everWanted.has(d)).join(",") || "none",
+    const cap = c.bgpGracefulRestart
+      ? Math.min(c.bgpGracefulRestartDeferralTime, c.bgpGracefulRestartTime)
+      : DEFAULT_RELEARN_MS;
+    const families = this.#families().map((f) => FAMILY_OF[f]);
+    const allEor = plan.peers.every((p) => families.every((f) => this.#endOfRib.has(`${p.address}|${f}`)));
+    const peers = this.#speaker?.peers() ?? [];
+    const allUp = peers.length >= plan.peers.length && peers.every((p) => p.state === "Established");
+    if (allUp) this.#allUpSince ??= now;
+    else this.#allUpSince = undefined;
+    const settled = !c.bgpGracefulRestart && this.#allUpSince !== undefined && now - this.#allUpSince >= 3000;
+    if (now - this.#startedAt >= cap || allEor || settled) {
+      const dropped = [...this.#inherited.keys()].filter((d) => !this.#everWanted.has(d));
+      this.#ctx.log.info("relearn window closed", {
+        why: allEor ? "End-of-RIB from every peer" : settled ? "every peer established" : "time limit",
+        dropped: dropped.join(",") || "none",
       });
       this.#inherited.clear();
       return [];
@@ -267,6 +270,8 @@ export class Router implements ModuleInstance {
         enabled: c.bgpGracefulRestart,
         restartTime: Math.round(c.bgpGracefulRestartTime / 1000),
         restarting: c.bgpGracefulRestart && this.#restarting,
+        // Selection deferral (RFC 4724 4.1): after our restart, wait for peers' End-of-RIB this long.
+        deferralTime: Math.round(c.bgpGracefulRestartDeferralTime / 1000),
       },
       ...(plan.clusterId ? { clusterId: plan.clusterId } : {}),
       importPolicy: this.#importPolicy(policy),
@@ -275,6 +280,8 @@ export class Router implements ModuleInstance {
     speaker.subscribe((e) => {
       if (e.type === "peer") {
         this.#ctx.log.info("bgp peer state", { peer: e.peer, asn: e.asn, from: e.previous, to: e.state });
+      } else if (e.type === "endOfRib") {
+        this.#endOfRib.add(`${e.peer}|${e.family}`);
       }
       this.#runner.run();
     });
