@@ -8,7 +8,9 @@
 export const isRoot = Deno.uid?.() === 0;
 
 /** Returns the reason a test cannot run, or undefined if it can. */
-export function skipReason(opts: { root?: boolean; tools?: string[]; files?: string[] } = {}): string | undefined {
+export function skipReason(
+  opts: { root?: boolean; tools?: string[]; files?: string[] } = {},
+): string | undefined {
   if (opts.root !== false && !isRoot) return "needs root (network namespaces)";
   for (const t of opts.tools ?? []) if (!which(t)) return `needs ${t} (install it with apt-get)`;
   for (const f of opts.files ?? []) {
@@ -93,7 +95,14 @@ export class NetNs {
   }
 
   /** Starts a long-running process inside this namespace. */
-  spawn(cmd: string[], opts: { env?: Record<string, string>; stdout?: "piped" | "null" | "inherit"; stderr?: "piped" | "null" | "inherit" } = {}): Deno.ChildProcess {
+  spawn(
+    cmd: string[],
+    opts: {
+      env?: Record<string, string>;
+      stdout?: "piped" | "null" | "inherit";
+      stderr?: "piped" | "null" | "inherit";
+    } = {},
+  ): Deno.ChildProcess {
     return new Deno.Command("ip", {
       args: ["netns", "exec", this.name, ...cmd],
       stdin: "null",
