@@ -60,3 +60,20 @@ Table master4:
   ]);
   assert.deepEqual(parseBirdRoutes("BIRD 2.0.12 ready.\n"), []);
 });
+
+Deno.test("lab up refuses an unknown --external-router before building anything, and --agent-flags may start with --", async () => {
+  const { main } = await import("../../../lab/cli.ts");
+  // parseArgs would reject "--agent-flags --advertise-cluster-ip" as an option without a value; the CLI
+  // glues the value on, so the only complaint left is the router kind.
+  await assert.rejects(
+    () =>
+      main([
+        "up",
+        "--agent-flags",
+        "--advertise-cluster-ip --bgp-graceful-restart",
+        "--external-router",
+        "quagga",
+      ]),
+    (e: Error) => e.name === "LabError" && /--external-router must be gobgp or bird/.test(e.message),
+  );
+});
