@@ -81,12 +81,6 @@ export class Router implements ModuleInstance {
     this.#deps = deps;
     this.#routes = new RouteSync(deps.rtnl, ctx.log);
     const c = ctx.config;
-    if (c.enableOverlay && c.overlayEncap !== "vxlan") {
-      ctx.log.warn("ipip and fou tunnels are not built yet; the overlay uses VXLAN", {
-        overlay_encap: c.overlayEncap,
-        udp_port: VXLAN_PORT,
-      });
-    }
     this.#overlay = new Overlay(deps.rtnl, deps.fdb, ctx.log.with({ component: "overlay" }), {
       port: c.overlayEncap === "vxlan" ? c.overlayEncapPort : VXLAN_PORT,
     });
@@ -405,6 +399,13 @@ export class Router implements ModuleInstance {
       await this.#overlay.cleanup();
       return out;
     }
+    if (plan.remotes.length && c.overlayEncap !== "vxlan" && !this.#warnedEncap) {
+      this.#warnedEncap = true;
+      this.#ctx.log.warn("ipip and fou tunnels are not built yet; the overlay uses VXLAN", {
+        overlay_encap: c.overlayEncap,
+        udp_port: VXLAN_PORT,
+      });
+    }
     for (const fam of [4, 6] as const) {
       const ip = fam === 4 ? self.ipv4 : self.ipv6;
       const remotes = plan.remotes.filter((r) => parseIP(r.nodeIp)?.family === fam);
@@ -416,6 +417,7 @@ export class Router implements ModuleInstance {
   }
 
   #warnedUnreachable = new Set<string>();
+  #warnedEncap = false;
   #unreachable(prefix: string, nextHop: string): void {
     const k = `${prefix}|${nextHop}`;
     if (this.#warnedUnreachable.has(k)) return;
