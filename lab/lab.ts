@@ -180,7 +180,10 @@ export function startAgent(state: LabState, host: LabHost): LabProcess {
   Deno.mkdirSync(`${dir}/cni`, { recursive: true });
   const main = `${REPO_ROOT}/main.ts`;
   // The agent from source, or a built binary (`lab up --agent-bin dist/kube-router`).
-  const program = state.agentBin ? [state.agentBin] : [Deno.execPath(), "run", "-A", main];
+  // The same V8 flags as `deno task start` and the compiled binary (smaller heaps, see BENCHMARKS.md).
+  const program = state.agentBin
+    ? [state.agentBin]
+    : [Deno.execPath(), "run", "-A", "--v8-flags=--optimize-for-size", main];
   const pid = daemonize(
     [
       "ip",

@@ -76,7 +76,7 @@ Deno.test({
 
 Deno.test({
   ...needs(
-    "a node deleted from the API loses its routes on the others; a new node joins the mesh",
+    "a node deleted from the API loses its routes on the others; a node joins, changes its address, and other sessions stay up",
     clusterNeeds,
   ),
   async fn() {
@@ -95,6 +95,33 @@ Deno.test({
         assert.match(await c.routes(0), /10\.1\.2\.0\/24 via 192\.168\.77\.2/, "the other routes stay");
         await c.kubectl(["apply", "--validate=false", "-f", "-"], JSON.stringify(c.nodeObject(2)));
         await c.waitConverged();
+        // n3 changes its address: the others re-peer with the new one; the n1-n2 session is untouched.
+        const upSince = async () =>
+          JSON.parse((await n1.exec(["curl", "-s", "http://127.0.0.1:50051/neighbors/192.168.77.2"])).stdout)
+            .upSince;
+        const before = await upSince();
+        assert.equal(typeof before, "number", "the admin endpoint reports when the session came up");
+        await n3.exec(["ip", "addr", "add", "192.168.77.33/24", "dev", "eth0"]);
+        await c.kubectl([
+          "patch",
+          "node",
+          "n3",
+          "--subresource=status",
+          "--type=merge",
+          "-p",
+          JSON.stringify({ status: { addresses: [{ type: "InternalIP", address: "192.168.77.33" }] } }),
+        ]);
+        await c.waitFor(
+          async () => (await c.routes(0)).includes("10.1.3.0/24 via 192.168.77.33 "),
+          "n1 routes n3's pod CIDR via its new address",
+        );
+        await c.waitFor(async () => (await c.routes(1)).includes("10.1.3.0/24 via 192.168.77.33 "), "n2 too");
+        assert.doesNotMatch(
+          await c.bgpNeighbors(0),
+          /192\.168\.77\.3\s/,
+          "the old address is no longer a peer",
+        );
+        assert.equal(await upSince(), before, "the n1-n2 session was not restarted");
       } finally {
         await c.close();
       }
