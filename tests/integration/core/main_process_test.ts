@@ -5,18 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { needs, withNetns } from "../../_support/netns.ts";
+import { clusterNeeds, TestCluster } from "../router/_cluster.ts";
 import { rootProblem } from "../../../main.ts";
 
 const main = new URL("../../../main.ts", import.meta.url).pathname;
-const apiMain = new URL("../../../lab/apiserver/main.ts", import.meta.url).pathname;
-
-async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function runMain(args: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -135,109 +127,41 @@ Deno.test({
 Deno.test({
   ...needs(
     "kube-router with every module watches the API server, turns healthy once synced, and stops on SIGTERM",
-    {
-      tools: ["openssl", "kubectl", "curl"],
-    },
+    clusterNeeds,
   ),
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "krt-main-" });
-    try {
-      // Everything runs inside one throwaway namespace: the router programs routes and nftables there.
-      await withNetns(["agent"], async (ns) => {
-        const api = ns.spawn([
-          Deno.execPath(),
-          "run",
-          "--allow-all",
-          apiMain,
-          "--port",
-          "6443",
-          "--state-dir",
-          `${dir}/api`,
-        ]);
-        try {
-          const kubeconfig = `${dir}/api/kubeconfig`;
-          await waitFor(() => Deno.stat(kubeconfig).then(() => true, () => false), "API server kubeconfig");
-          const node = {
-            apiVersion: "v1",
-            kind: "Node",
-            metadata: { name: "test-node" },
-            spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
-            status: { addresses: [{ type: "InternalIP", address: "192.168.77.10" }] },
-          };
-          await waitFor(
-            async () =>
-              (await ns.exec(
-                ["kubectl", "--kubeconfig", kubeconfig, "apply", "--validate=false", "-f", "-"],
-                {
-                  stdin: JSON.stringify(node),
-                  check: false,
-                },
-              )).code === 0,
-            "kubectl apply of the Node",
-          );
-          await ns.exec(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
-          await ns.exec(["ip", "addr", "add", "192.168.77.10/24", "dev", "eth0"]);
-          await ns.exec(["ip", "link", "set", "eth0", "up"]);
-          const agent = new Deno.Command("ip", {
-            args: [
-              "netns",
-              "exec",
-              ns.name,
-              Deno.execPath(),
-              "run",
-              "--allow-all",
-              main,
-              `--kubeconfig=${kubeconfig}`,
-              "--health-port=20244",
-              "--metrics-port=20245",
-              "--bgp-port=1790",
-              "--bgp-admin-port=0",
-              "-v=1",
-            ],
-            env: { NODE_NAME: "test-node", KUBE_ROUTER_CNI_CONF_FILE: `${dir}/cni/10-kuberouter.conflist` },
-            stdout: "piped",
-            stderr: "piped",
-          }).spawn();
+    // The agent runs inside a throwaway namespace (the router programs routes and nftables there),
+    // against a lab API server, as one node of the router tests' cluster harness.
+    await withNetns(["ul", "n1"], async (ul, n1) => {
+      const c = await TestCluster.start(await Deno.makeTempDir({ prefix: "krt-main-" }), ul, [n1]);
+      try {
+        const agent = c.startAgent(0, ["--metrics-port=20245", "-v=1"], { allModules: true });
+        const curl = async (path: string) =>
+          (await n1.exec(["curl", "-s", `http://127.0.0.1:${path}`], { check: false })).stdout;
+        let body: { healthy?: boolean; modules?: Record<string, { lastSync: string | null }> } = {};
+        await c.waitFor(async () => {
           try {
-            const curl = async (path: string) =>
-              (await ns.exec(["curl", "-s", `http://127.0.0.1:${path}`], { check: false })).stdout;
-            let body: { healthy?: boolean; modules?: Record<string, { lastSync: string | null }> } = {};
-            await waitFor(async () => {
-              try {
-                body = JSON.parse(await curl("20244/healthz"));
-              } catch {
-                return false;
-              }
-              return !!body.healthy && Object.values(body.modules ?? {}).every((m) => m.lastSync);
-            }, "every module healthy and synced");
-            assert.deepEqual(Object.keys(body.modules ?? {}).sort(), ["firewall", "proxy", "router"]);
-            const metrics = await curl("20245/metrics");
-            assert.match(metrics, /kube_router_syncs_total\{module="proxy",result="success"\} [1-9]/);
-            assert.match(metrics, /kube_router_build_info/);
-            // The router wrote the CNI config for the node's pod CIDR.
-            const conf = JSON.parse(await Deno.readTextFile(`${dir}/cni/10-kuberouter.conflist`));
-            assert.deepEqual(conf.plugins[0].ipam.ranges, [[{ subnet: "10.1.1.0/24" }]]);
-            agent.kill("SIGTERM");
-            const out = await agent.output();
-            const stderr = new TextDecoder().decode(out.stderr);
-            assert.equal(out.code, 0, stderr);
-            assert.match(stderr, /resources=nodes,services,endpointslices,pods,namespaces,networkpolicies/);
-            // Stopping leaves the kernel state in place (the pod egress table stays).
-            assert.match((await ns.exec(["nft", "list", "tables"])).stdout, /inet kube_router/);
-          } finally {
-            try {
-              agent.kill("SIGKILL");
-            } catch { /* exited */ }
+            body = JSON.parse(await curl("20244/healthz"));
+          } catch {
+            return false;
           }
-        } finally {
-          try {
-            api.kill("SIGKILL");
-          } catch { /* exited */ }
-          await api.status;
-        }
-      });
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+          return !!body.healthy && Object.values(body.modules ?? {}).every((m) => m.lastSync);
+        }, "every module healthy and synced");
+        assert.deepEqual(Object.keys(body.modules ?? {}).sort(), ["firewall", "proxy", "router"]);
+        const metrics = await curl("20245/metrics");
+        assert.match(metrics, /kube_router_syncs_total\{module="proxy",result="success"\} [1-9]/);
+        assert.match(metrics, /kube_router_build_info/);
+        // The router wrote the CNI config for the node's pod CIDR.
+        const conf = JSON.parse(await Deno.readTextFile(c.confPath(0)));
+        assert.deepEqual(conf.plugins[0].ipam.ranges, [[{ subnet: "10.1.1.0/24" }]]);
+        agent.child.kill("SIGTERM");
+        assert.equal((await agent.child.status).code, 0, agent.log);
+        assert.match(agent.log, /resources=nodes,services,endpointslices,pods,namespaces,networkpolicies/);
+        // Stopping leaves the kernel state in place (the pod egress table stays).
+        assert.match((await n1.exec(["nft", "list", "tables"])).stdout, /inet kube_router/);
+      } finally {
+        await c.close();
+      }
+    });
   },
 });

@@ -143,9 +143,13 @@ export class TestCluster {
     return `${this.dir}/n${i + 1}/10-kuberouter.conflist`;
   }
 
-  /** Starts (or restarts) the agent of node i with extra flags. */
-  startAgent(i: number, flags: string[] = []): AgentProc {
+  /**
+   * Starts (or restarts) the agent of node i with extra flags. By default only the router runs;
+   * `allModules` runs the proxy and the firewall too.
+   */
+  startAgent(i: number, flags: string[] = [], opts: { allModules?: boolean } = {}): AgentProc {
     const ns = this.nodes[i]!;
+    const only = opts.allModules ? [] : ["--run-service-proxy=false", "--run-firewall=false"];
     const child = new Deno.Command("ip", {
       args: [
         "netns",
@@ -156,8 +160,7 @@ export class TestCluster {
         "--allow-all",
         `${root}main.ts`,
         `--kubeconfig=${this.kubeconfig}`,
-        "--run-service-proxy=false",
-        "--run-firewall=false",
+        ...only,
         ...flags,
       ],
       env: { NODE_NAME: `n${i + 1}`, KUBE_ROUTER_CNI_CONF_FILE: this.confPath(i) },
