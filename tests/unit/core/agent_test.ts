@@ -3,7 +3,7 @@ import { Agent, cleanupAll, type ResourceSource } from "../../../core/agent.ts";
 import { Bus, type ResourceKind, type ResourceTypes } from "../../../core/bus.ts";
 import { FakeClock } from "../../../core/clock.ts";
 import { loadConfig } from "../../../core/config.ts";
-import { getLogger, MemorySink } from "../../../core/log.ts";
+import { getLogger, type Logger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition, ModuleName } from "../../../core/module.ts";
 import { type TrackedSync, trackingModule } from "../../../core/skeleton_module.ts";
 import { startHttp } from "../../../core/http.ts";
@@ -67,23 +67,29 @@ function fakeModule(
 
 const quiet = getLogger({}, new MemorySink());
 
-Deno.test("agent starts only enabled modules and only the informers they need", async () => {
+/** An agent over a FakeSource with the given flags and modules (logging nowhere unless `log` is given). */
+function setup(flags: string[], modules: ModuleDefinition[], opts: { clock?: FakeClock; log?: Logger } = {}) {
   const bus = new Bus();
   const source = new FakeSource(bus);
-  const syncs: TrackedSync[] = [];
-  const config = loadConfig(["--run-firewall=false", "--hostname-override=n1"]);
+  const config = loadConfig([...flags, "--hostname-override=n1"]);
   const agent = new Agent({
     config,
     bus,
     source,
-    log: quiet,
-    clock: new FakeClock(),
-    modules: [
-      fakeModule("router", ["nodes"], syncs),
-      fakeModule("proxy", ["services", "endpointslices", "nodes"], syncs),
-      fakeModule("firewall", ["pods", "networkpolicies"], syncs),
-    ],
+    log: opts.log ?? quiet,
+    ...(opts.clock ? { clock: opts.clock } : {}),
+    modules,
   });
+  return { bus, source, agent };
+}
+
+Deno.test("agent starts only enabled modules and only the informers they need", async () => {
+  const syncs: TrackedSync[] = [];
+  const { source, agent } = setup(["--run-firewall=false"], [
+    fakeModule("router", ["nodes"], syncs),
+    fakeModule("proxy", ["services", "endpointslices", "nodes"], syncs),
+    fakeModule("firewall", ["pods", "networkpolicies"], syncs),
+  ], { clock: new FakeClock() });
   await agent.start();
   assert.deepEqual(agent.enabled().map((m) => m.name), ["router", "proxy"]);
   assert.deepEqual(source.started.sort(), ["endpointslices", "nodes", "services"]);
@@ -92,19 +98,11 @@ Deno.test("agent starts only enabled modules and only the informers they need", 
 });
 
 Deno.test("agent holds every module's first sync until its caches are synced", async () => {
-  const bus = new Bus();
-  const source = new FakeSource(bus);
   const clock = new FakeClock();
   const syncs: TrackedSync[] = [];
-  const config = loadConfig(["--run-firewall=false", "--run-router=false", "--hostname-override=n1"]);
-  const agent = new Agent({
-    config,
-    bus,
-    source,
-    log: quiet,
-    clock,
-    modules: [fakeModule("proxy", ["services"], syncs)],
-  });
+  const { bus, source, agent } = setup(["--run-firewall=false", "--run-router=false"], [
+    fakeModule("proxy", ["services"], syncs),
+  ], { clock });
   await agent.start();
   bus.publishResource({
     resource: "services",
@@ -130,23 +128,13 @@ Deno.test("agent holds every module's first sync until its caches are synced", a
 });
 
 Deno.test("agent starts modules anyway when --cache-sync-timeout passes, and says so", async () => {
-  const bus = new Bus();
-  const source = new FakeSource(bus);
   const sink = new MemorySink();
   const syncs: TrackedSync[] = [];
-  const config = loadConfig([
-    "--run-firewall=false",
-    "--run-router=false",
-    "--cache-sync-timeout=50ms",
-    "--hostname-override=n1",
-  ]);
-  const agent = new Agent({
-    config,
-    bus,
-    source,
-    log: getLogger({}, sink),
-    modules: [fakeModule("proxy", ["services"], syncs)],
-  });
+  const { agent } = setup(
+    ["--run-firewall=false", "--run-router=false", "--cache-sync-timeout=50ms"],
+    [fakeModule("proxy", ["services"], syncs)],
+    { log: getLogger({}, sink) },
+  );
   await agent.start();
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(syncs.length, 1);
@@ -158,19 +146,11 @@ Deno.test("agent starts modules anyway when --cache-sync-timeout passes, and say
 });
 
 Deno.test("/healthz turns 500 naming the module that stopped syncing, and /metrics counts its errors", async () => {
-  const bus = new Bus();
-  const source = new FakeSource(bus);
   const clock = new FakeClock(Date.now());
   let failing = false;
-  const config = loadConfig(["--run-router=false", "--run-service-proxy=false", "--hostname-override=n1"]);
-  const agent = new Agent({
-    config,
-    bus,
-    source,
-    log: quiet,
-    clock,
-    modules: [fakeModule("firewall", ["pods"], [], { fail: () => failing })],
-  });
+  const { source, agent } = setup(["--run-router=false", "--run-service-proxy=false"], [
+    fakeModule("firewall", ["pods"], [], { fail: () => failing }),
+  ], { clock });
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
