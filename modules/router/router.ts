@@ -136,11 +136,6 @@ export class Router implements ModuleInstance {
     // Kernel routes, the CNI config and nft rules stay: traffic keeps flowing while the agent restarts.
   }
 
-  /** The speaker, for tests and the admin endpoint. */
-  get speaker(): BgpSpeaker | undefined {
-    return this.#speaker;
-  }
-
   #selfNode(): V1Node {
     const node = this.#ctx.store.get("nodes", this.#ctx.config.nodeName);
     if (!node) {
