@@ -7,6 +7,7 @@
  */
 import { mallocTrim, Nftables, type NftCommand } from "../ffi/mod.ts";
 import { NetNs } from "../tests/_support/netns.ts";
+import { median, writeResult } from "./_ffi_support.ts";
 
 export function ruleset(n: number): NftCommand[] {
   const elem: unknown[] = [];
@@ -112,7 +113,6 @@ if (import.meta.main) {
       if (Number(count) !== n) throw new Error(`nft -j -f loaded ${count} elements`);
       await ns.exec(["nft", "delete", "table", "ip", "krtbench"]);
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const o = median(us.times), r = median(us.refTimes);
     const c = median(child.times), rc = median(child.refTimes);
     const ratio = (a: number, b: number) => (a / b).toFixed(2);
@@ -150,15 +150,7 @@ if (import.meta.main) {
       `agent keeps several loads' worth of heap; \`outOfProcessAboveBytes\` sends large loads to a child \`nft\` instead.`,
       "",
     ].join("\n");
-    await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
-    const out = new URL("./results/ffi_nft.md", import.meta.url);
-    await Deno.writeTextFile(out, md);
-    // Keep the result file as \`deno fmt --check\` wants it (CI checks every file).
-    await new Deno.Command(Deno.execPath(), {
-      args: ["fmt", "-q", out.pathname],
-      stdout: "null",
-      stderr: "null",
-    }).output();
+    await writeResult("ffi_nft", md);
     console.log(md);
   } finally {
     await ns.remove();

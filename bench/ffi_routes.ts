@@ -8,6 +8,7 @@
  */
 import { ifNameToIndex, type RouteOp, Rtnetlink } from "../ffi/mod.ts";
 import { NetNs } from "../tests/_support/netns.ts";
+import { median, timeCmd, writeResult } from "./_ffi_support.ts";
 
 const TABLE = 100;
 
@@ -56,22 +57,14 @@ async function oursOnce(r: Rtnetlink, n: number): Promise<Figures> {
   return { add: t1 - t0, list: t2 - t1, del: t3 - t2b, smallList };
 }
 
-async function cmd(args: string[]): Promise<number> {
-  const t0 = performance.now();
-  const out = await new Deno.Command(args[0]!, { args: args.slice(1), stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  return performance.now() - t0;
-}
-
 /** The reference, run by the same worker: `ip -batch` of the same routes; milliseconds. */
 async function referenceOnce(r: Rtnetlink, n: number, addFile: string, delFile: string): Promise<Figures> {
-  const add = await cmd(["ip", "-batch", addFile]);
+  const add = await timeCmd(["ip", "-batch", addFile]);
   const installed = (await r.routeList({ family: 4, table: TABLE })).length;
   if (installed !== n) throw new Error(`ip -batch installed ${installed} routes`);
-  const list = await cmd(["ip", "-o", "route", "show", "table", String(TABLE)]);
-  const smallList = await cmd(["ip", "-o", "route", "show", "table", "77"]);
-  const del = await cmd(["ip", "-batch", delFile]);
+  const list = await timeCmd(["ip", "-o", "route", "show", "table", String(TABLE)]);
+  const smallList = await timeCmd(["ip", "-o", "route", "show", "table", "77"]);
+  const del = await timeCmd(["ip", "-batch", delFile]);
   return { add, list, del, smallList };
 }
 
@@ -125,7 +118,6 @@ if (import.meta.main) {
       [n, rounds, addFile, delFile],
       { timeoutMs: 170_000 },
     );
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const pick = (fs: Figures[]) => ({
       add: median(fs.map((f) => f.add)),
       list: median(fs.map((f) => f.list)),
@@ -167,15 +159,7 @@ if (import.meta.main) {
       `the child (so \`ip\`'s start-up, a few ms, is in its figures); ratio = ours / reference.`,
       "",
     ].join("\n");
-    await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
-    const out = new URL("./results/ffi_routes.md", import.meta.url);
-    await Deno.writeTextFile(out, md);
-    // Keep the result file as \`deno fmt --check\` wants it (CI checks every file).
-    await new Deno.Command(Deno.execPath(), {
-      args: ["fmt", "-q", out.pathname],
-      stdout: "null",
-      stderr: "null",
-    }).output();
+    await writeResult("ffi_routes", md);
     console.log(md);
   } finally {
     await ns.remove();

@@ -12,6 +12,7 @@ import { getLogger, MemorySink } from "../core/log.ts";
 import { NetlinkFdb, Rtnetlink } from "../ffi/mod.ts";
 import { Overlay, type OverlayRemote, vtepMac } from "../modules/router/overlay.ts";
 import { NetNs } from "../tests/_support/netns.ts";
+import { median, timeCmd } from "./_ffi_support.ts";
 
 const LOCAL = { ip: "192.168.1.100", family: 4 as const };
 
@@ -23,23 +24,10 @@ function remotes(n: number): OverlayRemote[] {
   return out;
 }
 
-async function cmd(args: string[]): Promise<number> {
-  const t0 = performance.now();
-  const out = await new Deno.Command(args[0]!, { args: args.slice(1), stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  return performance.now() - t0;
-}
-
 interface Figures {
   up: number;
   resync: number;
   down: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /** Worker, inside the namespace: alternating rounds of ours and the reference. */
@@ -75,13 +63,13 @@ async function worker(n: number, rounds: number): Promise<{ ours: Figures[]; ref
       ours.push({ up: t1 - t0, resync: t2 - t1, down: t3 - t2 });
     };
     const runRef = async () => {
-      const up = (await cmd(["ip", "-batch", `${dir}/ip_up`])) +
-        (await cmd(["bridge", "-batch", `${dir}/bridge_up`]));
+      const up = (await timeCmd(["ip", "-batch", `${dir}/ip_up`])) +
+        (await timeCmd(["bridge", "-batch", `${dir}/bridge_up`]));
       const entries = (await fdb.fdbList((await rtnl.linkGet("kube-vxlan"))!.index)).length;
       if (entries !== n) throw new Error(`reference: ${entries} fdb entries`);
-      const resync = (await cmd(["ip", "neigh", "show", "dev", "kube-vxlan"])) +
-        (await cmd(["bridge", "fdb", "show", "dev", "kube-vxlan"]));
-      const down = await cmd(["ip", "link", "del", "kube-vxlan"]);
+      const resync = (await timeCmd(["ip", "neigh", "show", "dev", "kube-vxlan"])) +
+        (await timeCmd(["bridge", "fdb", "show", "dev", "kube-vxlan"]));
+      const down = await timeCmd(["ip", "link", "del", "kube-vxlan"]);
       ref.push({ up, resync, down });
     };
     for (let i = 0; i < rounds; i++) {

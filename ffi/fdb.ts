@@ -23,7 +23,7 @@ import {
   read,
 } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
-import { ipBytes, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH } from "./rtnl_codec.ts";
+import { formatMac, ipBytes, macBytes, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH } from "./rtnl_codec.ts";
 import { NeighState, type Rtnl } from "./rtnl_types.ts";
 
 /** ndm_flags: the entry lives in the device's own table (`self`), e.g. a VXLAN device's. */
@@ -70,18 +70,6 @@ export interface Fdb {
 
 /** Default state of an entry we write: NUD_NOARP|NUD_PERMANENT, what iproute2 sends for `permanent`. */
 export const FDB_PERMANENT = NeighState.noarp | NeighState.permanent;
-
-function macBytes(mac: string): Uint8Array {
-  const parts = mac.split(":");
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new TypeError(`invalid MAC address ${JSON.stringify(mac)}`);
-  }
-  return new Uint8Array(parts.map((p) => parseInt(p, 16)));
-}
-
-function formatMac(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
-}
 
 /** Lower-case canonical form of a MAC address; throws TypeError when malformed. */
 export function normMac(mac: string): string {

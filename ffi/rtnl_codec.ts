@@ -178,7 +178,8 @@ export function cidrParts(s: string, family?: Family): { family: Family; addr: U
   return { family: ip.family, addr: ip.addr, prefix };
 }
 
-function macBytes(mac: string): Uint8Array {
+/** `aa:bb:cc:dd:ee:ff` to its 6 bytes; throws TypeError when malformed. */
+export function macBytes(mac: string): Uint8Array {
   const parts = mac.split(":");
   if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
     throw new TypeError(`invalid MAC address ${JSON.stringify(mac)}`);
@@ -186,7 +187,8 @@ function macBytes(mac: string): Uint8Array {
   return new Uint8Array(parts.map((p) => parseInt(p, 16)));
 }
 
-function formatMac(b: Uint8Array): string {
+/** 6 bytes to lower-case `aa:bb:cc:dd:ee:ff`. */
+export function formatMac(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
 }
 

@@ -10,6 +10,7 @@
  *
  * `socketTransport` has the shape of the BGP speaker's `Transport` interface.
  */
+import { formatIP, parseIPv4, parseIPv6 } from "../core/_net.ts";
 import { Errno, ErrnoError } from "./errors.ts";
 import {
   AF_INET,
@@ -52,44 +53,9 @@ export const MD5_MAX_KEY = 80;
 // ---------------------------------------------------------------------------------------------------
 // Addresses
 
-function parseV4(s: string): Uint8Array | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return undefined;
-  const b = m.slice(1).map(Number);
-  return b.every((x) => x <= 255) ? Uint8Array.from(b) : undefined;
-}
-
-function parseV6(s: string): Uint8Array | undefined {
-  if (!/^[0-9a-fA-F:.]+$/.test(s) || !s.includes(":")) return undefined;
-  let text = s;
-  let tail: Uint8Array | undefined;
-  const lc = s.lastIndexOf(":");
-  if (s.indexOf(".", lc) > 0) {
-    tail = parseV4(s.slice(lc + 1));
-    if (!tail) return undefined;
-    text = s.slice(0, lc + 1) + "0:0";
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const head = halves[0] ? halves[0].split(":") : [];
-  const rest = halves.length === 2 ? (halves[1] ? halves[1].split(":") : []) : [];
-  const fill = 8 - head.length - rest.length;
-  if ((halves.length === 1 && fill !== 0) || fill < 0) return undefined;
-  const words = [...head, ...Array(halves.length === 2 ? fill : 0).fill("0"), ...rest];
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(words[i]!)) return undefined;
-    const v = parseInt(words[i]!, 16);
-    out[2 * i] = v >> 8;
-    out[2 * i + 1] = v & 255;
-  }
-  if (tail) out.set(tail, 12);
-  return out;
-}
-
 /** Encodes `struct sockaddr_in` / `struct sockaddr_in6`. */
 export function encodeSockaddr(address: string, port: number): Uint8Array<ArrayBuffer> {
-  const v4 = parseV4(address);
+  const v4 = parseIPv4(address);
   if (v4) {
     const b = new Uint8Array(16);
     const dv = new DataView(b.buffer);
@@ -98,7 +64,7 @@ export function encodeSockaddr(address: string, port: number): Uint8Array<ArrayB
     b.set(v4, 4);
     return b;
   }
-  const v6 = parseV6(address);
+  const v6 = parseIPv6(address);
   if (!v6) throw new RangeError(`not an IP address: ${address}`);
   const b = new Uint8Array(28);
   const dv = new DataView(b.buffer);
@@ -108,26 +74,10 @@ export function encodeSockaddr(address: string, port: number): Uint8Array<ArrayB
   return b;
 }
 
+/** IPv6 text, with an IPv4-mapped address (`::ffff:a.b.c.d`) given back as its dotted quad. */
 function formatV6(b: Uint8Array): string {
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push((b[i]! << 8) | b[i + 1]!);
-  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
-    return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  let bs = -1, bl = 0;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bl && j - i >= 2) [bs, bl] = [i, j - i];
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bs < 0) return hex.join(":");
-  return `${hex.slice(0, bs).join(":")}::${hex.slice(bs + bl).join(":")}`;
+  const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  return formatIP(mapped ? b.subarray(12, 16) : b);
 }
 
 /** Decodes a sockaddr (IPv4-mapped IPv6 comes back as dotted quad). */
@@ -255,7 +205,7 @@ export interface TcpConnectOptions {
 }
 
 function newSocket(address: string): { fd: number; v6: boolean } {
-  const v6 = !parseV4(address);
+  const v6 = !parseIPv4(address);
   const fd = check(
     libc().socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0),
     "socket",
@@ -423,7 +373,7 @@ export class TcpListener {
 
   /** Installs (or with an empty/undefined key removes) the MD5 key for connections from `peer`. */
   setPassword(peer: string, password: string | undefined): void {
-    const peerV6 = !parseV4(peer);
+    const peerV6 = !parseIPv4(peer);
     if (peerV6 !== this.v6) return; // keys are per address family of the socket
     setMd5(this.#fd, peer, password ?? "");
   }

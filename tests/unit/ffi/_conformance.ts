@@ -24,7 +24,12 @@ export interface Case<T> {
   fn: (impl: T) => Promise<void>;
 }
 
-async function rejects(p: Promise<unknown>, pred: (e: unknown) => boolean, what: string): Promise<void> {
+/** Asserts that `p` rejects with an error `pred` accepts. */
+export async function rejects(
+  p: Promise<unknown>,
+  pred: (e: unknown) => boolean,
+  what: string,
+): Promise<void> {
   try {
     await p;
   } catch (e) {

@@ -5,26 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { type Fdb, isNotFound, isNotSupported, type Rtnl } from "../../../ffi/mod.ts";
+import { type Case, rejects } from "./_conformance.ts";
 
 export interface FdbImpl {
   rtnl: Rtnl;
   fdb: Fdb;
 }
 
-export interface FdbCase {
-  name: string;
-  fn: (impl: FdbImpl) => Promise<void>;
-}
-
-async function rejects(p: Promise<unknown>, pred: (e: unknown) => boolean, what: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(pred(e), `${what}: unexpected error ${String(e)}`);
-    return;
-  }
-  assert.fail(`${what}: expected an error`);
-}
+export type FdbCase = Case<FdbImpl>;
 
 /** A VXLAN device without a default destination, as the overlay makes it; returns its index. */
 async function vxlan(rtnl: Rtnl, name = "vx0", local = "10.9.0.1"): Promise<number> {
