@@ -17,6 +17,7 @@ import {
   type PeerConfig,
   type Policy,
   serveAdmin,
+  type Transport,
 } from "./bgp/mod.ts";
 import {
   importAllowed,
@@ -44,6 +45,8 @@ export interface RouterDeps {
   nft: NftRuleset;
   sysctl: Sysctl;
   fdb: Fdb;
+  /** BGP connections; the default is real TCP. Unit tests pass the in-memory MemoryNetwork. */
+  bgpTransport?: Transport;
 }
 
 const FAMILY_OF: Record<IpFamily, Family> = { 4: "ipv4-unicast", 6: "ipv6-unicast" };
@@ -124,6 +127,11 @@ export class Router implements ModuleInstance {
       this.#ctx.log.info("kernel routes drifted; resyncing", { why });
       this.#runner.run();
     });
+  }
+
+  /** The BGP speaker once the first sync made it (for tests). */
+  get speaker(): BgpSpeaker | undefined {
+    return this.#speaker;
   }
 
   async stop(): Promise<void> {
@@ -265,6 +273,9 @@ export class Router implements ModuleInstance {
       ...(plan.clusterId ? { clusterId: plan.clusterId } : {}),
       importPolicy: this.#importPolicy(policy),
       exportPolicy: this.#exportPolicy(),
+      ...(this.#deps.bgpTransport
+        ? { transport: this.#deps.bgpTransport, socketTransport: this.#deps.bgpTransport }
+        : {}),
     });
     speaker.subscribe((e) => {
       if (e.type === "peer") {
