@@ -23,4 +23,5 @@ export {
   NodeHttpTransport,
   type RawWatchEvent,
   type Transport,
+  type TransportOptions,
 } from "./transport.ts";

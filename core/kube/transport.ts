@@ -74,21 +74,114 @@ function statusError(code: number, body: string): KubeApiError {
 }
 
 /**
+ * `idleTimeoutMs`: a watch that receives nothing for this long is presumed dead (0: never).
+ * `responseTimeoutMs`: longest wait for response headers (default 60 s), so a request sent into a
+ * half-open connection fails instead of hanging.
+ */
+export interface TransportOptions {
+  idleTimeoutMs?: number;
+  responseTimeoutMs?: number;
+}
+
+const DEFAULT_RESPONSE_TIMEOUT_MS = 60_000;
+
+/**
+ * The URL of `path?query` on the kubeconfig's current cluster, and the request options client-node
+ * derives from the kubeconfig (headers with credentials, TLS material, a proxy agent).
+ */
+async function prepare(kubeConfig: KubeConfig, path: string, query: Record<string, string>) {
+  const cluster = kubeConfig.getCurrentCluster();
+  if (!cluster) throw new KubeApiError(0, "", "the kubeconfig has no current cluster");
+  const url = new URL(cluster.server.replace(/\/+$/, "") + path);
+  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+  // deno-lint-ignore no-explicit-any
+  const o: any = { headers: { Accept: "application/json" } };
+  await kubeConfig.applyToHTTPSOptions(o);
+  return { cluster, url, o };
+}
+
+const noResponseError = (url: URL, path: string, ms: number) =>
+  new KubeApiError(0, "", `GET ${url.origin}${path}: no response within ${ms} ms`);
+
+const silentError = (path: string, ms: number) =>
+  new KubeApiError(0, "", `watch ${path} silent for ${ms} ms`);
+
+/** A LIST response body as one page. */
+function parseListPage(path: string, body: string): ListPage {
+  let parsed;
+  try {
+    parsed = JSON.parse(body);
+  } catch (err) {
+    throw new KubeApiError(0, "", `invalid JSON in the list of ${path}`, { cause: err });
+  }
+  const page: ListPage = {
+    items: parsed.items ?? [],
+    resourceVersion: String(parsed.metadata?.resourceVersion ?? ""),
+  };
+  if (parsed.metadata?.continue) page.continue = parsed.metadata.continue;
+  return page;
+}
+
+/** A WATCH body cut into its events, one JSON object a line, as the chunks arrive. */
+class WatchLines {
+  #buf = "";
+  constructor(readonly path: string) {}
+
+  push(chunk: string): void {
+    this.#buf += chunk;
+  }
+
+  /**
+   * The next complete event (undefined until more arrives). Throws on a line that is not JSON and on
+   * an ERROR event, whose object is the server's `Status`.
+   */
+  next(): RawWatchEvent | undefined {
+    let nl;
+    while ((nl = this.#buf.indexOf("\n")) >= 0) {
+      const line = this.#buf.slice(0, nl).trim();
+      this.#buf = this.#buf.slice(nl + 1);
+      if (!line) continue;
+      let e: RawWatchEvent;
+      try {
+        e = JSON.parse(line);
+      } catch (err) {
+        throw new KubeApiError(0, "", `invalid JSON in the watch of ${this.path}`, { cause: err });
+      }
+      if (e.type === "ERROR") {
+        const st = e.object ?? {};
+        throw new KubeApiError(st.code ?? 0, st.reason ?? "", st.message ?? "watch error");
+      }
+      return e;
+    }
+    return undefined;
+  }
+}
+
+/** Calls `onIdle` once `ms` pass without a call to `arm` (`ms` 0: never). */
+class IdleTimer {
+  #id: ReturnType<typeof setTimeout> | undefined;
+  constructor(readonly ms: number, readonly onIdle: () => void) {}
+
+  arm(): void {
+    if (!this.ms) return;
+    clearTimeout(this.#id);
+    this.#id = setTimeout(this.onIdle, this.ms);
+  }
+
+  clear(): void {
+    clearTimeout(this.#id);
+  }
+}
+
+/**
  * The transport over `node:https`: used where Deno's fetch cannot go (insecure-skip-tls-verify, an
  * HTTP proxy from the kubeconfig's proxy-url), since it takes client-node's agents as they are.
  */
 export class NodeHttpTransport implements Transport {
   #agent: { key: string; agent: http.Agent } | undefined;
 
-  /**
-   * `idleTimeoutMs`: a watch that receives nothing for this long is presumed dead (0: never).
-   * `responseTimeoutMs`: longest wait for response headers (default 60 s), so a request sent into a
-   * half-open connection fails instead of hanging.
-   */
-  constructor(
-    readonly kubeConfig: KubeConfig,
-    readonly opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
-  ) {}
+  /** See {@link TransportOptions}. */
+  constructor(readonly kubeConfig: KubeConfig, readonly opts: TransportOptions = {}) {}
 
   /**
    * client-node builds a fresh agent on every call, which would cost a TLS handshake per LIST page;
@@ -137,13 +230,7 @@ export class NodeHttpTransport implements Transport {
     query: Record<string, string>,
     signal: AbortSignal,
   ): Promise<http.IncomingMessage> {
-    const cluster = this.kubeConfig.getCurrentCluster();
-    if (!cluster) throw new KubeApiError(0, "", "the kubeconfig has no current cluster");
-    const url = new URL(cluster.server.replace(/\/+$/, "") + path);
-    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
-    // deno-lint-ignore no-explicit-any
-    const o: any = { headers: { Accept: "application/json" } };
-    await this.kubeConfig.applyToHTTPSOptions(o);
+    const { cluster, url, o } = await prepare(this.kubeConfig, path, query);
     if (cluster.skipTLSVerify) o.rejectUnauthorized = false;
     if (signal.aborted) throw abortError();
     const mod = url.protocol === "http:" ? http : https;
@@ -172,17 +259,12 @@ export class NodeHttpTransport implements Transport {
         req.destroy();
       };
       signal.addEventListener("abort", onAbort, { once: true });
+      const timeoutMs = this.opts.responseTimeoutMs ?? DEFAULT_RESPONSE_TIMEOUT_MS;
       timer = setTimeout(() => {
         this.close();
-        settle(
-          new KubeApiError(
-            0,
-            "",
-            `GET ${url.origin}${path}: no response within ${this.opts.responseTimeoutMs ?? 60_000} ms`,
-          ),
-        );
+        settle(noResponseError(url, path, timeoutMs));
         req.destroy();
-      }, this.opts.responseTimeoutMs ?? 60_000);
+      }, timeoutMs);
       req.on("error", (err) => {
         // Start over with a fresh agent: one that saw a connection die may hold on to broken state.
         this.close();
@@ -200,18 +282,7 @@ export class NodeHttpTransport implements Transport {
     const res = await this.#request(path, query, signal);
     const body = await readAll(res, signal);
     if (res.statusCode !== 200) throw statusError(res.statusCode ?? 0, body);
-    let parsed;
-    try {
-      parsed = JSON.parse(body);
-    } catch (err) {
-      throw new KubeApiError(0, "", `invalid JSON in the list of ${path}`, { cause: err });
-    }
-    const page: ListPage = {
-      items: parsed.items ?? [],
-      resourceVersion: String(parsed.metadata?.resourceVersion ?? ""),
-    };
-    if (parsed.metadata?.continue) page.continue = parsed.metadata.continue;
-    return page;
+    return parseListPage(path, body);
   }
 
   async watch(
@@ -226,57 +297,31 @@ export class NodeHttpTransport implements Transport {
     onConnected();
     const idleMs = this.opts.idleTimeoutMs ?? 0;
     await new Promise<void>((resolve, reject) => {
-      let buf = "";
+      const lines = new WatchLines(path);
       let done = false;
-      let idle: ReturnType<typeof setTimeout> | undefined;
       const finish = (err?: unknown) => {
         if (done) return;
         done = true;
-        clearTimeout(idle);
+        idle.clear();
         signal.removeEventListener("abort", onAbort);
         if (err) {
           res.destroy();
           reject(err);
         } else resolve();
       };
-      const armIdle = () => {
-        if (!idleMs) return;
-        clearTimeout(idle);
-        idle = setTimeout(
-          () => finish(new KubeApiError(0, "", `watch ${path} silent for ${idleMs} ms`)),
-          idleMs,
-        );
-      };
+      const idle = new IdleTimer(idleMs, () => finish(silentError(path, idleMs)));
       const onAbort = () => finish(abortError());
       signal.addEventListener("abort", onAbort, { once: true });
-      armIdle();
+      idle.arm();
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => {
-        armIdle();
-        buf += chunk;
-        let nl;
-        while (!done && (nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (!line) continue;
-          let e: RawWatchEvent;
-          try {
-            e = JSON.parse(line);
-          } catch (err) {
-            finish(new KubeApiError(0, "", `invalid JSON in the watch of ${path}`, { cause: err }));
-            return;
-          }
-          if (e.type === "ERROR") {
-            const s = e.object ?? {};
-            finish(new KubeApiError(s.code ?? 0, s.reason ?? "", s.message ?? "watch error"));
-            return;
-          }
-          try {
-            onEvent(e);
-          } catch (err) {
-            finish(err);
-            return;
-          }
+        idle.arm();
+        lines.push(chunk);
+        try {
+          let e;
+          while (!done && (e = lines.next())) onEvent(e);
+        } catch (err) {
+          finish(err);
         }
       });
       res.on("end", () => finish());
@@ -333,10 +378,7 @@ function readAll(res: http.IncomingMessage, signal: AbortSignal): Promise<string
 export class FetchTransport implements Transport {
   #client: { key: string; client: Deno.HttpClient } | undefined;
 
-  constructor(
-    readonly kubeConfig: KubeConfig,
-    readonly opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
-  ) {}
+  constructor(readonly kubeConfig: KubeConfig, readonly opts: TransportOptions = {}) {}
 
   close(): void {
     this.#client?.client.close();
@@ -365,26 +407,16 @@ export class FetchTransport implements Transport {
   }
 
   async #fetch(path: string, query: Record<string, string>, signal: AbortSignal): Promise<Response> {
-    const cluster = this.kubeConfig.getCurrentCluster();
-    if (!cluster) throw new KubeApiError(0, "", "the kubeconfig has no current cluster");
-    const url = new URL(cluster.server.replace(/\/+$/, "") + path);
-    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
-    // deno-lint-ignore no-explicit-any
-    const o: any = { headers: { Accept: "application/json" } };
-    await this.kubeConfig.applyToHTTPSOptions(o);
+    const { url, o } = await prepare(this.kubeConfig, path, query);
     if (signal.aborted) throw abortError();
     const headers = new Headers();
     for (const [k, v] of Object.entries(o.headers ?? {})) if (typeof v === "string") headers.set(k, v);
     if (o.auth) headers.set("Authorization", "Basic " + btoa(o.auth));
-    const timeoutMs = this.opts.responseTimeoutMs ?? 60_000;
+    const timeoutMs = this.opts.responseTimeoutMs ?? DEFAULT_RESPONSE_TIMEOUT_MS;
     const ctl = new AbortController();
     const onAbort = () => ctl.abort();
     signal.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(
-      () =>
-        ctl.abort(new KubeApiError(0, "", `GET ${url.origin}${path}: no response within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => ctl.abort(noResponseError(url, path, timeoutMs)), timeoutMs);
     try {
       return await fetch(url, { headers, client: this.#clientFor(o), signal: ctl.signal });
     } catch (err) {
@@ -409,18 +441,7 @@ export class FetchTransport implements Transport {
         : new KubeApiError(0, "", `reading the list of ${path} failed`, { cause: err });
     }
     if (res.status !== 200) throw statusError(res.status, body);
-    let parsed;
-    try {
-      parsed = JSON.parse(body);
-    } catch (err) {
-      throw new KubeApiError(0, "", `invalid JSON in the list of ${path}`, { cause: err });
-    }
-    const page: ListPage = {
-      items: parsed.items ?? [],
-      resourceVersion: String(parsed.metadata?.resourceVersion ?? ""),
-    };
-    if (parsed.metadata?.continue) page.continue = parsed.metadata.continue;
-    return page;
+    return parseListPage(path, body);
   }
 
   async watch(
@@ -435,21 +456,16 @@ export class FetchTransport implements Transport {
     onConnected();
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     const idleMs = this.opts.idleTimeoutMs ?? 0;
-    let idle: ReturnType<typeof setTimeout> | undefined;
     let idleFired = false;
-    const armIdle = () => {
-      if (!idleMs) return;
-      clearTimeout(idle);
-      idle = setTimeout(() => {
-        idleFired = true;
-        void reader.cancel();
-      }, idleMs);
-    };
+    const idle = new IdleTimer(idleMs, () => {
+      idleFired = true;
+      void reader.cancel();
+    });
     const onAbort = () => void reader.cancel();
     signal.addEventListener("abort", onAbort, { once: true });
-    let buf = "";
+    const lines = new WatchLines(path);
     try {
-      armIdle();
+      idle.arm();
       for (;;) {
         let chunk: ReadableStreamReadResult<string>;
         try {
@@ -459,30 +475,14 @@ export class FetchTransport implements Transport {
           throw new KubeApiError(0, "", `watch ${path}: connection lost`, { cause: err });
         }
         if (signal.aborted) throw abortError();
-        if (idleFired) throw new KubeApiError(0, "", `watch ${path} silent for ${idleMs} ms`);
+        if (idleFired) throw silentError(path, idleMs);
         if (chunk.done) return;
-        armIdle();
-        buf += chunk.value;
-        let nl;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (!line) continue;
-          let e: RawWatchEvent;
-          try {
-            e = JSON.parse(line);
-          } catch (err) {
-            throw new KubeApiError(0, "", `invalid JSON in the watch of ${path}`, { cause: err });
-          }
-          if (e.type === "ERROR") {
-            const st = e.object ?? {};
-            throw new KubeApiError(st.code ?? 0, st.reason ?? "", st.message ?? "watch error");
-          }
-          onEvent(e);
-        }
+        idle.arm();
+        lines.push(chunk.value);
+        for (let e; (e = lines.next());) onEvent(e);
       }
     } finally {
-      clearTimeout(idle);
+      idle.clear();
       signal.removeEventListener("abort", onAbort);
       await reader.cancel().catch(() => {});
     }
@@ -497,10 +497,7 @@ export class HttpTransport implements Transport {
   #fetch: FetchTransport;
   #node: NodeHttpTransport;
 
-  constructor(
-    readonly kubeConfig: KubeConfig,
-    opts: { idleTimeoutMs?: number; responseTimeoutMs?: number } = {},
-  ) {
+  constructor(readonly kubeConfig: KubeConfig, opts: TransportOptions = {}) {
     this.#fetch = new FetchTransport(kubeConfig, opts);
     this.#node = new NodeHttpTransport(kubeConfig, opts);
   }
@@ -511,8 +508,12 @@ export class HttpTransport implements Transport {
     return c && (c.skipTLSVerify || c.proxyUrl) ? "node" : "fetch";
   }
 
+  get #current(): Transport {
+    return this.kind === "fetch" ? this.#fetch : this.#node;
+  }
+
   list(path: string, query: Record<string, string>, signal: AbortSignal): Promise<ListPage> {
-    return (this.kind === "fetch" ? this.#fetch : this.#node).list(path, query, signal);
+    return this.#current.list(path, query, signal);
   }
 
   watch(
@@ -522,13 +523,7 @@ export class HttpTransport implements Transport {
     onConnected: () => void,
     onEvent: (e: RawWatchEvent) => void,
   ): Promise<void> {
-    return (this.kind === "fetch" ? this.#fetch : this.#node).watch(
-      path,
-      query,
-      signal,
-      onConnected,
-      onEvent,
-    );
+    return this.#current.watch(path, query, signal, onConnected, onEvent);
   }
 
   close(): void {
