@@ -47,8 +47,8 @@ class MapSource implements ResourceSource {
   }
 }
 
-const nodeObj = (i: number): V1Node => ({
-  metadata: { name: `n${i}` },
+const nodeObj = (i: number, annotations: Record<string, string> = {}): V1Node => ({
+  metadata: { name: `n${i}`, annotations },
   spec: { podCIDR: `10.1.${i}.0/24`, podCIDRs: [`10.1.${i}.0/24`] },
   status: { addresses: [{ type: "InternalIP", address: `192.168.77.${i}` }] },
 });
@@ -71,6 +71,7 @@ async function startNode(
   i: number,
   count: number,
   flags: string[] = [],
+  asns: Record<number, string> = {},
 ): Promise<TestNode> {
   const rtnl = new FakeRtnetlink();
   await rtnl.linkAdd({ kind: "veth", name: "eth0", peer: "eth0p" });
@@ -92,7 +93,10 @@ async function startNode(
   };
   const bus = new Bus();
   const source = new MapSource(bus);
-  for (let j = 1; j <= count; j++) source.put("nodes", nodeObj(j));
+  for (let j = 1; j <= count; j++) {
+    const asn = asns[j];
+    source.put("nodes", nodeObj(j, asn ? { "kube-router.io/node.asn": asn } : {}));
+  }
   const config = loadConfig([
     `--hostname-override=n${i}`,
     "--run-service-proxy=false",
@@ -215,6 +219,35 @@ Deno.test({
       await n1.agent.stop();
       await n2.agent.stop();
       await ext.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "without full mesh, nodes peer only with nodes of their own kube-router.io/node.asn",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const net = new MemoryNetwork();
+    const asns = { 1: "65001", 2: "65001", 3: "65002" };
+    const nodes = [];
+    for (let i = 1; i <= 3; i++) nodes.push(await startNode(net, i, 3, ["--nodes-full-mesh=false"], asns));
+    try {
+      const [n1, n2, n3] = nodes as [TestNode, TestNode, TestNode];
+      await eventually(
+        "n1 and n2 learn each other's pod CIDRs",
+        () =>
+          prefixes(n1.router().speaker).has("10.1.2.0/24") &&
+          prefixes(n2.router().speaker).has("10.1.1.0/24"),
+      );
+      assert.equal(n1.router().speaker!.asn, 65001);
+      assert.equal(n3.router().speaker!.asn, 65002);
+      const peersOf = (n: TestNode) => n.router().speaker!.peers().map((p) => p.address).sort();
+      assert.deepEqual(peersOf(n1), ["192.168.77.2", "192.168.77.254"]);
+      assert.deepEqual(peersOf(n3), ["192.168.77.254"]);
+      assert.ok(!prefixes(n1.router().speaker).has("10.1.3.0/24"));
+    } finally {
+      for (const n of nodes) await n.agent.stop();
     }
   },
 });
