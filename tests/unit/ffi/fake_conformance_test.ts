@@ -1,25 +1,19 @@
 import { FakeNftables, FakeRtnetlink } from "../../../ffi/mod.ts";
-import { nftCases, rtnlCases } from "./_conformance.ts";
+import { type Case, nftCases, rtnlCases } from "./_conformance.ts";
 
 // The same cases run against the real kernel in tests/integration/ffi/kernel_conformance_test.ts.
-for (const c of rtnlCases) {
-  Deno.test(`FakeRtnetlink conforms: ${c.name}`, async () => {
-    const r = new FakeRtnetlink();
-    try {
-      await c.fn(r);
-    } finally {
-      r.close();
-    }
-  });
+function conforms<T extends { close(): void }>(title: string, cases: Case<T>[], open: () => T): void {
+  for (const c of cases) {
+    Deno.test(`${title} conforms: ${c.name}`, async () => {
+      const impl = open();
+      try {
+        await c.fn(impl);
+      } finally {
+        impl.close();
+      }
+    });
+  }
 }
 
-for (const c of nftCases) {
-  Deno.test(`FakeNftables conforms: ${c.name}`, async () => {
-    const n = new FakeNftables();
-    try {
-      await c.fn(n);
-    } finally {
-      n.close();
-    }
-  });
-}
+conforms("FakeRtnetlink", rtnlCases, () => new FakeRtnetlink());
+conforms("FakeNftables", nftCases, () => new FakeNftables());
