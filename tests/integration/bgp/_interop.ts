@@ -1,5 +1,5 @@
 /** Interop test support: our speaker in a namespace (via the driver), gobgpd and BIRD with temp configs. */
-import type { NetNs } from "../../_support/netns.ts";
+import { linkVeth, needs, type NetNs, withNetns } from "../../_support/netns.ts";
 import type { BgpEvent, LearnedRoute, PeerStatus } from "../../../modules/router/bgp/mod.ts";
 
 const driverPath = new URL("./_speaker_driver.ts", import.meta.url).pathname;
@@ -126,6 +126,114 @@ export class Driver {
     const done = await Promise.race([this.exited.then(() => true), sleep(3000).then(() => false)]);
     if (!done) await this.kill();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Test scaffolding
+
+/**
+ * Declares a root test with a temp dir (for daemon configs and sockets) and throwaway namespaces tagged
+ * `tags`, both removed even on failure. Sanitizers are off: the driver's and daemons' pipes are read by
+ * loops that end only after the test body returns.
+ */
+export function interopTest(
+  name: string,
+  tools: string[],
+  tags: string[],
+  fn: (dir: string, ...ns: NetNs[]) => Promise<void>,
+): void {
+  Deno.test({
+    ...needs(name, { tools }),
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const dir = await Deno.makeTempDir({ prefix: "krt-bgp-" });
+      try {
+        await withNetns(tags, (...ns) => fn(dir, ...ns));
+      } finally {
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
+
+export interface PairOptions {
+  /** The veth's subnets: ours 10.0.<subnet>.1/24, theirs .2 (and fd00:<subnet>::1 / ::2 with `ipv6`). */
+  subnet: number;
+  /** Also put IPv6 addresses on the veth (default true). */
+  ipv6?: boolean;
+  /** Tools needed besides the daemon's own. */
+  tools?: string[];
+}
+
+/** Our speaker (in `us`, through its driver) facing one daemon (in `them`) on a veth. */
+export interface Pair {
+  us: NetNs;
+  them: NetNs;
+  dir: string;
+  /** Closed at the end; a test that replaces it (after `kill`) has the new one closed instead. */
+  drv: Driver;
+}
+
+function pairTest<D>(
+  name: string,
+  tools: string[],
+  tag: string,
+  opts: PairOptions,
+  daemon: (them: NetNs, dir: string) => D,
+  stop: (d: D) => Promise<void>,
+  fn: (p: Pair, d: D) => Promise<void>,
+): void {
+  interopTest(name, [...tools, ...(opts.tools ?? [])], ["bgp-us", tag], async (dir, us, them) => {
+    const n = opts.subnet;
+    await linkVeth(us!, "eth0", `10.0.${n}.1/24`, them!, "eth0", `10.0.${n}.2/24`);
+    if (opts.ipv6 ?? true) {
+      await us!.exec(["ip", "addr", "add", `fd00:${n}::1/64`, "dev", "eth0", "nodad"]);
+      await them!.exec(["ip", "addr", "add", `fd00:${n}::2/64`, "dev", "eth0", "nodad"]);
+    }
+    const d = daemon(them!, dir);
+    const p: Pair = { us: us!, them: them!, dir, drv: new Driver(us!) };
+    try {
+      await fn(p, d);
+    } finally {
+      await p.drv.close();
+      await stop(d);
+    }
+  });
+}
+
+/** A test of our speaker against gobgpd; gobgpd is stopped with `stopSignal` (default SIGTERM) at the end. */
+export function gobgpTest(
+  name: string,
+  opts: PairOptions & { stopSignal?: Deno.Signal },
+  fn: (p: Pair & { gob: Gobgp }) => Promise<void>,
+): void {
+  pairTest(
+    name,
+    ["gobgpd", "gobgp"],
+    "bgp-gob",
+    opts,
+    (them, dir) => new Gobgp(them, dir),
+    (gob) => gob.stop(opts.stopSignal),
+    (p, gob) => fn(Object.assign(p, { gob })),
+  );
+}
+
+/** A test of our speaker against BIRD, stopped at the end. */
+export function birdTest(
+  name: string,
+  opts: PairOptions,
+  fn: (p: Pair & { bird: Bird }) => Promise<void>,
+): void {
+  pairTest(
+    name,
+    ["bird", "birdc"],
+    "bgp-bird",
+    opts,
+    (them, dir) => new Bird(them, dir),
+    (bird) => bird.stop(),
+    (p, bird) => fn(Object.assign(p, { bird })),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------
