@@ -1,9 +1,16 @@
 /** Shared helpers of the watch-layer tests: a lab API server on loopback in a temp dir, and waiting. */
+import assert from "node:assert/strict";
 import { type ApiServer, startApiServer, type Store } from "../../../lab/apiserver/mod.ts";
 import { Bus, type ResourceEvent, type ResourceKind } from "../../../core/bus.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
-import { FetchTransport, loadKubeConfig, NodeHttpTransport, WatchLayer } from "../../../core/kube/mod.ts";
+import {
+  FetchTransport,
+  loadKubeConfig,
+  NodeHttpTransport,
+  WatchLayer,
+  type WatchLayerOptions,
+} from "../../../core/kube/mod.ts";
 
 export interface Lab {
   server: ApiServer;
@@ -14,9 +21,13 @@ export interface Lab {
   close(): Promise<void>;
 }
 
-export async function startLab(
-  opts: { bookmarkIntervalMs?: number; auth?: "token" | "cert"; maxWatchBufferBytes?: number } = {},
-): Promise<Lab> {
+export interface LabOptions {
+  bookmarkIntervalMs?: number;
+  auth?: "token" | "cert";
+  maxWatchBufferBytes?: number;
+}
+
+export async function startLab(opts: LabOptions = {}): Promise<Lab> {
   const dir = await Deno.makeTempDir({ prefix: "kube-test-" });
   let server = await startApiServer({
     stateDir: dir,
@@ -59,10 +70,17 @@ export interface Watched {
   logs: MemorySink;
 }
 
+export interface WatchOptions {
+  backoffMs?: number;
+  transport?: "fetch" | "node";
+  /** Set last, over the defaults above. */
+  layer?: Partial<WatchLayerOptions>;
+}
+
 export function watchLayerFor(
   kubeconfigPath: string,
   resources: readonly ResourceKind[],
-  opts: { backoffMs?: number; transport?: "fetch" | "node" } = {},
+  opts: WatchOptions = {},
 ): Watched {
   const bus = new Bus();
   const metrics = new Metrics();
@@ -82,8 +100,43 @@ export function watchLayerFor(
     log: getLogger({}, logs),
     metrics,
     backoff: { initialMs: opts.backoffMs ?? 50, maxMs: 200 },
+    ...opts.layer,
   });
   return { layer, bus, metrics, events, logs };
+}
+
+/** Starts watch layers for {@link withLab}: on the lab's kubeconfig unless another is given. */
+export type WatchOn = (
+  resources: readonly ResourceKind[],
+  opts?: WatchOptions & { kubeconfigPath?: string },
+) => Watched;
+
+/**
+ * Runs `fn` with a lab API server and `watch` to start watch layers on it; stops every such layer,
+ * then the server, and removes the temp dir, even when `fn` fails.
+ */
+export async function withLab(
+  opts: LabOptions,
+  fn: (lab: Lab, watch: WatchOn) => Promise<void>,
+): Promise<void> {
+  const lab = await startLab(opts);
+  const layers: WatchLayer[] = [];
+  try {
+    await fn(lab, (resources, o = {}) => {
+      const w = watchLayerFor(o.kubeconfigPath ?? lab.kubeconfigPath, resources, o);
+      layers.push(w.layer);
+      return w;
+    });
+  } finally {
+    for (const layer of layers) await layer.stop();
+    await lab.close();
+  }
+}
+
+/** Starts `layer`'s informers for `resources` and asserts they sync within 10 s. */
+export async function startSynced(layer: WatchLayer, resources: readonly ResourceKind[]): Promise<void> {
+  layer.start(resources);
+  assert.equal(await layer.waitForSync(resources, 10_000), true);
 }
 
 /** Polls `cond` every 10 ms until it holds; throws after `ms` with `what` in the message. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { ResourceEvent } from "../../../core/bus.ts";
-import { pod, startLab, until, watchLayerFor } from "./_support.ts";
+import { pod, startSynced, until, withLab } from "./_support.ts";
 
 type Op =
   | { kind: "create" | "label" | "delete"; n: number; v: number }
@@ -44,58 +44,55 @@ function apply(
 
 Deno.test("watch layer's cache and event stream stay consistent with the store across random writes, restarts and compactions", async () => {
   await fc.assert(
-    fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
-      const lab = await startLab();
-      const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-      try {
-        w.layer.start(["pods"]);
-        assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
-        const caughtUp = async () => {
-          const want = new Map(
-            lab.server.store.list("pods").items.map((
-              p,
-            ) => [`default/${p.metadata!.name}`, p.metadata!.resourceVersion]),
-          );
-          const same = () => {
-            const have = w.layer.list("pods");
-            return have.length === want.size &&
-              have.every((p) => want.get(`default/${p.metadata!.name}`) === p.metadata!.resourceVersion);
-          };
-          await until(same, "the cache to match the store", 15_000);
-          return want;
-        };
-        for (const o of ops) {
-          if (o.kind === "restart") {
-            // Half the time the layer has seen everything before the outage, half the time not.
-            if (o.compact || o.during.length % 2 === 0) await caughtUp();
-            await lab.restart((store) => {
-              for (const d of o.during) apply(store, d);
-              if (o.compact) store.compact();
-            });
-          } else apply(lab.server.store, o);
-        }
-        const want = await caughtUp();
-        // Replaying the published events from nothing gives the cache: nothing lost, nothing doubled.
-        const replay = new Map<string, string | undefined>();
-        for (const e of w.events as ResourceEvent<"pods">[]) {
-          if (e.type === "ADDED") assert.ok(!replay.has(e.key), `ADDED twice: ${e.key}`);
-          else assert.ok(replay.has(e.key), `${e.type} of an unknown ${e.key}`);
-          if (e.type === "MODIFIED") {
-            assert.notEqual(
-              replay.get(e.key),
-              e.current?.metadata?.resourceVersion,
-              `MODIFIED without change: ${e.key}`,
+    fc.asyncProperty(
+      fc.array(op, { minLength: 1, maxLength: 25 }),
+      (ops) =>
+        withLab({}, async (lab, watch) => {
+          const w = watch(["pods"]);
+          await startSynced(w.layer, ["pods"]);
+          const caughtUp = async () => {
+            const want = new Map(
+              lab.server.store.list("pods").items.map((
+                p,
+              ) => [`default/${p.metadata!.name}`, p.metadata!.resourceVersion]),
             );
+            const same = () => {
+              const have = w.layer.list("pods");
+              return have.length === want.size &&
+                have.every((p) => want.get(`default/${p.metadata!.name}`) === p.metadata!.resourceVersion);
+            };
+            await until(same, "the cache to match the store", 15_000);
+            return want;
+          };
+          for (const o of ops) {
+            if (o.kind === "restart") {
+              // Half the time the layer has seen everything before the outage, half the time not.
+              if (o.compact || o.during.length % 2 === 0) await caughtUp();
+              await lab.restart((store) => {
+                for (const d of o.during) apply(store, d);
+                if (o.compact) store.compact();
+              });
+            } else apply(lab.server.store, o);
           }
-          if (e.type === "DELETED") replay.delete(e.key);
-          else replay.set(e.key, e.current?.metadata?.resourceVersion);
-        }
-        assert.deepEqual(new Map([...replay].sort()), new Map([...want].sort()));
-      } finally {
-        await w.layer.stop();
-        await lab.close();
-      }
-    }),
+          const want = await caughtUp();
+          // Replaying the published events from nothing gives the cache: nothing lost, nothing doubled.
+          const replay = new Map<string, string | undefined>();
+          for (const e of w.events as ResourceEvent<"pods">[]) {
+            if (e.type === "ADDED") assert.ok(!replay.has(e.key), `ADDED twice: ${e.key}`);
+            else assert.ok(replay.has(e.key), `${e.type} of an unknown ${e.key}`);
+            if (e.type === "MODIFIED") {
+              assert.notEqual(
+                replay.get(e.key),
+                e.current?.metadata?.resourceVersion,
+                `MODIFIED without change: ${e.key}`,
+              );
+            }
+            if (e.type === "DELETED") replay.delete(e.key);
+            else replay.set(e.key, e.current?.metadata?.resourceVersion);
+          }
+          assert.deepEqual(new Map([...replay].sort()), new Map([...want].sort()));
+        }),
+    ),
     {
       numRuns: 20,
       // The case that needs a re-list diff, always tried: an object deleted while the server was down,

@@ -5,20 +5,23 @@ import { getLogger, MemorySink } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
 import { KubeConfig } from "@kubernetes/client-node";
 import { WatchLayer } from "../../../core/kube/mod.ts";
-import { pod, service, startLab, until, watchLayerFor } from "./_support.ts";
+import { pod, service, startSynced, until, withLab } from "./_support.ts";
 
 const line = (e: { type: string; key: string }) => `${e.type} ${e.key}`;
 
-Deno.test("watch layer publishes the first list as ADDED, then synced, and keeps counting", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods", "services"]);
-  try {
+/** The tests that depend on the transport run once with each. */
+const TRANSPORTS = ["fetch", "node"] as const;
+
+const ALL = ["pods", "namespaces", "services", "endpointslices", "nodes", "networkpolicies"] as const;
+
+Deno.test("watch layer publishes the first list as ADDED, then synced, and keeps counting", () =>
+  withLab({}, async (lab, watch) => {
+    const w = watch(["pods", "services"]);
     lab.server.store.create("pods", pod("default", "a"));
     lab.server.store.create("services", service("default", "s"));
     const synced: string[] = [];
     w.bus.on("synced", ({ resource }) => synced.push(resource));
-    w.layer.start(["pods", "services"]);
-    assert.equal(await w.layer.waitForSync(["pods", "services"], 10_000), true);
+    await startSynced(w.layer, ["pods", "services"]);
     assert.deepEqual(synced.sort(), ["pods", "services"]);
     assert.ok(w.layer.isSynced("pods"));
     assert.deepEqual(w.events.map(line).sort(), ["ADDED default/a", "ADDED default/s"]);
@@ -35,38 +38,24 @@ Deno.test("watch layer publishes the first list as ADDED, then synced, and keeps
     assert.match(metrics, /kube_router_informer_events_total\{resource="pods",type="ADDED"\} 2/);
     assert.match(metrics, /kube_router_informer_events_total\{resource="pods",type="MODIFIED"\} 1/);
     assert.match(metrics, /kube_router_informer_objects\{resource="pods"\} 2/);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-Deno.test("watch layer starts informers only for the resources asked for", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"]);
-  try {
-    w.layer.start(["namespaces"]);
-    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+Deno.test("watch layer starts informers only for the resources asked for", () =>
+  withLab({}, async (_lab, watch) => {
+    const w = watch(["namespaces"]);
+    await startSynced(w.layer, ["namespaces"]);
     assert.equal(w.layer.stats("pods"), undefined);
     assert.equal(w.layer.isSynced("pods"), false);
     assert.deepEqual(w.layer.list("pods"), []);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-for (const transport of ["fetch", "node"] as const) {
-  Deno.test(`watch layer delivers changes made while the API server was down exactly once after it returns (${transport})`, async () => {
-    const lab = await startLab();
-    const w = watchLayerFor(lab.kubeconfigPath, ["pods"], { transport });
-    try {
+for (const transport of TRANSPORTS) {
+  Deno.test(`watch layer delivers changes made while the API server was down exactly once after it returns (${transport})`, () =>
+    withLab({}, async (lab, watch) => {
+      const w = watch(["pods"], { transport });
       const s = lab.server.store;
-      s.create("pods", pod("default", "keep"));
-      s.create("pods", pod("default", "change"));
-      s.create("pods", pod("default", "remove"));
-      w.layer.start(["pods"]);
-      assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+      for (const n of ["keep", "change", "remove"]) s.create("pods", pod("default", n));
+      await startSynced(w.layer, ["pods"]);
       s.create("pods", pod("default", "before-stop"));
       await until(() => w.events.length === 4, "event before the stop");
       await lab.restart(async (store) => {
@@ -103,24 +92,14 @@ for (const transport of ["fetch", "node"] as const) {
         0,
         "resumed the watch from its resourceVersion, no re-list needed",
       );
-    } finally {
-      await w.layer.stop();
-      await lab.close();
-    }
-  });
-}
+    }));
 
-for (const transport of ["fetch", "node"] as const) {
-  Deno.test(`watch layer re-lists after 410 Gone and publishes only the difference, once (${transport})`, async () => {
-    const lab = await startLab();
-    const w = watchLayerFor(lab.kubeconfigPath, ["pods"], { transport });
-    try {
+  Deno.test(`watch layer re-lists after 410 Gone and publishes only the difference, once (${transport})`, () =>
+    withLab({}, async (lab, watch) => {
+      const w = watch(["pods"], { transport });
       const s = lab.server.store;
-      s.create("pods", pod("default", "keep"));
-      s.create("pods", pod("default", "change"));
-      s.create("pods", pod("default", "remove"));
-      w.layer.start(["pods"]);
-      assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+      for (const n of ["keep", "change", "remove"]) s.create("pods", pod("default", n));
+      await startSynced(w.layer, ["pods"]);
       await lab.restart((store) => {
         store.create("pods", pod("default", "while-down"));
         store.patch("pods", "default/change", "merge", { metadata: { labels: { v: "2" } } });
@@ -143,78 +122,57 @@ for (const transport of ["fetch", "node"] as const) {
       s.create("pods", pod("default", "later"));
       await until(() => w.events.length === 7, "the watch after the re-list");
       assert.equal(line(w.events[6]!), "ADDED default/later");
-    } finally {
-      await w.layer.stop();
-      await lab.close();
-    }
-  });
-}
+    }));
 
-Deno.test("watch layer resumes a watch the server ended (timeoutSeconds) without re-listing or duplicates", async () => {
-  const lab = await startLab();
-  const bus = new Bus();
-  const logs = new MemorySink();
-  const events: string[] = [];
-  bus.onResource("pods", (e) => events.push(line(e)));
-  const layer = new WatchLayer({
-    kubeConfig: (await import("../../../core/kube/mod.ts")).loadKubeConfig({
-      kubeconfig: lab.kubeconfigPath,
-      master: "",
-    }),
-    bus,
-    log: getLogger({}, logs),
-    metrics: new Metrics(),
-    watchTimeoutSeconds: 1,
-  });
-  try {
-    layer.start(["pods"]);
-    assert.equal(await layer.waitForSync(["pods"], 10_000), true);
-    lab.server.store.create("pods", pod("default", "a"));
-    await until(() => layer.stats("pods")!.watches >= 3, "two watch restarts", 15_000);
-    lab.server.store.create("pods", pod("default", "b"));
-    await until(() => events.length === 2, "both pods");
-    await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(events, ["ADDED default/a", "ADDED default/b"]);
-    assert.equal(layer.stats("pods")!.lists, 1);
-    assert.ok(!logs.lines.some((l) => l.includes("WARN")), "a server-side timeout is not a failure");
-  } finally {
-    await layer.stop();
-    await lab.close();
-  }
-});
-
-for (const transport of ["fetch", "node"] as const) {
-  Deno.test(`watch layer authenticates with a client certificate (${transport})`, async () => {
-    const lab = await startLab({ auth: "cert" });
-    const w = watchLayerFor(lab.kubeconfigPath, ["namespaces"], { transport });
-    try {
-      w.layer.start(["namespaces"]);
-      assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+  Deno.test(`watch layer authenticates with a client certificate (${transport})`, () =>
+    withLab({ auth: "cert" }, async (_lab, watch) => {
+      const w = watch(["namespaces"], { transport });
+      await startSynced(w.layer, ["namespaces"]);
       assert.deepEqual(w.events.map(line).sort(), ["ADDED default", "ADDED kube-system"]);
-    } finally {
-      await w.layer.stop();
-      await lab.close();
-    }
-  });
-}
+    }));
 
-for (const transport of ["fetch", "node"] as const) {
-  Deno.test(`watch layer with a bad token is refused, never syncs, and says why (${transport})`, async () => {
-    const lab = await startLab();
-    const bad = (await Deno.readTextFile(lab.kubeconfigPath)).replace(lab.server.token, "not-the-token");
-    await Deno.writeTextFile(`${lab.dir}/bad`, bad);
-    const w = watchLayerFor(`${lab.dir}/bad`, ["pods"], { transport });
-    try {
+  Deno.test(`watch layer with a bad token is refused, never syncs, and says why (${transport})`, () =>
+    withLab({}, async (lab, watch) => {
+      const bad = (await Deno.readTextFile(lab.kubeconfigPath)).replace(lab.server.token, "not-the-token");
+      await Deno.writeTextFile(`${lab.dir}/bad`, bad);
+      const w = watch(["pods"], { transport, kubeconfigPath: `${lab.dir}/bad` });
       w.layer.start(["pods"]);
       assert.equal(await w.layer.waitForSync(["pods"], 500), false);
       assert.ok(w.logs.lines.some((l) => l.includes("Unauthorized")), w.logs.lines.join("\n"));
       assert.equal(w.events.length, 0);
-    } finally {
+    }));
+
+  Deno.test(`watch layer stop ends every loop without logging the stop as a failure (${transport})`, () =>
+    withLab({}, async (lab, watch) => {
+      const w = watch(ALL, { transport });
+      await startSynced(w.layer, ALL);
+      await until(() => lab.server.openWatches === 6, "six open watches");
       await w.layer.stop();
-      await lab.close();
-    }
-  });
+      assert.ok(
+        !w.logs.lines.some((l) => l.includes("WARN") || l.includes("ERROR")),
+        w.logs.lines.join("\n"),
+      );
+      await until(() => lab.server.openWatches === 0, "the server to see the watches close");
+      assert.throws(() => w.layer.start(["pods"]));
+    }));
 }
+
+Deno.test("watch layer resumes a watch the server ended (timeoutSeconds) without re-listing or duplicates", () =>
+  withLab({}, async (lab, watch) => {
+    // The layer's own default backoff, not the fast one of the other tests.
+    const w = watch(["pods"], {
+      layer: { watchTimeoutSeconds: 1, backoff: { initialMs: 500, maxMs: 30_000 } },
+    });
+    await startSynced(w.layer, ["pods"]);
+    lab.server.store.create("pods", pod("default", "a"));
+    await until(() => w.layer.stats("pods")!.watches >= 3, "two watch restarts", 15_000);
+    lab.server.store.create("pods", pod("default", "b"));
+    await until(() => w.events.length === 2, "both pods");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(w.events.map(line), ["ADDED default/a", "ADDED default/b"]);
+    assert.equal(w.layer.stats("pods")!.lists, 1);
+    assert.ok(!w.logs.lines.some((l) => l.includes("WARN")), "a server-side timeout is not a failure");
+  }));
 
 Deno.test("waitForSync gives up with false when the timeout passes on an unreachable API server", async () => {
   const clock = new FakeClock();
@@ -247,52 +205,11 @@ Deno.test("waitForSync gives up with false when the timeout passes on an unreach
   }
 });
 
-for (const transport of ["fetch", "node"] as const) {
-  Deno.test(`watch layer stop ends every loop without logging the stop as a failure (${transport})`, async () => {
-    const lab = await startLab();
-    const w = watchLayerFor(lab.kubeconfigPath, [
-      "pods",
-      "namespaces",
-      "services",
-      "endpointslices",
-      "nodes",
-      "networkpolicies",
-    ], { transport });
-    try {
-      w.layer.start(["pods", "namespaces", "services", "endpointslices", "nodes", "networkpolicies"]);
-      assert.equal(
-        await w.layer.waitForSync([
-          "pods",
-          "namespaces",
-          "services",
-          "endpointslices",
-          "nodes",
-          "networkpolicies",
-        ], 10_000),
-        true,
-      );
-      await until(() => lab.server.openWatches === 6, "six open watches");
-      await w.layer.stop();
-      assert.ok(
-        !w.logs.lines.some((l) => l.includes("WARN") || l.includes("ERROR")),
-        w.logs.lines.join("\n"),
-      );
-      await until(() => lab.server.openWatches === 0, "the server to see the watches close");
-      assert.throws(() => w.layer.start(["pods"]));
-    } finally {
-      await w.layer.stop();
-      await lab.close();
-    }
-  });
-}
-
-Deno.test("watch layer follows bookmarks, so its watch resumes after a compaction without re-listing", async () => {
-  const lab = await startLab({ bookmarkIntervalMs: 50 });
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-  try {
+Deno.test("watch layer follows bookmarks, so its watch resumes after a compaction without re-listing", () =>
+  withLab({ bookmarkIntervalMs: 50 }, async (lab, watch) => {
+    const w = watch(["pods"]);
     const s = lab.server.store;
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    await startSynced(w.layer, ["pods"]);
     // Only other resources change: the pod watch sees no event, just bookmarks moving its resourceVersion.
     for (let i = 0; i < 5; i++) s.create("services", service("default", `s${i}`));
     const target = String(s.revision);
@@ -307,20 +224,14 @@ Deno.test("watch layer follows bookmarks, so its watch resumes after a compactio
     await until(() => w.layer.get("pods", "default/after-compaction") !== undefined, "the new pod");
     assert.equal(w.layer.stats("pods")!.relists, 0);
     assert.deepEqual(w.events.map(line), ["ADDED default/after-compaction"]);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-Deno.test("watch layer lists again when the API server returns with other storage, and publishes the difference", async () => {
-  const lab = await startLab();
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-  try {
+Deno.test("watch layer lists again when the API server returns with other storage, and publishes the difference", () =>
+  withLab({}, async (lab, watch) => {
+    const w = watch(["pods"]);
     const s = lab.server.store;
     for (const n of ["a", "b", "c", "d", "e", "f"]) s.create("pods", pod("default", n));
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+    await startSynced(w.layer, ["pods"]);
     // A fresh store (think: etcd restored from an old backup) whose revision is behind the layer's.
     const fresh = new (s.constructor as typeof import("../../../lab/apiserver/mod.ts").Store)();
     fresh.create("pods", pod("default", "a"));
@@ -341,45 +252,32 @@ Deno.test("watch layer lists again when the API server returns with other storag
       "DELETED default/f",
       "MODIFIED default/a",
     ]);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-Deno.test("watch layer talks to a server whose certificate it cannot verify when the kubeconfig says insecure-skip-tls-verify", async () => {
-  const lab = await startLab();
-  const text = (await Deno.readTextFile(lab.kubeconfigPath)).replace(
-    /certificate-authority-data: \S+/,
-    "insecure-skip-tls-verify: true",
-  );
-  await Deno.writeTextFile(`${lab.dir}/insecure`, text);
-  await Deno.writeTextFile(
-    `${lab.dir}/unverified`,
-    text.replace("insecure-skip-tls-verify: true", "server-name-ignored: x"),
-  );
-  const w = watchLayerFor(`${lab.dir}/insecure`, ["namespaces"]);
-  const refused = watchLayerFor(`${lab.dir}/unverified`, ["namespaces"]);
-  try {
-    w.layer.start(["namespaces"]);
-    assert.equal(await w.layer.waitForSync(["namespaces"], 10_000), true);
+Deno.test("watch layer talks to a server whose certificate it cannot verify when the kubeconfig says insecure-skip-tls-verify", () =>
+  withLab({}, async (lab, watch) => {
+    const text = (await Deno.readTextFile(lab.kubeconfigPath)).replace(
+      /certificate-authority-data: \S+/,
+      "insecure-skip-tls-verify: true",
+    );
+    await Deno.writeTextFile(`${lab.dir}/insecure`, text);
+    await Deno.writeTextFile(
+      `${lab.dir}/unverified`,
+      text.replace("insecure-skip-tls-verify: true", "server-name-ignored: x"),
+    );
+    const w = watch(["namespaces"], { kubeconfigPath: `${lab.dir}/insecure` });
+    const refused = watch(["namespaces"], { kubeconfigPath: `${lab.dir}/unverified` });
+    await startSynced(w.layer, ["namespaces"]);
     // Without the CA and without the insecure flag, the self-signed chain is refused.
     refused.layer.start(["namespaces"]);
     assert.equal(await refused.layer.waitForSync(["namespaces"], 500), false);
     assert.ok(refused.logs.lines.some((l) => l.includes("list/watch failed")));
-  } finally {
-    await w.layer.stop();
-    await refused.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-Deno.test("watch layer cut off by the server during a burst resumes and delivers every change exactly once", async () => {
-  const lab = await startLab({ maxWatchBufferBytes: 64 * 1024 });
-  const w = watchLayerFor(lab.kubeconfigPath, ["pods"]);
-  try {
-    w.layer.start(["pods"]);
-    assert.equal(await w.layer.waitForSync(["pods"], 10_000), true);
+Deno.test("watch layer cut off by the server during a burst resumes and delivers every change exactly once", () =>
+  withLab({ maxWatchBufferBytes: 64 * 1024 }, async (lab, watch) => {
+    const w = watch(["pods"]);
+    await startSynced(w.layer, ["pods"]);
     await until(() => lab.server.openWatches === 1, "the watch to be open");
     // 2,000 writes in one synchronous burst: far more than 64 KiB reaches the watch before it can read.
     for (let i = 0; i < 1000; i++) lab.server.store.create("pods", pod("default", `p${i}`));
@@ -396,39 +294,17 @@ Deno.test("watch layer cut off by the server during a burst resumes and delivers
     for (const e of w.events) counts[e.type]++;
     assert.deepEqual(counts, { ADDED: 1000, MODIFIED: 500, DELETED: 500 });
     assert.equal(w.layer.list("pods").length, 500);
-  } finally {
-    await w.layer.stop();
-    await lab.close();
-  }
-});
+  }));
 
-Deno.test("watch layer replaces a watch that stays silent past idleTimeoutMs and loses nothing", async () => {
-  const lab = await startLab();
-  const logs = new MemorySink();
-  const events: string[] = [];
-  const bus = new Bus();
-  bus.onResource("pods", (e) => events.push(line(e)));
-  const { loadKubeConfig } = await import("../../../core/kube/mod.ts");
-  const layer = new WatchLayer({
-    kubeConfig: loadKubeConfig({ kubeconfig: lab.kubeconfigPath, master: "" }),
-    bus,
-    log: getLogger({}, logs),
-    metrics: new Metrics(),
-    idleTimeoutMs: 300,
-    backoff: { initialMs: 20, maxMs: 50 },
-  });
-  try {
-    layer.start(["pods"]);
-    assert.equal(await layer.waitForSync(["pods"], 10_000), true);
-    await until(() => layer.stats("pods")!.watches >= 3, "two silent watches replaced");
-    assert.ok(logs.lines.some((l) => l.includes("silent for 300 ms")));
+Deno.test("watch layer replaces a watch that stays silent past idleTimeoutMs and loses nothing", () =>
+  withLab({}, async (lab, watch) => {
+    const w = watch(["pods"], { layer: { idleTimeoutMs: 300, backoff: { initialMs: 20, maxMs: 50 } } });
+    await startSynced(w.layer, ["pods"]);
+    await until(() => w.layer.stats("pods")!.watches >= 3, "two silent watches replaced");
+    assert.ok(w.logs.lines.some((l) => l.includes("silent for 300 ms")));
     lab.server.store.create("pods", pod("default", "late"));
-    await until(() => events.length === 1, "the pod");
+    await until(() => w.events.length === 1, "the pod");
     await new Promise((r) => setTimeout(r, 400));
-    assert.deepEqual(events, ["ADDED default/late"]);
-    assert.equal(layer.stats("pods")!.lists, 1);
-  } finally {
-    await layer.stop();
-    await lab.close();
-  }
-});
+    assert.deepEqual(w.events.map(line), ["ADDED default/late"]);
+    assert.equal(w.layer.stats("pods")!.lists, 1);
+  }));
