@@ -415,13 +415,14 @@ class Handler {
             items,
           });
         }
+        const grace = graceOf(body, q);
         return send(
           res,
           200,
           this.store.delete(r.plural, key, {
             ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
             ...(pre.uid ? { uid: pre.uid } : {}),
-            ...(graceOf(body, q) !== undefined ? { gracePeriodSeconds: graceOf(body, q)! } : {}),
+            ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
           }),
         );
       }
