@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { needs, run } from "../../_support/netns.ts";
-import { startApiServer } from "../../../lab/apiserver/mod.ts";
+import { needs, run, type RunResult } from "../../_support/netns.ts";
+import { type ApiServer, type ApiServerOptions, startApiServer } from "../../../lab/apiserver/mod.ts";
 
 const MANIFEST = `
 apiVersion: v1
@@ -56,128 +56,145 @@ spec:
     ports: [{port: 5432}]
 `;
 
+interface Kubectl {
+  server: ApiServer;
+  dir: string;
+  /** Runs kubectl against the server and asserts it succeeded; its stdout. */
+  k(...args: string[]): Promise<string>;
+  /** Runs kubectl against the server, whatever its exit code. */
+  kubectl(...args: string[]): Promise<RunResult>;
+}
+
+/**
+ * Runs `fn` with a lab API server in a temp dir and kubectl pointed at it (its own kubeconfig and
+ * cache dir); stops the server and removes the dir even when `fn` fails.
+ */
+async function withKubectl(
+  opts: Omit<ApiServerOptions, "stateDir">,
+  auth: "token" | "cert",
+  fn: (t: Kubectl) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
+  const server = await startApiServer({ stateDir: dir, ...opts });
+  try {
+    const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth });
+    const kubectl = (...args: string[]) =>
+      run(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", `${dir}/cache`, ...args], { check: false });
+    const k = async (...args: string[]) => {
+      const r = await kubectl(...args);
+      assert.equal(r.code, 0, `kubectl ${args.join(" ")} failed: ${r.stderr}`);
+      return r.stdout;
+    };
+    await fn({ server, dir, k, kubectl });
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 for (const auth of ["token", "cert"] as const) {
   Deno.test({
     ...needs(
       `kubectl applies, reads, labels, annotates, patches and deletes objects on the lab API server (${auth} auth)`,
       { tools: ["kubectl"] },
     ),
-    async fn() {
-      const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
+    fn: () =>
       // Namespaces terminate a moment after deletion, as in Kubernetes, so `kubectl delete -f` of a file
       // that starts with its Namespace still finds the objects after it.
-      const server = await startApiServer({
-        stateDir: dir,
-        serviceCidr: "172.16.0.0/16",
-        namespaceDeletionDelayMs: 300,
-      });
-      try {
-        const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`, { auth });
-        await Deno.writeTextFile(`${dir}/m.yaml`, MANIFEST);
-        const k = async (...args: string[]) => {
-          const r = await run([
-            "kubectl",
-            "--kubeconfig",
-            kubeconfig,
-            "--cache-dir",
-            `${dir}/cache`,
-            ...args,
-          ]);
-          assert.equal(r.code, 0, `kubectl ${args.join(" ")} failed: ${r.stderr}`);
-          return r.stdout;
-        };
-        const applied = await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
-        for (
-          const what of [
-            "namespace/shop created",
-            "pod/web-1 created",
-            "pod/db-1 created",
-            "service/web created",
-            "networkpolicy.networking.k8s.io/db-from-web created",
-          ]
-        ) {
-          assert.match(applied, new RegExp(what.replace(/[./]/g, "\\$&")));
-        }
-        assert.match(await k("apply", "--validate=false", "-f", `${dir}/m.yaml`), /service\/web unchanged/);
+      withKubectl(
+        { serviceCidr: "172.16.0.0/16", namespaceDeletionDelayMs: 300 },
+        auth,
+        async ({ server, dir, k }) => {
+          await Deno.writeTextFile(`${dir}/m.yaml`, MANIFEST);
+          const applied = await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+          for (
+            const what of [
+              "namespace/shop created",
+              "pod/web-1 created",
+              "pod/db-1 created",
+              "service/web created",
+              "networkpolicy.networking.k8s.io/db-from-web created",
+            ]
+          ) {
+            assert.match(applied, new RegExp(what.replace(/[./]/g, "\\$&")));
+          }
+          assert.match(await k("apply", "--validate=false", "-f", `${dir}/m.yaml`), /service\/web unchanged/);
 
-        const svc = JSON.parse(await k("get", "service", "web", "-n", "shop", "-o", "json"));
-        assert.match(svc.spec.clusterIP, /^172\.16\./);
-        assert.ok(svc.spec.ports[0].nodePort >= 30000);
-        assert.ok(
-          svc.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"],
-          "last-applied annotation stored",
-        );
+          const svc = JSON.parse(await k("get", "service", "web", "-n", "shop", "-o", "json"));
+          assert.match(svc.spec.clusterIP, /^172\.16\./);
+          assert.ok(svc.spec.ports[0].nodePort >= 30000);
+          assert.ok(
+            svc.metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"],
+            "last-applied annotation stored",
+          );
 
-        await k("label", "pod", "web-1", "-n", "shop", "tier=frontend");
-        await k("annotate", "service", "web", "-n", "shop", "owner=team-a");
-        await k("patch", "pod", "db-1", "-n", "shop", "-p", '{"metadata":{"labels":{"backup":"nightly"}}}');
-        await k(
-          "patch",
-          "service",
-          "web",
-          "-n",
-          "shop",
-          "--type",
-          "json",
-          "-p",
-          '[{"op":"add","path":"/spec/ports/-","value":{"name":"https","port":443,"targetPort":443}}]',
-        );
+          await k("label", "pod", "web-1", "-n", "shop", "tier=frontend");
+          await k("annotate", "service", "web", "-n", "shop", "owner=team-a");
+          await k("patch", "pod", "db-1", "-n", "shop", "-p", '{"metadata":{"labels":{"backup":"nightly"}}}');
+          await k(
+            "patch",
+            "service",
+            "web",
+            "-n",
+            "shop",
+            "--type",
+            "json",
+            "-p",
+            '[{"op":"add","path":"/spec/ports/-","value":{"name":"https","port":443,"targetPort":443}}]',
+          );
 
-        // `kubectl create namespace` sends protobuf, not JSON.
-        assert.match(await k("create", "namespace", "extra"), /namespace\/extra created/);
-        assert.equal(server.store.get("namespaces", "extra").status.phase, "Active");
+          // `kubectl create namespace` sends protobuf, not JSON.
+          assert.match(await k("create", "namespace", "extra"), /namespace\/extra created/);
+          assert.equal(server.store.get("namespaces", "extra").status.phase, "Active");
 
-        // Server-side printing: the wide columns come from the server's Table.
-        const wide = await k("get", "pods", "-n", "shop", "-o", "wide");
-        assert.match(wide.split("\n")[0]!, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE/);
-        assert.match(wide, /web-1\s+0\/1\s+Pending\s+0\s+\S+\s+<none>\s+kube-node1/);
-        assert.match(
-          await k("get", "svc", "-n", "shop"),
-          /web\s+NodePort\s+172\.16\.\d+\.\d+\s+<none>\s+80:3\d{4}\/TCP/,
-        );
+          // Server-side printing: the wide columns come from the server's Table.
+          const wide = await k("get", "pods", "-n", "shop", "-o", "wide");
+          assert.match(wide.split("\n")[0]!, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\s+IP\s+NODE/);
+          assert.match(wide, /web-1\s+0\/1\s+Pending\s+0\s+\S+\s+<none>\s+kube-node1/);
+          assert.match(
+            await k("get", "svc", "-n", "shop"),
+            /web\s+NodePort\s+172\.16\.\d+\.\d+\s+<none>\s+80:3\d{4}\/TCP/,
+          );
 
-        const pods = JSON.parse(await k("get", "pods", "-n", "shop", "-l", "tier=frontend", "-o", "json"));
-        assert.deepEqual(pods.items.map((p: { metadata: { name: string } }) => p.metadata.name), ["web-1"]);
-        const onNode2 = JSON.parse(
-          await k("get", "pods", "-A", "--field-selector", "spec.nodeName=kube-node2", "-o", "json"),
-        );
-        assert.deepEqual(
-          onNode2.items.map((p: { metadata: { labels: Record<string, string> } }) =>
-            p.metadata.labels.backup
-          ),
-          ["nightly"],
-        );
-        const svc2 = JSON.parse(await k("get", "svc", "web", "-n", "shop", "-o", "json"));
-        assert.equal(svc2.metadata.annotations.owner, "team-a");
-        assert.equal(svc2.spec.ports.length, 2);
-        assert.equal(svc2.spec.clusterIP, svc.spec.clusterIP, "patches keep the allocated clusterIP");
-        assert.notEqual(svc2.spec.ports[1].nodePort, svc2.spec.ports[0].nodePort);
+          const pods = JSON.parse(await k("get", "pods", "-n", "shop", "-l", "tier=frontend", "-o", "json"));
+          assert.deepEqual(pods.items.map((p: { metadata: { name: string } }) => p.metadata.name), ["web-1"]);
+          const onNode2 = JSON.parse(
+            await k("get", "pods", "-A", "--field-selector", "spec.nodeName=kube-node2", "-o", "json"),
+          );
+          assert.deepEqual(
+            onNode2.items.map((p: { metadata: { labels: Record<string, string> } }) =>
+              p.metadata.labels.backup
+            ),
+            ["nightly"],
+          );
+          const svc2 = JSON.parse(await k("get", "svc", "web", "-n", "shop", "-o", "json"));
+          assert.equal(svc2.metadata.annotations.owner, "team-a");
+          assert.equal(svc2.spec.ports.length, 2);
+          assert.equal(svc2.spec.clusterIP, svc.spec.clusterIP, "patches keep the allocated clusterIP");
+          assert.notEqual(svc2.spec.ports[1].nodePort, svc2.spec.ports[0].nodePort);
 
-        // Re-applying after the label/annotate keeps what they added (three-way merge against last-applied).
-        await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
-        assert.equal(server.store.get("pods", "shop/web-1").metadata!.labels!.tier, "frontend");
+          // Re-applying after the label/annotate keeps what they added (three-way merge against last-applied).
+          await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+          assert.equal(server.store.get("pods", "shop/web-1").metadata!.labels!.tier, "frontend");
 
-        // Delete the whole file (Namespace first), then apply it again and delete piecewise.
-        const deleted = await k("delete", "-f", `${dir}/m.yaml`);
-        assert.match(deleted, /namespace "shop" deleted/);
-        assert.match(deleted, /service "web" deleted/);
-        assert.equal(
-          server.store.tryGet("namespaces", "shop"),
-          undefined,
-          "kubectl waited for the namespace to go",
-        );
-        await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
-        await k("delete", "pod", "db-1", "-n", "shop");
-        assert.equal(server.store.tryGet("pods", "shop/db-1"), undefined);
-        await k("delete", "networkpolicy", "db-from-web", "-n", "shop");
-        await k("delete", "namespace", "shop");
-        assert.equal(server.store.list("pods").items.length, 0);
-        assert.equal(server.store.list("services").items.length, 0);
-      } finally {
-        await server.stop();
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
+          // Delete the whole file (Namespace first), then apply it again and delete piecewise.
+          const deleted = await k("delete", "-f", `${dir}/m.yaml`);
+          assert.match(deleted, /namespace "shop" deleted/);
+          assert.match(deleted, /service "web" deleted/);
+          assert.equal(
+            server.store.tryGet("namespaces", "shop"),
+            undefined,
+            "kubectl waited for the namespace to go",
+          );
+          await k("apply", "--validate=false", "-f", `${dir}/m.yaml`);
+          await k("delete", "pod", "db-1", "-n", "shop");
+          assert.equal(server.store.tryGet("pods", "shop/db-1"), undefined);
+          await k("delete", "networkpolicy", "db-from-web", "-n", "shop");
+          await k("delete", "namespace", "shop");
+          assert.equal(server.store.list("pods").items.length, 0);
+          assert.equal(server.store.list("services").items.length, 0);
+        },
+      ),
   });
 }
 
@@ -186,16 +203,8 @@ Deno.test({
     "kubectl apply of a changed manifest merges by key (a removed port, a changed image) and other pod changes are refused",
     { tools: ["kubectl"] },
   ),
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "kubectl-test-" });
-    const server = await startApiServer({ stateDir: dir });
-    try {
-      const kubeconfig = await server.writeKubeconfig(`${dir}/kubeconfig`);
-      const k = async (...args: string[]) => {
-        const r = await run(["kubectl", "--kubeconfig", kubeconfig, "--cache-dir", `${dir}/cache`, ...args]);
-        assert.equal(r.code, 0, `kubectl ${args.join(" ")} failed: ${r.stderr}`);
-        return r.stdout;
-      };
+  fn: () =>
+    withKubectl({}, "token", async ({ server, dir, k, kubectl }) => {
       const manifest = (image: string, ports: number[], env: string[]) => `
 apiVersion: v1
 kind: Service
@@ -233,22 +242,8 @@ ${env.map((e) => `    - {name: ${e}, value: "1"}`).join("\n")}
       assert.deepEqual(pod.spec.containers[0].env.map((e: { name: string }) => e.name), ["A", "B"]);
       // Anything else in a pod's spec is immutable, and kubectl reports the server's reason.
       await Deno.writeTextFile(`${dir}/m.yaml`, manifest("api:2", [80], ["B", "C"]));
-      const refused = await run([
-        "kubectl",
-        "--kubeconfig",
-        kubeconfig,
-        "--cache-dir",
-        `${dir}/cache`,
-        "apply",
-        "--validate=false",
-        "-f",
-        `${dir}/m.yaml`,
-      ], { check: false });
+      const refused = await kubectl("apply", "--validate=false", "-f", `${dir}/m.yaml`);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /pod updates may not change fields/);
-    } finally {
-      await server.stop();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 });
