@@ -12,8 +12,8 @@ interface Ctx {
 }
 
 async function withServer(
-  fn: (c: Ctx) => Promise<void>,
-  opts: { bookmarkIntervalMs?: number } = {},
+  fn: (c: Ctx) => void | Promise<void>,
+  opts: { bookmarkIntervalMs?: number; kubernetesService?: boolean } = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "apiserver-test-" });
   const server = await startApiServer({ stateDir: dir, serviceCidr: "172.16.0.0/16", ...opts });
@@ -332,25 +332,15 @@ Deno.test("api server answers kubectl's Table requests with the columns kubectl 
     assert.equal(one.rows.length, 1);
   }));
 
-Deno.test("api server can publish the kubernetes Service and its EndpointSlice at its own address", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "apiserver-test-" });
-  const server = await startApiServer({
-    stateDir: dir,
-    serviceCidr: "172.16.0.0/16",
-    kubernetesService: true,
-  });
-  try {
+Deno.test("api server can publish the kubernetes Service and its EndpointSlice at its own address", () =>
+  withServer(({ server }) => {
     const svc = server.store.get("services", "default/kubernetes");
     assert.equal(svc.spec.clusterIP, "172.16.0.1");
     assert.equal(svc.spec.ports[0].port, 443);
     const slice = server.store.get("endpointslices", "default/kubernetes");
     assert.deepEqual(slice.endpoints[0].addresses, ["127.0.0.1"]);
     assert.equal(slice.ports[0].port, server.port);
-  } finally {
-    await server.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }, { kubernetesService: true }));
 
 Deno.test("api server binds a pod to a node through pods/binding once, and refuses a second binding", () =>
   withServer(async ({ api, server }) => {
