@@ -30,6 +30,18 @@ function hwmBytes(): number {
 function out(o: Record<string, unknown>): void {
   console.log(JSON.stringify(o));
 }
+/** The "synced" line, the same for the layer and the reference; memory read at this moment. */
+function outSynced(ok: boolean, syncMs: number, objects: number): void {
+  out({
+    phase: "synced",
+    ok,
+    syncMs,
+    sinceProcessStartMs: performance.now(),
+    objects,
+    rss: Deno.memoryUsage().rss,
+    hwm: hwmBytes(),
+  });
+}
 
 if (values.mode === "layer") {
   const bus = new Bus();
@@ -59,16 +71,7 @@ if (values.mode === "layer") {
   const ok = await layer.waitForSync(resources, 120_000);
   const syncMs = performance.now() - t0;
   synced = true;
-  const objects = resources.reduce((n, r) => n + layer.list(r).length, 0);
-  out({
-    phase: "synced",
-    ok,
-    syncMs,
-    sinceProcessStartMs: performance.now(),
-    objects,
-    rss: Deno.memoryUsage().rss,
-    hwm: hwmBytes(),
-  });
+  outSynced(ok, syncMs, resources.reduce((n, r) => n + layer.list(r).length, 0));
   if (expect === 0) {
     await layer.stop();
     Deno.exit(0);
@@ -87,16 +90,7 @@ if (values.mode === "layer") {
     kept.push(list.items);
     rv = list.metadata.resourceVersion;
   }
-  const syncMs = performance.now() - t0;
-  out({
-    phase: "synced",
-    ok: true,
-    syncMs,
-    sinceProcessStartMs: performance.now(),
-    objects: kept.reduce((n, l) => n + l.length, 0),
-    rss: Deno.memoryUsage().rss,
-    hwm: hwmBytes(),
-  });
+  outSynced(true, performance.now() - t0, kept.reduce((n, l) => n + l.length, 0));
   if (expect > 0) {
     const res = await fetch(`${values.url}/api/v1/pods?watch=true&resourceVersion=${rv}`, {
       headers,
