@@ -10,7 +10,7 @@
  * Run: `deno run -A bench/bgp_receive.ts` (root; gobgpd, gobgp). Writes bench/results/bgp_receive.md.
  */
 import { linkVeth, NetNs, skipReason } from "../tests/_support/netns.ts";
-import { Driver, Gobgp, gobgpConfig, waitFor } from "../tests/integration/bgp/_interop.ts";
+import { Gobgp, gobgpConfig, SpeakerDriver, waitFor } from "../tests/integration/bgp/_interop.ts";
 
 const COUNT = Number(Deno.env.get("BGP_BENCH_COUNT") ?? 100_000);
 const ROUNDS = 3;
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
         { address: "10.0.31.1", asn: 65003, passive: true, families: ["ipv4-unicast"] },
       ],
     }));
-    const feeder = new Driver(feed);
+    const feeder = await SpeakerDriver.start(feed);
     procs.push({ stop: () => feeder.close() });
     await feeder.call("start", {
       asn: 65100,
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
       await receiver.stop();
 
       // Ours.
-      const drv = new Driver(us);
+      const drv = await SpeakerDriver.start(us);
       try {
         await drv.call("start", {
           asn: 65001,

@@ -31,10 +31,16 @@ export async function serveDriver(handlers: Record<string, Handler>): Promise<vo
         if (!h) throw new Error(`no method ${method}`);
         write({ id, result: (await h(params, emit)) ?? null });
       } catch (err) {
-        write({ id, error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
+        write({ id, error: describe(err) });
       }
     }
   }
+}
+
+/** An error as one line for the test side, with its cause (the typed errors wrap the OS error). */
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  return `${err.name}: ${err.message}${err.cause ? `: ${err.cause}` : ""}`;
 }
 
 /** Test side: a running driver process. */
@@ -76,6 +82,15 @@ export class Driver {
     return this.#stderr;
   }
 
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** The data of the events named `name` received so far and not consumed by `nextEvent`, oldest first. */
+  events<T = unknown>(name: string): T[] {
+    return this.#events.filter((e) => e.event === name).map((e) => e.data as T);
+  }
+
   async #readLoop(): Promise<void> {
     const dec = new TextDecoder();
     let buf = "";
@@ -112,7 +127,11 @@ export class Driver {
     const p = new Promise<T>((resolve, reject) =>
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject })
     );
-    void this.#writer.write(new TextEncoder().encode(JSON.stringify({ id, method, params }) + "\n"));
+    // A driver that is gone rejects the call (not an unhandled rejection of the write).
+    this.#writer.write(new TextEncoder().encode(JSON.stringify({ id, method, params }) + "\n")).catch((e) => {
+      this.#pending.get(id)?.reject(new Error(`driver gone; stderr: ${this.#stderr}`, { cause: e }));
+      this.#pending.delete(id);
+    });
     return p;
   }
 
@@ -131,6 +150,15 @@ export class Driver {
       });
       clearTimeout(timer);
     }
+  }
+
+  /** Kills the driver at once (SIGKILL: no cleanup, as on a crash) and waits for it to exit. */
+  async kill(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await this.#child.status;
+    await this.done;
   }
 
   /** Closes stdin (the driver's loop ends) and waits; kills it if it lingers. */

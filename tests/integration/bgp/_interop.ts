@@ -1,9 +1,9 @@
 /** Interop test support: our speaker in a namespace (via the driver), gobgpd and BIRD with temp configs. */
+import { Driver } from "../../_support/driver.ts";
 import { linkVeth, needs, type NetNs, withNetns } from "../../_support/netns.ts";
 import type { BgpEvent, LearnedRoute, PeerStatus } from "../../../modules/router/bgp/mod.ts";
 
-const driverPath = new URL("./_speaker_driver.ts", import.meta.url).pathname;
-const encoder = new TextEncoder();
+const driverUrl = new URL("./_speaker_driver.ts", import.meta.url);
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -28,73 +28,31 @@ export async function waitFor<T>(
   }
 }
 
-/** Our speaker running in `ns`, driven by JSON lines. */
-export class Driver {
-  readonly events: BgpEvent[] = [];
-  readonly stderr: string[] = [];
-  #child: Deno.ChildProcess;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  #nextId = 1;
-  exited: Promise<Deno.CommandStatus>;
+/** Our speaker running in `ns` (`_speaker_driver.ts` behind the shared JSON-lines driver harness). */
+export class SpeakerDriver {
+  private constructor(readonly ns: NetNs, readonly driver: Driver) {}
 
-  constructor(readonly ns: NetNs) {
-    this.#child = new Deno.Command("ip", {
-      args: ["netns", "exec", ns.name, Deno.execPath(), "run", "-A", "--quiet", driverPath],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#writer = this.#child.stdin.getWriter();
-    this.exited = this.#child.status;
-    void this.#readOut();
-    void this.#readErr();
+  /** Starts the speaker's driver in `ns` and waits until it is ready for commands. */
+  static async start(ns: NetNs): Promise<SpeakerDriver> {
+    return new SpeakerDriver(ns, await Driver.start(ns, driverUrl));
   }
 
   get pid(): number {
-    return this.#child.pid;
+    return this.driver.pid;
   }
 
-  async #readOut(): Promise<void> {
-    let buf = "";
-    const dec = new TextDecoder();
-    for await (const chunk of this.#child.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        let msg;
-        try {
-          msg = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (msg.event) this.events.push(msg.event);
-        else {
-          const p = this.#pending.get(msg.id);
-          this.#pending.delete(msg.id);
-          if (msg.ok) p?.resolve(msg.result);
-          else p?.reject(new Error(msg.error));
-        }
-      }
-    }
-    for (const p of this.#pending.values()) p.reject(new Error("driver exited"));
+  /** Every speaker event so far, oldest first. */
+  get events(): BgpEvent[] {
+    return this.driver.events<BgpEvent>("bgp");
   }
 
-  async #readErr(): Promise<void> {
-    const dec = new TextDecoder();
-    for await (const chunk of this.#child.stderr) {
-      for (const l of dec.decode(chunk).split("\n")) if (l) this.stderr.push(l);
-    }
+  /** The speaker's log lines so far. */
+  get stderr(): string[] {
+    return this.driver.stderr.split("\n").filter((l) => l);
   }
 
   call<T = unknown>(cmd: string, args: unknown = {}): Promise<T> {
-    const id = this.#nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#writer.write(encoder.encode(JSON.stringify({ id, cmd, args }) + "\n")).catch(reject);
-    });
+    return this.driver.call<T>(cmd, args);
   }
 
   routes(family = "ipv4-unicast"): Promise<LearnedRoute[]> {
@@ -111,20 +69,14 @@ export class Driver {
   }
 
   /** Kills the driver (the speaker dies without a NOTIFICATION, as on a crash). */
-  async kill(): Promise<void> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch { /* gone */ }
-    await this.exited;
+  kill(): Promise<void> {
+    return this.driver.kill();
   }
 
+  /** Stops the speaker (NOTIFICATION Cease to its peers), then ends the driver. */
   async close(): Promise<void> {
-    try {
-      await Promise.race([this.call("stop"), sleep(3000)]);
-      await this.#writer.close();
-    } catch { /* already gone */ }
-    const done = await Promise.race([this.exited.then(() => true), sleep(3000).then(() => false)]);
-    if (!done) await this.kill();
+    await Promise.race([this.call("stop").catch(() => {}), sleep(3000)]);
+    await this.driver.close();
   }
 }
 
@@ -172,7 +124,7 @@ export interface Pair {
   them: NetNs;
   dir: string;
   /** Closed at the end; a test that replaces it (after `kill`) has the new one closed instead. */
-  drv: Driver;
+  drv: SpeakerDriver;
 }
 
 function pairTest<D>(
@@ -192,7 +144,7 @@ function pairTest<D>(
       await them!.exec(["ip", "addr", "add", `fd00:${n}::2/64`, "dev", "eth0", "nodad"]);
     }
     const d = daemon(them!, dir);
-    const p: Pair = { us: us!, them: them!, dir, drv: new Driver(us!) };
+    const p: Pair = { us: us!, them: them!, dir, drv: await SpeakerDriver.start(us!) };
     try {
       await fn(p, d);
     } finally {

@@ -1,8 +1,8 @@
 /**
- * Runs our BGP speaker inside a network namespace for the interop tests:
- * `ip netns exec NS deno run -A tests/integration/bgp/_speaker_driver.ts`. It reads one JSON command per
- * line on stdin and answers one JSON line per command on stdout (`{id, ok, result|error}`); speaker
- * events are written as `{event}` lines. Logs go to stderr.
+ * Runs our BGP speaker inside a network namespace for the interop tests and the receive benchmark, through
+ * the shared JSON-lines harness (tests/_support/driver.ts): `Driver.start(ns, this file)`, then
+ * `call("start", SpeakerOptions)`, `call("addPeer", PeerConfig)`, …; speaker events arrive as `bgp` events.
+ * Logs go to stderr.
  */
 import { configureLogging } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
@@ -14,9 +14,9 @@ import {
   type SpeakerOptions,
 } from "../../../modules/router/bgp/mod.ts";
 import { serveAdmin } from "../../../modules/router/bgp/mod.ts";
+import { serveDriver } from "../../_support/driver.ts";
 
 configureLogging({ level: (Deno.env.get("BGP_LOG") as "debug" | undefined) ?? "info" });
-const out = (obj: unknown) => Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(obj) + "\n"));
 
 let speaker: BgpSpeaker | undefined;
 let admin: { close(): Promise<void> } | undefined;
@@ -31,95 +31,65 @@ async function socketTransport(): Promise<SpeakerOptions["socketTransport"]> {
   }
 }
 
-async function handle(cmd: string, a: Record<string, unknown>): Promise<unknown> {
-  switch (cmd) {
-    case "start": {
-      const opts = a as unknown as SpeakerOptions & { useSocketTransport?: boolean; adminPort?: number };
-      const st = opts.useSocketTransport ? await socketTransport() : undefined;
-      if (opts.useSocketTransport && !st) throw new Error("ffi/tcp.ts socket transport unavailable");
-      speaker = new BgpSpeaker({ ...opts, metrics, ...(st ? { socketTransport: st } : {}) });
-      // `routeEvents: false` forwards only peer events (benchmarks: 100k route lines would dominate).
-      const routeEvents = (a.routeEvents as boolean | undefined) ?? true;
-      speaker.subscribe((event) => {
-        if (routeEvents || event.type === "peer") out({ event });
-      });
-      await speaker.start();
-      if (opts.adminPort) admin = serveAdmin(speaker, { port: opts.adminPort, metrics });
-      return { port: speaker.listenPort };
-    }
-    case "addPeer":
-      speaker!.addPeer(a as unknown as PeerConfig);
-      return null;
-    case "updatePeer":
-      speaker!.updatePeer(a as unknown as PeerConfig);
-      return null;
-    case "removePeer":
-      speaker!.removePeer(a.address as string);
-      return null;
-    case "set":
-      speaker!.set(a.family as Family, a.routes as never);
-      return null;
-    case "routes":
-      return speaker!.routes(a.family as Family);
-    case "peers":
-      return speaker!.peers();
-    case "refresh":
-      return speaker!.refresh(a.address as string, a.family as Family);
-    case "rejectImport":
-      speaker!.setImportPolicy(prefixFilter((a.cidrs as string[]).map((cidr) => ({ cidr })), "reject"));
-      return null;
-    case "ribSize":
-      return speaker!.rib.size(a.family as Family ?? "ipv4-unicast");
-    case "waitRibSize": {
-      // Polls in-process so the measured time is not padded by round trips.
-      const t0 = performance.now();
-      const family = (a.family as Family | undefined) ?? "ipv4-unicast";
-      while (speaker!.rib.size(family) < (a.count as number)) {
-        if (performance.now() - t0 > ((a.timeoutMs as number | undefined) ?? 120_000)) {
-          throw new Error("timed out");
-        }
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      // Also from the moment the session with `peer` became Established (epoch ms, as the speaker saw it).
-      const up = a.peer ? speaker!.peer(a.peer as string)?.upSince : undefined;
-      return {
-        ms: performance.now() - t0,
-        sinceEstablishedMs: up ? Date.now() - up : undefined,
-        rss: Deno.memoryUsage().rss,
-      };
-    }
-    case "memory":
-      return Deno.memoryUsage();
-    case "stop":
-      await speaker?.stop();
-      await admin?.close();
-      return null;
-    default:
-      throw new Error(`unknown command ${cmd}`);
-  }
-}
+type Args = Record<string, unknown>;
+/** The running speaker; commands other than `start` and `stop` need one. */
+const sp = (): BgpSpeaker => {
+  if (!speaker) throw new Error("speaker not started");
+  return speaker;
+};
 
-const decoder = new TextDecoder();
-let buf = "";
-for await (const chunk of Deno.stdin.readable) {
-  buf += decoder.decode(chunk, { stream: true });
-  let nl;
-  while ((nl = buf.indexOf("\n")) >= 0) {
-    const line = buf.slice(0, nl);
-    buf = buf.slice(nl + 1);
-    if (!line.trim()) continue;
-    const { id, cmd, args } = JSON.parse(line);
-    try {
-      out({ id, ok: true, result: await handle(cmd, args ?? {}) });
-    } catch (e) {
-      out({
-        id,
-        ok: false,
-        error: e instanceof Error ? `${e.message}${e.cause ? `: ${e.cause}` : ""}` : String(e),
-      });
+await serveDriver({
+  start: async (params, emit) => {
+    const a = (params ?? {}) as Args;
+    const opts = a as unknown as SpeakerOptions & { useSocketTransport?: boolean; adminPort?: number };
+    const st = opts.useSocketTransport ? await socketTransport() : undefined;
+    if (opts.useSocketTransport && !st) throw new Error("ffi/tcp.ts socket transport unavailable");
+    speaker = new BgpSpeaker({ ...opts, metrics, ...(st ? { socketTransport: st } : {}) });
+    // `routeEvents: false` forwards only peer events (benchmarks: 100k route lines would dominate).
+    const routeEvents = (a.routeEvents as boolean | undefined) ?? true;
+    speaker.subscribe((event) => {
+      if (routeEvents || event.type === "peer") emit("bgp", event);
+    });
+    await speaker.start();
+    if (opts.adminPort) admin = serveAdmin(speaker, { port: opts.adminPort, metrics });
+    return { port: speaker.listenPort };
+  },
+  addPeer: (a) => sp().addPeer(a as PeerConfig),
+  updatePeer: (a) => sp().updatePeer(a as PeerConfig),
+  removePeer: (a) => sp().removePeer((a as Args).address as string),
+  set: (a) => sp().set((a as Args).family as Family, (a as Args).routes as never),
+  routes: (a) => sp().routes((a as Args).family as Family),
+  peers: () => sp().peers(),
+  refresh: (a) => sp().refresh((a as Args).address as string, (a as Args).family as Family),
+  rejectImport: (a) => {
+    sp().setImportPolicy(prefixFilter(((a as Args).cidrs as string[]).map((cidr) => ({ cidr })), "reject"));
+  },
+  ribSize: (a) => sp().rib.size((a as Args | null)?.family as Family ?? "ipv4-unicast"),
+  waitRibSize: async (params) => {
+    const a = params as Args;
+    // Polls in-process so the measured time is not padded by round trips.
+    const t0 = performance.now();
+    const family = (a.family as Family | undefined) ?? "ipv4-unicast";
+    while (sp().rib.size(family) < (a.count as number)) {
+      if (performance.now() - t0 > ((a.timeoutMs as number | undefined) ?? 120_000)) {
+        throw new Error("timed out");
+      }
+      await new Promise((r) => setTimeout(r, 5));
     }
-  }
-}
+    // Also from the moment the session with `peer` became Established (epoch ms, as the speaker saw it).
+    const up = a.peer ? sp().peer(a.peer as string)?.upSince : undefined;
+    return {
+      ms: performance.now() - t0,
+      sinceEstablishedMs: up ? Date.now() - up : undefined,
+      rss: Deno.memoryUsage().rss,
+    };
+  },
+  memory: () => Deno.memoryUsage(),
+  stop: async () => {
+    await speaker?.stop();
+    await admin?.close();
+  },
+});
 await speaker?.stop();
 await admin?.close();
 Deno.exit(0);

@@ -4,7 +4,16 @@
  */
 import assert from "node:assert/strict";
 import { linkVeth } from "../../_support/netns.ts";
-import { birdTest, Driver, Gobgp, gobgpConfig, gobgpTest, interopTest, sleep, waitFor } from "./_interop.ts";
+import {
+  birdTest,
+  Gobgp,
+  gobgpConfig,
+  gobgpTest,
+  interopTest,
+  sleep,
+  SpeakerDriver,
+  waitFor,
+} from "./_interop.ts";
 
 const both = ["ipv4-unicast", "ipv6-unicast"];
 
@@ -276,7 +285,7 @@ gobgpTest("graceful restart keeps routes across a restart of our speaker and of 
   assert.ok(kept, "gobgpd kept our route while we were down");
   assert.equal(kept[0]!.stale, true, "gobgpd marks it stale meanwhile");
   assert.notEqual(await gob.neighborState("10.0.5.1"), "established");
-  p.drv = new Driver(p.us);
+  p.drv = await SpeakerDriver.start(p.us);
   await startOurs(true);
   await p.drv.waitEstablished("10.0.5.2");
   // We defer our table until gobgpd's End-of-RIB, which it sends right after its own table.
@@ -313,7 +322,7 @@ interopTest(
     await linkVeth(rr!, "eth1", "10.0.6.1/24", c1!, "eth0", "10.0.6.2/24");
     await linkVeth(rr!, "eth2", "10.0.7.1/24", c2!, "eth0", "10.0.7.2/24");
     const g1 = new Gobgp(c1!, dir, "c1"), g2 = new Gobgp(c2!, dir, "c2");
-    const drv = new Driver(rr!);
+    const drv = await SpeakerDriver.start(rr!);
     try {
       await drv.call("start", {
         asn: 65000,
