@@ -3,21 +3,41 @@ import { FakeClock } from "../../../core/clock.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
 import {
+  AS_SEQUENCE,
   type BgpConn,
   type BgpEvent,
   BgpSpeaker,
   decodeNotification,
   decodeOpen,
+  decodeUpdate,
+  encodeAnnouncements,
   encodeKeepalive,
   encodeOpen,
   MemoryNetwork,
   MSG_NOTIFICATION,
   MSG_OPEN,
+  MSG_UPDATE,
   type OpenMessage,
+  type PathAttributes,
   type SpeakerOptions,
   splitMessages,
+  type UpdateMessage,
 } from "../../../modules/router/bgp/mod.ts";
 
+/** The attributes an eBGP peer `asn` announces with: ORIGIN IGP, AS_PATH [asn], NEXT_HOP `nextHop`. */
+export function peerAttrs(asn: number, nextHop: string): PathAttributes {
+  return { origin: 0, asPath: [{ type: AS_SEQUENCE, asns: [asn] }], nextHop };
+}
+
+/** One four-octet-AS IPv4 UPDATE announcing `prefixes` with `attrs`. */
+export function announce(attrs: PathAttributes, prefixes: string[]): Uint8Array {
+  return encodeAnnouncements("ipv4-unicast", attrs, prefixes, { as4: true })[0]!;
+}
+
+/**
+ * Speakers on an in-memory network with a fake clock. `await using w = new World()` stops every speaker
+ * at the end of the test, even when it fails.
+ */
 export class World {
   readonly clock = new FakeClock();
   readonly net = new MemoryNetwork();
@@ -53,6 +73,10 @@ export class World {
     for (const s of this.speakers) await s.stop();
     await this.settle();
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stopAll();
+  }
 }
 
 /** A hand-driven BGP peer on the memory network: writes raw bytes, records what it receives. */
@@ -66,6 +90,19 @@ export class RawPeer {
     const conn = await world.net.transportFor(from).connect({ remoteAddress: to, remotePort: port });
     const p = new RawPeer(conn);
     void p.#loop();
+    return p;
+  }
+
+  /** Connects from `from` to the speaker at `to`, sends OPEN and KEEPALIVE and lets the session come up. */
+  static async session(
+    world: World,
+    from: string,
+    to: string,
+    open: Partial<OpenMessage> & { myAs: number; routerId: string },
+  ): Promise<RawPeer> {
+    const p = await RawPeer.connect(world, from, to);
+    await p.handshake(open);
+    await world.settle();
     return p;
   }
 
@@ -104,6 +141,13 @@ export class RawPeer {
       ...open,
     }));
     await this.send(encodeKeepalive());
+  }
+
+  /** The UPDATEs received so far, decoded as on a four-octet-AS session. */
+  updates(): UpdateMessage[] {
+    return this.received.filter((m) => m.type === MSG_UPDATE).map((m) =>
+      decodeUpdate(m.bytes, { as4: true })
+    );
   }
 
   opens(): OpenMessage[] {
