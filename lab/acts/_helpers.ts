@@ -11,6 +11,35 @@ export const podsAsJson = async (ctx: DemoContext, ns: string, selector: string)
     .items;
 
 export const DEMO_NS = "demo";
+
+/**
+ * Pod `from` fetches netexec's `/hostname` and `/clientip` from pod `to` (`curl -s -m 3`, as a visitor
+ * would), expecting `to` to answer with its own name and to see `from`'s own pod IP as the caller
+ * (`how` says why no NAT hides it). `ip` maps a demo pod's name to its IP.
+ */
+export async function expectNetexecReach(
+  ctx: DemoContext,
+  ip: (pod: string) => string,
+  from: string,
+  to: string,
+  how: string,
+  check = true,
+): Promise<void> {
+  const curl = (path: string) =>
+    ctx.exec(`${DEMO_NS}/${from}`, ["curl", "-s", "-m", "3", `http://${ip(to)}:8080/${path}`], { check });
+  const r = await curl("hostname");
+  ctx.expect(
+    r.stdout.trim() === to,
+    `curl http://${ip(to)}:8080/hostname from ${from} answers ${to}`,
+    `got ${JSON.stringify(r.stdout)}`,
+  );
+  const c = await curl("clientip");
+  ctx.expect(
+    c.stdout.trim().split(":")[0] === ip(from),
+    `${to} sees the caller as ${from}'s own IP ${ip(from)} (${how})`,
+    `got ${JSON.stringify(c.stdout)}`,
+  );
+}
 export const SLICE_COLUMNS =
   "custom-columns=NAME:.metadata.name,ADDRESSTYPE:.addressType,PORTS:.ports[*].port," +
   "ENDPOINTS:.endpoints[*].addresses[0],READY:.endpoints[*].conditions.ready";

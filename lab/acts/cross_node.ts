@@ -1,5 +1,5 @@
 import { ipInCidr, topology } from "../topology.ts";
-import { DEMO_NS, podsAsJson, podYaml } from "./_helpers.ts";
+import { DEMO_NS, expectNetexecReach, podsAsJson, podYaml } from "./_helpers.ts";
 import type { Act } from "./types.ts";
 
 /** Act 3: the router at work: BGP-learned routes carry pod traffic between nodes, unNATed. */
@@ -43,30 +43,7 @@ export const crossNodeAct: Act = {
         ipInCidr(ip("web-3") ?? "0.0.0.0", "10.1.2.0/24"),
         `web-3 has IP ${ip("web-3")} from kube-node2's 10.1.2.0/24`,
       );
-      const r = await ctx.exec(`${DEMO_NS}/web-1`, [
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        `http://${ip("web-3")}:8080/hostname`,
-      ], { check: false });
-      ctx.expect(
-        r.stdout.trim() === "web-3",
-        `curl http://${ip("web-3")}:8080/hostname from web-1 answers web-3`,
-        `got ${JSON.stringify(r.stdout)}`,
-      );
-      const c = await ctx.exec(`${DEMO_NS}/web-1`, [
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        `http://${ip("web-3")}:8080/clientip`,
-      ], { check: false });
-      ctx.expect(
-        c.stdout.trim().split(":")[0] === ip("web-1"),
-        `web-3 sees the caller as web-1's own IP ${ip("web-1")} (routed, not NATed)`,
-        `got ${JSON.stringify(c.stdout)}`,
-      );
+      await expectNetexecReach(ctx, ip, "web-1", "web-3", "routed, not NATed", false);
     },
   }],
 };

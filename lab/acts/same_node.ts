@@ -1,5 +1,5 @@
 import { ipInCidr, SERVICE_CIDR } from "../topology.ts";
-import { DEMO_NS, podsAsJson, podYaml, SLICE_COLUMNS } from "./_helpers.ts";
+import { DEMO_NS, expectNetexecReach, podsAsJson, podYaml, SLICE_COLUMNS } from "./_helpers.ts";
 import type { Act } from "./types.ts";
 
 /** Act 2: pods on one node talk over kube-bridge, and a Service gets a cluster IP and endpoints. */
@@ -38,30 +38,7 @@ export const sameNodeAct: Act = {
     async run(ctx) {
       const pods = await podsAsJson(ctx, DEMO_NS, "app=web");
       const ip = (n: string) => pods.find((p) => p.metadata.name === n)?.status?.podIP as string;
-      const r = await ctx.exec(`${DEMO_NS}/web-1`, [
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        `http://${ip("web-2")}:8080/hostname`,
-      ]);
-      ctx.expect(
-        r.stdout.trim() === "web-2",
-        `curl http://${ip("web-2")}:8080/hostname from web-1 answers web-2`,
-        `got ${JSON.stringify(r.stdout)}`,
-      );
-      const c = await ctx.exec(`${DEMO_NS}/web-1`, [
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        `http://${ip("web-2")}:8080/clientip`,
-      ]);
-      ctx.expect(
-        c.stdout.trim().split(":")[0] === ip("web-1"),
-        `web-2 sees the caller as web-1's own IP ${ip("web-1")} (no NAT on the bridge)`,
-        `got ${JSON.stringify(c.stdout)}`,
-      );
+      await expectNetexecReach(ctx, ip, "web-1", "web-2", "no NAT on the bridge");
     },
   }, {
     name: "a Service gets a cluster IP and an EndpointSlice listing both pods",
@@ -76,21 +53,8 @@ spec:
 `;
       await ctx.kubectl(["apply", "-f", "-"], { stdin: svc });
       await ctx.kubectl(["get", "service", "-n", DEMO_NS, "web"]);
-      let slice = "";
-      await ctx.eventually("the EndpointSlice of web lists both pods", async () => {
-        slice = await ctx.kubectl([
-          "get",
-          "endpointslices",
-          "-n",
-          DEMO_NS,
-          "-l",
-          "kubernetes.io/service-name=web",
-          "-o",
-          "jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready} {end}",
-        ], { quiet: true });
-        return slice.trim().split(" ").filter((x) => x.endsWith("=true")).length === 2;
-      });
-      await ctx.kubectl([
+      /** `kubectl get endpointslices -n demo -l kubernetes.io/service-name=web -o OUTPUT` */
+      const getWebSlices = (output: string) => [
         "get",
         "endpointslices",
         "-n",
@@ -98,8 +62,17 @@ spec:
         "-l",
         "kubernetes.io/service-name=web",
         "-o",
-        SLICE_COLUMNS,
-      ]);
+        output,
+      ];
+      let slice = "";
+      await ctx.eventually("the EndpointSlice of web lists both pods", async () => {
+        slice = await ctx.kubectl(
+          getWebSlices("jsonpath={range .items[*].endpoints[*]}{.targetRef.name}={.conditions.ready} {end}"),
+          { quiet: true },
+        );
+        return slice.trim().split(" ").filter((x) => x.endsWith("=true")).length === 2;
+      });
+      await ctx.kubectl(getWebSlices(SLICE_COLUMNS));
       const ip = await ctx.kubectl([
         "get",
         "service",

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
+import { netnsLeft } from "./_lab.ts";
 import { labDown } from "../../lab/mod.ts";
 
 const REQ = {
@@ -12,33 +13,26 @@ const REQ = {
 };
 const cli = new URL("../../lab/cli.ts", import.meta.url).pathname;
 
+/** `deno run -A lab/cli.ts ARGS… --state-dir=STATE_DIR --prefix=PREFIX`, by default not checked. */
+const labCli = (args: string[], stateDir: string, prefix: string, check = false) =>
+  run([Deno.execPath(), "run", "-A", cli, ...args, `--state-dir=${stateDir}`, `--prefix=${prefix}`], {
+    check,
+  });
+
 Deno.test({
   ...needs("the demo narrates the seed's scenario, passes every expectation and leaves nothing behind", REQ),
   async fn() {
     const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-demo-" });
     const prefix = `krld${crypto.randomUUID().slice(0, 4)}-`;
     try {
-      const res = await run([
-        Deno.execPath(),
-        "run",
-        "-A",
-        cli,
-        "demo",
-        `--state-dir=${stateDir}`,
-        `--prefix=${prefix}`,
-      ], {
-        check: false,
-      });
+      const res = await labCli(["demo"], stateDir, prefix);
       assert.equal(res.code, 0, res.stdout + res.stderr);
       assert.match(res.stdout, /== Act 1: the cluster ==/);
       assert.match(res.stdout, /\$ kubectl get nodes -o wide/);
       assert.match(res.stdout, /✔ curl http:\/\/10\.1\.1\.\d+:8080\/hostname from web-1 answers web-2/);
       assert.doesNotMatch(res.stdout, /✘/);
       assert.match(res.stdout.trim().split("\n").at(-1)!, /^demo: PASSED — (\d+)\/\1 expectations held/);
-      const left = (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) =>
-        l.startsWith(prefix)
-      );
-      assert.deepEqual(left, []);
+      assert.deepEqual(await netnsLeft(prefix), []);
     } finally {
       await labDown({ stateDir, prefix });
       await Deno.remove(stateDir, { recursive: true }).catch(() => {});
@@ -51,47 +45,18 @@ Deno.test({
   async fn() {
     const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-twice-" });
     const prefix = `krlt${crypto.randomUUID().slice(0, 4)}-`;
-    const up = () =>
-      run([
-        Deno.execPath(),
-        "run",
-        "-A",
-        cli,
-        "up",
-        "--no-agents",
-        "--nodes=1",
-        `--state-dir=${stateDir}`,
-        `--prefix=${prefix}`,
-      ], {
-        check: false,
-      });
+    const up = () => labCli(["up", "--no-agents", "--nodes=1"], stateDir, prefix);
     try {
       const first = await up();
       assert.equal(first.code, 0, first.stderr);
       const second = await up();
       assert.equal(second.code, 1);
       assert.match(second.stderr, /a lab is already up .*run `deno task lab down` first/);
-      const status = await run([
-        Deno.execPath(),
-        "run",
-        "-A",
-        cli,
-        "status",
-        `--state-dir=${stateDir}`,
-        `--prefix=${prefix}`,
-      ]);
+      const status = await labCli(["status"], stateDir, prefix, true);
       assert.match(status.stdout, /master pid \d+ running/);
       assert.match(status.stdout, /kube-node1\s+True\s+192\.168\.1\.100\s+10\.1\.1\.0\/24/);
     } finally {
-      const down = await run([
-        Deno.execPath(),
-        "run",
-        "-A",
-        cli,
-        "down",
-        `--state-dir=${stateDir}`,
-        `--prefix=${prefix}`,
-      ], { check: false });
+      const down = await labCli(["down"], stateDir, prefix);
       assert.equal(down.code, 0, down.stderr);
       await Deno.remove(stateDir, { recursive: true }).catch(() => {});
     }
@@ -121,19 +86,7 @@ Deno.test({
       }),
     );
     try {
-      const res = await run([
-        Deno.execPath(),
-        "run",
-        "-A",
-        cli,
-        "up",
-        "--no-agents",
-        "--nodes=1",
-        `--state-dir=${stateDir}`,
-        `--prefix=${prefix}`,
-      ], {
-        check: false,
-      });
+      const res = await labCli(["up", "--no-agents", "--nodes=1"], stateDir, prefix);
       assert.equal(res.code, 0, res.stderr);
       assert.match(res.stdout, /removing the stale state of a lab created 2026-01-01/);
     } finally {

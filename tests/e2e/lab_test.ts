@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
+import { eventually, k, netnsLeft, showLogTails } from "./_lab.ts";
 import {
   addExternalHost,
   execCommand,
   ipInCidr,
-  kubectl,
   labDown,
   LabError,
+  type LabState,
   labUp,
   podNetns,
   readState,
@@ -45,26 +46,6 @@ async function hostSnapshot(): Promise<Record<string, string>> {
   };
 }
 
-async function k(state: ReturnType<typeof readState>, args: string[], stdin?: string): Promise<string> {
-  const r = await kubectl(state!, args, { check: false, ...(stdin !== undefined ? { stdin } : {}) });
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function eventually(what: string, fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not within ${ms} ms: ${what}`, { cause: last });
-}
-
 /** On failure, shows what the lab's processes logged before `lab down` removes it. */
 function dumpLogs(stateDir: string): void {
   const files = [`${stateDir}/master.log`];
@@ -73,10 +54,21 @@ function dumpLogs(stateDir: string): void {
       files.push(`${stateDir}/nodes/${n.name}/kubelet.log`, `${stateDir}/nodes/${n.name}/agent.log`);
     }
   } catch { /* none */ }
-  for (const f of files) {
-    try {
-      console.error(`--- ${f}\n${Deno.readTextFileSync(f).split("\n").slice(-30).join("\n")}`);
-    } catch { /* missing */ }
+  showLogTails(files, 30);
+}
+
+/** Runs `fn`, showing the lab's logs if it fails, and always takes the lab at `where` down. */
+async function dumpingLogs(
+  where: { stateDir: string; prefix: string },
+  fn: () => Promise<void>,
+): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    dumpLogs(where.stateDir);
+    throw e;
+  } finally {
+    await labDown(where);
   }
 }
 
@@ -132,7 +124,7 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 `;
 
-async function sliceState(state: ReturnType<typeof readState>): Promise<string> {
+async function sliceState(state: LabState): Promise<string> {
   const out = await k(state, [
     "get",
     "endpointslices",
@@ -306,9 +298,7 @@ Deno.test({
     }
     const after = await hostSnapshot();
     assert.deepEqual(after, before);
-    const leftovers = (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) =>
-      l.startsWith(where.prefix)
-    );
+    const leftovers = await netnsLeft(where.prefix);
     assert.deepEqual(leftovers, []);
   },
 });
@@ -354,7 +344,7 @@ Deno.test({
     }
     assert.deepEqual(await hostSnapshot(), before);
     assert.deepEqual(
-      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      await netnsLeft(where.prefix),
       [],
     );
     // The master (if it started) is gone too: nothing runs with this state dir on its command line.
@@ -374,7 +364,7 @@ Deno.test({
   ),
   async fn() {
     const where = isolated();
-    try {
+    await dumpingLogs(where, async () => {
       // cni=agent: the lab writes no conf and uses what it finds, as when the router module provides one.
       const state = await labUp({ ...where, nodes: 2, agents: false, cni: "agent" });
       Deno.writeTextFileSync(
@@ -477,14 +467,9 @@ spec:
         );
         return Promise.resolve(!leases.some((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)));
       });
-    } catch (e) {
-      dumpLogs(where.stateDir);
-      throw e;
-    } finally {
-      await labDown(where);
-    }
+    });
     assert.deepEqual(
-      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      await netnsLeft(where.prefix),
       [],
     );
   },
@@ -494,7 +479,7 @@ Deno.test({
   ...needs("a 160-node lab widens the underlay to a /16 and every node reaches the master", REQ),
   async fn() {
     const where = isolated();
-    try {
+    await dumpingLogs(where, async () => {
       const state = await labUp({ ...where, nodes: 160, agents: false });
       const nodes = JSON.parse(await k(state, ["get", "nodes", "-o", "json"])).items as Array<
         {
@@ -535,14 +520,9 @@ Deno.test({
         );
         assert.match(r.stdout, /^[1-5]\d\d$/, `${node} reaches the API server`);
       }
-    } catch (e) {
-      dumpLogs(where.stateDir);
-      throw e;
-    } finally {
-      await labDown(where);
-    }
+    });
     assert.deepEqual(
-      (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) => l.startsWith(where.prefix)),
+      await netnsLeft(where.prefix),
       [],
     );
   },
@@ -555,7 +535,7 @@ Deno.test({
   ),
   async fn() {
     const where = isolated();
-    try {
+    await dumpingLogs(where, async () => {
       const state = await labUp({
         ...where,
         nodes: 1,
@@ -588,11 +568,6 @@ Deno.test({
         },
       );
       assert.equal(r.stdout, "solo");
-    } catch (e) {
-      dumpLogs(where.stateDir);
-      throw e;
-    } finally {
-      await labDown(where);
-    }
+    });
   },
 });

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
+import { eventually, k, netnsLeft, showLogTails } from "./_lab.ts";
 import {
   CLUSTER_ASN,
   execCommand,
@@ -18,7 +19,6 @@ import {
   EXTERNAL_ROUTER_IP,
   type ExternalRouterKind,
   externalRouterRoutes,
-  kubectl,
   labDown,
   type LabState,
   labUp,
@@ -40,6 +40,14 @@ async function pidsInNetns(ns: string): Promise<number> {
   return r.stdout.split(/\s+/).filter(Boolean).length;
 }
 
+/** `kube-router bgp neighbors` run on `node` (as the agent's own CLI, through its status socket). */
+function bgpNeighbors(state: LabState, node: string, check = true) {
+  return run(
+    execCommand(state, node, [Deno.execPath(), "run", "-A", `${REPO_ROOT}/main.ts`, "bgp", "neighbors"]),
+    { check },
+  );
+}
+
 /** Brings up an isolated lab, runs `fn`, and always takes the lab down; checks nothing of it is left. */
 async function withLab(opts: UpOptions, fn: (state: LabState) => Promise<void>): Promise<void> {
   const id = crypto.randomUUID().slice(0, 6);
@@ -55,10 +63,7 @@ async function withLab(opts: UpOptions, fn: (state: LabState) => Promise<void>):
     if (!ok) dumpLogs(where.stateDir);
     await labDown(where);
   }
-  const left = (await run(["ip", "netns", "list"])).stdout.split("\n").filter((l) =>
-    l.startsWith(where.prefix)
-  );
-  assert.deepEqual(left, [], "lab down removed every namespace of this lab");
+  assert.deepEqual(await netnsLeft(where.prefix), [], "lab down removed every namespace of this lab");
   for (const pid of pids) {
     let alive = false;
     try {
@@ -77,31 +82,7 @@ function dumpLogs(stateDir: string): void {
       files.push(`${stateDir}/nodes/${n.name}/agent.log`);
     }
   } catch { /* none */ }
-  for (const f of files) {
-    try {
-      console.error(`--- ${f}\n${Deno.readTextFileSync(f).split("\n").slice(-25).join("\n")}`);
-    } catch { /* missing */ }
-  }
-}
-
-async function k(state: LabState, args: string[], stdin?: string): Promise<string> {
-  const r = await kubectl(state, args, { check: false, ...(stdin !== undefined ? { stdin } : {}) });
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function eventually(what: string, fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`not within ${ms} ms: ${what}`, { cause: last });
+  showLogTails(files, 25);
 }
 
 const podYaml = (name: string, node: string) =>
@@ -302,17 +283,7 @@ Deno.test({
         }, 5000);
         // kube-node1 saw the session drop (kube-node2's kernel closed the socket) and keeps the route stale.
         await eventually("kube-node1 has lost its session with kube-node2", async () => {
-          const r = await run(
-            execCommand(state, "kube-node1", [
-              Deno.execPath(),
-              "run",
-              "-A",
-              `${REPO_ROOT}/main.ts`,
-              "bgp",
-              "neighbors",
-            ]),
-            { check: false },
-          );
+          const r = await bgpNeighbors(state, "kube-node1", false);
           return r.code === 0 && !peerLine("192.168.1.101", CLUSTER_ASN).test(r.stdout);
         });
         assert.deepEqual(await routerRoutes(state, "kube-node1"), ["10.1.2.0/24 via 192.168.1.101"]);
@@ -386,16 +357,7 @@ for (const kind of ["gobgp", "bird"] as ExternalRouterKind[]) {
 
           // The agents see the router as an established eBGP peer (`kube-router bgp neighbors`), and
           // `lab status` shows the router and its sessions.
-          const neighbors = await run(
-            execCommand(state, "kube-node1", [
-              Deno.execPath(),
-              "run",
-              "-A",
-              `${REPO_ROOT}/main.ts`,
-              "bgp",
-              "neighbors",
-            ]),
-          );
+          const neighbors = await bgpNeighbors(state, "kube-node1");
           assert.match(neighbors.stdout, peerLine(EXTERNAL_ROUTER_IP, EXTERNAL_ROUTER_ASN), neighbors.stdout);
           for (const h of nodes.slice(1)) {
             assert.match(neighbors.stdout, peerLine(h.ip, CLUSTER_ASN), neighbors.stdout);
