@@ -11,12 +11,21 @@ const REQ = {
   files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/portmap"],
 };
 
+/** Runs `fn` with a fresh host-local data dir (the leases), removed afterwards even on failure. */
+async function withIpamDir(fn: (dataDir: string) => Promise<void>): Promise<void> {
+  const dataDir = await Deno.makeTempDir({ prefix: "krl-cni-ipam-" });
+  try {
+    await fn(dataDir);
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+}
+
 Deno.test({
   ...needs("CNI ADD wires a pod to kube-bridge from the pod CIDR and DEL undoes it", REQ),
   async fn() {
-    const dataDir = await Deno.makeTempDir({ prefix: "krl-cni-ipam-" });
-    try {
-      await withNetns(["cninode", "cnipod"], async (node, pod) => {
+    await withIpamDir((dataDir) =>
+      withNetns(["cninode", "cnipod"], async (node, pod) => {
         const list = labNetworkConfig(["10.1.9.0/24"]);
         const rt = {
           nodeNetns: node.name,
@@ -48,19 +57,16 @@ Deno.test({
         await cniDel(list, rt, result);
         assert.throws(() => Deno.statSync(`${dataDir}/mynet/${ip}`), "the lease is released");
         assert.doesNotMatch((await pod.exec(["ip", "-br", "link"])).stdout, /eth0/);
-      });
-    } finally {
-      await Deno.remove(dataDir, { recursive: true });
-    }
+      })
+    );
   },
 });
 
 Deno.test({
   ...needs("a bridge + portmap list passes prevResult along and DEL removes the hostPort DNAT", REQ),
   async fn() {
-    const dataDir = await Deno.makeTempDir({ prefix: "krl-cni-ipam-" });
-    try {
-      await withNetns(["cninode", "cnipod"], async (node, pod) => {
+    await withIpamDir((dataDir) =>
+      withNetns(["cninode", "cnipod"], async (node, pod) => {
         const list: NetworkList = {
           ...labNetworkConfig(["10.1.8.0/24"]),
           plugins: [...labNetworkConfig(["10.1.8.0/24"]).plugins, {
@@ -81,19 +87,16 @@ Deno.test({
         assert.match((await node.exec(["nft", "list", "ruleset"])).stdout, /dport 31234/);
         await cniDel(list, rt, result);
         assert.doesNotMatch((await node.exec(["nft", "list", "ruleset"])).stdout, /dport 31234/);
-      });
-    } finally {
-      await Deno.remove(dataDir, { recursive: true });
-    }
+      })
+    );
   },
 });
 
 Deno.test({
   ...needs("a plugin's error result becomes a CniError naming the plugin", REQ),
   async fn() {
-    const dataDir = await Deno.makeTempDir({ prefix: "krl-cni-ipam-" });
-    try {
-      await withNetns(["cninode"], async (node) => {
+    await withIpamDir((dataDir) =>
+      withNetns(["cninode"], async (node) => {
         const rt = {
           nodeNetns: node.name,
           podNetnsPath: "/var/run/netns/krt-does-not-exist",
@@ -105,9 +108,7 @@ Deno.test({
           () => cniAdd(labNetworkConfig(["10.1.7.0/24"]), rt),
           (e) => e instanceof CniError && e.plugin === "bridge",
         );
-      });
-    } finally {
-      await Deno.remove(dataDir, { recursive: true });
-    }
+      })
+    );
   },
 });
