@@ -61,6 +61,10 @@ export class SpeakerDriver {
   async peer(address: string): Promise<PeerStatus | undefined> {
     return (await this.call<PeerStatus[]>("peers")).find((p) => p.address === address);
   }
+  /** Waits until the speaker has learned `prefix` (in `family`) and returns it. */
+  waitRoute(what: string, prefix: string, family = "ipv4-unicast"): Promise<LearnedRoute> {
+    return waitFor(what, async () => (await this.routes(family)).find((r) => r.prefix === prefix));
+  }
   async waitEstablished(address: string, ms = 30_000): Promise<PeerStatus> {
     return await waitFor(`session with ${address}`, async () => {
       const p = await this.peer(address);
@@ -274,6 +278,11 @@ export class Gobgp {
     return rib;
   }
 
+  /** Waits until gobgpd's RIB holds `prefix` and returns its paths. */
+  waitPrefix(what: string, family: "ipv4" | "ipv6", prefix: string): Promise<GobgpPath[]> {
+    return waitFor(what, async () => (await this.ribPrefixes(family))[prefix]);
+  }
+
   async neighborState(address: string): Promise<string> {
     const r = await this.cli("-j", "neighbor", address);
     if (r.code !== 0) return "";
@@ -319,6 +328,13 @@ export class Bird {
   }
   cli(...args: string[]) {
     return this.ns.exec(["birdc", "-s", this.sock, ...args], { check: false });
+  }
+  /** Waits until `birdc show route <prefix> all` mentions `text` and returns that output. */
+  waitRoute(what: string, prefix: string, text: string): Promise<string> {
+    return waitFor(what, async () => {
+      const out = (await this.cli("show", "route", prefix, "all")).stdout;
+      return out.includes(text) ? out : undefined;
+    });
   }
   async stop(): Promise<void> {
     if (!this.#proc) return;

@@ -53,22 +53,13 @@ gobgpTest("our active speaker and a passive gobgpd exchange IPv4 and IPv6 routes
   assert.equal(v4["10.1.0.0/24"]![0]!.nexthop, "10.0.1.1");
   const comm = v4["10.1.1.0/24"]![0]!.attrs.find((a) => a.type === 8);
   assert.deepEqual(comm?.communities, [65001 * 65536 + 7]);
-  const v6 = await waitFor(
-    "gobgpd learns our IPv6 route",
-    async () => (await gob.ribPrefixes("ipv6"))["2001:db8:1::/48"],
-  );
+  const v6 = await gob.waitPrefix("gobgpd learns our IPv6 route", "ipv6", "2001:db8:1::/48");
   assert.equal(v6[0]!.nexthop, "fd00:1::1");
 
-  const ours4 = await waitFor(
-    "we learn gobgpd's IPv4 route",
-    async () => (await drv.routes()).find((r) => r.prefix === "10.2.0.0/24"),
-  );
+  const ours4 = await drv.waitRoute("we learn gobgpd's IPv4 route", "10.2.0.0/24");
   assert.equal(ours4.nextHop, "10.0.1.2");
   assert.deepEqual(ours4.attrs.asPath, [{ type: 2, asns: [65002] }]);
-  const ours6 = await waitFor(
-    "we learn gobgpd's IPv6 route",
-    async () => (await drv.routes("ipv6-unicast")).find((r) => r.prefix === "2001:db8:2::/48"),
-  );
+  const ours6 = await drv.waitRoute("we learn gobgpd's IPv6 route", "2001:db8:2::/48", "ipv6-unicast");
   assert.equal(ours6.nextHop, "fd00:1::2");
   assert.ok(drv.events.some((e) => e.type === "learned" && e.prefix === "2001:db8:2::/48"));
 
@@ -107,18 +98,12 @@ gobgpTest(
     );
     await gob.cli("global", "rib", "add", "10.2.0.0/24", "-a", "ipv4");
     await drv.waitEstablished("10.0.2.2");
-    const rib = await waitFor(
-      "gobgpd learns our route",
-      async () => (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"],
-    );
+    const rib = await gob.waitPrefix("gobgpd learns our route", "ipv4", "10.1.0.0/24");
     const asPath = rib[0]!.attrs.find((a) => a.type === 2) as
       | { as_paths?: { asns: number[] }[] }
       | undefined;
     assert.deepEqual(asPath?.as_paths?.[0]?.asns, [4200000001]);
-    const ours = await waitFor(
-      "we learn gobgpd's route",
-      async () => (await drv.routes()).find((r) => r.prefix === "10.2.0.0/24"),
-    );
+    const ours = await drv.waitRoute("we learn gobgpd's route", "10.2.0.0/24");
     assert.deepEqual(ours.attrs.asPath, [{ type: 2, asns: [4200000002] }]);
     // gobgpd was the active side: our peer saw Active (waiting), then the handshake.
     const seen = drv.events.filter((e) => e.type === "peer").map((e) => (e as { state: string }).state);
@@ -157,26 +142,14 @@ protocol bgp peer1 {
     await drv.call("set", { family: "ipv6-unicast", routes: [{ prefix: "2001:db8:1::/48" }] });
     await bird.start(birdConf(true));
     await drv.waitEstablished("10.0.3.2");
-    const ours4 = await waitFor(
-      "we learn BIRD's IPv4 route",
-      async () => (await drv.routes()).find((r) => r.prefix === "10.3.0.0/24"),
-    );
+    const ours4 = await drv.waitRoute("we learn BIRD's IPv4 route", "10.3.0.0/24");
     assert.equal(ours4.nextHop, "10.0.3.2");
-    const ours6 = await waitFor(
-      "we learn BIRD's IPv6 route",
-      async () => (await drv.routes("ipv6-unicast")).find((r) => r.prefix === "2001:db8:3::/48"),
-    );
+    const ours6 = await drv.waitRoute("we learn BIRD's IPv6 route", "2001:db8:3::/48", "ipv6-unicast");
     assert.equal(ours6.nextHop, "fd00:3::2");
-    const show4 = await waitFor("BIRD learns our IPv4 route", async () => {
-      const r = await bird.cli("show", "route", "10.1.0.0/24", "all");
-      return r.stdout.includes("BGP.as_path: 65001") ? r.stdout : undefined;
-    });
+    const show4 = await bird.waitRoute("BIRD learns our IPv4 route", "10.1.0.0/24", "BGP.as_path: 65001");
     assert.match(show4, /BGP.next_hop: 10.0.3.1/);
     assert.match(show4, /BGP.med: 20/);
-    await waitFor("BIRD learns our IPv6 route", async () => {
-      const r = await bird.cli("show", "route", "2001:db8:1::/48", "all");
-      return r.stdout.includes("BGP.next_hop: fd00:3::1");
-    });
+    await bird.waitRoute("BIRD learns our IPv6 route", "2001:db8:1::/48", "BGP.next_hop: fd00:3::1");
 
     // Route refresh, both directions.
     const before = (await drv.peer("10.0.3.2"))!.messagesReceived.update ?? 0;
@@ -269,10 +242,7 @@ gobgpTest("graceful restart keeps routes across a restart of our speaker and of 
   await startOurs(false);
   const st = await p.drv.waitEstablished("10.0.5.2");
   assert.ok(st.capabilities.includes("graceful-restart"));
-  await waitFor(
-    "gobgpd learns our route",
-    async () => (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"],
-  );
+  await gob.waitPrefix("gobgpd learns our route", "ipv4", "10.1.0.0/24");
   await waitFor(
     "we learn gobgpd's route",
     async () => (await p.drv.routes()).some((r) => r.prefix === "10.2.0.0/24"),
@@ -360,19 +330,13 @@ interopTest(
       await g2.cli("global", "rib", "add", "10.12.0.0/24", "-a", "ipv4", "nexthop", "10.0.7.2");
       await drv.waitEstablished("10.0.6.2");
       await drv.waitEstablished("10.0.7.2");
-      const at2 = await waitFor(
-        "client 2 receives client 1's route",
-        async () => (await g2.ribPrefixes("ipv4"))["10.11.0.0/24"],
-      );
+      const at2 = await g2.waitPrefix("client 2 receives client 1's route", "ipv4", "10.11.0.0/24");
       assert.equal(at2[0]!.nexthop, "10.0.6.2");
       const orig = at2[0]!.attrs.find((a) => a.type === 9) as { value?: string } | undefined;
       const cl = at2[0]!.attrs.find((a) => a.type === 10) as { value?: string[] } | undefined;
       assert.equal(orig?.value, "10.0.6.2");
       assert.deepEqual(cl?.value, ["10.255.0.1"]);
-      const at1 = await waitFor(
-        "client 1 receives client 2's route",
-        async () => (await g1.ribPrefixes("ipv4"))["10.12.0.0/24"],
-      );
+      const at1 = await g1.waitPrefix("client 1 receives client 2's route", "ipv4", "10.12.0.0/24");
       assert.equal(at1[0]!.nexthop, "10.0.7.2");
     } finally {
       await drv.close();
@@ -410,24 +374,16 @@ protocol bgp peer1 {
 `);
     const st = await drv.waitEstablished("fd00:12::2");
     assert.equal(st.localAddress, "fd00:12::1");
-    const r4 = await waitFor(
-      "IPv4 route over the IPv6 session",
-      async () => (await drv.routes()).find((r) => r.prefix === "10.12.0.0/24"),
-    );
+    const r4 = await drv.waitRoute("IPv4 route over the IPv6 session", "10.12.0.0/24");
     assert.equal(r4.nextHop, "10.0.12.2");
-    const r6 = await waitFor(
-      "IPv6 route",
-      async () => (await drv.routes("ipv6-unicast")).find((r) => r.prefix === "2001:db8:12::/48"),
-    );
+    const r6 = await drv.waitRoute("IPv6 route", "2001:db8:12::/48", "ipv6-unicast");
     assert.equal(r6.nextHop, "fd00:12::2");
-    await waitFor("BIRD learns our IPv4 route with our IPv4 next hop", async () => {
-      const r = await bird.cli("show", "route", "10.1.0.0/24", "all");
-      return r.stdout.includes("BGP.next_hop: 10.0.12.1");
-    });
-    await waitFor("BIRD learns our IPv6 route", async () => {
-      const r = await bird.cli("show", "route", "2001:db8:1::/48", "all");
-      return r.stdout.includes("BGP.next_hop: fd00:12::1");
-    });
+    await bird.waitRoute(
+      "BIRD learns our IPv4 route with our IPv4 next hop",
+      "10.1.0.0/24",
+      "BGP.next_hop: 10.0.12.1",
+    );
+    await bird.waitRoute("BIRD learns our IPv6 route", "2001:db8:1::/48", "BGP.next_hop: fd00:12::1");
   },
 );
 
@@ -460,15 +416,9 @@ protocol bgp peer1 {
       !st.capabilities.includes("4-octet-as"),
       "BIRD did not offer the four-octet AS capability",
     );
-    const r = await waitFor(
-      "we learn BIRD's route",
-      async () => (await drv.routes()).find((x) => x.prefix === "10.13.0.0/24"),
-    );
+    const r = await drv.waitRoute("we learn BIRD's route", "10.13.0.0/24");
     assert.deepEqual(r.attrs.asPath, [{ type: 2, asns: [65013] }]);
-    const shown = await waitFor("BIRD learns our route", async () => {
-      const out = (await bird.cli("show", "route", "10.1.0.0/24", "all")).stdout;
-      return out.includes("BGP.as_path") ? out : undefined;
-    });
+    const shown = await bird.waitRoute("BIRD learns our route", "10.1.0.0/24", "BGP.as_path");
     // On this two-octet session AS_PATH can only say 65001 23456 (AS_TRANS); BIRD rebuilds the real
     // path from the AS4_PATH we added (RFC 6793 4.2.3), so 4200000005 proves it arrived intact.
     assert.match(shown, /BGP.as_path: 65001 4200000005\n/);

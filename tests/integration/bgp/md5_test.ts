@@ -59,10 +59,7 @@ gobgpTest(
       "routes over the MD5 session",
       async () => (await drv.routes()).some((r) => r.prefix === "10.2.0.0/24"),
     );
-    await waitFor(
-      "gobgpd learns our route",
-      async () => (await gob.ribPrefixes("ipv4"))["10.1.0.0/24"],
-    );
+    await gob.waitPrefix("gobgpd learns our route", "ipv4", "10.1.0.0/24");
     // Every segment of the session carries the TCP MD5 option (kind 19): check with tcpdump.
     const cap = await captureWhile(them, "tcp port 179 and tcp[13] & 8 != 0", () =>
       drv.call("set", {
