@@ -7,7 +7,7 @@
  * attribute errors that RFC 7606 downgrades come back as `treatAsWithdraw` or `discarded` instead, so one
  * bad route never tears down a session carrying thousands of good ones.
  */
-import { formatIP, parseIP } from "../../../core/_net.ts";
+import { formatIP, parseCidr, parseIP } from "../../../core/_net.ts";
 import {
   BgpError,
   ERR_HEADER,
@@ -388,16 +388,8 @@ export function decodeRouteRefresh(msg: Uint8Array): RouteRefreshMessage {
 
 /** Parses `addr/len` into NLRI parts; undefined if malformed. */
 export function parsePrefix(s: string): { family: Family; addr: Uint8Array; len: number } | undefined {
-  const slash = s.indexOf("/");
-  if (slash < 0) return undefined;
-  const ip = parseIP(s.slice(0, slash));
-  const lenText = s.slice(slash + 1);
-  if (!ip || !/^\d{1,3}$/.test(lenText)) return undefined;
-  const len = Number(lenText);
-  if (len > ip.addr.length * 8) return undefined;
-  const addr = ip.addr;
-  for (let bit = len; bit < addr.length * 8; bit++) addr[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { family: ip.family === 4 ? "ipv4-unicast" : "ipv6-unicast", addr, len };
+  const c = parseCidr(s);
+  return c && { family: c.family === 4 ? "ipv4-unicast" : "ipv6-unicast", addr: c.addr, len: c.prefix };
 }
 
 /** Canonical `addr/len` text of a prefix (host bits cleared), or undefined if malformed. */
