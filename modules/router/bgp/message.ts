@@ -34,6 +34,7 @@ import {
   AS_CONFED_SET,
   AS_SEQUENCE,
   AS_SET,
+  asPathLength,
   type AsPathSegment,
   type Family,
   familyOf,
@@ -553,18 +554,9 @@ function encodeAsPath(segs: AsPathSegment[], asSize: 2 | 4): Uint8Array {
   return concat(parts);
 }
 
-function countAs(segs: AsPathSegment[]): number {
-  let n = 0;
-  for (const s of segs) {
-    if (s.type === AS_SEQUENCE) n += s.asns.length;
-    else if (s.type === AS_SET) n += 1;
-  }
-  return n;
-}
-
 /** RFC 6793 4.2.3: rebuilds the real path from AS_PATH (2-byte, with AS_TRANS) and AS4_PATH. */
 function mergeAs4Path(asPath: AsPathSegment[], as4Path: AsPathSegment[]): AsPathSegment[] {
-  const n2 = countAs(asPath), n4 = countAs(as4Path);
+  const n2 = asPathLength(asPath), n4 = asPathLength(as4Path);
   if (n2 < n4) return asPath;
   let keep = n2 - n4;
   const out: AsPathSegment[] = [];

@@ -29,6 +29,7 @@ import {
   CAP_ROUTE_REFRESH,
   type Capability,
   type CapabilitySummary,
+  concat,
   decodeNotification,
   decodeOpen,
   decodeRouteRefresh,
@@ -434,13 +435,7 @@ export class Peer {
     let size = 0;
     const flush = () => {
       if (!batch.length) return;
-      const buf = new Uint8Array(size);
-      let o = 0;
-      for (const m of batch) {
-        buf.set(m, o);
-        o += m.length;
-      }
-      this.#write(a, buf, MSG_UPDATE, batch.length);
+      this.#write(a, concat(batch), MSG_UPDATE, batch.length);
       batch = [];
       size = 0;
     };
