@@ -66,8 +66,9 @@ Deno.test({
         let rib: Awaited<ReturnType<Gobgp["ribPrefixes"]>> = {};
         await c.waitFor(async () => {
           rib = await gobgp.ribPrefixes("ipv4");
-          return ["10.1.1.0/24", "10.1.2.0/24", `${vip}/32`].every((p) => rib[p]);
-        }, "gobgpd learns pod CIDRs and the cluster IP");
+          // Both nodes announce the cluster IP; wait for both paths, not just the first to arrive.
+          return ["10.1.1.0/24", "10.1.2.0/24"].every((p) => rib[p]) && (rib[`${vip}/32`]?.length ?? 0) >= 2;
+        }, "gobgpd learns pod CIDRs and the cluster IP from both nodes");
         assert.deepEqual(rib["10.1.1.0/24"]!.map((p) => p.nexthop), ["192.168.77.1"]);
         assert.deepEqual(rib["10.1.2.0/24"]!.map((p) => p.nexthop), ["192.168.77.2"]);
         const attrs = (p: string) => JSON.stringify(rib[p]![0]!.attrs);
