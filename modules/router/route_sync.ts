@@ -134,6 +134,18 @@ export class RouteSync {
     this.#watch = undefined;
   }
 
+  /** The router's routes the kernel holds now, in the form `sync` takes (e.g. left by a previous run). */
+  async installed(): Promise<WantedRoute[]> {
+    const ours = await this.#rtnl.routeList({ table: this.#table, protocol: ROUTER_ROUTE_PROTOCOL });
+    return ours.map((r) => {
+      const w: WantedRoute = { dst: r.dst };
+      if (r.gateway) w.gateway = r.gateway;
+      if (r.dev !== undefined) w.dev = r.dev;
+      if (r.onlink) w.onlink = true;
+      return w;
+    });
+  }
+
   /** Deletes every route carrying the router's protocol (--cleanup-config). */
   async removeAll(): Promise<number> {
     const ours = await this.#rtnl.routeList({ table: this.#table, protocol: ROUTER_ROUTE_PROTOCOL });

@@ -38,7 +38,7 @@ import {
 import { egressTransaction } from "./egress.ts";
 import { type NodeInfo, nodeInfo } from "./node_info.ts";
 import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
-import { ROUTER_ROUTE_PROTOCOL, RouteSync, type WantedRoute } from "./route_sync.ts";
+import { RouteSync, type WantedRoute } from "./route_sync.ts";
 
 export interface RouterDeps {
   rtnl: Rtnl;
@@ -112,13 +112,7 @@ export class Router implements ModuleInstance {
     this.#startedAt = this.#ctx.clock.now();
     // Routes of ours already in the kernel mean we are restarting with forwarding state kept (RFC 4724).
     try {
-      for (const r of await this.#deps.rtnl.routeList({ protocol: ROUTER_ROUTE_PROTOCOL })) {
-        const w: WantedRoute = { dst: r.dst };
-        if (r.gateway) w.gateway = r.gateway;
-        if (r.dev !== undefined) w.dev = r.dev;
-        if (r.onlink) w.onlink = true;
-        this.#inherited.set(r.dst, w);
-      }
+      for (const w of await this.#routes.installed()) this.#inherited.set(w.dst, w);
       this.#restarting = this.#inherited.size > 0;
     } catch (err) {
       this.#ctx.log.warn("cannot list routes at start", { err });

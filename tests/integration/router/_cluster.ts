@@ -150,11 +150,8 @@ export class TestCluster {
   startAgent(i: number, flags: string[] = [], opts: { allModules?: boolean } = {}): AgentProc {
     const ns = this.nodes[i]!;
     const only = opts.allModules ? [] : ["--run-service-proxy=false", "--run-firewall=false"];
-    const child = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        ns.name,
+    const child = ns.spawn(
+      [
         Deno.execPath(),
         "run",
         "--allow-all",
@@ -163,10 +160,12 @@ export class TestCluster {
         ...only,
         ...flags,
       ],
-      env: { NODE_NAME: `n${i + 1}`, KUBE_ROUTER_CNI_CONF_FILE: this.confPath(i) },
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
+      {
+        env: { NODE_NAME: `n${i + 1}`, KUBE_ROUTER_CNI_CONF_FILE: this.confPath(i) },
+        stdout: "null",
+        stderr: "piped",
+      },
+    );
     this.procs.push(child);
     const a = new AgentProc(child);
     this.agents.set(`n${i + 1}`, a);
