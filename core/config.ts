@@ -4,7 +4,7 @@
  * code 2 and a message naming the flag (see `ConfigError`). The table below is the single source of
  * truth: `Config`'s type, the defaults and `--help` are all derived from it.
  */
-import { type Cidr, parseCidr, parseIP, parseIPv4 } from "./_net.ts";
+import { type Cidr, parseCidr, parseIP, parseIPv4 } from "../ffi/mod.ts";
 
 export const VERSION = "0.1.0";
 

@@ -15,4 +15,3 @@ export * from "./metrics.ts";
 export type * from "./module.ts";
 export * from "./runner.ts";
 export * from "./skeleton_module.ts";
-export * from "./_net.ts";

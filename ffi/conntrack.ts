@@ -4,13 +4,11 @@
  * `conntrack -D -p udp --orig-dst IP --orig-port-dst PORT` when a UDP endpoint goes away, so clients stop
  * being sent to a dead backend. Codecs are pure and exported for tests.
  */
-import { formatIP } from "../core/_net.ts";
 import { NetlinkDecodeError, NetlinkError } from "./errors.ts";
+import { type Family, formatIP, ipBytes } from "./ip.ts";
 import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP } from "./libc.ts";
 import { attrMap, NETLINK_NETFILTER, NLM_F_REQUEST, type NlMsg, type NlWriter, read } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
-import { ipBytes } from "./rtnl_codec.ts";
-import type { Family } from "./rtnl_types.ts";
 
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_NEW = 0;

@@ -78,6 +78,7 @@ export const Errno = {
   ENETDOWN: 100,
   ENETUNREACH: 101,
   ENOBUFS: 105,
+  EINPROGRESS: 115,
 } as const;
 
 /** A system call or a netlink request failed with an errno. */

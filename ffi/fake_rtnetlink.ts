@@ -8,13 +8,12 @@
  * no local-table routes, no bridge MTU following its ports, every link kind accepted unless listed in
  * `unsupportedKinds`, multipath routes losing one of several next hops are kept whole.
  */
-import { cidrContains, formatIP, parseCidr } from "../core/_net.ts";
 import { Errno, NetlinkError } from "./errors.ts";
-import { cidrParts, defaultScope, ipBytes } from "./rtnl_codec.ts";
+import { cidrContains, cidrParts, type Family, formatIP, ipBytes, parseCidr } from "./ip.ts";
+import { defaultScope } from "./rtnl_codec.ts";
 import {
   type Address,
   type BatchResult,
-  type Family,
   type Link,
   type LinkChange,
   type LinkSpec,

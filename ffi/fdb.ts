@@ -9,8 +9,8 @@
  * `FakeFdb` keeps entries in memory (optionally checking devices against a `Rtnl`, such as
  * `FakeRtnetlink`, so entries vanish with their device as in the kernel).
  */
-import { formatIP } from "../core/_net.ts";
 import { Errno, ErrnoError, NetlinkDecodeError, NetlinkError } from "./errors.ts";
+import { formatIP, ipBytes } from "./ip.ts";
 import { AF_BRIDGE } from "./libc.ts";
 import {
   attrMap,
@@ -23,7 +23,7 @@ import {
   read,
 } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
-import { formatMac, ipBytes, macBytes, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH } from "./rtnl_codec.ts";
+import { formatMac, macBytes, RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH } from "./rtnl_codec.ts";
 import { NeighState, type Rtnl } from "./rtnl_types.ts";
 
 /** ndm_flags: the entry lives in the device's own table (`self`), e.g. a VXLAN device's. */

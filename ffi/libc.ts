@@ -4,7 +4,7 @@
  * KUBE_ROUTER_LIBC. errno is read through `__errno_location` and is only meaningful right after a
  * synchronous call, so `check()` reads it immediately.
  */
-import { formatIP, parseIP } from "../core/_net.ts";
+import { formatIP, parseIP } from "./ip.ts";
 import { ErrnoError, LibraryLoadError } from "./errors.ts";
 
 /** libc symbols; `*_nb` entries are the same function run on a worker thread (nonblocking: true). */
@@ -102,11 +102,12 @@ export const POLLIN = 1;
 export const POLLOUT = 4;
 export const POLLERR = 8;
 export const POLLHUP = 16;
-export const SOL_TCP = 6;
+export const POLLNVAL = 32;
 export const TCP_NODELAY = 1;
 export const TCP_MD5SIG = 14;
 export const IP_TTL = 2;
 export const IPV6_UNICAST_HOPS = 16;
+export const IPV6_V6ONLY = 26;
 export const SO_KEEPALIVE = 9;
 export const SO_BINDTODEVICE = 25;
 export const EFD_CLOEXEC = 0o2000000;
@@ -251,7 +252,11 @@ export function sockaddr(ip: string, port: number, scopeId = 0): Uint8Array<Arra
   return b;
 }
 
-/** Decodes a `struct sockaddr_in`/`sockaddr_in6` (as filled by accept4/getsockname/getpeername). */
+/**
+ * Decodes a `struct sockaddr_in`/`sockaddr_in6` (as filled by accept4/getsockname/getpeername). An
+ * IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack socket reports for an IPv4 peer) comes
+ * back as IPv4, so a peer is named the same whichever socket it reached.
+ */
 export function parseSockaddr(b: Uint8Array): { family: 4 | 6; ip: string; port: number } | undefined {
   if (b.length < 2) return undefined;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -260,7 +265,10 @@ export function parseSockaddr(b: Uint8Array): { family: 4 | 6; ip: string; port:
     return { family: 4, ip: formatIP(b.subarray(4, 8)), port: dv.getUint16(2, false) };
   }
   if (fam === AF_INET6 && b.length >= 24) {
-    return { family: 6, ip: formatIP(b.subarray(8, 24)), port: dv.getUint16(2, false) };
+    const a = b.subarray(8, 24);
+    const mapped = a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff;
+    if (mapped) return { family: 4, ip: formatIP(a.subarray(12, 16)), port: dv.getUint16(2, false) };
+    return { family: 6, ip: formatIP(a), port: dv.getUint16(2, false) };
   }
   return undefined;
 }

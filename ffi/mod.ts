@@ -1,7 +1,8 @@
 /**
  * Kernel access through Deno FFI: the libc binding, netlink codecs and sockets, rtnetlink (links,
  * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (JSON API), sysctl,
- * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen.
+ * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen. Also the
+ * tree's one IP/CIDR parser (ip.ts), which the codecs need and core/ and the modules import from here.
  *
  * ```ts
  * import { Rtnetlink, Nftables, isExists } from "../ffi/mod.ts";
@@ -12,6 +13,7 @@
  * @module
  */
 export * from "./errors.ts";
+export * from "./ip.ts";
 export * from "./libc.ts";
 export * from "./netlink.ts";
 export {
@@ -25,7 +27,6 @@ export {
 } from "./netlink_socket.ts";
 export * from "./rtnl_types.ts";
 export {
-  cidrParts,
   decodeAddr,
   decodeLink,
   decodeNeigh,
@@ -39,7 +40,6 @@ export {
   encodeRoute,
   encodeRouteGet,
   encodeRule,
-  parseIPv4Fast,
   RTM_DELADDR,
   RTM_DELLINK,
   RTM_DELNEIGH,

@@ -4,6 +4,7 @@
  * failures are NetlinkError with the kernel's extended-ACK text; route batches go many per sendto.
  */
 import { Errno, ErrnoError, NetlinkDecodeError } from "./errors.ts";
+import type { Family } from "./ip.ts";
 import { ifNameToIndex } from "./libc.ts";
 import {
   NETLINK_ROUTE,
@@ -20,7 +21,6 @@ import * as c from "./rtnl_codec.ts";
 import type {
   Address,
   BatchResult,
-  Family,
   Link,
   LinkChange,
   LinkSpec,

@@ -3,13 +3,12 @@
  * links, addresses, routes, rules and neighbours. Pure; the byte layouts match what iproute2 sends
  * (checked against `strace` captures in tests/unit/ffi).
  */
-import { formatIP, parseIP } from "../core/_net.ts";
 import { NetlinkDecodeError } from "./errors.ts";
+import { cidrParts, type Family, formatIP, ipBytes, parseIPv4Fast } from "./ip.ts";
 import { AF_INET, AF_INET6 } from "./libc.ts";
 import { attrMap, NLA_TYPE_MASK, type NlMsg, NlWriter, parseAttrs, read } from "./netlink.ts";
 import {
   type Address,
-  type Family,
   type Link,
   type LinkChange,
   type LinkSpec,
@@ -123,59 +122,6 @@ export function af(family: Family): number {
 
 function familyOf(afv: number): Family | undefined {
   return afv === AF_INET ? 4 : afv === AF_INET6 ? 6 : undefined;
-}
-
-/**
- * Parses dotted-quad IPv4 in `s[start, end)` without allocating; returns the address as an unsigned
- * 32-bit number, or -1 when malformed (leading zeros, octets over 255, wrong number of parts).
- */
-export function parseIPv4Fast(s: string, start = 0, end = s.length): number {
-  let acc = 0, part = 0, digits = 0, dots = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || part > 255 || dots === 3) return -1;
-      acc = acc * 256 + part;
-      part = 0;
-      digits = 0;
-      dots++;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && part === 0) return -1;
-      part = part * 10 + (c - 48);
-      if (++digits > 3) return -1;
-    } else {
-      return -1;
-    }
-  }
-  if (dots !== 3 || digits === 0 || part > 255) return -1;
-  return acc * 256 + part;
-}
-
-/** Parses an address of the given family, throwing a RangeError-free typed error. */
-export function ipBytes(s: string, family?: Family): Uint8Array {
-  const ip = parseIP(s);
-  if (!ip || (family !== undefined && ip.family !== family)) {
-    throw new TypeError(`invalid IPv${family ?? "4/6"} address: ${JSON.stringify(s)}`);
-  }
-  return ip.addr;
-}
-
-/** Splits "a.b.c.d/len" (host bits kept) into bytes and prefix length. */
-export function cidrParts(s: string, family?: Family): { family: Family; addr: Uint8Array; prefix: number } {
-  const slash = s.indexOf("/");
-  const ip = parseIP(slash < 0 ? s : s.slice(0, slash));
-  if (!ip || (family !== undefined && ip.family !== family)) {
-    throw new TypeError(`invalid CIDR: ${JSON.stringify(s)}`);
-  }
-  const max = ip.family === 4 ? 32 : 128;
-  const prefix = slash < 0 ? max : Number(s.slice(slash + 1));
-  if (
-    !Number.isInteger(prefix) || prefix < 0 || prefix > max ||
-    (slash >= 0 && !/^\d+$/.test(s.slice(slash + 1)))
-  ) {
-    throw new TypeError(`invalid prefix length in ${JSON.stringify(s)}`);
-  }
-  return { family: ip.family, addr: ip.addr, prefix };
 }
 
 /** `aa:bb:cc:dd:ee:ff` to its 6 bytes; throws TypeError when malformed. */

@@ -3,9 +3,8 @@
  * that both the real kernel implementation (`Rtnetlink`) and the in-memory fake (`FakeRtnetlink`)
  * implement. Operations are named after their iproute2 command.
  */
+import type { Family } from "./ip.ts";
 import type { ResyncSignal } from "./netlink_socket.ts";
-
-export type Family = 4 | 6;
 
 /** Route protocol numbers (rtm_protocol), as in /etc/iproute2/rt_protos. */
 export const RouteProtocol = {

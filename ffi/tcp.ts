@@ -10,8 +10,8 @@
  *
  * `socketTransport` has the shape of the BGP speaker's `Transport` interface.
  */
-import { formatIP, parseIPv4, parseIPv6 } from "../core/_net.ts";
 import { Errno, ErrnoError } from "./errors.ts";
+import { parseIPv4 } from "./ip.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -19,15 +19,20 @@ import {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
   errno,
+  IP_TTL,
   IPPROTO_IP,
   IPPROTO_IPV6,
   IPPROTO_TCP,
+  IPV6_UNICAST_HOPS,
+  IPV6_V6ONLY,
   libc,
   MSG_NOSIGNAL,
+  parseSockaddr,
   POLLERR,
   pollFds,
   POLLHUP,
   POLLIN,
+  POLLNVAL,
   POLLOUT,
   pollRevents,
   setsockoptInt,
@@ -36,59 +41,18 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
+  sockaddr,
   SOL_SOCKET,
   strerror,
+  TCP_MD5SIG,
+  TCP_NODELAY,
 } from "./libc.ts";
 
-export const TCP_NODELAY = 1;
-export const TCP_MD5SIG = 14;
-export const IP_TTL = 2;
-export const IPV6_UNICAST_HOPS = 16;
-export const IPV6_V6ONLY = 26;
-const EINPROGRESS = 115;
-const POLLNVAL = 32;
 /** TCP_MD5SIG_MAXKEYLEN */
 export const MD5_MAX_KEY = 80;
 
 // ---------------------------------------------------------------------------------------------------
 // Addresses
-
-/** Encodes `struct sockaddr_in` / `struct sockaddr_in6`. */
-export function encodeSockaddr(address: string, port: number): Uint8Array<ArrayBuffer> {
-  const v4 = parseIPv4(address);
-  if (v4) {
-    const b = new Uint8Array(16);
-    const dv = new DataView(b.buffer);
-    dv.setUint16(0, AF_INET, true);
-    dv.setUint16(2, port);
-    b.set(v4, 4);
-    return b;
-  }
-  const v6 = parseIPv6(address);
-  if (!v6) throw new RangeError(`not an IP address: ${address}`);
-  const b = new Uint8Array(28);
-  const dv = new DataView(b.buffer);
-  dv.setUint16(0, AF_INET6, true);
-  dv.setUint16(2, port);
-  b.set(v6, 8);
-  return b;
-}
-
-/** IPv6 text, with an IPv4-mapped address (`::ffff:a.b.c.d`) given back as its dotted quad. */
-function formatV6(b: Uint8Array): string {
-  const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
-  return formatIP(mapped ? b.subarray(12, 16) : b);
-}
-
-/** Decodes a sockaddr (IPv4-mapped IPv6 comes back as dotted quad). */
-export function decodeSockaddr(b: Uint8Array): { address: string; port: number } {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const family = dv.getUint16(0, true);
-  const port = dv.getUint16(2);
-  if (family === AF_INET) return { address: `${b[4]}.${b[5]}.${b[6]}.${b[7]}`, port };
-  if (family === AF_INET6) return { address: formatV6(b.subarray(8, 24)), port };
-  return { address: "", port: 0 };
-}
 
 /**
  * Encodes `struct tcp_md5sig` (linux/tcp.h): the peer address in a 128-byte sockaddr_storage, flags,
@@ -98,7 +62,7 @@ export function encodeMd5sig(peer: string, key: string): Uint8Array<ArrayBuffer>
   const k = new TextEncoder().encode(key);
   if (k.length > MD5_MAX_KEY) throw new RangeError(`TCP MD5 key longer than ${MD5_MAX_KEY} bytes`);
   const b = new Uint8Array(128 + 4 + 4 + MD5_MAX_KEY);
-  b.set(encodeSockaddr(peer, 0), 0);
+  b.set(sockaddr(peer, 0), 0);
   const dv = new DataView(b.buffer);
   b[128] = 0; // tcpm_flags
   b[129] = 0; // tcpm_prefixlen
@@ -230,7 +194,8 @@ function sockname(fd: number, peer: boolean): { address: string; port: number } 
   const len = new Uint32Array([128]);
   const fn = peer ? libc().getpeername : libc().getsockname;
   check(fn(fd, b, new Uint8Array(len.buffer)), peer ? "getpeername" : "getsockname");
-  return decodeSockaddr(b);
+  const a = parseSockaddr(b);
+  return a ? { address: a.ip, port: a.port } : { address: "", port: 0 };
 }
 
 /** One connected nonblocking TCP socket. */
@@ -307,14 +272,14 @@ export async function tcpConnect(opts: TcpConnectOptions): Promise<TcpSocket> {
     if (opts.password) setMd5(fd, opts.remoteAddress, opts.password);
     if (opts.ttl) setTtl(fd, v6, opts.ttl);
     if (opts.localAddress || opts.localPort) {
-      const la = encodeSockaddr(opts.localAddress ?? (v6 ? "::" : "0.0.0.0"), opts.localPort ?? 0);
+      const la = sockaddr(opts.localAddress ?? (v6 ? "::" : "0.0.0.0"), opts.localPort ?? 0);
       check(libc().bind(fd, la, la.length), `bind ${opts.localAddress}`);
     }
-    const ra = encodeSockaddr(opts.remoteAddress, opts.remotePort);
+    const ra = sockaddr(opts.remoteAddress, opts.remotePort);
     const rc = libc().connect(fd, ra, ra.length);
     if (rc < 0) {
       const e = errno();
-      if (e !== EINPROGRESS) {
+      if (e !== Errno.EINPROGRESS) {
         throw new ErrnoError(e, `connect ${opts.remoteAddress}:${opts.remotePort}`, strerror(e));
       }
       const timeout = opts.timeoutMs ?? 30_000;
@@ -361,7 +326,7 @@ export class TcpListener {
     try {
       setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
       if (v6) setsockoptInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
-      const sa = encodeSockaddr(address, port);
+      const sa = sockaddr(address, port);
       check(libc().bind(fd, sa, sa.length), `bind ${address}:${port}`);
       check(libc().listen(fd, backlog), "listen");
       this.port = sockname(fd, false).port;

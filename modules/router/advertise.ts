@@ -8,7 +8,7 @@
  */
 import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
 import type { Config } from "../../core/config.ts";
-import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../core/_net.ts";
+import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
 
 export const SERVICE_ANNOTATIONS = {
   advertiseClusterIp: "kube-router.io/service.advertise.clusterip",

@@ -5,7 +5,7 @@
  * atomically (write to a temporary file in the same directory, then rename) and only when it changes,
  * so the container runtime never reads a half-written file.
  */
-import { parseCidr } from "../../core/_net.ts";
+import { parseCidr } from "../../ffi/mod.ts";
 import { VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6 } from "./overlay.ts";
 
 export const BRIDGE_NAME = "kube-bridge";

@@ -11,7 +11,7 @@
  *       ip saddr @pod_subnets_v4 ip daddr != @pod_subnets_v4 ip daddr != @node_ips_v4 masquerade fully-random }
  *   }
  */
-import { type Family, formatCidr, parseCidr, parseIP } from "../../core/_net.ts";
+import { type Family, formatCidr, parseCidr, parseIP } from "../../ffi/mod.ts";
 
 export const ROUTER_TABLE = "kube_router";
 type NftCommand = Record<string, unknown>;

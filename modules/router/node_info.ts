@@ -5,7 +5,7 @@
  */
 import type { V1Node } from "@kubernetes/client-node";
 import YAML from "yaml";
-import { type Family, formatCidr, parseCidr, parseIP, parseIPv4 } from "../../core/_net.ts";
+import { type Family, formatCidr, parseCidr, parseIP, parseIPv4 } from "../../ffi/mod.ts";
 import { parseCommunity } from "./bgp/mod.ts";
 
 export const ANNOTATIONS = {

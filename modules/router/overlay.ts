@@ -30,24 +30,22 @@
  * IPIP and FoU (kube-router's default encapsulations) need kernel modules this machine lacks; they follow
  * in a later issue.
  */
+import type { Logger } from "../../core/log.ts";
 import {
   type Cidr,
   cidrContains,
   type Family,
-  formatCidr,
-  formatIP,
-  parseCidr,
-  parseIP,
-} from "../../core/_net.ts";
-import type { Logger } from "../../core/log.ts";
-import {
   type Fdb,
   type FdbEntry,
+  formatCidr,
+  formatIP,
   isNotFound,
   type Link,
   type LinkSpec,
   type Neighbour,
   NeighState,
+  parseCidr,
+  parseIP,
   type Rtnl,
 } from "../../ffi/mod.ts";
 import type { WantedRoute } from "./route_sync.ts";

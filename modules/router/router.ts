@@ -5,10 +5,19 @@
  * for a sync.
  */
 import type { V1Node } from "@kubernetes/client-node";
-import { type Cidr, cidrContains, type Family as IpFamily, parseCidr, parseIP } from "../../core/_net.ts";
 import type { ModuleContext, ModuleInstance } from "../../core/module.ts";
 import type { SyncReason } from "../../core/runner.ts";
-import type { Fdb, NftRuleset, Rtnl, Sysctl } from "../../ffi/mod.ts";
+import {
+  type Cidr,
+  cidrContains,
+  type Family as IpFamily,
+  type Fdb,
+  type NftRuleset,
+  parseCidr,
+  parseIP,
+  type Rtnl,
+  type Sysctl,
+} from "../../ffi/mod.ts";
 import {
   type AdminServer,
   BgpSpeaker,

@@ -7,7 +7,7 @@
  * attribute errors that RFC 7606 downgrades come back as `treatAsWithdraw` or `discarded` instead, so one
  * bad route never tears down a session carrying thousands of good ones.
  */
-import { formatIP, parseCidr, parseIP } from "../../../core/_net.ts";
+import { formatIP, parseCidr, parseIP } from "../../../ffi/mod.ts";
 import {
   BgpError,
   ERR_HEADER,

@@ -4,7 +4,7 @@
  * policies (accept pod CIDRs, reject service VIPs and the default route, tag communities) are built
  * from `prefixFilter` and `addCommunities`, combined with `chain`.
  */
-import { cidrContains, parseCidr } from "../../../core/_net.ts";
+import { cidrContains, parseCidr } from "../../../ffi/mod.ts";
 import { parsePrefix } from "./message.ts";
 import type { Family, PathAttributes } from "./types.ts";
 

@@ -9,7 +9,6 @@
 import { type Clock, systemClock, type TimerId } from "../../../core/clock.ts";
 import { getLogger, type Logger } from "../../../core/log.ts";
 import type { Counter, Gauge, Metrics } from "../../../core/metrics.ts";
-import { parseIP, parseIPv4 } from "../../../core/_net.ts";
 import { BgpConfigError, CEASE_OTHER_CONFIG_CHANGE, CEASE_PEER_DECONFIGURED } from "./errors.ts";
 import {
   CAP_GRACEFUL_RESTART,
@@ -26,7 +25,7 @@ import { acceptAll, type Policy, type PolicyPeer } from "./policy.ts";
 import { LOCAL_SOURCE, LocRib, type Path, type PathSource } from "./rib.ts";
 import { Peer, type PeerConfig, type PeerHost, type PeerState, STATE_NUMBER } from "./session.ts";
 import { type BgpListener, denoTransport, type Transport } from "./transport.ts";
-import { socketTransport as ffiSocketTransport } from "../../../ffi/mod.ts";
+import { parseIP, parseIPv4, socketTransport as ffiSocketTransport } from "../../../ffi/mod.ts";
 import {
   afiOf,
   AS_SEQUENCE,

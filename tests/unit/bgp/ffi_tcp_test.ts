@@ -1,22 +1,22 @@
 import assert from "node:assert/strict";
-import { decodeSockaddr, encodeMd5sig, encodeSockaddr } from "../../../ffi/tcp.ts";
+import { encodeMd5sig, parseSockaddr, sockaddr } from "../../../ffi/mod.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 
 Deno.test("sockaddr_in encodes family little-endian and port/address in network order", () => {
-  const b = encodeSockaddr("10.0.0.2", 179);
+  const b = sockaddr("10.0.0.2", 179);
   assert.equal(b.length, 16);
   assert.equal(hex(b), "020000b30a000002" + "0000000000000000");
-  assert.deepEqual(decodeSockaddr(b), { address: "10.0.0.2", port: 179 });
+  assert.deepEqual(parseSockaddr(b), { family: 4, ip: "10.0.0.2", port: 179 });
 });
 
 Deno.test("sockaddr_in6 round-trips, and v4-mapped addresses decode as dotted quads", () => {
-  const b = encodeSockaddr("fd00:12::2", 1790);
+  const b = sockaddr("fd00:12::2", 1790);
   assert.equal(b.length, 28);
   assert.equal(hex(b.subarray(0, 4)), "0a0006fe");
-  assert.deepEqual(decodeSockaddr(b), { address: "fd00:12::2", port: 1790 });
-  assert.deepEqual(decodeSockaddr(encodeSockaddr("::ffff:10.1.2.3", 5)), { address: "10.1.2.3", port: 5 });
-  assert.throws(() => encodeSockaddr("not-an-ip", 1), RangeError);
+  assert.deepEqual(parseSockaddr(b), { family: 6, ip: "fd00:12::2", port: 1790 });
+  assert.deepEqual(parseSockaddr(sockaddr("::ffff:10.1.2.3", 5)), { family: 4, ip: "10.1.2.3", port: 5 });
+  assert.throws(() => sockaddr("not-an-ip", 1), TypeError);
 });
 
 Deno.test("struct tcp_md5sig holds the peer in a 128-byte sockaddr_storage, then key length and key", () => {

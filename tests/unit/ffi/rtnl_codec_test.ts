@@ -268,25 +268,6 @@ Deno.test("watch groups cover the requested kinds and families", () => {
   assert.deepEqual(watchGroups(["route", "rule", "link"]).sort((a, b) => a - b), [1, 7, 8, 11, 19]);
 });
 
-Deno.test("the allocation-free IPv4 parser agrees with the general one (property)", async () => {
-  const fc = (await import("fast-check")).default;
-  const { parseIPv4 } = await import("../../../core/_net.ts");
-  const { parseIPv4Fast } = await import("../../../ffi/mod.ts");
-  const octet = fc.oneof(
-    fc.integer({ min: 0, max: 300 }).map(String),
-    fc.constantFrom("", "00", "01", "a", "-1"),
-  );
-  fc.assert(
-    fc.property(fc.array(octet, { minLength: 1, maxLength: 5 }), (parts) => {
-      const s = parts.join(".");
-      const slow = parseIPv4(s);
-      const fast = parseIPv4Fast(s);
-      if (!slow) assert.equal(fast, -1, s);
-      else assert.equal(fast, new DataView(slow.buffer).getUint32(0, false), s);
-    }),
-  );
-});
-
 Deno.test("the IPv4 fast path and the general path encode the same route bytes", () => {
   const routes = [
     { family: 4 as const, dst: "10.1.2.0/24", gateway: "10.9.0.2", table: 100, protocol: 17 },

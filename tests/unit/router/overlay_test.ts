@@ -1,9 +1,8 @@
 /** Overlay (VXLAN tunnels to nodes in other subnets) against FakeRtnetlink and FakeFdb. */
 import assert from "node:assert/strict";
-import { parseCidr } from "../../../core/_net.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import { RouteSync } from "../../../modules/router/route_sync.ts";
-import { FakeFdb, FakeRtnetlink, type Rtnl } from "../../../ffi/mod.ts";
+import { FakeFdb, FakeRtnetlink, parseCidr, type Rtnl } from "../../../ffi/mod.ts";
 import {
   needsTunnel,
   Overlay,

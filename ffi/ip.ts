@@ -1,5 +1,12 @@
-/** Address and CIDR parsing shared by flag validation and the modules. Pure, no I/O. */
+/**
+ * IP addresses and CIDRs as text and bytes: parsing, RFC 5952 formatting, containment. Pure, no I/O.
+ *
+ * It lives in ffi/, the ground floor, because the kernel codecs (rtnetlink, conntrack, sockaddr) need it
+ * and ffi/ imports nothing from above; core/ (flag validation) and the modules import it from
+ * ffi/mod.ts like any other ffi export, so there is one parser for the whole tree.
+ */
 
+/** An IP family, as the kernel codecs and the agent's config count it (AF_INET is 4, AF_INET6 is 6). */
 export type Family = 4 | 6;
 
 export interface Cidr {
@@ -9,19 +16,38 @@ export interface Cidr {
   prefix: number;
 }
 
-/** Parses dotted-quad IPv4; undefined if malformed. */
-export function parseIPv4(s: string): Uint8Array | undefined {
-  const parts = s.split(".");
-  if (parts.length !== 4) return undefined;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p[0] === "0")) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out[i] = n;
+/**
+ * Parses dotted-quad IPv4 in `s[start, end)` without allocating; returns the address as an unsigned
+ * 32-bit number, or -1 when malformed (leading zeros, octets over 255, wrong number of parts). The route
+ * encoder calls it per route, so it allocates nothing; `parseIPv4` is this plus the bytes.
+ */
+export function parseIPv4Fast(s: string, start = 0, end = s.length): number {
+  let acc = 0, part = 0, digits = 0, dots = 0;
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255 || dots === 3) return -1;
+      acc = acc * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1;
+      part = part * 10 + (c - 48);
+      if (++digits > 3) return -1;
+    } else {
+      return -1;
+    }
   }
-  return out;
+  if (dots !== 3 || digits === 0 || part > 255) return -1;
+  return acc * 256 + part;
+}
+
+/** Parses dotted-quad IPv4 into its 4 bytes; undefined if malformed. */
+export function parseIPv4(s: string): Uint8Array | undefined {
+  const n = parseIPv4Fast(s);
+  if (n < 0) return undefined;
+  return new Uint8Array([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
 }
 
 /** Parses IPv6 (with `::` compression and an optional embedded IPv4 tail); undefined if malformed. */
@@ -121,4 +147,31 @@ export function cidrContains(c: Cidr, addr: Uint8Array): boolean {
     if ((addr[bit >> 3]! & mask) !== (c.addr[bit >> 3]! & mask)) return false;
   }
   return true;
+}
+
+/** Parses an address (of `family` when given) into its bytes; throws TypeError when malformed. */
+export function ipBytes(s: string, family?: Family): Uint8Array {
+  const ip = parseIP(s);
+  if (!ip || (family !== undefined && ip.family !== family)) {
+    throw new TypeError(`invalid IPv${family ?? "4/6"} address: ${JSON.stringify(s)}`);
+  }
+  return ip.addr;
+}
+
+/** Splits "a.b.c.d/len" (host bits kept) into bytes and prefix length. */
+export function cidrParts(s: string, family?: Family): { family: Family; addr: Uint8Array; prefix: number } {
+  const slash = s.indexOf("/");
+  const ip = parseIP(slash < 0 ? s : s.slice(0, slash));
+  if (!ip || (family !== undefined && ip.family !== family)) {
+    throw new TypeError(`invalid CIDR: ${JSON.stringify(s)}`);
+  }
+  const max = ip.family === 4 ? 32 : 128;
+  const prefix = slash < 0 ? max : Number(s.slice(slash + 1));
+  if (
+    !Number.isInteger(prefix) || prefix < 0 || prefix > max ||
+    (slash >= 0 && !/^\d+$/.test(s.slice(slash + 1)))
+  ) {
+    throw new TypeError(`invalid prefix length in ${JSON.stringify(s)}`);
+  }
+  return { family: ip.family, addr: ip.addr, prefix };
 }

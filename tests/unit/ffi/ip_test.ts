@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { cidrContains, formatCidr, formatIP, parseCidr, parseIP, parseIPv6 } from "../../../core/_net.ts";
+import {
+  cidrContains,
+  formatCidr,
+  formatIP,
+  parseCidr,
+  parseIP,
+  parseIPv4,
+  parseIPv4Fast,
+  parseIPv6,
+} from "../../../ffi/mod.ts";
 
 Deno.test("IPv6 addresses parse and print in RFC 5952 form", () => {
   for (
@@ -39,4 +48,38 @@ Deno.test("CIDRs clear host bits and contain their addresses", () => {
   assert.equal(parseCidr("10.0.0.0"), undefined);
   assert.equal(parseCidr("010.0.0.0/8"), undefined);
   assert.equal(formatCidr(parseCidr("2001:db8::1/64")!), "2001:db8::/64");
+});
+
+/** The rule both IPv4 entry points implement, written out plainly: four decimal octets, no leading zeros. */
+function referenceIPv4(s: string): number[] | undefined {
+  const parts = s.split(".");
+  if (parts.length !== 4) return undefined;
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p[0] === "0") || Number(p) > 255) return undefined;
+    out.push(Number(p));
+  }
+  return out;
+}
+
+Deno.test("the allocation-free IPv4 parser and the byte parser both accept exactly dotted quads (property)", () => {
+  const octet = fc.oneof(
+    fc.integer({ min: 0, max: 300 }).map(String),
+    fc.constantFrom("", "00", "01", "a", "-1", "1 ", "+1"),
+  );
+  fc.assert(
+    fc.property(fc.array(octet, { minLength: 1, maxLength: 5 }), (parts) => {
+      const s = parts.join(".");
+      const want = referenceIPv4(s);
+      const bytes = parseIPv4(s);
+      const fast = parseIPv4Fast(s);
+      if (!want) {
+        assert.equal(bytes, undefined, s);
+        assert.equal(fast, -1, s);
+      } else {
+        assert.deepEqual(bytes && [...bytes], want, s);
+        assert.equal(fast, ((want[0]! << 24) >>> 0) + (want[1]! << 16) + (want[2]! << 8) + want[3]!, s);
+      }
+    }),
+  );
 });
