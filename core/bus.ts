@@ -45,7 +45,11 @@ export interface ResourceEvent<K extends ResourceKind = ResourceKind> {
   current?: ResourceTypes[K];
 }
 
-/** Topics other than resource changes. Modules add their own by declaration merging. */
+/**
+ * Topics other than resource changes. Every topic is declared here, in core, never by declaration
+ * merging inside a module: a topic one module publishes and another reads is a contract between them,
+ * and modules never import each other.
+ */
 export interface TopicTypes {
   /** The watch layer delivered the first full list of this resource. */
   synced: { resource: ResourceKind };

@@ -1,7 +1,8 @@
 /**
  * @module
  * The runtime every module shares: configuration, the event bus, the sync runner, health and metrics,
- * logging, the clock, and the agent that ties them together.
+ * logging, the clock, the one reading of Services and EndpointSlices, and the agent that ties them
+ * together.
  */
 export * from "./agent.ts";
 export * from "./bus.ts";
@@ -14,4 +15,5 @@ export * from "./log.ts";
 export * from "./metrics.ts";
 export type * from "./module.ts";
 export * from "./runner.ts";
+export * from "./service_model.ts";
 export * from "./skeleton_module.ts";

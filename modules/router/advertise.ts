@@ -6,62 +6,75 @@
  *   from nodes that have a ready local endpoint;
  * - import: never a service VIP, a default route, or a prefix in kube-router.io/node.bgp.customimportreject.
  */
-import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
+import type { V1Service } from "@kubernetes/client-node";
 import type { Config } from "../../core/config.ts";
-import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
+import { cidrContains, type Family, parseCidr, parseIP } from "../../ffi/mod.ts";
+import {
+  buildServiceInfo,
+  SERVICE_LABELS,
+  type ServiceInfo,
+  serviceKey,
+  serviceSkipReason,
+} from "../../core/mod.ts";
 
+/** kube-router's per-Service annotations for BGP (the Service-reading labels live in core). */
 export const SERVICE_ANNOTATIONS = {
   advertiseClusterIp: "kube-router.io/service.advertise.clusterip",
   advertiseExternalIp: "kube-router.io/service.advertise.externalip",
   advertiseLoadBalancerIp: "kube-router.io/service.advertise.loadbalancerip",
   skipLbIps: "kube-router.io/service.skiplbips",
   local: "kube-router.io/service.local",
-  proxyName: "service.kubernetes.io/service-proxy-name",
-  headless: "service.kubernetes.io/headless",
+  proxyName: SERVICE_LABELS.proxyName,
+  headless: SERVICE_LABELS.headless,
 } as const;
 
-function annotationBool(svc: V1Service, key: string): boolean | undefined {
-  const v = svc.metadata?.annotations?.[key];
+function annotationBool(info: ServiceInfo, key: string): boolean | undefined {
+  const v = info.annotations[key];
   if (v === undefined) return undefined;
   if (v.toLowerCase() === "true") return true;
   if (v.toLowerCase() === "false") return false;
   return undefined;
 }
 
-function hostPrefix(ip: string): string | undefined {
-  const p = parseIP(ip);
-  return p ? `${formatIP(p.addr)}/${p.family === 4 ? 32 : 128}` : undefined;
-}
-
 function enabledFamily(config: Config, f: Family): boolean {
   return f === 4 ? config.enableIpv4 : config.enableIpv6;
 }
 
-/** Service keys (`namespace/name`) that have a ready or serving endpoint on `nodeName`. */
-export function servicesWithLocalEndpoints(
-  slices: readonly V1EndpointSlice[],
-  nodeName: string,
-): Set<string> {
-  const out = new Set<string>();
-  for (const s of slices) {
-    const svc = s.metadata?.labels?.["kubernetes.io/service-name"];
-    const ns = s.metadata?.namespace;
-    if (!svc || !ns) continue;
-    for (const ep of s.endpoints ?? []) {
-      const c = ep.conditions ?? {};
-      const usable = c.ready !== false || c.serving === true;
-      if (ep.nodeName === nodeName && usable && c.terminating !== true) {
-        out.add(`${ns}/${svc}`);
-        break;
-      }
-    }
+/**
+ * The host prefixes one Service's VIPs give, per the --advertise-* flags and the Service's annotations.
+ * A VIP under a Local traffic policy (or kube-router.io/service.local) only when `hasLocal`: this node
+ * has a ready or serving endpoint of the Service (core's hasLocalEndpoint). `info` is core's reading
+ * of a Service that serviceSkipReason does not skip.
+ */
+export function vipsOfService(config: Config, info: ServiceInfo, hasLocal: boolean): string[] {
+  const forcedLocal = annotationBool(info, SERVICE_ANNOTATIONS.local) === true;
+  const clusterOk = !(info.internalTrafficPolicy === "Local" || forcedLocal) || hasLocal;
+  const externalOk = !(info.externalTrafficPolicy === "Local" || forcedLocal) || hasLocal;
+  const want = (flag: boolean, annotation: string) => annotationBool(info, annotation) ?? flag;
+  const ips: string[] = [];
+  if (want(config.advertiseClusterIp, SERVICE_ANNOTATIONS.advertiseClusterIp) && clusterOk) {
+    ips.push(...info.clusterIPs);
   }
-  return out;
+  if (want(config.advertiseExternalIp, SERVICE_ANNOTATIONS.advertiseExternalIp) && externalOk) {
+    ips.push(...info.externalIPs);
+  }
+  if (
+    want(config.advertiseLoadbalancerIp, SERVICE_ANNOTATIONS.advertiseLoadBalancerIp) && externalOk &&
+    annotationBool(info, SERVICE_ANNOTATIONS.skipLbIps) !== true
+  ) {
+    ips.push(...info.loadBalancerIPs);
+  }
+  const out = new Set<string>();
+  for (const ip of ips) {
+    const f = parseIP(ip)?.family;
+    if (f && enabledFamily(config, f)) out.add(`${ip}/${f === 4 ? 32 : 128}`);
+  }
+  return [...out];
 }
 
 /**
  * The service VIPs (host prefixes) this node should announce to external peers.
- * `local` holds the services with an endpoint on this node (see servicesWithLocalEndpoints).
+ * `local` holds the services with an endpoint on this node (core's servicesWithLocalEndpoints).
  */
 export function serviceVips(
   config: Config,
@@ -70,41 +83,9 @@ export function serviceVips(
 ): string[] {
   const out = new Set<string>();
   for (const svc of services) {
-    const spec = svc.spec;
-    if (!spec) continue;
-    const proxyName = svc.metadata?.labels?.[SERVICE_ANNOTATIONS.proxyName];
-    if (proxyName !== undefined && proxyName !== "kube-router") continue;
-    if (svc.metadata?.labels?.[SERVICE_ANNOTATIONS.headless] !== undefined) continue;
-    if (spec.type === "ExternalName") continue;
-    const key = `${svc.metadata?.namespace}/${svc.metadata?.name}`;
-    const forcedLocal = annotationBool(svc, SERVICE_ANNOTATIONS.local) === true;
-    const hasLocal = local.has(key);
-    const clusterOk = !(spec.internalTrafficPolicy === "Local" || forcedLocal) || hasLocal;
-    const externalOk = !(spec.externalTrafficPolicy === "Local" || forcedLocal) || hasLocal;
-
-    const want = (flag: boolean, annotation: string) => annotationBool(svc, annotation) ?? flag;
-    const ips: string[] = [];
-    if (want(config.advertiseClusterIp, SERVICE_ANNOTATIONS.advertiseClusterIp) && clusterOk) {
-      const cips = spec.clusterIPs?.length ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [];
-      ips.push(...cips.filter((ip) => ip !== "None" && ip !== ""));
-    }
-    if (want(config.advertiseExternalIp, SERVICE_ANNOTATIONS.advertiseExternalIp) && externalOk) {
-      ips.push(...(spec.externalIPs ?? []));
-    }
-    if (
-      want(config.advertiseLoadbalancerIp, SERVICE_ANNOTATIONS.advertiseLoadBalancerIp) && externalOk &&
-      annotationBool(svc, SERVICE_ANNOTATIONS.skipLbIps) !== true
-    ) {
-      for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
-        // ipMode Proxy means a cloud load balancer delivers the traffic; nothing for us to announce.
-        if (ing.ip && (ing as { ipMode?: string }).ipMode !== "Proxy") ips.push(ing.ip);
-      }
-    }
-    for (const ip of ips) {
-      const p = parseIP(ip);
-      const prefix = hostPrefix(ip);
-      if (p && prefix && enabledFamily(config, p.family)) out.add(prefix);
-    }
+    if (serviceSkipReason(svc) !== undefined) continue;
+    const info = buildServiceInfo(svc, [], "");
+    for (const v of vipsOfService(config, info, local.has(serviceKey(svc)))) out.add(v);
   }
   return [...out].sort();
 }

@@ -28,13 +28,8 @@ import {
   serveAdmin,
   type Transport,
 } from "./bgp/mod.ts";
-import {
-  importAllowed,
-  type ImportPolicy,
-  importPolicy,
-  servicesWithLocalEndpoints,
-  serviceVips,
-} from "./advertise.ts";
+import { servicesWithLocalEndpoints } from "../../core/mod.ts";
+import { importAllowed, type ImportPolicy, importPolicy, serviceVips } from "./advertise.ts";
 import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
 import {
   type LearnedRoute as TunnelRoute,

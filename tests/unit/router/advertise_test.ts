@@ -1,12 +1,8 @@
 import assert from "node:assert/strict";
 import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
 import { loadConfig } from "../../../core/config.ts";
-import {
-  importAllowed,
-  importPolicy,
-  servicesWithLocalEndpoints,
-  serviceVips,
-} from "../../../modules/router/advertise.ts";
+import { servicesWithLocalEndpoints } from "../../../core/mod.ts";
+import { importAllowed, importPolicy, serviceVips } from "../../../modules/router/advertise.ts";
 
 const cfg = (...f: string[]) => loadConfig([...f, "--hostname-override=n1", "--enable-ipv6"]);
 
