@@ -4,7 +4,7 @@
  * "match the CIDR and not the excepts" pair of rules, keeps one peer one set lookup and keeps the
  * holes exact whatever else the rule matches.
  */
-import { type Cidr, type Family, formatCidr, formatIP, parseCidr } from "../../core/_net.ts";
+import { type Cidr, type Family, formatCidr, formatIP, parseCidr } from "../../ffi/mod.ts";
 
 export interface IpBlockRanges {
   family: Family;

@@ -37,7 +37,7 @@ import type {
   V1NetworkPolicyPort,
   V1Pod,
 } from "@kubernetes/client-node";
-import { type Family, parseIP } from "../../core/_net.ts";
+import { type Family, parseIP } from "../../ffi/mod.ts";
 import { ipBlockRanges } from "./ip_block.ts";
 import { type Labels, type ParsedSelector, parseSelector } from "./selector.ts";
 
