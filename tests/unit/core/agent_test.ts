@@ -1,44 +1,13 @@
 import assert from "node:assert/strict";
-import { Agent, cleanupAll, type ResourceSource } from "../../../core/agent.ts";
-import { Bus, type ResourceKind, type ResourceTypes } from "../../../core/bus.ts";
+import { Agent, cleanupAll } from "../../../core/agent.ts";
+import { Bus, type ResourceKind } from "../../../core/bus.ts";
 import { FakeClock } from "../../../core/clock.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, type Logger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition, ModuleName } from "../../../core/module.ts";
 import { type TrackedSync, trackingModule } from "../../../core/skeleton_module.ts";
 import { startHttp } from "../../../core/http.ts";
-
-/** An in-memory ResourceSource whose sync the test controls. */
-class FakeSource implements ResourceSource {
-  started: ResourceKind[] = [];
-  stopped = false;
-  #resolve: (() => void) | undefined;
-  #synced = new Promise<void>((r) => this.#resolve = r);
-  constructor(private readonly bus: Bus) {}
-  start(resources: readonly ResourceKind[]): void {
-    this.started = [...resources];
-  }
-  markSynced(): void {
-    for (const r of this.started) this.bus.publish("synced", { resource: r });
-    this.#resolve?.();
-  }
-  waitForSync(_r: readonly ResourceKind[], timeoutMs: number): Promise<boolean> {
-    return Promise.race([
-      this.#synced.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs)),
-    ]);
-  }
-  stop(): Promise<void> {
-    this.stopped = true;
-    return Promise.resolve();
-  }
-  list<K extends ResourceKind>(_r: K): ResourceTypes[K][] {
-    return [];
-  }
-  get<K extends ResourceKind>(_r: K, _k: string): ResourceTypes[K] | undefined {
-    return undefined;
-  }
-}
+import { MemorySource } from "../../_support/kube_source.ts";
 
 function fakeModule(
   name: ModuleName,
@@ -67,10 +36,10 @@ function fakeModule(
 
 const quiet = getLogger({}, new MemorySink());
 
-/** An agent over a FakeSource with the given flags and modules (logging nowhere unless `log` is given). */
+/** An agent over a MemorySource (synced when the test says) with the given flags and modules (logging nowhere unless `log` is given). */
 function setup(flags: string[], modules: ModuleDefinition[], opts: { clock?: FakeClock; log?: Logger } = {}) {
   const bus = new Bus();
-  const source = new FakeSource(bus);
+  const source = new MemorySource(bus, { synced: false });
   const config = loadConfig([...flags, "--hostname-override=n1"]);
   const agent = new Agent({
     config,

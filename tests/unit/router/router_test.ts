@@ -1,51 +1,20 @@
 /**
- * The router module with every boundary faked: an in-memory API view per node, FakeRtnetlink,
- * FakeNftables, FakeSysctl, FakeFdb, and BGP over the in-memory MemoryNetwork. What the real-kernel
- * tests (tests/integration/router/) cannot see cheaply is checked here: what is announced to whom.
+ * The router module with every boundary faked: an in-memory API view per node (tests/_support/
+ * kube_source.ts), FakeRtnetlink, FakeNftables, FakeSysctl, FakeFdb, and BGP over the in-memory
+ * MemoryNetwork. What the real-kernel tests (tests/integration/router/) cannot see cheaply is checked
+ * here: what is announced to whom.
  */
 import assert from "node:assert/strict";
 import type { V1Node, V1Service } from "@kubernetes/client-node";
-import { Agent, type ResourceSource } from "../../../core/agent.ts";
-import { Bus, objectKey, type ResourceKind, type ResourceTypes } from "../../../core/bus.ts";
+import { Agent } from "../../../core/agent.ts";
+import { Bus } from "../../../core/bus.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition } from "../../../core/module.ts";
 import { FakeFdb, FakeNftables, FakeRtnetlink, FakeSysctl } from "../../../ffi/mod.ts";
 import { BgpSpeaker, MemoryNetwork } from "../../../modules/router/bgp/mod.ts";
 import { Router, routerModule } from "../../../modules/router/mod.ts";
-
-/** The API as one agent sees it: objects in maps; `put` also publishes the change on the bus. */
-class MapSource implements ResourceSource {
-  readonly objects = new Map<ResourceKind, Map<string, unknown>>();
-  constructor(readonly bus: Bus) {}
-  start(): void {}
-  waitForSync(): Promise<boolean> {
-    return Promise.resolve(true);
-  }
-  stop(): Promise<void> {
-    return Promise.resolve();
-  }
-  list<K extends ResourceKind>(r: K): ResourceTypes[K][] {
-    return [...(this.objects.get(r)?.values() ?? [])] as ResourceTypes[K][];
-  }
-  get<K extends ResourceKind>(r: K, key: string): ResourceTypes[K] | undefined {
-    return this.objects.get(r)?.get(key) as ResourceTypes[K] | undefined;
-  }
-  put<K extends ResourceKind>(r: K, obj: ResourceTypes[K]): void {
-    const key = objectKey(obj as { metadata?: { name?: string; namespace?: string } });
-    let m = this.objects.get(r);
-    if (!m) this.objects.set(r, m = new Map());
-    const previous = m.get(key) as ResourceTypes[K] | undefined;
-    m.set(key, obj);
-    this.bus.publishResource({
-      resource: r,
-      type: previous ? "MODIFIED" : "ADDED",
-      key,
-      current: obj,
-      ...(previous ? { previous } : {}),
-    });
-  }
-}
+import { MemorySource } from "../../_support/kube_source.ts";
 
 const nodeObj = (i: number, annotations: Record<string, string> = {}): V1Node => ({
   metadata: { name: `n${i}`, annotations },
@@ -60,7 +29,7 @@ const service: V1Service = {
 
 interface TestNode {
   agent: Agent;
-  source: MapSource;
+  source: MemorySource;
   rtnl: FakeRtnetlink;
   nft: FakeNftables;
   router: () => Router;
@@ -92,7 +61,7 @@ async function startNode(
       }),
   };
   const bus = new Bus();
-  const source = new MapSource(bus);
+  const source = new MemorySource(bus);
   for (let j = 1; j <= count; j++) {
     const asn = asns[j];
     source.put("nodes", nodeObj(j, asn ? { "kube-router.io/node.asn": asn } : {}));
@@ -171,13 +140,7 @@ Deno.test({
       // Pod egress and forwarding were set up through the fakes.
       assert.ok(n1.nft.transactions >= 1);
       // The Service goes away: its VIP is withdrawn from the external router.
-      n1.source.objects.get("services")!.delete("default/web");
-      n1.source.bus.publishResource({
-        resource: "services",
-        type: "DELETED",
-        key: "default/web",
-        previous: service,
-      });
+      n1.source.delete("services", "default/web");
       await eventually(
         "n1's VIP path withdrawn",
         () =>
