@@ -140,11 +140,17 @@ export class NftError extends Error {
   readonly rc: number;
   /** nft's error buffer, verbatim. */
   readonly nftMessage: string;
-  constructor(rc: number, nftMessage: string, options?: ErrorOptions) {
+  /**
+   * Indexes of the transaction operations nft's error locations name (NftTransaction.operationsAt), so a
+   * caller can drop the objects that caused the failure and retry the rest; empty when nft named none.
+   */
+  readonly operations: readonly number[];
+  constructor(rc: number, nftMessage: string, options?: ErrorOptions & { operations?: readonly number[] }) {
     super(`nft: ${nftMessage.trim() || `failed with rc ${rc}`}`, options);
     this.name = "NftError";
     this.rc = rc;
     this.nftMessage = nftMessage;
+    this.operations = options?.operations ?? [];
   }
 }
 

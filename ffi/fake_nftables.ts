@@ -1,285 +1,489 @@
 /**
- * `FakeNftables`: an in-memory `NftRuleset` that understands the subset of nft's JSON commands the agent
- * uses (add/create/delete/flush of tables, chains, sets, maps, elements and rules) with nft's
- * transaction semantics: a failing command rolls back the whole batch, and errors carry nft's own
- * message text ("No such file or directory", "File exists") so `isNotFound`/`isExists` work the same.
- * Rule expressions and element forms are kept as given (nft prints the common ones back unchanged; see the
- * golden test); element timeouts, counters, `replace rule` and rule positions are not modelled.
+ * `FakeNftables`: an in-memory `NftRuleset` that applies typed transactions (`run`) structurally, with
+ * nft's transaction semantics: a failing operation undoes the whole transaction, and errors carry nft's
+ * own message text ("No such file or directory", "File exists", "Device or resource busy") and the
+ * failing operation's index, so `isNotFound`/`isExists`/`isBusy` and `NftError.operations` work the same
+ * as against the kernel (tests/unit/ffi/_conformance.ts holds both to it).
+ *
+ * A transaction is undone through an undo log (one closure per change), never by copying the state: the
+ * fake holds maps of 100,000 elements and a transaction touching three of them costs three entries.
+ *
+ * Modelled like the kernel: a verdict naming a missing chain and a rule naming a missing chain or `@set`
+ * fail as not found; a chain jumped to (by a rule or a map element) and a set named by a rule cannot be
+ * deleted (busy); adding a map element whose key exists with another value fails as exists. Not modelled:
+ * rule expressions (kept as text, printed back as given but for `counter`), element timeouts and counters'
+ * traffic, overlapping intervals, address canonicalisation (give canonical forms: `fd00::1`).
+ *
+ * `apply`/`list` (libnftables' JSON) translate to and from the same model: JSON rules keep their `expr`.
  */
 import { NftError } from "./errors.ts";
 import type { NftCommand, NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
+import {
+  type NftChainSpec,
+  type NftElementSpec,
+  type NftMapSpec,
+  type NftObjectSpec,
+  type NftOperation,
+  type NftSetSpec,
+  type NftTransaction,
+  type NftVerb,
+  objectKind,
+} from "./nft_transaction.ts";
 
-interface FakeSet {
-  props: Record<string, unknown>;
+interface FElem {
+  key: string[];
+  value?: string[];
+  comment?: string;
+}
+interface FSet {
+  spec: NftSetSpec | NftMapSpec;
   isMap: boolean;
-  /** key (JSON) -> element as given (value for sets, [key, value] for maps) */
-  elems: Map<string, unknown>;
   handle: number;
+  elems: Map<string, FElem>;
 }
-interface FakeChain {
-  props: Record<string, unknown>;
-  rules: { handle: number; expr: unknown; comment?: string }[];
+interface FRule {
   handle: number;
+  text: string;
+  comment?: string;
+  /** The JSON expression, for rules added through `apply`. */
+  json?: unknown;
+  /** "chain:NAME" / "set:NAME" this rule refers to. */
+  refs: string[];
 }
-interface FakeTable {
+interface FChain {
+  spec: NftChainSpec;
+  handle: number;
+  rules: FRule[];
+}
+interface FTable {
   family: string;
   name: string;
+  comment?: string;
   handle: number;
-  chains: Map<string, FakeChain>;
-  sets: Map<string, FakeSet>;
+  chains: Map<string, FChain>;
+  sets: Map<string, FSet>;
+  /** Reference counts: "chain:NAME" (jumps, gotos, verdicts), "set:NAME" (rules' @NAME). */
+  refs: Map<string, number>;
   nextHandle: number;
-}
-interface State {
-  tables: Map<string, FakeTable>;
-  nextTableHandle: number;
 }
 
 const ENOENT = "Error: Could not process rule: No such file or directory";
 const EEXIST = "Error: Could not process rule: File exists";
 const EBUSY = "Error: Could not process rule: Device or resource busy";
+const EINVAL = "Error: Could not process rule: Invalid argument";
+
+type Undo = (() => void)[];
+
+class OpError extends Error {
+  constructor(readonly nft: string, readonly detail: string) {
+    super(nft);
+  }
+}
 
 function tkey(family: string, name: string): string {
   return `${family} ${name}`;
 }
 
-function str(o: Record<string, unknown>, k: string): string {
-  const v = o[k];
-  if (typeof v !== "string") throw new NftError(1, `Error: missing or invalid "${k}"`);
-  return v;
+/** The identity of an element: its key as nft prints it (`/32` and `/128` prefixes are plain addresses). */
+function elemKey(key: readonly string[]): string {
+  return key.map((p) =>
+    p.replace(/\/(32|128)$/, (m, len) => (p.includes(":") ? len === "128" : len === "32") ? "" : m)
+  )
+    .join(" . ");
 }
 
-function elemKey(e: unknown, isMap: boolean): string {
-  const k = isMap && Array.isArray(e) ? e[0] : e;
-  return JSON.stringify(k);
+const VERDICT_REF = /^(jump|goto) (\S+)$/;
+
+function ruleRefs(text: string): string[] {
+  const out: string[] = [];
+  for (const m of text.matchAll(/(?:^|\s)(?:jump|goto)\s+([A-Za-z_.][A-Za-z0-9_./-]*)/g)) {
+    out.push(`chain:${m[1]}`);
+  }
+  for (const m of text.matchAll(/@([A-Za-z_.][A-Za-z0-9_./-]*)/g)) out.push(`set:${m[1]}`);
+  return out;
 }
 
-function cloneState(s: State): State {
-  return structuredClone(s);
+/** A duration as nft prints it: "10800s" -> "3h", "90s" -> "1m30s". */
+export function durationText(spec: string): string {
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  let ms = 0;
+  for (const m of spec.matchAll(/(\d+)(ms|s|m|h|d)/g)) ms += Number(m[1]) * unit[m[2]!]!;
+  let out = "";
+  for (
+    const [u, n] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000], ["s", 1000], ["ms", 1]] as const
+  ) {
+    if (ms >= n) {
+      out += `${Math.floor(ms / n)}${u}`;
+      ms %= n;
+    }
+  }
+  return out || "0s";
+}
+
+/** nft's standard priority names per family and hook, to print priorities as nft does. */
+function priorityText(family: string, hook: string | undefined, prio: number): string {
+  const names: [string, number, string[] | undefined][] = family === "bridge"
+    ? [["dstnat", -300, ["prerouting"]], ["filter", -200, undefined], ["out", 100, ["output"]], [
+      "srcnat",
+      300,
+      ["postrouting"],
+    ]]
+    : [
+      ["raw", -300, undefined],
+      ["mangle", -150, undefined],
+      ["dstnat", -100, ["prerouting"]],
+      [
+        "filter",
+        0,
+        undefined,
+      ],
+      ["security", 50, undefined],
+      ["srcnat", 100, ["postrouting"]],
+    ];
+  for (const [name, value, hooks] of names) {
+    if (hooks && (!hook || !hooks.includes(hook))) continue;
+    const off = prio - value;
+    if (off === 0) return name;
+    if (Math.abs(off) <= 10) return `${name} ${off > 0 ? "+" : "-"} ${Math.abs(off)}`;
+  }
+  return String(prio);
 }
 
 /** In-memory nftables with atomic transactions. */
 export class FakeNftables implements NftRuleset {
-  #state: State = { tables: new Map(), nextTableHandle: 1 };
+  #tables = new Map<string, FTable>();
+  #nextTableHandle = 1;
   /** Number of transactions applied successfully (for tests asserting on batching). */
   transactions = 0;
 
-  apply(commands: readonly NftCommand[]): Promise<void> {
-    if (commands.length === 0) return Promise.resolve();
-    const next = cloneState(this.#state);
+  run(tx: NftTransaction): Promise<void> {
+    if (tx.size === 0) return Promise.resolve();
     try {
-      for (const c of commands) this.#exec(next, c);
+      this.#transact(tx.operations.map((op) => ({ family: tx.family, table: tx.table, op })));
     } catch (e) {
-      return Promise.reject(e instanceof NftError ? e : new NftError(1, String(e), { cause: e }));
+      return Promise.reject(e);
     }
-    this.#state = next;
-    this.transactions++;
     return Promise.resolve();
   }
 
-  #table(s: State, o: Record<string, unknown>, tableKey = "table"): FakeTable {
-    const t = s.tables.get(tkey(str(o, "family"), str(o, tableKey)));
-    if (!t) throw new NftError(1, ENOENT);
+  apply(commands: readonly NftCommand[]): Promise<void> {
+    if (commands.length === 0) return Promise.resolve();
+    try {
+      this.#transact(expandJson(commands).map(fromJson));
+    } catch (e) {
+      return Promise.reject(e instanceof NftError ? e : new NftError(1, String(e), { cause: e }));
+    }
+    return Promise.resolve();
+  }
+
+  #transact(ops: readonly FakeOp[]): void {
+    const undo: Undo = [];
+    for (let i = 0; i < ops.length; i++) {
+      const o = ops[i]!;
+      try {
+        if (o.op.verb === "destroy") {
+          this.#exec(o, "add", undo);
+          this.#exec(o, "delete", undo);
+        } else this.#exec(o, o.op.verb, undo);
+      } catch (e) {
+        for (let k = undo.length - 1; k >= 0; k--) undo[k]!();
+        if (e instanceof OpError) {
+          throw new NftError(1, `${e.nft}\n${e.detail}`, { operations: [i] });
+        }
+        throw e;
+      }
+    }
+    this.transactions++;
+  }
+
+  #table(family: string, name: string): FTable {
+    const t = this.#tables.get(tkey(family, name));
+    if (!t) throw new OpError(ENOENT, `table ${family} ${name}`);
     return t;
   }
 
-  #exec(s: State, cmd: NftCommand): void {
-    const verbs = Object.keys(cmd);
-    if (verbs.length !== 1) {
-      throw new NftError(1, `Error: command must have one verb, got ${verbs.join(",")}`);
-    }
-    const verb = verbs[0]!;
-    const body = cmd[verb] as Record<string, Record<string, unknown>>;
-    const kinds = Object.keys(body ?? {});
-    if (kinds.length !== 1) throw new NftError(1, `Error: ${verb} needs one object`);
-    const kind = kinds[0]!;
-    const o = body[kind]!;
-    switch (`${verb} ${kind}`) {
-      case "add table":
-      case "create table": {
-        const k = tkey(str(o, "family"), str(o, "name"));
-        if (s.tables.has(k)) {
-          if (verb === "create") throw new NftError(1, EEXIST);
+  #handle(t: FTable, undo: Undo): number {
+    const h = t.nextHandle++;
+    undo.push(() => t.nextHandle = h);
+    return h;
+  }
+
+  #ref(t: FTable, key: string, delta: number, undo: Undo): void {
+    const n = (t.refs.get(key) ?? 0) + delta;
+    if (n === 0) t.refs.delete(key);
+    else t.refs.set(key, n);
+    undo.push(() => {
+      const m = (t.refs.get(key) ?? 0) - delta;
+      if (m === 0) t.refs.delete(key);
+      else t.refs.set(key, m);
+    });
+  }
+
+  #valueRef(t: FTable, e: FElem, delta: number, undo: Undo): void {
+    const m = e.value?.length === 1 ? VERDICT_REF.exec(e.value[0]!) : null;
+    if (m) this.#ref(t, `chain:${m[2]}`, delta, undo);
+  }
+
+  #exec(fo: FakeOp, verb: NftVerb, undo: Undo): void {
+    const { family, table, op } = fo;
+    const o = op.object;
+    const what = `${verb} ${objectKind(o)}`;
+    if ("table" in o) {
+      const k = tkey(family, table);
+      const t = this.#tables.get(k);
+      if (verb === "add" || verb === "create") {
+        if (t) {
+          if (verb === "create") throw new OpError(EEXIST, `table ${k}`);
           return;
         }
-        s.tables.set(k, {
-          family: str(o, "family"),
-          name: str(o, "name"),
-          handle: s.nextTableHandle++,
+        const nt: FTable = {
+          family,
+          name: table,
+          handle: this.#nextTableHandle++,
           chains: new Map(),
           sets: new Map(),
+          refs: new Map(),
           nextHandle: 1,
+        };
+        if (o.table.comment !== undefined) nt.comment = o.table.comment;
+        this.#tables.set(k, nt);
+        undo.push(() => {
+          this.#tables.delete(k);
+          this.#nextTableHandle--;
         });
         return;
       }
-      case "delete table":
-      case "destroy table": {
-        const k = tkey(str(o, "family"), str(o, "name"));
-        if (!s.tables.delete(k) && verb === "delete") throw new NftError(1, ENOENT);
+      if (!t) throw new OpError(ENOENT, `table ${k}`);
+      if (verb === "delete") {
+        this.#tables.delete(k);
+        undo.push(() => this.#tables.set(k, t));
         return;
       }
-      case "flush table": {
-        const t = this.#table(s, o, "name");
-        for (const c of t.chains.values()) c.rules = [];
-        for (const st of t.sets.values()) st.elems.clear();
+      if (verb === "flush") {
+        for (const c of t.chains.values()) this.#flushChain(t, c, undo);
+        for (const s of t.sets.values()) this.#flushSet(t, s, undo);
         return;
       }
-      case "add chain":
-      case "create chain": {
-        const t = this.#table(s, o);
-        const name = str(o, "name");
-        if (t.chains.has(name)) {
-          if (verb === "create") throw new NftError(1, EEXIST);
+      throw new OpError(EINVAL, what);
+    }
+    const t = this.#table(family, table);
+    if ("chain" in o) {
+      const name = o.chain.name;
+      const c = t.chains.get(name);
+      if (verb === "add" || verb === "create") {
+        if (c) {
+          if (verb === "create") throw new OpError(EEXIST, `chain ${name}`);
           return;
         }
-        const { family: _f, table: _t, ...props } = o;
-        t.chains.set(name, { props, rules: [], handle: t.nextHandle++ });
+        const nc: FChain = { spec: { ...o.chain }, handle: this.#handle(t, undo), rules: [] };
+        t.chains.set(name, nc);
+        undo.push(() => t.chains.delete(name));
         return;
       }
-      case "delete chain":
-      case "destroy chain": {
-        const t = s.tables.get(tkey(str(o, "family"), str(o, "table")));
-        const c = t?.chains.get(str(o, "name"));
-        if (!t || !c) {
-          if (verb === "delete") throw new NftError(1, ENOENT);
-          return;
-        }
-        // The kernel refuses to delete a chain that a rule or a map element jumps to; its own rules go with it.
-        const name = str(o, "name");
-        const ref = [
-          `{"jump":{"target":${JSON.stringify(name)}}}`,
-          `{"goto":{"target":${JSON.stringify(name)}}}`,
-        ];
-        const refers = (x: unknown) => ref.some((r) => JSON.stringify(x).includes(r));
-        const referenced = [...t.chains.values()].some((ch) => ch.rules.some((r) => refers(r.expr))) ||
-          [...t.sets.values()].some((st) => st.isMap && [...st.elems.values()].some(refers));
-        if (referenced) throw new NftError(1, EBUSY);
+      if (!c) throw new OpError(ENOENT, `chain ${name}`);
+      if (verb === "flush") return this.#flushChain(t, c, undo);
+      if (verb === "delete") {
+        if (t.refs.has(`chain:${name}`)) throw new OpError(EBUSY, `chain ${name} is jumped to`);
+        this.#flushChain(t, c, undo);
         t.chains.delete(name);
+        undo.push(() => t.chains.set(name, c));
         return;
       }
-      case "flush chain": {
-        const c = this.#table(s, o).chains.get(str(o, "name"));
-        if (!c) throw new NftError(1, ENOENT);
-        c.rules = [];
-        return;
-      }
-      case "add set":
-      case "create set":
-      case "add map":
-      case "create map": {
-        const t = this.#table(s, o);
-        const name = str(o, "name");
-        if (t.sets.has(name)) {
-          if (verb === "create") throw new NftError(1, EEXIST);
-        } else {
-          const { family: _f, table: _t, elem: _e, ...props } = o;
-          t.sets.set(name, { props, isMap: kind === "map", elems: new Map(), handle: t.nextHandle++ });
-        }
-        if (Array.isArray(o.elem)) {
-          this.#exec(s, { add: { element: { family: o.family, table: o.table, name, elem: o.elem } } });
-        }
-        return;
-      }
-      case "delete set":
-      case "delete map":
-      case "destroy set":
-      case "destroy map": {
-        const t = s.tables.get(tkey(str(o, "family"), str(o, "table")));
-        if (!t || !t.sets.delete(str(o, "name"))) {
-          if (verb === "delete") throw new NftError(1, ENOENT);
-        }
-        return;
-      }
-      case "flush set":
-      case "flush map": {
-        const st = this.#table(s, o).sets.get(str(o, "name"));
-        if (!st) throw new NftError(1, ENOENT);
-        st.elems.clear();
-        return;
-      }
-      case "add element":
-      case "create element":
-      case "delete element":
-      case "destroy element": {
-        const st = this.#table(s, o).sets.get(str(o, "name"));
-        if (!st) throw new NftError(1, ENOENT);
-        const elems = Array.isArray(o.elem) ? o.elem : [o.elem];
-        for (const e of elems) {
-          const k = elemKey(e, st.isMap);
-          if (verb === "delete" || verb === "destroy") {
-            if (!st.elems.delete(k) && verb === "delete") throw new NftError(1, ENOENT);
-          } else {
-            if (st.elems.has(k) && verb === "create") throw new NftError(1, EEXIST);
-            // Like the kernel, a verdict may only name a chain that exists in the same table.
-            if (st.isMap && Array.isArray(e)) {
-              const v = e[1] as Record<string, { target?: unknown }> | undefined;
-              const target = v?.jump?.target ?? v?.goto?.target;
-              if (typeof target === "string" && !this.#table(s, o).chains.has(target)) {
-                throw new NftError(1, ENOENT);
-              }
-            }
-            st.elems.set(k, structuredClone(e));
-          }
-        }
-        return;
-      }
-      case "add rule":
-      case "insert rule": {
-        const t = this.#table(s, o);
-        const c = t.chains.get(str(o, "chain"));
-        if (!c) throw new NftError(1, ENOENT);
-        const r: FakeChain["rules"][number] = { handle: t.nextHandle++, expr: structuredClone(o.expr ?? []) };
-        if (typeof o.comment === "string") r.comment = o.comment;
-        if (verb === "insert") c.rules.unshift(r);
-        else c.rules.push(r);
-        return;
-      }
-      case "delete rule": {
-        const t = this.#table(s, o);
-        const c = t.chains.get(str(o, "chain"));
-        const i = c ? c.rules.findIndex((r) => r.handle === o.handle) : -1;
-        if (!c || i < 0) throw new NftError(1, ENOENT);
-        c.rules.splice(i, 1);
-        return;
-      }
-      default:
-        throw new NftError(1, `Error: FakeNftables does not support "${verb} ${kind}"`);
+      throw new OpError(EINVAL, what);
     }
+    if ("rule" in o) {
+      const r = o.rule;
+      const c = t.chains.get(r.chain);
+      if (!c) throw new OpError(ENOENT, `chain ${r.chain}`);
+      const at = (h: number) => {
+        const i = c.rules.findIndex((x) => x.handle === h);
+        if (i < 0) throw new OpError(ENOENT, `rule handle ${h} in ${r.chain}`);
+        return i;
+      };
+      if (verb === "delete" || verb === "replace") {
+        const i = at(r.handle!);
+        const old = c.rules[i]!;
+        for (const ref of old.refs) this.#ref(t, ref, -1, undo);
+        if (verb === "delete") {
+          c.rules.splice(i, 1);
+          undo.push(() => c.rules.splice(i, 0, old));
+          return;
+        }
+        const nr = this.#newRule(t, fo, undo);
+        c.rules[i] = nr;
+        undo.push(() => c.rules[i] = old);
+        return;
+      }
+      if (verb !== "add" && verb !== "insert") throw new OpError(EINVAL, what);
+      let pos: number;
+      if (r.index !== undefined) {
+        if (r.index >= c.rules.length) throw new OpError(ENOENT, `rule index ${r.index} in ${r.chain}`);
+        pos = verb === "add" ? r.index + 1 : r.index;
+      } else if (r.handle !== undefined) pos = at(r.handle) + (verb === "add" ? 1 : 0);
+      else pos = verb === "add" ? c.rules.length : 0;
+      const nr = this.#newRule(t, fo, undo);
+      c.rules.splice(pos, 0, nr);
+      undo.push(() => c.rules.splice(pos, 1));
+      return;
+    }
+    if ("set" in o || "map" in o) {
+      const isMap = "map" in o;
+      const spec = "map" in o ? o.map : (o as { set: NftSetSpec }).set;
+      const s = t.sets.get(spec.name);
+      if (verb === "add" || verb === "create") {
+        if (s) {
+          const sameShape = s.isMap === isMap && s.spec.type === spec.type &&
+            (!isMap || (s.spec as NftMapSpec).map === (spec as NftMapSpec).map);
+          if (verb === "create" || !sameShape) throw new OpError(EEXIST, `set ${spec.name}`);
+          return;
+        }
+        const ns: FSet = { spec: { ...spec }, isMap, handle: this.#handle(t, undo), elems: new Map() };
+        t.sets.set(spec.name, ns);
+        undo.push(() => t.sets.delete(spec.name));
+        return;
+      }
+      if (!s || s.isMap !== isMap) throw new OpError(ENOENT, `${isMap ? "map" : "set"} ${spec.name}`);
+      if (verb === "flush") return this.#flushSet(t, s, undo);
+      if (verb === "delete") {
+        if (t.refs.has(`set:${spec.name}`)) throw new OpError(EBUSY, `set ${spec.name} is used by a rule`);
+        this.#flushSet(t, s, undo);
+        t.sets.delete(spec.name);
+        undo.push(() => t.sets.set(spec.name, s));
+        return;
+      }
+      throw new OpError(EINVAL, what);
+    }
+    const e = (o as { element: NftElementSpec }).element;
+    const s = t.sets.get(e.set);
+    if (!s) throw new OpError(ENOENT, `set ${e.set}`);
+    const k = elemKey(e.key);
+    const old = s.elems.get(k);
+    if (verb === "add" || verb === "create") {
+      if (s.isMap !== (e.value !== undefined)) throw new OpError(EINVAL, `element ${k} of ${e.set}: value`);
+      if (old) {
+        const differs = s.isMap && old.value!.join(" . ") !== e.value!.join(" . ");
+        if (verb === "create" || differs) throw new OpError(EEXIST, `element ${k} of ${e.set}`);
+        return;
+      }
+      const ne: FElem = { key: [...e.key] };
+      if (e.value) ne.value = [...e.value];
+      if (e.comment !== undefined) ne.comment = e.comment;
+      const m = ne.value?.length === 1 ? VERDICT_REF.exec(ne.value[0]!) : null;
+      if (m && !t.chains.has(m[2]!)) throw new OpError(ENOENT, `element ${k}: chain ${m[2]}`);
+      this.#valueRef(t, ne, 1, undo);
+      const elems = s.elems;
+      elems.set(k, ne);
+      undo.push(() => elems.delete(k));
+      return;
+    }
+    if (verb === "delete") {
+      if (!old) throw new OpError(ENOENT, `element ${k} of ${e.set}`);
+      this.#valueRef(t, old, -1, undo);
+      const elems = s.elems;
+      elems.delete(k);
+      undo.push(() => elems.set(k, old));
+      return;
+    }
+    throw new OpError(EINVAL, what);
   }
 
-  #render(t: FakeTable): NftObject[] {
-    const out: NftObject[] = [{ table: { family: t.family, name: t.name, handle: t.handle } }];
-    for (const [name, st] of t.sets) out.push(this.#renderSet(t, name, st));
-    for (const [name, c] of t.chains) {
-      out.push({ chain: { family: t.family, table: t.name, name, handle: c.handle, ...c.props } });
-    }
-    for (const [name, c] of t.chains) {
-      for (const r of c.rules) {
-        out.push({
-          rule: {
-            family: t.family,
-            table: t.name,
-            chain: name,
-            handle: r.handle,
-            ...(r.comment ? { comment: r.comment } : {}),
-            expr: r.expr,
-          },
-        });
+  #newRule(t: FTable, fo: FakeOp, undo: Undo): FRule {
+    const r = (fo.op.object as { rule: { rule: string; comment?: string } }).rule;
+    const refs = fo.json !== undefined ? jsonRefs(fo.json) : ruleRefs(r.rule);
+    for (const ref of refs) {
+      const [kind, name] = ref.split(":") as [string, string];
+      if (!(kind === "chain" ? t.chains.has(name) : t.sets.has(name))) {
+        throw new OpError(ENOENT, `${kind} ${name}`);
       }
     }
-    return out;
+    for (const ref of refs) this.#ref(t, ref, 1, undo);
+    const nr: FRule = { handle: this.#handle(t, undo), text: r.rule, refs };
+    if (r.comment !== undefined) nr.comment = r.comment;
+    if (fo.json !== undefined) nr.json = structuredClone(fo.json);
+    return nr;
   }
 
-  #renderSet(t: FakeTable, name: string, st: FakeSet): NftObject {
-    const o: Record<string, unknown> = {
-      family: t.family,
-      name,
-      table: t.name,
-      ...st.props,
-      handle: st.handle,
-    };
-    if (st.elems.size) o.elem = [...st.elems.values()].map((e) => structuredClone(e));
-    return { [st.isMap ? "map" : "set"]: o };
+  #flushChain(t: FTable, c: FChain, undo: Undo): void {
+    const old = c.rules;
+    for (const r of old) for (const ref of r.refs) this.#ref(t, ref, -1, undo);
+    c.rules = [];
+    undo.push(() => c.rules = old);
   }
+
+  #flushSet(t: FTable, s: FSet, undo: Undo): void {
+    const old = s.elems;
+    if (s.isMap) { for (const e of old.values()) this.#valueRef(t, e, -1, undo); }
+    s.elems = new Map();
+    undo.push(() => s.elems = old);
+  }
+
+  /**
+   * The whole ruleset in `nft list ruleset` form: tables in creation order, in each its sets and maps,
+   * then its chains, in creation order; elements sorted by key (the kernel's order is its hash order).
+   */
+  dump(): string {
+    const out: string[] = [];
+    for (const t of this.#tables.values()) out.push(this.#dumpTable(t));
+    return out.join("");
+  }
+
+  #dumpTable(t: FTable): string {
+    const blocks: string[] = [];
+    for (const [name, s] of t.sets) blocks.push(this.#dumpSet(name, s));
+    for (const [name, c] of t.chains) blocks.push(this.#dumpChain(t, name, c));
+    const head = `table ${t.family} ${t.name} {\n` +
+      (t.comment !== undefined ? `\tcomment "${t.comment}"\n` : "");
+    return head + blocks.join("\n") + "}\n";
+  }
+
+  #dumpSet(name: string, s: FSet): string {
+    const sp = s.spec;
+    const lines = [`\t${s.isMap ? "map" : "set"} ${name} {`];
+    lines.push(`\t\ttype ${sp.type}${s.isMap ? ` : ${(sp as NftMapSpec).map}` : ""}`);
+    // nft leaves out a lone "timeout" flag when the set has a default timeout.
+    const flags = sp.timeout && sp.flags?.length === 1 && sp.flags[0] === "timeout" ? [] : sp.flags ?? [];
+    if (flags.length) lines.push(`\t\tflags ${flags.join(",")}`);
+    if (sp.counter) lines.push("\t\tcounter");
+    if (sp.timeout) lines.push(`\t\ttimeout ${durationText(sp.timeout)}`);
+    if (sp.comment !== undefined) lines.push(`\t\tcomment "${sp.comment}"`);
+    if (s.elems.size) {
+      const keys = [...s.elems.keys()].sort();
+      const items = keys.map((k) => {
+        const e = s.elems.get(k)!;
+        let str = k;
+        if (sp.counter) str += " counter packets 0 bytes 0";
+        if (e.comment !== undefined) str += ` comment "${e.comment}"`;
+        if (e.value) str += ` : ${e.value.join(" . ")}`;
+        return str;
+      });
+      lines.push(`\t\telements = { ${items.join(",\n\t\t\t     ")} }`);
+    }
+    lines.push("\t}");
+    return lines.join("\n") + "\n";
+  }
+
+  #dumpChain(t: FTable, name: string, c: FChain): string {
+    const sp = c.spec;
+    const lines = [`\tchain ${name} {`];
+    if (sp.comment !== undefined) lines.push(`\t\tcomment "${sp.comment}"`);
+    if (sp.type !== undefined) {
+      lines.push(
+        `\t\ttype ${sp.type} hook ${sp.hook} priority ${
+          priorityText(t.family, sp.hook, sp.priority!)
+        }; policy ${sp.policy ?? "accept"};`,
+      );
+    }
+    for (const r of c.rules) {
+      const text = r.json !== undefined
+        ? `# json ${JSON.stringify(r.json)}`
+        : r.text.replace(/\bcounter\b(?! packets)/g, "counter packets 0 bytes 0");
+      lines.push(`\t\t${text}${r.comment !== undefined ? ` comment "${r.comment}"` : ""}`);
+    }
+    lines.push("\t}");
+    return lines.join("\n") + "\n";
+  }
+
+  // ---- libnftables JSON (apply/list) over the same model ----
 
   async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     const out = await this.#list(target);
@@ -292,37 +496,246 @@ export class FakeNftables implements NftRuleset {
     });
   }
 
+  #render(t: FTable): NftObject[] {
+    const table: Record<string, unknown> = { family: t.family, name: t.name, handle: t.handle };
+    if (t.comment !== undefined) table.comment = t.comment;
+    const out: NftObject[] = [{ table }];
+    for (const [name, s] of t.sets) out.push(this.#renderSet(t, name, s));
+    for (const [name, c] of t.chains) out.push(this.#renderChain(t, name, c));
+    for (const [name, c] of t.chains) out.push(...this.#renderRules(t, name, c));
+    return out;
+  }
+
+  #renderChain(t: FTable, name: string, c: FChain): NftObject {
+    const sp = c.spec;
+    const o: Record<string, unknown> = { family: t.family, table: t.name, name, handle: c.handle };
+    if (sp.type !== undefined) {
+      Object.assign(o, { type: sp.type, hook: sp.hook, prio: sp.priority, policy: sp.policy ?? "accept" });
+    }
+    if (sp.comment !== undefined) o.comment = sp.comment;
+    return { chain: o };
+  }
+
+  #renderRules(t: FTable, name: string, c: FChain): NftObject[] {
+    return c.rules.map((r) => ({
+      rule: {
+        family: t.family,
+        table: t.name,
+        chain: name,
+        handle: r.handle,
+        ...(r.comment !== undefined ? { comment: r.comment } : {}),
+        ...(r.json !== undefined ? { expr: structuredClone(r.json) } : { text: r.text }),
+      },
+    }));
+  }
+
+  #renderSet(t: FTable, name: string, s: FSet): NftObject {
+    const sp = s.spec;
+    const o: Record<string, unknown> = {
+      family: t.family,
+      name,
+      table: t.name,
+      type: sp.type.includes(" . ") ? sp.type.split(" . ") : sp.type,
+      handle: s.handle,
+    };
+    if (s.isMap) o.map = (sp as NftMapSpec).map;
+    if (sp.flags?.length) o.flags = [...sp.flags];
+    if (sp.comment !== undefined) o.comment = sp.comment;
+    const interval = sp.flags?.includes("interval") ?? false;
+    if (s.elems.size) {
+      o.elem = [...s.elems.values()].map((e) => {
+        const key = keyJson(e.key, interval);
+        return s.isMap ? [key, valueJson(e.value!)] : key;
+      });
+    }
+    return { [s.isMap ? "map" : "set"]: o };
+  }
+
   #list(target: NftListTarget): Promise<NftObject[]> {
-    const s = this.#state;
-    if ("ruleset" in target) return Promise.resolve([...s.tables.values()].flatMap((t) => this.#render(t)));
+    const notFound = () => Promise.reject(new NftError(1, "Error: No such file or directory"));
+    if ("ruleset" in target) {
+      return Promise.resolve([...this.#tables.values()].flatMap((t) => this.#render(t)));
+    }
     if ("table" in target) {
-      const t = s.tables.get(tkey(target.table.family, target.table.name));
-      return t
-        ? Promise.resolve(this.#render(t))
-        : Promise.reject(new NftError(1, "Error: No such file or directory"));
+      const t = this.#tables.get(tkey(target.table.family, target.table.name));
+      return t ? Promise.resolve(this.#render(t)) : notFound();
     }
     const [kind, ref] = "chain" in target
       ? ["chain", target.chain] as const
       : "set" in target
       ? ["set", target.set] as const
       : ["map", target.map] as const;
-    const t = s.tables.get(tkey(ref.family, ref.table));
+    const t = this.#tables.get(tkey(ref.family, ref.table));
+    if (!t) return notFound();
     if (kind === "chain") {
-      const c = t?.chains.get(ref.name);
-      if (!t || !c) return Promise.reject(new NftError(1, "Error: No such file or directory"));
-      return Promise.resolve(
-        this.#render(t).filter((o) =>
-          ("chain" in o && (o.chain as { name: string }).name === ref.name) ||
-          ("rule" in o && (o.rule as { chain: string }).chain === ref.name)
-        ),
-      );
+      const c = t.chains.get(ref.name);
+      if (!c) return notFound();
+      return Promise.resolve([this.#renderChain(t, ref.name, c), ...this.#renderRules(t, ref.name, c)]);
     }
-    const st = t?.sets.get(ref.name);
-    if (!t || !st || st.isMap !== (kind === "map")) {
-      return Promise.reject(new NftError(1, "Error: No such file or directory"));
-    }
-    return Promise.resolve([this.#renderSet(t, ref.name, st)]);
+    const s = t.sets.get(ref.name);
+    if (!s || s.isMap !== (kind === "map")) return notFound();
+    return Promise.resolve([this.#renderSet(t, ref.name, s)]);
   }
 
   close(): void {}
+}
+
+/** One operation with its table, and for rules added through `apply`, their JSON expression. */
+interface FakeOp {
+  family: string;
+  table: string;
+  op: NftOperation;
+  json?: unknown;
+}
+
+function jsonRefs(expr: unknown): string[] {
+  const out: string[] = [];
+  const s = JSON.stringify(expr ?? null);
+  for (const m of s.matchAll(/"(?:jump|goto)":\{"target":"([^"]+)"\}/g)) out.push(`chain:${m[1]}`);
+  for (const m of s.matchAll(/"@([^"]+)"/g)) out.push(`set:${m[1]}`);
+  return out;
+}
+
+function partsOf(v: unknown): string[] {
+  if (typeof v === "string") return [v];
+  if (typeof v === "number") return [String(v)];
+  const o = v as Record<string, unknown>;
+  if (o && Array.isArray(o.concat)) return o.concat.flatMap(partsOf);
+  const p = o?.prefix as { addr: string; len: number } | undefined;
+  if (p) return [`${p.addr}/${p.len}`];
+  if (Array.isArray(o?.range)) return [`${o.range[0]}-${o.range[1]}`];
+  const verdict = Object.keys(o ?? {})[0];
+  if (verdict === "jump" || verdict === "goto") {
+    return [`${verdict} ${(o[verdict] as { target: string }).target}`];
+  }
+  if (verdict) return [verdict];
+  throw new NftError(1, `Error: FakeNftables cannot read element ${JSON.stringify(v)}`);
+}
+
+function partJson(p: string, interval: boolean): unknown {
+  if (/^\d+$/.test(p)) return Number(p);
+  const slash = p.indexOf("/");
+  if (slash > 0) return { prefix: { addr: p.slice(0, slash), len: Number(p.slice(slash + 1)) } };
+  const dash = p.indexOf("-");
+  if (interval && dash > 0) {
+    return { range: [partJson(p.slice(0, dash), false), partJson(p.slice(dash + 1), false)] };
+  }
+  return p;
+}
+
+function keyJson(key: readonly string[], interval: boolean): unknown {
+  return key.length === 1 ? partJson(key[0]!, interval) : { concat: key.map((p) => partJson(p, interval)) };
+}
+
+function valueJson(value: readonly string[]): unknown {
+  if (value.length === 1) {
+    const v = value[0]!;
+    const m = VERDICT_REF.exec(v);
+    if (m) return { [m[1]!]: { target: m[2] } };
+    if (/^(accept|drop|continue|return)$/.test(v)) return { [v]: null };
+  }
+  return keyJson(value, false);
+}
+
+/** Translates one libnftables JSON command into an operation of the fake's model. */
+function fromJson(cmd: NftCommand): FakeOp {
+  const verbs = Object.keys(cmd);
+  if (verbs.length !== 1) throw new NftError(1, `Error: command must have one verb, got ${verbs.join(",")}`);
+  const verb = verbs[0]! as NftVerb;
+  const body = cmd[verb] as Record<string, Record<string, unknown>>;
+  const kind = Object.keys(body ?? {})[0];
+  const o = kind ? body[kind]! : undefined;
+  if (!kind || !o) throw new NftError(1, `Error: ${verb} needs one object`);
+  const str = (k: string) => {
+    const v = o[k];
+    if (typeof v !== "string") throw new NftError(1, `Error: missing or invalid "${k}"`);
+    return v;
+  };
+  if (kind === "element") return elementFromJson(verb, o);
+  const family = str("family");
+  const table = kind === "table" ? str("name") : str("table");
+  const op = (object: NftObjectSpec, json?: unknown): FakeOp => ({
+    family,
+    table,
+    op: { verb, object },
+    ...(json !== undefined ? { json } : {}),
+  });
+  switch (kind) {
+    case "table":
+      return op({ table: {} });
+    case "chain": {
+      const c: NftChainSpec = { name: str("name") };
+      if (typeof o.type === "string") {
+        Object.assign(c, { type: o.type, hook: o.hook, priority: o.prio });
+      }
+      if (typeof o.policy === "string") c.policy = o.policy as "accept";
+      return op({ chain: c });
+    }
+    case "set":
+    case "map": {
+      const s: NftMapSpec = {
+        name: str("name"),
+        type: Array.isArray(o.type) ? o.type.join(" . ") : String(o.type ?? ""),
+        map: String(o.map ?? ""),
+      };
+      if (Array.isArray(o.flags)) s.flags = o.flags as NonNullable<NftSetSpec["flags"]>;
+      if (kind === "set") {
+        const { map: _m, ...set } = s;
+        return op({ set: set });
+      }
+      return op({ map: s });
+    }
+    case "rule": {
+      const r = {
+        chain: str("chain"),
+        rule: "",
+        ...(typeof o.handle === "number" ? { handle: o.handle } : {}),
+      };
+      if (typeof o.comment === "string") Object.assign(r, { comment: o.comment });
+      return op({ rule: r }, verb === "delete" ? undefined : (o.expr ?? []));
+    }
+    default:
+      throw new NftError(1, `Error: FakeNftables does not support "${verb} ${kind}"`);
+  }
+}
+
+/**
+ * The JSON `add set/map` with `elem`, and `add element` with a list, expand to one operation per
+ * element, each with the set's family and table.
+ */
+function expandJson(commands: readonly NftCommand[]): NftCommand[] {
+  const out: NftCommand[] = [];
+  for (const cmd of commands) {
+    const verb = Object.keys(cmd)[0]!;
+    const body = cmd[verb] as Record<string, Record<string, unknown>> | undefined;
+    const kind = Object.keys(body ?? {})[0];
+    const o = kind ? body![kind] : undefined;
+    if (!o || !kind) {
+      out.push(cmd);
+      continue;
+    }
+    if ((kind === "set" || kind === "map") && Array.isArray(o.elem)) {
+      const { elem, ...rest } = o;
+      out.push({ [verb]: { [kind]: rest } });
+      out.push(...expandJson([{ [verb === "create" ? "add" : verb]: { element: { ...rest, elem } } }]));
+      continue;
+    }
+    if (kind === "element") {
+      const elems = Array.isArray(o.elem) ? o.elem : [o.elem];
+      for (const e of elems) out.push({ [verb]: { element: { ...o, elem: e } } });
+      continue;
+    }
+    out.push(cmd);
+  }
+  return out;
+}
+
+/** A JSON element command with one element: a `[key, value]` pair for maps, a key for sets. */
+function elementFromJson(verb: NftVerb, o: Record<string, unknown>): FakeOp {
+  const set = String(o.name);
+  const e = o.elem;
+  const element: NftElementSpec = Array.isArray(e) && e.length === 2
+    ? { set, key: partsOf(e[0]), value: partsOf(e[1]) }
+    : { set, key: partsOf(e) };
+  return { family: String(o.family), table: String(o.table), op: { verb, object: { element } } };
 }

@@ -1,6 +1,6 @@
 /**
  * Kernel access through Deno FFI: the libc binding, netlink codecs and sockets, rtnetlink (links,
- * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (JSON API), sysctl,
+ * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (typed transactions in nft's text syntax; JSON listings), sysctl,
  * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen. Also the
  * tree's one IP/CIDR parser (ip.ts), which the codecs need and core/ and the modules import from here.
  *
@@ -86,6 +86,21 @@ export {
   parseListOutput,
 } from "./nftables.ts";
 export { FakeNftables } from "./fake_nftables.ts";
+export {
+  errorLocations,
+  type NftChainSpec,
+  type NftElementSpec,
+  type NftFamily,
+  type NftMapSpec,
+  type NftObjectSpec,
+  type NftOperation,
+  type NftRuleSpec,
+  type NftSetSpec,
+  NftSpecError,
+  type NftTableSpec,
+  NftTransaction,
+  type NftVerb,
+} from "./nft_transaction.ts";
 export { FakeSysctl, ProcSysctl, type Sysctl, SysctlError, sysctlPath } from "./sysctl.ts";
 export { encodeMd5sig, socketTransport, tcpConnect, TcpListener, TcpSocket } from "./tcp.ts";
 export * from "./fdb.ts";

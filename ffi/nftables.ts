@@ -6,6 +6,7 @@
  */
 import { LibraryLoadError, NftError } from "./errors.ts";
 import { cstring, mallocTrimAsync } from "./libc.ts";
+import { errorLocations, type NftTransaction } from "./nft_transaction.ts";
 
 /** libnftables symbols (nftables/libnftables.h). */
 export const NFT_SYMBOLS = {
@@ -29,6 +30,8 @@ export const NFT_SYMBOLS = {
   nft_ctx_set_dry_run: { parameters: ["pointer", "bool"], result: "void" },
   /** int nft_run_cmd_from_buffer(struct nft_ctx *nft, const char *buf);  on a worker thread */
   nft_run_cmd_from_buffer: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
+  /** int nft_run_cmd_from_filename(struct nft_ctx *nft, const char *filename);  on a worker thread */
+  nft_run_cmd_from_filename: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** NFT_CTX_OUTPUT_* flags. JSON (16) must be set for JSON *input* to be parsed too. */
@@ -58,6 +61,11 @@ export interface NftListOptions {
  * current namespace) and `FakeNftables` (in memory).
  */
 export interface NftRuleset {
+  /**
+   * Applies a typed transaction atomically: every operation takes effect or none does. Equivalent to:
+   * `nft -f FILE` with `tx.render()`. Throws NftError whose `operations` name the failing operations.
+   */
+  run(tx: NftTransaction): Promise<void>;
   /** Applies all commands as one atomic transaction. Equivalent to: `nft -j -f FILE`. */
   apply(commands: readonly NftCommand[]): Promise<void>;
   /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
@@ -138,7 +146,10 @@ export class Nftables implements NftRuleset {
    * Runs one nft buffer (JSON when `json`, else nft's own syntax) and returns its output. All commands
    * in the buffer form one transaction. Throws NftError with nft's message.
    */
-  run(buffer: string, opts: { json?: boolean; dryRun?: boolean; terse?: boolean } = {}): Promise<string> {
+  runBuffer(
+    buffer: string,
+    opts: { json?: boolean; dryRun?: boolean; terse?: boolean } = {},
+  ): Promise<string> {
     const next = this.#queue.then(() => this.#runNow(buffer, opts));
     this.#queue = next.catch(() => undefined);
     return next;
@@ -177,23 +188,74 @@ export class Nftables implements NftRuleset {
       this.#queue = next.catch(() => undefined);
       return await next;
     }
-    await this.run(json);
+    await this.runBuffer(json);
   }
 
   /** Equivalent to: `nft -f FILE` with nft's own syntax; atomic. */
   async applyText(script: string): Promise<void> {
-    await this.run(script, { json: false });
+    await this.runBuffer(script, { json: false });
+  }
+
+  /**
+   * Applies `tx` as one `nft -f` buffer. On failure, the same text is checked again from a file (dry run:
+   * the kernel sees the batch and aborts it), because only for file input does nft say which line and
+   * columns failed; those name the failing operations (`NftError.operations`). The fast path stays a
+   * plain buffer, without a file.
+   */
+  async run(tx: NftTransaction): Promise<void> {
+    if (tx.size === 0) return;
+    const text = tx.render();
+    try {
+      await this.applyText(text);
+    } catch (e) {
+      if (!(e instanceof NftError)) throw e;
+      const located = await this.#locate(text).catch(() => "");
+      throw new NftError(e.rc, located || e.nftMessage, {
+        operations: tx.operationsAt(errorLocations(located)),
+        cause: e,
+      });
+    }
+  }
+
+  /** nft's error text for `text` read from a file in dry-run mode ("" if it now passes). */
+  async #locate(text: string): Promise<string> {
+    const file = await Deno.makeTempFile({ prefix: "krt-nft-", suffix: ".nft" });
+    try {
+      await Deno.writeTextFile(file, text);
+      const next = this.#queue.then(async () => {
+        const ctx = this.#ctx;
+        if (ctx === null) throw new NftError(-1, "nftables context is closed");
+        const s = this.#sym;
+        s.nft_ctx_output_set_flags(ctx, 0);
+        s.nft_ctx_set_dry_run(ctx, true);
+        const rc = await s.nft_run_cmd_from_filename(ctx, cstring(file));
+        const errP = s.nft_ctx_get_error_buffer(ctx);
+        s.nft_ctx_set_dry_run(ctx, false);
+        return rc === 0 || errP === null ? "" : Deno.UnsafePointerView.getCString(errP);
+      });
+      this.#queue = next.catch(() => undefined);
+      return await next;
+    } finally {
+      await Deno.remove(file).catch(() => {});
+    }
+  }
+
+  /** `nft list ruleset` (or one table) in nft's text form, for logs and test assertions. */
+  async dumpText(table?: { family: string; name: string }): Promise<string> {
+    return await this.runBuffer(table ? `list table ${table.family} ${table.name}` : "list ruleset", {
+      json: false,
+    });
   }
 
   /** Checks a transaction without committing it. Equivalent to: `nft -c -j -f FILE`. */
   async check(commands: readonly NftCommand[]): Promise<void> {
-    await this.run(JSON.stringify({ nftables: commands }), { dryRun: true });
+    await this.runBuffer(JSON.stringify({ nftables: commands }), { dryRun: true });
   }
 
   /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
   async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     // The JSON form, because nft's text grammar cannot name objects called like keywords ("ct", "missing").
-    const out = await this.run(JSON.stringify({ nftables: [{ list: listJson(target) }] }), {
+    const out = await this.runBuffer(JSON.stringify({ nftables: [{ list: listJson(target) }] }), {
       ...(opts.terse ? { terse: true } : {}),
     });
     return parseListOutput(out);
