@@ -1,0 +1,360 @@
+import assert from "node:assert/strict";
+import {
+  diffService,
+  elementId,
+  PROXY_TABLE,
+  type ProxyNodeContext,
+  renderBase,
+  renderService,
+} from "../../../modules/proxy/nft_render.ts";
+import { NftTransaction, type ServiceEndpoint, type ServiceInfo } from "../../../modules/proxy/_pending.ts";
+
+const ctx: ProxyNodeContext = {
+  nodeName: "n1",
+  zone: "zone-a",
+  families: [4, 6],
+  podCidrs: ["10.1.1.0/24", "10.1.2.0/24", "fd00:1:1::/64"],
+  nodeIps: ["192.168.1.100", "fd00::100"],
+  serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
+  externalIpRanges: ["203.0.113.0/24"],
+  loadBalancerIpRanges: ["198.51.100.0/24"],
+  strictExternalIpValidation: true,
+  masqueradeAll: false,
+  hairpinMode: false,
+  nodePortBindOnAllIp: false,
+};
+
+function ep(ip: string, opts: Partial<ServiceEndpoint> = {}): ServiceEndpoint {
+  const local = opts.local ?? false;
+  return {
+    ip,
+    family: ip.includes(":") ? 6 : 4,
+    port: 8080,
+    ready: true,
+    serving: true,
+    terminating: false,
+    local,
+    nodeName: local ? "n1" : "n2",
+    ...opts,
+  };
+}
+
+function svc(o: Partial<ServiceInfo> = {}, endpoints: ServiceEndpoint[] = []): ServiceInfo {
+  return {
+    key: "default/web",
+    namespace: "default",
+    name: "web",
+    type: "ClusterIP",
+    clusterIPs: ["172.16.0.10"],
+    externalIPs: [],
+    loadBalancerIPs: [],
+    loadBalancerSourceRanges: [],
+    externalTrafficPolicy: "Cluster",
+    internalTrafficPolicy: "Cluster",
+    annotations: {},
+    problems: [],
+    ports: [{ name: "http", protocol: "TCP", port: 80, endpoints }],
+    ...o,
+  };
+}
+
+const three = [ep("10.1.1.5", { local: true }), ep("10.1.2.5"), ep("10.1.3.5")];
+const el = (m: string, ...k: string[]) => elementId(m, k);
+
+Deno.test("a cluster IP maps to one chain that picks among every ready endpoint in turn", () => {
+  const r = renderService(svc({}, three), ctx);
+  assert.equal(
+    r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")),
+    "goto svc4-default/web/tcp/http",
+  );
+  assert.ok(r.elements.has(el("cluster_ips_v4", "172.16.0.10")));
+  assert.deepEqual(r.chains.get("svc4-default/web/tcp/http"), [
+    "ip daddr 172.16.0.10 th dport 80 ip saddr != @pod_cidrs_v4 jump mark_for_masquerade",
+    "numgen inc mod 3 vmap { 0 : goto ep-default/web/tcp/http__10.1.1.5/8080, " +
+    "1 : goto ep-default/web/tcp/http__10.1.2.5/8080, 2 : goto ep-default/web/tcp/http__10.1.3.5/8080 }",
+  ]);
+  assert.deepEqual(r.chains.get("ep-default/web/tcp/http__10.1.2.5/8080"), [
+    "meta l4proto tcp dnat ip to 10.1.2.5:8080",
+  ]);
+  assert.equal(r.endpoints, 3);
+  assert.deepEqual(r.warnings, []);
+  // Nothing for a family the Service has no cluster IP in.
+  assert.ok(![...r.elements.keys()].some((k) => k.includes("_v6")));
+});
+
+Deno.test("a Service without endpoints is rejected, not blackholed, and gets no chains", () => {
+  const r = renderService(
+    svc({
+      type: "NodePort",
+      ports: [{ name: "", protocol: "UDP", port: 53, nodePort: 30053, endpoints: [] }],
+    }),
+    ctx,
+  );
+  assert.equal(
+    r.elements.get(el("no_endpoint_services_v4", "172.16.0.10", "udp", "53")),
+    "goto reject_chain",
+  );
+  assert.equal(r.elements.get(el("no_endpoint_nodeports_v4", "udp", "30053")), "goto reject_chain");
+  assert.ok(!r.elements.has(el("service_ips_v4", "172.16.0.10", "udp", "53")));
+  assert.equal(r.chains.size, 0);
+});
+
+Deno.test("not-ready endpoints are skipped and serving terminating ones are used only when none is ready", () => {
+  const eps = [
+    ep("10.1.1.5", { ready: false, serving: true, terminating: true }),
+    ep("10.1.2.5", { ready: false, serving: false }),
+  ];
+  let r = renderService(svc({}, eps), ctx);
+  assert.deepEqual([...r.chains.keys()].filter((c) => c.startsWith("ep-")), [
+    "ep-default/web/tcp/http__10.1.1.5/8080",
+  ]);
+  r = renderService(svc({}, [...eps, ep("10.1.3.5")]), ctx);
+  assert.deepEqual([...r.chains.keys()].filter((c) => c.startsWith("ep-")), [
+    "ep-default/web/tcp/http__10.1.3.5/8080",
+  ]);
+});
+
+Deno.test("a NodePort goes through the external chain, which masquerades", () => {
+  const r = renderService(
+    svc({
+      type: "NodePort",
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    }),
+    ctx,
+  );
+  assert.equal(r.elements.get(el("service_nodeports_v4", "tcp", "30080")), "goto ext4-default/web/tcp/http");
+  assert.deepEqual(r.chains.get("ext4-default/web/tcp/http"), [
+    "jump mark_for_masquerade",
+    "goto svc4-default/web/tcp/http",
+  ]);
+});
+
+Deno.test("externalTrafficPolicy Local keeps the source and sends outside traffic to local endpoints only", () => {
+  const s = svc({
+    type: "NodePort",
+    externalTrafficPolicy: "Local",
+    ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+  });
+  const r = renderService(s, ctx);
+  assert.deepEqual(r.chains.get("ext4-default/web/tcp/http"), [
+    "ip saddr @pod_cidrs_v4 goto svc4-default/web/tcp/http",
+    "fib saddr type local jump mark_for_masquerade",
+    "fib saddr type local goto svc4-default/web/tcp/http",
+    "goto local4-default/web/tcp/http",
+  ]);
+  assert.deepEqual(r.chains.get("local4-default/web/tcp/http"), [
+    "numgen inc mod 1 vmap { 0 : goto ep-default/web/tcp/http__10.1.1.5/8080 }",
+  ]);
+  // Without a local endpoint: outside traffic is dropped (pods and the node still reach the Service).
+  const none = renderService({ ...s, ports: [{ ...s.ports[0]!, endpoints: three.slice(1) }] }, ctx);
+  assert.equal(none.elements.get(el("no_endpoint_nodeports_v4", "tcp", "30080")), "drop");
+  assert.ok(!none.chains.has("local4-default/web/tcp/http"));
+  assert.equal(
+    none.chains.get("ext4-default/web/tcp/http")!.at(-1),
+    "fib saddr type local goto svc4-default/web/tcp/http",
+  );
+});
+
+Deno.test("the kube-router.io/service.local annotation means externalTrafficPolicy Local", () => {
+  const r = renderService(
+    svc({
+      type: "NodePort",
+      annotations: { "kube-router.io/service.local": "true" },
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    }),
+    ctx,
+  );
+  assert.ok(r.chains.has("local4-default/web/tcp/http"));
+});
+
+Deno.test("internalTrafficPolicy Local sends the cluster IP to local endpoints, and drops when there are none", () => {
+  const r = renderService(svc({ internalTrafficPolicy: "Local" }, three), ctx);
+  assert.equal(
+    r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")),
+    "goto local4-default/web/tcp/http",
+  );
+  assert.ok(!r.chains.has("svc4-default/web/tcp/http"));
+  const none = renderService(svc({ internalTrafficPolicy: "Local" }, three.slice(1)), ctx);
+  assert.equal(none.elements.get(el("no_endpoint_services_v4", "172.16.0.10", "tcp", "80")), "drop");
+  assert.equal(none.chains.size, 0);
+});
+
+Deno.test("external IPs are validated against the ranges and never taken from the cluster IP range", () => {
+  const s = svc({ externalIPs: ["203.0.113.5", "192.0.2.9", "172.16.0.99", "garbage"] }, three);
+  const r = renderService(s, ctx);
+  assert.equal(
+    r.elements.get(el("service_ips_v4", "203.0.113.5", "tcp", "80")),
+    "goto ext4-default/web/tcp/http",
+  );
+  assert.ok(!r.elements.has(el("service_ips_v4", "192.0.2.9", "tcp", "80")));
+  assert.ok(!r.elements.has(el("service_ips_v4", "172.16.0.99", "tcp", "80")));
+  assert.equal(r.warnings.length, 3);
+  assert.match(r.warnings.join("\n"), /192\.0\.2\.9 is outside/);
+  assert.match(r.warnings.join("\n"), /172\.16\.0\.99 lies inside the service cluster IP range/);
+  const lax = renderService(s, { ...ctx, strictExternalIpValidation: false });
+  assert.ok(lax.elements.has(el("service_ips_v4", "192.0.2.9", "tcp", "80")));
+  assert.ok(!lax.elements.has(el("service_ips_v4", "172.16.0.99", "tcp", "80")));
+});
+
+Deno.test("LoadBalancer source ranges filter the load balancer IP, not the node port", () => {
+  const r = renderService(
+    svc({
+      type: "LoadBalancer",
+      loadBalancerIPs: ["198.51.100.7"],
+      loadBalancerSourceRanges: ["203.0.113.0/25", "fd00:9::/64"],
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    }),
+    ctx,
+  );
+  assert.equal(
+    r.elements.get(el("firewall_ips_v4", "198.51.100.7", "tcp", "80")),
+    "goto fw4-default/web/tcp/http",
+  );
+  assert.deepEqual(r.chains.get("fw4-default/web/tcp/http"), ["ip saddr != { 203.0.113.0/25 } drop"]);
+  assert.equal(
+    r.elements.get(el("service_ips_v4", "198.51.100.7", "tcp", "80")),
+    "goto ext4-default/web/tcp/http",
+  );
+  assert.ok(![...r.elements.keys()].some((k) => k.startsWith("firewall_ips") && k.includes("30080")));
+  // A range holding the node lets the node reach its own LB IP (which it sources from the VIP).
+  const withNode = renderService(
+    svc({ loadBalancerIPs: ["198.51.100.7"], loadBalancerSourceRanges: ["192.168.1.0/24"] }, three),
+    ctx,
+  );
+  assert.deepEqual(withNode.chains.get("fw4-default/web/tcp/http"), [
+    "ip saddr != { 192.168.1.0/24, 198.51.100.7 } drop",
+  ]);
+});
+
+Deno.test("ClientIP affinity: a timeout set per endpoint, checked before the pick and updated on the way", () => {
+  const r = renderService(svc({ sessionAffinityTimeoutSeconds: 10800 }, three.slice(0, 2)), ctx);
+  const set = "aff-default/web/tcp/http__10.1.1.5/8080";
+  assert.deepEqual(r.sets.get(set), {
+    name: set,
+    type: "ipv4_addr",
+    flags: ["dynamic", "timeout"],
+    timeout: "10800s",
+  });
+  assert.deepEqual(r.chains.get("svc4-default/web/tcp/http")!.slice(1, 3), [
+    `ip saddr @${set} goto ep-default/web/tcp/http__10.1.1.5/8080`,
+    "ip saddr @aff-default/web/tcp/http__10.1.2.5/8080 goto ep-default/web/tcp/http__10.1.2.5/8080",
+  ]);
+  assert.deepEqual(r.chains.get("ep-default/web/tcp/http__10.1.1.5/8080"), [
+    `update @${set} { ip saddr }`,
+    "meta l4proto tcp dnat ip to 10.1.1.5:8080",
+  ]);
+});
+
+Deno.test("the sh scheduler hashes the source; IPVS-only schedulers fall back to rr and are reported", () => {
+  const sh = renderService(svc({ annotations: { "kube-router.io/service.scheduler": "sh" } }, three), ctx);
+  assert.match(sh.chains.get("svc4-default/web/tcp/http")!.at(-1)!, /^jhash ip saddr mod 3 seed 0x0 vmap/);
+  assert.equal(sh.unsupportedScheduler, undefined);
+  const lc = renderService(svc({ annotations: { "kube-router.io/service.scheduler": "lc" } }, three), ctx);
+  assert.match(lc.chains.get("svc4-default/web/tcp/http")!.at(-1)!, /^numgen inc mod 3 vmap/);
+  assert.equal(lc.unsupportedScheduler, "lc");
+});
+
+Deno.test("hairpin masquerading follows --hairpin-mode and the service annotation", () => {
+  const rule = "ip saddr 10.1.2.5 jump mark_for_masquerade";
+  const off = renderService(svc({}, three), ctx);
+  assert.ok(!off.chains.get("ep-default/web/tcp/http__10.1.2.5/8080")!.includes(rule));
+  const ann = renderService(svc({ annotations: { "kube-router.io/service.hairpin": "" } }, three), ctx);
+  assert.equal(ann.chains.get("ep-default/web/tcp/http__10.1.2.5/8080")![0], rule);
+  const flag = renderService(svc({}, three), { ...ctx, hairpinMode: true });
+  assert.equal(flag.chains.get("ep-default/web/tcp/http__10.1.2.5/8080")![0], rule);
+});
+
+Deno.test("--masquerade-all masquerades every source to the cluster IP", () => {
+  const r = renderService(svc({}, three), { ...ctx, masqueradeAll: true });
+  assert.equal(
+    r.chains.get("svc4-default/web/tcp/http")![0],
+    "ip daddr 172.16.0.10 th dport 80 jump mark_for_masquerade",
+  );
+});
+
+Deno.test("a dual-stack Service is served in both families with each family's endpoints", () => {
+  const r = renderService(
+    svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
+    ctx,
+  );
+  assert.equal(
+    r.elements.get(el("service_ips_v6", "fd00:172::10", "tcp", "80")),
+    "goto svc6-default/web/tcp/http",
+  );
+  assert.deepEqual(r.chains.get("ep-default/web/tcp/http__fd00.1.1..5/8080"), [
+    "meta l4proto tcp dnat ip6 to [fd00:1:1::5]:8080",
+  ]);
+  assert.match(r.chains.get("svc6-default/web/tcp/http")!.at(-1)!, /^numgen inc mod 1 /);
+  assert.match(r.chains.get("svc4-default/web/tcp/http")!.at(-1)!, /^numgen inc mod 3 /);
+});
+
+Deno.test("topology hints keep endpoints in this node's zone when every endpoint has hints", () => {
+  const eps = [
+    ep("10.1.1.5", { hintZones: ["zone-a"] }),
+    ep("10.1.2.5", { hintZones: ["zone-b"] }),
+    ep("10.1.3.5", { hintZones: ["zone-a"] }),
+  ];
+  const r = renderService(svc({ trafficDistribution: "PreferClose" }, eps), ctx);
+  assert.match(r.chains.get("svc4-default/web/tcp/http")!.at(-1)!, /^numgen inc mod 2 /);
+  assert.ok(!r.chains.has("ep-default/web/tcp/http__10.1.2.5/8080"));
+  // One endpoint without hints: hints are ignored.
+  const partial = renderService(svc({}, [...eps, ep("10.1.4.5")]), ctx);
+  assert.match(partial.chains.get("svc4-default/web/tcp/http")!.at(-1)!, /^numgen inc mod 4 /);
+});
+
+Deno.test("UDP and SCTP ports key the maps by their protocol", () => {
+  const r = renderService(
+    svc({
+      ports: [
+        { name: "dns", protocol: "UDP", port: 53, endpoints: three },
+        { name: "sig", protocol: "SCTP", port: 3868, endpoints: three },
+      ],
+    }),
+    ctx,
+  );
+  assert.ok(r.elements.has(el("service_ips_v4", "172.16.0.10", "udp", "53")));
+  assert.ok(r.elements.has(el("service_ips_v4", "172.16.0.10", "sctp", "3868")));
+  assert.deepEqual(r.chains.get("ep-default/web/sctp/sig__10.1.1.5/8080"), [
+    "meta l4proto sctp dnat ip to 10.1.1.5:8080",
+  ]);
+});
+
+Deno.test("the base ruleset serves NodePorts on the node's IPs, or on every local address with --nodeport-bindon-all-ip", () => {
+  const tx = new NftTransaction("inet", PROXY_TABLE);
+  renderBase(tx, ctx);
+  const text = tx.render();
+  assert.match(text, /ip daddr @nodeport_ips_v4 meta l4proto \. th dport vmap @service_nodeports_v4/);
+  assert.match(text, /nodeport_ips_v4 \{ 192\.168\.1\.100 \}/);
+  assert.match(text, /pod_cidrs_v4 \{ 10\.1\.1\.0\/24 \}/);
+  const all = new NftTransaction("inet", PROXY_TABLE);
+  renderBase(all, { ...ctx, nodePortBindOnAllIp: true });
+  assert.match(
+    all.render(),
+    /fib daddr type local ip daddr != 127\.0\.0\.0\/8 meta l4proto \. th dport vmap @service_nodeports_v4/,
+  );
+});
+
+Deno.test("a diff rewrites only what changed and deletes a changed element before adding it back", () => {
+  const before = renderService(svc({}, three), ctx);
+  const after = renderService(svc({}, three.slice(0, 2)), ctx);
+  const tx = new NftTransaction("inet", PROXY_TABLE);
+  const stale = diffService(tx, before, after);
+  assert.deepEqual(stale, ["ep-default/web/tcp/http__10.1.3.5/8080"]);
+  const lines = tx.render().trim().split("\n");
+  assert.ok(lines.some((l) => l.startsWith("flush chain") && l.includes("svc4-default/web/tcp/http")));
+  assert.ok(!lines.some((l) => l.includes("element")), "the map entry did not change");
+  assert.ok(
+    !lines.some((l) => l.includes("chain inet kube_router_proxy ep-default/web/tcp/http__10.1.1.5/8080")),
+  );
+
+  const none = renderService(svc({}, []), ctx);
+  const tx2 = new NftTransaction("inet", PROXY_TABLE);
+  diffService(tx2, after, none);
+  const l2 = tx2.render().trim().split("\n");
+  const del = l2.findIndex((l) => l.startsWith("delete element") && l.includes("service_ips_v4"));
+  const add = l2.findIndex((l) => l.startsWith("add element") && l.includes("no_endpoint_services_v4"));
+  assert.ok(del >= 0 && add > del);
+  const same = new NftTransaction("inet", PROXY_TABLE);
+  assert.deepEqual(diffService(same, after, after), []);
+  assert.equal(same.size, 0);
+});
