@@ -1,68 +1,6 @@
 /**
- * TEMPORARY: the shapes of CONTRACTS.md A (typed nftables transactions) and B (the Service model) while their
- * owners land them. Deleted as soon as ffi/mod.ts and core/mod.ts export them; nothing here is meant to stay.
+ * TEMPORARY: the shape of CONTRACTS.md A (typed nftables transactions) while its owner lands it. Deleted as soon as ffi/mod.ts exports it; nothing here is meant to stay.
  */
-import type { Family } from "../../core/_net.ts";
-
-export type ServiceProtocol = "TCP" | "UDP" | "SCTP";
-export interface ServiceEndpoint {
-  ip: string;
-  family: 4 | 6;
-  port: number;
-  nodeName?: string;
-  zone?: string;
-  hostname?: string;
-  ready: boolean;
-  serving: boolean;
-  terminating: boolean;
-  hintZones?: string[];
-  hintNodes?: string[];
-  local: boolean;
-}
-export interface ServicePortInfo {
-  name: string;
-  protocol: ServiceProtocol;
-  port: number;
-  nodePort?: number;
-  endpoints: ServiceEndpoint[];
-}
-export interface ServiceInfo {
-  key: string;
-  namespace: string;
-  name: string;
-  type: "ClusterIP" | "NodePort" | "LoadBalancer";
-  clusterIPs: string[];
-  externalIPs: string[];
-  loadBalancerIPs: string[];
-  loadBalancerSourceRanges: string[];
-  externalTrafficPolicy: "Cluster" | "Local";
-  internalTrafficPolicy: "Cluster" | "Local";
-  healthCheckNodePort?: number;
-  sessionAffinityTimeoutSeconds?: number;
-  trafficDistribution?: string;
-  annotations: Readonly<Record<string, string>>;
-  ports: ServicePortInfo[];
-  problems: string[];
-}
-
-/** kube-proxy's choice (pkg/proxy/topology.go), as contract B describes it. */
-export function usableEndpoints(
-  endpoints: readonly ServiceEndpoint[],
-  opts: { localOnly?: boolean; zone?: string; nodeName?: string; topologyAware?: boolean },
-): ServiceEndpoint[] {
-  const pool = opts.localOnly ? endpoints.filter((e) => e.local) : [...endpoints];
-  const ready = pool.filter((e) => e.ready);
-  if (ready.length) {
-    if (opts.topologyAware && !opts.localOnly && opts.zone) {
-      if (ready.every((e) => e.hintZones?.length)) {
-        const inZone = ready.filter((e) => e.hintZones!.includes(opts.zone!));
-        if (inZone.length) return inZone;
-      }
-    }
-    return ready;
-  }
-  return pool.filter((e) => e.serving && e.terminating);
-}
 
 export type NftFamily = "ip" | "ip6" | "inet" | "bridge" | "arp" | "netdev";
 export interface NftTableSpec {
@@ -173,5 +111,3 @@ export class NftTransaction {
     return this.#lines.join("\n") + "\n";
   }
 }
-
-export type { Family };

@@ -22,16 +22,9 @@
  * affinity update, DNAT) and, with ClientIP affinity, a dynamic timeout set `aff-…__<ip>/<port>`.
  * Service chain names always contain "/", which no fixed chain name does: that is how stale ones are found.
  */
-import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../core/_net.ts";
-import {
-  type NftChainSpec,
-  type NftSetSpec,
-  NftTransaction,
-  type ServiceEndpoint,
-  type ServiceInfo,
-  type ServicePortInfo,
-  usableEndpoints,
-} from "./_pending.ts";
+import { type ServiceEndpoint, type ServiceInfo, type ServicePortInfo, usableEndpoints } from "../../core/mod.ts";
+import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
+import { type NftChainSpec, type NftSetSpec, NftTransaction } from "./_pending.ts";
 
 export const PROXY_TABLE = "kube_router_proxy";
 /** The "masquerade this" bit (kube-proxy's 0x4000), honoured only in this table's postrouting chain. */
@@ -82,6 +75,21 @@ export interface RenderedService {
   warnings: string[];
   /** Schedulers asked for that nftables cannot express (logged once, rr used instead). */
   unsupportedScheduler?: string;
+  /** UDP service ports: where stale conntrack entries must be cleared when endpoints go or first come. */
+  udpPorts: UdpPort[];
+  /** The healthCheckNodePort to serve (LoadBalancer, externalTrafficPolicy Local). */
+  healthCheck?: { port: number; namespace: string; name: string; localEndpoints: number };
+}
+
+/** One UDP service port in one family. */
+export interface UdpPort {
+  family: Family;
+  /** Cluster, external and LoadBalancer IPs. */
+  vips: string[];
+  port: number;
+  nodePort?: number;
+  /** `ip:port` of every endpoint traffic may go to. */
+  endpoints: string[];
 }
 
 const IP = { 4: "ip", 6: "ip6" } as const;
@@ -315,6 +323,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     sets: new Map(),
     endpoints: 0,
     warnings: [...svc.problems],
+    udpPorts: [],
   };
   const sched = scheduler(svc);
   if (sched.unsupported) out.unsupportedScheduler = sched.unsupported;
@@ -409,6 +418,15 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
         out.chains.set(`ep-${epBase}`, rules);
       }
       out.endpoints += reachable.size;
+      if (p.protocol === "UDP") {
+        out.udpPorts.push({
+          family: f,
+          vips: [clusterIp, ...externalIps, ...lbIps],
+          port: p.port,
+          ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
+          endpoints: [...reachable.values()].map((e) => hostPort(canonicalIp(e.ip)!.ip, f, e.port)).sort(),
+        });
+      }
 
       const policyChain = (eps: ServiceEndpoint[], withMasq: boolean): string[] => {
         const rules: string[] = [];
@@ -451,6 +469,18 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
         out.chains.set(extChain, rules);
       }
     }
+  }
+  if (svc.healthCheckNodePort !== undefined && externalLocal) {
+    const local = new Set<string>();
+    for (const p of svc.ports) {
+      for (const e of p.endpoints) if (e.local && e.ready) local.add(e.ip);
+    }
+    out.healthCheck = {
+      port: svc.healthCheckNodePort,
+      namespace: svc.namespace,
+      name: svc.name,
+      localEndpoints: local.size,
+    };
   }
   return out;
 }

@@ -7,7 +7,8 @@ import {
   renderBase,
   renderService,
 } from "../../../modules/proxy/nft_render.ts";
-import { NftTransaction, type ServiceEndpoint, type ServiceInfo } from "../../../modules/proxy/_pending.ts";
+import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
+import { NftTransaction } from "../../../modules/proxy/_pending.ts";
 
 const ctx: ProxyNodeContext = {
   nodeName: "n1",
