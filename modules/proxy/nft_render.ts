@@ -22,7 +22,12 @@
  * affinity update, DNAT) and, with ClientIP affinity, a dynamic timeout set `aff-…__<ip>/<port>`.
  * Service chain names always contain "/", which no fixed chain name does: that is how stale ones are found.
  */
-import { type ServiceEndpoint, type ServiceInfo, type ServicePortInfo, usableEndpoints } from "../../core/mod.ts";
+import {
+  type ServiceEndpoint,
+  type ServiceInfo,
+  type ServicePortInfo,
+  usableEndpoints,
+} from "../../core/mod.ts";
 import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
 import { type NftChainSpec, type NftSetSpec, NftTransaction } from "./_pending.ts";
 
