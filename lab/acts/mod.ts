@@ -12,7 +12,6 @@ import type { Act } from "./types.ts";
 
 export { type Act, type DemoContext, ExpectationFailed, type Step } from "./types.ts";
 export { clusterAct, crossNodeAct, sameNodeAct };
-export { DEMO_NS, nodesAsJson, podsAsJson, podYaml } from "./_helpers.ts";
 
 /** The scenario, in order. */
 export const ACTS: Act[] = [clusterAct, sameNodeAct, crossNodeAct];

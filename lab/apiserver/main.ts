@@ -7,7 +7,7 @@
  *     [--namespace-deletion-delay-ms 500]
  */
 import { parseArgs } from "node:util";
-import { getLogger } from "../../core/log.ts";
+import { getLogger } from "../../core/mod.ts";
 import { startApiServer } from "./mod.ts";
 
 const { values } = parseArgs({

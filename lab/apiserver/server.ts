@@ -11,7 +11,7 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { join } from "node:path";
 import { stringify as yamlStringify } from "yaml";
-import type { Logger } from "../../core/log.ts";
+import type { Logger } from "../../core/mod.ts";
 import { ensurePki, type Pki } from "./certs.ts";
 import { ApiError, badRequest, gone, invalid } from "./errors.ts";
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";

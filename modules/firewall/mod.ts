@@ -5,9 +5,7 @@
  * Status: the module definition, its resources, lifecycle and health are in place; the rules arrive
  * with the network policy issue.
  */
-import type { ResourceKind } from "../../core/bus.ts";
-import { trackingModule } from "../../core/skeleton_module.ts";
-import type { ModuleDefinition } from "../../core/module.ts";
+import { type ModuleDefinition, type ResourceKind, trackingModule } from "../../core/mod.ts";
 
 export const firewallModule: ModuleDefinition = {
   name: "firewall",

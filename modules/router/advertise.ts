@@ -7,10 +7,10 @@
  * - import: never a service VIP, a default route, or a prefix in kube-router.io/node.bgp.customimportreject.
  */
 import type { V1Service } from "@kubernetes/client-node";
-import type { Config } from "../../core/config.ts";
 import { cidrContains, type Family, parseCidr, parseIP } from "../../ffi/mod.ts";
 import {
   buildServiceInfo,
+  type Config,
   SERVICE_LABELS,
   type ServiceInfo,
   serviceKey,

@@ -4,8 +4,7 @@
  * external routers, announces the node's pod CIDRs (and service VIPs to external peers), installs routes
  * learned from other nodes, writes the CNI config and masquerades pod egress.
  */
-import type { ResourceKind } from "../../core/bus.ts";
-import type { ModuleDefinition } from "../../core/module.ts";
+import type { ModuleDefinition, ResourceKind } from "../../core/mod.ts";
 import { NetlinkFdb, Nftables, ProcSysctl, Rtnetlink } from "../../ffi/mod.ts";
 import { egressCleanupTransaction } from "./egress.ts";
 import { Router, type RouterDeps } from "./router.ts";

@@ -30,7 +30,7 @@
  * IPIP and FoU (kube-router's default encapsulations) need kernel modules this machine lacks; they follow
  * in a later issue.
  */
-import type { Logger } from "../../core/log.ts";
+import type { Logger } from "../../core/mod.ts";
 import {
   type Cidr,
   cidrContains,

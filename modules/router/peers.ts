@@ -5,7 +5,7 @@
  * reflector clients peer only with servers of their cluster id; external peers from --peer-router-* go on
  * every node, those from a node's annotations on that node only.
  */
-import type { Config } from "../../core/config.ts";
+import type { Config } from "../../core/mod.ts";
 import type { NodeInfo } from "./node_info.ts";
 
 export interface PeerSpec {

@@ -7,7 +7,7 @@
  * Equivalent to: `ip route replace 10.1.2.0/24 via 192.168.1.101 proto 17` per learned route, and
  * `ip route del … proto 17` for each route no longer learned.
  */
-import type { Logger } from "../../core/log.ts";
+import type { Logger } from "../../core/mod.ts";
 import { formatCidr, parseCidr, parseIP, type Route, type Rtnl, type RtnlWatch } from "../../ffi/mod.ts";
 
 /** kube-router's route protocol number (0x11); `ip route show proto 17` lists the router's routes. */

@@ -5,8 +5,7 @@
  * for a sync.
  */
 import type { V1Node } from "@kubernetes/client-node";
-import type { ModuleContext, ModuleInstance } from "../../core/module.ts";
-import type { SyncReason } from "../../core/runner.ts";
+import type { ModuleContext, ModuleInstance, SyncReason } from "../../core/mod.ts";
 import {
   type Cidr,
   cidrContains,

@@ -3,7 +3,7 @@
  * kube-router's embedded GoBGP served gRPC) and the `kube-router bgp neighbors|routes` subcommand that
  * reads it and prints tables shaped like `gobgp neighbor` and `gobgp global rib`.
  */
-import type { Metrics } from "../../../core/metrics.ts";
+import type { Metrics } from "../../../core/mod.ts";
 import type { LearnedRoute, PeerStatus } from "./speaker.ts";
 import type { BgpSpeaker } from "./speaker.ts";
 import { FAMILIES, type Family, formatAsPath, formatCommunity, originName } from "./types.ts";

@@ -6,8 +6,7 @@
  *
  * What the session learns goes to its `PeerHost` (the speaker); the session never touches a RIB.
  */
-import type { Clock, TimerId } from "../../../core/clock.ts";
-import type { Logger } from "../../../core/log.ts";
+import type { Clock, Logger, TimerId } from "../../../core/mod.ts";
 import {
   BgpError,
   CEASE_ADMIN_SHUTDOWN,

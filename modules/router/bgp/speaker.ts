@@ -6,9 +6,16 @@
  * Local routes follow MetalLB's session.set: the caller hands over the whole desired set per family and
  * the speaker diffs it against what it holds, announcing and withdrawing only the difference.
  */
-import { type Clock, systemClock, type TimerId } from "../../../core/clock.ts";
-import { getLogger, type Logger } from "../../../core/log.ts";
-import type { Counter, Gauge, Metrics } from "../../../core/metrics.ts";
+import {
+  type Clock,
+  type Counter,
+  type Gauge,
+  getLogger,
+  type Logger,
+  type Metrics,
+  systemClock,
+  type TimerId,
+} from "../../../core/mod.ts";
 import { BgpConfigError, CEASE_OTHER_CONFIG_CHANGE, CEASE_PEER_DECONFIGURED } from "./errors.ts";
 import {
   CAP_GRACEFUL_RESTART,

@@ -1,7 +1,7 @@
 /** Interop test support: our speaker in a namespace (via the driver), gobgpd and BIRD with temp configs. */
 import { Driver } from "../../_support/driver.ts";
 import { linkVeth, needs, type NetNs, withNetns } from "../../_support/netns.ts";
-import type { BgpEvent, LearnedRoute, PeerStatus } from "../../../modules/router/bgp/mod.ts";
+import type { BgpEvent, LearnedRoute, PeerStatus } from "../../../modules/router/bgp/speaker.ts";
 
 const driverUrl = new URL("./_speaker_driver.ts", import.meta.url);
 

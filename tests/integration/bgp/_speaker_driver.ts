@@ -6,14 +6,11 @@
  */
 import { configureLogging } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
-import {
-  BgpSpeaker,
-  type Family,
-  type PeerConfig,
-  prefixFilter,
-  type SpeakerOptions,
-} from "../../../modules/router/bgp/mod.ts";
-import { serveAdmin } from "../../../modules/router/bgp/mod.ts";
+import { prefixFilter } from "../../../modules/router/bgp/policy.ts";
+import type { PeerConfig } from "../../../modules/router/bgp/session.ts";
+import { BgpSpeaker, type SpeakerOptions } from "../../../modules/router/bgp/speaker.ts";
+import type { Family } from "../../../modules/router/bgp/types.ts";
+import { serveAdmin } from "../../../modules/router/bgp/admin.ts";
 import { serveDriver } from "../../_support/driver.ts";
 
 configureLogging({ level: (Deno.env.get("BGP_LOG") as "debug" | undefined) ?? "info" });

@@ -3,26 +3,22 @@ import { FakeClock } from "../../../core/clock.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import { Metrics } from "../../../core/metrics.ts";
 import {
-  AS_SEQUENCE,
-  type BgpConn,
-  type BgpEvent,
-  BgpSpeaker,
   decodeNotification,
   decodeOpen,
   decodeUpdate,
   encodeAnnouncements,
   encodeKeepalive,
   encodeOpen,
-  MemoryNetwork,
   MSG_NOTIFICATION,
   MSG_OPEN,
   MSG_UPDATE,
   type OpenMessage,
-  type PathAttributes,
-  type SpeakerOptions,
   splitMessages,
   type UpdateMessage,
-} from "../../../modules/router/bgp/mod.ts";
+} from "../../../modules/router/bgp/message.ts";
+import { type BgpEvent, BgpSpeaker, type SpeakerOptions } from "../../../modules/router/bgp/speaker.ts";
+import { type BgpConn, MemoryNetwork } from "../../../modules/router/bgp/transport.ts";
+import { AS_SEQUENCE, type PathAttributes } from "../../../modules/router/bgp/types.ts";
 
 /** The attributes an eBGP peer `asn` announces with: ORIGIN IGP, AS_PATH [asn], NEXT_HOP `nextHop`. */
 export function peerAttrs(asn: number, nextHop: string): PathAttributes {

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import {
-  AS_SEQUENCE,
   bgpCli,
   formatDuration,
   formatNeighbors,
   formatRoutes,
-  type LearnedRoute,
   serveAdmin,
-} from "../../../modules/router/bgp/mod.ts";
+} from "../../../modules/router/bgp/admin.ts";
+import type { LearnedRoute } from "../../../modules/router/bgp/speaker.ts";
+import { AS_SEQUENCE } from "../../../modules/router/bgp/types.ts";
 import { World } from "./_harness.ts";
 
 async function captureConsole(

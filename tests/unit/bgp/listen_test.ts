@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { getLogger, MemorySink } from "../../../core/log.ts";
-import { BgpSpeaker } from "../../../modules/router/bgp/mod.ts";
+import { BgpSpeaker } from "../../../modules/router/bgp/speaker.ts";
 
 Deno.test({
   name: "the speaker listens on loopback with Deno's TCP and two speakers peer over real sockets",

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { BgpError } from "../../../modules/router/bgp/errors.ts";
 import {
-  AS_SEQUENCE,
   AS_TRANS,
-  BgpError,
   CAP_AS4,
   CAP_GRACEFUL_RESTART,
   CAP_MP,
@@ -29,14 +28,14 @@ import {
   MSG_UPDATE,
   normalizePrefix,
   type OpenMessage,
-  type PathAttributes,
   peerAsn,
-  shutdownCommunication,
   splitMessages,
   summarizeCapabilities,
   toHex,
   type UpdateMessage,
-} from "../../../modules/router/bgp/mod.ts";
+} from "../../../modules/router/bgp/message.ts";
+import { shutdownCommunication } from "../../../modules/router/bgp/session.ts";
+import { AS_SEQUENCE, type PathAttributes } from "../../../modules/router/bgp/types.ts";
 
 interface Captured {
   from: "gobgpd" | "bird";

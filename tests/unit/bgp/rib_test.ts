@@ -1,15 +1,13 @@
 import assert from "node:assert/strict";
 import {
-  AS_SEQUENCE,
-  AS_SET,
   comparePaths,
   LOCAL_SOURCE,
   LocRib,
   type Path,
-  type PathAttributes,
   type PathSource,
   selectBest,
-} from "../../../modules/router/bgp/mod.ts";
+} from "../../../modules/router/bgp/rib.ts";
+import { AS_SEQUENCE, AS_SET, type PathAttributes } from "../../../modules/router/bgp/types.ts";
 
 const src = (id: string, opts: Partial<PathSource> = {}): PathSource => ({
   id,

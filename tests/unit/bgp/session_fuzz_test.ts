@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { encodeOpen, fromHex, MSG_UPDATE } from "../../../modules/router/bgp/mod.ts";
+import { encodeOpen, fromHex, MSG_UPDATE } from "../../../modules/router/bgp/message.ts";
 import { announce, peerAttrs, RawPeer, World } from "./_harness.ts";
 
 const session: { hex: string; type: number }[] = JSON.parse(

@@ -1,20 +1,16 @@
 import assert from "node:assert/strict";
 import {
-  addCommunities,
-  AS_SEQUENCE,
-  type BgpEvent,
   type Capability,
-  chain,
   decodeUpdate,
   encodeEndOfRib,
   encodeKeepalive,
   encodeOpen,
-  forPeers,
   fromHex,
   MSG_UPDATE,
-  NO_EXPORT,
-  prefixFilter,
-} from "../../../modules/router/bgp/mod.ts";
+} from "../../../modules/router/bgp/message.ts";
+import { addCommunities, chain, forPeers, prefixFilter } from "../../../modules/router/bgp/policy.ts";
+import type { BgpEvent } from "../../../modules/router/bgp/speaker.ts";
+import { AS_SEQUENCE, NO_EXPORT } from "../../../modules/router/bgp/types.ts";
 import { announce, peerAttrs, RawPeer, World } from "./_harness.ts";
 
 const states = (events: BgpEvent[], peer: string) =>

@@ -12,7 +12,8 @@ import { loadConfig } from "../../../core/config.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition } from "../../../core/module.ts";
 import { FakeFdb, FakeNftables, FakeRtnetlink, FakeSysctl } from "../../../ffi/mod.ts";
-import { BgpSpeaker, MemoryNetwork } from "../../../modules/router/bgp/mod.ts";
+import { BgpSpeaker } from "../../../modules/router/bgp/speaker.ts";
+import { MemoryNetwork } from "../../../modules/router/bgp/transport.ts";
 import { Router, routerModule } from "../../../modules/router/mod.ts";
 import { MemorySource } from "../../_support/kube_source.ts";
 
