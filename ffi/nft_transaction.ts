@@ -122,10 +122,14 @@ export function objectKind(o: NftObjectSpec): "table" | "chain" | "rule" | "set"
 const NAME = /^[A-Za-z_.][A-Za-z0-9_./-]{0,255}$/;
 const TYPE = /^[a-z0-9_]+( \. [a-z0-9_]+)*$/;
 const TIMEOUT = /^(\d+(ms|s|m|h|d))+$/;
-/** A key part: no spaces or nft punctuation, or one quoted string (interface names). */
-const KEY_PART = /^([^\s,{}";#:]+|"[^"\n\r]*")$/;
+/**
+ * A key or value part: no spaces or nft punctuation, or one quoted string (interface names). A ":" is
+ * allowed inside a part (IPv6 addresses, `[fd00::1]:80`): without spaces it can never read as the " : "
+ * between key and value.
+ */
+const KEY_PART = /^([^\s,{}";#]+|"[^"\n\r]*")$/;
 /** A value part may hold a verdict with its chain: "goto svc-web". */
-const VALUE_PART = /^([^\s,{}";#:]+( [^\s,{}";#:]+)?|"[^"\n\r]*")$/;
+const VALUE_PART = /^([^\s,{}";#]+( [^\s,{}";#:]+)?|"[^"\n\r]*")$/;
 const encoder = new TextEncoder();
 
 function checkName(what: string, name: string): void {

@@ -151,3 +151,12 @@ Deno.test("nft's error locations map back to the operation, and inside a merged 
   ]);
   assert.deepEqual(tx.operationsAt([]), []);
 });
+
+Deno.test("IPv6 addresses are accepted as element keys and values, but a spaced ' : ' inside a part is not", () => {
+  const tx = new NftTransaction("inet", "t");
+  tx.add({ element: { set: "s6", key: ["fd00:172::10", "tcp", "80"], value: ["goto svc6-a"] } });
+  tx.add({ element: { set: "m6", key: ["fd00::1"], value: ["[fd00:1::5]:8080"] } });
+  assert.match(tx.render(), /add element inet t s6 \{ fd00:172::10 \. tcp \. 80 : goto svc6-a \}/);
+  assert.match(tx.render(), /\{ fd00::1 : \[fd00:1::5\]:8080 \}/);
+  assert.throws(() => tx.add({ element: { set: "s", key: ["a : b"] } }), NftSpecError);
+});
