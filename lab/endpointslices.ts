@@ -11,6 +11,18 @@ export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
 export const MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by";
 export const MANAGED_BY = "endpointslice-controller.k8s.io";
 export const MAX_ENDPOINTS_PER_SLICE = 100;
+/** Set on the slices of a headless Service (kube-controller-manager's `service.kubernetes.io/headless`). */
+export const HEADLESS_LABEL = "service.kubernetes.io/headless";
+
+/** The pod's address of one family (`IPv4`/`IPv6`) from status.podIPs, else status.podIP. */
+export function podIpOf(pod: KObject, family: string): string | undefined {
+  const ips: string[] = ((pod.status?.podIPs ?? []) as Array<{ ip?: string }>).map((p) => p.ip ?? "")
+    .filter(Boolean);
+  if (ips.length === 0 && typeof pod.status?.podIP === "string" && pod.status.podIP) {
+    ips.push(pod.status.podIP);
+  }
+  return ips.find((ip) => (ip.includes(":") ? "IPv6" : "IPv4") === family);
+}
 
 export interface SlicePort {
   name: string;
@@ -78,7 +90,13 @@ export function desiredEndpointSlices(svc: KObject, pods: KObject[]): KObject[] 
     { name?: string; port: number; targetPort?: number | string; protocol?: string }
   >;
 
-  const groups = new Map<string, { ports: SlicePort[]; endpoints: Array<Record<string, unknown>> }>();
+  // One set of slices per IP family of the Service (dual-stack Services get IPv4 and IPv6 slices).
+  const families =
+    ((svc.spec?.ipFamilies as string[] | undefined)?.length ? svc.spec.ipFamilies : ["IPv4"]) as string[];
+  const groups = new Map<
+    string,
+    { family: string; ports: SlicePort[]; endpoints: Array<Record<string, unknown>> }
+  >();
   const sorted = pods
     .filter((p) => (p.metadata.namespace ?? "default") === ns)
     .filter((p) => matchesSelector(selector, p.metadata.labels))
@@ -92,31 +110,50 @@ export function desiredEndpointSlices(svc: KObject, pods: KObject[]): KObject[] 
       if (target === undefined) continue;
       ports.push({ name: sp.name ?? "", port: target, protocol: sp.protocol ?? "TCP" });
     }
-    const key = JSON.stringify(ports);
-    let g = groups.get(key);
-    if (!g) groups.set(key, g = { ports, endpoints: [] });
     const terminating = typeof pod.metadata.deletionTimestamp === "string";
     const ready = podIsReady(pod);
-    const ep: Record<string, unknown> = {
-      addresses: [pod.status.podIP as string],
-      conditions: {
-        ready: publishNotReady || (ready && !terminating),
-        serving: publishNotReady || ready,
-        terminating,
-      },
-      targetRef: { kind: "Pod", namespace: ns, name: pod.metadata.name, uid: pod.metadata.uid ?? "" },
-    };
-    if (pod.spec?.nodeName) ep.nodeName = pod.spec.nodeName;
-    g.endpoints.push(ep);
+    for (const family of families) {
+      const ip = podIpOf(pod, family);
+      if (!ip) continue;
+      // Slice names stay what they were before dual-stack for IPv4.
+      const key = JSON.stringify(ports) + (family === "IPv4" ? "" : `/${family}`);
+      let g = groups.get(key);
+      if (!g) groups.set(key, g = { family, ports, endpoints: [] });
+      const ep: Record<string, unknown> = {
+        addresses: [ip],
+        conditions: {
+          ready: publishNotReady || (ready && !terminating),
+          serving: publishNotReady || ready,
+          terminating,
+        },
+        targetRef: { kind: "Pod", namespace: ns, name: pod.metadata.name, uid: pod.metadata.uid ?? "" },
+      };
+      if (pod.spec?.nodeName) ep.nodeName = pod.spec.nodeName;
+      g.endpoints.push(ep);
+    }
   }
 
-  const base = (name: string, ports: SlicePort[], endpoints: Array<Record<string, unknown>>): KObject => ({
+  // As kube-controller-manager: the Service's own labels, then the controller's (which win), and the
+  // headless marker for a Service without a cluster IP.
+  const labels: Record<string, string> = {
+    ...(svc.metadata.labels ?? {}),
+    [SERVICE_NAME_LABEL]: svcName,
+    [MANAGED_BY_LABEL]: MANAGED_BY,
+  };
+  if (svc.spec?.clusterIP === "None") labels[HEADLESS_LABEL] = "";
+  else delete labels[HEADLESS_LABEL];
+  const base = (
+    name: string,
+    family: string,
+    ports: SlicePort[],
+    endpoints: Array<Record<string, unknown>>,
+  ): KObject => ({
     apiVersion: "discovery.k8s.io/v1",
     kind: "EndpointSlice",
     metadata: {
       name,
       namespace: ns,
-      labels: { [SERVICE_NAME_LABEL]: svcName, [MANAGED_BY_LABEL]: MANAGED_BY },
+      labels: { ...labels },
       ownerReferences: [{
         apiVersion: "v1",
         kind: "Service",
@@ -126,20 +163,22 @@ export function desiredEndpointSlices(svc: KObject, pods: KObject[]): KObject[] 
         blockOwnerDeletion: true,
       }],
     },
-    addressType: "IPv4",
+    addressType: family,
     ports,
     endpoints,
   });
 
   const out: KObject[] = [];
   if (groups.size === 0) {
-    out.push(base(`${svcName}-${fnv1a("empty")}`, [], []));
+    for (const family of families) {
+      out.push(base(`${svcName}-${fnv1a(family === "IPv4" ? "empty" : `empty/${family}`)}`, family, [], []));
+    }
     return out;
   }
   for (const [key, g] of [...groups].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
     for (let i = 0; i * MAX_ENDPOINTS_PER_SLICE < g.endpoints.length; i++) {
       const chunk = g.endpoints.slice(i * MAX_ENDPOINTS_PER_SLICE, (i + 1) * MAX_ENDPOINTS_PER_SLICE);
-      out.push(base(`${svcName}-${fnv1a(key)}${i ? `-${i}` : ""}`, g.ports, chunk));
+      out.push(base(`${svcName}-${fnv1a(key)}${i ? `-${i}` : ""}`, g.family, g.ports, chunk));
     }
   }
   return out;
@@ -165,8 +204,7 @@ export function sameSliceContent(a: KObject, b: KObject): boolean {
       s.addressType,
       s.ports ?? [],
       s.endpoints ?? [],
-      s.metadata.labels?.[SERVICE_NAME_LABEL],
-      s.metadata.labels?.[MANAGED_BY_LABEL],
+      s.metadata.labels ?? {},
     ]);
   return pick(a) === pick(b);
 }

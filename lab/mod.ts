@@ -79,10 +79,12 @@ export {
 export {
   canonicalJson,
   desiredEndpointSlices,
+  HEADLESS_LABEL,
   MANAGED_BY,
   MANAGED_BY_LABEL,
   matchesSelector,
   MAX_ENDPOINTS_PER_SLICE,
+  podIpOf,
   podIsReady,
   resolveTargetPort,
   sameSliceContent,

@@ -154,6 +154,41 @@ function validateSpec(r: ResourceInfo, obj: KubeObject): StatusCause[] {
           }
         });
       }
+      if (!["None", "ClientIP"].includes(spec.sessionAffinity)) {
+        causes.push({
+          field: "spec.sessionAffinity",
+          reason: "FieldValueNotSupported",
+          message: `Unsupported value: "${spec.sessionAffinity}": supported values: "ClientIP", "None"`,
+        });
+      } else if (spec.sessionAffinity === "None" && spec.sessionAffinityConfig) {
+        causes.push({
+          field: "spec.sessionAffinityConfig",
+          reason: "FieldValueForbidden",
+          message: "Forbidden: must not be set when `sessionAffinity` is None",
+        });
+      } else if (spec.sessionAffinity === "ClientIP") {
+        const t = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds;
+        if (!Number.isInteger(t) || t <= 0 || t > 86400) {
+          causes.push({
+            field: "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            message: `Invalid value: ${JSON.stringify(t)}: must be greater than 0 and less than 86400`,
+          });
+        }
+      }
+      for (
+        const [field, value, allowed] of [
+          ["externalTrafficPolicy", spec.externalTrafficPolicy, ["Cluster", "Local"]],
+          ["internalTrafficPolicy", spec.internalTrafficPolicy, ["Cluster", "Local"]],
+        ] as const
+      ) {
+        if (value !== undefined && !(allowed as readonly string[]).includes(value)) {
+          causes.push({
+            field: `spec.${field}`,
+            reason: "FieldValueNotSupported",
+            message: `Unsupported value: "${value}": supported values: "Cluster", "Local"`,
+          });
+        }
+      }
       break;
     }
     case "endpointslices": {
@@ -234,12 +269,16 @@ export function applyStaticDefaults(r: ResourceInfo, obj: KubeObject): void {
         p.protocol ??= "TCP";
         if (spec.type !== "ExternalName") p.targetPort ??= p.port;
       }
-      if (spec.type !== "ExternalName") {
-        spec.ipFamilies ??= ["IPv4"];
-        spec.ipFamilyPolicy ??= "SingleStack";
-        spec.internalTrafficPolicy ??= "Cluster";
-      }
+      // IP families and policy are decided with the cluster IPs (service_allocator.ts).
+      if (spec.type !== "ExternalName") spec.internalTrafficPolicy ??= "Cluster";
       if (spec.type === "NodePort" || spec.type === "LoadBalancer") spec.externalTrafficPolicy ??= "Cluster";
+      if (spec.type === "LoadBalancer") spec.allocateLoadBalancerNodePorts ??= true;
+      if (spec.sessionAffinity === "ClientIP") {
+        // kube-apiserver's DefaultClientIPServiceAffinitySeconds: three hours.
+        const cfg = spec.sessionAffinityConfig ??= {};
+        cfg.clientIP ??= {};
+        cfg.clientIP.timeoutSeconds ??= 10800;
+      }
       obj.status ??= { loadBalancer: {} };
       break;
     }

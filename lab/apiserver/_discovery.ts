@@ -54,6 +54,12 @@ export function apiGroupList(): Record<string, unknown> {
 
 const VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
+/** Subresources whose objects are of another kind (and group) than their parent's. */
+const SUBRESOURCE_KINDS: Record<string, Record<string, unknown>> = {
+  scale: { group: "autoscaling", version: "v1", kind: "Scale", verbs: ["get", "patch", "update"] },
+  token: { group: "authentication.k8s.io", version: "v1", kind: "TokenRequest", verbs: ["create"] },
+};
+
 /** The APIResourceList of `/api/v1` (group "") or `/apis/<group>/<version>`; undefined if not served. */
 export function apiResourceList(group: string, version: string): Record<string, unknown> | undefined {
   const rs = [...RESOURCES.values()].filter((r) => r.group === group && r.version === version);
@@ -83,8 +89,7 @@ export function apiResourceList(group: string, version: string): Record<string, 
         name: `${r.plural}/${sub}`,
         singularName: "",
         namespaced: r.namespaced,
-        kind: r.kind,
-        verbs: ["get", "patch", "update"],
+        ...SUBRESOURCE_KINDS[sub] ?? { kind: r.kind, verbs: ["get", "patch", "update"] },
       });
     }
   }

@@ -1,91 +1,182 @@
 /**
- * Just enough of Kubernetes' protobuf encoding to accept what kubectl's typed clients send as protobuf
- * (`kubectl create namespace NAME`): the `k8s\0` envelope (runtime.Unknown with its TypeMeta) and the
- * ObjectMeta fields a created object carries. Other kinds answer 415, as before.
+ * Accepts what kubectl's typed clients send as protobuf (`kubectl create service|deployment|
+ * serviceaccount|role|token …` post `application/vnd.kubernetes.protobuf` and never fall back to JSON):
+ * the `k8s\0` envelope (runtime.Unknown with its TypeMeta) around the object, decoded field by field
+ * with the tables of `_protobuf_schema.ts` into the object's JSON form. Kinds not in the tables answer
+ * 415, as kube-apiserver does for a type it cannot decode.
  */
-import type { KubeObject, ObjectMeta } from "./types.ts";
+import { type Field, fields } from "./_protobuf_wire.ts";
+import { PROTOBUF_MESSAGES, PROTOBUF_ROOTS } from "./_protobuf_schema.ts";
+import type { KubeObject } from "./types.ts";
 
 const MAGIC = [0x6b, 0x38, 0x73, 0x00]; // "k8s\0"
 
-interface Field {
-  no: number;
-  wire: number;
-  /** Varint value (wire 0). */
-  int?: number;
-  /** Bytes (wire 2). */
-  bytes?: Uint8Array;
+/**
+ * Pointer fields in Go, where a zero value that was sent means something (replicas: 0 is not 1).
+ * Every other scalar left at its zero value is dropped, as the JSON encoding's omitempty does: gogo
+ * protobuf writes non-pointer fields even when empty.
+ */
+const ZERO_KEPT = new Set([
+  "replicas",
+  "automountServiceAccountToken",
+  "allocateLoadBalancerNodePorts",
+  "terminationGracePeriodSeconds",
+  "revisionHistoryLimit",
+  "progressDeadlineSeconds",
+  "expirationSeconds",
+  "readOnlyRootFilesystem",
+  "runAsNonRoot",
+  "privileged",
+]);
+
+interface FieldSpec {
+  name: string;
+  repeated: boolean;
+  /** s, i, b, y, d, f; a message name; or `{k:v}` for a map. */
+  type: string;
 }
 
-function* fields(buf: Uint8Array): Generator<Field> {
-  let i = 0;
-  const varint = (): number => {
-    let v = 0, mul = 1;
-    for (;;) {
-      if (i >= buf.length) throw new RangeError("truncated varint");
-      const b = buf[i++]!;
-      v += (b & 0x7f) * mul;
-      if (!(b & 0x80)) return v;
-      mul *= 128;
-    }
-  };
-  while (i < buf.length) {
-    const tag = varint();
-    const no = Math.floor(tag / 8), wire = tag & 7;
-    if (wire === 0) yield { no, wire, int: varint() };
-    else if (wire === 2) {
-      const len = varint();
-      if (i + len > buf.length) throw new RangeError("truncated field");
-      yield { no, wire, bytes: buf.subarray(i, i + len) };
-      i += len;
-    } else if (wire === 1) i += 8;
-    else if (wire === 5) i += 4;
-    else throw new RangeError(`unsupported wire type ${wire}`);
-  }
-}
+const compiled = new Map<string, Map<number, FieldSpec>>();
 
-const text = (b: Uint8Array | undefined): string => new TextDecoder().decode(b ?? new Uint8Array());
-
-function mapEntry(b: Uint8Array): [string, string] {
-  let k = "", v = "";
-  for (const f of fields(b)) {
-    if (f.no === 1) k = text(f.bytes);
-    if (f.no === 2) v = text(f.bytes);
+function messageSpec(name: string): Map<number, FieldSpec> {
+  let m = compiled.get(name);
+  if (m) return m;
+  const text = PROTOBUF_MESSAGES[name];
+  if (text === undefined) throw new RangeError(`no protobuf table for ${name}`);
+  m = new Map();
+  for (const part of text.split(" ").filter(Boolean)) {
+    const eq = part.indexOf("="), colon = part.indexOf(":");
+    const type = part.slice(colon + 1);
+    m.set(Number(part.slice(eq + 1, colon)), {
+      name: part.slice(0, eq),
+      repeated: type.startsWith("*"),
+      type: type.replace(/^\*/, ""),
+    });
   }
-  return [k, v];
-}
-
-function objectMeta(b: Uint8Array): ObjectMeta {
-  const m: ObjectMeta = {};
-  for (const f of fields(b)) {
-    switch (f.no) {
-      case 1:
-        m.name = text(f.bytes);
-        break;
-      case 2:
-        m.generateName = text(f.bytes);
-        break;
-      case 3:
-        m.namespace = text(f.bytes);
-        break;
-      case 6:
-        m.resourceVersion = text(f.bytes);
-        break;
-      case 11: {
-        const [k, v] = mapEntry(f.bytes!);
-        (m.labels ??= {})[k] = v;
-        break;
-      }
-      case 12: {
-        const [k, v] = mapEntry(f.bytes!);
-        (m.annotations ??= {})[k] = v;
-        break;
-      }
-      case 14:
-        (m.finalizers ??= []).push(text(f.bytes));
-        break;
-    }
-  }
+  compiled.set(name, m);
   return m;
+}
+
+const dec = new TextDecoder("utf-8", { fatal: true });
+const text = (b: Uint8Array | undefined): string => dec.decode(b ?? new Uint8Array());
+
+function b64(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += String.fromCharCode(x);
+  return btoa(s);
+}
+
+function rfc3339(seconds: number, nanos: number, micro: boolean): string {
+  const iso = new Date(seconds * 1000).toISOString().replace(/\.\d+Z$/, "");
+  return micro ? `${iso}.${String(Math.floor(nanos / 1000)).padStart(6, "0")}Z` : `${iso}Z`;
+}
+
+/** The messages whose JSON form is not their fields (timestamps, int-or-string, quantities, raw JSON). */
+function decodeOpaque(name: string, b: Uint8Array): unknown {
+  const f = new Map<number, Field>();
+  for (const x of fields(b)) f.set(x.no, x);
+  switch (name) {
+    case "meta.v1.Time":
+    case "meta.v1.MicroTime": {
+      const s = f.get(1)?.int ?? 0, n = f.get(2)?.int ?? 0;
+      return s === 0 && n === 0 ? undefined : rfc3339(s, n, name === "meta.v1.MicroTime");
+    }
+    case "meta.v1.Duration": {
+      const ns = f.get(1)?.int ?? 0;
+      return `${ns / 1e9}s`;
+    }
+    case "util.intstr.IntOrString":
+      return f.get(1)?.int === 1 ? text(f.get(3)?.bytes) : (f.get(2)?.int ?? 0);
+    case "api.resource.Quantity":
+      return text(f.get(1)?.bytes);
+    case "runtime.RawExtension":
+    case "meta.v1.FieldsV1": {
+      const raw = f.get(1)?.bytes;
+      return raw && raw.length ? JSON.parse(text(raw)) : undefined;
+    }
+  }
+  throw new RangeError(`no decoder for ${name}`);
+}
+
+function scalar(type: string, f: Field): unknown {
+  switch (type) {
+    case "s":
+      return text(f.bytes);
+    case "i":
+      return f.int;
+    case "b":
+      return f.int !== 0;
+    case "y":
+      return b64(f.bytes ?? new Uint8Array());
+    case "d":
+      return new DataView(f.fixed!.buffer, f.fixed!.byteOffset, 8).getFloat64(0, true);
+    case "f":
+      return new DataView(f.fixed!.buffer, f.fixed!.byteOffset, 4).getFloat32(0, true);
+  }
+  throw new RangeError(`unknown scalar type ${type}`);
+}
+
+/** A varint scalar sent packed (wire 2) in a repeated field. */
+function unpack(type: string, f: Field): unknown[] {
+  if (f.wire !== 2 || (type !== "i" && type !== "b")) return [scalar(type, f)];
+  const out: unknown[] = [];
+  // A packed run is a sequence of varints: read it as fields of a fake tag-less stream.
+  let i = 0;
+  const buf = f.bytes!;
+  while (i < buf.length) {
+    let v = 0n, shift = 0n;
+    for (;;) {
+      if (i >= buf.length) throw new RangeError("truncated packed varint");
+      const b = buf[i++]!;
+      v |= BigInt(b & 0x7f) << shift;
+      if (!(b & 0x80)) break;
+      shift += 7n;
+    }
+    const n = Number(BigInt.asIntN(64, v));
+    out.push(type === "b" ? n !== 0 : n);
+  }
+  return out;
+}
+
+function value(type: string, f: Field): unknown {
+  if (type.length === 1) return scalar(type, f);
+  if (type.startsWith("{")) {
+    const [k, v] = type.slice(1, -1).split(":") as [string, string];
+    let key: unknown = k === "s" ? "" : 0, val: unknown;
+    for (const g of fields(f.bytes!)) {
+      if (g.no === 1) key = value(k, g);
+      if (g.no === 2) val = value(v, g);
+    }
+    return [String(key), val ?? (v === "s" ? "" : v.length === 1 ? undefined : {})];
+  }
+  if (PROTOBUF_MESSAGES[type] === "") return decodeOpaque(type, f.bytes!);
+  return decodeMessage(type, f.bytes!);
+}
+
+function isZero(v: unknown): boolean {
+  return v === "" || v === 0 || v === false || v === undefined;
+}
+
+function decodeMessage(name: string, b: Uint8Array): Record<string, unknown> {
+  const spec = messageSpec(name);
+  const out: Record<string, unknown> = {};
+  for (const f of fields(b)) {
+    const s = spec.get(f.no);
+    if (!s) continue; // a field newer than kubectl v1.32's tables: dropped, as an unknown JSON field
+    if (s.type.startsWith("{")) {
+      const [k, v] = value(s.type, f) as [string, unknown];
+      ((out[s.name] ??= {}) as Record<string, unknown>)[k] = v;
+    } else if (s.repeated) {
+      const list = (out[s.name] ??= []) as unknown[];
+      if (s.type.length === 1) list.push(...unpack(s.type, f));
+      else list.push(value(s.type, f));
+    } else {
+      const v = value(s.type, f);
+      if (v === undefined || (isZero(v) && !ZERO_KEPT.has(s.name))) delete out[s.name];
+      else out[s.name] = v;
+    }
+  }
+  return out;
 }
 
 /** Whether a body is in the protobuf envelope. */
@@ -94,8 +185,8 @@ export function isProtobuf(body: Uint8Array): boolean {
 }
 
 /**
- * Decodes a protobuf-encoded object into its JSON form, for the kinds whose fields beyond metadata are
- * understood here (Namespace); returns undefined for any other kind.
+ * Decodes a protobuf-encoded object into its JSON form; undefined for a kind without tables. Throws
+ * RangeError or TypeError on bytes that do not parse.
  */
 export function decodeProtobufObject(body: Uint8Array): KubeObject | undefined {
   let apiVersion = "", kind = "";
@@ -109,15 +200,7 @@ export function decodeProtobufObject(body: Uint8Array): KubeObject | undefined {
     }
     if (f.no === 2) raw = f.bytes;
   }
-  if (kind !== "Namespace" || apiVersion !== "v1" || !raw) return undefined;
-  const obj: KubeObject = { apiVersion, kind };
-  for (const f of fields(raw)) {
-    if (f.no === 1 && f.bytes) obj.metadata = objectMeta(f.bytes);
-    if (f.no === 2 && f.bytes) {
-      const finalizers: string[] = [];
-      for (const s of fields(f.bytes)) if (s.no === 1) finalizers.push(text(s.bytes));
-      obj.spec = finalizers.length ? { finalizers } : {};
-    }
-  }
-  return obj;
+  const root = PROTOBUF_ROOTS[`${apiVersion}/${kind}`];
+  if (!root || !raw) return undefined;
+  return { apiVersion, kind, ...decodeMessage(root, raw) };
 }

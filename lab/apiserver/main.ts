@@ -2,7 +2,7 @@
  * Runs the lab API server until SIGINT/SIGTERM and writes a kubeconfig to `<state-dir>/kubeconfig`.
  *
  *   deno run -A lab/apiserver/main.ts --port 6443 --state-dir DIR [--host 0.0.0.0]
- *     [--advertise-address 192.168.1.99] [--service-cidr 172.16.0.0/16] [--node-port-range 30000-32767]
+ *     [--advertise-address 192.168.1.99] [--service-cidr 172.16.0.0/16[,fd00:10:96::/108]] [--node-port-range 30000-32767]
  *     [--san 172.16.0.1]... [--auth token|cert] [--bookmark-interval-ms 60000] [--kubernetes-service]
  *     [--namespace-deletion-delay-ms 500]
  */

@@ -5,12 +5,15 @@
  * protocol, so the agent's watch layer, kubectl v1.32 and the lab's controllers all talk to the same
  * thing. Shared by the unit tests (loopback, random port) and the lab (`main.ts` in the master's netns).
  *
- * Served: namespaces, nodes, pods (+ status, binding), services (+ status), discovery.k8s.io/v1
- * endpointslices, networking.k8s.io/v1 networkpolicies; discovery, `/version`, Table output for
- * `kubectl get`. Where it knowingly differs from kube-apiserver: no server-side apply (415), no dryRun
- * (400), no protobuf except a created Namespace, OpenAPI answers 404 (use `kubectl apply
- * --validate=false`), status given at create is kept, IPv4 service CIDRs only, no RBAC (any valid token or client certificate is admin),
- * continue tokens page over the current state rather than a snapshot.
+ * Served: namespaces, nodes, pods (+ status, binding), services (+ status), serviceaccounts,
+ * discovery.k8s.io/v1 endpointslices, networking.k8s.io/v1 networkpolicies, apps/v1 deployments and
+ * replicasets (+ status, scale), daemonsets (+ status), rbac.authorization.k8s.io/v1 roles, clusterroles
+ * and their bindings; discovery, `/version`, Table output for `kubectl get`. Services are defaulted and
+ * allocated as kube-apiserver does (dual-stack families, cluster IPs, node ports, health check ports:
+ * service_allocator.ts); namespace deletion waits for terminating pods. Bodies in JSON, or in protobuf for
+ * the kinds kubectl's typed clients send that way. Where it knowingly differs from kube-apiserver: no
+ * server-side apply (415), no dryRun (400), OpenAPI answers 404 (use `kubectl apply --validate=false`),
+ * status given at create is kept, continue tokens page over the current state rather than a snapshot.
  */
 export {
   type ApiServer,
@@ -49,5 +52,13 @@ export {
   parseLabelSelector,
   type Selector,
 } from "./selectors.ts";
-export { apiVersionOf, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
+export { apiVersionOf, RBAC_GROUP, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
+export { ServiceAllocator, type ServiceAllocatorOptions } from "./service_allocator.ts";
+export { ClusterIpAllocator, formatIp, type IpFamily, NodePortAllocator, parseIp } from "./_ipalloc.ts";
+export {
+  type NonResourceRequest,
+  type RequestInfo,
+  requestInfo,
+  type ResourceRequest,
+} from "./_request_info.ts";
 export { CertError, ensurePki, type Pki } from "./certs.ts";

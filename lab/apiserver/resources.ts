@@ -29,6 +29,7 @@ function info(
   shortNames: string[],
   status: boolean,
   categories: string[] = [],
+  more: string[] = [],
 ): ResourceInfo {
   return {
     plural,
@@ -39,11 +40,13 @@ function info(
     version: "v1",
     namespaced,
     shortNames,
-    subresources: status ? ["status"] : [],
+    subresources: [...(status ? ["status"] : []), ...more],
     hasStatusSubresource: status,
     categories,
   };
 }
+
+export const RBAC_GROUP = "rbac.authorization.k8s.io";
 
 /** Every served resource, by plural name. */
 export const RESOURCES: ReadonlyMap<string, ResourceInfo> = new Map(
@@ -54,6 +57,14 @@ export const RESOURCES: ReadonlyMap<string, ResourceInfo> = new Map(
     info("services", "Service", "", true, ["svc"], true, ["all"]),
     info("endpointslices", "EndpointSlice", "discovery.k8s.io", true, [], false),
     info("networkpolicies", "NetworkPolicy", "networking.k8s.io", true, ["netpol"], false),
+    info("serviceaccounts", "ServiceAccount", "", true, ["sa"], false, [], ["token"]),
+    info("deployments", "Deployment", "apps", true, ["deploy"], true, ["all"], ["scale"]),
+    info("replicasets", "ReplicaSet", "apps", true, ["rs"], true, ["all"], ["scale"]),
+    info("daemonsets", "DaemonSet", "apps", true, ["ds"], true, ["all"]),
+    info("roles", "Role", RBAC_GROUP, true, [], false),
+    info("clusterroles", "ClusterRole", RBAC_GROUP, false, [], false),
+    info("rolebindings", "RoleBinding", RBAC_GROUP, true, [], false),
+    info("clusterrolebindings", "ClusterRoleBinding", RBAC_GROUP, false, [], false),
   ].map((r) => [r.plural, r]),
 );
 

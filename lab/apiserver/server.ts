@@ -19,7 +19,8 @@ import { patchTypeOf } from "./patch.ts";
 import { toTable, wantsTable } from "./_table.ts";
 import { decodeProtobufObject, isProtobuf } from "./_protobuf.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
-import { keyOf, Store, type WatchEvent } from "./store.ts";
+import { type RequestInfo, requestInfo, type ResourceRequest } from "./_request_info.ts";
+import { keyOf, Store, type WatchEvent, type WriteOptions } from "./store.ts";
 import type { KubeObject } from "./types.ts";
 
 export interface ApiServerOptions {
@@ -33,7 +34,10 @@ export interface ApiServerOptions {
   advertiseAddress?: string;
   /** Extra certificate SANs (IP addresses or DNS names), e.g. the `kubernetes` Service's cluster IP. */
   sans?: readonly string[];
-  /** Used when no `store` is given. Default 10.96.0.0/12. */
+  /**
+   * Used when no `store` is given. Default 10.96.0.0/12. Two CIDRs separated by a comma (one per family,
+   * primary first) make the cluster dual-stack, as kube-apiserver's `--service-cluster-ip-range`.
+   */
   serviceCidr?: string;
   /** Used when no `store` is given. Default [30000, 32767]. */
   nodePortRange?: [number, number];
@@ -93,7 +97,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const pki = await ensurePki(opts.stateDir, [advertise, ...(opts.sans ?? [])]);
   const token = opts.token ?? await loadOrMakeToken(join(opts.stateDir, "token"));
   const store = opts.store ?? new Store({
-    ...(opts.serviceCidr ? { serviceCidr: opts.serviceCidr } : {}),
+    ...(opts.serviceCidr ? { serviceCidrs: opts.serviceCidr.split(",").map((c) => c.trim()) } : {}),
     ...(opts.nodePortRange ? { nodePortRange: opts.nodePortRange } : {}),
     ...(opts.namespaceDeletionDelayMs ? { namespaceDeletionDelayMs: opts.namespaceDeletionDelayMs } : {}),
     ...(opts.gracefulPodDeletion ? { gracefulPodDeletion: true } : {}),
@@ -182,7 +186,7 @@ export function ensureKubernetesService(store: Store, address: string, port: num
         labels: { component: "apiserver", provider: "kubernetes" },
       },
       spec: {
-        clusterIP: store.clusterIps.first,
+        clusterIP: store.services.firstIp,
         ports: [{ name: "https", port: 443, protocol: "TCP", targetPort: port }],
       },
     });
@@ -228,13 +232,6 @@ function listen(server: Server, port: number, host: string): Promise<number> {
   });
 }
 
-interface Route {
-  r: ResourceInfo;
-  namespace: string | undefined;
-  name: string | undefined;
-  subresource: string | undefined;
-}
-
 const MAX_BODY = 16 * 1024 * 1024;
 
 class Handler {
@@ -276,162 +273,30 @@ class Handler {
 
   async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const u = new URL(req.url ?? "/", "https://x");
-    const path = u.pathname.replace(/\/+$/, "") || "/";
-    const method = req.method ?? "GET";
-    const q = u.searchParams;
-    if (method === "GET") {
-      switch (path) {
-        case "/healthz":
-        case "/livez":
-        case "/readyz":
-          res.writeHead(200, { "content-type": "text/plain" }).end("ok");
-          return;
-        case "/version":
-          return send(res, 200, versionInfo());
-        case "/api":
-          return send(res, 200, apiVersions(`${req.socket.localAddress}:${req.socket.localPort}`));
-        case "/apis":
-          return send(res, 200, apiGroupList());
-      }
+    const info = requestInfo(req.method ?? "GET", u.pathname, u.searchParams);
+    if (!info.resourceRequest) {
+      const route = NON_RESOURCE_ROUTES[`${info.verb} ${info.path}`] ?? nonResourceFallback(info);
+      if (!route) throw notServed();
+      return await route(this, { req, res, info, q: u.searchParams });
     }
-    const parts = path.split("/").filter((p) => p !== "").map(decodeURIComponent);
-    let group: string, version: string, rest: string[];
-    if (parts[0] === "api" && parts.length >= 2) {
-      [group, version, rest] = ["", parts[1]!, parts.slice(2)];
-    } else if (parts[0] === "apis" && parts.length >= 3) {
-      [group, version, rest] = [parts[1]!, parts[2]!, parts.slice(3)];
-    } else if (parts[0] === "apis" && parts.length === 2 && method === "GET") {
-      const g = apiGroup(parts[1]!);
-      if (g) return send(res, 200, g);
-      throw notServed();
-    } else throw notServed();
-    if (rest.length === 0) {
-      const list = method === "GET" ? apiResourceList(group, version) : undefined;
-      if (list) return send(res, 200, list);
-      throw notServed();
-    }
-    const route = parseRoute(group, version, rest);
-    if (!route) throw notServed();
-    const { r, namespace, name, subresource } = route;
-    if (subresource === "binding" && r.plural === "pods" && name !== undefined && namespace !== undefined) {
-      if (method !== "POST") throw methodNotAllowed();
-      const body = await readJson(req);
-      if (body.kind !== undefined && body.kind !== "Binding") {
-        throw badRequest(`expected a Binding, got ${String(body.kind)}`);
-      }
-      const node = body.target?.name;
-      if (typeof node !== "string" || !node) {
-        throw invalid("Binding", "", name, [{
-          field: "target.name",
-          reason: "FieldValueRequired",
-          message: "Required value",
-        }]);
-      }
-      this.store.bind(keyOf(namespace, name), node);
-      return send(res, 201, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", code: 201 });
-    }
-    if (subresource !== undefined && (subresource !== "status" || !r.subresources.includes("status"))) {
-      throw notServed();
-    }
-    if (q.has("dryRun")) throw badRequest("dryRun is not supported by the lab API server");
-    const key = name !== undefined ? keyOf(r.namespaced ? namespace : undefined, name) : undefined;
-    const writeOpts = subresource === "status" ? { subresource: "status" as const } : {};
-    const table = wantsTable(req.headers.accept);
-    if (r.namespaced && name !== undefined && namespace === undefined) throw notServed();
-    switch (method) {
-      case "GET":
-        if (key !== undefined) {
-          const o = this.store.get(r.plural, key);
-          if (table) {
-            return send(res, 200, toTable(r, [o], o.metadata?.resourceVersion ?? "", q.get("includeObject")));
-          }
-          return send(res, 200, o);
-        }
-        if (q.get("watch") === "true" || q.get("watch") === "1") {
-          return this.#watch(req, res, r, namespace, q, table);
-        }
-        return this.#list(res, r, namespace, q, table);
-      case "POST": {
-        if (key !== undefined) throw methodNotAllowed();
-        const body = await readJson(req);
-        checkKind(r, body);
-        if (r.namespaced) {
-          body.metadata ??= {};
-          if (body.metadata.namespace && namespace && body.metadata.namespace !== namespace) {
-            throw badRequest(
-              "the namespace of the provided object does not match the namespace sent on the request",
-            );
-          }
-          body.metadata.namespace = namespace ?? body.metadata.namespace;
-          if (!body.metadata.namespace) throw notServed();
-        }
-        return send(res, 201, this.store.create(r.plural, body));
-      }
-      case "PUT": {
-        if (key === undefined) throw methodNotAllowed();
-        const body = await readJson(req);
-        checkKind(r, body);
-        body.metadata ??= {};
-        if (body.metadata.name && body.metadata.name !== name) {
-          throw badRequest(
-            `the name of the object (${body.metadata.name}) does not match the name on the URL (${name})`,
-          );
-        }
-        if (r.namespaced && body.metadata.namespace && body.metadata.namespace !== namespace) {
-          throw badRequest(
-            "the namespace of the provided object does not match the namespace sent on the request",
-          );
-        }
-        body.metadata.name = name;
-        if (r.namespaced) body.metadata.namespace = namespace;
-        return send(res, 200, this.store.update(r.plural, body, writeOpts));
-      }
-      case "PATCH": {
-        if (key === undefined) throw methodNotAllowed();
-        const type = patchTypeOf(req.headers["content-type"]);
-        if (!type) {
-          throw new ApiError(
-            415,
-            "UnsupportedMediaType",
-            `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`,
-          );
-        }
-        const body = await readJson(req, true);
-        return send(res, 200, this.store.patch(r.plural, key, type, body, writeOpts));
-      }
-      case "DELETE": {
-        const body = await readJson(req, true, true);
-        const pre = body?.preconditions ?? {};
-        if (key === undefined) {
-          if (r.plural === "namespaces") throw methodNotAllowed();
-          const listed = this.store.list(r.plural, listOptions(namespace, q));
-          const items = listed.items.map((o) =>
-            this.store.delete(r.plural, keyOf(o.metadata?.namespace, o.metadata!.name!))
-          );
-          return send(res, 200, {
-            kind: r.listKind,
-            apiVersion: apiVersionOf(r),
-            metadata: { resourceVersion: String(this.store.revision) },
-            items,
-          });
-        }
-        const grace = graceOf(body, q);
-        return send(
-          res,
-          200,
-          this.store.delete(r.plural, key, {
-            ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
-            ...(pre.uid ? { uid: pre.uid } : {}),
-            ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
-          }),
-        );
-      }
-      default:
-        throw methodNotAllowed();
-    }
+    const r = findResource(info.apiGroup, info.apiVersion, info.resource);
+    if (!r || (info.namespace !== undefined && !r.namespaced)) throw notServed();
+    if (r.namespaced && info.name !== undefined && info.namespace === undefined) throw notServed();
+    const sub = info.subresource;
+    const route = sub === undefined
+      ? RESOURCE_ROUTES[info.verb]
+      : r.subresources.includes(sub) || (sub === "binding" && r.plural === "pods")
+      ? RESOURCE_ROUTES[`${info.verb} ${r.plural}/${sub}`] ?? RESOURCE_ROUTES[`${info.verb} */${sub}`]
+      : undefined;
+    if (!route) throw sub === undefined ? methodNotAllowed() : notServed();
+    if (u.searchParams.has("dryRun")) throw badRequest("dryRun is not supported by the lab API server");
+    const key = info.name !== undefined
+      ? keyOf(r.namespaced ? info.namespace : undefined, info.name)
+      : undefined;
+    await route(this, { req, res, info, q: u.searchParams, r, key, table: wantsTable(req.headers.accept) });
   }
 
-  #list(
+  list(
     res: ServerResponse,
     r: ResourceInfo,
     namespace: string | undefined,
@@ -475,7 +340,7 @@ class Handler {
     res.end(chunk + "]}");
   }
 
-  #watch(
+  watch(
     req: IncomingMessage,
     res: ServerResponse,
     r: ResourceInfo,
@@ -600,37 +465,179 @@ class Handler {
   }
 }
 
+interface Call {
+  req: IncomingMessage;
+  res: ServerResponse;
+  q: URLSearchParams;
+}
+interface NonResourceCall extends Call {
+  info: RequestInfo;
+}
+interface ResourceCall extends Call {
+  info: ResourceRequest;
+  r: ResourceInfo;
+  /** `namespace/name` (or `name`) when the request names an object. */
+  key: string | undefined;
+  /** The client asked for `meta.k8s.io/v1` Table output (`kubectl get`). */
+  table: boolean;
+}
+type NonResourceRoute = (h: Handler, c: NonResourceCall) => void | Promise<void>;
+type ResourceRoute = (h: Handler, c: ResourceCall) => void | Promise<void>;
+
+const ok: NonResourceRoute = (_h, { res }) =>
+  void res.writeHead(200, { "content-type": "text/plain" }).end("ok");
+
+/** Paths outside any resource, by `verb path`. */
+const NON_RESOURCE_ROUTES: Record<string, NonResourceRoute> = {
+  "get /healthz": ok,
+  "get /livez": ok,
+  "get /readyz": ok,
+  "get /version": (_h, { res }) => send(res, 200, versionInfo()),
+  "get /api": (_h, { req, res }) =>
+    send(res, 200, apiVersions(`${req.socket.localAddress}:${req.socket.localPort}`)),
+  "get /apis": (_h, { res }) => send(res, 200, apiGroupList()),
+};
+
+/** Discovery of one group (`/apis/apps`) or one group version (`/api/v1`, `/apis/apps/v1`). */
+function nonResourceFallback(info: RequestInfo): NonResourceRoute | undefined {
+  if (info.verb !== "get") return undefined;
+  const parts = info.path.split("/").filter(Boolean);
+  let doc: Record<string, unknown> | undefined;
+  if (parts[0] === "apis" && parts.length === 2) doc = apiGroup(parts[1]!);
+  else if (parts[0] === "api" && parts.length === 2) doc = apiResourceList("", parts[1]!);
+  else if (parts[0] === "apis" && parts.length === 3) doc = apiResourceList(parts[1]!, parts[2]!);
+  return doc ? (_h, { res }) => send(res, 200, doc) : undefined;
+}
+
+function named(c: ResourceCall): string {
+  if (c.key === undefined) throw methodNotAllowed();
+  return c.key;
+}
+
+const getObject: ResourceRoute = (h, c) => {
+  const o = h.store.get(c.r.plural, named(c));
+  if (c.table) {
+    return send(c.res, 200, toTable(c.r, [o], o.metadata?.resourceVersion ?? "", c.q.get("includeObject")));
+  }
+  send(c.res, 200, o);
+};
+
+const updateObject = (writeOpts: WriteOptions): ResourceRoute => async (h, c) => {
+  named(c);
+  const { name, namespace } = c.info;
+  const body = await readJson(c.req);
+  checkKind(c.r, body);
+  body.metadata ??= {};
+  if (body.metadata.name && body.metadata.name !== name) {
+    throw badRequest(
+      `the name of the object (${body.metadata.name}) does not match the name on the URL (${name})`,
+    );
+  }
+  if (c.r.namespaced && body.metadata.namespace && body.metadata.namespace !== namespace) {
+    throw badRequest("the namespace of the provided object does not match the namespace sent on the request");
+  }
+  body.metadata.name = name;
+  if (c.r.namespaced) body.metadata.namespace = namespace;
+  send(c.res, 200, h.store.update(c.r.plural, body, writeOpts));
+};
+
+const patchObject = (writeOpts: WriteOptions): ResourceRoute => async (h, c) => {
+  const key = named(c);
+  const type = patchTypeOf(c.req.headers["content-type"]);
+  if (!type) throw unsupportedPatch(c.req);
+  const body = await readJson(c.req, true);
+  send(c.res, 200, h.store.patch(c.r.plural, key, type, body, writeOpts));
+};
+
+/** Verbs on a resource (`get`) and on a subresource (`get pods/status`; "get *\/status" for any). */
+const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
+  "get": getObject,
+  "list": (h, c) => h.list(c.res, c.r, c.info.namespace, c.q, c.table),
+  "watch": (h, c) => {
+    // A watch of one object is a watch of the collection narrowed to its name.
+    const q = new URLSearchParams(c.q);
+    if (c.info.name !== undefined) {
+      q.set(
+        "fieldSelector",
+        [q.get("fieldSelector"), `metadata.name=${c.info.name}`].filter(Boolean).join(","),
+      );
+    }
+    h.watch(c.req, c.res, c.r, c.info.namespace, q, c.table);
+  },
+  "create": async (h, c) => {
+    if (c.key !== undefined) throw methodNotAllowed();
+    const body = await readJson(c.req);
+    checkKind(c.r, body);
+    const namespace = c.info.namespace;
+    if (c.r.namespaced) {
+      body.metadata ??= {};
+      if (body.metadata.namespace && namespace && body.metadata.namespace !== namespace) {
+        throw badRequest(
+          "the namespace of the provided object does not match the namespace sent on the request",
+        );
+      }
+      body.metadata.namespace = namespace ?? body.metadata.namespace;
+      if (!body.metadata.namespace) throw notServed();
+    }
+    send(c.res, 201, h.store.create(c.r.plural, body));
+  },
+  "update": updateObject({}),
+  "patch": patchObject({}),
+  "delete": async (h, c) => {
+    const body = await readJson(c.req, true, true);
+    const pre = body?.preconditions ?? {};
+    const grace = graceOf(body, c.q);
+    send(
+      c.res,
+      200,
+      h.store.delete(c.r.plural, named(c), {
+        ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
+        ...(pre.uid ? { uid: pre.uid } : {}),
+        ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
+      }),
+    );
+  },
+  "deletecollection": async (h, c) => {
+    await readJson(c.req, true, true);
+    if (c.r.plural === "namespaces") throw methodNotAllowed();
+    const listed = h.store.list(c.r.plural, listOptions(c.info.namespace, c.q));
+    const items = listed.items.map((o) =>
+      h.store.delete(c.r.plural, keyOf(o.metadata?.namespace, o.metadata!.name!))
+    );
+    send(c.res, 200, {
+      kind: c.r.listKind,
+      apiVersion: apiVersionOf(c.r),
+      metadata: { resourceVersion: String(h.store.revision) },
+      items,
+    });
+  },
+  "get */status": getObject,
+  "update */status": updateObject({ subresource: "status" }),
+  "patch */status": patchObject({ subresource: "status" }),
+  "create pods/binding": async (h, c) => {
+    const body = await readJson(c.req);
+    if (body.kind !== undefined && body.kind !== "Binding") {
+      throw badRequest(`expected a Binding, got ${String(body.kind)}`);
+    }
+    const node = body.target?.name;
+    if (typeof node !== "string" || !node) {
+      throw invalid("Binding", "", c.info.name ?? "", [{
+        field: "target.name",
+        reason: "FieldValueRequired",
+        message: "Required value",
+      }]);
+    }
+    h.store.bind(named(c), node);
+    send(c.res, 201, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", code: 201 });
+  },
+};
+
 function listOptions(namespace: string | undefined, q: URLSearchParams) {
   return {
     ...(namespace ? { namespace } : {}),
     ...(q.get("labelSelector") ? { labelSelector: q.get("labelSelector")! } : {}),
     ...(q.get("fieldSelector") ? { fieldSelector: q.get("fieldSelector")! } : {}),
   };
-}
-
-/** Maps the path after `/api/v1` or `/apis/<g>/<v>` to a resource, namespace, name and subresource. */
-function parseRoute(group: string, version: string, rest: string[]): Route | undefined {
-  const mk = (
-    plural: string,
-    namespace: string | undefined,
-    name: string | undefined,
-    sub: string | undefined,
-  ): Route | undefined => {
-    const r = findResource(group, version, plural);
-    if (!r) return undefined;
-    if (namespace !== undefined && !r.namespaced) return undefined;
-    return { r, namespace, name, subresource: sub };
-  };
-  if (rest[0] === "namespaces" && rest.length >= 3) {
-    // `/namespaces/<name>/status` is the namespace's own subresource; anything else is a namespaced resource.
-    if (group === "" && rest.length === 3 && (rest[2] === "status" || rest[2] === "finalize")) {
-      return mk("namespaces", undefined, rest[1], rest[2]);
-    }
-    if (rest.length > 5) return undefined;
-    return mk(rest[2]!, rest[1], rest[3], rest[4]);
-  }
-  if (rest.length > 3) return undefined;
-  return mk(rest[0]!, undefined, rest[1], rest[2]);
 }
 
 function notServed(): ApiError {
@@ -716,6 +723,15 @@ function readJson(req: IncomingMessage, anyJson = false, optional = false): Prom
       }
     });
   });
+}
+
+function unsupportedPatch(req: IncomingMessage): ApiError {
+  req.resume();
+  return new ApiError(
+    415,
+    "UnsupportedMediaType",
+    `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json`,
+  );
 }
 
 function unsupportedMedia(): ApiError {

@@ -5,26 +5,22 @@
  * defaults and validation, so in-process users (the lab's controllers) and HTTP clients see the same
  * objects. Stored objects are deep-frozen and shared: clone before changing one.
  */
-import {
-  alreadyExists,
-  ApiError,
-  badRequest,
-  conflict,
-  gone,
-  invalid,
-  notFound,
-  type StatusCause,
-} from "./errors.ts";
+import { alreadyExists, ApiError, badRequest, conflict, gone, invalid, notFound } from "./errors.ts";
 import { applyStaticDefaults, validate } from "./_defaults.ts";
-import { ClusterIpAllocator, NodePortAllocator } from "./_ipalloc.ts";
+import { ServiceAllocator } from "./service_allocator.ts";
 import { applyPatch, type PatchType } from "./patch.ts";
 import { apiVersionOf, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
 import { objectMatches, parseFieldSelector, parseLabelSelector, type Selector } from "./selectors.ts";
 import type { KubeObject, StoreEvent, WatchEventType } from "./types.ts";
 
 export interface StoreOptions {
-  /** Service cluster IP range (IPv4). Default 10.96.0.0/12, as kube-apiserver. */
+  /** Service cluster IP range. Default 10.96.0.0/12, as kube-apiserver. */
   serviceCidr?: string;
+  /**
+   * Service cluster IP ranges, at most one per family, primary first (kube-apiserver's
+   * `--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/108`); overrides `serviceCidr`.
+   */
+  serviceCidrs?: readonly string[];
   /** Node port range, inclusive. Default [30000, 32767]. */
   nodePortRange?: [number, number];
   /** Events kept before the oldest half is compacted automatically. Default 200,000. */
@@ -130,12 +126,16 @@ export class Store {
   #nsDelayMs: number;
   #gracefulPods: boolean;
   #pending = new Set<number>();
-  readonly clusterIps: ClusterIpAllocator;
-  readonly nodePorts: NodePortAllocator;
+  /** Terminating namespaces whose delayed purge has not run yet. */
+  #awaitingPurge = new Set<string>();
+  /** Cluster IPs, node ports and health check ports of Services. */
+  readonly services: ServiceAllocator;
 
   constructor(opts: StoreOptions = {}) {
-    this.clusterIps = new ClusterIpAllocator(opts.serviceCidr ?? "10.96.0.0/12");
-    this.nodePorts = new NodePortAllocator(opts.nodePortRange ?? [30000, 32767]);
+    this.services = new ServiceAllocator({
+      serviceCidrs: opts.serviceCidrs?.length ? opts.serviceCidrs : [opts.serviceCidr ?? "10.96.0.0/12"],
+      nodePortRange: opts.nodePortRange ?? [30000, 32767],
+    });
     this.#historyLimit = opts.historyLimit ?? 200_000;
     this.#nsDelayMs = opts.namespaceDeletionDelayMs ?? 0;
     this.#gracefulPods = opts.gracefulPodDeletion ?? false;
@@ -277,8 +277,13 @@ export class Store {
     delete meta.managedFields;
     applyStaticDefaults(r, obj);
     this.#check(r, obj);
-    if (r.plural === "services") this.#allocateService(obj, undefined, key);
-    return this.#commit(resource, "ADDED", key, obj, undefined);
+    if (r.plural === "services") this.services.allocate(obj, undefined, key);
+    const stored = this.#commit(resource, "ADDED", key, obj, undefined);
+    // kube-controller-manager's serviceaccounts controller gives every namespace its `default` account.
+    if (resource === "namespaces" && !this.tryGet("serviceaccounts", `${meta.name}/default`)) {
+      this.create("serviceaccounts", { metadata: { name: "default", namespace: meta.name } });
+    }
+    return stored;
   }
 
   /** Replaces an object (PUT); a stale metadata.resourceVersion gets 409 Conflict. */
@@ -333,7 +338,7 @@ export class Store {
     obj.apiVersion = apiVersionOf(r);
     obj.kind = r.kind;
     applyStaticDefaults(r, obj);
-    if (r.plural === "services") this.#carryServiceAllocations(obj, old);
+    if (r.plural === "services") this.services.carry(obj, old);
     if (r.plural === "pods" && opts.subresource !== "status" && !binding) {
       const why = podSpecChange(old.spec, obj.spec);
       if (why) {
@@ -345,7 +350,7 @@ export class Store {
       }
     }
     this.#check(r, obj);
-    if (r.plural === "services") this.#allocateService(obj, old, key);
+    if (r.plural === "services") this.services.allocate(obj, old, key);
     if (withoutMetaAndStatus(obj) !== withoutMetaAndStatus(old)) {
       meta.generation = (oldMeta.generation ?? 1) + 1;
     }
@@ -438,31 +443,27 @@ export class Store {
         return this.#commit(resource, "MODIFIED", key, terminating, old);
       }
     }
-    if (resource === "namespaces" && this.#nsDelayMs > 0) {
-      if (old.metadata?.deletionTimestamp) return old;
-      const terminating = structuredClone(old);
-      terminating.metadata!.deletionTimestamp = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-      terminating.metadata!.deletionGracePeriodSeconds = 0;
-      terminating.status = { ...terminating.status, phase: "Terminating" };
-      const stored = this.#commit(resource, "MODIFIED", key, terminating, old);
-      const id = setTimeout(() => {
-        this.#pending.delete(id);
-        if (this.tryGet("namespaces", key)?.metadata?.uid === old.metadata?.uid) this.#purgeNamespace(key);
-      }, this.#nsDelayMs) as unknown as number;
-      // A pending purge must not keep a process alive that has nothing else to do.
-      Deno.unrefTimer(id);
-      this.#pending.add(id);
-      return stored;
-    }
     if (resource === "namespaces") {
-      for (const other of RESOURCES.values()) {
-        if (!other.namespaced) continue;
-        for (const k of [...this.#keys(other.plural)]) {
-          if (k.startsWith(`${key}/`)) this.delete(other.plural, k);
-        }
+      if (old.metadata?.deletionTimestamp) return old;
+      if (this.#nsDelayMs > 0) {
+        const stored = this.#markTerminating(key, old);
+        this.#awaitingPurge.add(key);
+        const id = setTimeout(() => {
+          this.#pending.delete(id);
+          this.#awaitingPurge.delete(key);
+          if (this.tryGet("namespaces", key)?.metadata?.uid === old.metadata?.uid) this.#purgeNamespace(key);
+        }, this.#nsDelayMs) as unknown as number;
+        // A pending purge must not keep a process alive that has nothing else to do.
+        Deno.unrefTimer(id);
+        this.#pending.add(id);
+        return stored;
       }
+      // Removed at once when nothing in it needs time to go (pods terminating on a node do).
+      this.#deleteContents(key);
+      if (this.#namespaceEmpty(key)) return this.#commit(resource, "DELETED", key, undefined, old);
+      return this.#markTerminating(key, old);
     }
-    if (resource === "services") this.#releaseService(old);
+    if (resource === "services") this.services.release(old);
     return this.#commit(resource, "DELETED", key, undefined, old);
   }
 
@@ -496,15 +497,42 @@ export class Store {
     return () => this.#watchers.delete(w);
   }
 
-  #purgeNamespace(key: string): void {
+  /** The namespace controller's first step: the namespace is Terminating, new content is refused. */
+  #markTerminating(key: string, old: KubeObject): KubeObject {
+    const terminating = structuredClone(old);
+    terminating.metadata!.deletionTimestamp = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    terminating.metadata!.deletionGracePeriodSeconds = 0;
+    terminating.status = { ...terminating.status, phase: "Terminating" };
+    return this.#commit("namespaces", "MODIFIED", key, terminating, old);
+  }
+
+  /** Deletes everything in a namespace (pods on a node gracefully: they stay until their kubelet is done). */
+  #deleteContents(ns: string): void {
     for (const other of RESOURCES.values()) {
       if (!other.namespaced) continue;
       for (const k of [...this.#keys(other.plural)]) {
-        if (k.startsWith(`${key}/`)) this.delete(other.plural, k);
+        if (!k.startsWith(`${ns}/`)) continue;
+        const o = this.tryGet(other.plural, k);
+        if (o && !o.metadata?.deletionTimestamp) this.delete(other.plural, k);
       }
     }
+  }
+
+  #namespaceEmpty(ns: string): boolean {
+    for (const other of RESOURCES.values()) {
+      if (other.namespaced && this.#keys(other.plural).some((k) => k.startsWith(`${ns}/`))) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The namespace controller's second step: delete the contents, and remove the namespace once they
+   * are gone; pods still terminating finish it later (see #commit).
+   */
+  #purgeNamespace(key: string): void {
+    this.#deleteContents(key);
     const ns = this.tryGet("namespaces", key);
-    if (ns) this.#commit("namespaces", "DELETED", key, undefined, ns);
+    if (ns && this.#namespaceEmpty(key)) this.#commit("namespaces", "DELETED", key, undefined, ns);
   }
 
   /** Cancels pending namespace purges (they are otherwise done after `namespaceDeletionDelayMs`). */
@@ -579,117 +607,15 @@ export class Store {
       this.compact(this.#history[Math.floor(this.#history.length / 2)]!.revision);
     }
     for (const w of this.#watchers) if (w.resource === resource) this.#deliver(w, event);
+    if (type === "DELETED" && resource !== "namespaces") {
+      const ns = stored.metadata?.namespace;
+      const nsObj = ns ? this.tryGet("namespaces", ns) : undefined;
+      // The last object of a Terminating namespace gone: the namespace goes too.
+      if (
+        ns && nsObj?.metadata?.deletionTimestamp && !this.#awaitingPurge.has(ns) && this.#namespaceEmpty(ns)
+      ) this.#commit("namespaces", "DELETED", ns, undefined, nsObj);
+    }
     return stored;
-  }
-
-  /** Keeps allocated clusterIPs/nodePorts when an update leaves them out (kubectl apply, PUT without them). */
-  #carryServiceAllocations(obj: KubeObject, old: KubeObject): void {
-    const spec = obj.spec ?? {};
-    const oldSpec = old.spec ?? {};
-    if (!spec.clusterIP && oldSpec.clusterIP && (spec.type ?? "ClusterIP") !== "ExternalName") {
-      spec.clusterIP = oldSpec.clusterIP;
-      spec.clusterIPs = oldSpec.clusterIPs;
-    }
-    if (spec.type === "NodePort" || spec.type === "LoadBalancer") {
-      for (const p of spec.ports ?? []) {
-        if (p.nodePort) continue;
-        const was = (oldSpec.ports ?? []).find((q: KubeObject) =>
-          q.port === p.port && (q.protocol ?? "TCP") === (p.protocol ?? "TCP")
-        );
-        if (was?.nodePort) p.nodePort = was.nodePort;
-      }
-    }
-  }
-
-  #allocateService(obj: KubeObject, old: KubeObject | undefined, key: string): void {
-    const r = resourceInfo("services");
-    const spec = obj.spec;
-    const causes: StatusCause[] = [];
-    const type = spec.type;
-    if (type === "ExternalName") {
-      delete spec.clusterIP;
-      delete spec.clusterIPs;
-    } else if (spec.clusterIP === "None") {
-      spec.clusterIPs = ["None"];
-    } else if (spec.clusterIP) {
-      if (old?.spec?.clusterIP && old.spec.clusterIP !== spec.clusterIP && old.spec.type !== "ExternalName") {
-        causes.push({
-          field: "spec.clusterIPs[0]",
-          message: `Invalid value: []string{"${spec.clusterIP}"}: may not change once set`,
-        });
-      } else {
-        const why = this.clusterIps.check(spec.clusterIP, key);
-        if (why) {
-          causes.push({
-            field: "spec.clusterIPs",
-            message:
-              `Invalid value: []string{"${spec.clusterIP}"}: failed to allocate IP ${spec.clusterIP}: ${why}`,
-          });
-        }
-      }
-    }
-    const wantsNodePorts = type === "NodePort" || type === "LoadBalancer";
-    const ports: KubeObject[] = spec.ports ?? [];
-    const oldPorts = new Set<number>(
-      (old?.spec?.ports ?? []).map((p: KubeObject) => p.nodePort).filter(Boolean),
-    );
-    if (wantsNodePorts) {
-      const mine = new Set<number>();
-      ports.forEach((p, i) => {
-        if (!p.nodePort) return;
-        const why = oldPorts.has(p.nodePort) ? undefined : this.nodePorts.check(p.nodePort, key);
-        if (why || mine.has(p.nodePort)) {
-          causes.push({
-            field: `spec.ports[${i}].nodePort`,
-            message: `Invalid value: ${p.nodePort}: ${why ?? "provided port is already allocated"}`,
-          });
-        }
-        mine.add(p.nodePort);
-      });
-    } else {
-      ports.forEach((p, i) => {
-        if (p.nodePort) {
-          causes.push({
-            field: `spec.ports[${i}].nodePort`,
-            reason: "FieldValueForbidden",
-            message: `Forbidden: may not be used when \`type\` is '${type}'`,
-          });
-        }
-      });
-    }
-    if (causes.length) throw invalid("Service", r.group, obj.metadata!.name!, causes);
-    // Validation passed: now take what is new and give back what is no longer used.
-    if (type !== "ExternalName" && spec.clusterIP !== "None") {
-      if (!spec.clusterIP) {
-        const ip = this.clusterIps.allocate(key);
-        if (!ip) throw new ApiError(500, "InternalError", "failed to allocate a serviceIP: range is full");
-        spec.clusterIP = ip;
-      } else this.clusterIps.reserve(spec.clusterIP, key);
-      spec.clusterIPs = [spec.clusterIP];
-    }
-    if (old?.spec?.clusterIP && old.spec.clusterIP !== spec.clusterIP) {
-      this.clusterIps.release(old.spec.clusterIP);
-    }
-    const keep = new Set<number>();
-    if (wantsNodePorts) {
-      for (const p of ports) {
-        if (!p.nodePort) {
-          const n = this.nodePorts.allocate(key);
-          if (n === undefined) {
-            throw new ApiError(500, "InternalError", "failed to allocate a nodePort: range is full");
-          }
-          p.nodePort = n;
-        } else this.nodePorts.reserve(p.nodePort, key);
-        keep.add(p.nodePort);
-      }
-    }
-    for (const n of oldPorts) if (!keep.has(n)) this.nodePorts.release(n);
-  }
-
-  #releaseService(old: KubeObject): void {
-    const ip = old.spec?.clusterIP;
-    if (ip && ip !== "None") this.clusterIps.release(ip);
-    for (const p of old.spec?.ports ?? []) if (p.nodePort) this.nodePorts.release(p.nodePort);
   }
 }
 

@@ -70,7 +70,7 @@ Deno.test("api server answers discovery as kubectl expects", () =>
     assert.equal((await api("/version")).body.major, "1");
     assert.deepEqual((await api("/api")).body.versions, ["v1"]);
     const groups = (await api("/apis")).body.groups.map((g: { name: string }) => g.name).sort();
-    assert.deepEqual(groups, ["discovery.k8s.io", "networking.k8s.io"]);
+    assert.deepEqual(groups, ["apps", "discovery.k8s.io", "networking.k8s.io", "rbac.authorization.k8s.io"]);
     const core = (await api("/api/v1")).body.resources.map((r: { name: string }) => r.name);
     for (
       const r of ["pods", "pods/status", "services", "services/status", "nodes", "nodes/status", "namespaces"]
@@ -79,7 +79,16 @@ Deno.test("api server answers discovery as kubectl expects", () =>
     assert.equal(disc.groupVersion, "discovery.k8s.io/v1");
     assert.equal(disc.resources[0].kind, "EndpointSlice");
     assert.equal((await api("/openapi/v2")).status, 404);
-    assert.equal((await api("/apis/apps/v1")).status, 404);
+    const apps = (await api("/apis/apps/v1")).body.resources;
+    const scale = apps.find((r: { name: string }) => r.name === "deployments/scale");
+    assert.deepEqual([scale.group, scale.version, scale.kind], ["autoscaling", "v1", "Scale"]);
+    const token = (await api("/api/v1")).body.resources.find((r: { name: string }) =>
+      r.name === "serviceaccounts/token"
+    );
+    assert.deepEqual([token.group, token.kind, token.verbs], ["authentication.k8s.io", "TokenRequest", [
+      "create",
+    ]]);
+    assert.equal((await api("/apis/batch/v1")).status, 404);
   }));
 
 Deno.test("api server refuses a request without credentials or with a bad token with 401 Status", () =>

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import {
   desiredEndpointSlices,
+  HEADLESS_LABEL,
   type KObject,
+  MANAGED_BY,
+  MANAGED_BY_LABEL,
   MAX_ENDPOINTS_PER_SLICE,
   resolveTargetPort,
   sameSliceContent,
@@ -142,4 +145,48 @@ Deno.test("slice comparison ignores key order and server metadata but not condit
   assert.ok(sameSliceContent(a!, reordered));
   const [b] = desiredEndpointSlices(svc, [pod("a", "10.1.1.2", { ready: false })])!;
   assert.ok(!sameSliceContent(a!, b!));
+});
+
+Deno.test("slices carry the Service's labels under the controller's own, and headless Services are marked", () => {
+  const labelled: KObject = {
+    ...svc,
+    metadata: { ...svc.metadata, labels: { team: "shop", [SERVICE_NAME_LABEL]: "spoofed" } },
+  };
+  const [slice] = desiredEndpointSlices(labelled, [pod("a", "10.1.1.2")])!;
+  assert.deepEqual(slice!.metadata.labels, {
+    team: "shop",
+    [SERVICE_NAME_LABEL]: "web",
+    [MANAGED_BY_LABEL]: MANAGED_BY,
+  });
+  const headless = { ...labelled, spec: { ...svc.spec, clusterIP: "None" } };
+  assert.equal(
+    desiredEndpointSlices(headless, [pod("a", "10.1.1.2")])![0]!.metadata.labels?.[HEADLESS_LABEL],
+    "",
+  );
+  const relabelled = { ...labelled, metadata: { ...labelled.metadata, labels: { team: "web" } } };
+  assert.ok(
+    !sameSliceContent(slice!, desiredEndpointSlices(relabelled, [pod("a", "10.1.1.2")])![0]!),
+    "a label change on the Service is a slice change",
+  );
+});
+
+Deno.test("a dual-stack Service gets one slice per family with each pod's address of that family", () => {
+  const dual = {
+    ...svc,
+    spec: { ...svc.spec, ipFamilies: ["IPv4", "IPv6"], ipFamilyPolicy: "RequireDualStack" },
+  };
+  const p = pod("a", "10.1.1.2");
+  p.status.podIPs = [{ ip: "10.1.1.2" }, { ip: "fd00:1:1::2" }];
+  const slices = desiredEndpointSlices(dual, [p, pod("b", "10.1.1.3")])!;
+  const byFamily = Object.fromEntries(slices.map((s) => [s.addressType as string, s]));
+  assert.deepEqual(Object.keys(byFamily).sort(), ["IPv4", "IPv6"]);
+  const addrs = (s: KObject) => (s.endpoints as Array<{ addresses: string[] }>).map((e) => e.addresses[0]);
+  assert.deepEqual(addrs(byFamily.IPv4!), ["10.1.1.2", "10.1.1.3"]);
+  assert.deepEqual(addrs(byFamily.IPv6!), ["fd00:1:1::2"]);
+  assert.notEqual(byFamily.IPv4!.metadata.name, byFamily.IPv6!.metadata.name);
+  assert.equal(
+    byFamily.IPv4!.metadata.name,
+    desiredEndpointSlices(svc, [p, pod("b", "10.1.1.3")])![0]!.metadata.name,
+    "IPv4 slice names are what they were before dual-stack",
+  );
 });
