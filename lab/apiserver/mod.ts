@@ -53,12 +53,11 @@ export {
   type Selector,
 } from "./selectors.ts";
 export { apiVersionOf, RBAC_GROUP, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
-export { ServiceAllocator, type ServiceAllocatorOptions } from "./service_allocator.ts";
-export { ClusterIpAllocator, formatIp, type IpFamily, NodePortAllocator, parseIp } from "./_ipalloc.ts";
+export { type IpFamily, ServiceAllocator, type ServiceAllocatorOptions } from "./service_allocator.ts";
 export {
   type NonResourceRequest,
   type RequestInfo,
   requestInfo,
   type ResourceRequest,
-} from "./_request_info.ts";
+} from "./request_info.ts";
 export { CertError, ensurePki, type Pki } from "./certs.ts";

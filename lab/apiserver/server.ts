@@ -19,7 +19,7 @@ import { patchTypeOf } from "./patch.ts";
 import { toTable, wantsTable } from "./_table.ts";
 import { decodeProtobufObject, isProtobuf } from "./_protobuf.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
-import { type RequestInfo, requestInfo, type ResourceRequest } from "./_request_info.ts";
+import { type RequestInfo, requestInfo, type ResourceRequest } from "./request_info.ts";
 import { keyOf, Store, type WatchEvent, type WriteOptions } from "./store.ts";
 import type { KubeObject } from "./types.ts";
 

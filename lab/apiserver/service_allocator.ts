@@ -8,6 +8,8 @@
  */
 import { ApiError, invalid, type StatusCause } from "./errors.ts";
 import { ClusterIpAllocator, type IpFamily, NodePortAllocator, parseIp } from "./_ipalloc.ts";
+
+export type { IpFamily };
 import type { KubeObject } from "./types.ts";
 
 export interface ServiceAllocatorOptions {
