@@ -13,8 +13,8 @@
  * needs the value it has (the kernel refuses an `add` whose value differs from the present one).
  *
  * Names are rendered bare: nft 1.0.6's grammar has no quoted identifiers, so names that are not nft
- * identifiers are refused when the operation is added (an `NftSpecError`), never at apply time, so a
- * caller can log the object and skip it. Comments are quoted; nft strings cannot contain `"`.
+ * identifiers, or are nft keywords ("fwd", "ct", "missing": `NFT_KEYWORDS`), are refused when the
+ * operation is added (an `NftSpecError`), never at apply time, so a caller can log the object and skip it. Comments are quoted; nft strings cannot contain `"`.
  *
  * ```ts
  * const tx = new NftTransaction("inet", "kube_router_proxy")
@@ -120,20 +120,179 @@ export function objectKind(o: NftObjectSpec): "table" | "chain" | "rule" | "set"
 
 /** nft 1.0.6's identifier token (scanner.l `string`): a letter, `_` or `.`, then letters, digits, `/-_.`. */
 const NAME = /^[A-Za-z_.][A-Za-z0-9_./-]{0,255}$/;
+/**
+ * Words nft 1.0.6's scanner always reads as keywords, so they cannot be names (found by trying every word
+ * of nft(8), and the scanner's other keywords, as a chain name: `nft -c add chain inet t WORD`). After `@`
+ * (a set reference) "ll" and "nh" are keywords too.
+ */
+export const NFT_KEYWORDS: ReadonlySet<string> = new Set([
+  "accept",
+  "add",
+  "ah",
+  "all",
+  "and",
+  "arp",
+  "bridge",
+  "cgroup",
+  "chain",
+  "comment",
+  "comp",
+  "constant",
+  "continue",
+  "counter",
+  "cpu",
+  "create",
+  "ct",
+  "day",
+  "dccp",
+  "define",
+  "delete",
+  "describe",
+  "device",
+  "devices",
+  "dnat",
+  "drop",
+  "dst",
+  "dup",
+  "dynamic",
+  "ecn",
+  "element",
+  "elements",
+  "eq",
+  "esp",
+  "ether",
+  "exists",
+  "expires",
+  "export",
+  "exthdr",
+  "fib",
+  "flags",
+  "flow",
+  "flowtable",
+  "flush",
+  "frag",
+  "fwd",
+  "ge",
+  "get",
+  "goto",
+  "gt",
+  "handle",
+  "hbh",
+  "hook",
+  "hour",
+  "ibrname",
+  "icmp",
+  "icmpv6",
+  "igmp",
+  "iif",
+  "iifgroup",
+  "iifname",
+  "iiftype",
+  "import",
+  "include",
+  "index",
+  "inet",
+  "insert",
+  "interval",
+  "ip",
+  "ip6",
+  "ipsec",
+  "jhash",
+  "jump",
+  "le",
+  "limit",
+  "list",
+  "log",
+  "lshift",
+  "lt",
+  "map",
+  "mark",
+  "masquerade",
+  "meta",
+  "meter",
+  "mh",
+  "missing",
+  "monitor",
+  "ne",
+  "netdev",
+  "nftrace",
+  "not",
+  "notrack",
+  "numgen",
+  "obrname",
+  "offload",
+  "oif",
+  "oifgroup",
+  "oifname",
+  "oiftype",
+  "or",
+  "osf",
+  "pkttype",
+  "policy",
+  "position",
+  "priority",
+  "queue",
+  "quota",
+  "random",
+  "redefine",
+  "redirect",
+  "reject",
+  "rename",
+  "reset",
+  "return",
+  "rshift",
+  "rt",
+  "rt0",
+  "rt2",
+  "rtclassid",
+  "rule",
+  "ruleset",
+  "sctp",
+  "secmark",
+  "set",
+  "size",
+  "skgid",
+  "skuid",
+  "snat",
+  "socket",
+  "srh",
+  "symhash",
+  "synproxy",
+  "table",
+  "tcp",
+  "th",
+  "time",
+  "timeout",
+  "tproxy",
+  "type",
+  "typeof",
+  "udp",
+  "udplite",
+  "undefine",
+  "update",
+  "vlan",
+  "vmap",
+  "xor",
+  "xt",
+]);
+const SET_KEYWORDS = new Set(["ll", "nh"]);
 const TYPE = /^[a-z0-9_]+( \. [a-z0-9_]+)*$/;
 const TIMEOUT = /^(\d+(ms|s|m|h|d))+$/;
 /**
  * A key or value part: no spaces or nft punctuation, or one quoted string (interface names). A ":" is
  * allowed inside a part (IPv6 addresses, `[fd00::1]:80`): without spaces it can never read as the " : "
- * between key and value.
+ * between key and value; a part that is ":" alone is refused.
  */
-const KEY_PART = /^([^\s,{}";#]+|"[^"\n\r]*")$/;
+const KEY_PART = /^((?!:$)[^\s,{}";#]+|"[^"\n\r]*")$/;
 /** A value part may hold a verdict with its chain: "goto svc-web". */
-const VALUE_PART = /^([^\s,{}";#]+( [^\s,{}";#:]+)?|"[^"\n\r]*")$/;
+const VALUE_PART = /^((?!:$)[^\s,{}";#]+( [^\s,{}";#:]+)?|"[^"\n\r]*")$/;
 const encoder = new TextEncoder();
 
 function checkName(what: string, name: string): void {
   if (!NAME.test(name)) throw new NftSpecError(`invalid ${what} name ${JSON.stringify(name)}`);
+  if (NFT_KEYWORDS.has(name) || ((what === "set" || what === "map") && SET_KEYWORDS.has(name))) {
+    throw new NftSpecError(`${what} name ${JSON.stringify(name)} is an nft keyword`);
+  }
 }
 
 function checkComment(c: string | undefined): void {

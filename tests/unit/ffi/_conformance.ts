@@ -18,6 +18,7 @@ import {
   type Rtnl,
   type RtnlEvent,
 } from "../../../ffi/mod.ts";
+import { nftTxCases } from "./_nft_conformance.ts";
 
 export interface Case<T> {
   name: string;
@@ -542,7 +543,8 @@ const base = [
   { add: { set: { family: "ip", table: "ctest", name: "ips", type: "ipv4_addr" } } },
 ];
 
-export const nftCases: Case<NftRuleset>[] = [
+/** The JSON `apply` cases, then the typed-transaction cases of _nft_conformance.ts. */
+const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "a verdict map applied in one transaction lists back with its elements",
     fn: async (n) => {
@@ -814,3 +816,5 @@ export const nftCases: Case<NftRuleset>[] = [
     },
   },
 ];
+
+export const nftCases: Case<NftRuleset>[] = [...nftJsonCases, ...nftTxCases];

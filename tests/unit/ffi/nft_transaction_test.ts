@@ -118,6 +118,9 @@ Deno.test("names that are not nft identifiers, bad comments and impossible verbs
   refused(() => tx.delete({ rule: { chain: "c", rule: "" } }), "delete rule without handle");
   refused(() => tx.add({ set: { name: "s", type: "ipv4_addr; flush ruleset" } }), "type injection");
   refused(() => new NftTransaction("inet", "kube router"), "table name");
+  refused(() => tx.add({ chain: { name: "fwd" } }), "a keyword (nft reads fwd as the fwd statement)");
+  refused(() => tx.add({ rule: { chain: "ct", rule: "accept" } }), "keyword chain in a rule");
+  refused(() => tx.add({ set: { name: "ll", type: "ipv4_addr" } }), "keyword after @");
   assert.equal(tx.size, 0);
   tx.add({ rule: { chain: "c", rule: "accept", comment: "é".repeat(64) } });
   assert.equal(tx.size, 1);
