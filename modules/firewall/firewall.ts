@@ -1,0 +1,283 @@
+/**
+ * The firewall module instance: NetworkPolicy enforced in `inet kube_router_firewall`.
+ *
+ * Handlers only record changes and ask the runner for a sync. A sync compiles the whole model from the
+ * watch caches (pure: policy_compiler.ts), renders it (nft_render.ts) and moves the kernel there in ONE
+ * atomic transaction: incrementally against what it last programmed (only the sets, maps and chains
+ * that differ), or in full (flush and refill the whole table, delete what is stale) on the first sync,
+ * after a failure, and on every periodic resync, which repairs hand edits. On start nothing is
+ * touched before the first sync: the previous run's rules keep enforcing until the first full sync
+ * replaces them atomically.
+ */
+import type { V1Node } from "@kubernetes/client-node";
+import type { Counter, Gauge, ModuleContext, ModuleInstance, SyncReason } from "../../core/mod.ts";
+import { type NftListTarget, type NftObject, NftTransaction, type Sysctl } from "../../ffi/mod.ts";
+import { compileFirewall, type Problem } from "./policy_compiler.ts";
+import {
+  type DesiredTable,
+  type ExistingTable,
+  FIREWALL_FAMILY,
+  fullSyncOps,
+  incrementalOps,
+  renderFirewall,
+} from "./nft_render.ts";
+
+export const FIREWALL_TABLE = "kube_router_firewall";
+
+/** The nftables operations the firewall needs (Nftables and FakeNftables both provide them). */
+export interface FirewallNft {
+  run(tx: NftTransaction): Promise<void>;
+  list(target: NftListTarget, opts?: { terse?: boolean }): Promise<NftObject[]>;
+}
+
+export interface FirewallDeps {
+  nft: FirewallNft;
+  sysctl: Sysctl;
+}
+
+/** What the last sync did, for tests and logs. */
+export interface FirewallSyncResult {
+  kind: "full" | "incremental";
+  operations: number;
+}
+
+export class Firewall implements ModuleInstance {
+  readonly #ctx: ModuleContext;
+  readonly #deps: FirewallDeps;
+  readonly #runner;
+  readonly #unsubscribe: (() => void)[] = [];
+  /** What the kernel holds, as far as we know; undefined forces the next sync to be full. */
+  #programmed: DesiredTable | undefined;
+  #problems = new Set<string>();
+  #stopped = false;
+  #lastCounts = new Map<string, number>();
+  readonly #metrics: {
+    drops: Counter;
+    policies: Gauge;
+    isolated: Gauge;
+    operations: Counter;
+  };
+  /** The last sync's outcome (tests). */
+  lastSync: FirewallSyncResult | undefined;
+  #requests = 0;
+  #syncedRequests = 0;
+
+  constructor(ctx: ModuleContext, deps: FirewallDeps) {
+    this.#ctx = ctx;
+    this.#deps = deps;
+    // A short minimum interval: a new pod's rules must be in place within milliseconds of its event.
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 10 });
+    const m = ctx.metrics;
+    this.#metrics = {
+      drops: m.counter(
+        "kube_router_netpol_dropped_packets_total",
+        "Packets refused by network policy, by the policy isolating the pod (a packet refused for a pod " +
+          "isolated by several policies counts once under each).",
+      ),
+      policies: m.gauge("kube_router_netpol_policies", "NetworkPolicies known to the firewall."),
+      isolated: m.gauge("kube_router_netpol_isolated_pods", "Local pods isolated by policy, by direction."),
+      operations: m.counter(
+        "kube_router_netpol_nft_operations_total",
+        "nftables operations applied by the firewall, by sync kind.",
+      ),
+    };
+  }
+
+  start(): Promise<void> {
+    for (const r of ["pods", "namespaces", "networkpolicies", "nodes"] as const) {
+      // Handlers only ask for a sync; the sync reads the watch caches.
+      this.#unsubscribe.push(this.#ctx.bus.onResource(r, () => this.requestSync()));
+    }
+    return Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const u of this.#unsubscribe.splice(0)) u();
+    await this.#runner.stop();
+    // The table stays: policies keep being enforced while the agent restarts.
+  }
+
+  /** Asks for a sync now (tests, and the agent after a change). */
+  requestSync(): void {
+    this.#requests++;
+    this.#runner.run();
+  }
+
+  /** True when the last successful sync started after every change seen so far (tests wait on it). */
+  get settled(): boolean {
+    return this.lastSync !== undefined && this.#syncedRequests === this.#requests;
+  }
+
+  async #sync(reason: SyncReason): Promise<void> {
+    if (this.#stopped) return;
+    const upTo = this.#requests;
+    const { config, store, log } = this.#ctx;
+    await this.#ensureBridgeNetfilter();
+    const model = compileFirewall({
+      nodeName: config.nodeName,
+      pods: store.list("pods"),
+      namespaces: store.list("namespaces"),
+      policies: store.list("networkpolicies"),
+      defaultDeny: config.netpolDefaultDeny,
+    });
+    this.#logProblems(model.problems);
+    const desired = renderFirewall(model, { podCidrs: podCidrs(store.get("nodes", config.nodeName)) });
+    const tx = new NftTransaction(FIREWALL_FAMILY, FIREWALL_TABLE);
+    const full = this.#programmed === undefined || reason !== "requested";
+    try {
+      if (full) {
+        const existing = await this.#existing();
+        fullSyncOps(tx, desired, existing.table, existing.intactDropChains(desired));
+      } else incrementalOps(tx, this.#programmed!, desired);
+      if (tx.size > 0) await this.#deps.nft.run(tx);
+    } catch (err) {
+      this.#programmed = undefined;
+      throw err;
+    }
+    this.#programmed = desired;
+    this.#syncedRequests = upTo;
+    this.lastSync = { kind: full ? "full" : "incremental", operations: tx.size };
+    this.#metrics.operations.inc({ kind: full ? "full" : "incremental" }, tx.size);
+    this.#metrics.policies.set({}, model.policies.size);
+    this.#metrics.isolated.set({ direction: "ingress" }, model.ingress.size);
+    this.#metrics.isolated.set({ direction: "egress" }, model.egress.size);
+    if (full || tx.size > 0) {
+      log.debug("firewall synced", { kind: this.lastSync.kind, operations: tx.size, reason });
+    }
+    await this.refreshDropCounters().catch((err) => log.warn("cannot read drop counters", { err }));
+  }
+
+  /** Reads the per-policy drop counters from the kernel into /metrics. */
+  async refreshDropCounters(): Promise<Map<string, number>> {
+    const counts = await readDropCounters(this.#deps.nft);
+    for (const [policy, packets] of counts) {
+      const last = this.#lastCounts.get(policy) ?? 0;
+      // A counter chain re-created (policy deleted and re-added) starts again at zero.
+      const delta = packets >= last ? packets - last : packets;
+      if (delta > 0) this.#metrics.drops.inc({ policy }, delta);
+      this.#lastCounts.set(policy, packets);
+    }
+    for (const policy of [...this.#lastCounts.keys()]) {
+      if (!counts.has(policy)) this.#lastCounts.delete(policy);
+    }
+    return counts;
+  }
+
+  async #existing(): Promise<{
+    table: ExistingTable | undefined;
+    intactDropChains(d: DesiredTable): Set<string>;
+  }> {
+    let objects: NftObject[];
+    try {
+      objects = await this.#deps.nft.list({ table: { family: FIREWALL_FAMILY, name: FIREWALL_TABLE } }, {
+        terse: true,
+      });
+    } catch {
+      // No table yet (first start on this node).
+      return { table: undefined, intactDropChains: () => new Set() };
+    }
+    const table: ExistingTable = { chains: new Set(), sets: new Map() };
+    const rules = new Map<string, { comment?: unknown; expr?: unknown }[]>();
+    for (const o of objects) {
+      const chain = o.chain as { name?: string } | undefined;
+      if (chain?.name) table.chains.add(chain.name);
+      for (const kind of ["set", "map"] as const) {
+        const s = o[kind] as
+          | { name?: string; type?: string | string[]; map?: string; flags?: string[] }
+          | undefined;
+        if (!s?.name) continue;
+        const type = Array.isArray(s.type) ? s.type.join(" . ") : s.type ?? "ipv4_addr";
+        table.sets.set(s.name, {
+          kind,
+          spec: kind === "map" ? { name: s.name, type, map: s.map ?? "verdict" } : { name: s.name, type },
+        });
+      }
+      const rule = o.rule as { chain?: string; comment?: unknown; expr?: unknown } | undefined;
+      if (rule?.chain) {
+        let list = rules.get(rule.chain);
+        if (!list) rules.set(rule.chain, list = []);
+        list.push(rule);
+      }
+    }
+    return {
+      table,
+      intactDropChains(d) {
+        const out = new Set<string>();
+        for (const [name, c] of d.chains) {
+          if (!name.startsWith("drop-")) continue;
+          const have = rules.get(name) ?? [];
+          const want = c.rules[0]?.comment;
+          if (have.length === 1 && have[0]!.comment === want && isCounterOnly(have[0]!.expr)) out.add(name);
+        }
+        return out;
+      },
+    };
+  }
+
+  /** Bridged pod-to-pod traffic reaches the inet hooks only through br_netfilter (as kube-router). */
+  async #ensureBridgeNetfilter(): Promise<void> {
+    for (const key of ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]) {
+      try {
+        if ((await this.#deps.sysctl.get(key)).trim() !== "1") await this.#deps.sysctl.set(key, 1);
+      } catch (err) {
+        if (!this.#problems.has(`sysctl ${key}`)) {
+          this.#problems.add(`sysctl ${key}`);
+          this.#ctx.log.warn(
+            "cannot enable br_netfilter; pod-to-pod traffic on this node's bridge is not policed",
+            {
+              key,
+              err,
+            },
+          );
+        }
+      }
+    }
+  }
+
+  /** Logs each policy problem once, when it appears. */
+  #logProblems(problems: Problem[]): void {
+    const now = new Set<string>();
+    for (const p of problems) {
+      const k = `${p.policy}\0${p.message}`;
+      now.add(k);
+      if (!this.#problems.has(k)) {
+        this.#ctx.log.warn("network policy partly ignored", { policy: p.policy, problem: p.message });
+      }
+    }
+    for (const k of this.#problems) if (!k.startsWith("sysctl ")) this.#problems.delete(k);
+    for (const k of now) this.#problems.add(k);
+  }
+}
+
+function isCounterOnly(expr: unknown): boolean {
+  return Array.isArray(expr) && expr.length === 1 && typeof expr[0] === "object" && expr[0] !== null &&
+    "counter" in expr[0];
+}
+
+/** The node's pod CIDRs (spec.podCIDRs, else spec.podCIDR). */
+export function podCidrs(node: V1Node | undefined): string[] {
+  const list = node?.spec?.podCIDRs ?? (node?.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  return list.filter((c) => typeof c === "string" && c.includes("/"));
+}
+
+/** Packets counted by each policy's drop chain, by policy (`namespace/name`, the rule's comment). */
+export async function readDropCounters(nft: FirewallNft): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  let objects: NftObject[];
+  try {
+    objects = await nft.list({ table: { family: FIREWALL_FAMILY, name: FIREWALL_TABLE } }, { terse: true });
+  } catch {
+    return out;
+  }
+  for (const o of objects) {
+    const rule = o.rule as { chain?: string; comment?: string; expr?: unknown } | undefined;
+    if (!rule?.chain?.startsWith("drop-") || typeof rule.comment !== "string") continue;
+    const expr = Array.isArray(rule.expr) ? rule.expr : [];
+    for (const e of expr) {
+      const c = (e as { counter?: { packets?: number } }).counter;
+      if (c && typeof c.packets === "number") out.set(rule.comment, (out.get(rule.comment) ?? 0) + c.packets);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,381 @@
+/**
+ * The firewall model rendered as nftables objects in `inet kube_router_firewall`, and the transactions
+ * that move the kernel from one rendering to the next.
+ *
+ * Layout (one table, both families):
+ *
+ * ```
+ * chain forward  (filter hook forward, priority filter = 0: after the proxy's DNAT at -100, so egress
+ *                 to a Service is judged against the endpoint the proxy chose)
+ *   ct state established,related accept       replies and allowed connections' later packets
+ *   jump egress                                the sender's egress policy, if it is a local pod
+ *   jump ingress                               the receiver's ingress policy, if it is a local pod
+ * chain egress
+ *   ip saddr vmap @egress-v4                   isolated local pod -> goto its chain (eg-<hash>)
+ *   ip6 saddr vmap @egress-v6
+ *   ip saddr @local-cidrs-v4 ip saddr != @local-pods-v4 goto unknown-egress
+ *   (same for v6)
+ * chain ingress   (the same with daddr, in-<hash>, unknown-ingress)
+ * chain eg-<hash> / in-<hash>                  one per isolated local pod and direction
+ *   <allowed peer and port> return             one rule per allowed combination, commented with its policy
+ *   jump drop-<hash>                           one per isolating policy: counts the drop for that policy
+ *   limit rate 10/minute burst 10 packets log group 100 prefix "..."   NFLOG, as kube-router
+ *   reject with icmpx admin-prohibited
+ * chain drop-<hash>                            per policy, one `counter` rule, never rewritten while the
+ *                                              policy exists, so the drop count survives pod chain rewrites
+ * chain unknown-ingress / unknown-egress       empty (open) or the log + reject pair (deny)
+ * sets pods-<hash>-v4/-v6                      pod IPs of one peer selector, cluster-wide
+ * sets np-<hash>-v4/-v6                        egress named ports: ip . proto . port of destination pods
+ * sets local-pods-v4/-v6, local-cidrs-v4/-v6   every known local pod IP; this node's pod CIDRs
+ * ```
+ *
+ * Traffic from the node itself to its pods (kubelet probes) is never policed: it leaves through the
+ * output hook, and this table has no output chain. Traffic from a pod to its own node reaches the
+ * input hook and is not policed either (Kubernetes allows traffic between a pod and its node).
+ *
+ * The no-open-window argument: a local pod's isolation (its vmap element, its chain) and its
+ * membership of `local-pods-*` are added in the same atomic transaction, and an address in the node's
+ * pod CIDRs that is not in `local-pods-*` goes to `unknown-*`, which denies whenever a local pod that
+ * has no IP yet is already selected by a policy (or always, with --netpol-default-deny). So between
+ * the pod's IP appearing and the agent learning it, its packets meet `unknown-*`, never an open path.
+ */
+import type {
+  NftChainSpec,
+  NftElementSpec,
+  NftMapSpec,
+  NftObjectSpec,
+  NftSetSpec,
+  NftTransaction,
+} from "../../ffi/mod.ts";
+import type { AllowRule, Direction, FirewallModel, PeerMatch, PortMatch } from "./policy_compiler.ts";
+
+export const FIREWALL_FAMILY = "inet";
+/** Kubernetes' filter priority; after the proxy's DNAT (-100). */
+export const FILTER_PRIORITY = 0;
+/** NFLOG group of dropped packets, as kube-router. */
+export const NFLOG_GROUP = 100;
+
+/** One chain as the firewall wants it. */
+export interface DesiredChain {
+  spec: NftChainSpec;
+  rules: { rule: string; comment?: string }[];
+}
+
+/** One set or map as the firewall wants it, elements by their rendered key. */
+export interface DesiredSet {
+  kind: "set" | "map";
+  spec: NftSetSpec | NftMapSpec;
+  elements: Map<string, NftElementSpec>;
+}
+
+/** Everything in the firewall's table. */
+export interface DesiredTable {
+  chains: Map<string, DesiredChain>;
+  sets: Map<string, DesiredSet>;
+}
+
+export interface RenderOptions {
+  /** This node's pod CIDRs (Node spec.podCIDRs); unknown local addresses are recognised inside them. */
+  podCidrs: readonly string[];
+}
+
+/** Short stable hash (FNV-1a, two 32-bit lanes), for object names derived from Kubernetes names. */
+export function shortHash(s: string): string {
+  let a = 0x811c9dc5, b = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x01000193 + 2) >>> 0;
+  }
+  return a.toString(16).padStart(8, "0") + b.toString(16).padStart(8, "0").slice(0, 4);
+}
+
+/** Comments are at most 128 bytes and cannot hold `"`. */
+function comment(s: string): string {
+  const clean = s.replace(/["\n\r\\]/g, "'");
+  const bytes = new TextEncoder().encode(clean);
+  if (bytes.length <= 128) return clean;
+  let out = clean;
+  while (new TextEncoder().encode(out).length > 125) out = out.slice(0, -1);
+  return out + "...";
+}
+
+export function podChainName(dir: Direction, podKey: string): string {
+  return `${dir === "ingress" ? "in" : "eg"}-${shortHash(podKey)}`;
+}
+export function dropChainName(policyKey: string): string {
+  return `drop-${shortHash(policyKey)}`;
+}
+export function podSetName(key: string, family: 4 | 6): string {
+  return `pods-${shortHash(key)}-v${family}`;
+}
+export function portSetName(key: string, family: 4 | 6): string {
+  return `np-${shortHash(key)}-v${family}`;
+}
+
+const FAMILIES = [4, 6] as const;
+const ipKw = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
+const addrType = (f: 4 | 6) => (f === 4 ? "ipv4_addr" : "ipv6_addr");
+
+/** The whole table for one model. Pure. */
+export function renderFirewall(model: FirewallModel, opts: RenderOptions): DesiredTable {
+  const chains = new Map<string, DesiredChain>();
+  const sets = new Map<string, DesiredSet>();
+  const addSet = (kind: "set" | "map", spec: NftSetSpec | NftMapSpec, elements: NftElementSpec[]) => {
+    sets.set(spec.name, { kind, spec, elements: new Map(elements.map((e) => [e.key.join(" . "), e])) });
+  };
+
+  chains.set("forward", {
+    spec: { name: "forward", type: "filter", hook: "forward", priority: FILTER_PRIORITY, policy: "accept" },
+    rules: [
+      { rule: "ct state established,related accept" },
+      { rule: "jump egress" },
+      { rule: "jump ingress" },
+    ],
+  });
+
+  for (const dir of ["ingress", "egress"] as const) {
+    const addr = dir === "ingress" ? "daddr" : "saddr";
+    const dispatch: DesiredChain["rules"] = [];
+    for (const f of FAMILIES) {
+      const map = `${dir}-v${f}`;
+      const elements: NftElementSpec[] = [];
+      for (const [podKey, pp] of model[dir]) {
+        for (const ip of f === 4 ? pp.ips.v4 : pp.ips.v6) {
+          elements.push({ set: map, key: [ip], value: [`goto ${podChainName(dir, podKey)}`] });
+        }
+      }
+      addSet(
+        "map",
+        { name: map, type: addrType(f), map: "verdict", comment: `isolated local pods, ${dir}` },
+        elements,
+      );
+      dispatch.push({ rule: `${ipKw(f)} ${addr} vmap @${map}` });
+      dispatch.push({
+        rule: `${ipKw(f)} ${addr} @local-cidrs-v${f} ${
+          ipKw(f)
+        } ${addr} != @local-pods-v${f} goto unknown-${dir}`,
+      });
+    }
+    chains.set(dir, { spec: { name: dir }, rules: dispatch });
+    chains.set(`unknown-${dir}`, {
+      spec: {
+        name: `unknown-${dir}`,
+        comment: `local addresses of pods the agent does not know yet, ${dir}`,
+      },
+      rules: model.unknownLocal[dir] === "deny" ? denyRules(`unknown ${dir}`) : [],
+    });
+  }
+
+  for (const f of FAMILIES) {
+    const ips = [...model.localPods.values()].flatMap((p) => (f === 4 ? p.v4 : p.v6));
+    addSet(
+      "set",
+      { name: `local-pods-v${f}`, type: addrType(f), comment: "every known pod of this node" },
+      [...new Set(ips)].map((ip) => ({ set: `local-pods-v${f}`, key: [ip] })),
+    );
+    const cidrs = opts.podCidrs.filter((c) => (f === 4) === !c.includes(":"));
+    addSet(
+      "set",
+      { name: `local-cidrs-v${f}`, type: addrType(f), flags: ["interval"], comment: "this node's pod CIDRs" },
+      cidrs.map((c) => ({ set: `local-cidrs-v${f}`, key: [c] })),
+    );
+  }
+
+  const usedPodSets = new Set<string>();
+  const usedPortSets = new Set<string>();
+  const usedPolicies = new Set<string>();
+  for (const dir of ["ingress", "egress"] as const) {
+    for (const [podKey, pp] of model[dir]) {
+      const rules: DesiredChain["rules"] = [];
+      for (const r of pp.rules) {
+        for (const f of FAMILIES) rules.push(...allowRules(r, dir, f, usedPodSets, usedPortSets));
+      }
+      for (const pol of pp.policies) {
+        usedPolicies.add(pol);
+        rules.push({ rule: `jump ${dropChainName(pol)}` });
+      }
+      rules.push(...denyRules(`${dir} ${podKey}`));
+      const name = podChainName(dir, podKey);
+      chains.set(name, { spec: { name, comment: comment(`${dir} of pod ${podKey}`) }, rules });
+    }
+  }
+  for (const pol of [...usedPolicies].sort()) {
+    const name = dropChainName(pol);
+    chains.set(name, {
+      spec: { name, comment: comment(`drops counted for policy ${pol}`) },
+      rules: [{ rule: "counter", comment: comment(pol) }],
+    });
+  }
+  for (const key of [...usedPodSets].sort()) {
+    const s = model.podSets.get(key)!;
+    for (const f of FAMILIES) {
+      const name = podSetName(key, f);
+      addSet(
+        "set",
+        { name, type: addrType(f), comment: comment(s.description) },
+        (f === 4 ? s.v4 : s.v6).map((ip) => ({ set: name, key: [ip] })),
+      );
+    }
+  }
+  for (const key of [...usedPortSets].sort()) {
+    const s = model.portSets.get(key)!;
+    for (const f of FAMILIES) {
+      const name = portSetName(key, f);
+      addSet(
+        "set",
+        { name, type: `${addrType(f)} . inet_proto . inet_service`, comment: comment(s.description) },
+        (f === 4 ? s.v4 : s.v6).map((e) => ({ set: name, key: e.split(" . ") })),
+      );
+    }
+  }
+  return { chains, sets };
+}
+
+/** Log (rate-limited NFLOG, as kube-router) and reject. Reject rather than drop, as kube-router: the
+ * sender learns at once instead of retrying into silence. */
+function denyRules(what: string): DesiredChain["rules"] {
+  const prefix = comment(`DROP ${what}`).slice(0, 60);
+  return [
+    { rule: `limit rate 10/minute burst 10 packets log group ${NFLOG_GROUP} prefix "${prefix}"` },
+    { rule: "reject with icmpx admin-prohibited" },
+  ];
+}
+
+function peerExpr(p: PeerMatch, dir: Direction, f: 4 | 6, used: Set<string>): string | undefined {
+  const addr = dir === "ingress" ? "saddr" : "daddr";
+  if (p.kind === "pods") {
+    used.add(p.set);
+    return `${ipKw(f)} ${addr} @${podSetName(p.set, f)}`;
+  }
+  if (p.family !== f) return undefined;
+  return `${ipKw(f)} ${addr} { ${p.elements.join(", ")} }`;
+}
+
+function portExpr(p: PortMatch): string {
+  if (p.first === undefined) return `meta l4proto ${p.protocol}`;
+  const port = p.last !== undefined && p.last !== p.first ? `${p.first}-${p.last}` : `${p.first}`;
+  return `meta l4proto ${p.protocol} th dport ${port}`;
+}
+
+/** The rules (ending in `return`) that allow one AllowRule's traffic in one family. */
+function allowRules(
+  r: AllowRule,
+  dir: Direction,
+  f: 4 | 6,
+  usedPodSets: Set<string>,
+  usedPortSets: Set<string>,
+): DesiredChain["rules"] {
+  const c = comment(r.policy);
+  const out: DesiredChain["rules"] = [];
+  const peers: (string | undefined)[] = r.peers === "any"
+    ? [""]
+    : r.peers.map((p) => peerExpr(p, dir, f, usedPodSets)).filter((x) => x !== undefined);
+  const ports = r.ports === "any" ? [""] : r.ports.map(portExpr);
+  for (const peer of peers) {
+    for (const port of ports) {
+      out.push({ rule: [peer, port, "return"].filter((x) => x).join(" "), comment: c });
+    }
+  }
+  for (const key of r.namedPortSets) {
+    usedPortSets.add(key);
+    out.push({
+      rule: `${ipKw(f)} daddr . meta l4proto . th dport @${portSetName(key, f)} return`,
+      comment: c,
+    });
+  }
+  return out;
+}
+
+/** The parts of the table the kernel listing showed (names only, plus the rules of drop chains). */
+export interface ExistingTable {
+  chains: Set<string>;
+  sets: Map<string, { kind: "set" | "map"; spec: NftSetSpec | NftMapSpec }>;
+}
+
+/**
+ * A full sync: the whole table rewritten in one transaction, whatever the kernel held (a restart, a
+ * hand edit, a failed incremental sync). Chains and sets are flushed and refilled, objects the model
+ * no longer has are deleted last. Until the transaction commits the old rules keep enforcing; it
+ * commits whole or not at all, so no packet ever meets a half-written table. Drop-counter chains are
+ * left alone when they hold what they should, so per-policy counts survive.
+ */
+export function fullSyncOps(
+  tx: NftTransaction,
+  desired: DesiredTable,
+  existing: ExistingTable | undefined,
+  intactDropChains: ReadonlySet<string> = new Set(),
+): NftTransaction {
+  tx.add({ table: { comment: "kube-router NetworkPolicy firewall" } });
+  for (const s of desired.sets.values()) tx.add(setObject(s.kind, s.spec));
+  for (const c of desired.chains.values()) tx.add({ chain: c.spec });
+  for (const c of desired.chains.values()) {
+    if (!intactDropChains.has(c.spec.name)) tx.flush({ chain: { name: c.spec.name } });
+  }
+  // Stale chains are flushed before maps are refilled and before anything is deleted.
+  const staleChains = [...(existing?.chains ?? [])].filter((n) => !desired.chains.has(n));
+  for (const n of staleChains) tx.flush({ chain: { name: n } });
+  for (const s of desired.sets.values()) {
+    tx.flush(s.kind === "map" ? { map: s.spec as NftMapSpec } : { set: s.spec });
+  }
+  for (const c of desired.chains.values()) {
+    if (intactDropChains.has(c.spec.name)) continue;
+    for (const r of c.rules) tx.add({ rule: { chain: c.spec.name, ...r } });
+  }
+  for (const s of desired.sets.values()) for (const e of s.elements.values()) tx.add({ element: e });
+  for (const [name, s] of existing?.sets ?? []) {
+    if (!desired.sets.has(name)) tx.delete(setObject(s.kind, s.spec));
+  }
+  for (const n of staleChains) tx.delete({ chain: { name: n } });
+  return tx;
+}
+
+/**
+ * An incremental sync from what was last programmed to what is wanted: new sets and chains first,
+ * then element changes, then rewritten chains (flush + refill), then the removal of what is gone
+ * (map elements before the chains they point to, chains before the sets their rules use).
+ * Returns the number of operations added.
+ */
+export function incrementalOps(tx: NftTransaction, prev: DesiredTable, next: DesiredTable): number {
+  const before = tx.size;
+  for (const [name, s] of next.sets) if (!prev.sets.has(name)) tx.add(setObject(s.kind, s.spec));
+  for (const [name, c] of next.chains) if (!prev.chains.has(name)) tx.add({ chain: c.spec });
+  // Element additions first (targets exist), deletions of elements whose target is going.
+  for (const [name, s] of next.sets) {
+    const old = prev.sets.get(name);
+    for (const [k, e] of s.elements) {
+      const o = old?.elements.get(k);
+      if (o && sameValue(o, e)) continue;
+      if (o) tx.delete({ element: { set: name, key: o.key } });
+      tx.add({ element: e });
+    }
+    if (!old) continue;
+    for (const [k, e] of old.elements) {
+      if (!s.elements.has(k)) tx.delete({ element: { set: name, key: e.key } });
+    }
+  }
+  for (const [name, c] of next.chains) {
+    const old = prev.chains.get(name);
+    if (old && sameRules(old, c)) continue;
+    if (old) tx.flush({ chain: { name } });
+    for (const r of c.rules) tx.add({ rule: { chain: name, ...r } });
+  }
+  const goneChains = [...prev.chains.keys()].filter((n) => !next.chains.has(n));
+  for (const n of goneChains) tx.flush({ chain: { name: n } });
+  for (const n of goneChains) tx.delete({ chain: { name: n } });
+  for (const [name, s] of prev.sets) if (!next.sets.has(name)) tx.delete(setObject(s.kind, s.spec));
+  return tx.size - before;
+}
+
+function setObject(kind: "set" | "map", spec: NftSetSpec | NftMapSpec): NftObjectSpec {
+  return kind === "map" ? { map: spec as NftMapSpec } : { set: spec };
+}
+
+function sameValue(a: NftElementSpec, b: NftElementSpec): boolean {
+  return (a.value ?? []).join(" ") === (b.value ?? []).join(" ");
+}
+
+function sameRules(a: DesiredChain, b: DesiredChain): boolean {
+  if (a.rules.length !== b.rules.length) return false;
+  return a.rules.every((r, i) => r.rule === b.rules[i]!.rule && r.comment === b.rules[i]!.comment);
+}
