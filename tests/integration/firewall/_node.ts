@@ -14,8 +14,9 @@
  * for UDP, from inside the pod namespaces.
  */
 import type { V1Namespace, V1NetworkPolicy, V1Pod } from "@kubernetes/client-node";
-import { Agent, type ResourceSource } from "../../../core/agent.ts";
-import { Bus, type ResourceKind, type ResourceTypes } from "../../../core/bus.ts";
+import { Agent } from "../../../core/agent.ts";
+import { Bus } from "../../../core/bus.ts";
+import { MapSource } from "../../unit/firewall/_fixtures.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition } from "../../../core/module.ts";
@@ -26,47 +27,6 @@ import { NetNs, run } from "../../_support/netns.ts";
 export const fwNeeds = { tools: ["nft", "curl", "busybox"] };
 const serverScript = new URL("./_server.ts", import.meta.url).pathname;
 const udpProbeScript = new URL("./_udp_probe.ts", import.meta.url).pathname;
-
-/** The API objects the agent sees, published on its bus like the watch layer does. */
-export class MapSource implements ResourceSource {
-  readonly objects = new Map<ResourceKind, Map<string, unknown>>();
-  constructor(readonly bus: Bus) {}
-  start(): void {}
-  waitForSync(): Promise<boolean> {
-    return Promise.resolve(true);
-  }
-  stop(): Promise<void> {
-    return Promise.resolve();
-  }
-  list<K extends ResourceKind>(r: K): ResourceTypes[K][] {
-    return [...(this.objects.get(r)?.values() ?? [])] as ResourceTypes[K][];
-  }
-  get<K extends ResourceKind>(r: K, key: string): ResourceTypes[K] | undefined {
-    return this.objects.get(r)?.get(key) as ResourceTypes[K] | undefined;
-  }
-  put<K extends ResourceKind>(r: K, obj: ResourceTypes[K]): void {
-    const md = (obj as { metadata?: { name?: string; namespace?: string } }).metadata ?? {};
-    const key = md.namespace ? `${md.namespace}/${md.name}` : `${md.name}`;
-    let m = this.objects.get(r);
-    if (!m) this.objects.set(r, m = new Map());
-    const previous = m.get(key) as ResourceTypes[K] | undefined;
-    m.set(key, structuredClone(obj));
-    this.bus.publishResource({
-      resource: r,
-      type: previous ? "MODIFIED" : "ADDED",
-      key,
-      current: obj,
-      ...(previous ? { previous } : {}),
-    });
-  }
-  remove<K extends ResourceKind>(r: K, key: string): void {
-    const m = this.objects.get(r);
-    const previous = m?.get(key) as ResourceTypes[K] | undefined;
-    if (!previous) return;
-    m!.delete(key);
-    this.bus.publishResource({ resource: r, type: "DELETED", key, previous });
-  }
-}
 
 /** The node namespace's nftables through the nft binary: the same text libnftables would get. */
 export function nsNft(ns: NetNs): FirewallNft & { transactions: string[] } {
