@@ -22,16 +22,47 @@ export interface ShOptions {
   cwd?: string;
 }
 
-/** Runs `cmd`, collecting its output. */
+/** The Debian packages of the commands the lab runs, for "not installed" messages. */
+const PACKAGE_OF: Record<string, string> = {
+  ip: "iproute2",
+  nsenter: "util-linux",
+  curl: "curl",
+  nft: "nftables",
+  conntrack: "conntrack",
+  gobgpd: "gobgpd",
+  gobgp: "gobgpd",
+  bird: "bird2",
+  birdc: "bird2",
+  busybox: "busybox-static",
+};
+
+/**
+ * Runs `cmd`, collecting its output. A command that is not installed is exit code 127 with a message naming
+ * its package (thrown as CommandError when checked), never a raw spawn error: callers that clean up with
+ * `check: false` keep going and the user sees what to install.
+ */
 export async function sh(cmd: string[], opts: ShOptions = {}): Promise<ShResult> {
-  const child = new Deno.Command(cmd[0]!, {
-    args: cmd.slice(1),
-    stdin: opts.stdin !== undefined ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    ...(opts.env ? { env: opts.env } : {}),
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-  }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(cmd[0]!, {
+      args: cmd.slice(1),
+      stdin: opts.stdin !== undefined ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    }).spawn();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const pkg = PACKAGE_OF[cmd[0]!];
+    const res = {
+      code: 127,
+      stdout: "",
+      stderr: `${cmd[0]}: command not found${pkg ? ` (install the Debian package ${pkg})` : ""}`,
+    };
+    if (opts.check ?? true) throw new CommandError(cmd, res);
+    return res;
+  }
   if (opts.stdin !== undefined) {
     const w = child.stdin.getWriter();
     await w.write(new TextEncoder().encode(opts.stdin));
@@ -103,4 +134,15 @@ export async function waitFor<T>(
     }
     await sleep(everyMs);
   }
+}
+
+/**
+ * Calls `say(status())` every `everyMs` until the returned function is called: progress for long waits
+ * (`lab up` and the demo say what they are waiting for rather than going quiet).
+ */
+export function progress(say: (line: string) => void, status: (secs: number) => string, everyMs = 5000) {
+  const t0 = Date.now();
+  const id = setInterval(() => say(status(Math.round((Date.now() - t0) / 1000))), everyMs);
+  Deno.unrefTimer(id);
+  return () => clearInterval(id);
 }

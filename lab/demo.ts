@@ -3,7 +3,7 @@
  * lab/acts/ (each a list of named steps), runs them against a lab it brings up, prints every command and
  * what it saw, and exits 0 only if every expectation held, with a final summary line.
  */
-import { sh, sleep } from "./_sh.ts";
+import { progress, sh, sleep } from "./_sh.ts";
 import { type Act, ACTS, type DemoContext, ExpectationFailed } from "./acts/mod.ts";
 import { execCommand, kubectl, labDown, labUp, type UpOptions } from "./lab.ts";
 import type { LabState } from "./state.ts";
@@ -37,10 +37,13 @@ export async function runActs(
     say: (l) => out(`  ${l}`),
     async kubectl(args, opts = {}) {
       if (!opts.quiet) out(`  $ kubectl ${args.join(" ")}`);
+      const stop = args[0] === "wait" || args.includes("--watch") || args[0] === "rollout"
+        ? progress(out, (s) => `  … kubectl ${args[0]} is waiting (${s} s)`)
+        : () => {};
       const r = await kubectl(state, args, {
         check: false,
         ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
-      });
+      }).finally(stop);
       if (!opts.quiet && (r.stdout.trim() || r.stderr.trim())) out(indent(r.stdout + r.stderr));
       if (r.code !== 0) {
         throw new ExpectationFailed(`kubectl ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
@@ -66,9 +69,17 @@ export async function runActs(
     },
     async eventually(what, fn, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline) {
-        if (await fn().catch(() => false)) return ctx.expect(true, what);
-        await sleep(250);
+      const stop = progress(
+        out,
+        (s) => `  … waiting until ${what} (${s} s of at most ${timeoutMs / 1000} s)`,
+      );
+      try {
+        while (Date.now() < deadline) {
+          if (await fn().catch(() => false)) return ctx.expect(true, what);
+          await sleep(250);
+        }
+      } finally {
+        stop();
       }
       ctx.expect(false, what, `not within ${timeoutMs / 1000} s`);
     },
@@ -128,8 +139,12 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
     console.log(`✘ the lab did not come up: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     if (!opts.keep) {
-      const r = await labDown(opts);
-      console.log(`\nlab: down (${r.netns.length} namespaces removed)`);
+      try {
+        const r = await labDown(opts);
+        console.log(`\nlab: down (${r.netns.length} namespaces removed)`);
+      } catch (e) {
+        console.log(`\nlab: down failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
     } else console.log("\nlab: left up (--keep); remove it with `deno task lab down`");
   }
   const secs = ((performance.now() - t0) / 1000).toFixed(1);

@@ -4,7 +4,7 @@
  * daemonizes the lab master and the agents (own session, output to files), so the lab keeps running after
  * `up` returns and `down` can always undo it.
  */
-import { pidAlive, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
+import { pidAlive, progress, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
 import type { CniMode } from "./kubelet.ts";
 import {
   EXTERNAL_ROUTER_IP,
@@ -216,7 +216,9 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   const topo = topology(nodes, prefix);
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
   const missing = preflight(opts.agents ?? true, opts.agentBin, opts.externalRouter);
-  if (missing.length) throw new LabError(`the lab needs ${missing.join(", ")}`);
+  if (missing.length) {
+    throw new LabError(`the lab needs ${missing.join(", ")}; \`deno task setup demo\` installs them`);
+  }
   let existing = readState(stateDir);
   if (existing && await isStale(existing)) {
     // Left by a lab whose namespaces and processes are all gone (a reboot): nothing to protect.
@@ -290,6 +292,10 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     ], `${stateDir}/master.log`);
     state.processes.push({ role: "master", pid: masterPid, marker: `--state-dir=${stateDir}` });
     writeState(state);
+    const stopCpTicker = progress(
+      say,
+      (s) => `waiting for the control plane: ${masterProgress(stateDir, topo.nodes)} (${s} s)`,
+    );
     await waitFor("the lab control plane", () => {
       if (!pidAlive(masterPid)) {
         throw new WaitAborted(
@@ -304,7 +310,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
       } catch {
         return false;
       }
-    }, left());
+    }, left()).finally(stopCpTicker);
     say(`control plane ready: ${nodes} node(s) registered with pod CIDRs; kubeconfig ${stateDir}/kubeconfig`);
 
     if (opts.externalRouter) {
@@ -331,6 +337,13 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
         state.processes.push(startAgent(state, h));
         writeState(state);
       }
+      const healthy = new Set<string>();
+      const stopAgentTicker = progress(say, (s) => {
+        const waiting = topo.nodes.filter((h) => !healthy.has(h.name)).map((h) => h.name);
+        return `waiting for ${waiting.length} agent(s) to answer /healthz 200: ${
+          waiting.slice(0, 8).join(", ")
+        }${waiting.length > 8 ? ", …" : ""} (${s} s; logs: deno task lab logs <node>)`;
+      });
       await Promise.all(topo.nodes.map((h) =>
         waitFor(
           `agent /healthz on ${h.name}`,
@@ -345,12 +358,14 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
                 ),
               );
             }
-            return await agentHealthy(h);
+            const ok = await agentHealthy(h);
+            if (ok) healthy.add(h.name);
+            return ok;
           },
           left(),
           300,
         )
-      ));
+      )).finally(stopAgentTicker);
       say(`every agent answers /healthz 200 on :${AGENT_HEALTH_PORT}`);
     }
     state.phase = "up";
@@ -361,6 +376,24 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     writeState(state);
     throw e;
   }
+}
+
+/** What the master has done so far (from its log and the kubelets' logs), for progress lines. */
+function masterProgress(stateDir: string, hosts: LabHost[]): string {
+  const read = (f: string) => {
+    try {
+      return Deno.readTextFileSync(f);
+    } catch {
+      return "";
+    }
+  };
+  if (!read(`${stateDir}/master.log`).includes("API server listening")) return "starting the API server";
+  const registered = hosts.filter((h) =>
+    read(`${nodeDir(stateDir, h.name)}/kubelet.log`).includes("registered node")
+  );
+  return registered.length < hosts.length
+    ? `API server up; ${registered.length}/${hosts.length} node(s) registered`
+    : `${hosts.length} node(s) registered; waiting for pod CIDRs and Ready conditions`;
 }
 
 /** Adds the `router` machine on the underlay and starts gobgpd or BIRD in it, daemonized. */
