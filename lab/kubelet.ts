@@ -1,9 +1,20 @@
 /**
  * The lab kubelet of one node: registers the Node (InternalIP = the node's underlay address, Ready), and
  * for every Pod bound to the node creates a network namespace (`ip netns add <prefix>pod-<uid>`), wires it
- * with the real CNI plugins from the node's CNI conf dir, starts `netexec.ts` inside it on the pod's
- * declared container ports, and reports podIP(s), phase Running and the Ready condition. Deleting a pod
- * stops its process, runs CNI DEL and removes the namespace.
+ * with the real CNI plugins from the node's CNI conf dir, starts one process per container (containers.ts
+ * says which: netexec.ts on that container's ports, or the agent for the kube-router image), and reports
+ * podIP(s), phase Running, the Ready condition and per-container statuses with restart counts. Each
+ * container logs to `<nodeDir>/pods/<uid>/<container>.log` (the API server serves it as pods/log). A
+ * container that exits, or fails its liveness probe `failureThreshold` times, is restarted with a backoff.
+ * Deleting a pod stops its processes, runs CNI DEL and removes the namespace.
+ *
+ * An agent container (kube-router image, hostNetwork) runs in the node's namespace inside its own mount
+ * namespace, where its volumes appear at their mountPaths (hostPath /etc/cni/net.d is the node's CNI conf
+ * dir, other hostPaths live under `<nodeDir>/hostpath/`) and the service-account token, CA and namespace
+ * at /var/run/secrets/kubernetes.io/serviceaccount, where in-cluster configuration finds them. Missing
+ * mount points are made on a private overlay of their parent directory, so the host's /etc and /run are
+ * never written. KUBERNETES_SERVICE_HOST/PORT name the API server's own address (192.168.1.99:6443), as
+ * kubelets are set up in clusters whose service proxy is the agent itself.
  *
  * CNI configuration (CniMode): `agent` waits for the file the agent's router module writes
  * (KUBE_ROUTER_CNI_CONF_FILE), `lab` writes kube-router's bridge + host-local conf from the node's pod CIDR
@@ -28,6 +39,13 @@ import {
 } from "./cni.ts";
 import { type Informer, isNotFound, keyOf, type KObject, type KubeClient } from "./kube_client.ts";
 import { killPid, pidAlive, sh, sleep } from "./_sh.ts";
+import {
+  containerEnv,
+  type ContainerProgram,
+  containerProgram,
+  type ContainerSpec,
+  type Probe,
+} from "./containers.ts";
 import { type LabHost, podNetnsName } from "./topology.ts";
 import type { Logger } from "../core/mod.ts";
 
@@ -52,6 +70,24 @@ export interface KubeletOptions {
   /** In auto mode: how long to wait for an agent's conf before writing the lab's. */
   cniWaitMs: number;
   log: Logger;
+  /** What agent containers (the kube-router image) run; without it such a pod fails with a clear status. */
+  agent?: AgentRuntime;
+}
+
+/** How the kubelet runs kube-router image containers and what in-cluster config they get. */
+export interface AgentRuntime {
+  /** The agent's command line before the container's args (deno run … main.ts, or a built binary). */
+  program: string[];
+  /** KUBERNETES_SERVICE_HOST / _PORT given to every container. */
+  apiHost: string;
+  apiPort: number;
+  /** The cluster CA (ca.crt of the service-account volume). */
+  caCertPem: string;
+  /**
+   * Token for pods when the API server serves no TokenRequest (serviceaccounts/token): the lab's admin
+   * token. Used only then, and logged.
+   */
+  fallbackToken?: string;
 }
 
 /** What the kubelet knows about a running pod; also written to <nodeDir>/pods/<uid>.json for `lab exec`. */
@@ -64,7 +100,9 @@ export interface PodRecord {
   /** The pod uses its node's namespace (`netns` is the node's, never deleted with the pod). */
   hostNetwork?: boolean;
   ips: string[];
+  /** The first container's process (kept for older readers), and every container's. */
   pid?: number;
+  pids?: Record<string, number>;
   cniList?: NetworkList;
   cniResult?: unknown;
   /** hostPort mappings given to ADD; DEL needs the same ones (portmap finds its rules by them). */
@@ -72,34 +110,43 @@ export interface PodRecord {
   startedAt: string;
 }
 
+interface ContainerRuntime {
+  spec: ContainerSpec;
+  program: ContainerProgram;
+  child?: Deno.ChildProcess;
+  pid?: number;
+  running: boolean;
+  restarts: number;
+  startedAt?: string;
+  lastTerminated?: { exitCode: number; reason: string; startedAt?: string; finishedAt: string };
+  /** Why it is not running (waiting reason), e.g. CrashLoopBackOff or a start error. */
+  waiting?: { reason: string; message?: string } | undefined;
+  probeTimer?: ReturnType<typeof setInterval> | undefined;
+  livenessFailures: number;
+  /** Set while the kubelet itself kills the process (liveness failure), to name the reason. */
+  killedFor?: string | undefined;
+}
+
 interface PodRuntime {
   record: PodRecord;
-  child?: Deno.ChildProcess;
-  exited: boolean;
-  /** How often the pod's process was restarted after exiting. */
-  restarts: number;
-  reportedReady?: boolean;
+  containers: ContainerRuntime[];
+  reportedKey?: string;
   stopping: boolean;
+  /** Problems to show in the pod's status message (unsupported env, volumes). */
+  problems: string[];
 }
 
 function now(): string {
   return new Date().toISOString().replace(/\.\d+Z$/, "Z");
 }
 
-/** Container ports a pod declares, as netexec arguments; agnhost's defaults (8080/tcp, 8081/udp) if none. */
+/** Container ports of a pod's first container as netexec arguments (see containers.ts for all rules). */
 export function netexecPorts(pod: KObject): string[] {
-  const out = new Set<string>();
-  for (
-    const c of (pod.spec?.containers ?? []) as Array<
-      { ports?: Array<{ containerPort: number; protocol?: string }> }
-    >
-  ) {
-    for (const p of c.ports ?? []) {
-      const proto = (p.protocol ?? "TCP").toUpperCase();
-      if (proto === "TCP" || proto === "UDP") out.add(`${proto.toLowerCase()}:${p.containerPort}`);
-    }
-  }
-  return out.size ? [...out] : ["tcp:8080", "udp:8081"];
+  const cs = (pod.spec?.containers ?? []) as ContainerSpec[];
+  const c = cs[0];
+  if (!c) return ["tcp:8080", "udp:8081"];
+  const p = containerProgram(pod, c);
+  return p.kind === "netexec" ? p.ports : [];
 }
 
 export class LabKubelet {
@@ -309,7 +356,7 @@ export class LabKubelet {
       ips: [],
       startedAt: now(),
     };
-    const rt: PodRuntime = { record, exited: false, stopping: false, restarts: 0 };
+    const rt = this.#newRuntime(record, pod);
     this.#pods.set(uid, rt);
     // Record the namespace before creating it, so `lab down` finds it even if we crash in between.
     this.#writeRecord(record);
@@ -378,7 +425,7 @@ export class LabKubelet {
       }, 2000);
       return;
     }
-    await this.#runContainer(rt, pod);
+    await this.#startContainers(rt, pod);
     this.o.log.info("pod running", { pod: `${ns}/${name}`, node: this.o.host.name, ip: record.ips[0] });
     const cur = this.o.pods.get(keyOf(pod)) ?? pod;
     await this.#reportReadiness(rt, cur, true);
@@ -400,27 +447,163 @@ export class LabKubelet {
       ips: [this.o.host.ip],
       startedAt: now(),
     };
-    const rt: PodRuntime = { record, exited: false, stopping: false, restarts: 0 };
+    const rt = this.#newRuntime(record, pod);
     this.#pods.set(uid, rt);
     this.#writeRecord(record);
-    await this.#runContainer(rt, pod);
+    await this.#startContainers(rt, pod);
     this.o.log.info("hostNetwork pod running", { pod: `${ns}/${record.name}`, node: this.o.host.name });
     await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? pod, true);
   }
 
+  #newRuntime(record: PodRecord, pod: KObject): PodRuntime {
+    const specs = (pod.spec?.containers ?? []) as ContainerSpec[];
+    return {
+      record,
+      stopping: false,
+      problems: [],
+      containers: specs.map((spec) => ({
+        spec,
+        program: containerProgram(pod, spec),
+        running: false,
+        restarts: 0,
+        livenessFailures: 0,
+      })),
+    };
+  }
+
+  /** `<nodeDir>/pods/<uid>`: container logs, service-account files, volumes. */
+  #podDir(uid: string): string {
+    return `${this.o.nodeDir}/pods/${uid}`;
+  }
+
+  /** The log file of one container (`previous`: the one before its last restart). */
+  containerLog(uid: string, container: string, previous = false): string {
+    return `${this.#podDir(uid)}/${container}${previous ? ".previous" : ""}.log`;
+  }
+
+  async #startContainers(rt: PodRuntime, pod: KObject): Promise<void> {
+    Deno.mkdirSync(this.#podDir(rt.record.uid), { recursive: true });
+    await Promise.all(rt.containers.map((c) => this.#runContainer(rt, c, pod)));
+  }
+
   /**
-   * Starts the pod's process (netexec) and waits until it listens. When it exits on its own, the pod turns
-   * not Ready and, unless restartPolicy is Never, the process is started again after a backoff (1 s,
-   * doubling to 10 s), as kubelet restarts a crashed container.
+   * Starts one container's process and, for netexec, waits until it listens. When it exits on its own (or
+   * the kubelet kills it for a failed liveness probe), the pod turns not Ready and, unless restartPolicy is
+   * Never, the container is started again after a backoff (1 s, doubling to 10 s), as kubelet restarts a
+   * crashed container.
    */
-  async #runContainer(rt: PodRuntime, pod: KObject): Promise<void> {
-    const { namespace: ns, name, netns, uid } = rt.record;
+  async #runContainer(rt: PodRuntime, c: ContainerRuntime, pod: KObject): Promise<void> {
+    const { namespace: ns, name, uid } = rt.record;
+    const log = this.containerLog(uid, c.spec.name);
+    if (c.restarts > 0) {
+      try {
+        Deno.renameSync(log, this.containerLog(uid, c.spec.name, true));
+      } catch { /* no log yet */ }
+    }
     try {
-      const child = new Deno.Command("ip", {
-        args: [
+      const { cmd, env } = await this.#containerCommand(rt, c, pod, log);
+      const child = new Deno.Command(cmd[0]!, {
+        args: cmd.slice(1),
+        env,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      c.child = child;
+      c.pid = child.pid;
+      c.running = true;
+      c.waiting = undefined;
+      c.startedAt = now();
+      c.livenessFailures = 0;
+      rt.record.pids = { ...rt.record.pids, [c.spec.name]: child.pid };
+      rt.record.pid ??= child.pid;
+      this.#writeRecord(rt.record);
+      child.status.then((st) => this.#containerExited(rt, c, child, st, pod));
+      if (c.program.kind === "netexec") await this.#waitListening(child, log);
+      this.#startProbes(rt, c);
+    } catch (e) {
+      this.o.log.error("container did not start", { pod: `${ns}/${name}`, container: c.spec.name, err: e });
+      c.running = false;
+      c.waiting = { reason: "RunContainerError", message: String(e instanceof Error ? e.message : e) };
+      this.#scheduleRestart(rt, c, pod);
+    }
+  }
+
+  #containerExited(
+    rt: PodRuntime,
+    c: ContainerRuntime,
+    child: Deno.ChildProcess,
+    st: Deno.CommandStatus,
+    pod: KObject,
+  ): void {
+    if (c.child !== child) return;
+    c.running = false;
+    if (c.probeTimer !== undefined) clearInterval(c.probeTimer);
+    c.probeTimer = undefined;
+    c.lastTerminated = {
+      exitCode: st.signal ? 128 + (st.signal === "SIGKILL" ? 9 : 15) : st.code,
+      reason: c.killedFor ?? (st.code === 0 && !st.signal ? "Completed" : "Error"),
+      ...(c.startedAt ? { startedAt: c.startedAt } : {}),
+      finishedAt: now(),
+    };
+    c.killedFor = undefined;
+    if (rt.stopping) return;
+    const cur = this.o.pods.get(keyOf(pod));
+    if (!cur) return;
+    this.o.log.info("container exited", {
+      pod: `${rt.record.namespace}/${rt.record.name}`,
+      container: c.spec.name,
+      code: st.code,
+      reason: c.lastTerminated.reason,
+    });
+    if (cur.spec?.restartPolicy !== "Never") {
+      c.waiting = {
+        reason: "CrashLoopBackOff",
+        message: `back-off restarting failed container ${c.spec.name}`,
+      };
+    }
+    this.#enqueue(rt.record.uid, () => this.#reportReadiness(rt, cur));
+    if (cur.spec?.restartPolicy === "Never") return;
+    this.#scheduleRestart(rt, c, cur);
+  }
+
+  #scheduleRestart(rt: PodRuntime, c: ContainerRuntime, pod: KObject): void {
+    const backoff = Math.min(1000 * 2 ** c.restarts, 10_000);
+    setTimeout(() => {
+      if (rt.stopping || this.#stopped) return;
+      c.restarts++;
+      this.o.log.info("restarting container", {
+        pod: `${rt.record.namespace}/${rt.record.name}`,
+        container: c.spec.name,
+        restarts: c.restarts,
+      });
+      this.#enqueue(rt.record.uid, async () => {
+        if (rt.stopping) return;
+        const cur = this.o.pods.get(keyOf(pod)) ?? pod;
+        await this.#runContainer(rt, c, cur);
+        await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? cur, true);
+      });
+    }, backoff);
+  }
+
+  /** The command line and environment of one container. */
+  async #containerCommand(
+    rt: PodRuntime,
+    c: ContainerRuntime,
+    pod: KObject,
+    log: string,
+  ): Promise<{ cmd: string[]; env: Record<string, string> }> {
+    const r = rt.record;
+    // `exec` keeps the pid the program's; output goes to the container's log file.
+    const toLog = ["sh", "-c", 'exec "$@" >>"$LAB_LOG" 2>&1', "sh"];
+    if (c.program.kind === "netexec") {
+      return {
+        cmd: [
+          "ip",
           "netns",
           "exec",
-          netns,
+          r.netns,
+          ...toLog,
           Deno.execPath(),
           "run",
           "--allow-net",
@@ -430,63 +613,239 @@ export class LabKubelet {
           "--no-config",
           "--no-lock",
           new URL("./netexec.ts", import.meta.url).pathname,
-          name,
-          ...netexecPorts(pod),
+          r.name,
+          ...c.program.ports,
         ],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      rt.child = child;
-      rt.record.pid = child.pid;
-      this.#writeRecord(rt.record);
-      child.status.then(() => {
-        if (rt.child !== child) return;
-        rt.exited = true;
-        if (rt.stopping) return;
-        const cur = this.o.pods.get(keyOf(pod));
-        if (!cur) return;
-        this.#enqueue(uid, () => this.#reportReadiness(rt, cur));
-        if (cur.spec?.restartPolicy === "Never") return;
-        const backoff = Math.min(1000 * 2 ** rt.restarts, 10_000);
-        setTimeout(() => {
-          if (rt.stopping || this.#stopped) return;
-          rt.restarts++;
-          this.o.log.info("restarting pod process", { pod: `${ns}/${name}`, restarts: rt.restarts });
-          this.#enqueue(uid, async () => {
-            if (rt.stopping) return;
-            await this.#runContainer(rt, this.o.pods.get(keyOf(pod)) ?? cur);
-            await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? cur, true);
-          });
-        }, backoff);
+        env: { LAB_LOG: log },
+      };
+    }
+    const agent = this.o.agent;
+    if (!agent) throw new Error(`image ${c.spec.image}: the lab runs the agent only when started by lab up`);
+    const base: Record<string, string> = {
+      KUBERNETES_SERVICE_HOST: agent.apiHost,
+      KUBERNETES_SERVICE_PORT: String(agent.apiPort),
+      KUBERNETES_SERVICE_PORT_HTTPS: String(agent.apiPort),
+      KUBERNETES_PORT: `tcp://${agent.apiHost}:${agent.apiPort}`,
+      HOSTNAME: pod.spec?.hostNetwork ? this.o.host.name : r.name,
+    };
+    const { env, problems } = containerEnv(pod, c.spec, base, {
+      ...(r.ips[0] ? { podIP: r.ips[0] } : {}),
+      hostIP: this.o.host.ip,
+    });
+    const mounts = await this.#agentMounts(rt, c, pod, problems);
+    rt.problems = problems;
+    for (const p of problems) {
+      this.o.log.warn("container spec", { pod: `${r.namespace}/${r.name}`, problem: p });
+    }
+    return {
+      cmd: [
+        "ip",
+        "netns",
+        "exec",
+        r.netns,
+        "sh",
+        "-c",
+        mountScript(mounts, `${this.#podDir(r.uid)}/mnt-${c.spec.name}`),
+        "sh",
+        ...agent.program,
+        ...c.program.args,
+      ],
+      env: { ...env, LAB_LOG: log },
+    };
+  }
+
+  /**
+   * The bind mounts of an agent container: its volumes (hostPath, emptyDir, the service-account token) at
+   * their mountPaths. Unsupported volume kinds are reported as problems and left out.
+   */
+  async #agentMounts(
+    rt: PodRuntime,
+    c: ContainerRuntime,
+    pod: KObject,
+    problems: string[],
+  ): Promise<Mount[]> {
+    const dir = this.#podDir(rt.record.uid);
+    const volumes = (pod.spec?.volumes ?? []) as Array<
+      { name: string; hostPath?: { path: string; type?: string }; emptyDir?: unknown; [k: string]: unknown }
+    >;
+    const mounts: Mount[] = [];
+    for (const vm of c.spec.volumeMounts ?? []) {
+      const v = volumes.find((x) => x.name === vm.name);
+      if (!v) {
+        problems.push(`volumeMount ${vm.name}: no such volume`);
+        continue;
+      }
+      let source: string;
+      let file = false;
+      if (v.hostPath) {
+        const hp = v.hostPath.path.replace(/\/+$/, "") || "/";
+        if (hp === "/etc/cni/net.d") source = this.o.cniConfDir;
+        else if (hp === "/lib/modules" || hp === "/usr/lib/modules") source = hp;
+        else source = `${this.o.nodeDir}/hostpath${hp}`;
+        file = v.hostPath.type === "FileOrCreate" || v.hostPath.type === "File";
+        if (file) {
+          Deno.mkdirSync(source.slice(0, source.lastIndexOf("/")), { recursive: true });
+          Deno.writeFileSync(source, new Uint8Array(), { append: true });
+        } else Deno.mkdirSync(source, { recursive: true });
+      } else if ("emptyDir" in v) {
+        source = `${dir}/volumes/${v.name}`;
+        Deno.mkdirSync(source, { recursive: true });
+      } else {
+        problems.push(
+          `volume ${v.name}: only hostPath and emptyDir volumes are supported by the lab kubelet`,
+        );
+        continue;
+      }
+      if (source !== vm.mountPath) mounts.push({ source, target: vm.mountPath, file });
+    }
+    if (pod.spec?.automountServiceAccountToken !== false) {
+      const sa = `${dir}/serviceaccount`;
+      Deno.mkdirSync(sa, { recursive: true });
+      const ns = rt.record.namespace;
+      Deno.writeTextFileSync(`${sa}/token`, await this.#serviceAccountToken(pod));
+      Deno.writeTextFileSync(`${sa}/ca.crt`, this.o.agent!.caCertPem);
+      Deno.writeTextFileSync(`${sa}/namespace`, ns);
+      mounts.push({ source: sa, target: SERVICE_ACCOUNT_DIR, file: false });
+    }
+    return mounts;
+  }
+
+  /**
+   * A token for the pod's service account through the TokenRequest API, as kubelet gets projected tokens.
+   * When the API server does not serve it, the lab's admin token (logged, so it is never silent).
+   */
+  async #serviceAccountToken(pod: KObject): Promise<string> {
+    const ns = pod.metadata.namespace ?? "default";
+    const sa = (pod.spec?.serviceAccountName as string | undefined) ?? "default";
+    try {
+      const r = await this.o.client.create<KObject>(`/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`, {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenRequest",
+        metadata: { name: sa, namespace: ns },
+        spec: {
+          audiences: [],
+          expirationSeconds: 86_400,
+          boundObjectRef: { kind: "Pod", apiVersion: "v1", name: pod.metadata.name, uid: pod.metadata.uid },
+        },
       });
-      await this.#waitReady(child);
-      rt.exited = false;
+      const token = r.status?.token;
+      if (typeof token === "string" && token) return token;
+      throw new Error("TokenRequest answered without a token");
     } catch (e) {
-      this.o.log.error("pod process did not start", { pod: `${ns}/${name}`, err: e });
-      rt.exited = true;
+      const status = (e as { status?: number }).status;
+      if ((status === 404 || status === 405) && this.o.agent?.fallbackToken && !isSaMissing(e)) {
+        this.o.log.warn("the API server serves no TokenRequest; the pod gets the lab's admin token", {
+          pod: `${ns}/${pod.metadata.name}`,
+          serviceAccount: sa,
+        });
+        return this.o.agent.fallbackToken;
+      }
+      throw e;
     }
   }
 
-  async #waitReady(child: Deno.ChildProcess): Promise<void> {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    const deadline = setTimeout(() => reader.cancel().catch(() => {}), 30_000);
-    try {
-      while (!buf.includes("ready")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("netexec exited before it was ready");
-        buf += value;
-      }
-    } finally {
-      clearTimeout(deadline);
+  /** Liveness probing, as kubelet: after initialDelaySeconds, every periodSeconds; failureThreshold misses kill. */
+  #startProbes(rt: PodRuntime, c: ContainerRuntime): void {
+    const probe = c.spec.livenessProbe;
+    if (!probe || (!probe.httpGet && !probe.tcpSocket)) return;
+    const period = Math.max(1, probe.periodSeconds ?? 10) * 1000;
+    const threshold = Math.max(1, probe.failureThreshold ?? 3);
+    const child = c.child;
+    const begin = setTimeout(() => {
+      if (c.child !== child || !c.running) return;
+      c.probeTimer = setInterval(async () => {
+        if (c.child !== child || !c.running || rt.stopping) return;
+        const ok = await this.#probe(rt, c, probe);
+        if (c.child !== child || !c.running) return;
+        if (ok) {
+          c.livenessFailures = 0;
+          return;
+        }
+        c.livenessFailures++;
+        if (c.livenessFailures < threshold) return;
+        this.o.log.warn("liveness probe failed; restarting the container", {
+          pod: `${rt.record.namespace}/${rt.record.name}`,
+          container: c.spec.name,
+          failures: c.livenessFailures,
+        });
+        clearInterval(c.probeTimer);
+        c.probeTimer = undefined;
+        c.killedFor = "Error";
+        const pid = c.pid;
+        if (pid) {
+          killPid(pid, "SIGTERM");
+          setTimeout(() => {
+            if (c.child === child && pidAlive(pid)) killPid(pid, "SIGKILL");
+          }, 5000);
+        }
+      }, period);
+    }, Math.max(0, probe.initialDelaySeconds ?? 0) * 1000);
+    Deno.unrefTimer(begin);
+  }
+
+  async #probe(rt: PodRuntime, c: ContainerRuntime, probe: Probe): Promise<boolean> {
+    const named = (p: number | string) =>
+      typeof p === "number" ? p : Number(c.spec.ports?.find((x) => x.name === p)?.containerPort ?? p);
+    const ip = rt.record.ips[0] ?? "127.0.0.1";
+    const timeout = String(Math.max(1, probe.timeoutSeconds ?? 1));
+    if (probe.httpGet) {
+      const h = probe.httpGet;
+      const host = h.host ?? ip;
+      const url = `${(h.scheme ?? "HTTP").toLowerCase()}://${host.includes(":") ? `[${host}]` : host}:${
+        named(h.port)
+      }${h.path ?? "/"}`;
+      const r = await sh(
+        [
+          "ip",
+          "netns",
+          "exec",
+          rt.record.netns,
+          "curl",
+          "-sk",
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code}",
+          "-m",
+          timeout,
+          url,
+        ],
+        { check: false },
+      );
+      const code = Number(r.stdout.trim());
+      return code >= 200 && code < 400;
     }
-    // Keep draining so the pipe never fills.
-    (async () => {
+    const r = await sh(
+      [
+        "ip",
+        "netns",
+        "exec",
+        rt.record.netns,
+        "curl",
+        "-s",
+        "-m",
+        timeout,
+        `telnet://${ip}:${named(probe.tcpSocket!.port)}`,
+      ],
+      { check: false, stdin: "" },
+    );
+    // curl's telnet: 0 when connected and closed, 28 on a timeout after connecting (still up).
+    return r.code === 0 || r.code === 28;
+  }
+
+  /** Waits until netexec prints `ready` in its log (every port listens), or fails if it exits first. */
+  async #waitListening(child: Deno.ChildProcess, log: string): Promise<void> {
+    let exited = false;
+    child.status.then(() => exited = true);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
       try {
-        while (!(await reader.read()).done) { /* discard */ }
-      } catch { /* closed */ }
-    })();
+        if (Deno.readTextFileSync(log).includes("ready\n")) return;
+      } catch { /* not yet */ }
+      if (exited) throw new Error(`netexec exited before it was ready: ${tailOf(log)}`);
+      await sleep(20);
+    }
+    throw new Error("netexec did not listen within 30 s");
   }
 
   #cniRuntime(record: PodRecord, pod: KObject | undefined): CniRuntime {
@@ -526,29 +885,44 @@ export class LabKubelet {
 
   async #reportReadiness(rt: PodRuntime, pod: KObject, force = false): Promise<void> {
     if (rt.stopping) return;
-    const ready = !rt.exited && pod.metadata.annotations?.[READY_ANNOTATION] !== "false";
-    if (!force && rt.reportedReady === ready) return;
+    const gate = pod.metadata.annotations?.[READY_ANNOTATION] !== "false";
+    const containers = rt.containers.map((c) => ({
+      name: c.spec.name,
+      image: c.spec.image ?? "",
+      imageID: "",
+      containerID: `lab://${c.pid ?? 0}`,
+      ready: c.running && gate,
+      started: c.running,
+      restartCount: c.restarts,
+      state: c.running
+        ? { running: { startedAt: c.startedAt } }
+        : c.waiting
+        ? { waiting: c.waiting }
+        : c.lastTerminated
+        ? { terminated: c.lastTerminated }
+        : { waiting: { reason: "ContainerCreating" } },
+      ...(c.lastTerminated && (c.running || c.waiting)
+        ? { lastState: { terminated: c.lastTerminated } }
+        : {}),
+    }));
+    const ready = containers.length > 0 && containers.every((c) => c.ready);
+    const key = JSON.stringify(containers.map((c) => [c.ready, c.restartCount, c.containerID, c.state]));
+    if (!force && rt.reportedKey === key) return;
     const t = now();
     const st = ready ? "True" : "False";
-    const containers = ((pod.spec?.containers ?? []) as Array<{ name: string; image?: string }>).map((c) => ({
-      name: c.name,
-      image: c.image ?? "",
-      imageID: "",
-      containerID: `lab://${rt.record.pid ?? 0}`,
-      ready,
-      started: !rt.exited,
-      restartCount: rt.restarts,
-      state: rt.exited
-        ? { terminated: { exitCode: 1, reason: "Error", finishedAt: t } }
-        : { running: { startedAt: rt.record.startedAt } },
-    }));
+    const allDone = rt.containers.every((c) => !c.running && c.lastTerminated);
+    const never = pod.spec?.restartPolicy === "Never";
+    const phase = never && allDone
+      ? (rt.containers.every((c) => c.lastTerminated?.exitCode === 0) ? "Succeeded" : "Failed")
+      : "Running";
     await this.#patchPodStatus(pod, {
-      phase: rt.exited && pod.spec?.restartPolicy === "Never" ? "Failed" : "Running",
+      phase,
       hostIP: this.o.host.ip,
       hostIPs: [{ ip: this.o.host.ip }],
       podIP: rt.record.ips[0],
       podIPs: rt.record.ips.map((ip) => ({ ip })),
       startTime: rt.record.startedAt,
+      ...(rt.problems.length ? { message: rt.problems.join("; ").slice(0, 500) } : {}),
       conditions: [
         { type: "PodReadyToStartContainers", status: "True", lastTransitionTime: rt.record.startedAt },
         { type: "Initialized", status: "True", lastTransitionTime: rt.record.startedAt },
@@ -556,14 +930,14 @@ export class LabKubelet {
           type: "Ready",
           status: st,
           lastTransitionTime: t,
-          ...(ready ? {} : { reason: "ReadinessGatesNotReady" }),
+          ...(ready ? {} : { reason: gate ? "ContainersNotReady" : "ReadinessGatesNotReady" }),
         },
         { type: "ContainersReady", status: st, lastTransitionTime: t },
         { type: "PodScheduled", status: "True", lastTransitionTime: rt.record.startedAt },
       ],
       containerStatuses: containers,
     });
-    rt.reportedReady = ready;
+    rt.reportedKey = key;
   }
 
   async #patchPodStatus(pod: KObject, status: Record<string, unknown>): Promise<void> {
@@ -594,14 +968,18 @@ export class LabKubelet {
     });
   }
 
-  /** Kills the pod's process, runs CNI DEL, deletes the namespace and the record. */
+  /**
+   * Stops the pod's containers (SIGTERM, SIGKILL after up to 10 s: an agent closes its BGP sessions and
+   * keeps its routes), runs CNI DEL, deletes the namespace, the record and the pod's directory.
+   */
   async #teardown(rt: PodRuntime): Promise<void> {
     const r = rt.record;
-    if (r.pid) {
-      killPid(r.pid, "SIGTERM");
-      for (let i = 0; i < 20 && pidAlive(r.pid); i++) await sleep(50);
-      killPid(r.pid, "SIGKILL");
-    }
+    for (const c of rt.containers) if (c.probeTimer !== undefined) clearInterval(c.probeTimer);
+    const pids = [...new Set([...Object.values(r.pids ?? {}), ...(r.pid ? [r.pid] : [])])];
+    for (const pid of pids) killPid(pid, "SIGTERM");
+    const agent = rt.containers.some((c) => c.program.kind === "agent");
+    for (let i = 0; i < (agent ? 200 : 20) && pids.some(pidAlive); i++) await sleep(50);
+    for (const pid of pids) killPid(pid, "SIGKILL");
     if (r.cniList) {
       await cniDel(r.cniList, this.#cniRuntime(r, undefined), r.cniResult).catch((e) =>
         this.o.log.warn("CNI DEL failed", { pod: `${r.namespace}/${r.name}`, err: e })
@@ -610,6 +988,9 @@ export class LabKubelet {
     if (!r.hostNetwork) await sh(["ip", "netns", "del", r.netns], { check: false });
     try {
       Deno.removeSync(`${this.o.nodeDir}/pods/${r.uid}.json`);
+    } catch { /* gone */ }
+    try {
+      Deno.removeSync(this.#podDir(r.uid), { recursive: true });
     } catch { /* gone */ }
   }
 
@@ -627,4 +1008,92 @@ export class LabKubelet {
       if (!isNotFound(e) && !(e instanceof Error && /HTTP 409/.test(e.message))) throw e;
     }
   }
+}
+
+/** Where in-cluster configuration looks for the service-account token, CA and namespace. */
+export const SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/** A bind mount into an agent container's mount namespace. */
+export interface Mount {
+  source: string;
+  target: string;
+  /** A single file (hostPath type File/FileOrCreate) rather than a directory. */
+  file: boolean;
+}
+
+function exists(p: string): boolean {
+  try {
+    Deno.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `path` with every symlink in it resolved, as far as the path exists (the rest appended). */
+function resolveExisting(path: string): { existing: string; rest: string[] } {
+  const parts = path.split("/").filter(Boolean);
+  for (let i = parts.length; i >= 0; i--) {
+    const head = "/" + parts.slice(0, i).join("/");
+    try {
+      return { existing: Deno.realPathSync(head), rest: parts.slice(i) };
+    } catch { /* go up */ }
+  }
+  return { existing: "/", rest: parts };
+}
+
+const shq = (s: string) => `'${s.replaceAll("'", `'"'"'`)}'`;
+
+/**
+ * The shell script that runs inside `ip netns exec` (which gives the process a private mount namespace,
+ * / made a slave) before exec'ing the agent: a tmpfs at `scratch` for overlay upper layers; for every
+ * mount whose target does not exist, an overlay on its nearest existing directory (so mkdir there writes to
+ * the tmpfs, never to the host); then the bind mounts; then `exec "$@"` with output to $LAB_LOG.
+ */
+export function mountScript(mounts: Mount[], scratch: string): string {
+  const lines = ["set -e"];
+  if (mounts.length) {
+    Deno.mkdirSync(scratch, { recursive: true });
+    lines.push(`mount -t tmpfs -o mode=0755 lab-scratch ${shq(scratch)}`);
+  }
+  const overlaid: string[] = [];
+  let n = 0;
+  for (const m of mounts) {
+    const { existing, rest } = resolveExisting(m.target);
+    const target = existing === "/" ? "/" + rest.join("/") : [existing, ...rest].join("/");
+    if (rest.length > 0) {
+      if (existing === "/") {
+        throw new Error(`cannot create mount point ${m.target}: no parent directory to overlay`);
+      }
+      if (!overlaid.some((o) => existing === o || existing.startsWith(`${o}/`))) {
+        const u = `${scratch}/u${n}`, w = `${scratch}/w${n++}`;
+        lines.push(
+          `mkdir -p ${shq(u)} ${shq(w)}`,
+          `mount -t overlay lab-overlay -o lowerdir=${existing},upperdir=${u},workdir=${w} ${shq(existing)}`,
+        );
+        overlaid.push(existing);
+      }
+      lines.push(
+        m.file
+          ? `mkdir -p ${shq(target.slice(0, target.lastIndexOf("/")) || "/")} && touch ${shq(target)}`
+          : `mkdir -p ${shq(target)}`,
+      );
+    } else if (!exists(target)) lines.push(m.file ? `touch ${shq(target)}` : `mkdir -p ${shq(target)}`);
+    lines.push(`mount --bind ${shq(m.source)} ${shq(target)}`);
+  }
+  lines.push('exec "$@" >>"$LAB_LOG" 2>&1');
+  return lines.join("\n");
+}
+
+function tailOf(path: string): string {
+  try {
+    return Deno.readTextFileSync(path).trim().split("\n").slice(-5).join(" | ");
+  } catch {
+    return "(no output)";
+  }
+}
+
+/** A TokenRequest refused because the service account does not exist (not because the API lacks it). */
+function isSaMissing(e: unknown): boolean {
+  return e instanceof Error && /serviceaccounts? .*not found/i.test(e.message);
 }

@@ -289,6 +289,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
       `--prefix=${prefix}`,
       `--cni=${state.cniMode}`,
       `--cni-wait=${opts.cniWaitSeconds ?? 10}`,
+      ...(state.agentBin ? [`--agent-bin=${state.agentBin}`] : []),
     ], `${stateDir}/master.log`);
     state.processes.push({ role: "master", pid: masterPid, marker: `--state-dir=${stateDir}` });
     writeState(state);

@@ -28,6 +28,7 @@ const { values } = parseArgs({
     "cni": { type: "string", default: "auto" },
     "cni-wait": { type: "string", default: "10" },
     "port": { type: "string", default: String(API_PORT) },
+    "agent-bin": { type: "string" },
   },
 });
 const stateDir = values["state-dir"];
@@ -62,6 +63,14 @@ const api = await startApiServer({
   kubernetesService: true,
   // Pods on a node terminate gracefully (Terminating endpoints) until the lab kubelet removes them.
   gracefulPodDeletion: true,
+  // `kubectl logs`: the lab kubelet's container log files (lab/kubelet.ts).
+  podLogFile: (pod, container, previous) => {
+    // deno-lint-ignore no-explicit-any
+    const node = (pod as any).spec?.nodeName as string | undefined;
+    const uid = pod.metadata?.uid;
+    if (!node || !uid || !topo.nodes.some((h) => h.name === node)) return undefined;
+    return `${nodeDir(stateDir, node)}/pods/${uid}/${container}${previous ? ".previous" : ""}.log`;
+  },
   log: getLogger({ component: "lab-apiserver" }),
 });
 await api.writeKubeconfig(`${stateDir}/kubeconfig`);
@@ -100,6 +109,20 @@ const kubelets = topo.nodes.map((host) => {
     cniConfDir: `${dir}/cni`,
     cniMode,
     cniWaitMs: Number(values["cni-wait"]) * 1000,
+    // kube-router image containers (the DaemonSet path) run the agent from this checkout or --agent-bin.
+    agent: {
+      program: values["agent-bin"] ? [values["agent-bin"]] : [
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--v8-flags=--optimize-for-size",
+        new URL("../main.ts", import.meta.url).pathname,
+      ],
+      apiHost: MASTER_IP,
+      apiPort: api.port,
+      caCertPem: api.caCertPem,
+      fallbackToken: api.token,
+    },
     log: getLogger({ component: "lab-kubelet", node: host.name }, fileSink(`${dir}/kubelet.log`)),
   });
 });

@@ -1,10 +1,11 @@
 /**
  * The program that plays a pod's containers, behaving like agnhost `netexec`: HTTP on each TCP port
  * answering /hostname (the pod name), /clientip (the caller's ip:port as seen here), /echo?msg=, /healthz;
- * UDP on each UDP port answering `hostname`, `clientip` and `echo <text>`. No imports, so each pod costs one
- * small Deno process. Prints `ready` on stdout once every port listens.
+ * UDP on each UDP port answering `hostname`, `clientip` and `echo <text>`; on each `tcpraw` port it writes the
+ * pod name and closes, as agnhost `serve-hostname --tcp --http=false`. No imports, so each container costs
+ * one small Deno process. Prints `ready` on stdout once every port listens.
  *
- * Usage: deno run --allow-net --unstable-net lab/netexec.ts <pod-name> tcp:8080 udp:8081 …
+ * Usage: deno run --allow-net --unstable-net lab/netexec.ts <pod-name> tcp:8080 udp:8081 tcpraw:80 …
  */
 
 const [hostname = "pod", ...specs] = Deno.args;
@@ -82,6 +83,16 @@ for (const spec of ports) {
   const port = Number(portText);
   if (proto === "tcp") {
     serveHttp(Deno.listen({ port, hostname: "0.0.0.0" }));
+  } else if (proto === "tcpraw") {
+    (async () => {
+      for await (const conn of Deno.listen({ port, hostname: "0.0.0.0" })) {
+        conn.write(enc.encode(hostname)).catch(() => {}).finally(() => {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        });
+      }
+    })();
   } else if (proto === "udp") {
     const sock = Deno.listenDatagram({ port, hostname: "0.0.0.0", transport: "udp" });
     (async () => {

@@ -40,8 +40,11 @@ export async function createMachines(t: Topology, record: (netns: string) => voi
   }
   await sh(["ip", "-n", t.underlayNetns, "-batch", "-"], { stdin: batch.join("\n") + "\n" });
   await Promise.all(hosts.map(async (h) => {
+    // Nodes get a default route, as real nodes have, so a process on a node can route a packet towards a
+    // cluster IP (or anywhere) before any rewrite; it points at the master, so it stays inside the lab.
+    const dflt = h === t.master ? "" : `route add default via ${t.master.ip} dev ${h.ifname}\n`;
     await sh(["ip", "-n", h.netns, "-batch", "-"], {
-      stdin: `addr add ${h.ip}/${h.prefixLen} dev ${h.ifname}\nlink set ${h.ifname} up\n`,
+      stdin: `addr add ${h.ip}/${h.prefixLen} dev ${h.ifname}\nlink set ${h.ifname} up\n${dflt}`,
     });
     // Nodes route pod traffic (and the bridge plugin expects forwarding): enable it in the node only.
     // (/proc/sys/net belongs to the writer's network namespace.)

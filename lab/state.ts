@@ -12,7 +12,9 @@
  *   nodes/<node>/kubelet.log the lab kubelet's log for that node
  *   nodes/<node>/cni/        the node's CNI conf dir (KUBE_ROUTER_CNI_CONF_FILE points here)
  *   nodes/<node>/cni-ipam/   host-local leases
- *   nodes/<node>/pods/<uid>.json  one record per running pod (its namespace, IPs, process)
+ *   nodes/<node>/pods/<uid>.json  one record per running pod (its namespace, IPs, processes)
+ *   nodes/<node>/pods/<uid>/      its containers' logs (<container>.log, .previous.log), service-account files
+ *   nodes/<node>/hostpath/        hostPath volumes of agent pods (other than /etc/cni/net.d → cni/)
  */
 import { DEFAULT_PREFIX } from "./topology.ts";
 

@@ -21,6 +21,7 @@ import { decodeProtobufObject, isProtobuf } from "./_protobuf.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
 import { type RequestInfo, requestInfo, type ResourceRequest } from "./request_info.ts";
 import { keyOf, Store, type WatchEvent, type WriteOptions } from "./store.ts";
+import { type PodLogFile, servePodLog } from "./pod_logs.ts";
 import type { KubeObject } from "./types.ts";
 
 export interface ApiServerOptions {
@@ -60,6 +61,8 @@ export interface ApiServerOptions {
   maxWatchBufferBytes?: number;
   /** Default watch timeout when the client gives no timeoutSeconds. Default 1800 s. */
   defaultWatchTimeoutSeconds?: number;
+  /** Where pods' container logs are, for the pods/log subresource (`kubectl logs`); the lab kubelet's files. */
+  podLogFile?: PodLogFile;
   log?: Logger;
 }
 
@@ -285,7 +288,7 @@ class Handler {
     const sub = info.subresource;
     const route = sub === undefined
       ? RESOURCE_ROUTES[info.verb]
-      : r.subresources.includes(sub) || (sub === "binding" && r.plural === "pods")
+      : r.subresources.includes(sub) || ((sub === "binding" || sub === "log") && r.plural === "pods")
       ? RESOURCE_ROUTES[`${info.verb} ${r.plural}/${sub}`] ?? RESOURCE_ROUTES[`${info.verb} */${sub}`]
       : undefined;
     if (!route) throw sub === undefined ? methodNotAllowed() : notServed();
@@ -614,6 +617,7 @@ const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
   "get */status": getObject,
   "update */status": updateObject({ subresource: "status" }),
   "patch */status": patchObject({ subresource: "status" }),
+  "get pods/log": (h, c) => servePodLog(c.req, c.res, h.store.get("pods", named(c)), c.q, h.opts.podLogFile),
   "create pods/binding": async (h, c) => {
     const body = await readJson(c.req);
     if (body.kind !== undefined && body.kind !== "Binding") {

@@ -1,0 +1,268 @@
+/**
+ * End to end: the lab kubelet as the firewall's and the DaemonSet's tests need it. Pods with several
+ * containers each serving their own ports (agnhost netexec and serve-hostname arguments), pinned with
+ * nodeName; `kubectl logs`; nodes with a default route that keeps packets inside the lab; a dozen
+ * concurrent `lab exec`; a hostNetwork pod of the kube-router image running the agent through in-cluster
+ * configuration, restarted when its liveness probe fails. Needs root, kubectl, curl, nsenter, bash and
+ * the Debian CNI plugins.
+ */
+import assert from "node:assert/strict";
+import { needs, run } from "../_support/netns.ts";
+import { eventually, k, showLogTails } from "./_lab.ts";
+import { execCommand, labDown, type LabState, labUp, nodeDir, readState } from "../../lab/mod.ts";
+
+const REQ = {
+  tools: ["ip", "kubectl", "curl", "nsenter", "bash"],
+  files: ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local"],
+};
+const cli = new URL("../../lab/cli.ts", import.meta.url).pathname;
+
+const PODS = `
+apiVersion: v1
+kind: Pod
+metadata: {name: multi, namespace: default}
+spec:
+  nodeName: kube-node2
+  containers:
+  - name: c80
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: ["netexec", "--http-port=80", "--udp-port=80"]
+  - name: c81
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    command: ["/agnhost", "serve-hostname", "--tcp", "--http=false", "--port", "81"]
+  - name: c82
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    command: ["/agnhost", "serve-hostname", "--udp", "--http=false", "--port", "82"]
+`;
+
+const AGENT_POD = `
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-router-node1, namespace: kube-system, labels: {k8s-app: kube-router}}
+spec:
+  nodeName: kube-node1
+  hostNetwork: true
+  containers:
+  - name: kube-router
+    image: example.org/kube-router-ts:0.1.0
+    args: [--run-router=true, --run-firewall=false, --run-service-proxy=false, --service-cluster-ip-range=172.16.0.0/16]
+    env:
+    - name: NODE_NAME
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+    - name: KUBE_ROUTER_CNI_CONF_FILE
+      value: /etc/cni/net.d/10-kuberouter.conflist
+    livenessProbe:
+      httpGet: {path: /healthz, port: 20244}
+      initialDelaySeconds: 5
+      periodSeconds: 2
+      failureThreshold: 2
+    volumeMounts:
+    - {name: cni-conf-dir, mountPath: /etc/cni/net.d}
+  volumes:
+  - name: cni-conf-dir
+    hostPath: {path: /etc/cni/net.d}
+`;
+
+async function inNs(state: LabState, target: string, cmd: string[]): Promise<string> {
+  return (await run(execCommand(state, target, cmd), { check: false })).stdout;
+}
+
+function exists(p: string): boolean {
+  try {
+    Deno.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  ...needs(
+    "the lab kubelet runs multi-container pods, serves kubectl logs, routes nodes by default, takes a dozen concurrent lab exec and runs the agent as a pod",
+    REQ,
+  ),
+  async fn(t) {
+    const id = crypto.randomUUID().slice(0, 6);
+    const where = { stateDir: Deno.makeTempDirSync({ prefix: "krl-e2e-kubelet-" }), prefix: `krlk${id}-` };
+    const hostHad = { secrets: exists("/run/secrets"), cni: exists("/etc/cni") };
+    try {
+      const state = await labUp({ ...where, nodes: 2, agents: false });
+
+      await t.step("each container of a pinned pod serves its own ports: HTTP, raw TCP and UDP", async () => {
+        await k(state, ["apply", "-f", "-"], PODS);
+        await k(state, ["wait", "--for=condition=Ready", "pod/multi", "--timeout=60s"]);
+        const pod = JSON.parse(await k(state, ["get", "pod", "multi", "-o", "json"]));
+        assert.equal(pod.spec.nodeName, "kube-node2");
+        assert.deepEqual(pod.status.containerStatuses.map((c: { ready: boolean }) => c.ready), [
+          true,
+          true,
+          true,
+        ]);
+        const ip = pod.status.podIP as string;
+        assert.equal(
+          await inNs(state, "kube-node2", ["curl", "-s", "-m", "3", `http://${ip}:80/hostname`]),
+          "multi",
+        );
+        assert.equal(
+          await inNs(state, "kube-node2", ["curl", "-s", "-m", "3", `telnet://${ip}:81`]),
+          "multi",
+        );
+        for (const port of [80, 82]) {
+          const udp = `exec 3<>/dev/udp/${ip}/${port}; echo hostname >&3; timeout 2 cat <&3`;
+          assert.equal(await inNs(state, "kube-node2", ["bash", "-c", udp]), "multi", `udp ${port}`);
+        }
+        // Port 81 is c81's raw TCP only: no HTTP there, no UDP on 81.
+        assert.notEqual(
+          await inNs(state, "kube-node2", ["curl", "-s", "-m", "2", `http://${ip}:81/hostname`]),
+          "multi",
+        );
+      });
+
+      await t.step(
+        "kubectl logs shows one container's output; several containers need -c, as kube-apiserver says",
+        async () => {
+          assert.match(await k(state, ["logs", "multi", "-c", "c80"]), /^ready$/m);
+          const r = await run([
+            "ip",
+            "netns",
+            "exec",
+            `${state.prefix}master`,
+            "curl",
+            "-sk",
+            "-H",
+            `Authorization: Bearer ${Deno.readTextFileSync(`${state.stateDir}/apiserver/token`).trim()}`,
+            "https://127.0.0.1:6443/api/v1/namespaces/default/pods/multi/log",
+          ], { check: false });
+          assert.match(
+            r.stdout,
+            /a container name must be specified for pod multi, choose one of: \[c80 c81 c82\]/,
+          );
+        },
+      );
+
+      await t.step(
+        "a node routes by default towards the master, so a cluster IP never leaves the lab",
+        async () => {
+          assert.match(
+            await inNs(state, "kube-node1", ["ip", "route", "show", "default"]),
+            /default via 192\.168\.1\.99 dev eth0/,
+          );
+          assert.match(
+            await inNs(state, "kube-node1", ["ip", "route", "get", "172.16.0.1"]),
+            /via 192\.168\.1\.99 dev eth0/,
+          );
+          // No service proxy runs: the master answers unreachable at once rather than the packet leaving.
+          const r = await run(
+            execCommand(state, "kube-node1", ["curl", "-s", "-m", "3", "http://172.16.0.1/"]),
+            { check: false },
+          );
+          assert.equal(r.code, 7, `curl exit ${r.code}: refused/unreachable, not a timeout (28)`);
+        },
+      );
+
+      await t.step("a dozen concurrent lab exec all answer", async () => {
+        const pod = JSON.parse(await k(state, ["get", "pod", "multi", "-o", "json"]));
+        const runs = await Promise.all(
+          Array.from({ length: 12 }, (_, i) =>
+            run([
+              Deno.execPath(),
+              "run",
+              "-A",
+              cli,
+              "exec",
+              i % 2 ? "default/multi" : "kube-node2",
+              `--state-dir=${state.stateDir}`,
+              `--prefix=${state.prefix}`,
+              "--",
+              "curl",
+              "-s",
+              "-m",
+              "5",
+              `http://${pod.status.podIP}:80/hostname`,
+            ], { check: false })),
+        );
+        assert.deepEqual(runs.map((r) => `${r.code} ${r.stdout}`), Array(12).fill("0 multi"));
+      });
+
+      await t.step(
+        "a hostNetwork pod of the kube-router image runs the agent through in-cluster config",
+        async () => {
+          await k(state, ["apply", "-f", "-"], AGENT_POD);
+          await k(state, [
+            "wait",
+            "-n",
+            "kube-system",
+            "--for=condition=Ready",
+            "pod/kube-router-node1",
+            "--timeout=60s",
+          ]);
+          const pod = JSON.parse(
+            await k(state, ["get", "pod", "-n", "kube-system", "kube-router-node1", "-o", "json"]),
+          );
+          assert.equal(pod.status.podIP, "192.168.1.100");
+          await eventually(
+            "the agent answers /healthz 200 on the node",
+            async () =>
+              (await inNs(state, "kube-node1", [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                "http://127.0.0.1:20244/healthz",
+              ])) === "200",
+            60_000,
+          );
+          // Its CNI conf lands in the node's CNI dir through the hostPath mount, not in the host's /etc.
+          await eventually(
+            "the agent wrote the node's CNI conf through its hostPath mount",
+            () =>
+              Promise.resolve(exists(`${nodeDir(state.stateDir, "kube-node1")}/cni/10-kuberouter.conflist`)),
+            30_000,
+          );
+          const logs = await k(state, ["logs", "-n", "kube-system", "kube-router-node1"]);
+          assert.match(logs, /CNI config written .*path=\/etc\/cni\/net\.d\/10-kuberouter\.conflist/);
+          assert.doesNotMatch(logs, /kubeconfig/i);
+          assert.equal(exists("/run/secrets"), hostHad.secrets, "the host's /run is untouched");
+          assert.equal(exists("/etc/cni"), hostHad.cni, "the host's /etc is untouched");
+        },
+      );
+
+      await t.step(
+        "a failing liveness probe restarts the agent container, visible in its restart count",
+        async () => {
+          const rec = [...Deno.readDirSync(`${nodeDir(state.stateDir, "kube-node1")}/pods`)]
+            .filter((e) => e.name.endsWith(".json"))
+            .map((e) =>
+              JSON.parse(Deno.readTextFileSync(`${nodeDir(state.stateDir, "kube-node1")}/pods/${e.name}`))
+            )
+            .find((r) => r.name === "kube-router-node1");
+          const pid = rec.pids["kube-router"] as number;
+          Deno.kill(pid, "SIGSTOP"); // alive but not answering: only the probe can notice
+          await eventually("the pod reports one restart and is Ready again", async () => {
+            const p = JSON.parse(
+              await k(state, ["get", "pod", "-n", "kube-system", "kube-router-node1", "-o", "json"]),
+            );
+            const c = p.status.containerStatuses[0];
+            return c.restartCount === 1 && c.ready === true && c.lastState?.terminated !== undefined;
+          }, 60_000);
+          assert.match(
+            await k(state, ["logs", "-n", "kube-system", "kube-router-node1", "--previous"]),
+            /CNI config written/,
+          );
+        },
+      );
+      assert.equal(readState(state.stateDir)?.phase, "up");
+    } catch (e) {
+      const files = [`${where.stateDir}/master.log`];
+      for (const n of ["kube-node1", "kube-node2"]) files.push(`${nodeDir(where.stateDir, n)}/kubelet.log`);
+      showLogTails(files, 30);
+      throw e;
+    } finally {
+      await labDown(where);
+    }
+  },
+});
