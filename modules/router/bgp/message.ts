@@ -489,29 +489,6 @@ export interface CodecContext {
   as4: boolean;
 }
 
-interface AttrSpec {
-  flags: number;
-  /** Fixed value length, if any. */
-  len?: number;
-}
-
-const KNOWN: Record<number, AttrSpec> = {
-  [ATTR_ORIGIN]: { flags: FLAG_TRANSITIVE, len: 1 },
-  [ATTR_AS_PATH]: { flags: FLAG_TRANSITIVE },
-  [ATTR_NEXT_HOP]: { flags: FLAG_TRANSITIVE, len: 4 },
-  [ATTR_MED]: { flags: FLAG_OPTIONAL, len: 4 },
-  [ATTR_LOCAL_PREF]: { flags: FLAG_TRANSITIVE, len: 4 },
-  [ATTR_ATOMIC_AGGREGATE]: { flags: FLAG_TRANSITIVE, len: 0 },
-  [ATTR_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE },
-  [ATTR_COMMUNITIES]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE },
-  [ATTR_ORIGINATOR_ID]: { flags: FLAG_OPTIONAL, len: 4 },
-  [ATTR_CLUSTER_LIST]: { flags: FLAG_OPTIONAL },
-  [ATTR_MP_REACH]: { flags: FLAG_OPTIONAL },
-  [ATTR_MP_UNREACH]: { flags: FLAG_OPTIONAL },
-  [ATTR_AS4_PATH]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE },
-  [ATTR_AS4_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, len: 8 },
-};
-
 function decodeAsPath(v: Uint8Array, asSize: 2 | 4): AsPathSegment[] | undefined {
   const segs: AsPathSegment[] = [];
   const dv = view(v);
@@ -591,6 +568,200 @@ function ipBytes(s: string): Uint8Array {
   return p.addr;
 }
 
+/** One attribute's value as the decoders see it: the header is read and its flags and length checked. */
+interface AttrValue {
+  v: Uint8Array;
+  dv: DataView;
+  len: number;
+  /** The optional and transitive bits are the ones the attribute must have. */
+  flagsOk: boolean;
+  /** The attribute has a fixed length and this is it (or it has none). */
+  lenOk: boolean;
+  /** The whole attribute, header included, for the NOTIFICATION data of a session-resetting error. */
+  whole: Uint8Array;
+}
+
+/** What the attribute decoders fill in while one UPDATE's attribute list is read. */
+interface AttrState {
+  out: UpdateMessage;
+  attrs: PathAttributes;
+  /** Four-octet AS numbers in AS_PATH and AGGREGATOR (both sides announced the capability). */
+  as4: boolean;
+  as4Path: AsPathSegment[] | undefined;
+  as4Aggregator: { asn: number; address: string } | undefined;
+  sawAsPath: boolean;
+  sawNextHop: boolean;
+}
+
+/**
+ * RFC 7606's answer to a malformed attribute that does not reset the session: treat the UPDATE as a
+ * withdrawal, or (`discard`) drop only the attribute.
+ */
+interface AttrProblem {
+  why: string;
+  discard?: boolean;
+}
+
+/** Decodes one attribute into the state; returns what was wrong with it, if anything. */
+type AttrDecoder = (a: AttrValue, st: AttrState) => AttrProblem | undefined;
+
+const withdraw = (why: string): AttrProblem => ({ why });
+const discard = (why: string): AttrProblem => ({ why, discard: true });
+
+const decodeOrigin: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk || a.v[0]! > 2) return withdraw("malformed ORIGIN");
+  st.attrs.origin = a.v[0]!;
+};
+
+const decodeAsPathAttr: AttrDecoder = (a, st) => {
+  st.sawAsPath = true;
+  const p = a.flagsOk ? decodeAsPath(a.v, st.as4 ? 4 : 2) : undefined;
+  if (!p) return withdraw("malformed AS_PATH");
+  st.attrs.asPath = p;
+};
+
+const decodeNextHop: AttrDecoder = (a, st) => {
+  st.sawNextHop = true;
+  if (!a.flagsOk || !a.lenOk) return withdraw("malformed NEXT_HOP");
+  st.attrs.nextHop = formatIP(a.v);
+};
+
+const decodeMed: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk) return withdraw("malformed MULTI_EXIT_DISC");
+  st.attrs.med = a.dv.getUint32(0);
+};
+
+const decodeLocalPref: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk) return withdraw("malformed LOCAL_PREF");
+  st.attrs.localPref = a.dv.getUint32(0);
+};
+
+const decodeAtomicAggregate: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk) return discard("malformed ATOMIC_AGGREGATE");
+  st.attrs.atomicAggregate = true;
+};
+
+const decodeAggregator: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || a.len !== (st.as4 ? 8 : 6)) return discard("malformed AGGREGATOR");
+  st.attrs.aggregator = st.as4
+    ? { asn: a.dv.getUint32(0), address: formatIP(a.v.subarray(4, 8)) }
+    : { asn: a.dv.getUint16(0), address: formatIP(a.v.subarray(2, 6)) };
+};
+
+const decodeCommunities: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || a.len % 4 !== 0 || a.len === 0) return withdraw("malformed COMMUNITIES");
+  const cs: number[] = [];
+  for (let i = 0; i < a.len; i += 4) cs.push(a.dv.getUint32(i));
+  st.attrs.communities = cs;
+};
+
+const decodeOriginatorId: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk) return withdraw("malformed ORIGINATOR_ID");
+  st.attrs.originatorId = formatIP(a.v);
+};
+
+const decodeClusterList: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || a.len % 4 !== 0 || a.len === 0) return withdraw("malformed CLUSTER_LIST");
+  const cl: string[] = [];
+  for (let i = 0; i < a.len; i += 4) cl.push(formatIP(a.v.subarray(i, i + 4)));
+  st.attrs.clusterList = cl;
+};
+
+const decodeAs4Path: AttrDecoder = (a, st) => {
+  // Between two AS4 speakers AS4_PATH must not appear; RFC 6793 says to discard it.
+  const p = a.flagsOk ? decodeAsPath(a.v, 4) : undefined;
+  if (!p || p.some((s) => s.type === AS_CONFED_SET || s.type === 3)) return discard("malformed AS4_PATH");
+  if (!st.as4) st.as4Path = p;
+};
+
+const decodeAs4Aggregator: AttrDecoder = (a, st) => {
+  if (!a.flagsOk || !a.lenOk) return discard("malformed AS4_AGGREGATOR");
+  if (!st.as4) st.as4Aggregator = { asn: a.dv.getUint32(0), address: formatIP(a.v.subarray(4, 8)) };
+};
+
+/** MP_REACH_NLRI (RFC 4760): errors in it reset the session (its NLRI cannot be trusted to withdraw). */
+const decodeMpReach: AttrDecoder = (a, st) => {
+  const { v, len, whole } = a;
+  if (!a.flagsOk) {
+    throw new BgpError(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${ATTR_MP_REACH} flags`, whole.slice());
+  }
+  if (len < 5) {
+    throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI too short", whole.slice());
+  }
+  const afi = a.dv.getUint16(0), safi = v[2]!, nhLen = v[3]!;
+  if (5 + nhLen > len) {
+    throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI next hop overruns", whole.slice());
+  }
+  const fam = familyOf(afi, safi);
+  if (!fam) {
+    (st.out.unsupportedFamilies ??= []).push(`${afi}/${safi}`);
+    return;
+  }
+  const nh = v.subarray(4, 4 + nhLen);
+  let nextHop: string, ll: string | undefined;
+  if (nhLen === 4) nextHop = formatIP(nh);
+  else if (nhLen === 16) nextHop = formatIP(nh);
+  else if (nhLen === 32) {
+    nextHop = formatIP(nh.subarray(0, 16));
+    ll = formatIP(nh.subarray(16, 32));
+  } else {
+    throw new BgpError(
+      ERR_UPDATE,
+      UPD_OPTIONAL_ATTR,
+      `MP_REACH_NLRI next hop length ${nhLen}`,
+      whole.slice(),
+    );
+  }
+  // One reserved octet, then NLRI.
+  const prefixes = decodePrefixes(v.subarray(5 + nhLen), fam, "MP_REACH_NLRI");
+  st.out.mpReach = ll
+    ? { family: fam, nextHop, linkLocalNextHop: ll, nlri: prefixes }
+    : { family: fam, nextHop, nlri: prefixes };
+};
+
+/** MP_UNREACH_NLRI (RFC 4760): as MP_REACH_NLRI, errors reset the session. */
+const decodeMpUnreach: AttrDecoder = (a, st) => {
+  const { v, len, whole } = a;
+  if (!a.flagsOk) {
+    throw new BgpError(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${ATTR_MP_UNREACH} flags`, whole.slice());
+  }
+  if (len < 3) {
+    throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_UNREACH_NLRI too short", whole.slice());
+  }
+  const fam = familyOf(a.dv.getUint16(0), v[2]!);
+  if (!fam) {
+    (st.out.unsupportedFamilies ??= []).push(`${a.dv.getUint16(0)}/${v[2]}`);
+    return;
+  }
+  st.out.mpUnreach = { family: fam, withdrawn: decodePrefixes(v.subarray(3), fam, "MP_UNREACH_NLRI") };
+};
+
+interface AttrSpec {
+  /** The optional and transitive bits the attribute must carry. */
+  flags: number;
+  /** Fixed value length, if any. */
+  len?: number;
+  decode: AttrDecoder;
+}
+
+/** The attributes this speaker understands; any other is kept (optional transitive) or refused. */
+const KNOWN: Record<number, AttrSpec> = {
+  [ATTR_ORIGIN]: { flags: FLAG_TRANSITIVE, len: 1, decode: decodeOrigin },
+  [ATTR_AS_PATH]: { flags: FLAG_TRANSITIVE, decode: decodeAsPathAttr },
+  [ATTR_NEXT_HOP]: { flags: FLAG_TRANSITIVE, len: 4, decode: decodeNextHop },
+  [ATTR_MED]: { flags: FLAG_OPTIONAL, len: 4, decode: decodeMed },
+  [ATTR_LOCAL_PREF]: { flags: FLAG_TRANSITIVE, len: 4, decode: decodeLocalPref },
+  [ATTR_ATOMIC_AGGREGATE]: { flags: FLAG_TRANSITIVE, len: 0, decode: decodeAtomicAggregate },
+  [ATTR_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAggregator },
+  [ATTR_COMMUNITIES]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeCommunities },
+  [ATTR_ORIGINATOR_ID]: { flags: FLAG_OPTIONAL, len: 4, decode: decodeOriginatorId },
+  [ATTR_CLUSTER_LIST]: { flags: FLAG_OPTIONAL, decode: decodeClusterList },
+  [ATTR_MP_REACH]: { flags: FLAG_OPTIONAL, decode: decodeMpReach },
+  [ATTR_MP_UNREACH]: { flags: FLAG_OPTIONAL, decode: decodeMpUnreach },
+  [ATTR_AS4_PATH]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAs4Path },
+  [ATTR_AS4_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, len: 8, decode: decodeAs4Aggregator },
+};
+
 /**
  * Decodes a whole UPDATE message (header included). Throws `BgpError` for errors RFC 7606 still
  * answers with a session reset (framing, NLRI, MP_REACH/MP_UNREACH, unrecognised well-known).
@@ -616,17 +787,18 @@ export function decodeUpdate(msg: Uint8Array, ctx: CodecContext): UpdateMessage 
     return out;
   }
 
-  const attrs: PathAttributes = { origin: -1, asPath: [], nextHop: "" };
+  const st: AttrState = {
+    out,
+    attrs: { origin: -1, asPath: [], nextHop: "" },
+    as4: ctx.as4,
+    as4Path: undefined,
+    as4Aggregator: undefined,
+    sawAsPath: false,
+    sawNextHop: false,
+  };
   const seen = new Set<number>();
   const discarded: string[] = [];
   let withdrawReason: string | undefined;
-  const taw = (why: string) => {
-    withdrawReason ??= why;
-  };
-  let as4Path: AsPathSegment[] | undefined;
-  let as4Aggregator: { asn: number; address: string } | undefined;
-  let sawAsPath = false, sawNextHop = false;
-  const asSize = ctx.as4 ? 4 : 2;
 
   let off = aStart;
   const end = aStart + aLen;
@@ -644,7 +816,6 @@ export function decodeUpdate(msg: Uint8Array, ctx: CodecContext): UpdateMessage 
       throw new BgpError(ERR_UPDATE, UPD_ATTR_LENGTH, `attribute ${type} overruns the attribute list`);
     }
     const v = b.subarray(vStart, vStart + len);
-    const vdv = view(v);
     off = vStart + len;
     const whole = b.subarray(vStart - (ext ? 4 : 3), off);
 
@@ -667,151 +838,43 @@ export function decodeUpdate(msg: Uint8Array, ctx: CodecContext): UpdateMessage 
         );
       }
       if (flags & FLAG_TRANSITIVE) {
-        (attrs.unknown ??= []).push({ flags: flags | FLAG_PARTIAL, type, value: v.slice() });
+        (st.attrs.unknown ??= []).push({ flags: flags | FLAG_PARTIAL, type, value: v.slice() });
       }
       continue;
     }
-    const flagsOk = (flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE)) === spec.flags;
-    const lenOk = spec.len === undefined || spec.len === len;
-    if (type === ATTR_MP_REACH || type === ATTR_MP_UNREACH) {
-      if (!flagsOk) throw new BgpError(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${type} flags`, whole.slice());
-      if (type === ATTR_MP_REACH) {
-        if (len < 5) {
-          throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI too short", whole.slice());
-        }
-        const afi = vdv.getUint16(0), safi = v[2]!, nhLen = v[3]!;
-        if (5 + nhLen > len) {
-          throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI next hop overruns", whole.slice());
-        }
-        const fam = familyOf(afi, safi);
-        if (!fam) {
-          (out.unsupportedFamilies ??= []).push(`${afi}/${safi}`);
-          continue;
-        }
-        const nh = v.subarray(4, 4 + nhLen);
-        let nextHop: string, ll: string | undefined;
-        if (nhLen === 4) nextHop = formatIP(nh);
-        else if (nhLen === 16) nextHop = formatIP(nh);
-        else if (nhLen === 32) {
-          nextHop = formatIP(nh.subarray(0, 16));
-          ll = formatIP(nh.subarray(16, 32));
-        } else {throw new BgpError(
-            ERR_UPDATE,
-            UPD_OPTIONAL_ATTR,
-            `MP_REACH_NLRI next hop length ${nhLen}`,
-            whole.slice(),
-          );}
-        // One reserved octet, then NLRI.
-        const prefixes = decodePrefixes(v.subarray(5 + nhLen), fam, "MP_REACH_NLRI");
-        out.mpReach = ll
-          ? { family: fam, nextHop, linkLocalNextHop: ll, nlri: prefixes }
-          : { family: fam, nextHop, nlri: prefixes };
-      } else {
-        if (len < 3) {
-          throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_UNREACH_NLRI too short", whole.slice());
-        }
-        const fam = familyOf(vdv.getUint16(0), v[2]!);
-        if (!fam) {
-          (out.unsupportedFamilies ??= []).push(`${vdv.getUint16(0)}/${v[2]}`);
-          continue;
-        }
-        out.mpUnreach = { family: fam, withdrawn: decodePrefixes(v.subarray(3), fam, "MP_UNREACH_NLRI") };
-      }
-      continue;
-    }
-    const bad = (why: string, discard = false) => {
-      if (discard) discarded.push(`${why} (attribute ${type})`);
-      else taw(`${why} (attribute ${type})`);
-    };
-    switch (type) {
-      case ATTR_ORIGIN:
-        if (!flagsOk || !lenOk || v[0]! > 2) bad("malformed ORIGIN");
-        else attrs.origin = v[0]!;
-        break;
-      case ATTR_AS_PATH: {
-        sawAsPath = true;
-        const p = flagsOk ? decodeAsPath(v, asSize) : undefined;
-        if (!p) bad("malformed AS_PATH");
-        else attrs.asPath = p;
-        break;
-      }
-      case ATTR_NEXT_HOP:
-        sawNextHop = true;
-        if (!flagsOk || !lenOk) bad("malformed NEXT_HOP");
-        else attrs.nextHop = formatIP(v);
-        break;
-      case ATTR_MED:
-        if (!flagsOk || !lenOk) bad("malformed MULTI_EXIT_DISC");
-        else attrs.med = vdv.getUint32(0);
-        break;
-      case ATTR_LOCAL_PREF:
-        if (!flagsOk || !lenOk) bad("malformed LOCAL_PREF");
-        else attrs.localPref = vdv.getUint32(0);
-        break;
-      case ATTR_ATOMIC_AGGREGATE:
-        if (!flagsOk || !lenOk) bad("malformed ATOMIC_AGGREGATE", true);
-        else attrs.atomicAggregate = true;
-        break;
-      case ATTR_AGGREGATOR:
-        if (!flagsOk || len !== (ctx.as4 ? 8 : 6)) bad("malformed AGGREGATOR", true);
-        else {
-          attrs.aggregator = ctx.as4
-            ? { asn: vdv.getUint32(0), address: formatIP(v.subarray(4, 8)) }
-            : { asn: vdv.getUint16(0), address: formatIP(v.subarray(2, 6)) };
-        }
-        break;
-      case ATTR_COMMUNITIES:
-        if (!flagsOk || len % 4 !== 0 || len === 0) bad("malformed COMMUNITIES");
-        else {
-          const cs: number[] = [];
-          for (let i = 0; i < len; i += 4) cs.push(vdv.getUint32(i));
-          attrs.communities = cs;
-        }
-        break;
-      case ATTR_ORIGINATOR_ID:
-        if (!flagsOk || !lenOk) bad("malformed ORIGINATOR_ID");
-        else attrs.originatorId = formatIP(v);
-        break;
-      case ATTR_CLUSTER_LIST:
-        if (!flagsOk || len % 4 !== 0 || len === 0) bad("malformed CLUSTER_LIST");
-        else {
-          const cl: string[] = [];
-          for (let i = 0; i < len; i += 4) cl.push(formatIP(v.subarray(i, i + 4)));
-          attrs.clusterList = cl;
-        }
-        break;
-      case ATTR_AS4_PATH: {
-        // Between two AS4 speakers AS4_PATH must not appear; RFC 6793 says to discard it.
-        const p = flagsOk ? decodeAsPath(v, 4) : undefined;
-        if (!p || p.some((s) => s.type === AS_CONFED_SET || s.type === 3)) bad("malformed AS4_PATH", true);
-        else if (!ctx.as4) as4Path = p;
-        break;
-      }
-      case ATTR_AS4_AGGREGATOR:
-        if (!flagsOk || !lenOk) bad("malformed AS4_AGGREGATOR", true);
-        else if (!ctx.as4) as4Aggregator = { asn: vdv.getUint32(0), address: formatIP(v.subarray(4, 8)) };
-        break;
-    }
+    const problem = spec.decode({
+      v,
+      dv: view(v),
+      len,
+      flagsOk: (flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE)) === spec.flags,
+      lenOk: spec.len === undefined || spec.len === len,
+      whole,
+    }, st);
+    if (problem?.discard) discarded.push(`${problem.why} (attribute ${type})`);
+    else if (problem) withdrawReason ??= `${problem.why} (attribute ${type})`;
   }
 
-  if (as4Path) {
+  const attrs = st.attrs;
+  if (st.as4Path) {
     // RFC 6793 4.2.3: AS4_PATH is used only when the AGGREGATOR (if any) says AS_TRANS.
     if (!attrs.aggregator || attrs.aggregator.asn === AS_TRANS) {
-      attrs.asPath = mergeAs4Path(attrs.asPath, as4Path);
+      attrs.asPath = mergeAs4Path(attrs.asPath, st.as4Path);
     }
   }
-  if (as4Aggregator && attrs.aggregator?.asn === AS_TRANS) attrs.aggregator = as4Aggregator;
+  if (st.as4Aggregator && attrs.aggregator?.asn === AS_TRANS) attrs.aggregator = st.as4Aggregator;
   // The classic NEXT_HOP belongs to IPv4 NLRI; an MP-only UPDATE takes its next hop from MP_REACH_NLRI.
-  if (out.mpReach && !sawNextHop) {
+  if (out.mpReach && !st.sawNextHop) {
     attrs.nextHop = out.mpReach.nextHop;
     if (out.mpReach.linkLocalNextHop) attrs.linkLocalNextHop = out.mpReach.linkLocalNextHop;
   }
 
   const announces = nlri.length > 0 || (out.mpReach?.nlri.length ?? 0) > 0;
   if (announces) {
-    if (attrs.origin < 0 && withdrawReason === undefined) taw("missing ORIGIN");
-    if (!sawAsPath && withdrawReason === undefined) taw("missing AS_PATH");
-    if (nlri.length > 0 && !sawNextHop && withdrawReason === undefined) taw("missing NEXT_HOP");
+    if (attrs.origin < 0 && withdrawReason === undefined) withdrawReason = "missing ORIGIN";
+    if (!st.sawAsPath && withdrawReason === undefined) withdrawReason = "missing AS_PATH";
+    if (nlri.length > 0 && !st.sawNextHop && withdrawReason === undefined) {
+      withdrawReason = "missing NEXT_HOP";
+    }
   }
   if (attrs.origin < 0) attrs.origin = 2;
   out.attrs = attrs;

@@ -91,13 +91,14 @@ type Entry = Path | Multi;
 
 const isMulti = (e: Entry): e is Multi => "multi" in e;
 
-type Change = { before: Path | undefined; after: Path | undefined } | undefined;
+/** What a RIB write did to the best path of a prefix; undefined when the best path did not change. */
+export type RibChange = { before: Path | undefined; after: Path | undefined } | undefined;
 
 export class LocRib {
   #tables: Record<Family, Map<string, Entry>> = { "ipv4-unicast": new Map(), "ipv6-unicast": new Map() };
 
   /** Adds or replaces the path from `path.source`; returns the previous and new best when the best changed. */
-  set(family: Family, prefix: string, path: Path): Change {
+  set(family: Family, prefix: string, path: Path): RibChange {
     const t = this.#tables[family];
     const e = t.get(prefix);
     if (!e) {
@@ -123,7 +124,7 @@ export class LocRib {
     return e.best !== before ? { before, after: e.best } : undefined;
   }
 
-  remove(family: Family, prefix: string, sourceId: string): Change {
+  remove(family: Family, prefix: string, sourceId: string): RibChange {
     const t = this.#tables[family];
     const e = t.get(prefix);
     if (!e) return undefined;
