@@ -14,6 +14,7 @@ export * from "./http.ts";
 export * from "./log.ts";
 export * from "./metrics.ts";
 export type * from "./module.ts";
+export * from "./netfilter.ts";
 export * from "./runner.ts";
 export * from "./service_model.ts";
 export * from "./skeleton_module.ts";

@@ -1,20 +1,31 @@
 /**
  * Pod egress: traffic from the cluster's pods to anywhere that is neither a pod nor a node leaves with
- * the node's address (kube-router's --enable-pod-egress). Built as nftables JSON commands (libnftables'
- * JSON API) for the router's own table; the whole table is replaced in one atomic transaction.
+ * the node's address (kube-router's --enable-pod-egress). The router's own table, `inet
+ * kube_router_router` (core's NFT_TABLES.router), built as one typed nftables transaction.
+ *
+ * The table is updated in place, never deleted and recreated: each transaction (re)declares the sets and
+ * the chain (a no-op when present), flushes them and adds the wanted elements and rules. Within one
+ * transaction that is atomic: packets see the old contents or the new, never an empty set.
  *
  * Equivalent to:
- *   table inet kube_router {
+ *   table inet kube_router_router {
  *     set pod_subnets_v4 { type ipv4_addr; flags interval; elements = { 10.1.0.0/16 } }
  *     set node_ips_v4 { type ipv4_addr; elements = { 192.168.1.100, … } }
  *     chain pod_egress { type nat hook postrouting priority srcnat; policy accept;
  *       ip saddr @pod_subnets_v4 ip daddr != @pod_subnets_v4 ip daddr != @node_ips_v4 masquerade fully-random }
  *   }
  */
-import { type Family, formatCidr, parseCidr, parseIP } from "../../ffi/mod.ts";
+import { NFT_FAMILY, NFT_PRIORITY, NFT_TABLES } from "../../core/mod.ts";
+import {
+  type Family,
+  formatCidr,
+  type NftSetSpec,
+  NftTransaction,
+  parseCidr,
+  parseIP,
+} from "../../ffi/mod.ts";
 
-export const ROUTER_TABLE = "kube_router";
-type NftCommand = Record<string, unknown>;
+export const ROUTER_TABLE = NFT_TABLES.router;
 
 export interface EgressState {
   /** Every pod CIDR in the cluster (all nodes'), both families mixed. */
@@ -26,92 +37,88 @@ export interface EgressState {
   masquerade: boolean;
 }
 
-const table = { family: "inet", name: ROUTER_TABLE };
+const CHAIN = {
+  name: "pod_egress",
+  type: "nat",
+  hook: "postrouting",
+  priority: NFT_PRIORITY.srcnat,
+  policy: "accept",
+} as const;
 
-function prefixElem(cidr: string): unknown {
-  const c = parseCidr(cidr)!;
-  const max = c.family === 4 ? 32 : 128;
-  const addr = formatCidr(c).split("/")[0];
-  return c.prefix === max ? addr : { prefix: { addr, len: c.prefix } };
-}
-
-function setCommand(name: string, family: Family, interval: boolean, elems: unknown[]): NftCommand[] {
-  const out: NftCommand[] = [{
-    add: {
-      set: {
-        family: "inet",
-        table: ROUTER_TABLE,
-        name,
-        type: family === 4 ? "ipv4_addr" : "ipv6_addr",
-        ...(interval ? { flags: ["interval"] } : {}),
-      },
-    },
-  }];
-  if (elems.length) {
-    out.push({ add: { element: { family: "inet", table: ROUTER_TABLE, name, elem: elems } } });
-  }
-  return out;
-}
-
-function masqueradeRule(family: Family): NftCommand {
-  const proto = family === 4 ? "ip" : "ip6";
-  const pods = `@pod_subnets_v${family}`;
-  const nodes = `@node_ips_v${family}`;
-  const match = (field: "saddr" | "daddr", op: "==" | "!=", right: string) => ({
-    match: { op, left: { payload: { protocol: proto, field } }, right },
-  });
+function podSet(family: Family): NftSetSpec {
   return {
-    add: {
-      rule: {
-        family: "inet",
-        table: ROUTER_TABLE,
-        chain: "pod_egress",
-        comment: `kube-router pod egress IPv${family}`,
-        expr: [
-          match("saddr", "==", pods),
-          match("daddr", "!=", pods),
-          match("daddr", "!=", nodes),
-          { masquerade: { flags: ["fully-random"] } },
-        ],
-      },
-    },
+    name: `pod_subnets_v${family}`,
+    type: family === 4 ? "ipv4_addr" : "ipv6_addr",
+    flags: ["interval"],
   };
 }
 
-/**
- * The transaction that makes the router's table exactly `s`: create-if-missing, delete, recreate.
- * Within one transaction that is atomic: packets see the old table or the new one, never neither.
- */
-export function egressTransaction(s: EgressState): NftCommand[] {
-  const cmds: NftCommand[] = [
-    { add: { table } },
-    { delete: { table } },
-    { add: { table } },
-  ];
-  for (const fam of s.families) {
-    const pods = s.podCidrs.filter((c) => parseCidr(c)?.family === fam).map(prefixElem);
-    const nodes = [...new Set(s.nodeIps.filter((ip) => parseIP(ip)?.family === fam))];
-    cmds.push(...setCommand(`pod_subnets_v${fam}`, fam, true, pods));
-    cmds.push(...setCommand(`node_ips_v${fam}`, fam, false, nodes));
-  }
-  cmds.push({
-    add: {
-      chain: {
-        family: "inet",
-        table: ROUTER_TABLE,
-        name: "pod_egress",
-        type: "nat",
-        hook: "postrouting",
-        prio: 100,
-        policy: "accept",
-      },
-    },
-  });
-  if (s.masquerade) { for (const fam of s.families) cmds.push(masqueradeRule(fam)); }
-  return cmds;
+function nodeSet(family: Family): NftSetSpec {
+  return { name: `node_ips_v${family}`, type: family === 4 ? "ipv4_addr" : "ipv6_addr" };
 }
 
-/** Removes the router's table if it exists (--cleanup-config). Equivalent to: `nft delete table inet kube_router`. */
-export function egressCleanupTransaction(): NftCommand[] {
-  return [{ add: { table } }, { delete: { table } }];
+/** A CIDR as an interval-set element: the bare address for a host prefix, as nft prints it. */
+function prefixElem(cidr: string): string {
+  const c = parseCidr(cidr)!;
+  const max = c.family === 4 ? 32 : 128;
+  const text = formatCidr(c);
+  return c.prefix === max ? text.split("/")[0]! : text;
+}
+
+function masqueradeRule(family: Family): string {
+  const proto = family === 4 ? "ip" : "ip6";
+  const pods = `@pod_subnets_v${family}`;
+  return `${proto} saddr ${pods} ${proto} daddr != ${pods} ${proto} daddr != @node_ips_v${family} masquerade fully-random`;
+}
+
+/**
+ * The transaction that makes the router's table exactly `s`, in place: sets and chain declared (no-op
+ * when present), emptied and refilled; the sets of a family no longer served are removed.
+ */
+export function egressTransaction(s: EgressState): NftTransaction {
+  const tx = new NftTransaction(NFT_FAMILY, ROUTER_TABLE);
+  tx.add({ table: { comment: "kube-router router: pod egress" } });
+  tx.add({ chain: CHAIN });
+  // First the rules go (they name the sets), then the sets are refilled, then the rules come back.
+  tx.flush({ chain: CHAIN });
+  for (const fam of [4, 6] as const) {
+    if (s.families.includes(fam)) continue;
+    tx.destroy({ set: podSet(fam) });
+    tx.destroy({ set: nodeSet(fam) });
+  }
+  for (const fam of s.families) {
+    const pods = [...new Set(s.podCidrs.filter((c) => parseCidr(c)?.family === fam).map(prefixElem))];
+    const nodes = [...new Set(s.nodeIps.filter((ip) => parseIP(ip)?.family === fam))];
+    tx.add({ set: podSet(fam) }).flush({ set: podSet(fam) });
+    tx.add({ set: nodeSet(fam) }).flush({ set: nodeSet(fam) });
+    for (const p of pods) tx.add({ element: { set: podSet(fam).name, key: [p] } });
+    for (const ip of nodes) tx.add({ element: { set: nodeSet(fam).name, key: [ip] } });
+  }
+  if (s.masquerade) {
+    for (const fam of s.families) {
+      tx.add({
+        rule: { chain: CHAIN.name, rule: masqueradeRule(fam), comment: `kube-router pod egress IPv${fam}` },
+      });
+    }
+  }
+  return tx;
+}
+
+/**
+ * Removes the table the router used before each module had its own (`inet kube_router`), if present. The
+ * router runs it on start, after its own table is in place, and --cleanup-config runs it too.
+ */
+export function legacyTableCleanupTransaction(): NftTransaction {
+  return new NftTransaction(NFT_FAMILY, NFT_TABLES.legacyRouter).destroy({ table: {} });
+}
+
+/**
+ * Removes every table the router made (--cleanup-config): its own and the one under the old name, each if
+ * present. Equivalent to: `nft delete table inet kube_router_router; nft delete table inet kube_router`.
+ */
+export function egressCleanupTransactions(): NftTransaction[] {
+  return [
+    new NftTransaction(NFT_FAMILY, ROUTER_TABLE).destroy({ table: {} }),
+    legacyTableCleanupTransaction(),
+  ];
 }

@@ -4,9 +4,9 @@
  * external routers, announces the node's pod CIDRs (and service VIPs to external peers), installs routes
  * learned from other nodes, writes the CNI config and masquerades pod egress.
  */
-import type { ModuleDefinition, ResourceKind } from "../../core/mod.ts";
+import { type ModuleDefinition, NFT_TABLES, type ResourceKind } from "../../core/mod.ts";
 import { NetlinkFdb, Nftables, ProcSysctl, Rtnetlink } from "../../ffi/mod.ts";
-import { egressCleanupTransaction } from "./egress.ts";
+import { egressCleanupTransactions } from "./egress.ts";
 import { Router, type RouterDeps } from "./router.ts";
 import { RouteSync } from "./route_sync.ts";
 import { Overlay, VXLAN_PORT } from "./overlay.ts";
@@ -35,10 +35,10 @@ export const routerModule: ModuleDefinition = {
     try {
       const removed = await new RouteSync(deps.rtnl, log).removeAll();
       await new Overlay(deps.rtnl, deps.fdb, log, { port: VXLAN_PORT }).cleanup();
-      await deps.nft.apply(egressCleanupTransaction());
+      for (const tx of egressCleanupTransactions()) await deps.nft.run(tx);
       log.info("router objects removed", {
         routes: removed,
-        nft_table: "inet kube_router",
+        nft_tables: `inet ${NFT_TABLES.router}, inet ${NFT_TABLES.legacyRouter}`,
         tunnels: "kube-vxlan, kube-vxlan6",
       });
     } finally {

@@ -38,7 +38,7 @@ import {
   type TunnelPlan,
   VXLAN_PORT,
 } from "./overlay.ts";
-import { egressTransaction } from "./egress.ts";
+import { egressTransaction, legacyTableCleanupTransaction } from "./egress.ts";
 import { type NodeInfo, nodeInfo } from "./node_info.ts";
 import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
 import { RouteSync, type WantedRoute } from "./route_sync.ts";
@@ -490,9 +490,14 @@ export class Router implements ModuleInstance {
       families: this.#families(),
       masquerade: this.#ctx.config.enablePodEgress,
     });
-    const text = JSON.stringify(tx);
+    const text = tx.render();
     if (text === this.#lastEgress) return;
-    await this.#deps.nft.apply(tx);
+    await this.#deps.nft.run(tx);
+    if (!this.#lastEgress) {
+      // Once per start, with the new table in place: the table of older versions goes (both masquerading
+      // for a moment is harmless, neither would not be).
+      await this.#deps.nft.run(legacyTableCleanupTransaction());
+    }
     this.#lastEgress = text;
   }
 }

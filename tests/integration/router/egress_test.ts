@@ -5,7 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { linkVeth, needs, withNetns } from "../../_support/netns.ts";
-import { egressCleanupTransaction, egressTransaction } from "../../../modules/router/egress.ts";
+import {
+  egressCleanupTransactions,
+  egressTransaction,
+  legacyTableCleanupTransaction,
+} from "../../../modules/router/egress.ts";
 
 Deno.test({
   ...needs("pod egress masquerades only traffic leaving the cluster", { tools: ["nft", "conntrack"] }),
@@ -28,10 +32,10 @@ Deno.test({
         families: [4, 6],
         masquerade: true,
       });
-      await node.exec(["nft", "-j", "-f", "-"], { stdin: JSON.stringify({ nftables: tx }) });
-      // Applying twice is idempotent (the table is replaced, not duplicated).
-      await node.exec(["nft", "-j", "-f", "-"], { stdin: JSON.stringify({ nftables: tx }) });
-      const listed = (await node.exec(["nft", "list", "table", "inet", "kube_router"])).stdout;
+      await node.exec(["nft", "-f", "-"], { stdin: tx.render() });
+      // Applying twice is idempotent (the table is updated in place, not duplicated).
+      await node.exec(["nft", "-f", "-"], { stdin: tx.render() });
+      const listed = (await node.exec(["nft", "list", "table", "inet", "kube_router_router"])).stdout;
       assert.equal(listed.match(/masquerade/g)?.length, 2, listed);
 
       for (const dst of ["203.0.113.1", "10.1.2.9", "192.168.1.101"]) {
@@ -55,13 +59,46 @@ Deno.test({
         `pod-to-node traffic keeps the pod address:\n${ct}`,
       );
 
-      await node.exec(["nft", "-j", "-f", "-"], {
-        stdin: JSON.stringify({ nftables: egressCleanupTransaction() }),
-      });
-      await node.exec(["nft", "-j", "-f", "-"], {
-        stdin: JSON.stringify({ nftables: egressCleanupTransaction() }),
-      });
+      for (let round = 0; round < 2; round++) {
+        for (const c of egressCleanupTransactions()) {
+          await node.exec(["nft", "-f", "-"], { stdin: c.render() });
+        }
+      }
       assert.doesNotMatch((await node.exec(["nft", "list", "tables"])).stdout, /kube_router/);
+    });
+  },
+});
+
+Deno.test({
+  ...needs("the router's table is updated in place and the old-name table goes, other tables stay", {
+    tools: ["nft"],
+  }),
+  async fn() {
+    await withNetns(["node"], async (node) => {
+      const nft = (stdin: string) => node.exec(["nft", "-f", "-"], { stdin });
+      await nft("add table inet kube_router\nadd chain inet kube_router pod_egress\n");
+      await nft("add table inet someone_else\nadd set inet someone_else s { type ipv4_addr; }\n");
+      const unrelated = (await node.exec(["nft", "list", "table", "inet", "someone_else"])).stdout;
+      const state = { podCidrs: ["10.1.1.0/24"], nodeIps: ["192.168.1.100"], families: [4, 6] as (4 | 6)[] };
+      await nft(egressTransaction({ ...state, masquerade: true }).render());
+      await nft(legacyTableCleanupTransaction().render());
+      const handle = async () =>
+        (await node.exec(["nft", "-a", "list", "table", "inet", "kube_router_router"])).stdout.match(
+          /table inet kube_router_router \{ # handle (\d+)/,
+        )?.[1];
+      const first = await handle();
+      assert.ok(first);
+      await nft(
+        egressTransaction({ ...state, podCidrs: ["10.1.1.0/24", "10.1.2.0/24"], masquerade: true }).render(),
+      );
+      assert.equal(await handle(), first, "the table was not recreated");
+      const listed = (await node.exec(["nft", "list", "table", "inet", "kube_router_router"])).stdout;
+      assert.match(listed, /10\.1\.2\.0\/24/);
+      const tables = (await node.exec(["nft", "list", "tables"])).stdout;
+      assert.doesNotMatch(tables, /inet kube_router\n/);
+      assert.equal((await node.exec(["nft", "list", "table", "inet", "someone_else"])).stdout, unrelated);
+      for (const c of egressCleanupTransactions()) await nft(c.render());
+      assert.equal((await node.exec(["nft", "list", "tables"])).stdout.trim(), "table inet someone_else");
     });
   },
 });

@@ -11,7 +11,7 @@ import { Bus } from "../../../core/bus.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition } from "../../../core/module.ts";
-import { FakeFdb, FakeNftables, FakeRtnetlink, FakeSysctl } from "../../../ffi/mod.ts";
+import { FakeFdb, FakeNftables, FakeRtnetlink, FakeSysctl, NftTransaction } from "../../../ffi/mod.ts";
 import { BgpSpeaker } from "../../../modules/router/bgp/speaker.ts";
 import { MemoryNetwork } from "../../../modules/router/bgp/transport.ts";
 import { Router, routerModule } from "../../../modules/router/mod.ts";
@@ -42,13 +42,13 @@ async function startNode(
   count: number,
   flags: string[] = [],
   asns: Record<number, string> = {},
+  nft = new FakeNftables(),
 ): Promise<TestNode> {
   const rtnl = new FakeRtnetlink();
   await rtnl.linkAdd({ kind: "veth", name: "eth0", peer: "eth0p" });
   await rtnl.linkSet("eth0", { up: true });
   const eth0 = (await rtnl.linkGet("eth0"))!;
   await rtnl.addrAdd({ family: 4, index: eth0.index, address: `192.168.77.${i}`, prefix: 24 });
-  const nft = new FakeNftables();
   let router: Router | undefined;
   const def: ModuleDefinition = {
     ...routerModule,
@@ -212,6 +212,35 @@ Deno.test({
       assert.ok(!prefixes(n1.router().speaker).has("10.1.3.0/24"));
     } finally {
       for (const n of nodes) await n.agent.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "on start the router puts its table in place, removes the old-name table and leaves other tables alone",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const nft = new FakeNftables();
+    await nft.run(
+      new NftTransaction("inet", "kube_router").add({ table: {} }).add({ chain: { name: "pod_egress" } }),
+    );
+    await nft.run(
+      new NftTransaction("inet", "someone_else").add({ table: {} }).add({ chain: { name: "mine" } }),
+    );
+    const net = new MemoryNetwork();
+    const n1 = await startNode(net, 1, 1, [], {}, nft);
+    try {
+      await eventually(
+        "the router's table holds the node's pod CIDR",
+        () => /10\.1\.1\.0\/24/.test(nft.dump()),
+      );
+      const tables = nft.dump().split("\n").filter((l) => l.startsWith("table "));
+      assert.deepEqual(tables, ["table inet someone_else {", "table inet kube_router_router {"]);
+      assert.match(nft.dump(), /table inet someone_else \{\n\tchain mine \{\n\t\}\n\}/);
+    } finally {
+      await n1.agent.stop();
     }
   },
 });
