@@ -1,8 +1,13 @@
 /**
  * The router module's running instance: one sync (through the module's runner) makes the BGP speaker's
  * peers and announcements, the kernel's routes, the CNI config and the pod egress rules match the
- * cluster. Event handlers (Kubernetes changes, BGP best-path changes, kernel route deletions) only ask
- * for a sync.
+ * cluster. Event handlers (Kubernetes changes, BGP best-path changes, kernel route deletions) only record
+ * and ask for a sync.
+ *
+ * The sync is partial where it can be: a Service or EndpointSlice change can only move service VIPs, so
+ * when nothing else asked for a sync it recomputes the VIPs of the Services that changed and re-announces
+ * the difference, with no kernel reads. Node changes, BGP events, kernel route drift, start-up, retries
+ * and the periodic resync run the whole sync, which also recomputes every VIP from the store.
  */
 import type { V1Node } from "@kubernetes/client-node";
 import type { ModuleContext, ModuleInstance, SyncReason } from "../../core/mod.ts";
@@ -27,8 +32,15 @@ import {
   serveAdmin,
   type Transport,
 } from "./bgp/mod.ts";
-import { servicesWithLocalEndpoints } from "../../core/mod.ts";
-import { importAllowed, type ImportPolicy, importPolicy, serviceVips } from "./advertise.ts";
+import {
+  buildServiceInfo,
+  EndpointSliceIndex,
+  hasLocalEndpoint,
+  type ResourceEvent,
+  serviceKey,
+  serviceSkipReason,
+} from "../../core/mod.ts";
+import { importAllowed, type ImportPolicy, importPolicy, vipsOfService } from "./advertise.ts";
 import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
 import {
   type LearnedRoute as TunnelRoute,
@@ -81,6 +93,16 @@ export class Router implements ModuleInstance {
   #importPolicyKey = "";
   #stopped = false;
   #metrics;
+  /** Something other than Services and EndpointSlices changed: the next sync must be whole. */
+  #fullNeeded = true;
+  /** Services whose VIPs may have changed since the last sync. */
+  #dirtyServices = new Set<string>();
+  readonly #slices = new EndpointSliceIndex();
+  /** The VIP prefixes each Service gives, and how many Services give each (one IP may be shared). */
+  #vipsByService = new Map<string, string[]>();
+  #vipRefs = new Map<string, number>();
+  /** What the last whole sync gave every announced route besides its prefix. */
+  #routeBase: { nextHop: Partial<Record<IpFamily, string>>; communities: number[] } | undefined;
 
   constructor(ctx: ModuleContext, deps: RouterDeps) {
     this.#ctx = ctx;
@@ -104,14 +126,20 @@ export class Router implements ModuleInstance {
       ),
       routeSync: m.histogram("kube_router_route_sync_duration_seconds", "Time to reconcile kernel routes."),
       peers: m.gauge("kube_router_bgp_peers", "Configured BGP peers, by kind."),
+      syncKinds: m.counter(
+        "kube_router_router_syncs_total",
+        "Router syncs by kind: full (kernel, peers, routes, VIPs) or services (VIPs of changed Services only).",
+      ),
     };
   }
 
   async start(): Promise<void> {
     const { bus } = this.#ctx;
-    for (const r of ["nodes", "services", "endpointslices"] as const) {
-      this.#unsubscribe.push(bus.onResource(r, () => this.#runner.run()));
-    }
+    this.#unsubscribe.push(
+      bus.onResource("nodes", () => this.#requestFull()),
+      bus.onResource("services", (e) => this.#serviceChanged(e.key)),
+      bus.onResource("endpointslices", (e) => this.#sliceChanged(e)),
+    );
     this.#startedAt = this.#ctx.clock.now();
     // Routes of ours already in the kernel mean we are restarting with forwarding state kept (RFC 4724).
     try {
@@ -122,8 +150,23 @@ export class Router implements ModuleInstance {
     }
     this.#routes.watch((why) => {
       this.#ctx.log.info("kernel routes drifted; resyncing", { why });
-      this.#runner.run();
+      this.#requestFull();
     });
+  }
+
+  #requestFull(): void {
+    this.#fullNeeded = true;
+    this.#runner.run();
+  }
+
+  #serviceChanged(key: string): void {
+    this.#dirtyServices.add(key);
+    this.#runner.run();
+  }
+
+  #sliceChanged(e: ResourceEvent<"endpointslices">): void {
+    for (const key of this.#slices.touched(e.previous, e.current)) this.#dirtyServices.add(key);
+    this.#runner.run();
   }
 
   /** The BGP speaker once the first sync made it (for tests). */
@@ -156,8 +199,25 @@ export class Router implements ModuleInstance {
     return [...(c.enableIpv4 ? [4 as const] : []), ...(c.enableIpv6 ? [6 as const] : [])];
   }
 
-  async #sync(_reason: SyncReason): Promise<void> {
+  async #sync(reason: SyncReason): Promise<void> {
     if (this.#stopped) return;
+    if (reason === "requested" && !this.#fullNeeded && this.#speaker && this.#routeBase) {
+      this.#syncServices();
+      this.#metrics.syncKinds.inc({ kind: "services" });
+      return;
+    }
+    this.#fullNeeded = false;
+    this.#dirtyServices.clear();
+    try {
+      await this.#fullSync();
+    } catch (err) {
+      this.#fullNeeded = true;
+      throw err;
+    }
+    this.#metrics.syncKinds.inc({ kind: "full" });
+  }
+
+  async #fullSync(): Promise<void> {
     const { config, store, log } = this.#ctx;
     const self = nodeInfo(this.#selfNode());
     const nodes = store.list("nodes").map(nodeInfo);
@@ -280,7 +340,7 @@ export class Router implements ModuleInstance {
       } else if (e.type === "endOfRib") {
         this.#endOfRib.add(`${e.peer}|${e.family}`);
       }
-      this.#runner.run();
+      this.#requestFull();
     });
     await speaker.start();
     this.#speaker = speaker;
@@ -340,25 +400,103 @@ export class Router implements ModuleInstance {
   }
 
   #announce(self: NodeInfo, plan: PeerPlan): void {
-    const { config, store } = this.#ctx;
     const speaker = this.#speaker!;
-    const local = servicesWithLocalEndpoints(store.list("endpointslices"), config.nodeName);
-    const vips = serviceVips(config, store.list("services"), local);
+    this.#recomputeAllVips();
     this.#announced = new Map();
     for (const c of self.podCidrs) this.#announced.set(c, "pod");
-    for (const v of vips) this.#announced.set(v, "vip");
+    for (const v of this.#vipRefs.keys()) this.#announced.set(v, "vip");
     this.#externalPeers = new Set(plan.peers.filter((p) => p.kind === "external").map((p) => p.address));
+    this.#routeBase = {
+      nextHop: { ...(self.ipv4 ? { 4: self.ipv4 } : {}), ...(self.ipv6 ? { 6: self.ipv6 } : {}) },
+      communities: self.communities,
+    };
     for (const fam of this.#families()) {
-      const nextHop = fam === 4 ? self.ipv4 : self.ipv6;
       const routes: LocalRoute[] = [];
       for (const [prefix] of this.#announced) {
         if (parseCidr(prefix)?.family !== fam) continue;
-        const r: LocalRoute = { prefix };
-        if (nextHop) r.nextHop = nextHop;
-        if (self.communities.length) r.communities = self.communities;
-        routes.push(r);
+        routes.push(this.#localRoute(prefix, fam));
       }
       speaker.set(FAMILY_OF[fam], routes);
+    }
+  }
+
+  #localRoute(prefix: string, fam: IpFamily): LocalRoute {
+    const base = this.#routeBase!;
+    const r: LocalRoute = { prefix };
+    const nextHop = base.nextHop[fam];
+    if (nextHop) r.nextHop = nextHop;
+    if (base.communities.length) r.communities = base.communities;
+    return r;
+  }
+
+  /** The VIP prefixes of one Service now (none for a Service that is gone or not ours). */
+  #serviceVips(key: string): string[] {
+    const { config, store } = this.#ctx;
+    const svc = store.get("services", key);
+    if (!svc || serviceSkipReason(svc) !== undefined) return [];
+    const info = buildServiceInfo(svc, [], "");
+    return vipsOfService(config, info, hasLocalEndpoint(this.#slices.slicesFor(key), config.nodeName));
+  }
+
+  /** The whole sync's reading: the slice index and every Service's VIPs from the store. */
+  #recomputeAllVips(): void {
+    const { store } = this.#ctx;
+    this.#slices.reset(store.list("endpointslices"));
+    this.#vipsByService = new Map();
+    this.#vipRefs = new Map();
+    for (const svc of store.list("services")) {
+      const key = serviceKey(svc);
+      const vips = this.#serviceVips(key);
+      if (!vips.length) continue;
+      this.#vipsByService.set(key, vips);
+      for (const v of vips) this.#vipRefs.set(v, (this.#vipRefs.get(v) ?? 0) + 1);
+    }
+  }
+
+  /**
+   * The partial sync: the VIPs of the Services that changed since the last sync, and only the prefixes
+   * that appear or disappear re-announced. No kernel reads, no peer or route work.
+   */
+  #syncServices(): void {
+    const speaker = this.#speaker!;
+    const added: string[] = [];
+    const removed: string[] = [];
+    for (const key of this.#dirtyServices) {
+      const before = this.#vipsByService.get(key) ?? [];
+      const after = this.#serviceVips(key);
+      if (after.length) this.#vipsByService.set(key, after);
+      else this.#vipsByService.delete(key);
+      for (const v of before) {
+        if (after.includes(v)) continue;
+        const n = (this.#vipRefs.get(v) ?? 1) - 1;
+        if (n > 0) this.#vipRefs.set(v, n);
+        else {
+          this.#vipRefs.delete(v);
+          removed.push(v);
+        }
+      }
+      for (const v of after) {
+        if (before.includes(v)) continue;
+        const n = (this.#vipRefs.get(v) ?? 0) + 1;
+        this.#vipRefs.set(v, n);
+        if (n === 1) added.push(v);
+      }
+    }
+    this.#dirtyServices.clear();
+    for (const fam of this.#families()) {
+      const add: LocalRoute[] = [];
+      const withdraw: string[] = [];
+      for (const v of added) {
+        if (parseCidr(v)?.family !== fam || this.#announced.get(v) === "pod") continue;
+        this.#announced.set(v, "vip");
+        add.push(this.#localRoute(v, fam));
+      }
+      for (const v of removed) {
+        if (parseCidr(v)?.family !== fam || this.#announced.get(v) !== "vip") continue;
+        this.#announced.delete(v);
+        withdraw.push(v);
+      }
+      if (add.length || withdraw.length) speaker.update(FAMILY_OF[fam], add, withdraw);
     }
   }
 

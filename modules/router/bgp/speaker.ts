@@ -406,6 +406,25 @@ export class BgpSpeaker {
    * changed and withdraws what is gone. Invalid prefixes throw `BgpConfigError` before anything changes.
    */
   set(family: Family, routes: LocalRoute[]): void {
+    const want = this.#checkLocal(family, routes);
+    const have = this.#local[family];
+    for (const [prefix] of have) if (!want.has(prefix)) this.#unoriginate(family, prefix);
+    for (const [prefix, route] of want) this.#originate(family, prefix, route);
+  }
+
+  /**
+   * Changes only some of the routes this speaker originates for `family`: `routes` are added or
+   * replaced, the `withdraw` prefixes removed, the rest kept. `set` for a few routes out of many (a
+   * Service's VIPs), without revisiting the others. Invalid prefixes throw before anything changes.
+   */
+  update(family: Family, routes: LocalRoute[], withdraw: readonly string[] = []): void {
+    const want = this.#checkLocal(family, routes);
+    const gone = this.#checkLocal(family, withdraw.map((prefix) => ({ prefix })));
+    for (const [prefix] of gone) if (!want.has(prefix)) this.#unoriginate(family, prefix);
+    for (const [prefix, route] of want) this.#originate(family, prefix, route);
+  }
+
+  #checkLocal(family: Family, routes: LocalRoute[]): Map<string, LocalRoute> {
     const want = new Map<string, LocalRoute>();
     for (const r of routes) {
       const p = normalizePrefix(r.prefix);
@@ -418,28 +437,30 @@ export class BgpSpeaker {
       }
       want.set(p, r);
     }
+    return want;
+  }
+
+  #unoriginate(family: Family, prefix: string): void {
     const have = this.#local[family];
-    for (const [prefix] of have) {
-      if (!want.has(prefix)) {
-        have.delete(prefix);
-        this.#applyChange(family, prefix, this.rib.remove(family, prefix, LOCAL_SOURCE.id));
-      }
-    }
-    for (const [prefix, route] of want) {
-      const cur = have.get(prefix);
-      if (cur && sameLocal(cur.route, route)) continue;
-      const attrs: PathAttributes = {
-        origin: route.origin ?? ORIGIN_IGP,
-        asPath: [],
-        nextHop: route.nextHop ?? "",
-        ...(route.med !== undefined ? { med: route.med } : {}),
-        ...(route.localPref !== undefined ? { localPref: route.localPref } : {}),
-        ...(route.communities && route.communities.length ? { communities: [...route.communities] } : {}),
-      };
-      have.set(prefix, { route, attrs });
-      const path: Path = { source: LOCAL_SOURCE, attrs, stale: false, since: this.clock.now() };
-      this.#applyChange(family, prefix, this.rib.set(family, prefix, path));
-    }
+    if (!have.delete(prefix)) return;
+    this.#applyChange(family, prefix, this.rib.remove(family, prefix, LOCAL_SOURCE.id));
+  }
+
+  #originate(family: Family, prefix: string, route: LocalRoute): void {
+    const have = this.#local[family];
+    const cur = have.get(prefix);
+    if (cur && sameLocal(cur.route, route)) return;
+    const attrs: PathAttributes = {
+      origin: route.origin ?? ORIGIN_IGP,
+      asPath: [],
+      nextHop: route.nextHop ?? "",
+      ...(route.med !== undefined ? { med: route.med } : {}),
+      ...(route.localPref !== undefined ? { localPref: route.localPref } : {}),
+      ...(route.communities && route.communities.length ? { communities: [...route.communities] } : {}),
+    };
+    have.set(prefix, { route, attrs });
+    const path: Path = { source: LOCAL_SOURCE, attrs, stale: false, since: this.clock.now() };
+    this.#applyChange(family, prefix, this.rib.set(family, prefix, path));
   }
 
   /** Replaces the import policy and re-evaluates every received route (soft reconfiguration inbound). */

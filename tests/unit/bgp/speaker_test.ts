@@ -664,3 +664,28 @@ Deno.test("with an export policy, prefixes that end up with equal attributes sti
   assert.equal(ups.reduce((n, u) => n + u.nlri.length, 0), 600);
   assert.ok(ups.length <= 3, `${ups.length} UPDATEs for 600 prefixes`);
 });
+
+Deno.test("update() announces and withdraws only the routes it names and leaves the others alone", async () => {
+  await using w = new World();
+  const a = w.speaker("10.0.0.1", { asn: 65001, routerId: "10.0.0.1" });
+  const b = w.speaker("10.0.0.2", { asn: 65002, routerId: "10.0.0.2" });
+  a.addPeer({ address: "10.0.0.2", asn: 65002, families: ["ipv4-unicast"] });
+  b.addPeer({ address: "10.0.0.1", asn: 65001, passive: true, families: ["ipv4-unicast"] });
+  await b.start();
+  await a.start();
+  a.set("ipv4-unicast", [{ prefix: "10.1.0.0/24" }, { prefix: "10.96.0.10/32" }]);
+  await w.settle();
+  const got = () => b.routes("ipv4-unicast").map((r) => `${r.prefix} ${r.attrs.med ?? "-"}`).sort();
+  assert.deepEqual(got(), ["10.1.0.0/24 -", "10.96.0.10/32 -"]);
+  a.update("ipv4-unicast", [{ prefix: "10.96.0.11/32" }, { prefix: "10.96.0.10/32", med: 7 }], [
+    "10.1.0.0/24",
+  ]);
+  await w.settle();
+  assert.deepEqual(got(), ["10.96.0.10/32 7", "10.96.0.11/32 -"]);
+  a.update("ipv4-unicast", [], ["10.96.0.11/32", "10.9.9.9/32"]); // withdrawing an unknown prefix is a no-op
+  await w.settle();
+  assert.deepEqual(got(), ["10.96.0.10/32 7"]);
+  assert.throws(() => a.update("ipv4-unicast", [{ prefix: "fd00::/64" }]), /not a valid ipv4-unicast prefix/);
+  assert.throws(() => a.update("ipv4-unicast", [], ["garbage"]));
+  assert.deepEqual(got(), ["10.96.0.10/32 7"], "a rejected update changes nothing");
+});
