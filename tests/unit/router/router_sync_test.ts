@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
 import { loadConfig } from "../../../core/config.ts";
 import { FakeFdb, FakeNftables, FakeRtnetlink, FakeSysctl } from "../../../ffi/mod.ts";
-import { MemoryNetwork } from "../../../modules/router/bgp/mod.ts";
+import { MemoryNetwork } from "../../../modules/router/bgp/transport.ts";
 import { Router } from "../../../modules/router/mod.ts";
 import { moduleContext } from "../../_support/kube_source.ts";
 
