@@ -69,18 +69,23 @@ export class MemorySource implements ResourceSource {
     return this.objects.get(r)?.get(key) as ResourceTypes[K] | undefined;
   }
 
-  /** Adds or replaces an object and publishes ADDED or MODIFIED (with the previous object). */
+  /**
+   * Adds or replaces an object and publishes ADDED or MODIFIED (with the previous object). A copy is
+   * stored and published, as the watch layer hands out its own object: a test may change and put the
+   * same object again and still see the old one as previous.
+   */
   put<K extends ResourceKind>(r: K, obj: ResourceTypes[K]): void {
     const key = objectKey(obj as Meta);
     let m = this.objects.get(r);
     if (!m) this.objects.set(r, m = new Map());
     const previous = m.get(key) as ResourceTypes[K] | undefined;
-    m.set(key, obj);
+    const current = structuredClone(obj);
+    m.set(key, current);
     this.bus.publishResource({
       resource: r,
       type: previous ? "MODIFIED" : "ADDED",
       key,
-      current: obj,
+      current,
       ...(previous ? { previous } : {}),
     });
   }
@@ -93,6 +98,11 @@ export class MemorySource implements ResourceSource {
     m.delete(key);
     this.bus.publishResource({ resource: r, type: "DELETED", key, previous });
     return true;
+  }
+
+  /** The same as delete (the name some tests use). */
+  remove<K extends ResourceKind>(r: K, key: string): boolean {
+    return this.delete(r, key);
   }
 }
 

@@ -17,14 +17,20 @@ Deno.test("the memory source publishes ADDED, MODIFIED and DELETED with previous
   const a = svc("10.96.0.1"), b = svc("10.96.0.2");
   t.source.put("services", a);
   t.source.put("services", b);
-  assert.equal(t.ctx.store.get("services", "default/web"), b);
+  assert.deepEqual(t.ctx.store.get("services", "default/web"), b);
+  b.spec!.clusterIP = "10.96.0.3"; // the store holds its own copy
+  assert.equal(t.ctx.store.get("services", "default/web")!.spec!.clusterIP, "10.96.0.2");
   assert.equal(t.source.delete("services", "default/web"), true);
   assert.equal(t.source.delete("services", "default/web"), false);
-  assert.deepEqual(seen.map((e) => [e.type, e.key, e.previous, e.current]), [
-    ["ADDED", "default/web", undefined, a],
-    ["MODIFIED", "default/web", a, b],
-    ["DELETED", "default/web", b, undefined],
-  ]);
+  assert.deepEqual(
+    seen.map((e) => [e.type, e.key, e.previous?.spec?.clusterIP, e.current?.spec?.clusterIP]),
+    [
+      ["ADDED", "default/web", undefined, "10.96.0.1"],
+      ["MODIFIED", "default/web", "10.96.0.1", "10.96.0.2"],
+      ["DELETED", "default/web", "10.96.0.2", undefined],
+    ],
+  );
+  assert.equal(seen[1]!.previous, seen[0]!.current, "previous is the object published before");
   assert.deepEqual(t.ctx.store.list("services"), []);
 });
 
