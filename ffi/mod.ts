@@ -1,6 +1,7 @@
 /**
  * Kernel access through Deno FFI: the libc binding, netlink codecs and sockets, rtnetlink (links,
- * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (typed transactions in nft's text syntax; JSON listings), sysctl,
+ * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (typed transactions in
+ * nft's text syntax; JSON listings), sysctl, generic netlink (family lookup) and IPVS over it,
  * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen. Also the
  * tree's one IP/CIDR parser (ip.ts), which the codecs need and core/ and the modules import from here.
  *
@@ -104,3 +105,15 @@ export {
 export { FakeSysctl, ProcSysctl, type Sysctl, SysctlError, sysctlPath } from "./sysctl.ts";
 export { encodeMd5sig, socketTransport, tcpConnect, TcpListener, TcpSocket } from "./tcp.ts";
 export * from "./fdb.ts";
+export {
+  decodeFamily,
+  encodeGetFamily,
+  GENL_HDRLEN,
+  GENL_ID_CTRL,
+  type GenlFamily,
+  genlHeader,
+  genlPayload,
+  resolveFamily,
+} from "./genetlink.ts";
+export * from "./ipvs.ts";
+export { FakeIpvs } from "./fake_ipvs.ts";

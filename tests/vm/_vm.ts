@@ -14,7 +14,8 @@
  * its PVH entry in about 3 s; the bzImage would spend 15 s decompressing itself under TCG). The initramfs
  * is written here as a newc archive: busybox-static, the virtio/9p/overlay modules and `/init`.
  *
- * Also a script: `deno run -A tests/vm/_vm.ts FILE [FILTER]` boots once and prints the guest's console.
+ * Also a script: `deno run -A tests/vm/_vm.ts FILE [FILTER]` boots once and prints the guest's console;
+ * `deno run -A tests/vm/_vm.ts --run CMD ARGS…` runs one command in the guest and prints its stdout.
  */
 
 const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -284,6 +285,11 @@ export interface GuestTest {
   filter?: string;
 }
 
+/** A command the guest runs instead of tests (golden captures); its stdout comes back verbatim. */
+export interface GuestCommand {
+  command: string[];
+}
+
 /** One test the guest ran, from its JUnit report. */
 export interface GuestResult {
   file: string;
@@ -298,6 +304,8 @@ export interface GuestRun {
   kernel: string;
   /** Per entry of the plan: `deno test`'s exit code in the guest, or undefined if it never reported. */
   exitCodes: (number | undefined)[];
+  /** Per entry: what it wrote to the results port (a JUnit report, or a command's stdout). */
+  outputs: (string | undefined)[];
   results: GuestResult[];
   /** Seconds from qemu's start to the guest script starting, and to qemu exiting. */
   bootSeconds: number;
@@ -320,7 +328,7 @@ function shellQuote(s: string): string {
 }
 
 /** The script the guest runs chrooted in the overlay root: one `deno test` per entry, reports to `$1`. */
-function guestScript(plan: GuestTest[]): string {
+function guestScript(plan: (GuestTest | GuestCommand)[]): string {
   const env: Record<string, string> = {
     HOME: Deno.env.get("HOME") ?? "/root",
     PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -342,6 +350,16 @@ function guestScript(plan: GuestTest[]): string {
     `echo "${MARK}BOOTED" >&3`,
   ];
   plan.forEach((t, i) => {
+    if ("command" in t) {
+      lines.push(
+        `${t.command.map(shellQuote).join(" ")} </dev/null >/tmp/out-${i}`,
+        `rc=$?`,
+        `echo "${MARK}BEGIN ${i} $rc" >&3`,
+        `cat /tmp/out-${i} >&3`,
+        `echo "${MARK}END ${i}" >&3`,
+      );
+      return;
+    }
     const args = [Deno.execPath(), "test", "-A", "--no-check", `--junit-path=/tmp/junit-${i}.xml`, t.file];
     if (t.filter !== undefined) args.push("--filter", t.filter);
     lines.push(
@@ -370,7 +388,7 @@ async function hostKhz(): Promise<number> {
  * the guest does not boot, times out, or ends before reporting every entry.
  */
 export async function runGuest(
-  plan: GuestTest[],
+  plan: (GuestTest | GuestCommand)[],
   opts: { timeoutMs?: number; log?: (s: string) => void; echoConsole?: boolean } = {},
 ): Promise<GuestRun> {
   const log = opts.log ?? (() => {});
@@ -470,9 +488,10 @@ async function mkdirp(dir: string): Promise<string> {
 /** Splits the results port's stream into per-entry JUnit reports and parses them. */
 export function parseReport(
   text: string,
-  plan: GuestTest[],
-): { exitCodes: (number | undefined)[]; results: GuestResult[] } {
+  plan: (GuestTest | GuestCommand)[],
+): { exitCodes: (number | undefined)[]; outputs: (string | undefined)[]; results: GuestResult[] } {
   const exitCodes: (number | undefined)[] = plan.map(() => undefined);
+  const outputs: (string | undefined)[] = plan.map(() => undefined);
   const results: GuestResult[] = [];
   const re = new RegExp(`${MARK}BEGIN (\\d+) (\\d+)\\n([\\s\\S]*?)${MARK}END \\1\\n`, "g");
   for (const m of text.matchAll(re)) {
@@ -480,13 +499,15 @@ export function parseReport(
     const entry = plan[i];
     if (!entry) continue;
     exitCodes[i] = Number(m[2]);
+    outputs[i] = m[3]!;
+    if ("command" in entry) continue;
     for (const r of parseJunit(m[3]!)) {
       // deno's JUnit report lists tests a filter left out as skipped: drop those, keep real skips.
       if (entry.filter !== undefined && !matchesFilter(r.name, entry.filter)) continue;
       results.push({ ...r, file: entry.file });
     }
   }
-  return { exitCodes, results };
+  return { exitCodes, outputs, results };
 }
 
 /** `deno test --filter` semantics: `/re/` is a regular expression, anything else a substring. */
@@ -523,10 +544,19 @@ export function parseJunit(xml: string): Omit<GuestResult, "file">[] {
   return out;
 }
 
-if (import.meta.main) {
+if (import.meta.main && Deno.args[0] === "--run") {
+  // `deno run -A tests/vm/_vm.ts --run CMD ARGS…`: runs one command in the guest, prints its stdout.
+  const run = await runGuest([{ command: Deno.args.slice(1) }], {
+    log: (s) => console.error(s),
+    echoConsole: true,
+  });
+  await Deno.stdout.write(new TextEncoder().encode(run.outputs[0] ?? ""));
+  console.error(`guest command exited ${run.exitCodes[0]}; ${run.totalSeconds.toFixed(1)} s`);
+  Deno.exit(run.exitCodes[0] === 0 ? 0 : 1);
+} else if (import.meta.main) {
   const [file, filter] = Deno.args;
   if (!file) {
-    console.error("usage: deno run -A tests/vm/_vm.ts TEST_FILE [FILTER]");
+    console.error("usage: deno run -A tests/vm/_vm.ts TEST_FILE [FILTER] | --run COMMAND ARGS…");
     Deno.exit(2);
   }
   const run = await runGuest([{ file, ...(filter ? { filter } : {}) }], {

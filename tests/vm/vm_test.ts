@@ -14,6 +14,8 @@ import { type GuestTest, runGuest, VM_TOOLS, VmError } from "./_vm.ts";
 export const GUEST_TESTS: GuestTest[] = [
   // Skipped on this machine's kernel (no dummy, no ipip module); run for real here.
   { file: "tests/integration/ffi/rtnetlink_test.ts", filter: "/rtnetlink creates a (dummy|ipip) link/" },
+  // The IPVS conformance suite (tests/unit/ffi/_ipvs_conformance.ts) against the kernel's IPVS.
+  { file: "tests/vm/ffi/ipvs_guest.ts" },
 ];
 
 const only = Deno.env.get("KRT_VM_ONLY");
