@@ -256,7 +256,8 @@ export const FLAGS = {
   "netpol-default-deny": b(
     false,
     "firewall",
-    "Deny all traffic to and from pods that no network policy selects.",
+    "Deny traffic to and from this node's pod addresses the firewall has no rules for yet (a pod it has " +
+      "not seen), instead of letting it through until the sync that knows the pod.",
   ),
 
   // load balancer allocator
