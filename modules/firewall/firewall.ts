@@ -10,7 +10,7 @@
  * replaces them atomically.
  */
 import type { V1Node } from "@kubernetes/client-node";
-import type { Counter, Gauge, ModuleContext, ModuleInstance, SyncReason } from "../../core/mod.ts";
+import type { Counter, Gauge, ModuleContext, ModuleInstance, SyncReason, TimerId } from "../../core/mod.ts";
 import { type NftListTarget, type NftObject, NftTransaction, type Sysctl } from "../../ffi/mod.ts";
 import { compileFirewall, type Problem } from "./policy_compiler.ts";
 import {
@@ -23,6 +23,8 @@ import {
 } from "./nft_render.ts";
 
 export const FIREWALL_TABLE = "kube_router_firewall";
+/** How often the per-policy drop counters are read into /metrics between syncs. */
+export const COUNTER_REFRESH_MS = 15_000;
 
 /** The nftables operations the firewall needs (Nftables and FakeNftables both provide them). */
 export interface FirewallNft {
@@ -51,6 +53,7 @@ export class Firewall implements ModuleInstance {
   #problems = new Set<string>();
   #stopped = false;
   #lastCounts = new Map<string, number>();
+  #counterTimer: TimerId | undefined;
   readonly #metrics: {
     drops: Counter;
     policies: Gauge;
@@ -84,6 +87,7 @@ export class Firewall implements ModuleInstance {
   }
 
   start(): Promise<void> {
+    this.#scheduleCounterRefresh();
     for (const r of ["pods", "namespaces", "networkpolicies", "nodes"] as const) {
       // Handlers only ask for a sync; the sync reads the watch caches.
       this.#unsubscribe.push(this.#ctx.bus.onResource(r, () => this.requestSync()));
@@ -93,6 +97,7 @@ export class Firewall implements ModuleInstance {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    if (this.#counterTimer !== undefined) this.#ctx.clock.clearTimeout(this.#counterTimer);
     for (const u of this.#unsubscribe.splice(0)) u();
     await this.#runner.stop();
     // The table stays: policies keep being enforced while the agent restarts.
@@ -146,6 +151,18 @@ export class Firewall implements ModuleInstance {
       log.debug("firewall synced", { kind: this.lastSync.kind, operations: tx.size, reason });
     }
     await this.refreshDropCounters().catch((err) => log.warn("cannot read drop counters", { err }));
+  }
+
+  /** Drop counters are read from the kernel after every sync and every COUNTER_REFRESH_MS between. */
+  #scheduleCounterRefresh(): void {
+    this.#counterTimer = this.#ctx.clock.setTimeout(() => {
+      if (this.#stopped) return;
+      this.refreshDropCounters()
+        .catch((err) => this.#ctx.log.warn("cannot read drop counters", { err }))
+        .finally(() => {
+          if (!this.#stopped) this.#scheduleCounterRefresh();
+        });
+    }, COUNTER_REFRESH_MS);
   }
 
   /** Reads the per-policy drop counters from the kernel into /metrics. */
