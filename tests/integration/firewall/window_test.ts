@@ -10,23 +10,36 @@ import { FirewallNode, fwNeeds, type TestPod } from "./_node.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
+/** One connection attempt of the hammer: when it ended (epoch ms) and whether the server answered. */
+interface Attempt {
+  at: number;
+  ok: boolean;
+}
+
 /**
- * Starts a loop inside `from` that opens a TCP connection to ip:port every few milliseconds and prints
- * one line per attempt: "ok" when the server answered, "no" otherwise. Returns a stop function giving
- * the counts.
+ * Starts a loop inside `from` that opens a TCP connection to ip:port again and again and prints one line
+ * per attempt, "ok <ns>" when the server answered, "no <ns>" otherwise. Returns a stop function giving
+ * the attempts.
  */
-function hammer(from: TestPod, ip: string, port: number): () => Promise<{ ok: number; no: number }> {
+function hammer(from: TestPod, ip: string, port: number): () => Promise<Attempt[]> {
   const script = `while :; do if curl -s -m 0.3 --connect-timeout 0.3 -o /dev/null http://${ip}:${port}/; ` +
-    `then echo ok; else echo no; fi; done`;
+    `then echo ok $(date +%s%N); else echo no $(date +%s%N); fi; done`;
   const child = from.ns.spawn(["sh", "-c", script], { stdout: "piped" });
   const text = new Response(child.stdout).text();
   return async () => {
     child.kill("SIGKILL");
     await child.status;
-    const lines = (await text).split("\n");
-    return { ok: lines.filter((l) => l === "ok").length, no: lines.filter((l) => l === "no").length };
+    return (await text).split("\n").filter((l) => /^(ok|no) \d+$/.test(l)).map((l) => {
+      const [r, ns] = l.split(" ");
+      return { at: Number(BigInt(ns!) / 1_000_000n), ok: r === "ok" };
+    });
   };
 }
+
+const count = (a: Attempt[], from = 0, to = Infinity) => {
+  const inside = a.filter((x) => x.at >= from && x.at <= to);
+  return { ok: inside.filter((x) => x.ok).length, no: inside.filter((x) => !x.ok).length };
+};
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -57,13 +70,16 @@ Deno.test({
       await sleep(300);
       const pod = await n.addPodNetwork("x", "new"); // the IP appears and the server listens at once
       assert.equal(pod.ip, nextIp);
+      const windowOpens = Date.now();
       await sleep(1500); // the agent does not know the IP yet: the window kube-router #873 is about
+      const windowCloses = Date.now();
       n.putPod("x", "new", { labels: { app: "new" } }); // the kubelet reports the IP
       await n.settle();
       await sleep(500);
-      const counts = await stop();
-      assert.equal(counts.ok, 0, `no connection may succeed: ${JSON.stringify(counts)}`);
-      assert.ok(counts.no >= 10, `the client kept trying through the window: ${JSON.stringify(counts)}`);
+      const attempts = await stop();
+      assert.equal(count(attempts).ok, 0, `no connection may succeed: ${JSON.stringify(count(attempts))}`);
+      const inWindow = count(attempts, windowOpens, windowCloses);
+      assert.ok(inWindow.no >= 3, `the client kept trying through the window: ${JSON.stringify(inWindow)}`);
 
       // The same hammering reaches a pod nobody selects while the agent does not know it yet: the test
       // can see an open window when there is one.
@@ -72,7 +88,7 @@ Deno.test({
       const stop2 = hammer(client, "10.1.1.4", 80);
       await n.addPodNetwork("x", "open");
       await sleep(1000);
-      const counts2 = await stop2();
+      const counts2 = count(await stop2());
       assert.ok(counts2.ok > 0, `an unselected pod is open: ${JSON.stringify(counts2)}`);
     } finally {
       await n.close();
@@ -107,10 +123,10 @@ Deno.test({
       n.putPod("x", "new", { labels: { app: "new" } });
       await n.settle();
       await sleep(500);
-      const inbound = await stop(), outbound = await stopOut();
+      const inbound = count(await stop()), outbound = count(await stopOut());
       assert.equal(inbound.ok, 0, `inbound: ${JSON.stringify(inbound)}`);
       assert.equal(outbound.ok, 0, `outbound: ${JSON.stringify(outbound)}`);
-      assert.ok(inbound.no >= 5 && outbound.no >= 5);
+      assert.ok(inbound.no >= 3 && outbound.no >= 3, JSON.stringify({ inbound, outbound }));
       // Known now, and its policy isolates it both ways.
       assert.equal(await n.reach("x/new", "x/client", 80), false);
       n.source.remove("networkpolicies", "x/deny-new");
@@ -151,9 +167,9 @@ Deno.test({
       await n.settle();
       assert.equal(n.firewall!.lastSync?.kind, "full");
       await sleep(300);
-      const counts = await stop();
+      const counts = count(await stop());
       assert.equal(counts.ok, 0, JSON.stringify(counts));
-      assert.ok(counts.no >= 5);
+      assert.ok(counts.no >= 3, JSON.stringify(counts));
       assert.equal(n.nft.transactions.length, 2, "one transaction per agent start");
     } finally {
       await n.close();
