@@ -29,7 +29,7 @@ import {
   usableEndpoints,
 } from "../../core/mod.ts";
 import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
-import { type NftChainSpec, type NftSetSpec, NftTransaction } from "./_pending.ts";
+import { type NftChainSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
 
 export const PROXY_TABLE = "kube_router_proxy";
 /** The "masquerade this" bit (kube-proxy's 0x4000), honoured only in this table's postrouting chain. */

@@ -8,7 +8,7 @@ import {
   renderService,
 } from "../../../modules/proxy/nft_render.ts";
 import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
-import { NftTransaction } from "../../../modules/proxy/_pending.ts";
+import { FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
 
 const ctx: ProxyNodeContext = {
   nodeName: "n1",
@@ -320,19 +320,43 @@ Deno.test("UDP and SCTP ports key the maps by their protocol", () => {
   ]);
 });
 
-Deno.test("the base ruleset serves NodePorts on the node's IPs, or on every local address with --nodeport-bindon-all-ip", () => {
-  const tx = new NftTransaction("inet", PROXY_TABLE);
-  renderBase(tx, ctx);
-  const text = tx.render();
-  assert.match(text, /ip daddr @nodeport_ips_v4 meta l4proto \. th dport vmap @service_nodeports_v4/);
-  assert.match(text, /nodeport_ips_v4 \{ 192\.168\.1\.100 \}/);
-  assert.match(text, /pod_cidrs_v4 \{ 10\.1\.1\.0\/24 \}/);
-  const all = new NftTransaction("inet", PROXY_TABLE);
-  renderBase(all, { ...ctx, nodePortBindOnAllIp: true });
+/** A dump's objects in a fixed order (the fake lists them in creation order, which a diff changes). */
+function blocks(dump: string): string {
+  const groups: string[][] = [];
+  for (const line of dump.split("\n")) {
+    if (/^\t\S/.test(line)) groups.push([line]);
+    else if (line.startsWith("\t\t")) groups.at(-1)!.push(line);
+  }
+  return groups.map((g) => g.join("\n")).sort().join("\n");
+}
+
+async function fakeWith(...build: ((tx: NftTransaction) => void)[]): Promise<FakeNftables> {
+  const fake = new FakeNftables();
+  for (const b of build) {
+    const tx = new NftTransaction("inet", PROXY_TABLE);
+    b(tx);
+    await fake.run(tx);
+  }
+  return fake;
+}
+
+Deno.test("the base ruleset serves NodePorts on the node's IPs, or on every local address with --nodeport-bindon-all-ip", async () => {
+  const dump = (await fakeWith((tx) => renderBase(tx, ctx))).dump();
+  assert.match(dump, /ip daddr @nodeport_ips_v4 meta l4proto \. th dport vmap @service_nodeports_v4/);
+  assert.match(dump, /set nodeport_ips_v4 \{\n\t\ttype ipv4_addr\n\t\telements = \{ 192\.168\.1\.100 \}/);
+  assert.match(dump, /elements = \{ 10\.1\.1\.0\/24,\s+10\.1\.2\.0\/24 \}/);
   assert.match(
-    all.render(),
+    dump,
+    /chain nat_prerouting \{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services/,
+  );
+  assert.match(dump, /chain masquerading \{\n\t\tmeta mark & 0x00004000 == 0 return/);
+  const all = (await fakeWith((tx) => renderBase(tx, { ...ctx, nodePortBindOnAllIp: true }))).dump();
+  assert.match(
+    all,
     /fib daddr type local ip daddr != 127\.0\.0\.0\/8 meta l4proto \. th dport vmap @service_nodeports_v4/,
   );
+  // The base ruleset can be applied again over itself (every sync does).
+  await fakeWith((tx) => renderBase(tx, ctx), (tx) => renderBase(tx, ctx));
 });
 
 Deno.test("a diff rewrites only what changed and deletes a changed element before adding it back", () => {
@@ -344,18 +368,56 @@ Deno.test("a diff rewrites only what changed and deletes a changed element befor
   const lines = tx.render().trim().split("\n");
   assert.ok(lines.some((l) => l.startsWith("flush chain") && l.includes("svc4-default/web/tcp/http")));
   assert.ok(!lines.some((l) => l.includes("element")), "the map entry did not change");
-  assert.ok(
-    !lines.some((l) => l.includes("chain inet kube_router_proxy ep-default/web/tcp/http__10.1.1.5/8080")),
-  );
+  assert.ok(!lines.some((l) => l.includes("ep-default/web/tcp/http__10.1.1.5/8080 ")));
 
   const none = renderService(svc({}, []), ctx);
   const tx2 = new NftTransaction("inet", PROXY_TABLE);
   diffService(tx2, after, none);
-  const l2 = tx2.render().trim().split("\n");
-  const del = l2.findIndex((l) => l.startsWith("delete element") && l.includes("service_ips_v4"));
-  const add = l2.findIndex((l) => l.startsWith("add element") && l.includes("no_endpoint_services_v4"));
-  assert.ok(del >= 0 && add > del);
+  const ops = tx2.operations.map((o) => `${o.verb} ${"element" in o.object ? o.object.element.set : ""}`);
+  const del = ops.indexOf("delete service_ips_v4");
+  const add = ops.indexOf("add no_endpoint_services_v4");
+  assert.ok(del >= 0 && add > del, ops.join("\n"));
   const same = new NftTransaction("inet", PROXY_TABLE);
   assert.deepEqual(diffService(same, after, after), []);
   assert.equal(same.size, 0);
+});
+
+Deno.test("applying a diff leaves the same ruleset as rendering the new state from scratch", async () => {
+  const states: ServiceInfo[] = [
+    svc({}, three),
+    svc({ sessionAffinityTimeoutSeconds: 60 }, three.slice(1)),
+    svc({
+      type: "NodePort",
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    }),
+    svc({
+      type: "LoadBalancer",
+      externalTrafficPolicy: "Local",
+      loadBalancerIPs: ["198.51.100.7"],
+      loadBalancerSourceRanges: ["203.0.113.0/24"],
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30081, endpoints: three.slice(0, 1) }],
+    }),
+    svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
+    svc({}, []),
+  ];
+  for (const [i, a] of states.entries()) {
+    for (const [j, b] of states.entries()) {
+      if (i === j) continue;
+      const ra = renderService(a, ctx), rb = renderService(b, ctx);
+      let stale: string[] = [];
+      const fake = await fakeWith(
+        (tx) => renderBase(tx, ctx),
+        (tx) => diffService(tx, undefined, ra),
+        (tx) => {
+          stale = diffService(tx, ra, rb);
+        },
+      );
+      await fake.run(new NftTransaction("inet", PROXY_TABLE).add({ table: {} }));
+      const cleanup = new NftTransaction("inet", PROXY_TABLE);
+      for (const c of stale) cleanup.delete({ chain: { name: c } });
+      await fake.run(cleanup);
+      const fresh = await fakeWith((tx) => renderBase(tx, ctx), (tx) => diffService(tx, undefined, rb));
+      assert.equal(blocks(fake.dump()), blocks(fresh.dump()), `state ${i} -> ${j}`);
+    }
+  }
 });

@@ -1,0 +1,553 @@
+/**
+ * The service proxy's running instance. Event handlers only record changes (Services, EndpointSlices,
+ * Nodes) and ask the runner for a sync; a sync renders only the Services that changed and applies the
+ * difference from what it last programmed. A full sync (the first one, the periodic one, after a failure,
+ * when the node's addresses or pod CIDRs change, or as soon as the table is found gone) reads back what the
+ * kernel really holds and rewrites every chain, so hand edits are repaired and leftovers removed.
+ *
+ * Every change is cut into transactions of at most `chunkOps` operations, each holding whole Services,
+ * so no single transaction holds the nftables lock long and no packet ever sees half a Service. A
+ * transaction the kernel rejects is narrowed down (by the operation nft's error names, else by halving) to
+ * the Service that caused it; that Service is logged once and skipped, the rest applied.
+ */
+import type { V1Service } from "@kubernetes/client-node";
+import {
+  buildServiceInfo,
+  ChangeTracker,
+  EndpointSliceIndex,
+  type ModuleContext,
+  type ModuleInstance,
+  serviceSkipReason,
+  type SyncReason,
+  type SyncRunner,
+  type TimerId,
+} from "../../core/mod.ts";
+import {
+  type ConntrackTable,
+  IpProto,
+  isNotFound,
+  NftError,
+  type NftListOptions,
+  type NftListTarget,
+  type NftObject,
+} from "../../ffi/mod.ts";
+import { NftTransaction } from "../../ffi/mod.ts";
+import { type HealthCheckTarget, HealthCheckServers } from "./health_server.ts";
+import { parseKernelState } from "./kernel_state.ts";
+import {
+  diffService,
+  isServiceObjectName,
+  PROXY_TABLE,
+  type ProxyNodeContext,
+  renderBase,
+  type RenderedService,
+  renderService,
+  splitElementId,
+} from "./nft_render.ts";
+import { nodeContext } from "./node_context.ts";
+
+/** The nftables operations the proxy needs (Nftables and FakeNftables both provide them). */
+export interface ProxyNft {
+  run(tx: NftTransaction): Promise<void>;
+  list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
+}
+
+export interface ProxyDeps {
+  nft: ProxyNft;
+  conntrack: ConntrackTable;
+  /** Where healthCheckNodePort servers listen (default all IPv4 addresses). */
+  healthHostname?: string;
+  /** Whether to serve healthCheckNodePorts at all (unit tests turn it off). */
+  serveHealthChecks?: boolean;
+  /** How often to check that the table still exists (ms; default 2000). */
+  probeMs?: number;
+  /** Largest transaction, in operations (default 20000). */
+  chunkOps?: number;
+}
+
+const TABLE = { family: "inet", name: PROXY_TABLE } as const;
+/** A chain that lost its last map element is deleted this long after (kernels before 6.2 need it). */
+const STALE_CHAIN_DELAY_MS = 1000;
+
+/** Adds one Service's operations to a transaction; returns the chains it made stale. */
+type Build = (tx: NftTransaction, it: Item) => string[];
+
+interface Item {
+  key: string;
+  prev: RenderedService | undefined;
+  next: RenderedService | undefined;
+}
+
+export class ServiceProxy implements ModuleInstance {
+  readonly #ctx: ModuleContext;
+  readonly #deps: ProxyDeps;
+  readonly #runner: SyncRunner;
+  readonly #services = new ChangeTracker<"services">();
+  readonly #slices = new ChangeTracker<"endpointslices">();
+  readonly #nodes = new ChangeTracker<"nodes">();
+  readonly #index = new EndpointSliceIndex();
+  readonly #health: HealthCheckServers | undefined;
+  #indexed = false;
+  /** What the kernel holds for each Service, as far as this agent knows. */
+  #programmed = new Map<string, RenderedService>();
+  /** element id -> the Service that owns it (two Services may not share a NodePort or an external IP:port). */
+  #claims = new Map<string, string>();
+  /** Services that lost a conflict: re-rendered every sync until they get what they asked for. */
+  #blocked = new Set<string>();
+  #baseKey: string | undefined;
+  #needFull = true;
+  /** Stale chains (flushed) -> when; deleted by a later sync. */
+  #stale = new Map<string, number>();
+  /** Last problems logged per Service, so each is logged once. */
+  #logged = new Map<string, string>();
+  #unsubscribe: (() => void)[] = [];
+  #probeTimer: TimerId | undefined;
+  #staleTimer: TimerId | undefined;
+  #stopped = false;
+  /** True until the first sync succeeds: what the kernel held before this run is not known per Service. */
+  #initial = true;
+  #udpPending: (Item & { initial: boolean })[] = [];
+  #m;
+
+  constructor(ctx: ModuleContext, deps: ProxyDeps) {
+    this.#ctx = ctx;
+    this.#deps = deps;
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 100 });
+    if (deps.serveHealthChecks !== false) {
+      this.#health = new HealthCheckServers(ctx.log.with({ component: "healthcheck" }), {
+        ...(deps.healthHostname ? { hostname: deps.healthHostname } : {}),
+        healthy: () => this.#runner.failures === 0,
+      });
+    }
+    const m = ctx.metrics;
+    this.#m = {
+      services: m.gauge("kube_router_proxy_services", "Services programmed by the service proxy."),
+      endpoints: m.gauge("kube_router_proxy_endpoints", "Endpoint chains programmed by the service proxy."),
+      duration: m.histogram(
+        "kube_router_proxy_sync_duration_seconds",
+        "Time a service proxy sync took, by kind (full or partial).",
+      ),
+      errors: m.counter("kube_router_proxy_sync_errors_total", "Service proxy syncs that failed."),
+      rejected: m.counter(
+        "kube_router_proxy_rejected_services_total",
+        "Services the kernel rejected and the proxy skipped.",
+      ),
+      transactions: m.counter("kube_router_proxy_transactions_total", "nftables transactions applied."),
+    };
+  }
+
+  /** Services programmed now (for tests and the agent's status). */
+  get programmed(): ReadonlyMap<string, RenderedService> {
+    return this.#programmed;
+  }
+
+  start(): Promise<void> {
+    const bus = this.#ctx.bus;
+    this.#unsubscribe.push(
+      bus.onResource("services", (ev) => {
+        if (this.#services.record(ev)) this.#runner.run();
+      }),
+      bus.onResource("endpointslices", (ev) => {
+        if (this.#slices.record(ev)) this.#runner.run();
+      }),
+      bus.onResource("nodes", (ev) => {
+        if (this.#nodes.record(ev)) this.#runner.run();
+      }),
+    );
+    void this.#ctx.cachesSynced.then(() => this.#armProbe());
+    return Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const u of this.#unsubscribe.splice(0)) u();
+    if (this.#probeTimer !== undefined) this.#ctx.clock.clearTimeout(this.#probeTimer);
+    if (this.#staleTimer !== undefined) this.#ctx.clock.clearTimeout(this.#staleTimer);
+    await this.#runner.stop();
+    await this.#health?.close();
+  }
+
+  /** Checks every probeMs that the table is still there; if someone deleted it, resyncs at once. */
+  #armProbe(): void {
+    if (this.#stopped) return;
+    this.#probeTimer = this.#ctx.clock.setTimeout(async () => {
+      try {
+        if (!this.#needFull && this.#baseKey !== undefined && !(await this.#tableExists())) {
+          this.#ctx.log.warn("the proxy's nftables table is gone; rewriting it");
+          this.#needFull = true;
+          this.#runner.run();
+        }
+      } catch (err) {
+        this.#ctx.log.debug("table probe failed", { err });
+      }
+      this.#armProbe();
+    }, this.#deps.probeMs ?? 2000);
+  }
+
+  async #tableExists(): Promise<boolean> {
+    try {
+      await this.#deps.nft.list({ chain: { family: "inet", table: PROXY_TABLE, name: "services" } });
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async #sync(reason: SyncReason): Promise<void> {
+    const t0 = performance.now();
+    const full = this.#needFull || reason !== "requested";
+    try {
+      await this.#syncInner(full);
+      this.#needFull = false;
+      this.#initial = false;
+      this.#m.duration.observe({ kind: full ? "full" : "partial" }, (performance.now() - t0) / 1000);
+    } catch (err) {
+      // What was drained is lost with the failure; a full sync re-reads everything.
+      this.#needFull = true;
+      this.#m.errors.inc();
+      throw err;
+    }
+  }
+
+  async #syncInner(forceFull: boolean): Promise<void> {
+    const { config, store } = this.#ctx;
+    const svcChanges = this.#services.drain();
+    const sliceChanges = this.#slices.drain();
+    this.#nodes.drain();
+    const dirty = new Set<string>(svcChanges.keys());
+    if (!this.#indexed) {
+      this.#index.reset(store.list("endpointslices"));
+      this.#indexed = true;
+    } else {
+      for (const c of sliceChanges.values()) {
+        for (const k of this.#index.touched(c.previous, c.current)) dirty.add(k);
+      }
+    }
+    const nctx = nodeContext(config, store.list("nodes"));
+    const baseKey = JSON.stringify(nctx);
+    const full = forceFull || baseKey !== this.#baseKey;
+    const keys = full
+      ? new Set([...store.list("services").map(keyOf), ...this.#programmed.keys()])
+      : new Set([...dirty, ...this.#blocked]);
+
+    const next = new Map<string, RenderedService | undefined>();
+    for (const key of [...keys].sort()) next.set(key, this.#render(key, nctx));
+    this.#resolveConflicts(next);
+
+    if (full) await this.#applyFull(nctx, next);
+    else await this.#applyPartial(next);
+    this.#baseKey = baseKey;
+
+    await this.#deleteStaleChains();
+    const udp = this.#udpPending.splice(0);
+    for (const it of udp) await this.#clearStaleUdp(it.prev, it.next, it.initial);
+    let eps = 0;
+    for (const r of this.#programmed.values()) eps += r.endpoints;
+    this.#m.services.set({}, this.#programmed.size);
+    this.#m.endpoints.set({}, eps);
+    await this.#syncHealthChecks();
+  }
+
+  #render(key: string, nctx: ProxyNodeContext): RenderedService | undefined {
+    const svc = this.#ctx.store.get("services", key);
+    if (!svc) {
+      this.#logged.delete(key);
+      return undefined;
+    }
+    const skip = serviceSkipReason(svc);
+    if (skip) {
+      this.#logOnce(key, `skip:${skip}`, () => this.#ctx.log.debug("service skipped", { service: key, reason: skip }));
+      return undefined;
+    }
+    const info = buildServiceInfo(svc, this.#index.slicesFor(key), this.#ctx.config.nodeName);
+    const r = renderService(info, nctx);
+    const problems = [...r.warnings];
+    if (r.unsupportedScheduler) {
+      problems.push(
+        `scheduler ${r.unsupportedScheduler} needs --service-proxy-backend=ipvs; using rr`,
+      );
+    }
+    this.#logOnce(key, problems.join("\n"), () => {
+      if (problems.length) this.#ctx.log.warn("service has invalid parts, skipped", { service: key, problems });
+    });
+    return r;
+  }
+
+  #logOnce(key: string, what: string, log: () => void): void {
+    if (this.#logged.get(key) === what) return;
+    this.#logged.set(key, what);
+    log();
+  }
+
+  /**
+   * Two Services may not claim the same map entry (a NodePort, an external IP and port): the one that
+   * holds it keeps it, the newcomer loses that entry (logged) and is retried every sync.
+   */
+  #resolveConflicts(next: Map<string, RenderedService | undefined>): void {
+    const round = new Map<string, string>();
+    for (const [key, r] of next) {
+      this.#blocked.delete(key);
+      if (!r) continue;
+      for (const id of [...r.elements.keys()]) {
+        let owner = round.get(id);
+        if (owner === undefined) {
+          const held = this.#claims.get(id);
+          if (held !== undefined && held !== key && (!next.has(held) || next.get(held)?.elements.has(id))) {
+            owner = held;
+          }
+        }
+        if (owner !== undefined && owner !== key) {
+          r.elements.delete(id);
+          this.#blocked.add(key);
+          const what = `${splitElementId(id).key.join(" ")} (${splitElementId(id).map}) is already used by ${owner}`;
+          r.warnings.push(what);
+          this.#logOnce(`${key}|conflict|${id}`, owner, () =>
+            this.#ctx.log.warn("service conflicts with another, entry skipped", { service: key, conflict: what }));
+        } else round.set(id, key);
+      }
+    }
+  }
+
+  #commit(item: Item): void {
+    if (item.prev?.udpPorts.length || item.next?.udpPorts.length) {
+      this.#udpPending.push({ ...item, initial: this.#initial });
+    }
+    for (const id of item.prev?.elements.keys() ?? []) {
+      if (this.#claims.get(id) === item.key) this.#claims.delete(id);
+    }
+    for (const id of item.next?.elements.keys() ?? []) this.#claims.set(id, item.key);
+    if (item.next) this.#programmed.set(item.key, item.next);
+    else this.#programmed.delete(item.key);
+  }
+
+  async #applyPartial(next: Map<string, RenderedService | undefined>): Promise<void> {
+    const items: Item[] = [];
+    for (const [key, r] of next) {
+      const prev = this.#programmed.get(key);
+      if (!prev && !r) continue;
+      items.push({ key, prev, next: r });
+    }
+    await this.#applyItems(items, (tx, it) => diffService(tx, it.prev, it.next));
+  }
+
+  async #applyFull(nctx: ProxyNodeContext, next: Map<string, RenderedService | undefined>): Promise<void> {
+    const kernel = parseKernelState(await this.#listTable());
+    const base = new NftTransaction("inet", PROXY_TABLE);
+    renderBase(base, nctx);
+    await this.#run(base);
+
+    const items: Item[] = [...next].map(([key, r]) => ({ key, prev: this.#programmed.get(key), next: r }));
+    // Every chain rewritten; elements against what the kernel really holds. Chains and sets a Service no
+    // longer has are found below from the kernel's list, not from what we believed.
+    await this.#applyItems(
+      items,
+      (tx, it) => diffService(tx, undefined, it.next, { rewrite: true, kernelElements: kernel.elements }),
+    );
+
+    // Whatever the kernel holds that no Service wants: elements deleted, chains flushed (deleted later),
+    // affinity sets deleted once the chains using them are flushed.
+    const wantChains = new Set<string>();
+    const wantSets = new Set<string>();
+    const wantElements = new Set<string>();
+    for (const r of this.#programmed.values()) {
+      for (const c of r.chains.keys()) wantChains.add(c);
+      for (const s of r.sets.keys()) wantSets.add(s);
+      for (const e of r.elements.keys()) wantElements.add(e);
+    }
+    const fixed = FIXED_SETS;
+    const ops: ((tx: NftTransaction) => void)[] = [];
+    for (const id of kernel.elements.keys()) {
+      if (wantElements.has(id) || fixed.has(splitElementId(id).map)) continue;
+      const { map, key } = splitElementId(id);
+      ops.push((tx) => tx.delete({ element: { set: map, key } }));
+    }
+    for (const c of kernel.chains) {
+      if (!isServiceObjectName(c) || wantChains.has(c)) continue;
+      ops.push((tx) => tx.flush({ chain: { name: c } }));
+      if (!this.#stale.has(c)) this.#stale.set(c, this.#ctx.clock.now());
+    }
+    for (const s of kernel.serviceSets) {
+      if (!wantSets.has(s)) ops.push((tx) => tx.delete({ set: { name: s, type: "ipv4_addr" } }));
+    }
+    // Leftover chains first flushed (in order above), so the sets they used can go in the same transaction.
+    const chunk = this.#deps.chunkOps ?? 20000;
+    for (let i = 0; i < ops.length; i += chunk) {
+      const tx = new NftTransaction("inet", PROXY_TABLE);
+      for (const op of ops.slice(i, i + chunk)) op(tx);
+      await this.#run(tx);
+    }
+    for (const c of this.#stale.keys()) if (wantChains.has(c)) this.#stale.delete(c);
+  }
+
+  async #listTable(): Promise<NftObject[]> {
+    try {
+      return await this.#deps.nft.list({ table: TABLE });
+    } catch (err) {
+      if (isNotFound(err)) return [];
+      throw err;
+    }
+  }
+
+  async #run(tx: NftTransaction): Promise<void> {
+    if (tx.size === 0) return;
+    await this.#deps.nft.run(tx);
+    this.#m.transactions.inc();
+  }
+
+  /**
+   * Applies items in chunks of whole Services. A chunk the kernel rejects is narrowed down to the Service
+   * that caused it (the operation nft names, else halving); that Service keeps its old kernel state, is
+   * logged and skipped; the others are applied.
+   */
+  async #applyItems(items: Item[], build: Build): Promise<void> {
+    const limit = this.#deps.chunkOps ?? 20000;
+    let chunk: Item[] = [];
+    let size = 0;
+    const flush = async () => {
+      if (chunk.length) await this.#applyChunk(chunk, build);
+      chunk = [];
+      size = 0;
+    };
+    for (const it of items) {
+      // Measure each item's size once, to cut chunks at whole Services.
+      const probe = new NftTransaction("inet", PROXY_TABLE);
+      build(probe, it);
+      if (probe.size === 0) {
+        this.#commit(it);
+        continue;
+      }
+      if (size + probe.size > limit && chunk.length) await flush();
+      chunk.push(it);
+      size += probe.size;
+    }
+    await flush();
+  }
+
+  async #applyChunk(items: Item[], build: Build): Promise<void> {
+    const tx = new NftTransaction("inet", PROXY_TABLE);
+    const spans: { it: Item; from: number; to: number }[] = [];
+    const stale: string[] = [];
+    for (const it of items) {
+      const from = tx.size;
+      stale.push(...build(tx, it));
+      spans.push({ it, from, to: tx.size });
+    }
+    try {
+      await this.#run(tx);
+      for (const it of items) this.#commit(it);
+      for (const c of stale) this.#stale.set(c, this.#ctx.clock.now());
+      this.#scheduleStaleDeletion();
+      return;
+    } catch (err) {
+      if (!(err instanceof NftError)) throw err;
+      // A missing table or map is not one Service's fault: fail the sync (the retry is a full sync).
+      if (!(await this.#tableExists())) throw err;
+      const ops = (err as { operations?: readonly number[] }).operations ?? [];
+      const named = spans.filter((s) => ops.some((o) => o >= s.from && o < s.to)).map((s) => s.it);
+      if (named.length && named.length < items.length) {
+        for (const it of named) this.#reject(it, err);
+        const rest = items.filter((it) => !named.includes(it));
+        if (rest.length) await this.#applyChunk(rest, build);
+        return;
+      }
+      if (items.length === 1) {
+        this.#reject(items[0]!, err);
+        return;
+      }
+      const half = Math.ceil(items.length / 2);
+      await this.#applyChunk(items.slice(0, half), build);
+      await this.#applyChunk(items.slice(half), build);
+    }
+  }
+
+  #reject(it: Item, err: NftError): void {
+    this.#m.rejected.inc();
+    this.#ctx.log.error("the kernel rejected a service's rules; skipped, others applied", {
+      service: it.key,
+      err: err.nftMessage.trim().split("\n")[0] ?? String(err),
+    });
+  }
+
+  #scheduleStaleDeletion(): void {
+    if (this.#stale.size === 0 || this.#staleTimer !== undefined || this.#stopped) return;
+    this.#staleTimer = this.#ctx.clock.setTimeout(() => {
+      this.#staleTimer = undefined;
+      this.#runner.run();
+    }, STALE_CHAIN_DELAY_MS + 100);
+  }
+
+  /** Deletes chains flushed more than a second ago that nothing wants again. */
+  async #deleteStaleChains(): Promise<void> {
+    const now = this.#ctx.clock.now();
+    const wanted = new Set<string>();
+    for (const r of this.#programmed.values()) for (const c of r.chains.keys()) wanted.add(c);
+    const due = [...this.#stale].filter(([c, t]) => now - t >= STALE_CHAIN_DELAY_MS && !wanted.has(c));
+    for (const [c] of this.#stale) if (wanted.has(c)) this.#stale.delete(c);
+    if (!due.length) {
+      this.#scheduleStaleDeletion();
+      return;
+    }
+    const tx = new NftTransaction("inet", PROXY_TABLE);
+    for (const [c] of due) tx.destroy({ chain: { name: c } });
+    try {
+      await this.#run(tx);
+      for (const [c] of due) this.#stale.delete(c);
+    } catch (err) {
+      // Still referenced for a moment (old kernels): try again later.
+      this.#ctx.log.debug("stale chains not deleted yet", { count: due.length, err });
+      for (const [c] of due) this.#stale.set(c, now);
+    }
+    this.#scheduleStaleDeletion();
+  }
+
+  async #syncHealthChecks(): Promise<void> {
+    if (!this.#health) return;
+    const wanted = new Map<number, HealthCheckTarget & { key: string }>();
+    for (const r of this.#programmed.values()) {
+      if (r.healthCheck) wanted.set(r.healthCheck.port, { ...r.healthCheck, key: r.key });
+    }
+    await this.#health.sync(wanted);
+  }
+
+  /**
+   * UDP has no connection to end: a flow keeps its conntrack entry (and so its old DNAT) while packets
+   * keep coming. When an endpoint goes away its flows are deleted so the next packet picks a live one;
+   * when a Service gains its first endpoint, entries left by the rejects before are deleted too.
+   */
+  async #clearStaleUdp(
+    prev: RenderedService | undefined,
+    next: RenderedService | undefined,
+    initial: boolean,
+  ): Promise<void> {
+    const targets: { family: 4 | 6; dst?: string; dport: number }[] = [];
+    for (const p of prev?.udpPorts ?? []) {
+      const n = next?.udpPorts.find((q) => q.family === p.family && q.port === p.port);
+      const gone = p.endpoints.some((e) => !n?.endpoints.includes(e));
+      if (!gone) continue;
+      for (const vip of p.vips) targets.push({ family: p.family, dst: vip, dport: p.port });
+      if (p.nodePort !== undefined) targets.push({ family: p.family, dport: p.nodePort });
+    }
+    for (const n of next?.udpPorts ?? []) {
+      const p = prev?.udpPorts.find((q) => q.family === n.family && q.port === n.port);
+      // Not on the first sync after a start: the flows then in the kernel are live ones being kept.
+      if (initial || n.endpoints.length === 0 || (p && p.endpoints.length > 0)) continue;
+      for (const vip of n.vips) targets.push({ family: n.family, dst: vip, dport: n.port });
+      if (n.nodePort !== undefined) targets.push({ family: n.family, dport: n.nodePort });
+    }
+    for (const t of targets) {
+      try {
+        await this.#deps.conntrack.deleteMatching({ ...t, protocol: IpProto.udp });
+      } catch (err) {
+        this.#ctx.log.warn("cannot clear UDP conntrack entries", { ...t, err });
+      }
+    }
+  }
+}
+
+function keyOf(svc: V1Service): string {
+  return `${svc.metadata?.namespace ?? ""}/${svc.metadata?.name ?? ""}`;
+}
+
+/** Sets the base ruleset fills itself (not per-service elements). */
+const FIXED_SETS = new Set(["nodeport_ips_v4", "nodeport_ips_v6", "pod_cidrs_v4", "pod_cidrs_v6"]);

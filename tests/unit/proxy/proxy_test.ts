@@ -1,0 +1,342 @@
+import assert from "node:assert/strict";
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
+import { FakeClock, loadConfig } from "../../../core/mod.ts";
+import {
+  type ConntrackEntry,
+  FakeConntrack,
+  FakeNftables,
+  NftError,
+  type NftListOptions,
+  type NftListTarget,
+  NftTransaction,
+} from "../../../ffi/mod.ts";
+import { PROXY_TABLE, removeProxyTable, ServiceProxy } from "../../../modules/proxy/mod.ts";
+import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+import { Bus } from "../../../core/mod.ts";
+import { MemorySink } from "../../../core/log.ts";
+import { getLogger } from "../../../core/mod.ts";
+
+const node: V1Node = {
+  metadata: { name: "n1", labels: { "topology.kubernetes.io/zone": "zone-a" } },
+  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
+  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
+};
+
+function service(name: string, spec: V1Service["spec"] = {}): V1Service {
+  return {
+    metadata: { namespace: "default", name },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: `172.16.0.${10 + name.length}`,
+      clusterIPs: [`172.16.0.${10 + name.length}`],
+      ports: [{ name: "http", port: 80, protocol: "TCP", targetPort: 8080 }],
+      ...spec,
+    },
+  };
+}
+
+function slice(svc: string, ips: string[], opts: { protocol?: string; node?: string; name?: string } = {}) {
+  return {
+    metadata: {
+      namespace: "default",
+      name: opts.name ?? `${svc}-abc`,
+      labels: { "kubernetes.io/service-name": svc },
+    },
+    addressType: "IPv4",
+    endpoints: ips.map((ip) => ({
+      addresses: [ip],
+      conditions: { ready: true },
+      nodeName: opts.node ?? "n2",
+    })),
+    ports: [{ name: "http", port: 8080, protocol: opts.protocol ?? "TCP" }],
+  } as V1EndpointSlice;
+}
+
+/** ProxyNft over the fake that can be made to reject transactions holding a given text. */
+class Nft {
+  fake = new FakeNftables();
+  rejectText: string | undefined;
+  runs = 0;
+  async run(tx: NftTransaction): Promise<void> {
+    if (this.rejectText) {
+      const i = tx.operations.findIndex((o) => JSON.stringify(o).includes(this.rejectText!));
+      if (i >= 0) {
+        throw new NftError(1, "Error: Could not process rule: Invalid argument", { operations: [i] });
+      }
+    }
+    await this.fake.run(tx);
+    this.runs++;
+  }
+  list(t: NftListTarget, o?: NftListOptions) {
+    return this.fake.list(t, o);
+  }
+}
+
+async function setup(flags: string[] = [], entries: ConntrackEntry[] = []) {
+  const clock = new FakeClock();
+  const sink = new MemorySink();
+  const bus = new Bus();
+  const source = new MemorySource(bus, { synced: false });
+  const t = moduleContext({
+    config: loadConfig(["--hostname-override=n1", "--service-cluster-ip-range=172.16.0.0/16", ...flags]),
+    source,
+    clock,
+    log: getLogger({}, sink),
+    periodMs: 300_000,
+  });
+  const nft = new Nft();
+  const conntrack = new FakeConntrack(entries);
+  const proxy = new ServiceProxy(t.ctx, { nft, conntrack, serveHealthChecks: false, probeMs: 2000 });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", node);
+  /** Lets the runner run what is pending; returns once a sync has finished. */
+  const sync = async () => {
+    const before = t.syncs.ok + t.syncs.failed;
+    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
+    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  return { clock, sink, source, t, nft, conntrack, proxy, sync };
+}
+
+Deno.test("the proxy does not sync before the initial lists, then programs every Service", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.3.5"]));
+  await s.clock.advance(5000);
+  assert.equal(s.nft.runs, 0);
+  s.source.markSynced();
+  await s.sync();
+  const dump = s.nft.fake.dump();
+  assert.match(dump, /172\.16\.0\.13 \. tcp \. 80 : goto svc4-default\/web\/tcp\/http/);
+  assert.match(dump, /numgen inc mod 2 vmap/);
+  assert.equal(s.proxy.programmed.get("default/web")?.endpoints, 2);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("an EndpointSlice change rewrites only its Service", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  s.source.put("services", service("api"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  s.source.put("endpointslices", slice("api", ["10.1.2.6"]));
+  s.source.markSynced();
+  await s.sync();
+  const apiBefore = s.proxy.programmed.get("default/api");
+  s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.3.5"]));
+  await s.sync();
+  assert.equal(s.proxy.programmed.get("default/api"), apiBefore, "the other Service was not re-rendered");
+  assert.match(s.nft.fake.dump(), /ep-default\/web\/tcp\/http__10\.1\.3\.5\/8080/);
+  // The removed endpoint's chain is flushed at once and deleted a second later.
+  s.source.put("endpointslices", slice("web", ["10.1.3.5"]));
+  await s.sync();
+  await s.clock.advance(3000);
+  assert.doesNotMatch(s.nft.fake.dump(), /10\.1\.2\.5\/8080 \{/);
+  assert.match(
+    s.nft.fake.dump(),
+    /numgen inc mod 1 vmap \{ 0 : goto ep-default\/web\/tcp\/http__10\.1\.3\.5\/8080 \}/,
+  );
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("a deleted Service leaves nothing behind and answers with a reject while it has no endpoints", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  s.source.markSynced();
+  await s.sync();
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. tcp \. 80 : goto reject_chain/);
+  s.source.delete("services", "default/web");
+  await s.sync();
+  await s.clock.advance(3000);
+  const dump = s.nft.fake.dump();
+  assert.doesNotMatch(dump, /172\.16\.0\.13/);
+  assert.doesNotMatch(dump, /default\/web/);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("the periodic full resync puts back an element and a rule deleted by hand", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  s.source.markSynced();
+  await s.sync();
+  const good = s.nft.fake.dump();
+  const tx = new NftTransaction("inet", PROXY_TABLE);
+  tx.delete({ element: { set: "service_ips_v4", key: ["172.16.0.13", "tcp", "80"] } });
+  tx.flush({ chain: { name: "ep-default/web/tcp/http__10.1.2.5/8080" } });
+  tx.add({ element: { set: "service_ips_v4", key: ["172.16.0.99", "tcp", "80"], value: ["drop"] } });
+  await s.nft.fake.run(tx);
+  const before = s.t.syncs.ok;
+  await s.clock.advance(300_000);
+  await s.clock.advance(3000);
+  assert.ok(s.t.syncs.ok > before);
+  assert.equal(s.nft.fake.dump(), good);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("a table deleted by hand is rewritten as soon as the probe notices", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  s.source.markSynced();
+  await s.sync();
+  const good = s.nft.fake.dump();
+  await removeProxyTable(s.nft);
+  assert.equal(s.nft.fake.dump().trim(), "");
+  const before = s.t.syncs.ok;
+  await s.clock.advance(2500);
+  assert.equal(s.t.syncs.ok, before + 1);
+  assert.equal(s.nft.fake.dump(), good);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("two Services claiming one NodePort: the first keeps it, the second is logged and gets it once free", async () => {
+  const s = await setup();
+  const np = (name: string) =>
+    service(name, {
+      type: "NodePort",
+      ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30080 }],
+    });
+  s.source.put("services", np("aa"));
+  s.source.put("endpointslices", slice("aa", ["10.1.2.5"]));
+  s.source.markSynced();
+  await s.sync();
+  s.source.put("services", np("b"));
+  s.source.put("endpointslices", slice("b", ["10.1.2.6"]));
+  await s.sync();
+  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext4-default\/aa\/tcp\/http/);
+  assert.match(
+    s.nft.fake.dump(),
+    /172\.16\.0\.11 \. tcp \. 80 : goto svc4-default\/b\/tcp\/http/,
+    "the rest of b works",
+  );
+  const lines = s.sink.lines.filter((l) => l.includes("conflicts with another"));
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /default\/b/);
+  await s.sync().catch(() => {}); // nothing new: no second log line
+  assert.equal(s.sink.lines.filter((l) => l.includes("conflicts with another")).length, 1);
+  s.source.delete("services", "default/aa");
+  await s.sync();
+  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext4-default\/b\/tcp\/http/);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("garbage in an EndpointSlice is logged once with the Service's name and the rest programmed", async () => {
+  const s = await setup();
+  s.source.put("services", service("web"));
+  const bad = slice("web", ["10.1.2.5", "not-an-ip", "10.1.2.999"]);
+  (bad.ports as unknown[]).push({ name: "x", port: 99999, protocol: "TCP" });
+  s.source.put("endpointslices", bad);
+  s.source.markSynced();
+  await s.sync();
+  assert.match(s.nft.fake.dump(), /numgen inc mod 1 vmap/);
+  const warn = s.sink.lines.filter((l) => l.includes("invalid parts"));
+  assert.equal(warn.length, 1);
+  assert.match(warn[0]!, /default\/web/);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("a Service the kernel rejects is skipped and every other Service is applied", async () => {
+  const s = await setup();
+  for (const n of ["a", "bb", "ccc", "dddd", "eeeee"]) {
+    s.source.put("services", service(n));
+    s.source.put("endpointslices", slice(n, ["10.1.2.5"]));
+  }
+  s.nft.rejectText = "default/ccc/";
+  s.source.markSynced();
+  await s.sync();
+  const dump = s.nft.fake.dump();
+  for (const n of ["a", "bb", "dddd", "eeeee"]) {
+    assert.match(dump, new RegExp(`goto svc4-default/${n}/tcp/http`));
+  }
+  assert.doesNotMatch(dump, /default\/ccc\//);
+  assert.equal(
+    s.sink.lines.filter((l) => l.includes("kernel rejected") && l.includes("default/ccc")).length,
+    1,
+  );
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("large changes are cut into transactions of whole Services", async () => {
+  const s = await setup();
+  s.proxy as unknown as { constructor: unknown }; // chunk size is set below through a fresh proxy
+  await s.proxy.stop();
+  await s.t.stop();
+  const clock = new FakeClock();
+  const source = new MemorySource(new Bus(), { synced: false });
+  const t = moduleContext({
+    config: loadConfig(["--hostname-override=n1"]),
+    source,
+    clock,
+    periodMs: 300_000,
+  });
+  const nft = new Nft();
+  const proxy = new ServiceProxy(t.ctx, {
+    nft,
+    conntrack: new FakeConntrack(),
+    serveHealthChecks: false,
+    chunkOps: 50,
+  });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", node);
+  for (let i = 0; i < 20; i++) {
+    source.put("services", {
+      ...service(`s${i}`),
+      spec: { ...service(`s${i}`).spec, clusterIP: `10.96.0.${i + 1}`, clusterIPs: [`10.96.0.${i + 1}`] },
+    });
+    source.put("endpointslices", slice(`s${i}`, ["10.1.2.5", "10.1.2.6"]));
+  }
+  source.markSynced();
+  for (let i = 0; i < 100 && t.syncs.ok === 0; i++) await clock.advance(50);
+  assert.equal(proxy.programmed.size, 20);
+  assert.ok(nft.runs >= 5, `${nft.runs} transactions`);
+  await proxy.stop();
+  await t.stop();
+});
+
+Deno.test("UDP flows are cleared when their endpoint goes, and when a Service gets its first endpoint", async () => {
+  const flow = (dst: string, dport: number): ConntrackEntry => ({
+    family: 4,
+    orig: { src: "10.1.1.9", dst, protocol: 17, sport: 5000, dport },
+  });
+  const s = await setup([], [flow("172.16.0.13", 53), flow("172.16.0.99", 53)]);
+  const udp = service("dns", { ports: [{ name: "http", port: 53, protocol: "UDP" }] });
+  s.source.put("services", udp);
+  s.source.put("endpointslices", slice("dns", ["10.1.2.5", "10.1.3.5"], { protocol: "UDP" }));
+  s.source.markSynced();
+  await s.sync();
+  // First sync after a start keeps flows: they may be live ones from before the restart.
+  assert.equal(s.conntrack.entries.length, 2);
+  s.source.put("endpointslices", slice("dns", ["10.1.3.5"], { protocol: "UDP" }));
+  await s.sync();
+  assert.deepEqual(s.conntrack.entries.map((e) => e.orig.dst), ["172.16.0.99"]);
+  s.source.put("endpointslices", slice("dns", [], { protocol: "UDP" }));
+  await s.sync();
+  s.conntrack.entries.push(flow("172.16.0.13", 53));
+  s.source.put("endpointslices", slice("dns", ["10.1.4.5"], { protocol: "UDP" }));
+  await s.sync();
+  assert.deepEqual(s.conntrack.entries.map((e) => e.orig.dst), ["172.16.0.99"]);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
+Deno.test("--cleanup-config's removal deletes the proxy's table and nothing else", async () => {
+  const nft = new Nft();
+  const other = new NftTransaction("inet", "kube_router_router").add({ table: {} });
+  await nft.fake.run(other);
+  await nft.fake.run(new NftTransaction("inet", PROXY_TABLE).add({ table: {} }));
+  assert.equal(await removeProxyTable(nft), true);
+  assert.match(nft.fake.dump(), /table inet kube_router_router/);
+  assert.doesNotMatch(nft.fake.dump(), /kube_router_proxy/);
+  assert.equal(await removeProxyTable(nft), false);
+});
