@@ -21,7 +21,10 @@ interface Server {
 }
 
 /** The body and status for one request, as kube-proxy answers. */
-export function healthResponse(t: HealthCheckTarget, proxyHealthy: boolean): { status: number; body: string } {
+export function healthResponse(
+  t: HealthCheckTarget,
+  proxyHealthy: boolean,
+): { status: number; body: string } {
   const ok = t.localEndpoints > 0 && proxyHealthy;
   const body = JSON.stringify({
     service: { namespace: t.namespace, name: t.name },

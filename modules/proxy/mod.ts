@@ -72,7 +72,9 @@ export const proxyModule: ModuleDefinition = {
     const nft = new Nftables();
     try {
       const removed = await removeProxyTable(nft);
-      log.info(removed ? "proxy table removed" : "proxy table was not there", { nft_table: `inet ${PROXY_TABLE}` });
+      log.info(removed ? "proxy table removed" : "proxy table was not there", {
+        nft_table: `inet ${PROXY_TABLE}`,
+      });
     } finally {
       nft.close();
     }

@@ -27,7 +27,11 @@ export function nodeAddresses(node: V1Node | undefined): string[] {
 
 /** spec.podCIDRs (else spec.podCIDR) of one node, valid ones only. */
 export function podCidrsOf(node: V1Node): string[] {
-  const list = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : node.spec?.podCIDR ? [node.spec.podCIDR] : [];
+  const list = node.spec?.podCIDRs?.length
+    ? node.spec.podCIDRs
+    : node.spec?.podCIDR
+    ? [node.spec.podCIDR]
+    : [];
   return list.filter((c) => parseCidr(c) !== undefined);
 }
 

@@ -32,7 +32,7 @@ import {
   type NftObject,
 } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
-import { type HealthCheckTarget, HealthCheckServers } from "./health_server.ts";
+import { HealthCheckServers, type HealthCheckTarget } from "./health_server.ts";
 import { parseKernelState } from "./kernel_state.ts";
 import {
   diffService,
@@ -257,7 +257,11 @@ export class ServiceProxy implements ModuleInstance {
     }
     const skip = serviceSkipReason(svc);
     if (skip) {
-      this.#logOnce(key, `skip:${skip}`, () => this.#ctx.log.debug("service skipped", { service: key, reason: skip }));
+      this.#logOnce(
+        key,
+        `skip:${skip}`,
+        () => this.#ctx.log.debug("service skipped", { service: key, reason: skip }),
+      );
       return undefined;
     }
     const info = buildServiceInfo(svc, this.#index.slicesFor(key), this.#ctx.config.nodeName);
@@ -269,7 +273,9 @@ export class ServiceProxy implements ModuleInstance {
       );
     }
     this.#logOnce(key, problems.join("\n"), () => {
-      if (problems.length) this.#ctx.log.warn("service has invalid parts, skipped", { service: key, problems });
+      if (problems.length) {
+        this.#ctx.log.warn("service has invalid parts, skipped", { service: key, problems });
+      }
     });
     return r;
   }
@@ -300,10 +306,19 @@ export class ServiceProxy implements ModuleInstance {
         if (owner !== undefined && owner !== key) {
           r.elements.delete(id);
           this.#blocked.add(key);
-          const what = `${splitElementId(id).key.join(" ")} (${splitElementId(id).map}) is already used by ${owner}`;
+          const what = `${splitElementId(id).key.join(" ")} (${
+            splitElementId(id).map
+          }) is already used by ${owner}`;
           r.warnings.push(what);
-          this.#logOnce(`${key}|conflict|${id}`, owner, () =>
-            this.#ctx.log.warn("service conflicts with another, entry skipped", { service: key, conflict: what }));
+          this.#logOnce(
+            `${key}|conflict|${id}`,
+            owner,
+            () =>
+              this.#ctx.log.warn("service conflicts with another, entry skipped", {
+                service: key,
+                conflict: what,
+              }),
+          );
         } else round.set(id, key);
       }
     }
