@@ -5,7 +5,7 @@
  * pod name and closes, as agnhost `serve-hostname --tcp --http=false`. No imports, so each container costs
  * one small Deno process. Prints `ready` on stdout once every port listens.
  *
- * Usage: deno run --allow-net --unstable-net lab/netexec.ts <pod-name> tcp:8080 udp:8081 tcpraw:80 …
+ * Usage: deno run --allow-net --unstable-net lab/netexec.ts <pod-name> tcp:8080 udp:8081 tcpraw:80 tcp6:8090 …
  */
 
 const [hostname = "pod", ...specs] = Deno.args;
@@ -93,6 +93,9 @@ for (const spec of ports) {
         });
       }
     })();
+  } else if (proto === "tcp6") {
+    // IPv6 on its own port: "::" would also take IPv4 on a shared port and show clients as ::ffff:a.b.c.d.
+    serveHttp(Deno.listen({ port, hostname: "::" }));
   } else if (proto === "udp") {
     const sock = Deno.listenDatagram({ port, hostname: "0.0.0.0", transport: "udp" });
     (async () => {

@@ -61,6 +61,7 @@ export interface ProxyNodeContext {
   loadBalancerIpRanges: readonly string[];
   strictExternalIpValidation: boolean;
   masqueradeAll: boolean;
+  /** --hairpin-mode: accepted; hairpin traffic is always masqueraded (kube-proxy's behaviour). */
   hairpinMode: boolean;
   nodePortBindOnAllIp: boolean;
 }
@@ -150,12 +151,6 @@ function scheduler(svc: ServiceInfo): { kind: "rr" | "sh"; unsupported?: string 
   return { kind: "rr", unsupported: s };
 }
 
-function annotationTrue(svc: ServiceInfo, key: string): boolean {
-  const v = svc.annotations[key];
-  // kube-router treats the presence of the hairpin annotations as "on"; "false" turns it off explicitly.
-  return v !== undefined && v.toLowerCase() !== "false";
-}
-
 /** The fixed part of the table: hooks, dispatch chains, maps and node-wide sets. */
 export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
   tx.add({ table: { comment: "kube-router service proxy" } });
@@ -217,6 +212,7 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     nodeport_endpoints_check: [],
     firewall_check: [],
     cluster_ips_check: [],
+    // TCP gets a reset (an ICMP error for a forwarded SYN was not reliably turned into ECONNREFUSED).
     reject_chain: ["meta l4proto tcp reject with tcp reset", "reject"],
     mark_for_masquerade: [`meta mark set meta mark | ${hex(MASQUERADE_MARK)}`],
     masquerading: [
@@ -258,13 +254,13 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
         : `${ip} daddr @nodeport_ips_v${f} meta l4proto . th dport vmap @no_endpoint_nodeports_v${f}`,
     );
     regular.firewall_check!.push(`${dispatch} vmap @firewall_ips_v${f}`);
-    regular.cluster_ips_check!.push(`${ip} daddr @cluster_ips_v${f} reject`);
+    regular.cluster_ips_check!.push(`${ip} daddr @cluster_ips_v${f} goto reject_chain`);
     const ranges = mergeCidrs(ctx.serviceClusterIpRanges, f);
     if (ranges.length) regular.cluster_ips_check!.push(`${ip} daddr { ${ranges.join(", ")} } drop`);
   }
   // Regular chains first: base chains jump to them.
+  for (const name of Object.keys(regular)) tx.add({ chain: { name } });
   for (const [name, rules] of Object.entries(regular)) {
-    tx.add({ chain: { name } });
     tx.flush({ chain: { name } });
     for (const rule of rules) tx.add({ rule: { chain: name, rule } });
   }
@@ -332,7 +328,6 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
   };
   const sched = scheduler(svc);
   if (sched.unsupported) out.unsupportedScheduler = sched.unsupported;
-  const hairpin = ctx.hairpinMode || annotationTrue(svc, ANNOTATIONS.hairpin);
   const externalLocal = svc.externalTrafficPolicy === "Local" ||
     svc.annotations[ANNOTATIONS.local]?.toLowerCase() === "true";
   const internalLocal = svc.internalTrafficPolicy === "Local";
@@ -408,7 +403,10 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       for (const [epBase, e] of reachable) {
         const ip = canonicalIp(e.ip)!.ip;
         const rules: string[] = [];
-        if (hairpin) rules.push(`${ipx} saddr ${ip} jump mark_for_masquerade`);
+        // Hairpin: a pod reaching itself through the Service must be masqueraded, or its reply would go
+        // straight back to itself from the wrong address. Always on, as in kube-proxy (kube-router's
+        // --hairpin-mode and service.hairpin annotations ask for what is therefore already done).
+        rules.push(`${ipx} saddr ${ip} jump mark_for_masquerade`);
         if (affinity !== undefined) {
           const set = `aff-${epBase}`;
           out.sets.set(set, {

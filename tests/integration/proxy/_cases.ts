@@ -1,0 +1,243 @@
+/**
+ * Kubernetes Service semantics as traffic sees them, one case per behaviour, written against ProxyEnv
+ * only (Services and EndpointSlices in, HTTP/UDP answers out) so any backend can run the same table.
+ * Every case uses its own Service names and IPs; they run in order on one environment.
+ */
+import assert from "node:assert/strict";
+import { CLIENT_IP, NODE_IP, NODE_IP6, POD_IPS, type ProxyEnv, service, slices } from "./_env.ts";
+
+export interface ProxyCase {
+  name: string;
+  run(env: ProxyEnv): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retries `check` for up to `ms` (the proxy's periodic work is asynchronous by nature). */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 8000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(100);
+  }
+}
+
+const cip = (n: number) => ({ clusterIP: `172.16.0.${n}`, clusterIPs: [`172.16.0.${n}`] });
+
+export const CASES: ProxyCase[] = [
+  {
+    name:
+      "a cluster IP spreads new connections over every ready backend, from another machine, the node and a pod",
+    async run(env) {
+      await env.put(service("spread", cip(10)));
+      await env.put(slices("spread", [0, 1, 2])[0]!);
+      for (const from of ["client", "node", 0] as const) {
+        const seen = await env.spread(from, "http://172.16.0.10/hostname", 9);
+        assert.deepEqual([...seen.keys()].sort(), ["pod-a", "pod-b", "pod-c"], `from ${from}`);
+      }
+      // A pod's own address is kept; the node and outside machines are masqueraded.
+      assert.equal((await env.get(1, "http://172.16.0.10/clientip")).body.split(":")[0], POD_IPS[1]);
+      assert.notEqual((await env.get("client", "http://172.16.0.10/clientip")).body.split(":")[0], CLIENT_IP);
+    },
+  },
+  {
+    name: "a NodePort answers from another machine and from the node itself",
+    async run(env) {
+      await env.put(
+        service("np", {
+          type: "NodePort",
+          ...cip(11),
+          ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30080 }],
+        }),
+      );
+      await env.put(slices("np", [0, 1])[0]!);
+      for (const from of ["client", "node"] as const) {
+        const seen = await env.spread(from, `http://${NODE_IP}:30080/hostname`, 6);
+        assert.deepEqual([...seen.keys()].sort(), ["pod-a", "pod-b"], `from ${from}`);
+      }
+    },
+  },
+  {
+    name: "an external IP inside --service-external-ip-range is served, one outside it is not",
+    async run(env) {
+      await env.put(service("ext", { ...cip(12), externalIPs: ["203.0.113.5", "198.18.0.5"] }));
+      await env.put(slices("ext", [2])[0]!);
+      assert.equal((await env.get("client", "http://203.0.113.5/hostname")).body, "pod-c");
+      const outside = await env.get("node", "http://198.18.0.5/hostname", 1);
+      assert.equal(outside.ok, false);
+    },
+  },
+  {
+    name: "a LoadBalancer IP is served to sources in loadBalancerSourceRanges only",
+    async run(env) {
+      const lb = (ranges: string[]) =>
+        service("lb", {
+          type: "LoadBalancer",
+          ...cip(13),
+          loadBalancerSourceRanges: ranges,
+          ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30081 }],
+        }, { status: { loadBalancer: { ingress: [{ ip: "198.51.100.7" }] } } });
+      await env.put(lb([`${CLIENT_IP}/32`]));
+      await env.put(slices("lb", [0])[0]!);
+      assert.equal((await env.get("client", "http://198.51.100.7/hostname")).body, "pod-a");
+      await env.put(lb(["10.99.0.0/16"]));
+      const denied = await env.get("client", "http://198.51.100.7/hostname", 1);
+      assert.equal(denied.code, 28, "dropped, so the client times out");
+      // NodePorts are not subject to source ranges (as kube-proxy).
+      assert.equal((await env.get("client", `http://${NODE_IP}:30081/hostname`)).body, "pod-a");
+    },
+  },
+  {
+    name: "externalTrafficPolicy Local keeps the client's IP and healthCheckNodePort answers 200, then 503",
+    async run(env) {
+      const svc = service("local", {
+        type: "LoadBalancer",
+        ...cip(14),
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: 32001,
+        ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30082 }],
+      });
+      await env.put(svc);
+      await env.put(slices("local", [0, 1], { perPod: { 1: { node: "n2" } } })[0]!);
+      for (let i = 0; i < 4; i++) {
+        const a = await env.get("client", `http://${NODE_IP}:30082/clientip`);
+        assert.equal(a.body.split(":")[0], CLIENT_IP);
+      }
+      const h = await env.get("client", `http://${NODE_IP}:32001/`);
+      assert.equal(h.ok, true);
+      assert.deepEqual(JSON.parse(h.body), {
+        service: { namespace: "default", name: "local" },
+        localEndpoints: 1,
+        serviceProxyHealthy: true,
+      });
+      await env.put(slices("local", [0, 1], { node: "n2" })[0]!);
+      const r = await env.client.exec(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", `http://${NODE_IP}:32001/`],
+        { check: false },
+      );
+      assert.equal(r.stdout, "503");
+      // Outside traffic has no local endpoint to go to now; pods still reach the Service.
+      assert.equal((await env.get("client", `http://${NODE_IP}:30082/hostname`, 1)).ok, false);
+      assert.ok((await env.get(2, "http://172.16.0.14/hostname")).ok);
+    },
+  },
+  {
+    name: "internalTrafficPolicy Local sends cluster IP traffic to this node's endpoints only",
+    async run(env) {
+      await env.put(service("itp", { ...cip(15), internalTrafficPolicy: "Local" }));
+      await env.put(slices("itp", [0, 1, 2], { perPod: { 0: { node: "n2" }, 2: { node: "n2" } } })[0]!);
+      const seen = await env.spread(0, "http://172.16.0.15/hostname", 6);
+      assert.deepEqual([...seen.keys()], ["pod-b"]);
+    },
+  },
+  {
+    name: "ClientIP affinity pins a client to one backend until the timeout passes",
+    async run(env) {
+      await env.put(service("aff", {
+        ...cip(16),
+        sessionAffinity: "ClientIP",
+        sessionAffinityConfig: { clientIP: { timeoutSeconds: 2 } },
+      }));
+      await env.put(slices("aff", [0, 1, 2])[0]!);
+      const pinned = await env.spread("client", "http://172.16.0.16/hostname", 6);
+      assert.equal(pinned.size, 1, JSON.stringify([...pinned]));
+      const first = [...pinned.keys()][0]!;
+      const pod = ["pod-a", "pod-b", "pod-c"].indexOf(first);
+      const set = `aff-default/aff/tcp/http__${POD_IPS[pod]}/8080`;
+      const listed = async () =>
+        (await env.node.exec(["nft", "list", "set", "inet", "kube_router_proxy", set])).stdout;
+      assert.match(await listed(), new RegExp(`elements = \\{ ${CLIENT_IP.replaceAll(".", "\\.")} `));
+      await sleep(2500);
+      assert.doesNotMatch(await listed(), /elements/, "the client's pin expired");
+      assert.ok((await env.get("client", "http://172.16.0.16/hostname")).ok);
+    },
+  },
+  {
+    name: "a Service without endpoints and a cluster IP's unexposed port are refused at once, not blackholed",
+    async run(env) {
+      await env.put(service("empty", cip(17)));
+      for (const from of ["client", "node", 0] as const) {
+        const a = await env.get(from, "http://172.16.0.17/hostname", 3);
+        assert.equal(a.code, 7, `refused from ${from}`);
+        assert.ok(a.ms < 1500, `at once (${Math.round(a.ms)} ms)`);
+      }
+      const wrongPort = await env.get("client", "http://172.16.0.10:81/hostname", 3);
+      assert.equal(wrongPort.code, 7);
+      assert.ok(wrongPort.ms < 1500);
+    },
+  },
+  {
+    name: "terminating endpoints that still serve are used when no endpoint is ready",
+    async run(env) {
+      await env.put(service("term", cip(18)));
+      await env.put(
+        slices("term", [0, 1], {
+          ready: false,
+          serving: true,
+          terminating: true,
+          perPod: { 1: { ready: false, serving: false, terminating: true } },
+        })[0]!,
+      );
+      const seen = await env.spread("client", "http://172.16.0.18/hostname", 4);
+      assert.deepEqual([...seen.keys()], ["pod-a"]);
+    },
+  },
+  {
+    name: "a UDP flow moves to a live endpoint once its endpoint is removed",
+    async run(env) {
+      await env.put(service("dns", { ...cip(19), ports: [{ name: "dns", port: 53, protocol: "UDP" }] }));
+      await env.put(slices("dns", [0, 1], { udp: true })[0]!);
+      const first = await env.udp("172.16.0.19", 53, 40053);
+      assert.ok(first === "pod-a" || first === "pod-b", first);
+      assert.equal(await env.udp("172.16.0.19", 53, 40053), first, "the flow sticks to its endpoint");
+      const other = first === "pod-a" ? 1 : 0;
+      await env.put(slices("dns", [other], { udp: true })[0]!);
+      assert.equal(await env.udp("172.16.0.19", 53, 40053), first === "pod-a" ? "pod-b" : "pod-a");
+    },
+  },
+  {
+    name: "a pod reaches itself through its own Service with the hairpin annotation",
+    async run(env) {
+      await env.put(
+        service("hp", cip(20), { metadata: { annotations: { "kube-router.io/service.hairpin": "" } } }),
+      );
+      await env.put(slices("hp", [0])[0]!);
+      const a = await env.get(0, "http://172.16.0.20/hostname");
+      assert.equal(a.body, "pod-a");
+    },
+  },
+  {
+    name: "a dual-stack Service answers on both cluster IPs",
+    async run(env) {
+      await env.put(service("dual", {
+        clusterIP: "172.16.0.21",
+        clusterIPs: ["172.16.0.21", "fd00:172::21"],
+        ipFamilies: ["IPv4", "IPv6"],
+        type: "NodePort",
+        ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30083 }],
+      }));
+      for (const s of slices("dual", [1, 2], { v6: true })) await env.put(s);
+      for (const url of ["http://172.16.0.21/hostname", "http://[fd00:172::21]/hostname"]) {
+        const seen = await env.spread("client", url, 4);
+        assert.deepEqual([...seen.keys()].sort(), ["pod-b", "pod-c"], url);
+      }
+      assert.ok((await env.get("client", `http://[${NODE_IP6}]:30083/hostname`)).ok);
+    },
+  },
+  {
+    name: "a map entry deleted by hand is restored by the periodic resync, a deleted table at once",
+    async run(env) {
+      const ok = async () => (await env.get("client", "http://172.16.0.10/hostname", 1)).ok;
+      assert.ok(await ok());
+      await env.node.exec([
+        "nft",
+        "delete element inet kube_router_proxy service_ips_v4 { 172.16.0.10 . tcp . 80 }",
+      ]);
+      assert.equal(await ok(), false);
+      await eventually("the element is back (sync period 3 s)", ok);
+      await env.node.exec(["nft", "delete table inet kube_router_proxy"]);
+      assert.equal(await ok(), false);
+      await eventually("the table is back", ok, 3000);
+    },
+  },
+];
