@@ -4,6 +4,7 @@
  * any left by a killed run. Tests that need root or a tool call `requireRoot()`/`requireTool()` first,
  * which gives Deno.test's `ignore` with a stated reason instead of passing silently.
  */
+import { sh, type ShOptions, type ShResult } from "../../lab/_sh.ts";
 
 export const isRoot = Deno.uid?.() === 0;
 
@@ -46,36 +47,16 @@ export function which(tool: string): string | undefined {
   return undefined;
 }
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** What `run` returns: exit code and output. */
+export type RunResult = ShResult;
 
-/** Runs a command and returns its output; throws with stderr if `check` and it fails. */
-export async function run(cmd: string[], opts: { check?: boolean; stdin?: string } = {}): Promise<RunResult> {
-  const child = new Deno.Command(cmd[0]!, {
-    args: cmd.slice(1),
-    stdin: opts.stdin !== undefined ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const res = {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-  if ((opts.check ?? true) && res.code !== 0) {
-    throw new Error(`${cmd.join(" ")} exited ${res.code}: ${res.stderr.trim()}`);
-  }
-  return res;
-}
+/**
+ * Runs a command and returns its output; throws CommandError (exit code and output) if `check` (the
+ * default) and it fails, and reports a command that is not installed as exit code 127 naming its Debian
+ * package. This is the lab's runner (lab/_sh.ts): tests may import the lab, the lab never imports tests/,
+ * so the one copy lives there.
+ */
+export const run: (cmd: string[], opts?: ShOptions) => Promise<RunResult> = sh;
 
 /** A network namespace owned by one test. */
 export class NetNs {
