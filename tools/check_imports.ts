@@ -14,7 +14,8 @@
  *   lazily to keep the Kubernetes client's start-up cost off `--help` and module-less runs).
  * - A `mod.ts` never re-exports a private (`_`-prefixed) file: private means "not part of the surface".
  *
- * `tests/` and `bench/` may import anything (they test and measure internals). Only relative
+ * `tests/` and `bench/` may import anything (they test and measure internals), and nothing else may
+ * import them (the lab does not borrow test helpers; shared code lives in the lab). Only relative
  * specifiers are checked; `npm:`/`jsr:`/bare imports are the import map's business.
  *
  * Modelled on denoland/std's `_tools/check_mod_exports.ts` (walk the tree, read each file's import and
@@ -312,6 +313,10 @@ export function checkImports(files: ReadonlyMap<string, string>): Violation[] {
         continue;
       }
       const targetTop = target.split("/")[0]!;
+      if (FREE.has(targetTop)) {
+        add("floor", `only tests/ and bench/ may import ${targetTop}/: ${target}`);
+        continue;
+      }
       const from = FLOORS[top], to = FLOORS[targetTop];
       if (from !== undefined && to !== undefined && to > from) {
         add("floor", `${top}/ must not import ${targetTop}/ (a higher floor): ${target}`);

@@ -7,6 +7,7 @@
  * What the session learns goes to its `PeerHost` (the speaker); the session never touches a RIB.
  */
 import type { Clock, Logger, TimerId } from "../../../core/mod.ts";
+import { parseIPv4Fast } from "../../../ffi/mod.ts";
 import {
   BgpError,
   CEASE_ADMIN_SHUTDOWN,
@@ -604,7 +605,7 @@ export class Peer {
       o !== a && !o.closed && (o.state === "OpenConfirm" || o.state === "Established")
     );
     if (other) {
-      const localWins = ipv4Number(this.host.routerId) > ipv4Number(open.routerId);
+      const localWins = parseIPv4Fast(this.host.routerId) > parseIPv4Fast(open.routerId);
       const loser = other.state === "Established" ? a : (localWins === a.outgoing ? other : a);
       this.#log.info("bgp connection collision", { keep: loser === a ? "existing" : "new", localWins });
       this.#sendNotification(
@@ -706,9 +707,4 @@ export function shutdownCommunication(code: number, subcode: number, data: Uint8
   } catch {
     return undefined;
   }
-}
-
-function ipv4Number(s: string): number {
-  const p = s.split(".").map(Number);
-  return ((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!;
 }

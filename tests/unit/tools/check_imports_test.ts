@@ -31,7 +31,8 @@ const GOOD: Record<string, string> = {
   "main.ts": `import { routerModule } from "./modules/router/mod.ts";`,
   "tests/unit/x_test.ts":
     `import { x } from "../../ffi/_private.ts";\nimport "../../modules/router/bgp/speaker.ts";`,
-  "bench/y.ts": `import { t } from "../core/kube/transport.ts";`,
+  "bench/y.ts":
+    `import { t } from "../core/kube/transport.ts";\nimport { NetNs } from "../tests/_support/netns.ts";`,
 };
 
 function withFile(path: string, source: string): Map<string, string> {
@@ -79,6 +80,13 @@ Deno.test("a deliberate bad import fails the check with the file, line and rule"
       /behind modules\/router\/bgp/,
     ],
     ["main.ts", `const m = await import("./core/log.ts");`, "surface", /behind core\/mod\.ts/],
+    [
+      "lab/x.ts",
+      `import { run } from "../tests/_support/netns.ts";`,
+      "floor",
+      /only tests\/ and bench\/ may import tests/,
+    ],
+    ["core/y.ts", `import { b } from "../bench/run.ts";`, "floor", /may import bench/],
   ];
   for (const [path, source, rule, message] of cases) {
     const vs = checkImports(withFile(path, source));
