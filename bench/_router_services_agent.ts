@@ -131,6 +131,9 @@ const firstSyncMs = performance.now() - tLoad;
 // Let anything the first sync started settle.
 await new Promise((r) => setTimeout(r, 1000));
 
+// BGP events ask for the whole sync; counted to tell those apart from the syncs slice updates ask for.
+let bgpEvents = 0;
+router.speaker?.subscribe(() => void bgpEvents++);
 const version = new Array<number>(N).fill(0);
 const before = { cpu: cpuMs(), syncs: t.syncs.ok + t.syncs.failed, reads: { ...reads } };
 const t0 = performance.now();
@@ -167,6 +170,7 @@ console.log(JSON.stringify({
   reads: delta,
   firstSyncMs,
   announced,
+  bgpEvents,
 }));
 await t.stop();
 await router.stop();
