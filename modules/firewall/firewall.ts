@@ -41,6 +41,10 @@ export interface FirewallDeps {
 export interface FirewallSyncResult {
   kind: "full" | "incremental";
   operations: number;
+  /** Time to compile the model, to render it and build the transaction, and to apply it. */
+  compileMs: number;
+  renderMs: number;
+  applyMs: number;
 }
 
 export class Firewall implements ModuleInstance {
@@ -63,6 +67,9 @@ export class Firewall implements ModuleInstance {
   /** The last sync's outcome (tests). */
   lastSync: FirewallSyncResult | undefined;
   #requests = 0;
+  #forceFull = false;
+  /** Local pods isolated after the last sync, by direction (tests, benchmarks). */
+  isolatedPods = { ingress: 0, egress: 0 };
   #syncedRequests = 0;
 
   constructor(ctx: ModuleContext, deps: FirewallDeps) {
@@ -109,6 +116,12 @@ export class Firewall implements ModuleInstance {
     this.#runner.run();
   }
 
+  /** Asks for a full sync (the whole table rewritten in one transaction) as the periodic one does. */
+  requestFullSync(): void {
+    this.#forceFull = true;
+    this.requestSync();
+  }
+
   /** True when the last successful sync started after every change seen so far (tests wait on it). */
   get settled(): boolean {
     return this.lastSync !== undefined && this.#syncedRequests === this.#requests;
@@ -118,7 +131,11 @@ export class Firewall implements ModuleInstance {
     if (this.#stopped) return;
     const upTo = this.#requests;
     const { config, store, log } = this.#ctx;
-    await this.#ensureBridgeNetfilter();
+    const full = this.#programmed === undefined || reason !== "requested" || this.#forceFull;
+    this.#forceFull = false;
+    // br_netfilter is checked on full syncs (start, periodic, after a failure), not per pod event.
+    if (full) await this.#ensureBridgeNetfilter();
+    const t0 = performance.now();
     const model = compileFirewall({
       nodeName: config.nodeName,
       pods: store.list("pods"),
@@ -127,30 +144,43 @@ export class Firewall implements ModuleInstance {
       defaultDeny: config.netpolDefaultDeny,
     });
     this.#logProblems(model.problems);
+    const t1 = performance.now();
     const desired = renderFirewall(model, { podCidrs: podCidrs(store.get("nodes", config.nodeName)) });
     const tx = new NftTransaction(FIREWALL_FAMILY, FIREWALL_TABLE);
-    const full = this.#programmed === undefined || reason !== "requested";
+    let t2 = t1;
     try {
       if (full) {
         const existing = await this.#existing();
         fullSyncOps(tx, desired, existing.table, existing.intactDropChains(desired));
       } else incrementalOps(tx, this.#programmed!, desired);
+      t2 = performance.now();
       if (tx.size > 0) await this.#deps.nft.run(tx);
     } catch (err) {
       this.#programmed = undefined;
+      if (full) this.#forceFull = true;
       throw err;
     }
     this.#programmed = desired;
     this.#syncedRequests = upTo;
-    this.lastSync = { kind: full ? "full" : "incremental", operations: tx.size };
+    const t3 = performance.now();
+    this.lastSync = {
+      kind: full ? "full" : "incremental",
+      operations: tx.size,
+      compileMs: t1 - t0,
+      renderMs: t2 - t1,
+      applyMs: t3 - t2,
+    };
     this.#metrics.operations.inc({ kind: full ? "full" : "incremental" }, tx.size);
     this.#metrics.policies.set({}, model.policies.size);
+    this.isolatedPods = { ingress: model.ingress.size, egress: model.egress.size };
     this.#metrics.isolated.set({ direction: "ingress" }, model.ingress.size);
     this.#metrics.isolated.set({ direction: "egress" }, model.egress.size);
     if (full || tx.size > 0) {
-      log.debug("firewall synced", { kind: this.lastSync.kind, operations: tx.size, reason });
+      log.debug("firewall synced", { ...this.lastSync, reason });
     }
-    await this.refreshDropCounters().catch((err) => log.warn("cannot read drop counters", { err }));
+    // Counters are read on full syncs and by the timer: a listing per pod event would cost more than the
+    // event's own transaction.
+    if (full) await this.refreshDropCounters().catch((err) => log.warn("cannot read drop counters", { err }));
   }
 
   /** Drop counters are read from the kernel after every sync and every COUNTER_REFRESH_MS between. */

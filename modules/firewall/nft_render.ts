@@ -61,11 +61,15 @@ export interface DesiredChain {
   rules: { rule: string; comment?: string }[];
 }
 
-/** One set or map as the firewall wants it, elements by their rendered key. */
+/**
+ * One set or map as the firewall wants it: elements as key text (`10.1.2.3`, `10.1.2.3 . tcp . 80`) to
+ * value text (`goto in-abc` for maps, "" for sets). Plain strings, not element objects: the big peer
+ * sets are rebuilt on every sync and diffed, and strings keep that cheap.
+ */
 export interface DesiredSet {
   kind: "set" | "map";
   spec: NftSetSpec | NftMapSpec;
-  elements: Map<string, NftElementSpec>;
+  elements: Map<string, string>;
 }
 
 /** Everything in the firewall's table. */
@@ -121,8 +125,8 @@ const addrType = (f: 4 | 6) => (f === 4 ? "ipv4_addr" : "ipv6_addr");
 export function renderFirewall(model: FirewallModel, opts: RenderOptions): DesiredTable {
   const chains = new Map<string, DesiredChain>();
   const sets = new Map<string, DesiredSet>();
-  const addSet = (kind: "set" | "map", spec: NftSetSpec | NftMapSpec, elements: NftElementSpec[]) => {
-    sets.set(spec.name, { kind, spec, elements: new Map(elements.map((e) => [e.key.join(" . "), e])) });
+  const addSet = (kind: "set" | "map", spec: NftSetSpec | NftMapSpec, elements: Map<string, string>) => {
+    sets.set(spec.name, { kind, spec, elements });
   };
 
   chains.set("forward", {
@@ -139,10 +143,10 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
     const dispatch: DesiredChain["rules"] = [];
     for (const f of FAMILIES) {
       const map = `${dir}-v${f}`;
-      const elements: NftElementSpec[] = [];
+      const elements = new Map<string, string>();
       for (const [podKey, pp] of model[dir]) {
         for (const ip of f === 4 ? pp.ips.v4 : pp.ips.v6) {
-          elements.push({ set: map, key: [ip], value: [`goto ${podChainName(dir, podKey)}`] });
+          elements.set(ip, `goto ${podChainName(dir, podKey)}`);
         }
       }
       addSet(
@@ -172,13 +176,13 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
     addSet(
       "set",
       { name: `local-pods-v${f}`, type: addrType(f), comment: "every known pod of this node" },
-      [...new Set(ips)].map((ip) => ({ set: `local-pods-v${f}`, key: [ip] })),
+      new Map(ips.map((ip) => [ip, ""])),
     );
     const cidrs = opts.podCidrs.filter((c) => (f === 4) === !c.includes(":"));
     addSet(
       "set",
       { name: `local-cidrs-v${f}`, type: addrType(f), flags: ["interval"], comment: "this node's pod CIDRs" },
-      cidrs.map((c) => ({ set: `local-cidrs-v${f}`, key: [c] })),
+      new Map(cidrs.map((c) => [c, ""])),
     );
   }
 
@@ -214,7 +218,7 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
       addSet(
         "set",
         { name, type: addrType(f), comment: comment(s.description) },
-        (f === 4 ? s.v4 : s.v6).map((ip) => ({ set: name, key: [ip] })),
+        new Map((f === 4 ? s.v4 : s.v6).map((ip) => [ip, ""])),
       );
     }
   }
@@ -225,7 +229,7 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
       addSet(
         "set",
         { name, type: `${addrType(f)} . inet_proto . inet_service`, comment: comment(s.description) },
-        (f === 4 ? s.v4 : s.v6).map((e) => ({ set: name, key: e.split(" . ") })),
+        new Map((f === 4 ? s.v4 : s.v6).map((e) => [e, ""])),
       );
     }
   }
@@ -322,7 +326,9 @@ export function fullSyncOps(
     if (intactDropChains.has(c.spec.name)) continue;
     for (const r of c.rules) tx.add({ rule: { chain: c.spec.name, ...r } });
   }
-  for (const s of desired.sets.values()) for (const e of s.elements.values()) tx.add({ element: e });
+  for (const [name, s] of desired.sets) {
+    for (const [k, v] of s.elements) tx.add({ element: element(name, k, v) });
+  }
   for (const [name, s] of existing?.sets ?? []) {
     if (!desired.sets.has(name)) tx.delete(setObject(s.kind, s.spec));
   }
@@ -343,15 +349,15 @@ export function incrementalOps(tx: NftTransaction, prev: DesiredTable, next: Des
   // Element additions first (targets exist), deletions of elements whose target is going.
   for (const [name, s] of next.sets) {
     const old = prev.sets.get(name);
-    for (const [k, e] of s.elements) {
+    for (const [k, v] of s.elements) {
       const o = old?.elements.get(k);
-      if (o && sameValue(o, e)) continue;
-      if (o) tx.delete({ element: { set: name, key: o.key } });
-      tx.add({ element: e });
+      if (o === v) continue;
+      if (o !== undefined) tx.delete({ element: element(name, k, "") });
+      tx.add({ element: element(name, k, v) });
     }
     if (!old) continue;
-    for (const [k, e] of old.elements) {
-      if (!s.elements.has(k)) tx.delete({ element: { set: name, key: e.key } });
+    for (const k of old.elements.keys()) {
+      if (!s.elements.has(k)) tx.delete({ element: element(name, k, "") });
     }
   }
   for (const [name, c] of next.chains) {
@@ -371,8 +377,9 @@ function setObject(kind: "set" | "map", spec: NftSetSpec | NftMapSpec): NftObjec
   return kind === "map" ? { map: spec as NftMapSpec } : { set: spec };
 }
 
-function sameValue(a: NftElementSpec, b: NftElementSpec): boolean {
-  return (a.value ?? []).join(" ") === (b.value ?? []).join(" ");
+/** An element spec from its key text and value text ("" for none). */
+function element(set: string, key: string, value: string): NftElementSpec {
+  return value ? { set, key: key.split(" . "), value: [value] } : { set, key: key.split(" . ") };
 }
 
 function sameRules(a: DesiredChain, b: DesiredChain): boolean {

@@ -223,7 +223,15 @@ function parsePort(p: V1NetworkPolicyPort): ParsedPort | string {
 type ParsedPeer =
   | { kind: "any" }
   | { kind: "cidr"; match: Extract<PeerMatch, { kind: "cidr" }> }
-  | { kind: "pods"; key: string; description: string; select: (p: PodInfo) => boolean };
+  | {
+    kind: "pods";
+    key: string;
+    description: string;
+    /** The policy's namespace when the peer has no namespaceSelector. */
+    namespace?: string;
+    nsSelector?: ParsedSelector;
+    podSelector: ParsedSelector;
+  };
 
 interface ParsedRule {
   peers: ParsedPeer[] | "any";
@@ -232,6 +240,8 @@ interface ParsedRule {
 
 interface ParsedPolicy {
   key: string;
+  /** What was wrong with it (reported on every compile while the policy stays as it is). */
+  problems: Problem[];
   namespace: string;
   /** undefined: the podSelector was unparsable; the policy isolates its whole namespace, allowing nothing. */
   podSelector: ParsedSelector | undefined;
@@ -253,16 +263,21 @@ export function compileFirewall(input: CompileInput): FirewallModel {
   const all: PodInfo[] = [];
   const byNamespace = new Map<string, PodInfo[]>();
   const local: PodInfo[] = [];
+  const localByNamespace = new Map<string, PodInfo[]>();
   const pendingLocal: PodInfo[] = [];
   for (const pod of input.pods) {
     if (!policeable(pod)) continue;
-    const info: PodInfo = {
-      key: keyOf(pod),
-      namespace: pod.metadata?.namespace ?? "",
-      labels: pod.metadata?.labels ?? {},
-      ips: podIps(pod),
-      pod,
-    };
+    let info = podInfoCache.get(pod);
+    if (!info) {
+      info = {
+        key: keyOf(pod),
+        namespace: pod.metadata?.namespace ?? "",
+        labels: pod.metadata?.labels ?? {},
+        ips: podIps(pod),
+        pod,
+      };
+      podInfoCache.set(pod, info);
+    }
     const isLocal = pod.spec?.nodeName === input.nodeName;
     if (info.ips.v4.length + info.ips.v6.length === 0) {
       if (isLocal) pendingLocal.push(info);
@@ -272,19 +287,38 @@ export function compileFirewall(input: CompileInput): FirewallModel {
     let list = byNamespace.get(info.namespace);
     if (!list) byNamespace.set(info.namespace, list = []);
     list.push(info);
-    if (isLocal) local.push(info);
+    if (isLocal) {
+      local.push(info);
+      let l = localByNamespace.get(info.namespace);
+      if (!l) localByNamespace.set(info.namespace, l = []);
+      l.push(info);
+    }
   }
 
   const parsed = [...input.policies]
     .sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : keyOf(a) > keyOf(b) ? 1 : 0))
-    .map((p) => parsePolicy(p, problems, nsLabels));
+    .map((p) => {
+      let parsed = policyCache.get(p);
+      if (!parsed) policyCache.set(p, parsed = parsePolicy(p));
+      problems.push(...parsed.problems);
+      return parsed;
+    });
 
   const podSets = new Map<string, PodSet>();
   const peerPods = new Map<string, PodInfo[]>();
   const podsOfPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>): PodInfo[] => {
     let pods = peerPods.get(peer.key);
     if (!pods) {
-      pods = all.filter(peer.select);
+      pods = [];
+      const podSel = peer.podSelector;
+      if (peer.namespace !== undefined) {
+        for (const p of byNamespace.get(peer.namespace) ?? []) if (podSel.matches(p.labels)) pods.push(p);
+      } else {
+        for (const [ns, labels] of nsLabels) {
+          if (!peer.nsSelector!.matches(labels)) continue;
+          for (const p of byNamespace.get(ns) ?? []) if (podSel.matches(p.labels)) pods.push(p);
+        }
+      }
       peerPods.set(peer.key, pods);
       const v4 = [...new Set(pods.flatMap((p) => p.ips.v4))].sort();
       const v6 = [...new Set(pods.flatMap((p) => p.ips.v6))].sort();
@@ -337,8 +371,8 @@ export function compileFirewall(input: CompileInput): FirewallModel {
   };
   for (const pol of parsed) {
     policies.set(pol.key, { ...pol.types });
-    const targets = (byNamespace.get(pol.namespace) ?? []).filter((p) =>
-      p.pod.spec?.nodeName === input.nodeName && (pol.podSelector?.matches(p.labels) ?? true)
+    const targets = (localByNamespace.get(pol.namespace) ?? []).filter((p) =>
+      pol.podSelector?.matches(p.labels) ?? true
     );
     for (const dir of ["ingress", "egress"] as const) {
       if (!pol.types[dir]) continue;
@@ -460,11 +494,15 @@ function ipValue(ip: string): bigint | undefined {
   return v;
 }
 
-function parsePolicy(
-  pol: V1NetworkPolicy,
-  problems: Problem[],
-  nsLabels: ReadonlyMap<string, Labels>,
-): ParsedPolicy {
+/**
+ * Parsed policies and pod facts by object: the watch caches hand the same object until it changes, so a
+ * sync re-parses only what changed (a compile stays pure: the caches only memoise pure functions).
+ */
+const policyCache = new WeakMap<V1NetworkPolicy, ParsedPolicy>();
+const podInfoCache = new WeakMap<V1Pod, PodInfo>();
+
+function parsePolicy(pol: V1NetworkPolicy): ParsedPolicy {
+  const problems: Problem[] = [];
   const key = keyOf(pol);
   const namespace = pol.metadata?.namespace ?? "";
   const spec = pol.spec ?? ({} as NonNullable<V1NetworkPolicy["spec"]>);
@@ -505,7 +543,7 @@ function parsePolicy(
       if (Array.isArray(rawPeers) && rawPeers.length > 0) {
         peers = [];
         rawPeers.forEach((peer, j) => {
-          const parsed = parsePeer(peer ?? {}, namespace, nsLabels);
+          const parsed = parsePeer(peer ?? {}, namespace);
           if (typeof parsed === "string") {
             problem(`${where}.${dir === "ingress" ? "from" : "to"}[${j}]: ${parsed}; peer skipped`);
           } else (peers as ParsedPeer[]).push(parsed);
@@ -527,6 +565,7 @@ function parsePolicy(
 
   return {
     key,
+    problems,
     namespace,
     podSelector,
     types,
@@ -546,11 +585,7 @@ interface RawRule {
 }
 
 /** Validates one peer: exactly an ipBlock, or a podSelector and/or a namespaceSelector. */
-function parsePeer(
-  peer: V1NetworkPolicyPeer,
-  policyNamespace: string,
-  nsLabels: ReadonlyMap<string, Labels>,
-): ParsedPeer | string {
+function parsePeer(peer: V1NetworkPolicyPeer, policyNamespace: string): ParsedPeer | string {
   const hasPods = peer.podSelector !== undefined && peer.podSelector !== null;
   const hasNs = peer.namespaceSelector !== undefined && peer.namespaceSelector !== null;
   if (peer.ipBlock !== undefined && peer.ipBlock !== null) {
@@ -571,7 +606,8 @@ function parsePeer(
       kind: "pods",
       key: `ns=${policyNamespace} pods=${podSel.key}`,
       description: `pods {${podSel.key}} in ${policyNamespace}`,
-      select: (p) => p.namespace === policyNamespace && podSel.matches(p.labels),
+      namespace: policyNamespace,
+      podSelector: podSel,
     };
   }
   const ns = parseSelector(peer.namespaceSelector!);
@@ -581,9 +617,7 @@ function parsePeer(
     kind: "pods",
     key: `nssel=${nsSel.key} pods=${podSel.key}`,
     description: `pods {${podSel.key}} in namespaces {${nsSel.key}}`,
-    select: (p) => {
-      const labels = nsLabels.get(p.namespace);
-      return labels !== undefined && nsSel.matches(labels) && podSel.matches(p.labels);
-    },
+    nsSelector: nsSel,
+    podSelector: podSel,
   };
 }
