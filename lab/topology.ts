@@ -8,6 +8,7 @@
  * addresses simply continue (kube-node156 = 192.168.1.255, kube-node157 = 192.168.2.0, both valid host
  * addresses in a /16).
  */
+import { cidrContains, parseCidr, parseIP } from "../ffi/mod.ts";
 
 /** Largest `--nodes` the addressing supports (pod CIDRs 10.1.1.0/24 … 10.1.255.0/24). */
 export const MAX_NODES = 255;
@@ -110,12 +111,8 @@ export function allocatePodCidr(nodeName: string, taken: Iterable<string>): stri
 
 /** Does `ip` (dotted quad) fall inside `cidr` (a.b.c.d/len)? */
 export function ipInCidr(ip: string, cidr: string): boolean {
-  const [net, lenText] = cidr.split("/");
-  const len = Number(lenText);
-  const toInt = (s: string) => s.split(".").reduce((a, p) => (a * 256 + Number(p)) >>> 0, 0);
-  if (!net || !Number.isInteger(len) || len < 0 || len > 32) return false;
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((toInt(ip) & mask) >>> 0) === ((toInt(net) & mask) >>> 0);
+  const c = parseCidr(cidr), a = parseIP(ip);
+  return c !== undefined && a !== undefined && c.family === 4 && cidrContains(c, a.addr);
 }
 
 /** The name of the network namespace that plays a pod: `<prefix>pod-<first 12 hex of uid>`. */

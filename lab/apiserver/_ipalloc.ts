@@ -3,67 +3,29 @@
  * and node ports (`--service-node-port-range`), as the real API server's registries: no address or port
  * is ever handed out twice while it is in use.
  */
+import { formatIP, parseIP } from "../../ffi/mod.ts";
 
 export type IpFamily = "IPv4" | "IPv6";
 
-/** An IPv4 or IPv6 address as a number (bigint), with its family; undefined if `s` is not one. */
+/**
+ * An IPv4 or IPv6 address as a number (bigint), with its family; undefined if `s` is not one. The text
+ * is read by the tree's one IP parser (ffi/ip.ts) after dropping leading zeros of decimal octets, since
+ * kube-apiserver reads IPs with k8s.io/utils' ParseIPSloppy, which keeps Go's pre-1.17 acceptance of
+ * `010.0.0.1` as 10.0.0.1 for stored objects.
+ */
 export function parseIp(s: string): { family: IpFamily; n: bigint } | undefined {
-  const v4 = parseIpv4(s);
-  if (v4 !== undefined) return { family: "IPv4", n: BigInt(v4) };
-  if (!s.includes(":") || s.includes("%")) return undefined;
-  let text = s;
-  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
-  const dot = /:(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (dot) {
-    const n = parseIpv4(dot[1]!);
-    if (n === undefined) return undefined;
-    text = `${text.slice(0, dot.index)}:${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const groups = (h: string) => (h === "" ? [] : h.split(":"));
-  const head = groups(halves[0]!), tail = halves.length === 2 ? groups(halves[1]!) : [];
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
-  const all = [...head, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...tail];
+  const ip = parseIP(s.replace(/(^|[.:])0+(?=\d)/g, "$1"));
+  if (!ip) return undefined;
   let n = 0n;
-  for (const g of all) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-    n = (n << 16n) | BigInt(parseInt(g, 16));
-  }
-  return { family: "IPv6", n };
+  for (const byte of ip.addr) n = (n << 8n) | BigInt(byte);
+  return { family: ip.family === 4 ? "IPv4" : "IPv6", n };
 }
 
 /** The canonical text of an address (RFC 5952 for IPv6: lower case, longest zero run as `::`). */
 export function formatIp(family: IpFamily, n: bigint): string {
-  if (family === "IPv4") return formatIpv4(Number(n));
-  const g = Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(112 - 16 * i)) & 0xffffn));
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
-}
-
-export function parseIpv4(s: string): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return undefined;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255)) return undefined;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
-
-export function formatIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+  const bytes = new Uint8Array(family === "IPv4" ? 4 : 16);
+  for (let i = bytes.length - 1; i >= 0; i--, n >>= 8n) bytes[i] = Number(n & 0xffn);
+  return formatIP(bytes);
 }
 
 /** Sequential first-free allocation over a range of integers, with explicit reservations. */
