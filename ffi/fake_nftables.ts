@@ -14,15 +14,15 @@
  * rule expressions (kept as text, printed back as given but for `counter`), element timeouts and counters'
  * traffic, overlapping intervals, address canonicalisation (give canonical forms: `fd00::1`).
  *
- * `apply`/`list` (libnftables' JSON) translate to and from the same model: JSON rules keep their `expr`.
+ * `list` renders the model in libnftables' JSON listing form (what `Nftables.list` returns), except that a
+ * rule carries its text (`text`) instead of nft's `expr` tree; `dump()` renders it as `nft list ruleset`.
  */
 import { NftError } from "./errors.ts";
-import type { NftCommand, NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
+import type { NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
 import {
   type NftChainSpec,
   type NftElementSpec,
   type NftMapSpec,
-  type NftObjectSpec,
   type NftOperation,
   type NftSetSpec,
   type NftTransaction,
@@ -45,8 +45,6 @@ interface FRule {
   handle: number;
   text: string;
   comment?: string;
-  /** The JSON expression, for rules added through `apply`. */
-  json?: unknown;
   /** "chain:NAME" / "set:NAME" this rule refers to. */
   refs: string[];
 }
@@ -162,16 +160,6 @@ export class FakeNftables implements NftRuleset {
       this.#transact(tx.operations.map((op) => ({ family: tx.family, table: tx.table, op })));
     } catch (e) {
       return Promise.reject(e);
-    }
-    return Promise.resolve();
-  }
-
-  apply(commands: readonly NftCommand[]): Promise<void> {
-    if (commands.length === 0) return Promise.resolve();
-    try {
-      this.#transact(expandJson(commands).map(fromJson));
-    } catch (e) {
-      return Promise.reject(e instanceof NftError ? e : new NftError(1, String(e), { cause: e }));
     }
     return Promise.resolve();
   }
@@ -389,7 +377,7 @@ export class FakeNftables implements NftRuleset {
 
   #newRule(t: FTable, fo: FakeOp, undo: Undo): FRule {
     const r = (fo.op.object as { rule: { rule: string; comment?: string } }).rule;
-    const refs = fo.json !== undefined ? jsonRefs(fo.json) : ruleRefs(r.rule);
+    const refs = ruleRefs(r.rule);
     for (const ref of refs) {
       const [kind, name] = ref.split(":") as [string, string];
       if (!(kind === "chain" ? t.chains.has(name) : t.sets.has(name))) {
@@ -399,7 +387,6 @@ export class FakeNftables implements NftRuleset {
     for (const ref of refs) this.#ref(t, ref, 1, undo);
     const nr: FRule = { handle: this.#handle(t, undo), text: r.rule, refs };
     if (r.comment !== undefined) nr.comment = r.comment;
-    if (fo.json !== undefined) nr.json = structuredClone(fo.json);
     return nr;
   }
 
@@ -474,16 +461,14 @@ export class FakeNftables implements NftRuleset {
       );
     }
     for (const r of c.rules) {
-      const text = r.json !== undefined
-        ? `# json ${JSON.stringify(r.json)}`
-        : r.text.replace(/\bcounter\b(?! packets)/g, "counter packets 0 bytes 0");
+      const text = r.text.replace(/\bcounter\b(?! packets)/g, "counter packets 0 bytes 0");
       lines.push(`\t\t${text}${r.comment !== undefined ? ` comment "${r.comment}"` : ""}`);
     }
     lines.push("\t}");
     return lines.join("\n") + "\n";
   }
 
-  // ---- libnftables JSON (apply/list) over the same model ----
+  // ---- libnftables' JSON listing form ----
 
   async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     const out = await this.#list(target);
@@ -497,8 +482,8 @@ export class FakeNftables implements NftRuleset {
   }
 
   #render(t: FTable): NftObject[] {
+    // nft 1.0.6's JSON leaves out table and chain comments (its text listing shows them).
     const table: Record<string, unknown> = { family: t.family, name: t.name, handle: t.handle };
-    if (t.comment !== undefined) table.comment = t.comment;
     const out: NftObject[] = [{ table }];
     for (const [name, s] of t.sets) out.push(this.#renderSet(t, name, s));
     for (const [name, c] of t.chains) out.push(this.#renderChain(t, name, c));
@@ -512,7 +497,6 @@ export class FakeNftables implements NftRuleset {
     if (sp.type !== undefined) {
       Object.assign(o, { type: sp.type, hook: sp.hook, prio: sp.priority, policy: sp.policy ?? "accept" });
     }
-    if (sp.comment !== undefined) o.comment = sp.comment;
     return { chain: o };
   }
 
@@ -524,7 +508,7 @@ export class FakeNftables implements NftRuleset {
         chain: name,
         handle: r.handle,
         ...(r.comment !== undefined ? { comment: r.comment } : {}),
-        ...(r.json !== undefined ? { expr: structuredClone(r.json) } : { text: r.text }),
+        text: r.text,
       },
     }));
   }
@@ -541,10 +525,18 @@ export class FakeNftables implements NftRuleset {
     if (s.isMap) o.map = (sp as NftMapSpec).map;
     if (sp.flags?.length) o.flags = [...sp.flags];
     if (sp.comment !== undefined) o.comment = sp.comment;
+    if (sp.counter) o.stmt = [{ counter: null }];
     const interval = sp.flags?.includes("interval") ?? false;
     if (s.elems.size) {
       o.elem = [...s.elems.values()].map((e) => {
-        const key = keyJson(e.key, interval);
+        let key = keyJson(e.key, interval);
+        // An element with a comment or a counter is wrapped: {elem: {val, comment, counter}}.
+        if (e.comment !== undefined || sp.counter) {
+          const elem: Record<string, unknown> = { val: key };
+          if (e.comment !== undefined) elem.comment = e.comment;
+          if (sp.counter) elem.counter = { packets: 0, bytes: 0 };
+          key = { elem };
+        }
         return s.isMap ? [key, valueJson(e.value!)] : key;
       });
     }
@@ -580,36 +572,11 @@ export class FakeNftables implements NftRuleset {
   close(): void {}
 }
 
-/** One operation with its table, and for rules added through `apply`, their JSON expression. */
+/** One operation with its table. */
 interface FakeOp {
   family: string;
   table: string;
   op: NftOperation;
-  json?: unknown;
-}
-
-function jsonRefs(expr: unknown): string[] {
-  const out: string[] = [];
-  const s = JSON.stringify(expr ?? null);
-  for (const m of s.matchAll(/"(?:jump|goto)":\{"target":"([^"]+)"\}/g)) out.push(`chain:${m[1]}`);
-  for (const m of s.matchAll(/"@([^"]+)"/g)) out.push(`set:${m[1]}`);
-  return out;
-}
-
-function partsOf(v: unknown): string[] {
-  if (typeof v === "string") return [v];
-  if (typeof v === "number") return [String(v)];
-  const o = v as Record<string, unknown>;
-  if (o && Array.isArray(o.concat)) return o.concat.flatMap(partsOf);
-  const p = o?.prefix as { addr: string; len: number } | undefined;
-  if (p) return [`${p.addr}/${p.len}`];
-  if (Array.isArray(o?.range)) return [`${o.range[0]}-${o.range[1]}`];
-  const verdict = Object.keys(o ?? {})[0];
-  if (verdict === "jump" || verdict === "goto") {
-    return [`${verdict} ${(o[verdict] as { target: string }).target}`];
-  }
-  if (verdict) return [verdict];
-  throw new NftError(1, `Error: FakeNftables cannot read element ${JSON.stringify(v)}`);
 }
 
 function partJson(p: string, interval: boolean): unknown {
@@ -635,107 +602,4 @@ function valueJson(value: readonly string[]): unknown {
     if (/^(accept|drop|continue|return)$/.test(v)) return { [v]: null };
   }
   return keyJson(value, false);
-}
-
-/** Translates one libnftables JSON command into an operation of the fake's model. */
-function fromJson(cmd: NftCommand): FakeOp {
-  const verbs = Object.keys(cmd);
-  if (verbs.length !== 1) throw new NftError(1, `Error: command must have one verb, got ${verbs.join(",")}`);
-  const verb = verbs[0]! as NftVerb;
-  const body = cmd[verb] as Record<string, Record<string, unknown>>;
-  const kind = Object.keys(body ?? {})[0];
-  const o = kind ? body[kind]! : undefined;
-  if (!kind || !o) throw new NftError(1, `Error: ${verb} needs one object`);
-  const str = (k: string) => {
-    const v = o[k];
-    if (typeof v !== "string") throw new NftError(1, `Error: missing or invalid "${k}"`);
-    return v;
-  };
-  if (kind === "element") return elementFromJson(verb, o);
-  const family = str("family");
-  const table = kind === "table" ? str("name") : str("table");
-  const op = (object: NftObjectSpec, json?: unknown): FakeOp => ({
-    family,
-    table,
-    op: { verb, object },
-    ...(json !== undefined ? { json } : {}),
-  });
-  switch (kind) {
-    case "table":
-      return op({ table: {} });
-    case "chain": {
-      const c: NftChainSpec = { name: str("name") };
-      if (typeof o.type === "string") {
-        Object.assign(c, { type: o.type, hook: o.hook, priority: o.prio });
-      }
-      if (typeof o.policy === "string") c.policy = o.policy as "accept";
-      return op({ chain: c });
-    }
-    case "set":
-    case "map": {
-      const s: NftMapSpec = {
-        name: str("name"),
-        type: Array.isArray(o.type) ? o.type.join(" . ") : String(o.type ?? ""),
-        map: String(o.map ?? ""),
-      };
-      if (Array.isArray(o.flags)) s.flags = o.flags as NonNullable<NftSetSpec["flags"]>;
-      if (kind === "set") {
-        const { map: _m, ...set } = s;
-        return op({ set: set });
-      }
-      return op({ map: s });
-    }
-    case "rule": {
-      const r = {
-        chain: str("chain"),
-        rule: "",
-        ...(typeof o.handle === "number" ? { handle: o.handle } : {}),
-      };
-      if (typeof o.comment === "string") Object.assign(r, { comment: o.comment });
-      return op({ rule: r }, verb === "delete" ? undefined : (o.expr ?? []));
-    }
-    default:
-      throw new NftError(1, `Error: FakeNftables does not support "${verb} ${kind}"`);
-  }
-}
-
-/**
- * The JSON `add set/map` with `elem`, and `add element` with a list, expand to one operation per
- * element, each with the set's family and table.
- */
-function expandJson(commands: readonly NftCommand[]): NftCommand[] {
-  const out: NftCommand[] = [];
-  for (const cmd of commands) {
-    const verb = Object.keys(cmd)[0]!;
-    const body = cmd[verb] as Record<string, Record<string, unknown>> | undefined;
-    const kind = Object.keys(body ?? {})[0];
-    const o = kind ? body![kind] : undefined;
-    if (!o || !kind) {
-      out.push(cmd);
-      continue;
-    }
-    if ((kind === "set" || kind === "map") && Array.isArray(o.elem)) {
-      const { elem, ...rest } = o;
-      out.push({ [verb]: { [kind]: rest } });
-      out.push(...expandJson([{ [verb === "create" ? "add" : verb]: { element: { ...rest, elem } } }]));
-      continue;
-    }
-    if (kind === "element") {
-      const elems = Array.isArray(o.elem) ? o.elem : [o.elem];
-      for (const e of elems) out.push({ [verb]: { element: { ...o, elem: e } } });
-      continue;
-    }
-    out.push(cmd);
-  }
-  return out;
-}
-
-/** A JSON element command with one element: a `[key, value]` pair for maps, a key for sets. */
-function elementFromJson(verb: NftVerb, o: Record<string, unknown>): FakeOp {
-  const set = String(o.name);
-  const e = o.elem;
-  const element: NftElementSpec = Array.isArray(e) && e.length === 2
-    ? { set, key: partsOf(e[0]), value: partsOf(e[1]) }
-    : { set, key: partsOf(e) };
-  return { family: String(o.family), table: String(o.table), op: { verb, object: { element } } };
 }

@@ -78,7 +78,6 @@ export {
   loadLibnftables,
   Nftables,
   nftBinary,
-  type NftCommand,
   type NftListOptions,
   type NftListTarget,
   type NftObject,

@@ -1,7 +1,8 @@
 /**
- * nftables through libnftables (`libnftables.so.1`, Debian package libnftables1) with its JSON API.
- * One `apply()` is one buffer is one atomic kernel transaction: either every command takes effect or
- * none does. The library path can be overridden with KUBE_ROUTER_LIBNFTABLES. Calls run on a worker
+ * nftables through libnftables (`libnftables.so.1`, Debian package libnftables1). Changes are typed
+ * transactions (`NftTransaction`, ./nft_transaction.ts) rendered to nft's own text syntax: one `run(tx)`
+ * is one buffer is one atomic kernel transaction, either every operation takes effect or none does.
+ * Reading (`list`) uses libnftables' JSON output, which names objects however they are called. The library path can be overridden with KUBE_ROUTER_LIBNFTABLES. Calls run on a worker
  * thread (the event loop keeps running during a large load) and are serialised per context.
  */
 import { LibraryLoadError, NftError } from "./errors.ts";
@@ -37,8 +38,6 @@ export const NFT_SYMBOLS = {
 /** NFT_CTX_OUTPUT_* flags. JSON (16) must be set for JSON *input* to be parsed too. */
 export const NftOutput = { handle: 1 << 3, json: 1 << 4, echo: 1 << 5, terse: 1 << 11 } as const;
 
-/** One JSON command or object, e.g. `{add: {table: {family: "ip", name: "kube-router"}}}`. */
-export type NftCommand = Record<string, unknown>;
 /** A listed object, e.g. `{map: {family, table, name, type, map, elem, handle}}`. */
 export type NftObject = Record<string, unknown>;
 
@@ -66,8 +65,6 @@ export interface NftRuleset {
    * `nft -f FILE` with `tx.render()`. Throws NftError whose `operations` name the failing operations.
    */
   run(tx: NftTransaction): Promise<void>;
-  /** Applies all commands as one atomic transaction. Equivalent to: `nft -j -f FILE`. */
-  apply(commands: readonly NftCommand[]): Promise<void>;
   /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
   /** Releases the context. Idempotent. */
@@ -127,8 +124,8 @@ export class Nftables implements NftRuleset {
 
   /**
    * `trimAboveBytes`: inputs larger than this are followed by malloc_trim(0) (default 1 MiB), so a huge
-   * load does not keep its heap; Infinity disables it. `outOfProcessAboveBytes`: `apply` inputs larger
-   * than this run in a child `nft -j -f -` (KUBE_ROUTER_NFT, default `nft`) so the parse never grows the
+   * load does not keep its heap; Infinity disables it. `outOfProcessAboveBytes`: transactions whose text
+   * is larger than this run in a child `nft -f -` (KUBE_ROUTER_NFT, default `nft`) so the parse never grows the
    * agent at all (default Infinity: always in process).
    */
   constructor(opts: { trimAboveBytes?: number; outOfProcessAboveBytes?: number } = {}) {
@@ -179,18 +176,6 @@ export class Nftables implements NftRuleset {
     return out;
   }
 
-  /** Equivalent to: `nft -j -f FILE` with `{"nftables": commands}`; atomic. */
-  async apply(commands: readonly NftCommand[]): Promise<void> {
-    if (commands.length === 0) return;
-    const json = JSON.stringify({ nftables: commands });
-    if (json.length > this.#outOfProcessAbove) {
-      const next = this.#queue.then(() => applyInChild(json));
-      this.#queue = next.catch(() => undefined);
-      return await next;
-    }
-    await this.runBuffer(json);
-  }
-
   /** Equivalent to: `nft -f FILE` with nft's own syntax; atomic. */
   async applyText(script: string): Promise<void> {
     await this.runBuffer(script, { json: false });
@@ -206,10 +191,17 @@ export class Nftables implements NftRuleset {
     if (tx.size === 0) return;
     const text = tx.render();
     try {
-      await this.applyText(text);
+      if (text.length > this.#outOfProcessAbove) {
+        const next = this.#queue.then(() => applyInChild(text));
+        this.#queue = next.catch(() => undefined);
+        await next;
+      } else await this.applyText(text);
     } catch (e) {
       if (!(e instanceof NftError)) throw e;
-      const located = await this.#locate(text).catch(() => "");
+      // A child `nft -f -` already names line:column (its input is /dev/stdin, a file).
+      const located = errorLocations(e.nftMessage).length
+        ? e.nftMessage
+        : await this.#locate(text).catch(() => "");
       throw new NftError(e.rc, located || e.nftMessage, {
         operations: tx.operationsAt(errorLocations(located)),
         cause: e,
@@ -247,9 +239,13 @@ export class Nftables implements NftRuleset {
     });
   }
 
-  /** Checks a transaction without committing it. Equivalent to: `nft -c -j -f FILE`. */
-  async check(commands: readonly NftCommand[]): Promise<void> {
-    await this.runBuffer(JSON.stringify({ nftables: commands }), { dryRun: true });
+  /**
+   * Checks a transaction without committing it: the kernel sees the batch and aborts it. Equivalent to:
+   * `nft -c -f FILE`.
+   */
+  async check(tx: NftTransaction): Promise<void> {
+    if (tx.size === 0) return;
+    await this.runBuffer(tx.render(), { json: false, dryRun: true });
   }
 
   /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
@@ -280,12 +276,12 @@ export function nftBinary(): string {
   return Deno.env.get("KUBE_ROUTER_NFT") || "nft";
 }
 
-/** Runs one JSON transaction in a child `nft -j -f -`, in this process's network namespace. */
-async function applyInChild(json: string): Promise<void> {
+/** Runs one transaction's text in a child `nft -f -`, in this process's network namespace. */
+async function applyInChild(text: string): Promise<void> {
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(nftBinary(), {
-      args: ["-j", "-f", "-"],
+      args: ["-f", "-"],
       stdin: "piped",
       stdout: "null",
       stderr: "piped",
@@ -298,7 +294,7 @@ async function applyInChild(json: string): Promise<void> {
   }
   const w = child.stdin.getWriter();
   try {
-    await w.write(new TextEncoder().encode(json));
+    await w.write(new TextEncoder().encode(text));
     await w.close();
   } catch { /* the child exited early; its stderr says why */ }
   const out = await child.output();

@@ -11,7 +11,8 @@ import {
   isExists,
   isNotFound,
   Nftables,
-  type NftCommand,
+  NftError,
+  NftTransaction,
   ProcSysctl,
   type Route,
   type RouteOp,
@@ -370,44 +371,26 @@ export async function enobufs() {
 export async function nftVerdictMap(n: number) {
   const nft = new Nftables();
   try {
-    const elem: unknown[] = [];
+    const tx = new NftTransaction("ip", "krt")
+      .add({ table: {} })
+      .add({ chain: { name: "svc" } })
+      .add({ chain: { name: "pre", type: "filter", hook: "prerouting", priority: 0, policy: "accept" } })
+      .add({ map: { name: "vips", type: "ipv4_addr", map: "verdict" } });
     for (let i = 0; i < n; i++) {
-      elem.push([`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, { jump: { target: "svc" } }]);
+      tx.add({
+        element: {
+          set: "vips",
+          key: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`],
+          value: ["jump svc"],
+        },
+      });
     }
-    const cmds: NftCommand[] = [
-      { add: { table: { family: "ip", name: "krt" } } },
-      { add: { chain: { family: "ip", table: "krt", name: "svc" } } },
-      {
-        add: {
-          chain: {
-            family: "ip",
-            table: "krt",
-            name: "pre",
-            type: "filter",
-            hook: "prerouting",
-            prio: 0,
-            policy: "accept",
-          },
-        },
-      },
-      { add: { map: { family: "ip", table: "krt", name: "vips", type: "ipv4_addr", map: "verdict" } } },
-      { add: { element: { family: "ip", table: "krt", name: "vips", elem } } },
-      {
-        add: {
-          rule: {
-            family: "ip",
-            table: "krt",
-            chain: "pre",
-            expr: [{ vmap: { key: { payload: { protocol: "ip", field: "daddr" } }, data: "@vips" } }],
-          },
-        },
-      },
-    ];
+    tx.add({ rule: { chain: "pre", rule: "ip daddr vmap @vips" } });
     // libnftables runs on a worker thread: timers keep firing while the kernel loads the map.
     let ticks = 0;
     const timer = setInterval(() => ticks++, 2);
     try {
-      await nft.apply(cmds);
+      await nft.run(tx);
     } finally {
       clearInterval(timer);
     }
@@ -429,23 +412,27 @@ export async function nftVerdictMap(n: number) {
 export async function nftFailingTransaction() {
   const nft = new Nftables();
   try {
-    await nft.apply([{ add: { table: { family: "ip", name: "keep" } } }, {
-      add: { set: { family: "ip", table: "keep", name: "s", type: "ipv4_addr" } },
-    }]);
-    const before = await nft.list({ ruleset: true });
-    const failure = await attempt(() =>
-      nft.apply([
-        { add: { table: { family: "ip", name: "krtfail" } } },
-        { add: { element: { family: "ip", table: "keep", name: "s", elem: ["10.0.0.1"] } } },
-        { delete: { table: { family: "ip", name: "doesnotexist" } } },
-      ])
+    await nft.run(
+      new NftTransaction("ip", "keep").add({ table: {} }).add({ set: { name: "s", type: "ipv4_addr" } }),
     );
-    const message = await nft.apply([{ delete: { table: { family: "ip", name: "doesnotexist" } } }]).then(
+    const before = await nft.list({ ruleset: true });
+    const failing = new NftTransaction("ip", "keep")
+      .add({ chain: { name: "krtfail" } })
+      .add({ element: { set: "s", key: ["10.0.0.1"] } })
+      .delete({ set: { name: "doesnotexist", type: "ipv4_addr" } });
+    let operations: readonly number[] = [];
+    const failure = await attempt(() =>
+      nft.run(failing).catch((e) => {
+        if (e instanceof NftError) operations = e.operations;
+        throw e;
+      })
+    );
+    const message = await nft.run(new NftTransaction("ip", "doesnotexist").delete({ table: {} })).then(
       () => "",
       (e) => String((e as Error).message),
     );
     const after = await nft.list({ ruleset: true });
-    return { failure, message, same: JSON.stringify(before) === JSON.stringify(after), after };
+    return { failure, operations, message, same: JSON.stringify(before) === JSON.stringify(after), after };
   } finally {
     nft.close();
   }
@@ -515,39 +502,33 @@ export async function watchCloseWhileSuspended() {
   }
 }
 
-/** Large loads can go through a child `nft -j -f -`; errors and atomicity are the same. */
+/** Large loads can go through a child `nft -f -`; errors (with the failing operation) and atomicity are the same. */
 export async function nftChildProcess() {
   const nft = new Nftables({ outOfProcessAboveBytes: 0 });
   try {
-    await nft.apply([
-      { add: { table: { family: "ip", name: "krtchild" } } },
-      {
-        add: {
-          set: {
-            family: "ip",
-            table: "krtchild",
-            name: "s",
-            type: "ipv4_addr",
-            elem: ["10.0.0.1", "10.0.0.2"],
-          },
-        },
-      },
-    ]);
+    const tx = () => new NftTransaction("ip", "krtchild");
+    await nft.run(
+      tx().add({ table: {} }).add({ set: { name: "s", type: "ipv4_addr" } })
+        .add({ element: { set: "s", key: ["10.0.0.1"] } }).add({ element: { set: "s", key: ["10.0.0.2"] } }),
+    );
     const set = await nft.list({ set: { family: "ip", table: "krtchild", name: "s" } });
+    let operations: readonly number[] = [];
     const failure = await attempt(() =>
-      nft.apply([
-        { add: { element: { family: "ip", table: "krtchild", name: "s", elem: ["10.0.0.3"] } } },
-        { delete: { table: { family: "ip", name: "doesnotexist" } } },
-      ])
+      nft.run(
+        tx().add({ element: { set: "s", key: ["10.0.0.3"] } }).delete({ chain: { name: "doesnotexist" } }),
+      ).catch((e) => {
+        if (e instanceof NftError) operations = e.operations;
+        throw e;
+      })
     );
     const after = await nft.list({ set: { family: "ip", table: "krtchild", name: "s" } });
     const dry = await attempt(() =>
-      nft.check([{ delete: { table: { family: "ip", name: "doesnotexist" } } }])
+      nft.check(new NftTransaction("ip", "doesnotexist").delete({ table: {} }))
     );
-    await nft.check([{ add: { table: { family: "ip", name: "dryonly" } } }]);
+    await nft.check(new NftTransaction("ip", "dryonly").add({ table: {} }));
     const ruleset = (await nft.list({ ruleset: true })).map((o) => Object.values(o)[0] as { name: string })
       .map((o) => o.name);
-    return { set, failure, after, dry, ruleset };
+    return { set, failure, operations, after, dry, ruleset };
   } finally {
     nft.close();
   }

@@ -37,6 +37,7 @@ Deno.test({
       assert.equal(res.failure !== "ok" && res.failure.notFound, true);
       assert.match(res.message, /No such file or directory/);
       assert.equal(res.same, true);
+      assert.deepEqual(res.operations, [2], "the error names the failing operation");
       const ruleset = (await ns.exec(["nft", "list", "ruleset"])).stdout;
       assert.doesNotMatch(ruleset, /krtfail/);
       assert.doesNotMatch(ruleset, /10\.0\.0\.1/);
@@ -73,6 +74,7 @@ Deno.test({
       assert.equal(res.failure !== "ok" && res.failure.name, "NftError");
       assert.equal(res.failure !== "ok" && res.failure.notFound, true);
       assert.deepEqual(elems(res.after), ["10.0.0.1", "10.0.0.2"], "the failed transaction added nothing");
+      assert.deepEqual(res.operations, [1], "the child's error names the failing operation");
       assert.equal(res.dry !== "ok" && res.dry.notFound, true);
       assert.ok(!res.ruleset.includes("dryonly"), "a dry run commits nothing");
       assert.ok(res.ruleset.includes("krtchild"));

@@ -11,6 +11,7 @@ import {
   isNotFound,
   type NftObject,
   type NftRuleset,
+  NftTransaction,
   type Route,
   RouteProtocol,
   RouteScope,
@@ -18,7 +19,7 @@ import {
   type Rtnl,
   type RtnlEvent,
 } from "../../../ffi/mod.ts";
-import { nftTxCases } from "./_nft_conformance.ts";
+import { dumpOf, nftTxCases } from "./_nft_conformance.ts";
 
 export interface Case<T> {
   name: string;
@@ -536,32 +537,26 @@ export function normalize(objs: NftObject[]): NftObject[] {
 }
 
 const T = { family: "ip", name: "ctest" };
-const base = [
-  { add: { table: T } },
-  { add: { chain: { family: "ip", table: "ctest", name: "svc" } } },
-  { add: { map: { family: "ip", table: "ctest", name: "vips", type: "ipv4_addr", map: "verdict" } } },
-  { add: { set: { family: "ip", table: "ctest", name: "ips", type: "ipv4_addr" } } },
-];
+const tx = () => new NftTransaction("ip", "ctest");
+/** Table ip ctest with a chain "svc", a verdict map "vips" and a set "ips". */
+const base = () =>
+  tx().add({ table: {} }).add({ chain: { name: "svc" } })
+    .add({ map: { name: "vips", type: "ipv4_addr", map: "verdict" } })
+    .add({ set: { name: "ips", type: "ipv4_addr" } });
+const mapRef = { family: "ip", table: "ctest", name: "vips" };
+const setRef = { family: "ip", table: "ctest", name: "ips" };
 
-/** The JSON `apply` cases, then the typed-transaction cases of _nft_conformance.ts. */
-const nftJsonCases: Case<NftRuleset>[] = [
+/** Listing (libnftables' JSON) of what transactions wrote: the fake must list as nft does. */
+const nftListCases: Case<NftRuleset>[] = [
   {
     name: "a verdict map applied in one transaction lists back with its elements",
     fn: async (n) => {
-      await n.apply([
-        ...base,
-        {
-          add: {
-            element: {
-              family: "ip",
-              table: "ctest",
-              name: "vips",
-              elem: [["10.0.0.2", { jump: { target: "svc" } }], ["10.0.0.1", { accept: null }]],
-            },
-          },
-        },
-      ]);
-      const listed = normalize(await n.list({ map: { family: "ip", table: "ctest", name: "vips" } }));
+      await n.run(
+        base()
+          .add({ element: { set: "vips", key: ["10.0.0.2"], value: ["jump svc"] } })
+          .add({ element: { set: "vips", key: ["10.0.0.1"], value: ["accept"] } }),
+      );
+      const listed = normalize(await n.list({ map: mapRef }));
       assert.deepEqual(listed, [{
         map: {
           family: "ip",
@@ -577,7 +572,7 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "listing a table shows the table, its sets and maps, and its chains",
     fn: async (n) => {
-      await n.apply(base);
+      await n.run(base());
       const kinds = (await n.list({ table: T })).map((o) => Object.keys(o)[0]);
       assert.deepEqual(kinds, ["table", "map", "set", "chain"]);
     },
@@ -585,22 +580,22 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "creating an existing table fails as exists while adding it again is a no-op",
     fn: async (n) => {
-      await n.apply(base);
-      await n.apply([{ add: { table: T } }]);
-      await rejects(n.apply([{ create: { table: T } }]), isExists, "create");
+      await n.run(base());
+      await n.run(tx().add({ table: {} }));
+      await rejects(n.run(tx().create({ table: {} })), isExists, "create");
     },
   },
   {
     name: "a transaction with one failing command changes nothing",
     fn: async (n) => {
-      await n.apply(base);
+      await n.run(base());
       const before = normalize(await n.list({ ruleset: true }));
       await rejects(
-        n.apply([
-          { add: { table: { family: "ip", name: "other" } } },
-          { add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.9"] } } },
-          { delete: { table: { family: "ip", name: "missing" } } },
-        ]),
+        n.run(
+          tx().add({ chain: { name: "other" } })
+            .add({ element: { set: "ips", key: ["10.0.0.9"] } })
+            .delete({ set: { name: "absent", type: "ipv4_addr" } }),
+        ),
         isNotFound,
         "failing transaction",
       );
@@ -610,17 +605,17 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "elements are added and deleted one by one, and deleting a missing element fails as not found",
     fn: async (n) => {
-      await n.apply(base);
-      await n.apply([{
-        add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1", "10.0.0.2"] } },
-      }]);
-      await n.apply([{
-        delete: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } },
-      }]);
-      const [set] = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "ips" } }));
+      await n.run(base());
+      await n.run(
+        tx().add({ element: { set: "ips", key: ["10.0.0.1"] } }).add({
+          element: { set: "ips", key: ["10.0.0.2"] },
+        }),
+      );
+      await n.run(tx().delete({ element: { set: "ips", key: ["10.0.0.1"] } }));
+      const [set] = normalize(await n.list({ set: setRef }));
       assert.deepEqual((set?.set as { elem?: unknown[] }).elem, ["10.0.0.2"]);
       await rejects(
-        n.apply([{ delete: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } } }]),
+        n.run(tx().delete({ element: { set: "ips", key: ["10.0.0.1"] } })),
         isNotFound,
         "missing element",
       );
@@ -629,37 +624,27 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "a terse listing leaves out set and map elements",
     fn: async (n) => {
-      await n.apply([...base, {
-        add: { element: { family: "ip", table: "ctest", name: "ips", elem: ["10.0.0.1"] } },
-      }]);
+      await n.run(base().add({ element: { set: "ips", key: ["10.0.0.1"] } }));
       const terse = normalize(await n.list({ table: T }, { terse: true }));
       assert.ok(terse.every((o) => !("elem" in (Object.values(o)[0] as object))));
-      const full = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "ips" } }));
+      const full = normalize(await n.list({ set: setRef }));
       assert.deepEqual((full[0]?.set as { elem?: unknown[] }).elem, ["10.0.0.1"]);
     },
   },
   {
     name: "flushing a map empties it",
     fn: async (n) => {
-      await n.apply([...base, {
-        add: {
-          element: { family: "ip", table: "ctest", name: "vips", elem: [["10.0.0.1", { drop: null }]] },
-        },
-      }]);
-      await n.apply([{ flush: { map: { family: "ip", table: "ctest", name: "vips" } } }]);
-      const [m] = await n.list({ map: { family: "ip", table: "ctest", name: "vips" } });
+      await n.run(base().add({ element: { set: "vips", key: ["10.0.0.1"], value: ["drop"] } }));
+      await n.run(tx().flush({ map: { name: "vips", type: "ipv4_addr", map: "verdict" } }));
+      const [m] = await n.list({ map: mapRef });
       assert.equal((m?.map as { elem?: unknown[] }).elem, undefined);
     },
   },
   {
     name: "deleting a missing table and listing a missing set fail as not found",
     fn: async (n) => {
-      await rejects(
-        n.apply([{ delete: { table: { family: "ip", name: "missing" } } }]),
-        isNotFound,
-        "delete table",
-      );
-      await n.apply(base);
+      await rejects(n.run(tx().delete({ table: {} })), isNotFound, "delete table");
+      await n.run(base());
       await rejects(
         n.list({ set: { family: "ip", table: "ctest", name: "absent" } }),
         isNotFound,
@@ -670,38 +655,20 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "rules are listed with their handles and deleted by handle",
     fn: async (n) => {
-      const rule = (port: number) => ({
-        add: {
-          rule: {
-            family: "ip",
-            table: "ctest",
-            chain: "svc",
-            expr: [
-              { match: { op: "==", left: { payload: { protocol: "udp", field: "dport" } }, right: port } },
-              { accept: null },
-            ],
-          },
-        },
-      });
-      await n.apply([...base, rule(53), rule(54)]);
+      const rule = (port: number) => ({ rule: { chain: "svc", rule: `udp dport ${port} accept` } });
+      await n.run(base().add(rule(53)).add(rule(54)));
       const listed = await n.list({ chain: { family: "ip", table: "ctest", name: "svc" } });
       assert.deepEqual(listed.map((o) => Object.keys(o)[0]), ["chain", "rule", "rule"]);
-      const rules = listed.filter((o) => "rule" in o).map((o) =>
-        o.rule as { handle: number; expr: unknown[] }
-      );
-      assert.deepEqual(rules.map((r) => r.expr), [rule(53).add.rule.expr, rule(54).add.rule.expr]);
-      assert.ok(rules.every((r) => typeof r.handle === "number"));
-      await n.apply([{
-        delete: { rule: { family: "ip", table: "ctest", chain: "svc", handle: rules[0]!.handle } },
-      }]);
+      const handles = listed.filter((o) => "rule" in o).map((o) => (o.rule as { handle: number }).handle);
+      assert.ok(handles.every((h) => typeof h === "number"));
+      await n.run(tx().delete({ rule: { chain: "svc", rule: "", handle: handles[0]! } }));
       const after = (await n.list({ chain: { family: "ip", table: "ctest", name: "svc" } })).filter((o) =>
         "rule" in o
       );
-      assert.deepEqual(after.map((o) => (o.rule as { expr: unknown[] }).expr), [rule(54).add.rule.expr]);
+      assert.deepEqual(after.map((o) => (o.rule as { handle: number }).handle), [handles[1]]);
+      assert.match(await dumpOf(n), /chain svc \{\n\t\tudp dport 54 accept\n\t\}/);
       await rejects(
-        n.apply([{
-          delete: { rule: { family: "ip", table: "ctest", chain: "svc", handle: rules[0]!.handle } },
-        }]),
+        n.run(tx().delete({ rule: { chain: "svc", rule: "", handle: handles[0]! } })),
         isNotFound,
         "deleting a deleted rule",
       );
@@ -710,6 +677,12 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "a base chain keeps its type, hook, priority and policy",
     fn: async (n) => {
+      await n.run(
+        tx().add({ table: {} }).add({
+          chain: { name: "pre", type: "nat", hook: "prerouting", priority: -100, policy: "accept" },
+        }),
+      );
+      const listed = normalize(await n.list({ chain: { family: "ip", table: "ctest", name: "pre" } }));
       const chain = {
         family: "ip",
         table: "ctest",
@@ -719,87 +692,76 @@ const nftJsonCases: Case<NftRuleset>[] = [
         prio: -100,
         policy: "accept",
       };
-      await n.apply([{ add: { table: T } }, { add: { chain } }]);
-      const listed = normalize(await n.list({ chain: { family: "ip", table: "ctest", name: "pre" } }));
       assert.deepEqual(listed, [{ chain }]);
     },
   },
   {
-    name: "interval sets and concatenated verdict maps list back in the form they were given",
+    name: "interval sets and concatenated verdict maps list back in nft's JSON forms",
     fn: async (n) => {
-      const set = {
-        family: "ip",
-        table: "ctest",
-        name: "cidrs",
-        type: "ipv4_addr",
-        flags: ["interval"],
-        elem: [{ prefix: { addr: "10.0.0.0", len: 8 } }, "192.168.1.1", {
-          range: ["172.16.0.1", "172.16.0.9"],
-        }],
-      };
-      const map = {
-        family: "ip",
-        table: "ctest",
-        name: "svcports",
-        type: ["ipv4_addr", "inet_proto", "inet_service"],
-        map: "verdict",
-        elem: [[{ concat: ["10.0.0.1", "tcp", 80] }, { goto: { target: "svc" } }]],
-      };
-      await n.apply([...base, { add: { set } }, { add: { map } }]);
+      await n.run(
+        base()
+          .add({ set: { name: "cidrs", type: "ipv4_addr", flags: ["interval"] } })
+          .add({ element: { set: "cidrs", key: ["10.0.0.0/8"] } })
+          .add({ element: { set: "cidrs", key: ["192.168.1.1"] } })
+          .add({ element: { set: "cidrs", key: ["172.16.0.1-172.16.0.9"] } })
+          .add({ map: { name: "svcports", type: "ipv4_addr . inet_proto . inet_service", map: "verdict" } })
+          .add({ element: { set: "svcports", key: ["10.0.0.1", "tcp", "80"], value: ["goto svc"] } }),
+      );
       const [gotSet] = normalize(await n.list({ set: { family: "ip", table: "ctest", name: "cidrs" } }));
-      assert.deepEqual(gotSet, normalize([{ set }])[0]);
+      assert.deepEqual(
+        gotSet,
+        normalize([{
+          set: {
+            family: "ip",
+            table: "ctest",
+            name: "cidrs",
+            type: "ipv4_addr",
+            flags: ["interval"],
+            elem: [{ prefix: { addr: "10.0.0.0", len: 8 } }, "192.168.1.1", {
+              range: ["172.16.0.1", "172.16.0.9"],
+            }],
+          },
+        }])[0],
+      );
       const [gotMap] = normalize(await n.list({ map: { family: "ip", table: "ctest", name: "svcports" } }));
-      assert.deepEqual(gotMap, normalize([{ map }])[0]);
+      assert.deepEqual(gotMap, {
+        map: {
+          family: "ip",
+          table: "ctest",
+          name: "svcports",
+          type: ["ipv4_addr", "inet_proto", "inet_service"],
+          map: "verdict",
+          elem: [[{ concat: ["10.0.0.1", "tcp", 80] }, { goto: { target: "svc" } }]],
+        },
+      });
     },
   },
   {
     name: "a verdict naming a missing chain fails as not found and changes nothing",
     fn: async (n) => {
-      await n.apply(base);
+      await n.run(base());
       await rejects(
-        n.apply([{
-          add: {
-            element: {
-              family: "ip",
-              table: "ctest",
-              name: "vips",
-              elem: [["10.0.0.1", { jump: { target: "nochain" } }]],
-            },
-          },
-        }]),
+        n.run(tx().add({ element: { set: "vips", key: ["10.0.0.1"], value: ["jump nochain"] } })),
         isNotFound,
         "jump to a missing chain",
       );
-      const [m] = await n.list({ map: { family: "ip", table: "ctest", name: "vips" } });
+      const [m] = await n.list({ map: mapRef });
       assert.equal((m?.map as { elem?: unknown[] }).elem, undefined);
     },
   },
   {
     name: "a chain that is jumped to cannot be deleted, while a chain with rules is deleted with them",
     fn: async (n) => {
-      await n.apply([
-        ...base,
-        { add: { chain: { family: "ip", table: "ctest", name: "other" } } },
-        { add: { chain: { family: "ip", table: "ctest", name: "full" } } },
-        { add: { rule: { family: "ip", table: "ctest", chain: "full", expr: [{ accept: null }] } } },
-        {
-          add: {
-            element: {
-              family: "ip",
-              table: "ctest",
-              name: "vips",
-              elem: [["10.0.0.1", { jump: { target: "svc" } }]],
-            },
-          },
-        },
-      ]);
-      await rejects(
-        n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "svc" } } }]),
-        isBusy,
-        "jumped to",
+      await n.run(
+        base()
+          .add({ chain: { name: "other" } })
+          .add({ chain: { name: "full" } })
+          .add({ rule: { chain: "full", rule: "accept" } })
+          .add({ element: { set: "vips", key: ["10.0.0.1"], value: ["jump svc"] } }),
       );
-      await n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "full" } } }]);
-      await n.apply([{ delete: { chain: { family: "ip", table: "ctest", name: "other" } } }]);
+      await rejects(n.run(tx().delete({ chain: { name: "svc" } })), isBusy, "jumped to");
+      await n.run(tx().delete({ chain: { name: "full" } }));
+      await n.run(tx().delete({ chain: { name: "other" } }));
       const listed = await n.list({ table: T });
       assert.deepEqual(listed.filter((o) => "chain" in o).map((o) => (o.chain as { name: string }).name), [
         "svc",
@@ -810,11 +772,11 @@ const nftJsonCases: Case<NftRuleset>[] = [
   {
     name: "deleting a table removes everything in it",
     fn: async (n) => {
-      await n.apply(base);
-      await n.apply([{ delete: { table: T } }]);
+      await n.run(base());
+      await n.run(tx().delete({ table: {} }));
       assert.deepEqual(await n.list({ ruleset: true }), []);
     },
   },
 ];
 
-export const nftCases: Case<NftRuleset>[] = [...nftJsonCases, ...nftTxCases];
+export const nftCases: Case<NftRuleset>[] = [...nftListCases, ...nftTxCases];
