@@ -2,7 +2,7 @@
  * The lab's command line (`deno task lab <command>`, `deno task demo`).
  *
  *   up [--nodes N] [--agent-flags "…"] [--agent-bin PATH] [--no-agents] [--cni auto|lab|agent]
- *      [--external-router gobgp|bird]
+ *      [--external-router gobgp|bird] [--daemonset [--manifest FILE]]
  *   status
  *   kubectl -- <args>                 kubectl with the lab kubeconfig, run inside kube-master's namespace
  *   exec <ns>/<pod> -- <command>      run a command in a pod's network namespace
@@ -11,7 +11,8 @@
  *   add-host <name> <ip>              add a machine outside the cluster on the underlay (external router, client)
  *   restart-agent <node> [--kill]     restart one node's agent (--kill: SIGKILL, as a crash); pods keep running
  *   down                              remove every namespace, process and file the lab made
- *   demo [--nodes N] [--keep]         up, the narrated scenario, down; exit 0 only if every expectation held
+ *   demo [--nodes N] [--keep] [--daemonset [--manifest FILE]]
+ *                                     up, the narrated scenario, down; exit 0 only if every expectation held
  *
  * Global options: --state-dir DIR (default <repo>/.lab, env KRL_LAB_STATE_DIR),
  * --prefix P (namespace prefix, default krl-, env KRL_LAB_PREFIX).
@@ -21,6 +22,7 @@ import { runDemo } from "./demo.ts";
 import { CommandError } from "./_sh.ts";
 import {
   addExternalHost,
+  DAEMONSET_MANIFEST,
   execCommand,
   kubectlCommand,
   labDown,
@@ -48,6 +50,8 @@ commands:
                                --external-router: a gobgpd or BIRD 2 router at 192.168.1.10, ASN 65000,
                                peering with every node (agents get --peer-router-ips/--peer-router-asns);
                                'exec router -- gobgp global rib' or 'exec router -- birdc -s <state>/router/bird.ctl show route'
+                               --daemonset: no agent processes; the agents run as the DaemonSet of
+                               dist/kube-router-daemonset.yaml (or --manifest FILE), applied with kubectl
   status                       what is up: namespaces, processes, nodes
   kubectl -- <args>            kubectl with the lab kubeconfig (inside kube-master's namespace)
   exec <ns>/<pod> -- <cmd>     run a command in a pod's network namespace
@@ -59,7 +63,9 @@ commands:
                                restart one agent (pods and kubelet keep running); --kill: SIGKILL it first,
                                as in a crash (for graceful restart)
   down                         remove every namespace, process and file the lab made
-  demo [--nodes N] [--keep]    up, the narrated scenario, down (exit 0 only if every expectation held)
+  demo [--nodes N] [--keep] [--daemonset [--manifest FILE]]
+                               up, the narrated scenario, down (exit 0 only if every expectation held);
+                               --daemonset: every act with the agents as a DaemonSet
 
 options: --state-dir DIR (default <repo>/.lab), --prefix P (namespace prefix, default krl-)`;
 
@@ -99,6 +105,8 @@ export async function main(argv: string[]): Promise<number> {
       "keep": { type: "boolean" },
       "external-router": { type: "string" },
       "kill": { type: "boolean" },
+      "daemonset": { type: "boolean" },
+      "manifest": { type: "string" },
       "help": { type: "boolean", short: "h" },
     },
   });
@@ -120,6 +128,9 @@ export async function main(argv: string[]): Promise<number> {
   if (externalRouter !== undefined && !EXTERNAL_ROUTER_KINDS.includes(externalRouter)) {
     throw new LabError("--external-router must be gobgp or bird");
   }
+  const daemonset = values.daemonset || values.manifest
+    ? { daemonset: values.manifest ?? DAEMONSET_MANIFEST }
+    : {};
   switch (cmd) {
     case "up": {
       const t0 = performance.now();
@@ -139,6 +150,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values["agent-bin"] ? { agentBin: values["agent-bin"] } : {}),
           ...(cni ? { cni } : {}),
           ...(externalRouter ? { externalRouter } : {}),
+          ...daemonset,
           say: (l) => console.log(`lab: ${l}`),
         });
       } catch (e) {
@@ -257,6 +269,8 @@ export async function main(argv: string[]): Promise<number> {
         ...(values["agent-flags"] ? { agentFlags: splitFlags(values["agent-flags"]) } : {}),
         agents: !values["no-agents"],
         ...(cni ? { cni } : {}),
+        ...(externalRouter ? { externalRouter } : {}),
+        ...daemonset,
       });
     default:
       console.error(`lab: unknown command ${cmd}\n${USAGE}`);

@@ -4,12 +4,19 @@
  * what it saw, and exits 0 only if every expectation held, with a final summary line.
  */
 import { progress, sh, sleep } from "./_sh.ts";
-import { type Act, ACTS, type DemoContext, ExpectationFailed } from "./acts/mod.ts";
+import { type Act, ACTS, clusterAct, daemonSetAct, type DemoContext, ExpectationFailed } from "./acts/mod.ts";
 import { execCommand, kubectl, labDown, labUp, type UpOptions } from "./lab.ts";
 import type { LabState } from "./state.ts";
 
 export { type Act, ACTS, type DemoContext, ExpectationFailed, type Step } from "./acts/mod.ts";
-export { clusterAct, crossNodeAct, sameNodeAct } from "./acts/mod.ts";
+export { clusterAct, crossNodeAct, daemonSetAct, sameNodeAct } from "./acts/mod.ts";
+
+/** The acts of a demo: with the agents as a DaemonSet, the DaemonSet act follows the cluster act. */
+export function demoActs(daemonset: boolean, acts: Act[] = ACTS): Act[] {
+  if (!daemonset) return acts;
+  const i = acts.indexOf(clusterAct);
+  return [...acts.slice(0, i + 1), daemonSetAct, ...acts.slice(i + 1)];
+}
 
 export interface DemoResult {
   expectations: number;
@@ -87,7 +94,7 @@ export async function runActs(
   for (const [i, act] of acts.entries()) {
     out(`\n== Act ${i + 1}: ${act.name} ==`);
     out(`  ${act.story}`);
-    if (act.needsAgents && !state.agents) {
+    if (act.needsAgents && !state.agents && !state.daemonset) {
       out("  (skipped: the lab runs without agents)");
       result.skipped.push(act.name);
       continue;
@@ -128,12 +135,16 @@ export interface DemoOptions extends UpOptions {
 /** `deno task demo`: up, the scenario, down. Returns the exit code. */
 export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   const t0 = performance.now();
-  console.log(`kube-router lab demo: the seed's cluster in network namespaces (${opts.nodes ?? 3} nodes)`);
+  console.log(
+    `kube-router lab demo: the seed's cluster in network namespaces (${opts.nodes ?? 3} nodes${
+      opts.daemonset ? `, agents as the DaemonSet of ${opts.daemonset}` : ""
+    })`,
+  );
   let result: DemoResult | undefined;
   let upError: unknown;
   try {
     const state = await labUp({ ...opts, say: (l) => console.log(`lab: ${l}`) });
-    result = await runActs(state, opts.acts ?? ACTS);
+    result = await runActs(state, demoActs(!!opts.daemonset, opts.acts ?? ACTS));
   } catch (e) {
     upError = e;
     console.log(`✘ the lab did not come up: ${e instanceof Error ? e.message : String(e)}`);
@@ -154,7 +165,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   }
   const held = result.expectations - result.unmet;
   if (result.failed.length === 0) {
-    const acts = (opts.acts ?? ACTS).length - result.skipped.length;
+    const acts = demoActs(!!opts.daemonset, opts.acts ?? ACTS).length - result.skipped.length;
     const skipped = result.skipped.length ? `; skipped: ${result.skipped.join(", ")}` : "";
     console.log(
       `demo: PASSED — ${held}/${result.expectations} expectations held in ${acts} acts (${secs} s)${skipped}`,

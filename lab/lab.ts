@@ -4,6 +4,7 @@
  * daemonizes the lab master and the agents (own session, output to files), so the lab keeps running after
  * `up` returns and `down` can always undo it.
  */
+import { parseAllDocuments, stringify } from "yaml";
 import { pidAlive, progress, sh, sleep, WaitAborted, waitFor } from "./_sh.ts";
 import type { CniMode } from "./kubelet.ts";
 import {
@@ -28,6 +29,8 @@ import {
 import { type LabHost, MASTER_IP, SERVICE_CIDR, topology } from "./topology.ts";
 
 export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+/** The DaemonSet manifest `lab up --daemonset` applies by default (all features, replacing kube-proxy). */
+export const DAEMONSET_MANIFEST = `${REPO_ROOT}/dist/kube-router-daemonset.yaml`;
 export const AGENT_HEALTH_PORT = 20244;
 
 /** `lab up` refused or failed; the message says what to do. */
@@ -62,6 +65,11 @@ export interface UpOptions extends Partial<LabPaths> {
    * agents get `--peer-router-ips=192.168.1.10 --peer-router-asns=65000` before `agentFlags`.
    */
   externalRouter?: ExternalRouterKind;
+  /**
+   * Run the agents as a DaemonSet from this manifest (the seed's `kubectl apply -f …`) instead of lab
+   * processes: implies no agent processes; the lab's flags are appended to the kube-router container's args.
+   */
+  daemonset?: string;
   /** Overall timeout for the cluster and agents to become ready. Default 180 s. */
   timeoutMs?: number;
 }
@@ -216,6 +224,13 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
   const topo = topology(nodes, prefix);
   if (Deno.uid() !== 0) throw new LabError("the lab needs root (it creates network namespaces)");
   const missing = preflight(opts.agents ?? true, opts.agentBin, opts.externalRouter);
+  if (opts.daemonset) {
+    try {
+      Deno.statSync(opts.daemonset);
+    } catch {
+      missing.push(`${opts.daemonset} (the DaemonSet manifest)`);
+    }
+  }
   if (missing.length) {
     throw new LabError(`the lab needs ${missing.join(", ")}; \`deno task setup demo\` installs them`);
   }
@@ -252,12 +267,14 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
     phase: "creating",
     netns: [],
     processes: [],
-    agents: opts.agents ?? true,
+    agents: opts.daemonset ? false : opts.agents ?? true,
     agentFlags: opts.agentFlags ?? [],
+    ...(opts.daemonset ? { daemonset: absolute(opts.daemonset) } : {}),
     ...(opts.agentBin
       ? { agentBin: opts.agentBin.startsWith("/") ? opts.agentBin : `${Deno.cwd()}/${opts.agentBin}` }
       : {}),
-    cniMode: opts.cni ?? defaultCniMode(opts.agents ?? true, opts.agentFlags ?? []),
+    cniMode: opts.cni ??
+      (opts.daemonset ? "auto" : defaultCniMode(opts.agents ?? true, opts.agentFlags ?? [])),
   };
   Deno.mkdirSync(stateDir, { recursive: true });
   writeState(state);
@@ -369,6 +386,7 @@ export async function labUp(opts: UpOptions = {}): Promise<LabState> {
       )).finally(stopAgentTicker);
       say(`every agent answers /healthz 200 on :${AGENT_HEALTH_PORT}`);
     }
+    if (state.daemonset) await installDaemonSet(state, say, left());
     state.phase = "up";
     writeState(state);
     return state;
@@ -395,6 +413,96 @@ function masterProgress(stateDir: string, hosts: LabHost[]): string {
   return registered.length < hosts.length
     ? `API server up; ${registered.length}/${hosts.length} node(s) registered`
     : `${hosts.length} node(s) registered; waiting for pod CIDRs and Ready conditions`;
+}
+
+const absolute = (p: string) => p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
+
+/**
+ * The manifest as the lab applies it: the lab's flags (service CIDR, external router peering,
+ * `--agent-flags`) appended to the args of every kube-router container unless the manifest sets that flag
+ * itself, everything else as written.
+ */
+export function labManifest(text: string, extraArgs: string[]): string {
+  const docs = parseAllDocuments(text);
+  const out: string[] = [];
+  for (const doc of docs) {
+    const o = doc.toJS();
+    if (!o) continue;
+    if (o.kind === "DaemonSet") {
+      for (const c of o.spec?.template?.spec?.containers ?? []) {
+        if (!/kube-router/.test(String(c.image ?? ""))) continue;
+        // A flag the manifest sets itself (e.g. --peer-router-ips) is the manifest's.
+        const own = new Set(((c.args ?? []) as string[]).map((a) => a.split("=")[0]));
+        c.args = [...(c.args ?? []), ...extraArgs.filter((a) => !own.has(a.split("=")[0]))];
+      }
+    }
+    out.push(stringify(o));
+  }
+  return out.join("---\n");
+}
+
+/** The lab's flags for DaemonSet agents (what `startAgent` gives agent processes besides the kubeconfig). */
+export function daemonSetFlags(state: LabState): string[] {
+  return [
+    `--service-cluster-ip-range=${SERVICE_CIDR}`,
+    ...externalRouterFlags(state.externalRouter),
+    ...state.agentFlags,
+  ];
+}
+
+/**
+ * Applies the DaemonSet manifest and waits until every node's agent (a pod the lab kubelet runs) answers
+ * /healthz 200, saying what it waits for.
+ */
+export async function installDaemonSet(state: LabState, say: (l: string) => void, timeoutMs: number) {
+  const file = state.daemonset!;
+  const extra = daemonSetFlags(state);
+  say(`kubectl apply -f ${file} (kube-router container args += ${extra.join(" ")})`);
+  await kubectl(state, ["apply", "-f", "-"], { stdin: labManifest(Deno.readTextFileSync(file), extra) });
+  const topo = topology(state.nodes, state.prefix);
+  const healthy = new Set<string>();
+  const stop = progress(say, (s) => {
+    const waiting = topo.nodes.filter((h) => !healthy.has(h.name)).map((h) => h.name);
+    return `waiting for the DaemonSet's agent pods to answer /healthz 200 on ${
+      waiting.slice(0, 8).join(", ")
+    }${waiting.length > 8 ? ", …" : ""} (${s} s; deno task lab kubectl -- get pods -n kube-system -o wide)`;
+  });
+  try {
+    await Promise.all(
+      topo.nodes.map((h) =>
+        waitFor(
+          `the DaemonSet's agent /healthz on ${h.name}`,
+          async () => {
+            const ok = await agentHealthy(h);
+            if (ok) healthy.add(h.name);
+            return ok;
+          },
+          timeoutMs,
+          300,
+        )
+      ),
+    );
+  } finally {
+    stop();
+  }
+  say(`every node's agent runs as a DaemonSet pod and answers /healthz 200 on :${AGENT_HEALTH_PORT}`);
+}
+
+/** The agent container's process of a DaemonSet pod on `node`, from the lab kubelet's records. */
+export function daemonSetAgentPid(state: LabState, node: string): number | undefined {
+  try {
+    for (const f of Deno.readDirSync(`${nodeDir(state.stateDir, node)}/pods`)) {
+      if (!f.name.endsWith(".json")) continue;
+      try {
+        const rec = JSON.parse(Deno.readTextFileSync(`${nodeDir(state.stateDir, node)}/pods/${f.name}`));
+        if (!rec.hostNetwork || !rec.pids) continue;
+        for (const [container, pid] of Object.entries(rec.pids as Record<string, number>)) {
+          if (container.includes("kube-router") && pidAlive(pid)) return pid;
+        }
+      } catch { /* partial record */ }
+    }
+  } catch { /* no pods */ }
+  return undefined;
 }
 
 /** Adds the `router` machine on the underlay and starts gobgpd or BIRD in it, daemonized. */
@@ -649,6 +757,25 @@ export async function restartAgent(
   const t = topology(state.nodes, state.prefix);
   const host = t.nodes.find((n) => n.name === node || n.name === `kube-${node}`);
   if (!host) throw new LabError(`unknown node ${node}`);
+  if (state.daemonset) {
+    // The agent is a container: stop its process and the lab kubelet restarts it (RESTARTS + 1).
+    const old = daemonSetAgentPid(state, host.name);
+    if (!old) throw new LabError(`no running kube-router pod on ${host.name}`);
+    Deno.kill(old, opts.kill ? "SIGKILL" : "SIGTERM");
+    await waitFor(`agent on ${host.name} to stop`, () => !pidAlive(old), 10_000).catch(() =>
+      Deno.kill(old, "SIGKILL")
+    );
+    await waitFor(
+      `the restarted agent container on ${host.name}`,
+      async () => {
+        const pid = daemonSetAgentPid(state, host.name);
+        return pid !== undefined && pid !== old && await agentHealthy(host);
+      },
+      120_000,
+      300,
+    );
+    return;
+  }
   const i = state.processes.findIndex((x) => x.role === "agent" && x.node === host.name);
   if (i >= 0) {
     const old = state.processes[i]!;

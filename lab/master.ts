@@ -10,6 +10,7 @@
 import { parseArgs } from "node:util";
 import { startApiServer } from "./apiserver/mod.ts";
 import { EndpointSliceController } from "./endpointslice_controller.ts";
+import { DaemonSetController } from "./daemonset_controller.ts";
 import { Informer, isConflict, type KObject, KubeClient } from "./kube_client.ts";
 import { type CniMode, LabKubelet } from "./kubelet.ts";
 import { NodeIpamController } from "./node_ipam.ts";
@@ -91,10 +92,13 @@ const slices = new Informer<KObject>(
   onErr("endpointslices"),
 );
 
+const daemonsets = new Informer<KObject>(client, "/apis/apps/v1/daemonsets", onErr("daemonsets"));
+
 const controllers = [
   new NodeIpamController(client, nodes, log.with({ controller: "nodeipam" })),
   new Scheduler(client, pods, nodes, log.with({ controller: "scheduler" })),
   new EndpointSliceController(client, services, pods, slices, log.with({ controller: "endpointslice" })),
+  new DaemonSetController(client, daemonsets, pods, nodes, log.with({ controller: "daemonset" })),
 ];
 const kubelets = topo.nodes.map((host) => {
   const dir = nodeDir(stateDir, host.name);
@@ -138,7 +142,7 @@ async function ensure(path: string, obj: KObject): Promise<void> {
 for (const ns of ["default", "kube-system", "kube-public", "kube-node-lease"]) {
   await ensure("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
 }
-await Promise.all([nodes.start(), pods.start(), services.start(), slices.start()]);
+await Promise.all([nodes.start(), pods.start(), services.start(), slices.start(), daemonsets.start()]);
 await Promise.all(kubelets.map((k) => k.register()));
 
 // Ready once every node is Ready with a pod CIDR.
@@ -160,7 +164,7 @@ const shutdown = async () => {
   log.info("lab master stopping");
   for (const k of kubelets) k.stop();
   for (const c of controllers) c.stop();
-  for (const i of [nodes, pods, services, slices]) i.stop();
+  for (const i of [nodes, pods, services, slices, daemonsets]) i.stop();
   await api.stop().catch(() => {});
   Deno.exit(0);
 };

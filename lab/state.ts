@@ -46,6 +46,11 @@ export interface LabState {
   agentFlags: string[];
   /** Absolute path of an agent binary run instead of `deno run -A main.ts`. */
   agentBin?: string;
+  /**
+   * The agents run as a DaemonSet applied from this manifest (`lab up --daemonset`), not as lab processes:
+   * the lab kubelet runs each node's pod of the kube-router image.
+   */
+  daemonset?: string;
   cniMode: string;
   /** The external BGP router `lab up --external-router` added (namespace `<prefix>ext-router`). */
   externalRouter?: ExternalRouterInfo;

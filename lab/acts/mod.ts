@@ -7,11 +7,12 @@
  */
 import { clusterAct } from "./cluster.ts";
 import { crossNodeAct } from "./cross_node.ts";
+import { daemonSetAct } from "./daemonset.ts";
 import { sameNodeAct } from "./same_node.ts";
 import type { Act } from "./types.ts";
 
 export { type Act, type DemoContext, ExpectationFailed, type Step } from "./types.ts";
-export { clusterAct, crossNodeAct, sameNodeAct };
+export { clusterAct, crossNodeAct, daemonSetAct, sameNodeAct };
 
 /** The scenario, in order. */
 export const ACTS: Act[] = [clusterAct, sameNodeAct, crossNodeAct];
