@@ -180,7 +180,9 @@ export class Router implements ModuleInstance {
     this.#routes.stopWatching();
     await this.#admin?.close();
     this.#admin = undefined;
-    await this.#speaker?.stop();
+    // With graceful restart, stopping is restarting (SIGTERM from kubelet on a rollout): the sessions drop
+    // without a Cease, so the peers keep this node's routes until the new agent has re-announced them.
+    await this.#speaker?.stop({ notify: !this.#ctx.config.bgpGracefulRestart });
     // Kernel routes, the CNI config and nft rules stay: traffic keeps flowing while the agent restarts.
   }
 

@@ -11,6 +11,7 @@ import {
   agentHealthy,
   execCommand,
   externalRouterRoutes,
+  type KObject,
   labDown,
   type LabState,
   labUp,
@@ -73,7 +74,11 @@ async function expectAgentPods(state: LabState): Promise<Array<{ name: string; n
     await k(state, ["get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-router", "-o", "json"]),
   )
     .items as Array<
-      { metadata: { name: string }; spec: { nodeName: string; serviceAccountName?: string }; status: any }
+      {
+        metadata: { name: string };
+        spec: { nodeName: string; serviceAccountName?: string };
+        status: KObject["status"];
+      }
     >;
   const nodes = topology(state.nodes, state.prefix).nodes;
   assert.deepEqual(pods.map((p) => p.spec.nodeName).sort(), nodes.map((h) => h.name));
@@ -100,7 +105,7 @@ async function twoPods(state: LabState): Promise<Record<string, string>> {
   await k(state, ["apply", "-f", "-"], pod("web-1", "kube-node1") + pod("web-2", "kube-node2"));
   await k(state, ["wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=90s"]);
   const items = JSON.parse(await k(state, ["get", "pods", "-l", "app=web", "-o", "json"])).items;
-  return Object.fromEntries(items.map((p: any) => [p.metadata.name, p.status.podIP]));
+  return Object.fromEntries(items.map((p: KObject) => [p.metadata.name, p.status.podIP]));
 }
 
 async function curlFrom(state: LabState, target: string, url: string, timeout = "2"): Promise<string> {

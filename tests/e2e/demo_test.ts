@@ -41,6 +41,33 @@ Deno.test({
 });
 
 Deno.test({
+  ...needs(
+    "demo --daemonset runs every act with the agents as the DaemonSet of dist/kube-router-daemonset.yaml",
+    REQ,
+  ),
+  async fn() {
+    const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-demods-" });
+    const prefix = `krlds${crypto.randomUUID().slice(0, 4)}-`;
+    try {
+      const res = await labCli(["demo", "--daemonset"], stateDir, prefix);
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /kubectl apply -f .*dist\/kube-router-daemonset\.yaml/);
+      assert.match(res.stdout, /== Act 2: kube-router as a DaemonSet ==/);
+      assert.match(
+        res.stdout,
+        /✔ kube-node3 runs kube-router-\w+ \(Running, Ready, host network 192\.168\.1\.102\)/,
+      );
+      assert.doesNotMatch(res.stdout, /✘|skipped/);
+      assert.match(res.stdout.trim().split("\n").at(-1)!, /^demo: PASSED — (\d+)\/\1 expectations held/);
+      assert.deepEqual(await netnsLeft(prefix), []);
+    } finally {
+      await labDown({ stateDir, prefix });
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
   ...needs("lab up twice is refused with a clear message and the first lab keeps running", REQ),
   async fn() {
     const stateDir = Deno.makeTempDirSync({ prefix: "krl-e2e-twice-" });

@@ -259,13 +259,18 @@ export class Peer {
     else void this.#connect();
   }
 
-  /** Ends every connection with a Cease NOTIFICATION and stays Idle. */
-  stop(subcode = CEASE_ADMIN_SHUTDOWN): void {
+  /**
+   * Ends every connection with a Cease NOTIFICATION and stays Idle. `notify: false` closes the connections
+   * without one: to the peer this is a restart (RFC 4724), so as a graceful-restart helper it keeps our routes.
+   */
+  stop(subcode = CEASE_ADMIN_SHUTDOWN, opts: { notify?: boolean } = {}): void {
     this.#running = false;
     if (this.#retryTimer !== undefined) this.host.clock.clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     for (const a of [...this.#attempts]) {
-      this.#sendNotification(a, new BgpError(ERR_CEASE, subcode, "administratively stopped"));
+      if (opts.notify ?? true) {
+        this.#sendNotification(a, new BgpError(ERR_CEASE, subcode, "administratively stopped"));
+      }
       this.#close(a, "administratively stopped", false);
     }
     this.#refreshState();

@@ -282,13 +282,18 @@ export class BgpSpeaker {
     return this.#listeners.port;
   }
 
-  /** Sends Cease to every peer and closes the listeners. Routes stay in the RIB (for inspection). */
-  async stop(): Promise<void> {
+  /**
+   * Sends Cease to every peer and closes the listeners. Routes stay in the RIB (for inspection).
+   * `notify: false` (a restart with graceful restart) drops the sessions without the Cease, so peers keep
+   * our routes as stale until we are back (RFC 4724 helper mode, which a Cease would end; kube-router gets
+   * the same from GoBGP with RFC 8538 notifications).
+   */
+  async stop(opts: { notify?: boolean } = {}): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
     this.#listeners.close();
     for (const r of this.#peers.values()) {
-      r.peer.stop();
+      r.peer.stop(undefined, opts);
       if (r.staleTimer !== undefined) this.clock.clearTimeout(r.staleTimer);
     }
     if (this.#metricsTimer !== undefined) this.clock.clearTimeout(this.#metricsTimer);

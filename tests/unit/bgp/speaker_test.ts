@@ -689,3 +689,29 @@ Deno.test("update() announces and withdraws only the routes it names and leaves 
   assert.throws(() => a.update("ipv4-unicast", [], ["garbage"]));
   assert.deepEqual(got(), ["10.96.0.10/32 7"], "a rejected update changes nothing");
 });
+
+Deno.test("a graceful-restart speaker stopped for a restart drops its sessions without Cease, so its peer keeps its routes as stale", async () => {
+  for (const notify of [false, true]) {
+    await using w = new World();
+    const gr = { enabled: true, restartTime: 120 };
+    const a = w.speaker("10.0.0.1", { asn: 65001, routerId: "10.0.0.1", gracefulRestart: gr });
+    const b = w.speaker("10.0.0.2", { asn: 65001, routerId: "10.0.0.2", gracefulRestart: gr });
+    a.addPeer({ address: "10.0.0.2", asn: 65001 });
+    b.addPeer({ address: "10.0.0.1", asn: 65001, passive: true });
+    await b.start();
+    await a.start();
+    b.set("ipv4-unicast", [{ prefix: "10.2.0.0/24" }]);
+    await w.settle();
+    assert.equal(a.routes("ipv4-unicast").length, 1);
+    await b.stop({ notify });
+    await w.settle();
+    if (notify) {
+      // A Cease ends the session for good: the routes go at once.
+      assert.equal(a.routes("ipv4-unicast").length, 0);
+      assert.match(a.peer("10.0.0.2")?.lastError ?? "", /cease/);
+    } else {
+      assert.deepEqual(a.routes("ipv4-unicast").map((r) => [r.prefix, r.stale]), [["10.2.0.0/24", true]]);
+      assert.ok(!a.events.some((e) => e.type === "withdrawn"));
+    }
+  }
+});
