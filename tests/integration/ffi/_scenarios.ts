@@ -3,6 +3,7 @@
  * ffi module exactly as the agent would and returns plain JSON for the test to check, alongside what the
  * real tools (`ip`, `nft`, `conntrack`) say from outside.
  */
+import { run } from "../../_support/netns.ts";
 import {
   Conntrack,
   type ConntrackFilter,
@@ -40,12 +41,6 @@ async function attempt(f: () => Promise<unknown>): Promise<ReturnType<typeof err
   } catch (e) {
     return errInfo(e);
   }
-}
-
-async function sh(cmd: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
 }
 
 /** Creates a bridge, a veth pair enslaved to it, and a VXLAN device; reports what linkList/linkGet see. */
@@ -292,7 +287,7 @@ export async function routeEvent() {
     const w = r.watch(["route"], { families: [4] });
     const it = w[Symbol.asyncIterator]();
     const pending = nextEvent(it, (e) => e.kind === "route" && e.route.dst === "10.42.0.0/16", 10_000);
-    await sh(["ip", "route", "add", "10.42.0.0/16", "via", "10.9.0.2", "proto", "17"]);
+    await run(["ip", "route", "add", "10.42.0.0/16", "via", "10.9.0.2", "proto", "17"]);
     const exited = performance.now();
     const ev = await pending;
     const latencyMs = performance.now() - exited;
@@ -347,7 +342,7 @@ export async function enobufs() {
     const file = await Deno.makeTempFile({ prefix: "krt-enobufs-" });
     try {
       await Deno.writeTextFile(file, lines.join("\n") + "\n");
-      await sh(["ip", "-batch", file]);
+      await run(["ip", "-batch", file]);
     } finally {
       await Deno.remove(file);
     }
@@ -358,7 +353,7 @@ export async function enobufs() {
       x.dst.startsWith("10.60.")
     ).length;
     const pending = nextEvent(it, (e) => e.kind === "route" && e.route.dst === "10.61.0.0/16", 10_000);
-    await sh(["ip", "route", "add", "10.61.0.0/16", "via", "10.9.0.2"]);
+    await run(["ip", "route", "add", "10.61.0.0/16", "via", "10.9.0.2"]);
     const after = await pending;
     w.close();
     return { resync: resync?.kind ?? null, listed, after: after ?? null };
@@ -490,7 +485,7 @@ export async function watchCloseWhileSuspended() {
     const w = r.watch(["route"], { families: [4] });
     const it = w[Symbol.asyncIterator]();
     const first = it.next();
-    await sh(["ip", "route", "add", "10.43.0.0/16", "via", "10.9.0.2"]);
+    await run(["ip", "route", "add", "10.43.0.0/16", "via", "10.9.0.2"]);
     const got = await first;
     const during = fds();
     w.close();
