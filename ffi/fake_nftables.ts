@@ -12,12 +12,14 @@
  * fail as not found; a chain jumped to (by a rule or a map element) and a set named by a rule cannot be
  * deleted (busy); adding a map element whose key exists with another value fails as exists. Not modelled:
  * rule expressions (kept as text, printed back as given but for `counter`), element timeouts and counters'
- * traffic, overlapping intervals, address canonicalisation (give canonical forms: `fd00::1`).
+ * traffic, address canonicalisation (give canonical forms: `fd00::1`). Interval sets (single-part keys)
+ * refuse an element overlapping another, as nft does ("interval overlaps with an existing one").
  *
  * `list` renders the model in libnftables' JSON listing form (what `Nftables.list` returns), except that a
  * rule carries its text (`text`) instead of nft's `expr` tree; `dump()` renders it as `nft list ruleset`.
  */
 import { NftError } from "./errors.ts";
+import { parseIP } from "./ip.ts";
 import type { NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
 import {
   type NftChainSpec,
@@ -40,6 +42,16 @@ interface FSet {
   isMap: boolean;
   handle: number;
   elems: Map<string, FElem>;
+  /**
+   * Interval sets with single-part keys: the elements' ranges sorted by start, never overlapping (nft
+   * refuses an element that overlaps another). Only its neighbours are checked when one is added.
+   */
+  intervals?: Interval[];
+}
+interface Interval {
+  lo: bigint;
+  hi: bigint;
+  key: string;
 }
 interface FRule {
   handle: number;
@@ -88,6 +100,52 @@ function elemKey(key: readonly string[]): string {
     p.replace(/\/(32|128)$/, (m, len) => (p.includes(":") ? len === "128" : len === "32") ? "" : m)
   )
     .join(" . ");
+}
+
+const OVERLAP = "Error: interval overlaps with an existing one";
+
+function bytesToBig(b: Uint8Array): bigint {
+  let v = 0n;
+  for (const x of b) v = (v << 8n) | BigInt(x);
+  return v;
+}
+
+/** One endpoint of an interval: an address or a number (port, protocol number, mark). */
+function pointOf(s: string): { v: bigint; bits: number } | undefined {
+  if (/^\d+$/.test(s)) return { v: BigInt(s), bits: 0 };
+  if (/^0x[0-9a-f]+$/i.test(s)) return { v: BigInt(s), bits: 0 };
+  const ip = parseIP(s);
+  return ip ? { v: bytesToBig(ip.addr), bits: ip.family === 4 ? 32 : 128 } : undefined;
+}
+
+/** The range an interval-set key covers: `a`, `a/len` or `a-b`; undefined if not understood. */
+export function intervalOf(key: string): { lo: bigint; hi: bigint } | undefined {
+  const slash = key.indexOf("/");
+  if (slash > 0) {
+    const p = pointOf(key.slice(0, slash));
+    const len = Number(key.slice(slash + 1));
+    if (!p || !p.bits || !Number.isInteger(len) || len < 0 || len > p.bits) return undefined;
+    const host = (1n << BigInt(p.bits - len)) - 1n;
+    return { lo: p.v & ~host, hi: p.v | host };
+  }
+  const dash = key.indexOf("-");
+  if (dash > 0) {
+    const a = pointOf(key.slice(0, dash)), b = pointOf(key.slice(dash + 1));
+    return a && b && a.v <= b.v ? { lo: a.v, hi: b.v } : undefined;
+  }
+  const p = pointOf(key);
+  return p ? { lo: p.v, hi: p.v } : undefined;
+}
+
+/** Index of the first interval starting after `lo`. */
+function upperBound(xs: readonly Interval[], lo: bigint): number {
+  let a = 0, b = xs.length;
+  while (a < b) {
+    const m = (a + b) >> 1;
+    if (xs[m]!.lo <= lo) a = m + 1;
+    else b = m;
+  }
+  return a;
 }
 
 const VERDICT_REF = /^(jump|goto) (\S+)$/;
@@ -326,6 +384,7 @@ export class FakeNftables implements NftRuleset {
           return;
         }
         const ns: FSet = { spec: { ...spec }, isMap, handle: this.#handle(t, undo), elems: new Map() };
+        if (spec.flags?.includes("interval") && !spec.type.includes(" . ")) ns.intervals = [];
         t.sets.set(spec.name, ns);
         undo.push(() => t.sets.delete(spec.name));
         return;
@@ -358,6 +417,7 @@ export class FakeNftables implements NftRuleset {
       if (e.comment !== undefined) ne.comment = e.comment;
       const m = ne.value?.length === 1 ? VERDICT_REF.exec(ne.value[0]!) : null;
       if (m && !t.chains.has(m[2]!)) throw new OpError(ENOENT, `element ${k}: chain ${m[2]}`);
+      if (s.intervals) this.#addInterval(s, k, undo);
       this.#valueRef(t, ne, 1, undo);
       const elems = s.elems;
       elems.set(k, ne);
@@ -366,6 +426,7 @@ export class FakeNftables implements NftRuleset {
     }
     if (verb === "delete") {
       if (!old) throw new OpError(ENOENT, `element ${k} of ${e.set}`);
+      if (s.intervals) this.#removeInterval(s, k, undo);
       this.#valueRef(t, old, -1, undo);
       const elems = s.elems;
       elems.delete(k);
@@ -402,6 +463,44 @@ export class FakeNftables implements NftRuleset {
     if (s.isMap) { for (const e of old.values()) this.#valueRef(t, e, -1, undo); }
     s.elems = new Map();
     undo.push(() => s.elems = old);
+    const oldIntervals = s.intervals;
+    if (oldIntervals) {
+      s.intervals = [];
+      undo.push(() => s.intervals = oldIntervals);
+    }
+  }
+
+  /** Files an interval-set element's range, refusing one that overlaps another (as nft does). */
+  #addInterval(s: FSet, key: string, undo: Undo): void {
+    const r = intervalOf(key);
+    if (!r) return;
+    const xs = s.intervals!;
+    const i = upperBound(xs, r.lo);
+    const prev = xs[i - 1], next = xs[i];
+    if ((prev && prev.hi >= r.lo) || (next && next.lo <= r.hi)) {
+      throw new OpError(OVERLAP, `element ${key} overlaps ${prev && prev.hi >= r.lo ? prev.key : next!.key}`);
+    }
+    const entry = { ...r, key };
+    xs.splice(i, 0, entry);
+    undo.push(() => {
+      const list = s.intervals!;
+      const j = list.indexOf(entry, Math.max(0, upperBound(list, entry.lo) - 1));
+      if (j >= 0) list.splice(j, 1);
+    });
+  }
+
+  #removeInterval(s: FSet, key: string, undo: Undo): void {
+    const r = intervalOf(key);
+    if (!r) return;
+    const xs = s.intervals!;
+    const i = upperBound(xs, r.lo) - 1;
+    const entry = xs[i];
+    if (!entry || entry.key !== key) return;
+    xs.splice(i, 1);
+    undo.push(() => {
+      const list = s.intervals!;
+      list.splice(upperBound(list, entry.lo), 0, entry);
+    });
   }
 
   /**

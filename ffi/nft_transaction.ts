@@ -118,8 +118,12 @@ export function objectKind(o: NftObjectSpec): "table" | "chain" | "rule" | "set"
   return "table";
 }
 
-/** nft 1.0.6's identifier token (scanner.l `string`): a letter, `_` or `.`, then letters, digits, `/-_.`. */
-const NAME = /^[A-Za-z_.][A-Za-z0-9_./-]{0,255}$/;
+/**
+ * nft 1.0.6's identifier token (scanner.l `string`): a letter, `_` or `.`, then letters, digits, `/-_.`;
+ * at most 255 characters (the kernel's NFT_NAME_MAXLEN, 256 with the terminating NUL: longer names fail
+ * with ERANGE).
+ */
+const NAME = /^[A-Za-z_.][A-Za-z0-9_./-]{0,254}$/;
 /**
  * Words nft 1.0.6's scanner always reads as keywords, so they cannot be names (found by trying every word
  * of nft(8), and the scanner's other keywords, as a chain name: `nft -c add chain inet t WORD`). After `@`

@@ -121,6 +121,43 @@ export const nftTxCases: Case<NftRuleset>[] = [
     },
   },
   {
+    name: "transactions: an interval overlapping another is refused, in a later transaction or the same one",
+    fn: async (n) => {
+      await n.run(
+        tx().add({ table: {} })
+          .add({ set: { name: "cidrs", type: "ipv4_addr", flags: ["interval"] } })
+          .add({ set: { name: "ports", type: "inet_service", flags: ["interval"] } })
+          .add({ element: { set: "cidrs", key: ["10.0.0.0/8"] } })
+          .add({ element: { set: "ports", key: ["30000-32767"] } }),
+      );
+      const before = await dumpOf(n);
+      const inside = await failure(
+        n.run(
+          tx().add({ element: { set: "cidrs", key: ["192.168.0.0/16"] } })
+            .add({ element: { set: "cidrs", key: ["10.1.0.0/16"] } }),
+        ),
+      );
+      assert.deepEqual(inside.operations, [1]);
+      const ports = await failure(n.run(tx().add({ element: { set: "ports", key: ["32000"] } })));
+      assert.deepEqual(ports.operations, [0]);
+      const same = await failure(
+        n.run(
+          tx().add({ element: { set: "cidrs", key: ["11.0.0.0/8"] } })
+            .add({ element: { set: "cidrs", key: ["11.0.0.5"] } }),
+        ),
+      );
+      assert.ok(same.operations.includes(1), `operations ${same.operations}`);
+      assert.equal(await dumpOf(n), before);
+      // Adjacent, not overlapping; and the same element again is a no-op.
+      await n.run(
+        tx().add({ element: { set: "cidrs", key: ["11.0.0.0/8"] } })
+          .add({ element: { set: "cidrs", key: ["10.0.0.0/8"] } })
+          .add({ element: { set: "ports", key: ["32768"] } }),
+      );
+      assert.match(await dumpOf(n), /elements = \{ 10\.0\.0\.0\/8, 11\.0\.0\.0\/8 \}/);
+    },
+  },
+  {
     name: "transactions: a 20,000-element map takes element-wise deletes and adds without a reload",
     fn: async (n) => {
       const key = (i: number) => [`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, "tcp", String(80 + (i % 3))];

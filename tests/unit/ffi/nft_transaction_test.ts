@@ -118,12 +118,15 @@ Deno.test("names that are not nft identifiers, bad comments and impossible verbs
   refused(() => tx.delete({ rule: { chain: "c", rule: "" } }), "delete rule without handle");
   refused(() => tx.add({ set: { name: "s", type: "ipv4_addr; flush ruleset" } }), "type injection");
   refused(() => new NftTransaction("inet", "kube router"), "table name");
+  refused(() => tx.add({ chain: { name: "c".repeat(256) } }), "longer than the kernel's 255 characters");
+  tx.add({ chain: { name: "c".repeat(255) } });
+  assert.equal(tx.size, 1);
   refused(() => tx.add({ chain: { name: "fwd" } }), "a keyword (nft reads fwd as the fwd statement)");
   refused(() => tx.add({ rule: { chain: "ct", rule: "accept" } }), "keyword chain in a rule");
   refused(() => tx.add({ set: { name: "ll", type: "ipv4_addr" } }), "keyword after @");
-  assert.equal(tx.size, 0);
-  tx.add({ rule: { chain: "c", rule: "accept", comment: "é".repeat(64) } });
   assert.equal(tx.size, 1);
+  tx.add({ rule: { chain: "c", rule: "accept", comment: "é".repeat(64) } });
+  assert.equal(tx.size, 2);
 });
 
 Deno.test("nft's error locations map back to the operation, and inside a merged element line to the element", () => {
