@@ -6,7 +6,7 @@
  */
 import { NetlinkDecodeError, NetlinkError } from "./errors.ts";
 import { type Family, formatIP, ipBytes } from "./ip.ts";
-import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP } from "./libc.ts";
+import { afOf, familyOfAf, IPPROTO_TCP, IPPROTO_UDP } from "./libc.ts";
 import { attrMap, NETLINK_NETFILTER, NLM_F_REQUEST, type NlMsg, type NlWriter, read } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
 
@@ -91,7 +91,7 @@ function encodeTuple(w: NlWriter, type: number, family: Family, t: ConntrackTupl
 
 /** Body of IPCTNL_MSG_CT_DELETE for one entry (`conntrack -D` of that exact tuple). */
 export function encodeDelete(w: NlWriter, e: ConntrackEntry): void {
-  nfgenmsg(w, e.family === 4 ? AF_INET : AF_INET6);
+  nfgenmsg(w, afOf(e.family));
   encodeTuple(w, CTA_TUPLE_ORIG, e.family, e.orig);
   if (e.zone !== undefined) w.attrBe16(CTA_ZONE, e.zone);
   if (e.id !== undefined) w.attrBe32(CTA_ID, e.id);
@@ -102,7 +102,7 @@ export function encodeCreate(
   w: NlWriter,
   e: ConntrackEntry & { reply: ConntrackTuple; timeout: number },
 ): void {
-  nfgenmsg(w, e.family === 4 ? AF_INET : AF_INET6);
+  nfgenmsg(w, afOf(e.family));
   encodeTuple(w, CTA_TUPLE_ORIG, e.family, e.orig);
   encodeTuple(w, CTA_TUPLE_REPLY, e.family, e.reply);
   w.attrBe32(CTA_TIMEOUT, e.timeout);
@@ -136,8 +136,8 @@ function decodeTuple(v: Uint8Array, family: Family): ConntrackTuple {
 export function decodeEntry(m: NlMsg): ConntrackEntry | undefined {
   try {
     if (m.payload.length < 4) throw new NetlinkDecodeError(`nfgenmsg is ${m.payload.length} bytes, need 4`);
-    const afv = m.payload[0];
-    const family: Family | undefined = afv === AF_INET ? 4 : afv === AF_INET6 ? 6 : undefined;
+    const afv = m.payload[0]!;
+    const family = familyOfAf(afv);
     if (!family) return undefined;
     const a = attrMap(m.payload.subarray(4));
     const orig = a.get(CTA_TUPLE_ORIG);
@@ -216,7 +216,7 @@ export class Conntrack implements ConntrackTable {
   /** Equivalent to: `conntrack -L [-f ipv6] [-p udp] [--orig-dst IP] [--orig-port-dst PORT]` */
   list(filter: ConntrackFilter = {}): Promise<ConntrackEntry[]> {
     try {
-      const family = filter.family === 4 ? AF_INET : filter.family === 6 ? AF_INET6 : 0;
+      const family = filter.family ? afOf(filter.family) : 0;
       const out: ConntrackEntry[] = [];
       for (const m of this.#s.dump(CT_MSG_GET, (w) => nfgenmsg(w, family), "conntrack -L")) {
         const e = decodeEntry(m);

@@ -4,7 +4,7 @@
  * KUBE_ROUTER_LIBC. errno is read through `__errno_location` and is only meaningful right after a
  * synchronous call, so `check()` reads it immediately.
  */
-import { formatIP, parseIP } from "./ip.ts";
+import { type Family, formatIP, parseIP } from "./ip.ts";
 import { ErrnoError, LibraryLoadError } from "./errors.ts";
 
 /** libc symbols; `*_nb` entries are the same function run on a worker thread (nonblocking: true). */
@@ -231,6 +231,16 @@ export function pollRevents(buf: Uint8Array, i: number): number {
   return new DataView(buf.buffer, buf.byteOffset).getInt16(i * 8 + 6, true);
 }
 
+/** The AF_* value of an IP family, for the family byte of the netlink codecs and sockaddrs. */
+export function afOf(family: Family): number {
+  return family === 4 ? AF_INET : AF_INET6;
+}
+
+/** The IP family of an AF_* value; undefined for any other (AF_UNSPEC, AF_BRIDGE…). */
+export function familyOfAf(af: number): Family | undefined {
+  return af === AF_INET ? 4 : af === AF_INET6 ? 6 : undefined;
+}
+
 /**
  * `struct sockaddr_in` (16 bytes) or `struct sockaddr_in6` (28 bytes) for an address and port, for
  * bind/connect/sendto and inside `struct tcp_md5sig`. Throws TypeError for an invalid address.
@@ -241,7 +251,7 @@ export function sockaddr(ip: string, port: number, scopeId = 0): Uint8Array<Arra
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError(`invalid port ${port}`);
   const b = new Uint8Array(a.family === 4 ? 16 : 28);
   const dv = new DataView(b.buffer);
-  dv.setUint16(0, a.family === 4 ? AF_INET : AF_INET6, true);
+  dv.setUint16(0, afOf(a.family), true);
   dv.setUint16(2, port, false);
   if (a.family === 4) {
     b.set(a.addr, 4);

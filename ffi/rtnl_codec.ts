@@ -5,7 +5,7 @@
  */
 import { NetlinkDecodeError } from "./errors.ts";
 import { cidrParts, type Family, formatIP, ipBytes, parseIPv4Fast } from "./ip.ts";
-import { AF_INET, AF_INET6 } from "./libc.ts";
+import { AF_INET, afOf, familyOfAf } from "./libc.ts";
 import { attrMap, NLA_TYPE_MASK, type NlMsg, NlWriter, parseAttrs, read } from "./netlink.ts";
 import {
   type Address,
@@ -114,15 +114,6 @@ const FIB_RULE_INVERT = 0x2;
 
 const NDA_DST = 1;
 const NDA_LLADDR = 2;
-
-/** AF_* value of a family. */
-export function af(family: Family): number {
-  return family === 4 ? AF_INET : AF_INET6;
-}
-
-function familyOf(afv: number): Family | undefined {
-  return afv === AF_INET ? 4 : afv === AF_INET6 ? 6 : undefined;
-}
 
 /** `aa:bb:cc:dd:ee:ff` to its 6 bytes; throws TypeError when malformed. */
 export function macBytes(mac: string): Uint8Array {
@@ -305,7 +296,7 @@ export function decodeLink(m: NlMsg): Link {
 /** Body of RTM_NEWADDR / RTM_DELADDR. */
 export function encodeAddr(w: NlWriter, a: Address): void {
   const ip = ipBytes(a.address, a.family);
-  w.u8(af(a.family)).u8(a.prefix).u8(0).u8(a.scope ?? 0).u32(a.index);
+  w.u8(afOf(a.family)).u8(a.prefix).u8(0).u8(a.scope ?? 0).u32(a.index);
   w.attr(IFA_LOCAL, ip);
   w.attr(IFA_ADDRESS, ip);
   if (a.label !== undefined) w.attrString(IFA_LABEL, a.label);
@@ -315,14 +306,14 @@ export function encodeAddr(w: NlWriter, a: Address): void {
 
 /** Body of RTM_GETADDR dump. */
 export function encodeAddrDump(w: NlWriter, family?: Family): void {
-  w.u8(family ? af(family) : 0).u8(0).u8(0).u8(0).u32(0);
+  w.u8(family ? afOf(family) : 0).u8(0).u8(0).u8(0).u32(0);
 }
 
 /** Decodes RTM_NEWADDR/RTM_DELADDR; undefined for families other than IPv4/IPv6. */
 export function decodeAddr(m: NlMsg): Address | undefined {
   return decoding("address", () => {
     const dv = fixed(m.payload, 8, "ifaddrmsg");
-    const family = familyOf(dv.getUint8(0));
+    const family = familyOfAf(dv.getUint8(0));
     if (!family) return undefined;
     const a = attrMap(m.payload.subarray(8));
     const bytes = a.get(IFA_LOCAL) ?? a.get(IFA_ADDRESS);
@@ -367,7 +358,7 @@ export function encodeRoute(w: NlWriter, r: Route, forDelete = false): void {
   if (r.family === 4 && !r.nexthops && r.src === undefined && encodeRoute4(w, r, forDelete)) return;
   const dst = cidrParts(r.dst, r.family);
   const table = r.table ?? 254;
-  w.u8(af(r.family)).u8(dst.prefix).u8(0).u8(r.tos ?? 0)
+  w.u8(afOf(r.family)).u8(dst.prefix).u8(0).u8(r.tos ?? 0)
     .u8(table < 256 ? table : 0)
     .u8(r.protocol ?? (forDelete ? RouteProtocol.unspec : RouteProtocol.boot))
     .u8(r.scope ?? defaultScope(r, forDelete))
@@ -432,7 +423,7 @@ function encodeRoute4(w: NlWriter, r: Route, forDelete: boolean): boolean {
 export function encodeRouteGet(w: NlWriter, addr: string): void {
   const a = ipBytes(addr);
   const family: Family = a.length === 4 ? 4 : 6;
-  w.u8(af(family)).u8(a.length * 8).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
+  w.u8(afOf(family)).u8(a.length * 8).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
   w.attr(RTA_DST, a);
 }
 
@@ -443,7 +434,7 @@ export function encodeRouteDump(
   filter: { table?: number; protocol?: number; dev?: number } = {},
 ): void {
   // With NETLINK_GET_STRICT_CHK the kernel filters on rtm_protocol, RTA_TABLE and RTA_OIF.
-  w.u8(family ? af(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(filter.protocol ?? 0).u8(0).u8(0).u32(0);
+  w.u8(family ? afOf(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(filter.protocol ?? 0).u8(0).u8(0).u32(0);
   if (filter.table !== undefined) w.attrU32(RTA_TABLE, filter.table);
   if (filter.dev !== undefined) w.attrU32(RTA_OIF, filter.dev);
 }
@@ -473,7 +464,7 @@ export function decodeRoute(m: NlMsg): Route | undefined {
   return decoding("route", () => {
     const p = m.payload;
     const dv = fixed(p, 12, "rtmsg");
-    const family = familyOf(dv.getUint8(0));
+    const family = familyOfAf(dv.getUint8(0));
     if (!family) return undefined;
     const len = family === 4 ? 4 : 16;
     // Walk the attributes in place (no Map, no per-attribute objects): dumps of 100k routes decode here.
@@ -552,7 +543,7 @@ export function encodeRule(w: NlWriter, r: Rule, forDelete = false): void {
   const src = r.src !== undefined ? cidrParts(r.src, r.family) : undefined;
   const table = r.table ?? (forDelete ? 0 : 254);
   const action = r.action ?? (forDelete && r.table === undefined ? 0 : RuleAction.toTable);
-  w.u8(af(r.family)).u8(dst?.prefix ?? 0).u8(src?.prefix ?? 0).u8(0)
+  w.u8(afOf(r.family)).u8(dst?.prefix ?? 0).u8(src?.prefix ?? 0).u8(0)
     .u8(table < 256 ? table : 0).u8(0).u8(0).u8(action).u32(r.invert ? FIB_RULE_INVERT : 0);
   // Attribute order as iproute2 emits `ip rule add from S to D fwmark M/K iif I oif O pref N table T`.
   if (src) w.attr(FRA_SRC, src.addr);
@@ -568,14 +559,14 @@ export function encodeRule(w: NlWriter, r: Rule, forDelete = false): void {
 
 /** Body of an RTM_GETRULE dump. */
 export function encodeRuleDump(w: NlWriter, family?: Family): void {
-  w.u8(family ? af(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
+  w.u8(family ? afOf(family) : 0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
 }
 
 /** Decodes RTM_NEWRULE/RTM_DELRULE. */
 export function decodeRule(m: NlMsg): Rule | undefined {
   return decoding("rule", () => {
     const dv = fixed(m.payload, 12, "fib_rule_hdr");
-    const family = familyOf(dv.getUint8(0));
+    const family = familyOfAf(dv.getUint8(0));
     if (!family) return undefined;
     const a = attrMap(m.payload.subarray(12));
     const r: Rule = {
@@ -607,21 +598,21 @@ export function decodeRule(m: NlMsg): Rule | undefined {
 
 /** Body of RTM_NEWNEIGH/RTM_DELNEIGH. */
 export function encodeNeigh(w: NlWriter, n: Neighbour): void {
-  w.u8(af(n.family)).u8(0).u16(0).i32(n.dev).u16(n.state ?? 0x80).u8(n.flags ?? 0).u8(0);
+  w.u8(afOf(n.family)).u8(0).u16(0).i32(n.dev).u16(n.state ?? 0x80).u8(n.flags ?? 0).u8(0);
   w.attr(NDA_DST, ipBytes(n.dst, n.family));
   if (n.lladdr !== undefined) w.attr(NDA_LLADDR, macBytes(n.lladdr));
 }
 
 /** Body of an RTM_GETNEIGH dump. */
 export function encodeNeighDump(w: NlWriter, family?: Family): void {
-  w.u8(family ? af(family) : 0).u8(0).u16(0).i32(0).u16(0).u8(0).u8(0);
+  w.u8(family ? afOf(family) : 0).u8(0).u16(0).i32(0).u16(0).u8(0).u8(0);
 }
 
 /** Decodes RTM_NEWNEIGH/RTM_DELNEIGH; undefined for families other than IPv4/IPv6. */
 export function decodeNeigh(m: NlMsg): Neighbour | undefined {
   return decoding("neighbour", () => {
     const dv = fixed(m.payload, 12, "ndmsg");
-    const family = familyOf(dv.getUint8(0));
+    const family = familyOfAf(dv.getUint8(0));
     if (!family) return undefined;
     const a = attrMap(m.payload.subarray(12));
     const dst = a.get(NDA_DST);
