@@ -15,10 +15,15 @@ import { SyncRunner } from "./runner.ts";
 /** Where Kubernetes objects come from: the watch layer in production, a fake in unit tests. */
 export interface ResourceSource extends ResourceStore {
   start(resources: readonly ResourceKind[]): void;
+  /** Resources whose list/watch fails now (HTTP status, message, since when); for /healthz. */
+  failing?(): Array<{ resource: ResourceKind; code: number; error: string; since: number }>;
   /** Resolves true once all listed resources delivered their first list, false on timeout. */
   waitForSync(resources: readonly ResourceKind[], timeoutMs: number): Promise<boolean>;
   stop(): Promise<void>;
 }
+
+/** How long list/watch may fail (other than 401/403) before /healthz reports it. */
+export const WATCH_FAILURE_GRACE_MS = 60_000;
 
 /** Whether the command line enables a module (--run-router, --run-service-proxy, --run-firewall). */
 export function isEnabled(name: ModuleName, config: Config): boolean {
@@ -166,6 +171,21 @@ export class Agent {
       running.instance = def.create(ctx);
       this.#running.push(running);
     }
+    // The API server refusing the agent (401/403: RBAC, a revoked token) will not heal by retrying: report
+    // it at once; other list/watch failures once they outlast AUTH_GRACE (an API server restart is normal).
+    this.health.check("kube-api", () => {
+      const failing = source.failing?.() ?? [];
+      const now = this.#clock.now();
+      const bad = failing.filter((f) =>
+        f.code === 401 || f.code === 403 || now - f.since > WATCH_FAILURE_GRACE_MS
+      );
+      if (bad.length === 0) return undefined;
+      return bad.map((f) =>
+        `list/watch ${f.resource} failing for ${Math.round((now - f.since) / 1000)}s: ${
+          f.code ? `HTTP ${f.code}: ` : ""
+        }${f.error.slice(0, 200)}`
+      ).join("; ");
+    });
     // Subscriptions are in place before the first event can arrive.
     source.start(this.resources());
     for (const r of this.#running) {

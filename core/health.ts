@@ -33,6 +33,7 @@ export interface HealthReport {
 
 export class Health {
   #entries = new Map<string, Entry>();
+  #checks = new Map<string, () => string | undefined>();
   constructor(private readonly clock: Clock = systemClock) {}
 
   register(name: string, periodMs: number, startupAllowanceMs = 0): void {
@@ -48,6 +49,15 @@ export class Health {
 
   unregister(name: string): void {
     this.#entries.delete(name);
+    this.#checks.delete(name);
+  }
+
+  /**
+   * A condition outside the modules' syncs (e.g. the API server refusing the agent's watches): `fn` returns
+   * why the agent is unhealthy, or undefined. Reported under `name` only while it fails.
+   */
+  check(name: string, fn: () => string | undefined): void {
+    this.#checks.set(name, fn);
   }
 
   heartbeat(name: string): void {
@@ -97,6 +107,12 @@ export class Health {
         healthy = false;
       }
       modules[name] = r;
+    }
+    for (const [name, fn] of this.#checks) {
+      const reason = fn();
+      if (reason === undefined) continue;
+      healthy = false;
+      modules[name] = { healthy: false, lastSync: null, lastError: reason, consecutiveFailures: 0, reason };
     }
     return { healthy, modules };
   }

@@ -11,7 +11,12 @@ export {
   type LoadKubeConfigOptions,
 } from "./config.ts";
 export { WatchLayer, type WatchLayerOptions } from "./watch_layer.ts";
-export { type BackoffOptions, type ReflectorStats, RESOURCE_PATHS } from "./reflector.ts";
+export {
+  type BackoffOptions,
+  type ReflectorFailure,
+  type ReflectorStats,
+  RESOURCE_PATHS,
+} from "./reflector.ts";
 export {
   FetchTransport,
   HttpTransport,

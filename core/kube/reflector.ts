@@ -14,6 +14,7 @@ import {
   isAbort,
   isGone,
   isTooLargeResourceVersion,
+  KubeApiError,
   type RawWatchEvent,
   type Transport,
 } from "./transport.ts";
@@ -49,6 +50,15 @@ export interface ReflectorOptions<K extends ResourceKind> {
   onSynced: () => void;
 }
 
+/** A resource whose LIST/WATCH keeps failing (cleared by the next successful list or watch). */
+export interface ReflectorFailure {
+  /** HTTP status of the last failure (0: no answer, e.g. connection refused). */
+  code: number;
+  error: string;
+  /** When the failures began (clock ms). */
+  since: number;
+}
+
 export interface ReflectorStats {
   lists: number;
   watches: number;
@@ -72,6 +82,7 @@ export class Reflector<K extends ResourceKind> {
   #synced = false;
   #failures = 0;
   #stats = { lists: 0, watches: 0, relists: 0 };
+  #failing: ReflectorFailure | undefined;
 
   constructor(readonly o: ReflectorOptions<K>) {}
 
@@ -82,6 +93,11 @@ export class Reflector<K extends ResourceKind> {
   /** The resourceVersion the next watch starts from (undefined: the next step is a LIST). */
   get resourceVersion(): string | undefined {
     return this.#rv;
+  }
+
+  /** Set while list/watch fails: what the server said, and since when (for /healthz). */
+  get failing(): ReflectorFailure | undefined {
+    return this.#failing;
   }
 
   get stats(): ReflectorStats {
@@ -109,6 +125,11 @@ export class Reflector<K extends ResourceKind> {
           if (this.#failures++ === 0) continue;
         } else {
           this.#failures++;
+          this.#failing = {
+            code: err instanceof KubeApiError ? err.code : 0,
+            error: err instanceof Error ? err.message : String(err),
+            since: this.#failing?.since ?? this.o.clock.now(),
+          };
           this.o.log.warn("list/watch failed, retrying", {
             resource: this.o.resource,
             attempt: this.#failures,
@@ -166,6 +187,7 @@ export class Reflector<K extends ResourceKind> {
       if (!seen.has(key)) this.#apply("DELETED", key, old);
     }
     this.#rv = rv;
+    this.#failing = undefined;
     if (first) {
       this.#synced = true;
       this.o.log.info("informer synced", { resource: this.o.resource, objects: this.cache.size });
@@ -185,6 +207,7 @@ export class Reflector<K extends ResourceKind> {
       signal,
       () => {
         this.#failures = 0;
+        this.#failing = undefined;
       },
       (e) => this.#onEvent(e),
     );

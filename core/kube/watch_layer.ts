@@ -13,7 +13,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { type BackoffOptions, Reflector, type ReflectorStats } from "./reflector.ts";
+import { type BackoffOptions, Reflector, type ReflectorFailure, type ReflectorStats } from "./reflector.ts";
 import { HttpTransport, type Transport } from "./transport.ts";
 
 export interface WatchLayerOptions {
@@ -136,6 +136,11 @@ export class WatchLayer {
   /** One cached object by `namespace/name` (or `name`). */
   get<K extends ResourceKind>(resource: K, key: string): ResourceTypes[K] | undefined {
     return (this.#reflectors.get(resource) as Reflector<K> | undefined)?.cache.get(key);
+  }
+
+  /** Resources whose list/watch is failing now, with the server's answer (for /healthz). */
+  failing(): Array<{ resource: ResourceKind } & ReflectorFailure> {
+    return [...this.#reflectors].flatMap(([resource, r]) => r.failing ? [{ resource, ...r.failing }] : []);
   }
 
   /** Counters of LISTs, re-LISTs and WATCHes per resource (for tests and debugging). */

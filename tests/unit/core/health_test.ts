@@ -35,3 +35,16 @@ Deno.test("health gives a module that has not synced yet its startup allowance",
   assert.equal(r.healthy, false);
   assert.match(r.modules.firewall?.reason ?? "", /no successful sync since start/);
 });
+
+Deno.test("a failing check makes the report unhealthy under its own name, and only while it fails", () => {
+  const h = new Health(new FakeClock());
+  let reason: string | undefined = "list/watch pods failing for 3s: HTTP 403: forbidden";
+  h.check("kube-api", () => reason);
+  const bad = h.report();
+  assert.equal(bad.healthy, false);
+  assert.equal(bad.modules["kube-api"]?.reason, reason);
+  reason = undefined;
+  const good = h.report();
+  assert.equal(good.healthy, true);
+  assert.equal(good.modules["kube-api"], undefined);
+});

@@ -222,3 +222,34 @@ Deno.test("reflector resets its backoff once a watch connects again", async () =
     await layer.stop();
   }
 });
+
+Deno.test("a list refused with 403 is reported by failing() with its status until a list succeeds", async () => {
+  const t = new FakeTransport();
+  const forbidden = () => {
+    throw new KubeApiError(
+      403,
+      "Forbidden",
+      'services is forbidden: User "system:serviceaccount:kube-system:kube-router" cannot list resource "services"',
+    );
+  };
+  t.lists.push(forbidden, forbidden, () => ({ items: [svc("a", "5")], resourceVersion: "5" }));
+  const { layer, clock } = layerWith(t);
+  try {
+    layer.start(["services"]);
+    await flushMicrotasks();
+    const f = layer.failing();
+    assert.equal(f.length, 1);
+    assert.equal(f[0]!.resource, "services");
+    assert.equal(f[0]!.code, 403);
+    assert.match(f[0]!.error, /cannot list resource "services"/);
+    const since = f[0]!.since;
+    await clock.advance(100);
+    assert.equal(layer.failing()[0]?.since, since, "the first failure's time is kept");
+    await clock.advance(400);
+    await flushMicrotasks();
+    assert.equal(layer.isSynced("services"), true);
+    assert.deepEqual(layer.failing(), []);
+  } finally {
+    await layer.stop();
+  }
+});
