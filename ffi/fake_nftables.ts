@@ -81,6 +81,7 @@ const ENOENT = "Error: Could not process rule: No such file or directory";
 const EEXIST = "Error: Could not process rule: File exists";
 const EBUSY = "Error: Could not process rule: Device or resource busy";
 const EINVAL = "Error: Could not process rule: Invalid argument";
+const EOPNOTSUPP = "Error: Could not process rule: Operation not supported";
 
 type Undo = (() => void)[];
 
@@ -306,8 +307,8 @@ export class FakeNftables implements NftRuleset {
         return;
       }
       if (verb === "flush") {
+        // Like the kernel: every chain's rules go; sets and maps keep their elements.
         for (const c of t.chains.values()) this.#flushChain(t, c, undo);
-        for (const s of t.sets.values()) this.#flushSet(t, s, undo);
         return;
       }
       throw new OpError(EINVAL, what);
@@ -319,6 +320,7 @@ export class FakeNftables implements NftRuleset {
       if (verb === "add" || verb === "create") {
         if (c) {
           if (verb === "create") throw new OpError(EEXIST, `chain ${name}`);
+          this.#updateChain(c, o.chain, undo);
           return;
         }
         const nc: FChain = { spec: { ...o.chain }, handle: this.#handle(t, undo), rules: [] };
@@ -378,8 +380,13 @@ export class FakeNftables implements NftRuleset {
       const s = t.sets.get(spec.name);
       if (verb === "add" || verb === "create") {
         if (s) {
+          // Like the kernel: a set declared again must match in kind, types, flags, counter and timeout (a
+          // different comment is accepted and ignored).
+          const flags = (x: NftSetSpec) => [...(x.flags ?? [])].sort().join(",");
           const sameShape = s.isMap === isMap && s.spec.type === spec.type &&
-            (!isMap || (s.spec as NftMapSpec).map === (spec as NftMapSpec).map);
+            (!isMap || (s.spec as NftMapSpec).map === (spec as NftMapSpec).map) &&
+            flags(s.spec) === flags(spec) && !!s.spec.counter === !!spec.counter &&
+            (s.spec.timeout ?? "") === (spec.timeout ?? "");
           if (verb === "create" || !sameShape) throw new OpError(EEXIST, `set ${spec.name}`);
           return;
         }
@@ -434,6 +441,30 @@ export class FakeNftables implements NftRuleset {
       return;
     }
     throw new OpError(EINVAL, what);
+  }
+
+  /**
+   * `add chain` of an existing chain, as the kernel takes it: a bare name (or a comment) changes nothing; a
+   * base chain's policy is updated; its type, hook or priority cannot change (not supported), and a regular
+   * chain cannot become a base chain (exists; not supported when a policy is given).
+   */
+  #updateChain(c: FChain, spec: NftChainSpec, undo: Undo): void {
+    if (spec.type === undefined) return;
+    const old = c.spec;
+    if (old.type === undefined) {
+      // The kernel refuses the policy first (not supported), then the hook (exists).
+      throw new OpError(
+        spec.policy !== undefined ? EOPNOTSUPP : EEXIST,
+        `chain ${spec.name} is not a base chain`,
+      );
+    }
+    if (old.type !== spec.type || old.hook !== spec.hook || old.priority !== spec.priority) {
+      throw new OpError(EOPNOTSUPP, `chain ${spec.name}: type, hook and priority cannot change`);
+    }
+    if (spec.policy !== undefined && spec.policy !== (old.policy ?? "accept")) {
+      c.spec = { ...old, policy: spec.policy };
+      undo.push(() => c.spec = old);
+    }
   }
 
   #newRule(t: FTable, fo: FakeOp, undo: Undo): FRule {

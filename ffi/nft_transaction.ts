@@ -9,8 +9,9 @@
  *
  * nft 1.0.6 (Debian 12) has no `destroy` command, so `destroy` is emulated the way knftables does for old
  * nft: `add` then `delete` of the same object in the same transaction, which succeeds whether or not the
- * object existed. A consequence: destroying a set or map needs its real type, and destroying a map element
- * needs the value it has (the kernel refuses an `add` whose value differs from the present one).
+ * object existed. A consequence: destroying a set or map needs its real shape (types, flags, counter,
+ * timeout: the kernel refuses to re-declare a set differently), and destroying a map element needs the
+ * value it has (the kernel refuses an `add` whose value differs from the present one).
  *
  * Names are rendered bare: nft 1.0.6's grammar has no quoted identifiers, so names that are not nft
  * identifiers, or are nft keywords ("fwd", "ct", "missing": `NFT_KEYWORDS`), are refused when the
@@ -431,7 +432,7 @@ export class NftTransaction {
   replace(o: { rule: NftRuleSpec }): this {
     return this.#push("replace", o);
   }
-  /** Empties a table (rules and elements), a chain (rules), a set or a map (elements). */
+  /** Empties a table (the rules of all its chains; sets and maps keep their elements), a chain, a set or a map. */
   flush(
     o: { table: NftTableSpec } | { chain: NftChainSpec } | { set: NftSetSpec } | { map: NftMapSpec },
   ): this {

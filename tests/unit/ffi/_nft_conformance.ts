@@ -309,6 +309,64 @@ export const nftTxCases: Case<NftRuleset>[] = [
     },
   },
   {
+    name: "transactions: flushing a table empties its chains and leaves set and map elements",
+    fn: async (n) => {
+      await n.run(
+        base()
+          .add({ rule: { chain: "svc", rule: "jump other" } })
+          .add({ element: { set: "vips", key: ["10.0.0.1", "tcp", "80"], value: ["goto other"] } }),
+      );
+      await n.run(tx().flush({ table: {} }));
+      // "other" is still the target of a map element: busy.
+      await rejects(n.run(tx().delete({ chain: { name: "other" } })), isBusy, "still a verdict");
+      await expectDump(
+        n,
+        `table inet ctx {
+	map vips {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		elements = { 10.0.0.1 . tcp . 80 : goto other }
+	}
+
+	map vips6 {
+		type ipv6_addr . inet_proto . inet_service : verdict
+	}
+
+	chain svc {
+	}
+
+	chain other {
+	}
+}`,
+      );
+    },
+  },
+  {
+    name: "transactions: adding an existing base chain updates its policy, never its hook or priority",
+    fn: async (n) => {
+      const chain = { name: "in", type: "filter", hook: "input", priority: 0, policy: "accept" } as const;
+      await n.run(tx().add({ table: {} }).add({ chain }).add({ chain: { name: "plain" } }));
+      await n.run(tx().add({ chain: { ...chain, policy: "drop" } }).add({ chain: { name: "in" } }));
+      await failure(n.run(tx().add({ chain: { ...chain, priority: 10 } })));
+      const { policy: _p, ...noPolicy } = chain;
+      await rejects(n.run(tx().add({ chain: { ...noPolicy, name: "plain" } })), isExists, "regular to base");
+      assert.ok(
+        !isExists(await failure(n.run(tx().add({ chain: { ...chain, name: "plain" } })))),
+        "with a policy",
+      );
+      await expectDump(
+        n,
+        `table inet ctx {
+	chain in {
+		type filter hook input priority filter; policy drop;
+	}
+
+	chain plain {
+	}
+}`,
+      );
+    },
+  },
+  {
     name: "transactions: create of an existing table, chain, map or element fails as exists",
     fn: async (n) => {
       await n.run(
@@ -336,6 +394,26 @@ export const nftTxCases: Case<NftRuleset>[] = [
         isExists,
         "element with another value",
       );
+      // A set or map declared again with another shape exists already; another comment is ignored.
+      await n.run(tx().add({ set: { name: "s", type: "ipv4_addr", flags: ["interval"] } }));
+      await rejects(n.run(tx().add({ set: { name: "s", type: "ipv4_addr" } })), isExists, "other flags");
+      await rejects(
+        n.run(tx().add({ set: { name: "s", type: "ipv4_addr", flags: ["interval"], counter: true } })),
+        isExists,
+        "counter",
+      );
+      await rejects(
+        n.run(tx().add({ set: { name: "s", type: "ipv6_addr", flags: ["interval"] } })),
+        isExists,
+        "type",
+      );
+      await rejects(
+        n.run(tx().add({ map: { name: "s", type: "ipv4_addr", map: "verdict" } })),
+        isExists,
+        "as a map",
+      );
+      await n.run(tx().add({ set: { name: "s", type: "ipv4_addr", flags: ["interval"], comment: "later" } }));
+      await n.run(tx().delete({ set: { name: "s", type: "ipv4_addr" } }));
       // add of what exists is a no-op
       await n.run(
         base().add({ element: { set: "vips", key: ["10.0.0.1", "tcp", "80"], value: ["goto svc"] } }),
