@@ -129,6 +129,8 @@ interface ContainerRuntime {
 
 interface PodRuntime {
   record: PodRecord;
+  /** The pod as it was started (its host ports, for admission of later pods). */
+  pod: KObject;
   containers: ContainerRuntime[];
   reportedKey?: string;
   stopping: boolean;
@@ -343,6 +345,18 @@ export class LabKubelet {
   }
 
   async #startPod(uid: string, pod: KObject): Promise<void> {
+    const clash = hostPortClash(pod, [...this.#pods.values()].filter((p) => !p.stopping).map((p) => p.pod));
+    if (clash) {
+      // Admission, as kubelet rejects a pod whose host ports are taken: Failed with the reason, never a hang.
+      this.o.log.warn("pod rejected", { pod: `${pod.metadata.namespace}/${pod.metadata.name}`, clash });
+      await this.#patchPodStatus(pod, {
+        phase: "Failed",
+        reason: "NodePorts",
+        message:
+          `Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports (${clash})`,
+      });
+      return;
+    }
     if (pod.spec?.hostNetwork === true) return await this.#startHostNetworkPod(uid, pod);
     const ns = pod.metadata.namespace ?? "default";
     const name = pod.metadata.name;
@@ -459,6 +473,7 @@ export class LabKubelet {
     const specs = (pod.spec?.containers ?? []) as ContainerSpec[];
     return {
       record,
+      pod,
       stopping: false,
       problems: [],
       containers: specs.map((spec) => ({
@@ -1096,4 +1111,34 @@ function tailOf(path: string): string {
 /** A TokenRequest refused because the service account does not exist (not because the API lacks it). */
 function isSaMissing(e: unknown): boolean {
   return e instanceof Error && /serviceaccounts? .*not found/i.test(e.message);
+}
+
+/**
+ * The host ports (`proto/port`) a pod takes on its node: declared hostPorts, and for a hostNetwork pod every
+ * container port (its containerPort is a port of the node).
+ */
+export function hostPorts(pod: KObject): string[] {
+  const out: string[] = [];
+  for (const c of (pod.spec?.containers ?? []) as ContainerSpec[]) {
+    for (const p of c.ports ?? []) {
+      const port = pod.spec?.hostNetwork ? (p.hostPort ?? p.containerPort) : p.hostPort;
+      if (port) out.push(`${(p.protocol ?? "TCP").toUpperCase()}/${port}`);
+    }
+  }
+  return out;
+}
+
+/** The first host port `pod` wants that a running pod already has, as "TCP/8080 (taken by ns/name)". */
+export function hostPortClash(pod: KObject, running: KObject[]): string | undefined {
+  const want = new Set(hostPorts(pod));
+  if (want.size === 0) return undefined;
+  for (const other of running) {
+    if (other.metadata.uid === pod.metadata.uid) continue;
+    for (const hp of hostPorts(other)) {
+      if (want.has(hp)) {
+        return `${hp} taken by ${other.metadata.namespace ?? "default"}/${other.metadata.name}`;
+      }
+    }
+  }
+  return undefined;
 }

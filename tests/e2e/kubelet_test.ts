@@ -255,6 +255,36 @@ Deno.test({
           );
         },
       );
+      await t.step(
+        "a pod whose host port is taken on its node is rejected (Failed, NodePorts), the rest runs on",
+        async () => {
+          // The agent pod (hostNetwork) declares no ports; a hostNetwork pod on 20244 would clash with the
+          // agent only in the kernel, so use two pods with the same hostPort.
+          const hp = (name: string) =>
+            `---
+apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, namespace: default}
+spec:
+  nodeName: kube-node2
+  containers:
+  - name: c
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: ["netexec", "--http-port=8080"]
+    ports: [{containerPort: 8080, hostPort: 30080}]
+`;
+          await k(state, ["apply", "-f", "-"], hp("hp-1"));
+          await k(state, ["wait", "--for=condition=Ready", "pod/hp-1", "--timeout=60s"]);
+          await k(state, ["apply", "-f", "-"], hp("hp-2"));
+          await eventually("hp-2 is Failed with reason NodePorts", async () => {
+            const p = JSON.parse(await k(state, ["get", "pod", "hp-2", "-o", "json"]));
+            return p.status?.phase === "Failed" && p.status?.reason === "NodePorts" &&
+              /TCP\/30080 taken by default\/hp-1/.test(p.status?.message ?? "");
+          }, 30_000);
+          const multi = JSON.parse(await k(state, ["get", "pod", "multi", "-o", "json"]));
+          assert.equal(multi.status.phase, "Running");
+        },
+      );
       assert.equal(readState(state.stateDir)?.phase, "up");
     } catch (e) {
       const files = [`${where.stateDir}/master.log`];

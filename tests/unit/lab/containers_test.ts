@@ -8,7 +8,7 @@ import {
   isAgentImage,
   netexecPorts,
 } from "../../../lab/containers.ts";
-import { mountScript } from "../../../lab/kubelet.ts";
+import { hostPortClash, hostPorts, mountScript } from "../../../lab/kubelet.ts";
 import { tailLines } from "../../../lab/apiserver/pod_logs.ts";
 import type { KObject } from "../../../lab/kube_client.ts";
 
@@ -130,4 +130,20 @@ Deno.test("kubectl logs --tail keeps the last N lines", () => {
   assert.equal(t("a\nb\nc", 2), "b\nc");
   assert.equal(t("a\nb\n", 5), "a\nb\n");
   assert.equal(t("a\n", 0), "");
+});
+
+Deno.test("host ports: declared hostPorts, every port of a hostNetwork pod, and the clash between two pods", () => {
+  const a = pod([{
+    name: "c",
+    ports: [{ containerPort: 80, hostPort: 8080 }, { containerPort: 53, protocol: "UDP" }],
+  }]);
+  const b = { ...pod([{ name: "c", ports: [{ containerPort: 8080 }] }], { hostNetwork: true }) };
+  b.metadata = { ...b.metadata, name: "b", uid: "u-2" };
+  assert.deepEqual(hostPorts(a), ["TCP/8080"]);
+  assert.deepEqual(hostPorts(b), ["TCP/8080"]);
+  assert.equal(hostPortClash(b, [a]), "TCP/8080 taken by x/p");
+  assert.equal(hostPortClash(a, [a]), undefined, "a pod never clashes with itself");
+  const udp = pod([{ name: "c", ports: [{ containerPort: 1, hostPort: 8080, protocol: "UDP" }] }]);
+  udp.metadata = { ...udp.metadata, uid: "u-3" };
+  assert.equal(hostPortClash(udp, [a]), undefined, "another protocol is another port");
 });
