@@ -2,7 +2,7 @@
  * The service proxy's nftables ruleset, rendered from the Service model (pure, no I/O). The shape follows
  * kube-proxy's nftables mode: whatever the number of Services, a packet costs one verdict-map lookup
  * (`daddr . l4proto . dport` in `service_ips_v4`), then a per-service-port chain that picks an endpoint with
- * one more map lookup (`numgen inc mod N vmap { … }`), then an endpoint chain that DNATs.
+ * a short cascade of `numgen inc mod k == 0 goto …` rules (see pickRules), then an endpoint chain that DNATs.
  *
  * Everything lives in one `inet kube_router_proxy` table, both families side by side (maps and chains
  * carry the family in their names, `_v4`/`_v6`, `svc4-`/`svc6-`):
@@ -446,11 +446,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
             rules.push(`${ipx} saddr @aff-${b} goto ep-${b}`);
           }
         }
-        const vmap = eps.map((e, i) => `${i} : goto ep-${endpointBase(base, e)}`).join(", ");
-        const pick = sched.kind === "sh"
-          ? `jhash ${ipx} saddr mod ${eps.length} seed 0x0`
-          : `numgen inc mod ${eps.length}`;
-        rules.push(`${pick} vmap { ${vmap} }`);
+        rules.push(...pickRules(eps.map((e) => `ep-${endpointBase(base, e)}`), sched.kind, ipx));
         return rules;
       };
       if (usesCluster) out.chains.set(svcChain, policyChain(clusterEps, internalChain === svcChain));
@@ -486,6 +482,25 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     };
   }
   return out;
+}
+
+/**
+ * The endpoint pick, as a cascade instead of one anonymous verdict map per Service: nft builds a kernel set
+ * for every `vmap { … }` literal, which made loading 5,000 such rules five times slower than 5,000 plain
+ * ones (measured with nft 1.0.6). rr: rule i fires when its own counter modulo the endpoints left is 0, which
+ * cycles through the endpoints in order exactly (each rule's counter only moves when the rules before it
+ * did not fire). sh: the source hash modulo N picks the rule (deterministic, so one client sticks to one
+ * endpoint while the set of endpoints does not change).
+ */
+export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip" | "ip6"): string[] {
+  const n = chains.length;
+  if (n === 1) return [`goto ${chains[0]}`];
+  if (kind === "sh") {
+    return chains.map((c, i) =>
+      i === n - 1 ? `goto ${c}` : `jhash ${ipx} saddr mod ${n} seed 0x0 == ${i} goto ${c}`
+    );
+  }
+  return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen inc mod ${n - i} == 0 goto ${c}`));
 }
 
 function elementSpec(id: string, value: string) {
