@@ -185,7 +185,7 @@ export class ProxyEnv {
   }
 
   /** HTTP GET from a namespace ("client", "node", or a pod index). */
-  async get(from: "client" | "node" | number, url: string, timeoutS = 2): Promise<Answer> {
+  async get(from: "client" | "node" | number, url: string, timeoutS = 4): Promise<Answer> {
     const ns = from === "client" ? this.client : from === "node" ? this.node : this.pods[from]!;
     const t0 = performance.now();
     const r = await ns.exec(["curl", "-gs", "--max-time", String(timeoutS), url], { check: false });
