@@ -1,16 +1,16 @@
 /**
  * The lab master process: runs inside kube-master's namespace and plays the control plane and every
  * node's kubelet. It starts the lab API server on 0.0.0.0:6443 (advertised as https://192.168.1.99:6443,
- * service CIDR 172.16.0.0/16), writes the kubeconfig, runs node CIDR allocation, the scheduler and the
- * EndpointSlice controller, and one lab kubelet per node (which uses `ip netns exec` for node work). It
- * writes `master.ready` once every node is registered, Ready and has a pod CIDR.
+ * service CIDR 172.16.0.0/16), writes the kubeconfig, runs node CIDR allocation, the scheduler, the
+ * EndpointSlice controller, the ReplicaSet, Deployment and DaemonSet controllers, and one lab kubelet per
+ * node (which uses `ip netns exec` for node work). It writes `master.ready` once every node is registered, Ready and has a pod CIDR.
  *
  * Started by `lab up` as: nsenter --net=/var/run/netns/<prefix>master deno run -A lab/master.ts --state-dir … --nodes N
  */
 import { parseArgs } from "node:util";
 import { startApiServer } from "./apiserver/mod.ts";
 import { EndpointSliceController } from "./endpointslice_controller.ts";
-import { DaemonSetController } from "./daemonset_controller.ts";
+import { DaemonSetController, DeploymentController, ReplicaSetController } from "./workload_controllers.ts";
 import { Informer, isConflict, type KObject, KubeClient } from "./kube_client.ts";
 import { type CniMode, LabKubelet } from "./kubelet.ts";
 import { NodeIpamController } from "./node_ipam.ts";
@@ -92,14 +92,19 @@ const slices = new Informer<KObject>(
   onErr("endpointslices"),
 );
 
+const deployments = new Informer<KObject>(client, "/apis/apps/v1/deployments", onErr("deployments"));
+const replicasets = new Informer<KObject>(client, "/apis/apps/v1/replicasets", onErr("replicasets"));
 const daemonsets = new Informer<KObject>(client, "/apis/apps/v1/daemonsets", onErr("daemonsets"));
 
 const controllers = [
   new NodeIpamController(client, nodes, log.with({ controller: "nodeipam" })),
   new Scheduler(client, pods, nodes, log.with({ controller: "scheduler" })),
   new EndpointSliceController(client, services, pods, slices, log.with({ controller: "endpointslice" })),
+  new ReplicaSetController(client, replicasets, pods, log.with({ controller: "replicaset" })),
+  new DeploymentController(client, deployments, replicasets, pods, log.with({ controller: "deployment" })),
   new DaemonSetController(client, daemonsets, pods, nodes, log.with({ controller: "daemonset" })),
 ];
+const informers = [nodes, pods, services, slices, deployments, replicasets, daemonsets];
 const kubelets = topo.nodes.map((host) => {
   const dir = nodeDir(stateDir, host.name);
   Deno.mkdirSync(dir, { recursive: true });
@@ -142,7 +147,7 @@ async function ensure(path: string, obj: KObject): Promise<void> {
 for (const ns of ["default", "kube-system", "kube-public", "kube-node-lease"]) {
   await ensure("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
 }
-await Promise.all([nodes.start(), pods.start(), services.start(), slices.start(), daemonsets.start()]);
+await Promise.all(informers.map((i) => i.start()));
 await Promise.all(kubelets.map((k) => k.register()));
 
 // Ready once every node is Ready with a pod CIDR.
@@ -164,7 +169,7 @@ const shutdown = async () => {
   log.info("lab master stopping");
   for (const k of kubelets) k.stop();
   for (const c of controllers) c.stop();
-  for (const i of [nodes, pods, services, slices, daemonsets]) i.stop();
+  for (const i of informers) i.stop();
   await api.stop().catch(() => {});
   Deno.exit(0);
 };

@@ -98,6 +98,22 @@ export {
 export { pickNode, Scheduler } from "./scheduler.ts";
 export { NodeIpamController } from "./node_ipam.ts";
 export { EndpointSliceController } from "./endpointslice_controller.ts";
+export { DaemonSetController, DeploymentController, ReplicaSetController } from "./workload_controllers.ts";
+export {
+  CONTROLLER_REVISION_HASH,
+  controllerOf,
+  daemonPodMisfit,
+  daemonTolerations,
+  deletionOrder,
+  isPodActive,
+  isPodAvailable,
+  POD_TEMPLATE_HASH,
+  REVISION_ANNOTATION,
+  rollingLimits,
+  scaledValue,
+  templateHash,
+  tolerates,
+} from "./workloads.ts";
 export {
   cniAdd,
   cniDel,

@@ -6,6 +6,7 @@
 import { type StatusCause } from "./errors.ts";
 import type { ResourceInfo } from "./resources.ts";
 import type { KubeObject } from "./types.ts";
+import { labelSelectorMatches } from "./selectors.ts";
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -18,6 +19,16 @@ const LABEL_NAMED = new Set(["namespaces", "services"]);
 
 export function validateName(r: ResourceInfo, name: string): StatusCause[] {
   const causes: StatusCause[] = [];
+  if (r.group === "rbac.authorization.k8s.io") {
+    // RBAC names are path segments (`system:discovery`), as kube-apiserver's ValidateRBACName.
+    if (name === "" || name === "." || name === ".." || /[/%]/.test(name)) {
+      causes.push({
+        field: "metadata.name",
+        message: `Invalid value: "${name}": may not be '.' or '..' and may not contain '/' or '%'`,
+      });
+    }
+    return causes;
+  }
   const labelOnly = LABEL_NAMED.has(r.plural);
   const ok = labelOnly
     ? DNS1123_LABEL.test(name) && name.length <= 63
@@ -213,6 +224,87 @@ function validateSpec(r: ResourceInfo, obj: KubeObject): StatusCause[] {
       });
       break;
     }
+    case "deployments":
+    case "replicasets":
+    case "daemonsets":
+      validateWorkload(obj, causes);
+      break;
+    case "roles":
+    case "clusterroles":
+      (obj.rules ?? []).forEach((rule: KubeObject, i: number) => {
+        if (!Array.isArray(rule?.verbs) || rule.verbs.length === 0) {
+          causes.push({
+            field: `rules[${i}].verbs`,
+            reason: "FieldValueRequired",
+            message: "Required value",
+          });
+        }
+        const resourceRule = Array.isArray(rule?.resources) && rule.resources.length > 0;
+        const urlRule = Array.isArray(rule?.nonResourceURLs) && rule.nonResourceURLs.length > 0;
+        if (resourceRule && urlRule) {
+          causes.push({
+            field: `rules[${i}].nonResourceURLs`,
+            message: "Invalid value: rules cannot apply to both regular resources and non-resource URLs",
+          });
+        }
+        if (urlRule && r.plural === "roles") {
+          causes.push({
+            field: `rules[${i}].nonResourceURLs`,
+            message: "Invalid value: namespaced rules cannot apply to non-resource URLs",
+          });
+        }
+        if (resourceRule && !Array.isArray(rule?.apiGroups)) {
+          causes.push({
+            field: `rules[${i}].apiGroups`,
+            reason: "FieldValueRequired",
+            message: "Required value: resource rules must supply at least one api group",
+          });
+        }
+      });
+      break;
+    case "rolebindings":
+    case "clusterrolebindings": {
+      const ref = obj.roleRef;
+      const kinds = r.plural === "rolebindings" ? ["Role", "ClusterRole"] : ["ClusterRole"];
+      if (!ref?.name) {
+        causes.push({ field: "roleRef.name", reason: "FieldValueRequired", message: "Required value" });
+      }
+      if (!kinds.includes(ref?.kind)) {
+        causes.push({
+          field: "roleRef.kind",
+          reason: "FieldValueNotSupported",
+          message: `Unsupported value: "${ref?.kind ?? ""}": supported values: ${
+            kinds.map((k) => `"${k}"`).join(", ")
+          }`,
+        });
+      }
+      (obj.subjects ?? []).forEach((s: KubeObject, i: number) => {
+        if (!["ServiceAccount", "User", "Group"].includes(String(s?.kind))) {
+          causes.push({
+            field: `subjects[${i}].kind`,
+            reason: "FieldValueNotSupported",
+            message: `Unsupported value: "${
+              s?.kind ?? ""
+            }": supported values: "Group", "ServiceAccount", "User"`,
+          });
+        }
+        if (!s?.name) {
+          causes.push({
+            field: `subjects[${i}].name`,
+            reason: "FieldValueRequired",
+            message: "Required value",
+          });
+        }
+        if (s?.kind === "ServiceAccount" && r.plural === "clusterrolebindings" && !s.namespace) {
+          causes.push({
+            field: `subjects[${i}].namespace`,
+            reason: "FieldValueRequired",
+            message: "Required value",
+          });
+        }
+      });
+      break;
+    }
     case "networkpolicies": {
       if (obj.spec?.podSelector === undefined || obj.spec?.podSelector === null) {
         causes.push({ field: "spec.podSelector", reason: "FieldValueRequired", message: "Required value" });
@@ -232,9 +324,85 @@ function validateSpec(r: ResourceInfo, obj: KubeObject): StatusCause[] {
   return causes;
 }
 
+/** A Deployment's, ReplicaSet's or DaemonSet's selector and template, as apps/v1 validation checks them. */
+function validateWorkload(obj: KubeObject, causes: StatusCause[]): void {
+  const sel = obj.spec?.selector;
+  const empty = !sel ||
+    (Object.keys(sel.matchLabels ?? {}).length === 0 && (sel.matchExpressions ?? []).length === 0);
+  if (empty) {
+    causes.push({ field: "spec.selector", reason: "FieldValueRequired", message: "Required value" });
+  } else if (!labelSelectorMatches(sel, obj.spec?.template?.metadata?.labels)) {
+    causes.push({
+      field: "spec.template.metadata.labels",
+      message: `Invalid value: ${
+        JSON.stringify(obj.spec?.template?.metadata?.labels ?? {})
+      }: \`selector\` does not match template \`labels\``,
+    });
+  }
+  const replicas = obj.spec?.replicas;
+  if (replicas !== undefined && (!Number.isInteger(replicas) || replicas < 0)) {
+    causes.push({
+      field: "spec.replicas",
+      message: `Invalid value: ${JSON.stringify(replicas)}: must be greater than or equal to 0`,
+    });
+  }
+  const containers = obj.spec?.template?.spec?.containers;
+  if (!Array.isArray(containers) || containers.length === 0) {
+    causes.push({
+      field: "spec.template.spec.containers",
+      reason: "FieldValueRequired",
+      message: "Required value",
+    });
+  } else {
+    containers.forEach((c: KubeObject, i: number) => {
+      if (typeof c?.name !== "string" || !DNS1123_LABEL.test(c.name)) {
+        causes.push({
+          field: `spec.template.spec.containers[${i}].name`,
+          message: `Invalid value: ${JSON.stringify(c?.name)}`,
+        });
+      }
+      if (typeof c?.image !== "string" || c.image === "") {
+        causes.push({
+          field: `spec.template.spec.containers[${i}].image`,
+          reason: "FieldValueRequired",
+          message: "Required value",
+        });
+      }
+    });
+  }
+  const restart = obj.spec?.template?.spec?.restartPolicy;
+  if (restart !== undefined && restart !== "Always") {
+    causes.push({
+      field: "spec.template.spec.restartPolicy",
+      reason: "FieldValueNotSupported",
+      message: `Unsupported value: "${restart}": supported values: "Always"`,
+    });
+  }
+}
+
 /** Everything wrong with an object about to be stored (empty when it is fine). */
 export function validate(r: ResourceInfo, obj: KubeObject): StatusCause[] {
   return [...validateName(r, obj.metadata?.name ?? ""), ...validateMeta(obj), ...validateSpec(r, obj)];
+}
+
+/** The pod spec defaults kube-apiserver fills in, for pods and for the pod templates of workloads. */
+function podSpecDefaults(spec: KubeObject | undefined): void {
+  if (!spec || typeof spec !== "object") return;
+  spec.restartPolicy ??= "Always";
+  spec.dnsPolicy ??= "ClusterFirst";
+  spec.terminationGracePeriodSeconds ??= 30;
+  spec.schedulerName ??= "default-scheduler";
+  spec.securityContext ??= {};
+  for (const c of [...(spec.containers ?? []), ...(spec.initContainers ?? [])]) {
+    if (!c || typeof c !== "object") continue;
+    for (const p of c.ports ?? []) p.protocol ??= "TCP";
+    c.imagePullPolicy ??= c.image?.endsWith(":latest") || !String(c.image ?? "").includes(":")
+      ? "Always"
+      : "IfNotPresent";
+    c.terminationMessagePath ??= "/dev/termination-log";
+    c.terminationMessagePolicy ??= "File";
+    c.resources ??= {};
+  }
 }
 
 /** Defaults that need no allocation; the store allocates clusterIPs and nodePorts itself. */
@@ -246,20 +414,49 @@ export function applyStaticDefaults(r: ResourceInfo, obj: KubeObject): void {
       obj.status = { phase: "Active", ...obj.status };
       break;
     case "pods":
-      obj.spec.restartPolicy ??= "Always";
-      obj.spec.dnsPolicy ??= "ClusterFirst";
-      obj.spec.terminationGracePeriodSeconds ??= 30;
-      obj.spec.schedulerName ??= "default-scheduler";
-      for (const c of obj.spec.containers ?? []) {
-        for (const p of c.ports ?? []) p.protocol ??= "TCP";
-        c.imagePullPolicy ??= c.image?.endsWith(":latest") || !String(c.image ?? "").includes(":")
-          ? "Always"
-          : "IfNotPresent";
-        c.terminationMessagePath ??= "/dev/termination-log";
-        c.terminationMessagePolicy ??= "File";
-      }
+      podSpecDefaults(obj.spec);
       obj.status ??= {};
       obj.status.phase ??= "Pending";
+      break;
+    case "deployments": {
+      const spec = obj.spec ??= {};
+      spec.replicas ??= 1;
+      spec.strategy ??= {};
+      spec.strategy.type ??= "RollingUpdate";
+      if (spec.strategy.type === "RollingUpdate") {
+        spec.strategy.rollingUpdate ??= {};
+        spec.strategy.rollingUpdate.maxUnavailable ??= "25%";
+        spec.strategy.rollingUpdate.maxSurge ??= "25%";
+      }
+      spec.revisionHistoryLimit ??= 10;
+      spec.progressDeadlineSeconds ??= 600;
+      podSpecDefaults((spec.template ??= {}).spec);
+      break;
+    }
+    case "replicasets":
+      obj.spec ??= {};
+      obj.spec.replicas ??= 1;
+      podSpecDefaults((obj.spec.template ??= {}).spec);
+      break;
+    case "daemonsets": {
+      const spec = obj.spec ??= {};
+      spec.updateStrategy ??= {};
+      spec.updateStrategy.type ??= "RollingUpdate";
+      if (spec.updateStrategy.type === "RollingUpdate") {
+        spec.updateStrategy.rollingUpdate ??= {};
+        spec.updateStrategy.rollingUpdate.maxUnavailable ??= 1;
+        spec.updateStrategy.rollingUpdate.maxSurge ??= 0;
+      }
+      spec.revisionHistoryLimit ??= 10;
+      podSpecDefaults((spec.template ??= {}).spec);
+      break;
+    }
+    case "clusterrolebindings":
+    case "rolebindings":
+      for (const s of obj.subjects ?? []) {
+        if (s?.kind === "ServiceAccount") s.apiGroup ??= "";
+        else if (s?.kind === "User" || s?.kind === "Group") s.apiGroup ??= "rbac.authorization.k8s.io";
+      }
       break;
     case "services": {
       const spec = (obj.spec ??= {});

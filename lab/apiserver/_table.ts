@@ -96,7 +96,81 @@ function nodeAddress(o: KubeObject, type: string): string {
   return (o.status?.addresses ?? []).find((a: KubeObject) => a.type === type)?.address ?? "<none>";
 }
 
+const int = (title: string, cell: (o: KubeObject) => number, priority = 0): Column => ({
+  name: title,
+  type: "integer",
+  priority,
+  cell,
+});
+const text = (title: string, cell: (o: KubeObject) => string, priority = 0): Column => ({
+  name: title,
+  type: "string",
+  priority,
+  cell,
+});
+const containerNames = text(
+  "Containers",
+  (o) => (o.spec?.template?.spec?.containers ?? []).map((c: KubeObject) => c.name).join(","),
+  1,
+);
+const images = text(
+  "Images",
+  (o) => (o.spec?.template?.spec?.containers ?? []).map((c: KubeObject) => c.image).join(","),
+  1,
+);
+const workloadSelector = text("Selector", (o) => labelSelectorText(o.spec?.selector), 1);
+const subjectsOf = (kind: string) => (o: KubeObject) =>
+  (o.subjects ?? []).filter((s: KubeObject) => s.kind === kind).map((s: KubeObject) =>
+    kind === "ServiceAccount" ? `${s.namespace ?? ""}/${s.name}` : s.name
+  ).join(", ");
+const bindingColumns: Column[] = [
+  name,
+  text("Role", (o) => `${o.roleRef?.kind ?? ""}/${o.roleRef?.name ?? ""}`),
+  age,
+  text("Users", subjectsOf("User"), 1),
+  text("Groups", subjectsOf("Group"), 1),
+  text("ServiceAccounts", subjectsOf("ServiceAccount"), 1),
+];
+
 const COLUMNS: Record<string, Column[]> = {
+  deployments: [
+    name,
+    text("Ready", (o) => `${o.status?.readyReplicas ?? 0}/${o.spec?.replicas ?? 0}`),
+    int("Up-to-date", (o) => o.status?.updatedReplicas ?? 0),
+    int("Available", (o) => o.status?.availableReplicas ?? 0),
+    age,
+    containerNames,
+    images,
+    workloadSelector,
+  ],
+  replicasets: [
+    name,
+    int("Desired", (o) => o.spec?.replicas ?? 0),
+    int("Current", (o) => o.status?.replicas ?? 0),
+    int("Ready", (o) => o.status?.readyReplicas ?? 0),
+    age,
+    containerNames,
+    images,
+    workloadSelector,
+  ],
+  daemonsets: [
+    name,
+    int("Desired", (o) => o.status?.desiredNumberScheduled ?? 0),
+    int("Current", (o) => o.status?.currentNumberScheduled ?? 0),
+    int("Ready", (o) => o.status?.numberReady ?? 0),
+    int("Up-to-date", (o) => o.status?.updatedNumberScheduled ?? 0),
+    int("Available", (o) => o.status?.numberAvailable ?? 0),
+    text("Node Selector", (o) => selectorText(o.spec?.template?.spec?.nodeSelector)),
+    age,
+    containerNames,
+    images,
+    workloadSelector,
+  ],
+  serviceaccounts: [name, int("Secrets", (o) => (o.secrets ?? []).length), age],
+  rolebindings: bindingColumns,
+  clusterrolebindings: bindingColumns,
+  roles: [name, text("Created At", (o) => o.metadata?.creationTimestamp ?? "")],
+  clusterroles: [name, text("Created At", (o) => o.metadata?.creationTimestamp ?? "")],
   pods: [
     name,
     {

@@ -20,12 +20,28 @@ export {
   type ApiServerOptions,
   ensureKubernetesService,
   type KubeconfigOptions,
+  type MintedToken,
   startApiServer,
+  type TokenOptions,
 } from "./server.ts";
 export {
+  ADMIN_USER,
+  authorize,
+  BOOTSTRAP_POLICY,
+  type Decision,
+  forbidden,
+  MASTERS_GROUP,
+  ruleAllows,
+  serviceAccountUser,
+  type UserInfo,
+} from "./rbac.ts";
+export { type BoundObject, type MintOptions, TOKEN_ISSUER, type TokenClaims, TokenIssuer } from "./tokens.ts";
+export {
+  type DeleteOptions,
   keyOf,
   type ListOptions,
   type ListResult,
+  selectorString,
   Store,
   type StoreOptions,
   type WatchEvent,
@@ -47,6 +63,8 @@ export {
 export { applyPatch, jsonMergePatch, jsonPatch, type PatchType, strategicMergePatch } from "./patch.ts";
 export {
   fieldValue,
+  type LabelSelector,
+  labelSelectorMatches,
   objectMatches,
   parseFieldSelector,
   parseLabelSelector,

@@ -117,3 +117,39 @@ export function objectMatches(obj: KubeObject, labels: Selector, fields: Selecto
   if (!fields.empty && !fields.matches((k) => fieldValue(obj, k))) return false;
   return true;
 }
+
+/** Does a set of labels satisfy a LabelSelector (matchLabels and matchExpressions)? */
+export function labelSelectorMatches(
+  sel: LabelSelector | undefined,
+  labels: Record<string, string> | undefined,
+): boolean {
+  if (!sel) return false;
+  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels?.[k] !== v) return false;
+  for (const e of sel.matchExpressions ?? []) {
+    const has = labels !== undefined && Object.hasOwn(labels, e.key);
+    const v = has ? labels![e.key]! : "";
+    switch (e.operator) {
+      case "In":
+        if (!has || !(e.values ?? []).includes(v)) return false;
+        break;
+      case "NotIn":
+        if (has && (e.values ?? []).includes(v)) return false;
+        break;
+      case "Exists":
+        if (!has) return false;
+        break;
+      case "DoesNotExist":
+        if (has) return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
+/** A metav1.LabelSelector as JSON. */
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+}

@@ -22,6 +22,8 @@ import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
 import { type RequestInfo, requestInfo, type ResourceRequest } from "./request_info.ts";
 import { keyOf, Store, type WatchEvent, type WriteOptions } from "./store.ts";
 import { type PodLogFile, servePodLog } from "./pod_logs.ts";
+import { ADMIN_USER, authorize, forbidden, serviceAccountUser, type UserInfo } from "./rbac.ts";
+import { type BoundObject, TokenIssuer } from "./tokens.ts";
 import type { KubeObject } from "./types.ts";
 
 export interface ApiServerOptions {
@@ -66,6 +68,24 @@ export interface ApiServerOptions {
   log?: Logger;
 }
 
+/** What a TokenRequest's spec may ask for. */
+export interface TokenOptions {
+  /** Default: the API server's own audience (tokens for other audiences are not accepted by it). */
+  audiences?: readonly string[];
+  /** Default 3600; at least 600. */
+  expirationSeconds?: number;
+  /** Bind the token to a pod (or node): it stops working when that object is deleted. */
+  boundObjectRef?: { kind: "Pod" | "Node"; name: string; uid?: string };
+}
+
+export interface MintedToken {
+  token: string;
+  /** RFC 3339. */
+  expirationTimestamp: string;
+  audiences: string[];
+  expirationSeconds: number;
+}
+
 export interface KubeconfigOptions {
   /** `token` (default) or `cert` (client certificate). */
   auth?: "token" | "cert";
@@ -86,6 +106,12 @@ export interface ApiServer {
   kubeconfig(opts?: KubeconfigOptions): string;
   /** Writes `kubeconfig()` to a file (mode 0600); default `stateDir/kubeconfig`. Returns the path. */
   writeKubeconfig(path?: string, opts?: KubeconfigOptions): Promise<string>;
+  /**
+   * A token for ServiceAccount `namespace/name`, as `POST …/serviceaccounts/<name>/token` issues it (and
+   * the kubelet asks for a pod's projected token): accepted by this server as that account until it
+   * expires, or until the account (or the pod it is bound to) is deleted.
+   */
+  mintServiceAccountToken(namespace: string, name: string, opts?: TokenOptions): Promise<MintedToken>;
   /** Number of watch streams open now. */
   readonly openWatches: number;
   /** Closes the listener and every connection (watch streams end abruptly, as when a server dies). */
@@ -106,7 +132,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     ...(opts.gracefulPodDeletion ? { gracefulPodDeletion: true } : {}),
   });
   const caCertPem = await Deno.readTextFile(pki.caCertPath);
-  const handler = new Handler(store, token, opts);
+  const issuer = await TokenIssuer.load(opts.stateDir);
+  const handler = new Handler(store, token, issuer, opts);
   const server = createServer({
     key: await Deno.readTextFile(pki.serverKeyPath),
     cert: await Deno.readTextFile(pki.serverCertPath),
@@ -163,6 +190,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       await Deno.rename(tmp, path);
       return path;
     },
+    mintServiceAccountToken: (namespace, name, o) => handler.mintToken(namespace, name, o),
     get openWatches() {
       return handler.openWatches;
     },
@@ -239,7 +267,12 @@ const MAX_BODY = 16 * 1024 * 1024;
 
 class Handler {
   #watches = new Set<() => void>();
-  constructor(readonly store: Store, readonly token: string, readonly opts: ApiServerOptions) {}
+  constructor(
+    readonly store: Store,
+    readonly token: string,
+    readonly issuer: TokenIssuer,
+    readonly opts: ApiServerOptions,
+  ) {}
 
   get openWatches(): number {
     return this.#watches.size;
@@ -251,10 +284,9 @@ class Handler {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      if (!this.#authenticated(req)) {
-        throw new ApiError(401, "Unauthorized", "Unauthorized");
-      }
-      await this.#route(req, res);
+      const user = await this.#authenticate(req);
+      if (!user) throw new ApiError(401, "Unauthorized", "Unauthorized");
+      await this.#route(req, res, user);
     } catch (err) {
       const e = err instanceof ApiError
         ? err
@@ -267,16 +299,82 @@ class Handler {
     }
   }
 
-  #authenticated(req: IncomingMessage): boolean {
+  /**
+   * The user behind a request: the admin token or a client certificate signed by the lab CA (the
+   * lab's admin, in system:masters), or a service-account token whose account (and bound pod) still
+   * exists with the uid it was issued for, as kube-apiserver checks them.
+   */
+  async #authenticate(req: IncomingMessage): Promise<UserInfo | undefined> {
     const auth = req.headers.authorization;
-    if (auth !== undefined) return auth === `Bearer ${this.token}`;
-    const sock = req.socket as TLSSocket;
-    return sock.authorized === true;
+    if (auth === undefined) return (req.socket as TLSSocket).authorized === true ? ADMIN_USER : undefined;
+    if (!auth.startsWith("Bearer ")) return undefined;
+    const token = auth.slice(7).trim();
+    if (token === this.token) return ADMIN_USER;
+    const claims = await this.issuer.verify(token);
+    if (!claims) return undefined;
+    const k = claims["kubernetes.io"];
+    const sa = this.store.tryGet("serviceaccounts", `${k.namespace}/${k.serviceaccount.name}`);
+    if (!sa || sa.metadata?.uid !== k.serviceaccount.uid) return undefined;
+    if (k.pod) {
+      const pod = this.store.tryGet("pods", `${k.namespace}/${k.pod.name}`);
+      if (!pod || pod.metadata?.uid !== k.pod.uid) return undefined;
+    }
+    return serviceAccountUser(k.namespace, k.serviceaccount.name, k.serviceaccount.uid);
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** A token for a ServiceAccount, as the TokenRequest API issues it. */
+  async mintToken(namespace: string, name: string, opts: TokenOptions = {}): Promise<MintedToken> {
+    const sa = this.store.get("serviceaccounts", keyOf(namespace, name));
+    const expirationSeconds = opts.expirationSeconds ?? 3600;
+    if (!Number.isInteger(expirationSeconds) || expirationSeconds < 600) {
+      throw invalid("TokenRequest", "authentication.k8s.io", name, [{
+        field: "spec.expirationSeconds",
+        message: `Invalid value: ${expirationSeconds}: may not specify a duration less than 10 minutes`,
+      }]);
+    }
+    let bound: BoundObject | undefined;
+    let node: { name: string; uid: string } | undefined;
+    if (opts.boundObjectRef) {
+      const ref = opts.boundObjectRef;
+      const resource = ref.kind === "Pod" ? "pods" : ref.kind === "Node" ? "nodes" : undefined;
+      if (!resource) {
+        throw badRequest(`cannot bind token to object of type ${ref.kind} (supported: Pod, Node)`);
+      }
+      const o = this.store.get(resource, resource === "pods" ? keyOf(namespace, ref.name) : ref.name);
+      if (ref.uid && ref.uid !== o.metadata?.uid) {
+        throw new ApiError(
+          409,
+          "Conflict",
+          `the UID in the bound object reference (${ref.uid}) does not match the UID in record. The object might have been deleted and then recreated`,
+        );
+      }
+      bound = { kind: ref.kind, name: ref.name, uid: o.metadata!.uid! };
+      const nodeName = resource === "pods" ? o.spec?.nodeName : undefined;
+      const nodeObj = nodeName ? this.store.tryGet("nodes", nodeName) : undefined;
+      if (nodeObj) node = { name: nodeName, uid: nodeObj.metadata!.uid! };
+    }
+    const { token, claims } = await this.issuer.mint({
+      namespace,
+      name,
+      uid: sa.metadata!.uid!,
+      expirationSeconds,
+      ...(opts.audiences?.length ? { audiences: opts.audiences } : {}),
+      ...(bound ? { boundObject: bound } : {}),
+      ...(node ? { node } : {}),
+    });
+    return {
+      token,
+      expirationTimestamp: new Date(claims.exp * 1000).toISOString().replace(/\.\d+Z$/, "Z"),
+      audiences: claims.aud,
+      expirationSeconds,
+    };
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse, user: UserInfo): Promise<void> {
     const u = new URL(req.url ?? "/", "https://x");
     const info = requestInfo(req.method ?? "GET", u.pathname, u.searchParams);
+    const decision = authorize(this.store, user, info);
+    if (!decision.allowed) throw forbidden(user, info, decision.reason);
     if (!info.resourceRequest) {
       const route = NON_RESOURCE_ROUTES[`${info.verb} ${info.path}`] ?? nonResourceFallback(info);
       if (!route) throw notServed();
@@ -597,6 +695,7 @@ const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
         ...(pre.resourceVersion ? { resourceVersion: pre.resourceVersion } : {}),
         ...(pre.uid ? { uid: pre.uid } : {}),
         ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
+        ...propagationOf(body, c.q),
       }),
     );
   },
@@ -613,6 +712,48 @@ const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
       metadata: { resourceVersion: String(h.store.revision) },
       items,
     });
+  },
+  "create serviceaccounts/token": async (h, c) => {
+    const body = await readJson(c.req);
+    if (body.kind !== undefined && body.kind !== "TokenRequest") {
+      throw badRequest(`expected a TokenRequest, got ${String(body.kind)}`);
+    }
+    const spec = body.spec ?? {};
+    const ref = spec.boundObjectRef;
+    const minted = await h.mintToken(c.info.namespace!, c.info.name!, {
+      ...(Array.isArray(spec.audiences) ? { audiences: spec.audiences } : {}),
+      ...(spec.expirationSeconds !== undefined ? { expirationSeconds: spec.expirationSeconds } : {}),
+      ...(ref?.name
+        ? { boundObjectRef: { kind: ref.kind, name: ref.name, ...(ref.uid ? { uid: ref.uid } : {}) } }
+        : {}),
+    });
+    send(c.res, 201, {
+      kind: "TokenRequest",
+      apiVersion: "authentication.k8s.io/v1",
+      metadata: {
+        name: c.info.name,
+        namespace: c.info.namespace,
+        creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      },
+      spec: {
+        audiences: minted.audiences,
+        expirationSeconds: minted.expirationSeconds,
+        boundObjectRef: ref ?? null,
+      },
+      status: { token: minted.token, expirationTimestamp: minted.expirationTimestamp },
+    });
+  },
+  "get */scale": (h, c) => send(c.res, 200, h.store.getScale(c.r.plural, named(c))),
+  "update */scale": async (h, c) => {
+    const key = named(c);
+    const body = await readJson(c.req);
+    send(c.res, 200, h.store.updateScale(c.r.plural, key, body));
+  },
+  "patch */scale": async (h, c) => {
+    const key = named(c);
+    const type = patchTypeOf(c.req.headers["content-type"]);
+    if (!type) throw unsupportedPatch(c.req);
+    send(c.res, 200, h.store.patchScale(c.r.plural, key, type, await readJson(c.req, true)));
   },
   "get */status": getObject,
   "update */status": updateObject({ subresource: "status" }),
@@ -763,6 +904,16 @@ function send(res: ServerResponse, code: number, body: unknown): void {
     "content-length": String(new TextEncoder().encode(text).length),
   });
   res.end(text);
+}
+
+/** DeleteOptions.propagationPolicy from the body or the query (`kubectl delete --cascade=orphan`). */
+function propagationOf(
+  body: { propagationPolicy?: unknown; orphanDependents?: unknown } | undefined,
+  q: URLSearchParams,
+): { propagationPolicy?: "Orphan" | "Background" | "Foreground" } {
+  const v = body?.propagationPolicy ?? q.get("propagationPolicy") ??
+    (body?.orphanDependents === true || q.get("orphanDependents") === "true" ? "Orphan" : undefined);
+  return v === "Orphan" || v === "Background" || v === "Foreground" ? { propagationPolicy: v } : {};
 }
 
 /** DeleteOptions.gracePeriodSeconds from the body or the query (`kubectl delete --grace-period`). */

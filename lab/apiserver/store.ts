@@ -9,6 +9,7 @@ import { alreadyExists, ApiError, badRequest, conflict, gone, invalid, notFound 
 import { applyStaticDefaults, validate } from "./_defaults.ts";
 import { ServiceAllocator } from "./service_allocator.ts";
 import { applyPatch, type PatchType } from "./patch.ts";
+import { BOOTSTRAP_POLICY } from "./rbac.ts";
 import { apiVersionOf, type ResourceInfo, resourceInfo, RESOURCES } from "./resources.ts";
 import { objectMatches, parseFieldSelector, parseLabelSelector, type Selector } from "./selectors.ts";
 import type { KubeObject, StoreEvent, WatchEventType } from "./types.ts";
@@ -64,6 +65,16 @@ export interface WatchOptions {
   namespace?: string;
   labelSelector?: string;
   fieldSelector?: string;
+}
+
+export interface DeleteOptions {
+  /** Preconditions: the object must still have this resourceVersion / uid. */
+  resourceVersion?: string;
+  uid?: string;
+  /** For pods on a node: how long they may take to stop (default: the pod's terminationGracePeriodSeconds). */
+  gracePeriodSeconds?: number;
+  /** `Orphan` keeps the object's dependents (dropping their reference to it); otherwise they are deleted. */
+  propagationPolicy?: "Orphan" | "Background" | "Foreground";
 }
 
 export interface WriteOptions {
@@ -126,6 +137,8 @@ export class Store {
   #nsDelayMs: number;
   #gracefulPods: boolean;
   #pending = new Set<number>();
+  /** Owner uid → `resource\0key` of the objects naming it in their ownerReferences. */
+  #dependents = new Map<string, Set<string>>();
   /** Terminating namespaces whose delayed purge has not run yet. */
   #awaitingPurge = new Set<string>();
   /** Cluster IPs, node ports and health check ports of Services. */
@@ -143,6 +156,7 @@ export class Store {
     for (const ns of opts.initialNamespaces ?? ["default", "kube-system"]) {
       this.create("namespaces", { metadata: { name: ns } });
     }
+    for (const { resource, object } of BOOTSTRAP_POLICY) this.create(resource, object);
   }
 
   /** The current revision: the resourceVersion of the last write. */
@@ -275,6 +289,8 @@ export class Store {
     delete meta.resourceVersion;
     delete meta.deletionTimestamp;
     delete meta.managedFields;
+    // kube-apiserver's create strategy for workloads: the status is the controllers' to write.
+    if (r.group === "apps") obj.status = {};
     applyStaticDefaults(r, obj);
     this.#check(r, obj);
     if (r.plural === "services") this.services.allocate(obj, undefined, key);
@@ -339,6 +355,14 @@ export class Store {
     obj.kind = r.kind;
     applyStaticDefaults(r, obj);
     if (r.plural === "services") this.services.carry(obj, old);
+    const immutable = IMMUTABLE[r.plural];
+    if (immutable && canonical(immutable.get(obj)) !== canonical(immutable.get(old))) {
+      throw invalid(r.kind, r.group, name, [{
+        field: immutable.field,
+        reason: "FieldValueInvalid",
+        message: immutable.message(immutable.get(obj)),
+      }]);
+    }
     if (r.plural === "pods" && opts.subresource !== "status" && !binding) {
       const why = podSpecChange(old.spec, obj.spec);
       if (why) {
@@ -407,7 +431,7 @@ export class Store {
   delete(
     resource: string,
     key: string,
-    opts: { resourceVersion?: string; uid?: string; gracePeriodSeconds?: number } = {},
+    opts: DeleteOptions = {},
   ): KubeObject {
     const r = resourceInfo(resource);
     const old = this.get(resource, key);
@@ -464,7 +488,88 @@ export class Store {
       return this.#markTerminating(key, old);
     }
     if (resource === "services") this.services.release(old);
-    return this.#commit(resource, "DELETED", key, undefined, old);
+    const gone = this.#commit(resource, "DELETED", key, undefined, old);
+    this.#collectDependents(old, opts.propagationPolicy === "Orphan");
+    return gone;
+  }
+
+  /**
+   * The garbage collector's work, done at once: objects whose only owner was `owner` are deleted
+   * (background propagation: a Deployment takes its ReplicaSets, they take their pods, which terminate
+   * gracefully); with `orphan`, or when other owners remain, only the reference to `owner` is dropped.
+   */
+  #collectDependents(owner: KubeObject, orphan: boolean): void {
+    const uid = owner.metadata?.uid;
+    const deps = uid ? this.#dependents.get(uid) : undefined;
+    if (!uid || !deps) return;
+    this.#dependents.delete(uid);
+    for (const ref of [...deps]) {
+      const [resource, key] = ref.split("\u0000") as [string, string];
+      const dep = this.tryGet(resource, key);
+      const refs = (dep?.metadata?.ownerReferences ?? []) as Array<{ uid?: string }>;
+      if (!dep || !refs.some((o) => o.uid === uid)) continue;
+      if (!orphan && refs.length === 1) {
+        if (!dep.metadata?.deletionTimestamp) this.delete(resource, key);
+        continue;
+      }
+      const kept = structuredClone(dep);
+      kept.metadata!.ownerReferences = refs.filter((o) => o.uid !== uid);
+      if (kept.metadata!.ownerReferences.length === 0) delete kept.metadata!.ownerReferences;
+      this.#commit(resource, "MODIFIED", key, kept, dep);
+    }
+  }
+
+  /** The `scale` subresource of a Deployment or ReplicaSet, as an autoscaling/v1 Scale. */
+  getScale(resource: string, key: string): KubeObject {
+    const o = this.get(resource, key);
+    const m = o.metadata!;
+    return {
+      kind: "Scale",
+      apiVersion: "autoscaling/v1",
+      metadata: {
+        name: m.name!,
+        ...(m.namespace ? { namespace: m.namespace } : {}),
+        uid: m.uid!,
+        resourceVersion: m.resourceVersion!,
+        creationTimestamp: m.creationTimestamp!,
+      },
+      spec: { replicas: o.spec?.replicas ?? 0 },
+      status: { replicas: o.status?.replicas ?? 0, selector: selectorString(o.spec?.selector) },
+    };
+  }
+
+  /** Writes `spec.replicas` through the scale subresource (`kubectl scale`); a stale resourceVersion conflicts. */
+  updateScale(resource: string, key: string, scale: KubeObject): KubeObject {
+    const r = resourceInfo(resource);
+    const o = this.get(resource, key);
+    const replicas = scale?.spec?.replicas;
+    if (!Number.isInteger(replicas) || replicas < 0) {
+      throw invalid("Scale", "autoscaling", o.metadata!.name!, [{
+        field: "spec.replicas",
+        message: `Invalid value: ${JSON.stringify(replicas)}: must be greater than or equal to 0`,
+      }]);
+    }
+    const rv = scale?.metadata?.resourceVersion;
+    if (rv && rv !== o.metadata?.resourceVersion) {
+      throw conflict(
+        r.plural,
+        r.group,
+        o.metadata!.name!,
+        "the object has been modified; please apply your changes to the latest version and try again",
+      );
+    }
+    const next = structuredClone(o);
+    next.spec.replicas = replicas;
+    this.update(resource, next);
+    return this.getScale(resource, key);
+  }
+
+  /** Patches the scale subresource: the patch applies to the Scale, whose replicas are then written. */
+  patchScale(resource: string, key: string, type: PatchType, patch: unknown): KubeObject {
+    const patched = applyPatch(type, this.getScale(resource, key), patch);
+    const patchRv = (patch as KubeObject)?.metadata?.resourceVersion;
+    if (!patchRv && patched?.metadata) delete patched.metadata.resourceVersion;
+    return this.updateScale(resource, key, patched);
   }
 
   /**
@@ -535,6 +640,26 @@ export class Store {
     if (ns && this.#namespaceEmpty(key)) this.#commit("namespaces", "DELETED", key, undefined, ns);
   }
 
+  #indexOwners(
+    resource: string,
+    key: string,
+    before: KubeObject | undefined,
+    after: KubeObject | undefined,
+  ): void {
+    const uids = (o: KubeObject | undefined) =>
+      ((o?.metadata?.ownerReferences ?? []) as Array<{ uid?: string }>).map((r) => r.uid).filter(
+        Boolean,
+      ) as string[];
+    const ref = `${resource}\u0000${key}`;
+    const was = uids(before), is = uids(after);
+    for (const u of was) if (!is.includes(u)) this.#dependents.get(u)?.delete(ref);
+    for (const u of is) {
+      let set = this.#dependents.get(u);
+      if (!set) this.#dependents.set(u, set = new Set());
+      set.add(ref);
+    }
+  }
+
   /** Cancels pending namespace purges (they are otherwise done after `namespaceDeletionDelayMs`). */
   close(): void {
     for (const id of this.#pending) clearTimeout(id);
@@ -594,6 +719,7 @@ export class Store {
       if (!old) this.#sortedKeys.delete(resource);
       this.#map(resource).set(key, stored);
     }
+    this.#indexOwners(resource, key, old, type === "DELETED" ? undefined : stored);
     const event: StoreEvent = {
       revision,
       resource,
@@ -617,6 +743,47 @@ export class Store {
     }
     return stored;
   }
+}
+
+/** Fields an update may not change, per resource, with kube-apiserver's message. */
+const IMMUTABLE: Record<
+  string,
+  { field: string; get: (o: KubeObject) => unknown; message: (v: unknown) => string }
+> = {
+  deployments: workloadSelector(),
+  replicasets: workloadSelector(),
+  daemonsets: workloadSelector(),
+  rolebindings: {
+    field: "roleRef",
+    get: (o) => o.roleRef,
+    message: (v) => `Invalid value: ${JSON.stringify(v)}: cannot change roleRef`,
+  },
+  clusterrolebindings: {
+    field: "roleRef",
+    get: (o) => o.roleRef,
+    message: (v) => `Invalid value: ${JSON.stringify(v)}: cannot change roleRef`,
+  },
+};
+
+function workloadSelector() {
+  return {
+    field: "spec.selector",
+    get: (o: KubeObject) => o.spec?.selector,
+    message: (v: unknown) => `Invalid value: ${JSON.stringify(v)}: field is immutable`,
+  };
+}
+
+/** A LabelSelector in the text form of `?labelSelector=` (the Scale's status.selector). */
+export function selectorString(sel: KubeObject | undefined): string {
+  const parts = Object.entries(sel?.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
+  for (const e of sel?.matchExpressions ?? []) {
+    const vals = (e.values ?? []).join(",");
+    if (e.operator === "In") parts.push(`${e.key} in (${vals})`);
+    else if (e.operator === "NotIn") parts.push(`${e.key} notin (${vals})`);
+    else if (e.operator === "Exists") parts.push(e.key);
+    else if (e.operator === "DoesNotExist") parts.push(`!${e.key}`);
+  }
+  return parts.join(",");
 }
 
 /** JSON with object keys sorted, so two equal objects compare equal whatever their key order. */
