@@ -41,6 +41,7 @@ kind: Pod
 metadata: {name: kube-router-node1, namespace: kube-system, labels: {k8s-app: kube-router}}
 spec:
   nodeName: kube-node1
+  serviceAccountName: kube-router
   hostNetwork: true
   containers:
   - name: kube-router
@@ -187,6 +188,16 @@ Deno.test({
       await t.step(
         "a hostNetwork pod of the kube-router image runs the agent through in-cluster config",
         async () => {
+          // The manifest's ServiceAccount, ClusterRole and binding: the pod's token is that account's, and
+          // the API server enforces RBAC for it.
+          const manifest = Deno.readTextFileSync(
+            new URL("../../dist/kube-router-daemonset.yaml", import.meta.url),
+          );
+          const rbac = manifest.split(/^---$/m).filter((d) =>
+            /kind: (ServiceAccount|ClusterRole|ClusterRoleBinding)\n/.test(d)
+          );
+          assert.equal(rbac.length, 3, "the manifest has a ServiceAccount, a ClusterRole and its binding");
+          await k(state, ["apply", "--validate=false", "-f", "-"], rbac.join("---\n"));
           await k(state, ["apply", "-f", "-"], AGENT_POD);
           await k(state, [
             "wait",
