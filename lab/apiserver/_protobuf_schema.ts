@@ -55,7 +55,7 @@ export const PROTOBUF_MESSAGES: Readonly<Record<string, string>> = {
     "maxUnavailable=1:util.intstr.IntOrString maxSurge=2:util.intstr.IntOrString",
   "apps.v1.RollingUpdateDeployment":
     "maxUnavailable=1:util.intstr.IntOrString maxSurge=2:util.intstr.IntOrString",
-  "authentication.v1.BoundObjectReference": "kind=1:s apiVersion=2:s name=3:s uID=4:s",
+  "authentication.v1.BoundObjectReference": "kind=1:s apiVersion=2:s name=3:s uid=4:s",
   "authentication.v1.TokenRequest":
     "metadata=1:meta.v1.ObjectMeta spec=2:authentication.v1.TokenRequestSpec status=3:authentication.v1.TokenRequestStatus",
   "authentication.v1.TokenRequestSpec":

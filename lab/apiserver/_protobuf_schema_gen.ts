@@ -134,6 +134,14 @@ function typeOf(f: FieldDesc, need: string[]): string {
   return short(f.typeName);
 }
 
+/**
+ * The JSON name of a field: the proto name, except where go-to-protobuf lower-cased only the first
+ * letter of an all-capitals Go name (BoundObjectReference's `UID` is `uID` in protobuf, `uid` in JSON).
+ */
+function jsonName(name: string): string {
+  return /^[a-z][A-Z]+$/.test(name) ? name.toLowerCase() : name;
+}
+
 const out: Record<string, string> = {};
 const stack = Object.values(ROOTS);
 while (stack.length) {
@@ -146,7 +154,8 @@ while (stack.length) {
   }
   const m = messages.get(name);
   if (!m) throw new Error(`message ${name} not found in ${binary}`);
-  out[s] = m.fields.map((f) => `${f.name}=${f.no}:${f.repeated ? "*" : ""}${typeOf(f, stack)}`).join(" ");
+  out[s] = m.fields.map((f) => `${jsonName(f.name)}=${f.no}:${f.repeated ? "*" : ""}${typeOf(f, stack)}`)
+    .join(" ");
 }
 const roots = Object.fromEntries(Object.entries(ROOTS).map(([k, v]) => [k, short(v)]));
 const sorted = Object.fromEntries(Object.entries(out).sort(([a], [b]) => a < b ? -1 : 1));
