@@ -30,6 +30,9 @@ Deno.test({
       assert.match(res.stdout, /== Act 1: the cluster ==/);
       assert.match(res.stdout, /\$ kubectl get nodes -o wide/);
       assert.match(res.stdout, /✔ curl http:\/\/10\.1\.1\.\d+:8080\/hostname from web-1 answers web-2/);
+      assert.match(res.stdout, /== Act 4: a Service load-balanced by kube-router \(service proxy\) ==/);
+      assert.match(res.stdout, /✔ all four backends answered/);
+      assert.match(res.stdout, /✔ kube-master reaches kube-node3's NodePort every time/);
       assert.doesNotMatch(res.stdout, /✘/);
       assert.match(res.stdout.trim().split("\n").at(-1)!, /^demo: PASSED — (\d+)\/\1 expectations held/);
       assert.deepEqual(await netnsLeft(prefix), []);
