@@ -108,6 +108,7 @@ export {
   isPodActive,
   isPodAvailable,
   POD_TEMPLATE_HASH,
+  podMisfit,
   REVISION_ANNOTATION,
   rollingLimits,
   scaledValue,

@@ -1,16 +1,22 @@
 /**
  * The lab scheduler: binds every pod without spec.nodeName to the Ready node running the fewest pods
- * (ties go to the lowest name), through the pods/binding subresource as kube-scheduler does.
+ * among those it fits (nodeSelector, node affinity, taints; ties go to the lowest name), through the
+ * pods/binding subresource as kube-scheduler does.
  * Equivalent to: `POST /api/v1/namespaces/<ns>/pods/<pod>/binding {"target":{"kind":"Node","name":…}}`.
  */
 import { CoalescingQueue } from "./_queue.ts";
 import { ApiError, type Informer, keyOf, type KObject, type KubeClient } from "./kube_client.ts";
+import { podMisfit } from "./workloads.ts";
 import type { Logger } from "../core/mod.ts";
 
-/** Picks the node for a new pod: least loaded among Ready nodes, by name on ties. Pure. */
-export function pickNode(nodes: KObject[], pods: KObject[]): string | undefined {
+/**
+ * Picks the node for a new pod: least loaded among the Ready, schedulable nodes the pod fits (its
+ * nodeSelector, required node affinity and tolerations against the node's taints, as kube-scheduler's
+ * filters), by name on ties. Pure.
+ */
+export function pickNode(nodes: KObject[], pods: KObject[], pod?: KObject): string | undefined {
   const ready = nodes.filter((n) =>
-    !n.spec?.unschedulable &&
+    !n.spec?.unschedulable && (!pod || !podMisfit(pod.spec, n)) &&
     ((n.status?.conditions ?? []) as Array<{ type: string; status: string }>).some((c) =>
       c.type === "Ready" && c.status === "True"
     )
@@ -90,7 +96,7 @@ export class Scheduler {
       const a = this.#assumed.get(keyOf(p));
       return a && !p.spec?.nodeName ? { ...p, spec: { ...p.spec, nodeName: a } } : p;
     });
-    const node = pickNode(this.nodes.list(), view);
+    const node = pickNode(this.nodes.list(), view, pod);
     if (!node) return; // retried when a node changes
     const ns = pod.metadata.namespace ?? "default";
     const name = pod.metadata.name;

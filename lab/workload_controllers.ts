@@ -297,6 +297,19 @@ export class DeploymentController {
     const sum = (list: KObject[], f: (rs: KObject) => number) => list.reduce((n, rs) => n + f(rs), 0);
     const specReplicas = (rs: KObject) => Number(rs.spec?.replicas ?? 0);
 
+    if (d.spec?.paused) {
+      // `kubectl rollout pause`: no new revision and no rolling, but a replica count change still applies
+      // to the newest ReplicaSet (kube scales paused Deployments too).
+      const newest = newRs ?? [...all].sort((a, b) => revisionOf(b) - revisionOf(a))[0];
+      if (
+        newest && olds.every((rs) => rs === newest || specReplicas(rs) === 0) &&
+        specReplicas(newest) !== replicas
+      ) {
+        await this.#scale(newest, replicas, d, maxSurge);
+      }
+      if (newest) await this.#status(d, newest, all, replicas, maxUnavailable);
+      return;
+    }
     if (!newRs) {
       const current = sum(olds, specReplicas);
       const initial = recreate

@@ -224,12 +224,16 @@ function termMatches(term: NodeSelectorTerm, node: KObject): boolean {
 }
 
 /**
- * Why a DaemonSet's pod cannot run on `node`, or undefined if it should: the template's nodeSelector,
- * its required node affinity, and every NoSchedule/NoExecute taint of the node against the template's
- * tolerations plus the DaemonSet defaults.
+ * Why a pod with this spec cannot run on `node`, or undefined if it can, as kube-scheduler's filters
+ * judge it: the nodeSelector, the required node affinity, and every NoSchedule/NoExecute taint of the
+ * node against the pod's tolerations (plus `extraTolerations`).
  */
-export function daemonPodMisfit(template: KObject, node: KObject): string | undefined {
-  const spec = template.spec ?? {};
+export function podMisfit(
+  spec: KObject["spec"],
+  node: KObject,
+  extraTolerations: readonly Toleration[] = [],
+): string | undefined {
+  spec ??= {};
   const labels = node.metadata.labels ?? {};
   for (const [k, v] of Object.entries((spec.nodeSelector ?? {}) as Record<string, string>)) {
     if (labels[k] !== v) return `node selector ${k}=${v} does not match`;
@@ -241,7 +245,7 @@ export function daemonPodMisfit(template: KObject, node: KObject): string | unde
   ) {
     return "required node affinity does not match";
   }
-  const tolerations = [...(spec.tolerations ?? []), ...daemonTolerations(spec.hostNetwork === true)];
+  const tolerations = [...(spec.tolerations ?? []), ...extraTolerations];
   for (const taint of (node.spec?.taints ?? []) as Taint[]) {
     if (taint.effect !== "NoSchedule" && taint.effect !== "NoExecute") continue;
     if (!tolerations.some((t: Toleration) => tolerates(t, taint))) {
@@ -249,4 +253,10 @@ export function daemonPodMisfit(template: KObject, node: KObject): string | unde
     }
   }
   return undefined;
+}
+
+/** Why a DaemonSet's pod cannot run on `node` ({@link podMisfit} with the DaemonSet default tolerations). */
+export function daemonPodMisfit(template: KObject, node: KObject): string | undefined {
+  const spec = template.spec ?? {};
+  return podMisfit(spec, node, daemonTolerations(spec.hostNetwork === true));
 }

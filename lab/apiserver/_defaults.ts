@@ -415,6 +415,11 @@ export function applyStaticDefaults(r: ResourceInfo, obj: KubeObject): void {
       break;
     case "pods":
       podSpecDefaults(obj.spec);
+      // kube-apiserver's ServiceAccount admission: every pod runs as an account, `default` unless named.
+      if (obj.spec && typeof obj.spec === "object") {
+        obj.spec.serviceAccountName ||= obj.spec.serviceAccount || "default";
+        obj.spec.serviceAccount = obj.spec.serviceAccountName;
+      }
       obj.status ??= {};
       obj.status.phase ??= "Pending";
       break;

@@ -162,3 +162,12 @@ Deno.test("store keeps a namespace Terminating until its last terminating pod is
   s.delete("namespaces", "y");
   assert.equal(s.tryGet("namespaces", "y"), undefined, "an empty namespace goes at once");
 });
+
+Deno.test("store gives a pod the default ServiceAccount unless it names one, as the admission plugin does", () => {
+  const s = new Store();
+  const pod = (name: string, spec: KubeObject = {}) =>
+    s.create("pods", { metadata: { name }, spec: { containers: [{ name: "c", image: "x" }], ...spec } });
+  assert.deepEqual([pod("a").spec.serviceAccountName, pod("a2").spec.serviceAccount], ["default", "default"]);
+  assert.equal(pod("b", { serviceAccountName: "kube-router" }).spec.serviceAccount, "kube-router");
+  assert.equal(pod("c", { serviceAccount: "legacy" }).spec.serviceAccountName, "legacy");
+});

@@ -28,6 +28,44 @@ Deno.test("the scheduler picks the least loaded Ready node, lowest name on ties"
   assert.equal(pickNode([node("a", false)], []), undefined);
 });
 
+Deno.test("the scheduler places a pod only where its nodeSelector, node affinity and tolerations let it", () => {
+  const labelled = (name: string, labels: Record<string, string>, taints: unknown[] = []): KObject => ({
+    ...node(name),
+    metadata: { name, labels },
+    spec: { taints },
+  });
+  const nodes = [
+    labelled("a", { disk: "hdd" }),
+    labelled("b", { disk: "ssd" }, [{ key: "dedicated", value: "db", effect: "NoSchedule" }]),
+    labelled("c", { disk: "ssd" }),
+  ];
+  const pod = (spec: Record<string, unknown>): KObject => ({ metadata: { name: "p" }, spec });
+  assert.equal(pickNode(nodes, [], pod({})), "a");
+  assert.equal(
+    pickNode(nodes, [], pod({ nodeSelector: { disk: "ssd" } })),
+    "c",
+    "b's taint is not tolerated",
+  );
+  const tolerant = pod({
+    nodeSelector: { disk: "ssd" },
+    tolerations: [{ key: "dedicated", operator: "Equal", value: "db" }],
+  });
+  assert.equal(pickNode(nodes, [podOn("c")], tolerant), "b");
+  assert.equal(
+    pickNode(nodes, [], pod({ nodeSelector: { disk: "nvme" } })),
+    undefined,
+    "no node fits: it stays Pending",
+  );
+  const affinity = {
+    nodeAffinity: {
+      requiredDuringSchedulingIgnoredDuringExecution: {
+        nodeSelectorTerms: [{ matchExpressions: [{ key: "disk", operator: "NotIn", values: ["ssd"] }] }],
+      },
+    },
+  };
+  assert.equal(pickNode(nodes, [podOn("a")], pod({ affinity })), "a");
+});
+
 Deno.test("the lab's CNI conf is kube-router's bridge + host-local over the pod CIDR", () => {
   const c = labNetworkConfig(["10.1.1.0/24"]);
   const p = c.plugins[0];

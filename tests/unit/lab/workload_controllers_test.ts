@@ -280,6 +280,27 @@ Deno.test("a rolling update stays within maxSurge and maxUnavailable while old p
     assert.ok(labelSelectorMatches(old.spec.selector, old.spec.template.metadata.labels));
   }));
 
+Deno.test("a paused Deployment starts no new revision until resumed, but still scales", () =>
+  withControlPlane(async ({ client, api, addNode }) => {
+    await addNode("n1");
+    await client.create(`${APPS}/deployments`, deployment("web", 2, "nginx:1"));
+    await eventually(
+      "available",
+      async () => (await client.get(`${APPS}/deployments/web`)).status?.availableReplicas === 2,
+    );
+    await client.mergePatch(`${APPS}/deployments/web`, { spec: { paused: true } });
+    await client.request("PATCH", `${APPS}/deployments/web`, {
+      spec: { replicas: 3, template: { spec: { containers: [{ name: "c", image: "nginx:2" }] } } },
+    }, "application/strategic-merge-patch+json");
+    const images = () =>
+      api.store.list("pods", { labelSelector: "app=web" }).items.filter((p) => !p.metadata?.deletionTimestamp)
+        .map((p) => p.spec.containers[0].image).sort().join(" ");
+    await eventually("scaled to 3 on the old template", () => images() === "nginx:1 nginx:1 nginx:1");
+    assert.equal(api.store.list("replicasets").items.length, 1, "no new ReplicaSet while paused");
+    await client.mergePatch(`${APPS}/deployments/web`, { spec: { paused: false } });
+    await eventually("rolled out after resume", () => images() === "nginx:2 nginx:2 nginx:2", 20_000);
+  }));
+
 Deno.test("a rollout whose new pods never become ready stops within maxUnavailable and keeps the old pods serving", () =>
   withControlPlane(async ({ client, api, addNode, brokenImages }) => {
     await addNode("n1");
