@@ -17,4 +17,3 @@ export type * from "./module.ts";
 export * from "./netfilter.ts";
 export * from "./runner.ts";
 export * from "./service_model.ts";
-export * from "./skeleton_module.ts";

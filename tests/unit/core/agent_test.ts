@@ -5,7 +5,7 @@ import { FakeClock } from "../../../core/clock.ts";
 import { loadConfig } from "../../../core/config.ts";
 import { getLogger, type Logger, MemorySink } from "../../../core/log.ts";
 import type { ModuleDefinition, ModuleName } from "../../../core/module.ts";
-import { type TrackedSync, trackingModule } from "../../../core/skeleton_module.ts";
+import { type TrackedSync, trackingModule } from "../../_support/tracking_module.ts";
 import { startHttp } from "../../../core/http.ts";
 import { MemorySource } from "../../_support/kube_source.ts";
 

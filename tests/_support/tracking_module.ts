@@ -1,12 +1,15 @@
 /**
- * The common shape of a module before its data plane exists: it subscribes to its resources, records
- * changes in change trackers, and syncs through its runner. `program` is where the module's kernel work
- * goes; until a module's own issue lands it only reports what it would act on.
+ * A minimal module for the agent's own tests: it subscribes to its resources, records changes in change
+ * trackers and syncs through its runner, calling `program` with what changed. (It was the proxy's and
+ * firewall's placeholder before they had data planes.)
  */
-import type { ResourceKind } from "./bus.ts";
-import { ChangeTracker } from "./change_tracker.ts";
-import type { ModuleContext, ModuleInstance } from "./module.ts";
-import type { SyncReason } from "./runner.ts";
+import {
+  ChangeTracker,
+  type ModuleContext,
+  type ModuleInstance,
+  type ResourceKind,
+  type SyncReason,
+} from "../../core/mod.ts";
 
 export interface TrackedSync {
   reason: SyncReason;
