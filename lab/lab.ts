@@ -86,6 +86,8 @@ export function defaultAgentFlags(stateDir: string): string[] {
     "--run-firewall=true",
     "--run-service-proxy=true",
     `--health-port=${AGENT_HEALTH_PORT}`,
+    // /metrics on the health listener, so the demo and tests can read the agents' counters.
+    `--metrics-port=${AGENT_HEALTH_PORT}`,
     `--service-cluster-ip-range=${SERVICE_CIDR}`,
   ];
 }

@@ -8,12 +8,13 @@
 import { clusterAct } from "./cluster.ts";
 import { crossNodeAct } from "./cross_node.ts";
 import { daemonSetAct } from "./daemonset.ts";
+import { networkPolicyAct } from "./network_policy.ts";
 import { sameNodeAct } from "./same_node.ts";
 import { serviceProxyAct } from "./service_proxy.ts";
 import type { Act } from "./types.ts";
 
 export { type Act, type DemoContext, ExpectationFailed, type Step } from "./types.ts";
-export { clusterAct, crossNodeAct, daemonSetAct, sameNodeAct, serviceProxyAct };
+export { clusterAct, crossNodeAct, daemonSetAct, networkPolicyAct, sameNodeAct, serviceProxyAct };
 
 /** The scenario, in order. */
-export const ACTS: Act[] = [clusterAct, sameNodeAct, crossNodeAct, serviceProxyAct];
+export const ACTS: Act[] = [clusterAct, sameNodeAct, crossNodeAct, serviceProxyAct, networkPolicyAct];

@@ -24,7 +24,7 @@ import {
 
 export const FIREWALL_TABLE = "kube_router_firewall";
 /** How often the per-policy drop counters are read into /metrics between syncs. */
-export const COUNTER_REFRESH_MS = 15_000;
+export const COUNTER_REFRESH_MS = 5_000;
 
 /** The nftables operations the firewall needs (Nftables and FakeNftables both provide them). */
 export interface FirewallNft {
