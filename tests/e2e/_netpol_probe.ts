@@ -17,7 +17,7 @@ const timeoutMs = Number(Deno.args[1] ?? "1500");
 const dec = new TextDecoder();
 
 function withTimeout<T>(p: Promise<T>, onTimeout: () => void): Promise<T | undefined> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
     p,
     new Promise<undefined>((r) => {
