@@ -196,6 +196,8 @@ export class DeploymentController {
   readonly #queue: CoalescingQueue;
   /** ReplicaSets created but maybe not yet in the informer, by Deployment uid. */
   readonly #createdRs = new Map<string, KObject>();
+  /** Per Deployment, the timer that checks its progress deadline. */
+  readonly #deadlines = new Map<string, ReturnType<typeof setTimeout>>();
   /** Sizes written to ReplicaSets (by uid) and not yet seen back through the informer. */
   readonly #scaled = new Map<string, number>();
 
@@ -234,6 +236,7 @@ export class DeploymentController {
 
   stop(): void {
     this.#queue.stop();
+    for (const t of this.#deadlines.values()) clearTimeout(t);
   }
 
   #owned(d: KObject): KObject[] {
@@ -506,12 +509,59 @@ export class DeploymentController {
     const complete = updated === replicas && total === updated && available >= updated &&
       Number(newRs.spec?.replicas ?? 0) === replicas;
     const name = newRs.metadata.name;
-    await writeStatus(this.client, apps("deployments", nsOf(d), d.metadata.name), d, {
-      observedGeneration: generationOf(d),
+    const counts = {
       replicas: total,
       updatedReplicas: updated,
       readyReplicas: sum((rs) => Number(rs.status?.readyReplicas ?? 0)),
       availableReplicas: available,
+    };
+    // Progress (kube's deployment progress check): any change of the counts, or a new template, moves
+    // the Progressing condition's lastUpdateTime; none for progressDeadlineSeconds times the rollout out,
+    // which `kubectl rollout status` reports as a failure instead of waiting forever.
+    const progressed = generationOf(d) !== Number(d.status?.observedGeneration ?? 0) ||
+      Object.entries(counts).some(([k, v]) => Number(d.status?.[k] ?? 0) !== v);
+    const was = old("Progressing");
+    const deadline = Number(d.spec?.progressDeadlineSeconds ?? 600);
+    const since = progressed || was?.reason === "NewReplicaSetAvailable"
+      ? Date.now()
+      : Date.parse(was?.lastUpdateTime ?? "") || Date.now();
+    const timedOut = !complete && !d.spec?.paused && Date.now() - since > deadline * 1000;
+    let progressing;
+    if (complete) {
+      progressing = condition(
+        "Progressing",
+        "True",
+        "NewReplicaSetAvailable",
+        `ReplicaSet "${name}" has successfully progressed.`,
+      );
+    } else if (timedOut) {
+      progressing = condition(
+        "Progressing",
+        "False",
+        "ProgressDeadlineExceeded",
+        `ReplicaSet "${name}" has timed out progressing.`,
+      );
+    } else {
+      progressing = condition(
+        "Progressing",
+        "True",
+        "ReplicaSetUpdated",
+        `ReplicaSet "${name}" is progressing.`,
+      );
+      if (progressed) progressing.lastUpdateTime = now;
+      // Look again when the deadline would pass without news.
+      const key = keyOf(d);
+      clearTimeout(this.#deadlines.get(key));
+      const t = setTimeout(() => {
+        this.#deadlines.delete(key);
+        this.#queue.add(key);
+      }, Math.max(0, since + deadline * 1000 - Date.now()) + 1000);
+      Deno.unrefTimer(t);
+      this.#deadlines.set(key, t);
+    }
+    await writeStatus(this.client, apps("deployments", nsOf(d), d.metadata.name), d, {
+      observedGeneration: generationOf(d),
+      ...counts,
       unavailableReplicas: Math.max(0, sum((rs) => Number(rs.spec?.replicas ?? 0)) - available),
       conditions: [
         minimum
@@ -522,14 +572,7 @@ export class DeploymentController {
             "MinimumReplicasUnavailable",
             "Deployment does not have minimum availability.",
           ),
-        complete
-          ? condition(
-            "Progressing",
-            "True",
-            "NewReplicaSetAvailable",
-            `ReplicaSet "${name}" has successfully progressed.`,
-          )
-          : condition("Progressing", "True", "ReplicaSetUpdated", `ReplicaSet "${name}" is progressing.`),
+        progressing,
       ],
     });
   }

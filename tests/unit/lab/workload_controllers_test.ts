@@ -322,6 +322,16 @@ Deno.test("a rollout whose new pods never become ready stops within maxUnavailab
     assert.deepEqual(images, ["broken:1", "broken:1", "nginx:1", "nginx:1", "nginx:1"]);
     const d = await client.get(`${APPS}/deployments/web`);
     assert.deepEqual([d.status.updatedReplicas, d.status.availableReplicas], [2, 3]);
+    // No progress for progressDeadlineSeconds: the rollout is reported as timed out (kubectl rollout
+    // status then fails instead of waiting).
+    await client.mergePatch(`${APPS}/deployments/web`, { spec: { progressDeadlineSeconds: 2 } });
+    const cond = await eventually("deadline exceeded", async () => {
+      const d = await client.get(`${APPS}/deployments/web`);
+      const c = d.status?.conditions?.find((x: { type: string }) => x.type === "Progressing");
+      return c?.reason === "ProgressDeadlineExceeded" && c;
+    }, 15_000);
+    assert.equal(cond.status, "False");
+    assert.match(cond.message, /has timed out progressing/);
   }));
 
 Deno.test("a DaemonSet runs one pod on every node it fits, follows nodes and taints, and replaces pods node by node", () =>
