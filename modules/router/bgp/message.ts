@@ -568,19 +568,6 @@ function ipBytes(s: string): Uint8Array {
   return p.addr;
 }
 
-/** One attribute's value as the decoders see it: the header is read and its flags and length checked. */
-interface AttrValue {
-  v: Uint8Array;
-  dv: DataView;
-  len: number;
-  /** The optional and transitive bits are the ones the attribute must have. */
-  flagsOk: boolean;
-  /** The attribute has a fixed length and this is it (or it has none). */
-  lenOk: boolean;
-  /** The whole attribute, header included, for the NOTIFICATION data of a session-resetting error. */
-  whole: Uint8Array;
-}
-
 /** What the attribute decoders fill in while one UPDATE's attribute list is read. */
 interface AttrState {
   out: UpdateMessage;
@@ -594,102 +581,103 @@ interface AttrState {
 }
 
 /**
- * RFC 7606's answer to a malformed attribute that does not reset the session: treat the UPDATE as a
- * withdrawal, or (`discard`) drop only the attribute.
+ * Decodes one attribute's value into the state; returns what was malformed (RFC 7606: the UPDATE is
+ * then treated as a withdrawal, or for the attributes marked `discard` in KNOWN only the attribute is
+ * dropped), or throws `BgpError` where the session must be reset. `flagsOk`: the optional and transitive
+ * bits are the attribute's; `lenOk`: its fixed length, if it has one, is right; `whole`: the attribute
+ * with its header, for a NOTIFICATION's data. Positional, not an object: this runs per attribute of
+ * every UPDATE.
  */
-interface AttrProblem {
-  why: string;
-  discard?: boolean;
-}
+type AttrDecoder = (
+  v: Uint8Array,
+  dv: DataView,
+  flagsOk: boolean,
+  lenOk: boolean,
+  whole: Uint8Array,
+  st: AttrState,
+) => string | undefined;
 
-/** Decodes one attribute into the state; returns what was wrong with it, if anything. */
-type AttrDecoder = (a: AttrValue, st: AttrState) => AttrProblem | undefined;
-
-const withdraw = (why: string): AttrProblem => ({ why });
-const discard = (why: string): AttrProblem => ({ why, discard: true });
-
-const decodeOrigin: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk || a.v[0]! > 2) return withdraw("malformed ORIGIN");
-  st.attrs.origin = a.v[0]!;
+const decodeOrigin: AttrDecoder = (v, _dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk || v[0]! > 2) return "malformed ORIGIN";
+  st.attrs.origin = v[0]!;
 };
 
-const decodeAsPathAttr: AttrDecoder = (a, st) => {
+const decodeAsPathAttr: AttrDecoder = (v, _dv, flagsOk, _lenOk, _whole, st) => {
   st.sawAsPath = true;
-  const p = a.flagsOk ? decodeAsPath(a.v, st.as4 ? 4 : 2) : undefined;
-  if (!p) return withdraw("malformed AS_PATH");
+  const p = flagsOk ? decodeAsPath(v, st.as4 ? 4 : 2) : undefined;
+  if (!p) return "malformed AS_PATH";
   st.attrs.asPath = p;
 };
 
-const decodeNextHop: AttrDecoder = (a, st) => {
+const decodeNextHop: AttrDecoder = (v, _dv, flagsOk, lenOk, _whole, st) => {
   st.sawNextHop = true;
-  if (!a.flagsOk || !a.lenOk) return withdraw("malformed NEXT_HOP");
-  st.attrs.nextHop = formatIP(a.v);
+  if (!flagsOk || !lenOk) return "malformed NEXT_HOP";
+  st.attrs.nextHop = formatIP(v);
 };
 
-const decodeMed: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk) return withdraw("malformed MULTI_EXIT_DISC");
-  st.attrs.med = a.dv.getUint32(0);
+const decodeMed: AttrDecoder = (_v, dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk) return "malformed MULTI_EXIT_DISC";
+  st.attrs.med = dv.getUint32(0);
 };
 
-const decodeLocalPref: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk) return withdraw("malformed LOCAL_PREF");
-  st.attrs.localPref = a.dv.getUint32(0);
+const decodeLocalPref: AttrDecoder = (_v, dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk) return "malformed LOCAL_PREF";
+  st.attrs.localPref = dv.getUint32(0);
 };
 
-const decodeAtomicAggregate: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk) return discard("malformed ATOMIC_AGGREGATE");
+const decodeAtomicAggregate: AttrDecoder = (_v, _dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk) return "malformed ATOMIC_AGGREGATE";
   st.attrs.atomicAggregate = true;
 };
 
-const decodeAggregator: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || a.len !== (st.as4 ? 8 : 6)) return discard("malformed AGGREGATOR");
+const decodeAggregator: AttrDecoder = (v, dv, flagsOk, _lenOk, _whole, st) => {
+  if (!flagsOk || v.length !== (st.as4 ? 8 : 6)) return "malformed AGGREGATOR";
   st.attrs.aggregator = st.as4
-    ? { asn: a.dv.getUint32(0), address: formatIP(a.v.subarray(4, 8)) }
-    : { asn: a.dv.getUint16(0), address: formatIP(a.v.subarray(2, 6)) };
+    ? { asn: dv.getUint32(0), address: formatIP(v.subarray(4, 8)) }
+    : { asn: dv.getUint16(0), address: formatIP(v.subarray(2, 6)) };
 };
 
-const decodeCommunities: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || a.len % 4 !== 0 || a.len === 0) return withdraw("malformed COMMUNITIES");
+const decodeCommunities: AttrDecoder = (v, dv, flagsOk, _lenOk, _whole, st) => {
+  if (!flagsOk || v.length % 4 !== 0 || v.length === 0) return "malformed COMMUNITIES";
   const cs: number[] = [];
-  for (let i = 0; i < a.len; i += 4) cs.push(a.dv.getUint32(i));
+  for (let i = 0; i < v.length; i += 4) cs.push(dv.getUint32(i));
   st.attrs.communities = cs;
 };
 
-const decodeOriginatorId: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk) return withdraw("malformed ORIGINATOR_ID");
-  st.attrs.originatorId = formatIP(a.v);
+const decodeOriginatorId: AttrDecoder = (v, _dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk) return "malformed ORIGINATOR_ID";
+  st.attrs.originatorId = formatIP(v);
 };
 
-const decodeClusterList: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || a.len % 4 !== 0 || a.len === 0) return withdraw("malformed CLUSTER_LIST");
+const decodeClusterList: AttrDecoder = (v, _dv, flagsOk, _lenOk, _whole, st) => {
+  if (!flagsOk || v.length % 4 !== 0 || v.length === 0) return "malformed CLUSTER_LIST";
   const cl: string[] = [];
-  for (let i = 0; i < a.len; i += 4) cl.push(formatIP(a.v.subarray(i, i + 4)));
+  for (let i = 0; i < v.length; i += 4) cl.push(formatIP(v.subarray(i, i + 4)));
   st.attrs.clusterList = cl;
 };
 
-const decodeAs4Path: AttrDecoder = (a, st) => {
+const decodeAs4Path: AttrDecoder = (v, _dv, flagsOk, _lenOk, _whole, st) => {
   // Between two AS4 speakers AS4_PATH must not appear; RFC 6793 says to discard it.
-  const p = a.flagsOk ? decodeAsPath(a.v, 4) : undefined;
-  if (!p || p.some((s) => s.type === AS_CONFED_SET || s.type === 3)) return discard("malformed AS4_PATH");
+  const p = flagsOk ? decodeAsPath(v, 4) : undefined;
+  if (!p || p.some((s) => s.type === AS_CONFED_SET || s.type === 3)) return "malformed AS4_PATH";
   if (!st.as4) st.as4Path = p;
 };
 
-const decodeAs4Aggregator: AttrDecoder = (a, st) => {
-  if (!a.flagsOk || !a.lenOk) return discard("malformed AS4_AGGREGATOR");
-  if (!st.as4) st.as4Aggregator = { asn: a.dv.getUint32(0), address: formatIP(a.v.subarray(4, 8)) };
+const decodeAs4Aggregator: AttrDecoder = (v, dv, flagsOk, lenOk, _whole, st) => {
+  if (!flagsOk || !lenOk) return "malformed AS4_AGGREGATOR";
+  if (!st.as4) st.as4Aggregator = { asn: dv.getUint32(0), address: formatIP(v.subarray(4, 8)) };
 };
 
 /** MP_REACH_NLRI (RFC 4760): errors in it reset the session (its NLRI cannot be trusted to withdraw). */
-const decodeMpReach: AttrDecoder = (a, st) => {
-  const { v, len, whole } = a;
-  if (!a.flagsOk) {
+const decodeMpReach: AttrDecoder = (v, dv, flagsOk, _lenOk, whole, st) => {
+  if (!flagsOk) {
     throw new BgpError(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${ATTR_MP_REACH} flags`, whole.slice());
   }
-  if (len < 5) {
+  if (v.length < 5) {
     throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI too short", whole.slice());
   }
-  const afi = a.dv.getUint16(0), safi = v[2]!, nhLen = v[3]!;
-  if (5 + nhLen > len) {
+  const afi = dv.getUint16(0), safi = v[2]!, nhLen = v[3]!;
+  if (5 + nhLen > v.length) {
     throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_REACH_NLRI next hop overruns", whole.slice());
   }
   const fam = familyOf(afi, safi);
@@ -720,17 +708,16 @@ const decodeMpReach: AttrDecoder = (a, st) => {
 };
 
 /** MP_UNREACH_NLRI (RFC 4760): as MP_REACH_NLRI, errors reset the session. */
-const decodeMpUnreach: AttrDecoder = (a, st) => {
-  const { v, len, whole } = a;
-  if (!a.flagsOk) {
+const decodeMpUnreach: AttrDecoder = (v, dv, flagsOk, _lenOk, whole, st) => {
+  if (!flagsOk) {
     throw new BgpError(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${ATTR_MP_UNREACH} flags`, whole.slice());
   }
-  if (len < 3) {
+  if (v.length < 3) {
     throw new BgpError(ERR_UPDATE, UPD_OPTIONAL_ATTR, "MP_UNREACH_NLRI too short", whole.slice());
   }
-  const fam = familyOf(a.dv.getUint16(0), v[2]!);
+  const fam = familyOf(dv.getUint16(0), v[2]!);
   if (!fam) {
-    (st.out.unsupportedFamilies ??= []).push(`${a.dv.getUint16(0)}/${v[2]}`);
+    (st.out.unsupportedFamilies ??= []).push(`${dv.getUint16(0)}/${v[2]}`);
     return;
   }
   st.out.mpUnreach = { family: fam, withdrawn: decodePrefixes(v.subarray(3), fam, "MP_UNREACH_NLRI") };
@@ -742,6 +729,8 @@ interface AttrSpec {
   /** Fixed value length, if any. */
   len?: number;
   decode: AttrDecoder;
+  /** A malformed value drops only the attribute (RFC 7606 attribute-discard), not the routes. */
+  discard?: boolean;
 }
 
 /** The attributes this speaker understands; any other is kept (optional transitive) or refused. */
@@ -751,15 +740,20 @@ const KNOWN: Record<number, AttrSpec> = {
   [ATTR_NEXT_HOP]: { flags: FLAG_TRANSITIVE, len: 4, decode: decodeNextHop },
   [ATTR_MED]: { flags: FLAG_OPTIONAL, len: 4, decode: decodeMed },
   [ATTR_LOCAL_PREF]: { flags: FLAG_TRANSITIVE, len: 4, decode: decodeLocalPref },
-  [ATTR_ATOMIC_AGGREGATE]: { flags: FLAG_TRANSITIVE, len: 0, decode: decodeAtomicAggregate },
-  [ATTR_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAggregator },
+  [ATTR_ATOMIC_AGGREGATE]: { flags: FLAG_TRANSITIVE, len: 0, decode: decodeAtomicAggregate, discard: true },
+  [ATTR_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAggregator, discard: true },
   [ATTR_COMMUNITIES]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeCommunities },
   [ATTR_ORIGINATOR_ID]: { flags: FLAG_OPTIONAL, len: 4, decode: decodeOriginatorId },
   [ATTR_CLUSTER_LIST]: { flags: FLAG_OPTIONAL, decode: decodeClusterList },
   [ATTR_MP_REACH]: { flags: FLAG_OPTIONAL, decode: decodeMpReach },
   [ATTR_MP_UNREACH]: { flags: FLAG_OPTIONAL, decode: decodeMpUnreach },
-  [ATTR_AS4_PATH]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAs4Path },
-  [ATTR_AS4_AGGREGATOR]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, len: 8, decode: decodeAs4Aggregator },
+  [ATTR_AS4_PATH]: { flags: FLAG_OPTIONAL | FLAG_TRANSITIVE, decode: decodeAs4Path, discard: true },
+  [ATTR_AS4_AGGREGATOR]: {
+    flags: FLAG_OPTIONAL | FLAG_TRANSITIVE,
+    len: 8,
+    decode: decodeAs4Aggregator,
+    discard: true,
+  },
 };
 
 /**
@@ -842,16 +836,17 @@ export function decodeUpdate(msg: Uint8Array, ctx: CodecContext): UpdateMessage 
       }
       continue;
     }
-    const problem = spec.decode({
+    const problem = spec.decode(
       v,
-      dv: view(v),
-      len,
-      flagsOk: (flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE)) === spec.flags,
-      lenOk: spec.len === undefined || spec.len === len,
+      view(v),
+      (flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE)) === spec.flags,
+      spec.len === undefined || spec.len === len,
       whole,
-    }, st);
-    if (problem?.discard) discarded.push(`${problem.why} (attribute ${type})`);
-    else if (problem) withdrawReason ??= `${problem.why} (attribute ${type})`;
+      st,
+    );
+    if (problem === undefined) continue;
+    if (spec.discard) discarded.push(`${problem} (attribute ${type})`);
+    else withdrawReason ??= `${problem} (attribute ${type})`;
   }
 
   const attrs = st.attrs;
