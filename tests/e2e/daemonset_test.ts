@@ -9,6 +9,7 @@ import { needs, run } from "../_support/netns.ts";
 import { eventually, k, showLogTails } from "./_lab.ts";
 import {
   agentHealthy,
+  daemonSetAgentPid,
   execCommand,
   externalRouterRoutes,
   type KObject,
@@ -257,5 +258,74 @@ spec:
         }, 60_000);
       },
     );
+  },
+});
+
+Deno.test({
+  ...needs(
+    "without its ClusterRoleBinding a restarted agent is refused with 403, says so in its log and /healthz, and recovers when the binding is back",
+    REQ,
+  ),
+  async fn() {
+    await withDaemonSetLab("kube-router-daemonset.yaml", {}, async (state) => {
+      await expectAgentPods(state);
+      const h = topology(state.nodes, state.prefix).nodes[0]!;
+      const got = JSON.parse(await k(state, ["get", "clusterrolebinding", "kube-router", "-o", "json"]));
+      const binding = JSON.stringify({
+        apiVersion: got.apiVersion,
+        kind: got.kind,
+        metadata: { name: got.metadata.name },
+        roleRef: got.roleRef,
+        subjects: got.subjects,
+      });
+      await k(state, ["delete", "clusterrolebinding", "kube-router"]);
+      // Open watches were authorized when they began (as with kube-apiserver): restart the agent container so
+      // it lists again with its service-account token.
+      const pid = daemonSetAgentPid(state, h.name)!;
+      Deno.kill(pid, "SIGTERM");
+      const healthz = async () =>
+        (await run(
+          execCommand(state, h.name, [
+            "curl",
+            "-s",
+            "-w",
+            " %{http_code}",
+            "-m",
+            "2",
+            "http://127.0.0.1:20244/healthz",
+          ]),
+          { check: false },
+        )).stdout;
+      let body = "";
+      await eventually("the restarted agent's /healthz answers 500 naming the 403", async () => {
+        body = await healthz();
+        return daemonSetAgentPid(state, h.name) !== pid && body.endsWith(" 500") && /kube-api/.test(body) &&
+          /403/.test(body);
+      }, 60_000);
+      const podName = JSON.parse(
+        await k(state, [
+          "get",
+          "pods",
+          "-n",
+          "kube-system",
+          "-l",
+          "k8s-app=kube-router",
+          "--field-selector",
+          `spec.nodeName=${h.name}`,
+          "-o",
+          "json",
+        ]),
+      ).items[0].metadata.name;
+      const logs = await k(state, ["logs", "-n", "kube-system", podName]);
+      assert.match(logs, /list\/watch failed.*403|403.*forbidden/i, logs.slice(-2000));
+      assert.match(logs, /system:serviceaccount:kube-system:kube-router/);
+      // The binding back: the agent's retries succeed and it is healthy again (or restarted healthy).
+      await k(state, ["apply", "-f", "-"], binding);
+      await eventually(
+        "the agent is healthy again with its binding back",
+        async () => (await healthz()).endsWith(" 200"),
+        90_000,
+      );
+    });
   },
 });
