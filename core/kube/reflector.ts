@@ -133,6 +133,7 @@ export class Reflector<K extends ResourceKind> {
           this.o.log.warn("list/watch failed, retrying", {
             resource: this.o.resource,
             attempt: this.#failures,
+            ...(this.#failing.code ? { status: this.#failing.code } : {}),
             err,
           });
         }

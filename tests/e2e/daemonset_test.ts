@@ -317,7 +317,7 @@ Deno.test({
         ]),
       ).items[0].metadata.name;
       const logs = await k(state, ["logs", "-n", "kube-system", podName]);
-      assert.match(logs, /list\/watch failed.*403|403.*forbidden/i, logs.slice(-2000));
+      assert.match(logs, /list\/watch failed, retrying .*status=403 .*forbidden/, logs.slice(-2000));
       assert.match(logs, /system:serviceaccount:kube-system:kube-router/);
       // The binding back: the agent's retries succeed and it is healthy again (or restarted healthy).
       await k(state, ["apply", "-f", "-"], binding);
