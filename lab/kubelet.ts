@@ -802,7 +802,9 @@ export class LabKubelet {
     const named = (p: number | string) =>
       typeof p === "number" ? p : Number(c.spec.ports?.find((x) => x.name === p)?.containerPort ?? p);
     const ip = rt.record.ips[0] ?? "127.0.0.1";
-    const timeout = String(Math.max(1, probe.timeoutSeconds ?? 1));
+    // kubelet's timeout counts from the request; ours also covers spawning `ip netns exec curl`, which on a
+    // loaded machine takes a while itself: allow 2 s for that on top.
+    const timeout = String(Math.max(1, probe.timeoutSeconds ?? 1) + 2);
     if (probe.httpGet) {
       const h = probe.httpGet;
       const host = h.host ?? ip;
