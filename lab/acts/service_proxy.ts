@@ -1,8 +1,12 @@
+import { addExternalHost } from "../lab.ts";
 import { topology } from "../topology.ts";
 import { DEMO_NS, podsAsJson, podYaml } from "./_helpers.ts";
 import type { Act, DemoContext } from "./types.ts";
 
 const NODE_PORT = 30080;
+/** A machine outside the cluster on the underlay, as `lab add-host client 192.168.1.50` makes it. */
+const CLIENT = "client";
+const CLIENT_IP = "192.168.1.50";
 
 /** curl from a pod (`demo/web-1`) or a machine (`kube-node1`); the body, or "" on failure. */
 async function fetch(ctx: DemoContext, from: string, url: string): Promise<string> {
@@ -120,6 +124,27 @@ spec:
           ctx.expect(!m.has("(no answer)"), `${from} reaches ${n.name}'s NodePort every time`);
         }
       }
+    },
+  }, {
+    name: "a client outside the cluster (lab add-host) reaches the NodePort on every node",
+    async run(ctx) {
+      const topo = topology(ctx.state.nodes, ctx.state.prefix);
+      if (!ctx.state.netns.includes(`${ctx.state.prefix}ext-${CLIENT}`)) {
+        ctx.say(`$ lab add-host ${CLIENT} ${CLIENT_IP}`);
+        await addExternalHost(ctx.state, CLIENT, CLIENT_IP);
+      }
+      const all = new Map<string, number>();
+      for (const n of topo.nodes) {
+        const m = await tally(ctx, CLIENT, `http://${n.ip}:${NODE_PORT}/hostname`, 4);
+        ctx.say(`  ${CLIENT} -> ${n.ip}:${NODE_PORT}: ${show(m)}`);
+        for (const [k, v] of m) all.set(k, (all.get(k) ?? 0) + v);
+        ctx.expect(!m.has("(no answer)"), `${CLIENT} (${CLIENT_IP}) reaches ${n.name}'s NodePort every time`);
+      }
+      ctx.say(`distribution seen by ${CLIENT}: ${show(all)}`);
+      ctx.expect(
+        [...all.keys()].filter((k) => k !== "(no answer)").length >= 2,
+        `${CLIENT}'s calls spread over several backends`,
+      );
     },
   }],
 };

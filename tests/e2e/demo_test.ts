@@ -33,6 +33,7 @@ Deno.test({
       assert.match(res.stdout, /== Act 4: a Service load-balanced by kube-router \(service proxy\) ==/);
       assert.match(res.stdout, /✔ all four backends answered/);
       assert.match(res.stdout, /✔ kube-master reaches kube-node3's NodePort every time/);
+      assert.match(res.stdout, /✔ client \(192\.168\.1\.50\) reaches kube-node3.s NodePort every time/);
       assert.doesNotMatch(res.stdout, /✘/);
       assert.match(res.stdout.trim().split("\n").at(-1)!, /^demo: PASSED — (\d+)\/\1 expectations held/);
       assert.deepEqual(await netnsLeft(prefix), []);
