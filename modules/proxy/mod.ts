@@ -9,6 +9,7 @@ import { Conntrack, isNotFound, Nftables } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
 import { PROXY_TABLE } from "./nft_render.ts";
 import { type ProxyDeps, type ProxyNft, ServiceProxy } from "./proxy.ts";
+import { cleanupIpvs, createIpvsProxy } from "./ipvs_module.ts";
 
 export { ServiceProxy } from "./proxy.ts";
 export type { ProxyDeps, ProxyNft } from "./proxy.ts";
@@ -22,6 +23,10 @@ export {
   renderService,
 } from "./nft_render.ts";
 export { healthResponse } from "./health_server.ts";
+export { DUMMY_IF, IPVS_SYSCTLS, IpvsProxy, type IpvsProxyDeps } from "./ipvs_backend.ts";
+export { IpvsUnavailableError, openIpvs } from "./ipvs_module.ts";
+export { type IpvsPlan, mergePlans, planService } from "./ipvs_plan.ts";
+export { IpvsReconciler } from "./ipvs_sync.ts";
 export { parseKernelState } from "./kernel_state.ts";
 
 function realDeps(): ProxyDeps & { close(): void } {
@@ -58,6 +63,8 @@ export const proxyModule: ModuleDefinition = {
   },
   syncPeriodMs: (config) => config.ipvsSyncPeriod,
   create(ctx) {
+    // --service-proxy-backend=ipvs: kube-router's IPVS data plane (ipvs_backend.ts).
+    if (ctx.config.serviceProxyBackend === "ipvs") return createIpvsProxy(ctx);
     const deps = realDeps();
     const proxy = new ServiceProxy(ctx, deps);
     return {
@@ -68,7 +75,7 @@ export const proxyModule: ModuleDefinition = {
       },
     };
   },
-  async cleanup(_config, log) {
+  async cleanup(config, log) {
     const nft = new Nftables();
     try {
       const removed = await removeProxyTable(nft);
@@ -78,5 +85,6 @@ export const proxyModule: ModuleDefinition = {
     } finally {
       nft.close();
     }
+    await cleanupIpvs(config, log);
   },
 };

@@ -1,0 +1,361 @@
+/**
+ * The IPVS backend of the service proxy (`--service-proxy-backend=ipvs`), kube-router's own data plane:
+ * virtual services in the kernel's IPVS (planned by ipvs_plan.ts, reconciled by ipvs_sync.ts), their
+ * VIPs on the `kube-dummy-if` dummy interface so the node accepts traffic to them, and the nftables rules
+ * IPVS cannot do itself (ipvs_nft.ts: masquerade, hairpin, the VIP accept/reject).
+ *
+ * Every sync plans every Service (planning is cheap and pure) and the reconciler changes only what
+ * differs from what IPVS holds, so the periodic sync also repairs hand edits. While destinations drain
+ * (graceful termination) a sync is re-run every second to delete them as soon as they are idle.
+ *
+ * On start it sets the sysctls kube-router sets for IPVS (connection tracking of IPVS traffic, so the
+ * masquerade works; expiring connections to removed destinations; ARP settings so the VIPs on the dummy
+ * interface are not announced) and the IPVS timeouts from --service-tcp-timeout, --service-tcpfin-timeout
+ * and --service-udp-timeout. `kube_router_service_*` metrics carry each virtual service's IPVS counters.
+ */
+import type { Rtnl } from "../../ffi/mod.ts";
+import {
+  buildServiceInfo,
+  EndpointSliceIndex,
+  type ModuleContext,
+  type ModuleInstance,
+  serviceSkipReason,
+  type TimerId,
+  usableEndpoints,
+} from "../../core/mod.ts";
+import {
+  type ConntrackTable,
+  type Family,
+  type Ipvs,
+  type IpvsService,
+  NftTransaction,
+  parseIP,
+  serviceKeyString,
+  type Sysctl,
+} from "../../ffi/mod.ts";
+import { HealthCheckServers, type HealthCheckTarget } from "./health_server.ts";
+import { canonicalIp } from "./nft_render.ts";
+import { mergePlans, planService, type ServicePlan } from "./ipvs_plan.ts";
+import { renderIpvsTable } from "./ipvs_nft.ts";
+import { IpvsReconciler } from "./ipvs_sync.ts";
+import { nodeContext } from "./node_context.ts";
+
+/** The dummy interface holding every service VIP (kube-router's name). */
+export const DUMMY_IF = "kube-dummy-if";
+
+/** What kube-router sets for IPVS (pkg/controllers/proxy: ipvs sysctls and ARP). */
+export const IPVS_SYSCTLS: readonly [string, string][] = [
+  // IPVS connections in conntrack: the masquerade in postrouting needs it.
+  ["net.ipv4.vs.conntrack", "1"],
+  // Do not reuse a connection to a destination that is gone (port reuse under load; kube-proxy sets it too).
+  ["net.ipv4.vs.conn_reuse_mode", "0"],
+  // Drop connections whose destination was removed, so the client retries to a live one.
+  ["net.ipv4.vs.expire_nodest_conn", "1"],
+  // Expire persistence templates of a quiesced (weight 0) destination.
+  ["net.ipv4.vs.expire_quiescent_template", "1"],
+  // VIPs on kube-dummy-if must not be answered or announced over ARP on other interfaces.
+  ["net.ipv4.conf.all.arp_ignore", "1"],
+  ["net.ipv4.conf.all.arp_announce", "2"],
+];
+
+export interface IpvsProxyDeps {
+  ipvs: Ipvs;
+  nft: { run(tx: NftTransaction): Promise<void> };
+  rtnl: Pick<Rtnl, "linkGet" | "linkAdd" | "linkSet" | "addrList" | "addrAdd" | "addrDel">;
+  sysctl: Sysctl;
+  conntrack: ConntrackTable;
+  serveHealthChecks?: boolean;
+  healthHostname?: string;
+  /** How often a sync re-runs while destinations drain (ms; default 1000). */
+  drainCheckMs?: number;
+}
+
+const STAT_METRICS = [
+  ["conns", "service_total_connections", "Total incoming connections made to the service (IPVS)"],
+  ["inPkts", "service_packets_in", "Total incoming packets of the service (IPVS)"],
+  ["outPkts", "service_packets_out", "Total outgoing packets of the service (IPVS)"],
+  ["inBytes", "service_bytes_in", "Total incoming bytes of the service (IPVS)"],
+  ["outBytes", "service_bytes_out", "Total outgoing bytes of the service (IPVS)"],
+  ["inPps", "service_pps_in", "Incoming packets per second of the service (IPVS estimate)"],
+  ["outPps", "service_pps_out", "Outgoing packets per second of the service (IPVS estimate)"],
+  ["cps", "service_cps", "Connections per second of the service (IPVS estimate)"],
+  ["inBps", "service_bps_in", "Incoming bytes per second of the service (IPVS estimate)"],
+  ["outBps", "service_bps_out", "Outgoing bytes per second of the service (IPVS estimate)"],
+] as const;
+
+export class IpvsProxy implements ModuleInstance {
+  readonly #ctx: ModuleContext;
+  readonly #deps: IpvsProxyDeps;
+  readonly #runner;
+  readonly #reconciler: IpvsReconciler;
+  readonly #health: HealthCheckServers | undefined;
+  #unsubscribe: (() => void)[] = [];
+  #logged = new Map<string, string>();
+  #lastTable: string | undefined;
+  #started = false;
+  #stopped = false;
+  #drainTimer: TimerId | undefined;
+  #series = new Map<string, Record<string, string>>();
+  #m;
+
+  constructor(ctx: ModuleContext, deps: IpvsProxyDeps) {
+    this.#ctx = ctx;
+    this.#deps = deps;
+    const { config } = ctx;
+    this.#runner = ctx.runner({ sync: () => this.#sync(), minIntervalMs: 100 });
+    this.#reconciler = new IpvsReconciler(deps.ipvs, {
+      graceful: config.ipvsGracefulTermination,
+      gracefulPeriodMs: config.ipvsGracefulPeriod,
+      excludedCidrs: config.excludedCidrs,
+      now: () => ctx.clock.now(),
+      conntrack: deps.conntrack,
+      onError: (owner, what, err) =>
+        ctx.log.warn("IPVS change failed", { ...(owner ? { service: owner } : {}), what, err: String(err) }),
+    });
+    if (deps.serveHealthChecks !== false) {
+      this.#health = new HealthCheckServers(ctx.log.with({ component: "healthcheck" }), {
+        ...(deps.healthHostname ? { hostname: deps.healthHostname } : {}),
+        healthy: () => this.#runner.failures === 0,
+      });
+    }
+    const m = ctx.metrics;
+    this.#m = {
+      services: m.gauge("kube_router_proxy_services", "Services programmed by the service proxy."),
+      virtualServices: m.gauge("kube_router_proxy_ipvs_services", "IPVS virtual services programmed."),
+      draining: m.gauge(
+        "kube_router_proxy_ipvs_draining_destinations",
+        "IPVS destinations draining (weight 0).",
+      ),
+      changes: m.counter("kube_router_proxy_ipvs_changes_total", "IPVS changes made, by kind."),
+      stats: Object.fromEntries(
+        STAT_METRICS.map(([k, name, help]) => [k, m.gauge(`kube_router_${name}`, help)]),
+      ) as Record<(typeof STAT_METRICS)[number][0], ReturnType<typeof m.gauge>>,
+    };
+  }
+
+  start(): Promise<void> {
+    const bus = this.#ctx.bus;
+    const run = () => this.#runner.run();
+    this.#unsubscribe.push(
+      bus.onResource("services", run),
+      bus.onResource("endpointslices", run),
+      bus.onResource("nodes", run),
+    );
+    return Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const u of this.#unsubscribe.splice(0)) u();
+    if (this.#drainTimer !== undefined) this.#ctx.clock.clearTimeout(this.#drainTimer);
+    await this.#runner.stop();
+    await this.#health?.close();
+  }
+
+  /** Sysctls and IPVS timeouts, once (a failure is logged, the proxy still runs). */
+  async #setup(): Promise<void> {
+    const { config, log } = this.#ctx;
+    for (const [key, value] of IPVS_SYSCTLS) {
+      try {
+        await this.#deps.sysctl.set(key, value);
+      } catch (err) {
+        log.warn("cannot set a sysctl IPVS needs", { sysctl: key, value, err: String(err) });
+      }
+    }
+    const sec = (ms: number) => Math.round(ms / 1000);
+    const t = {
+      tcp: sec(config.serviceTcpTimeout),
+      tcpFin: sec(config.serviceTcpfinTimeout),
+      udp: sec(config.serviceUdpTimeout),
+    };
+    // 0 leaves the kernel's value: only the flags that were given change anything.
+    if (t.tcp || t.tcpFin || t.udp) await this.#deps.ipvs.setTimeouts(t);
+  }
+
+  async #sync(): Promise<void> {
+    if (!this.#started) {
+      await this.#setup();
+      this.#started = true;
+    }
+    const { config, store, log } = this.#ctx;
+    const nctx = nodeContext(config, store.list("nodes"));
+    const link = await this.#ensureDummy();
+    const nodePortIps = config.nodeportBindonAllIp ? await this.#localAddresses(link.index) : nctx.nodeIps;
+    const pctx = { ...nctx, nodePortIps };
+    const index = new EndpointSliceIndex();
+    index.reset(store.list("endpointslices"));
+
+    const plans: ServicePlan[] = [];
+    const health = new Map<number, HealthCheckTarget & { key: string }>();
+    const present = new Set<string>();
+    for (const svc of store.list("services")) {
+      const key = `${svc.metadata?.namespace ?? ""}/${svc.metadata?.name ?? ""}`;
+      present.add(key);
+      const skip = serviceSkipReason(svc);
+      if (skip) {
+        this.#logOnce(
+          key,
+          `skip:${skip}`,
+          () => log.debug("service skipped", { service: key, reason: skip }),
+        );
+        continue;
+      }
+      const info = buildServiceInfo(svc, index.slicesFor(key), config.nodeName);
+      plans.push(planService(info, pctx));
+      if (info.healthCheckNodePort !== undefined && info.externalTrafficPolicy === "Local") {
+        const local = new Set(
+          info.ports.flatMap((p) =>
+            usableEndpoints(p.endpoints, { nodeName: config.nodeName, localOnly: true, topologyAware: false })
+              .map((e) => e.ip)
+          ),
+        );
+        health.set(info.healthCheckNodePort, {
+          key,
+          namespace: info.namespace,
+          name: info.name,
+          localEndpoints: local.size,
+        });
+      }
+    }
+    for (const k of [...this.#logged.keys()]) if (!present.has(k)) this.#logged.delete(k);
+    const plan = mergePlans(plans);
+    for (const p of plans) {
+      const problems = plan.problems.get(p.key) ?? [];
+      this.#logOnce(p.key, problems.join("\n"), () => {
+        if (problems.length) {
+          log.warn("service has invalid parts, skipped or replaced", { service: p.key, problems });
+        }
+      });
+    }
+
+    const r = await this.#reconciler.apply(plan);
+    for (
+      const [kind, n] of [
+        ["service_add", r.servicesAdded],
+        ["service_edit", r.servicesEdited],
+        ["service_delete", r.servicesDeleted],
+        ["destination_add", r.destinationsAdded],
+        ["destination_edit", r.destinationsEdited],
+        ["destination_delete", r.destinationsDeleted],
+        ["destination_drain", r.destinationsDrained],
+      ] as const
+    ) if (n) this.#m.changes.inc({ kind }, n);
+
+    const tx = renderIpvsTable(plan, {
+      families: nctx.families,
+      podCidrs: nctx.podCidrs,
+      masqueradeAll: config.masqueradeAll,
+      permitAll: config.ipvsPermitAll,
+    });
+    const text = tx.render();
+    if (text !== this.#lastTable) {
+      await this.#deps.nft.run(tx);
+      this.#lastTable = text;
+    }
+    await this.#syncVips(link.index, plan.vips);
+    await this.#updateStats(plan.services);
+    this.#m.services.set({}, plans.length);
+    this.#m.virtualServices.set({}, plan.services.size);
+    this.#m.draining.set({}, r.draining);
+    await this.#health?.sync(health);
+    if (r.failures) throw new Error(`${r.failures} IPVS changes failed (logged above); retrying`);
+    this.#armDrain(r.draining);
+  }
+
+  #armDrain(draining: number): void {
+    if (draining === 0 || this.#drainTimer !== undefined || this.#stopped) return;
+    this.#drainTimer = this.#ctx.clock.setTimeout(() => {
+      this.#drainTimer = undefined;
+      this.#runner.run();
+    }, this.#deps.drainCheckMs ?? 1000);
+  }
+
+  #logOnce(key: string, what: string, log: () => void): void {
+    if (this.#logged.get(key) === what) return;
+    this.#logged.set(key, what);
+    log();
+  }
+
+  async #ensureDummy() {
+    const rtnl = this.#deps.rtnl;
+    let link = await rtnl.linkGet(DUMMY_IF);
+    if (!link) {
+      await rtnl.linkAdd({ kind: "dummy", name: DUMMY_IF, up: true });
+      link = await rtnl.linkGet(DUMMY_IF);
+      if (!link) throw new Error(`${DUMMY_IF} was created but cannot be found`);
+    } else if (!link.up) {
+      await rtnl.linkSet(DUMMY_IF, { up: true });
+    }
+    return link;
+  }
+
+  /** Local addresses NodePorts answer on with --nodeport-bindon-all-ip (not loopback, link-local or VIPs). */
+  async #localAddresses(dummyIndex: number): Promise<string[]> {
+    const out: string[] = [];
+    for (const a of await this.#deps.rtnl.addrList()) {
+      if (a.index === dummyIndex) continue;
+      const c = canonicalIp(a.address);
+      if (!c) continue;
+      if (c.family === 4 && c.ip.startsWith("127.")) continue;
+      if (c.family === 6 && (c.ip === "::1" || c.ip.startsWith("fe80:"))) continue;
+      out.push(c.ip);
+    }
+    return [...new Set(out)];
+  }
+
+  /** The VIPs on kube-dummy-if: exactly the planned ones. */
+  async #syncVips(index: number, vips: ReadonlyMap<string, Family>): Promise<void> {
+    const rtnl = this.#deps.rtnl;
+    const have = new Map<string, { family: Family; prefix: number }>();
+    for (const a of await rtnl.addrList({ index })) {
+      const c = canonicalIp(a.address);
+      if (c) have.set(c.ip, { family: c.family, prefix: a.prefix });
+    }
+    for (const [ip, family] of vips) {
+      if (have.has(ip)) continue;
+      try {
+        await rtnl.addrAdd({
+          family,
+          index,
+          address: ip,
+          prefix: family === 4 ? 32 : 128,
+          ...(family === 6 ? { nodad: true } : {}),
+        });
+      } catch (err) {
+        this.#ctx.log.warn("cannot add a service VIP to the dummy interface", { vip: ip, err: String(err) });
+      }
+    }
+    for (const [ip, a] of have) {
+      if (vips.has(ip)) continue;
+      // IPv6 link-local addresses the kernel puts on the link itself stay.
+      if (a.family === 6 && parseIP(ip) && ip.startsWith("fe80:")) continue;
+      await rtnl.addrDel({ family: a.family, index, address: ip, prefix: a.prefix });
+    }
+  }
+
+  /** kube_router_service_* gauges from the counters IPVS keeps per virtual service. */
+  async #updateStats(planned: ReadonlyMap<string, { owner: string; service: IpvsService }>): Promise<void> {
+    const seen = new Set<string>();
+    for (const s of await this.#deps.ipvs.services()) {
+      const k = serviceKeyString(s);
+      const p = planned.get(k);
+      if (!p || !s.stats || s.fwmark !== undefined) continue;
+      const [namespace, name] = p.owner.split("/");
+      const labels = {
+        svc_namespace: namespace ?? "",
+        service_name: name ?? "",
+        service_vip: s.address,
+        protocol: s.protocol,
+        port: String(s.port),
+      };
+      for (const [stat] of STAT_METRICS) this.#m.stats[stat].set(labels, s.stats[stat]);
+      this.#series.set(k, labels);
+      seen.add(k);
+    }
+    for (const [k, labels] of this.#series) {
+      if (seen.has(k)) continue;
+      for (const [stat] of STAT_METRICS) this.#m.stats[stat].remove(labels);
+      this.#series.delete(k);
+    }
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * The nftables rules IPVS still needs, in the proxy's own `inet kube_router_proxy` table (pure: renders a
+ * transaction). IPVS balances, but it neither masquerades nor filters; kube-router adds iptables rules
+ * and ipsets for that (KUBE-ROUTER-SERVICES, kube-router-svip/-svip-prt, KUBE-ROUTER-HAIRPIN, MASQUERADE
+ * with `-m ipvs`), which become here:
+ *
+ *   nat_prerouting / nat_output (dstnat): a packet to a virtual service (`vip_ports_vF`: address,
+ *     protocol, port, NodePorts on node addresses included) from outside the pod CIDRs (or any, with
+ *     --masquerade-all) gets the masquerade mark; IPVS then rewrites its destination in LOCAL_IN.
+ *   nat_postrouting (srcnat): marked packets are masqueraded; so is hairpin traffic, a pod reaching
+ *     itself through a Service (`hairpin_vF`: endpoint . endpoint, for Services with the hairpin
+ *     annotation or every Service with --hairpin-mode), which would otherwise get its own reply from the
+ *     wrong address.
+ *   filter_input (before IPVS's LOCAL_IN hook): traffic to a service VIP (`vips_vF`: cluster, external
+ *     and LoadBalancer IPs, the addresses on kube-dummy-if) is accepted on the service ports and for ICMP
+ *     echo; anything else to a VIP is rejected, unless --ipvs-permit-all (the default) accepts it all, as
+ *     kube-router's flag does. Node addresses are never in `vips_vF`, so the node's own ports stay open.
+ *
+ * The whole table is rewritten in one transaction (destroyed and re-made, so a table left by the nftables
+ * backend is replaced too); the caller renders it only when its content changed.
+ */
+import { NFT_MARK, NFT_PRIORITY, NFT_TABLES } from "../../core/mod.ts";
+import { cidrContains, type Family, formatIP, NftTransaction, parseCidr } from "../../ffi/mod.ts";
+import { canonicalIp } from "./nft_render.ts";
+import type { IpvsPlan } from "./ipvs_plan.ts";
+
+const IP = { 4: "ip", 6: "ip6" } as const;
+const ADDR = { 4: "ipv4_addr", 6: "ipv6_addr" } as const;
+
+/** What the table needs from the agent's flags. */
+export interface IpvsNftOptions {
+  families: readonly Family[];
+  podCidrs: readonly string[];
+  masqueradeAll: boolean;
+  permitAll: boolean;
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16).padStart(8, "0")}`;
+}
+
+/** Valid CIDRs of one family, canonical, none covered by another (interval sets refuse overlaps). */
+export function disjointCidrs(cidrs: readonly string[], f: Family): string[] {
+  const parsed = cidrs.map((c) => parseCidr(c.trim())).filter((c) => c?.family === f).map((c) => c!);
+  parsed.sort((a, b) => a.prefix - b.prefix);
+  const kept: typeof parsed = [];
+  for (const c of parsed) if (!kept.some((k) => cidrContains(k, c.addr))) kept.push(c);
+  return [...new Set(kept.map((c) => `${formatIP(c.addr)}/${c.prefix}`))].sort();
+}
+
+/** Renders the IPVS-mode table for a plan: one transaction replacing the whole table. */
+export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransaction {
+  const tx = new NftTransaction("inet", NFT_TABLES.proxy);
+  tx.destroy({ table: {} });
+  tx.add({ table: { comment: "kube-router service proxy (ipvs)" } });
+  const mark = hex(NFT_MARK.masquerade);
+  const chains: Record<string, string[]> = { mark_for_masquerade: [], vip_check: [], masquerading: [] };
+  chains.masquerading!.push(
+    `meta mark & ${mark} == 0 return`,
+    `meta mark set meta mark ^ ${mark}`,
+    "masquerade fully-random",
+  );
+  if (opts.permitAll) chains.vip_check!.push("accept");
+
+  for (const f of opts.families) {
+    const ip = IP[f];
+    const addr = ADDR[f];
+    tx.add({ set: { name: `vips_v${f}`, type: addr } });
+    tx.add({ set: { name: `vip_ports_v${f}`, type: `${addr} . inet_proto . inet_service` } });
+    tx.add({ set: { name: `pod_cidrs_v${f}`, type: addr, flags: ["interval"] } });
+    tx.add({ set: { name: `hairpin_v${f}`, type: `${addr} . ${addr}` } });
+    for (const [vip, fam] of plan.vips) if (fam === f) tx.add({ element: { set: `vips_v${f}`, key: [vip] } });
+    const hairpin = new Set<string>();
+    for (const ps of plan.services.values()) {
+      const s = ps.service;
+      if (s.family !== f || s.fwmark !== undefined) continue;
+      tx.add({ element: { set: `vip_ports_v${f}`, key: [s.address, s.protocol, String(s.port)] } });
+      if (ps.hairpin) { for (const d of ps.destinations) hairpin.add(canonicalIp(d.address)!.ip); }
+    }
+    for (const h of [...hairpin].sort()) tx.add({ element: { set: `hairpin_v${f}`, key: [h, h] } });
+    for (const c of disjointCidrs(opts.podCidrs, f)) {
+      tx.add({ element: { set: `pod_cidrs_v${f}`, key: [c] } });
+    }
+
+    const toService = `${ip} daddr . meta l4proto . th dport @vip_ports_v${f}`;
+    chains.mark_for_masquerade!.push(
+      opts.masqueradeAll
+        ? `${toService} meta mark set meta mark | ${mark}`
+        : `${toService} ${ip} saddr != @pod_cidrs_v${f} meta mark set meta mark | ${mark}`,
+    );
+    chains.masquerading!.unshift(`${ip} saddr . ${ip} daddr @hairpin_v${f} masquerade fully-random`);
+    if (!opts.permitAll) {
+      chains.vip_check!.push(`${toService} accept`);
+      chains.vip_check!.push(f === 4 ? "icmp type echo-request accept" : "icmpv6 type echo-request accept");
+    }
+  }
+  if (!opts.permitAll) {
+    chains.vip_check!.push("meta l4proto tcp reject with tcp reset", "reject");
+  }
+  for (const name of Object.keys(chains)) tx.add({ chain: { name } });
+  for (const [name, rules] of Object.entries(chains)) {
+    for (const rule of rules) tx.add({ rule: { chain: name, rule } });
+  }
+  const base = [
+    { name: "nat_prerouting", type: "nat", hook: "prerouting", priority: NFT_PRIORITY.proxyDnat },
+    { name: "nat_output", type: "nat", hook: "output", priority: NFT_PRIORITY.proxyDnat },
+    { name: "nat_postrouting", type: "nat", hook: "postrouting", priority: NFT_PRIORITY.srcnat },
+    { name: "filter_input", type: "filter", hook: "input", priority: NFT_PRIORITY.proxyFilter },
+  ] as const;
+  for (const b of base) tx.add({ chain: { ...b, policy: "accept" } });
+  tx.add({ rule: { chain: "nat_prerouting", rule: "jump mark_for_masquerade" } });
+  tx.add({ rule: { chain: "nat_output", rule: "jump mark_for_masquerade" } });
+  tx.add({ rule: { chain: "nat_postrouting", rule: "jump masquerading" } });
+  for (const f of opts.families) {
+    tx.add({ rule: { chain: "filter_input", rule: `${IP[f]} daddr @vips_v${f} jump vip_check` } });
+  }
+  return tx;
+}

@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
+import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
+import { MemorySink } from "../../../core/log.ts";
+import {
+  FakeConntrack,
+  FakeIpvs,
+  FakeNftables,
+  FakeRtnetlink,
+  FakeSysctl,
+  NetlinkError,
+} from "../../../ffi/mod.ts";
+import { DUMMY_IF, IpvsProxy, IpvsUnavailableError, openIpvs } from "../../../modules/proxy/mod.ts";
+import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+
+const node: V1Node = {
+  metadata: { name: "n1" },
+  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
+  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
+};
+
+function service(name: string, ip: string, spec: V1Service["spec"] = {}, annotations = {}): V1Service {
+  return {
+    metadata: { namespace: "default", name, annotations },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      ports: [{ name: "http", port: 80, protocol: "TCP", targetPort: 8080 }],
+      ...spec,
+    },
+  };
+}
+
+function slice(svc: string, ips: string[], nodeName = "n2"): V1EndpointSlice {
+  return {
+    metadata: { namespace: "default", name: `${svc}-abc`, labels: { "kubernetes.io/service-name": svc } },
+    addressType: "IPv4",
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName })),
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+  };
+}
+
+async function setup(flags: string[] = []) {
+  const clock = new FakeClock();
+  const sink = new MemorySink();
+  const source = new MemorySource(new Bus(), { synced: false });
+  const t = moduleContext({
+    config: loadConfig([
+      "--hostname-override=n1",
+      "--service-cluster-ip-range=172.16.0.0/16",
+      "--service-proxy-backend=ipvs",
+      ...flags,
+    ]),
+    source,
+    clock,
+    log: getLogger({}, sink),
+    periodMs: 300_000,
+  });
+  const ipvs = new FakeIpvs();
+  const nft = new FakeNftables();
+  const rtnl = new FakeRtnetlink();
+  const sysctl = new FakeSysctl({
+    "net.ipv4.vs.conntrack": 0,
+    "net.ipv4.vs.conn_reuse_mode": 1,
+    "net.ipv4.vs.expire_nodest_conn": 0,
+    "net.ipv4.vs.expire_quiescent_template": 0,
+    "net.ipv4.conf.all.arp_ignore": 0,
+    "net.ipv4.conf.all.arp_announce": 0,
+  });
+  const proxy = new IpvsProxy(t.ctx, {
+    ipvs,
+    nft,
+    rtnl,
+    sysctl,
+    conntrack: new FakeConntrack(),
+    serveHealthChecks: false,
+  });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", node);
+  const sync = async () => {
+    const before = t.syncs.ok + t.syncs.failed;
+    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
+    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  const vips = async () => {
+    const link = await rtnl.linkGet(DUMMY_IF);
+    return link
+      ? (await rtnl.addrList({ index: link.index })).map((a) => `${a.address}/${a.prefix}`).sort()
+      : [];
+  };
+  const stop = async () => {
+    await proxy.stop();
+    await t.stop();
+  };
+  return { clock, sink, source, t, ipvs, nft, rtnl, sysctl, proxy, sync, vips, stop };
+}
+
+Deno.test("the IPVS backend programs virtual services, VIPs on kube-dummy-if, sysctls and its nftables table", async () => {
+  const s = await setup(["--service-tcp-timeout=600s", "--service-udp-timeout=30s"]);
+  s.source.put(
+    "services",
+    service("web", "172.16.0.10", {
+      type: "NodePort",
+      ports: [{ name: "http", port: 80, protocol: "TCP", targetPort: 8080, nodePort: 30080 }],
+    }),
+  );
+  s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.3.5"]));
+  s.source.markSynced();
+  await s.sync();
+  const services = (await s.ipvs.services()).map((x) => `${x.protocol}/${x.address}:${x.port} ${x.scheduler}`)
+    .sort();
+  assert.deepEqual(services, ["tcp/172.16.0.10:80 rr", "tcp/192.168.1.100:30080 rr"]);
+  const dests = await s.ipvs.destinations({ family: 4, protocol: "tcp", address: "172.16.0.10", port: 80 });
+  assert.deepEqual(dests.map((d) => `${d.address}:${d.port} ${d.forward} w${d.weight}`).sort(), [
+    "10.1.2.5:8080 masq w1",
+    "10.1.3.5:8080 masq w1",
+  ]);
+  assert.deepEqual(await s.vips(), ["172.16.0.10/32"], "node addresses never go on the dummy interface");
+  assert.equal((await s.rtnl.linkGet(DUMMY_IF))?.kind, "dummy");
+  assert.equal(await s.sysctl.get("net.ipv4.vs.conntrack"), "1");
+  assert.equal(await s.sysctl.get("net.ipv4.vs.conn_reuse_mode"), "0");
+  assert.equal(await s.sysctl.get("net.ipv4.vs.expire_nodest_conn"), "1");
+  assert.equal(await s.sysctl.get("net.ipv4.vs.expire_quiescent_template"), "1");
+  assert.equal(await s.sysctl.get("net.ipv4.conf.all.arp_ignore"), "1");
+  assert.equal(await s.sysctl.get("net.ipv4.conf.all.arp_announce"), "2");
+  assert.deepEqual(await s.ipvs.timeouts(), { tcp: 600, tcpFin: 120, udp: 30 });
+  const dump = s.nft.dump();
+  assert.match(dump, /table inet kube_router_proxy/);
+  assert.match(dump, /172\.16\.0\.10 \. tcp \. 80/);
+  assert.match(dump, /192\.168\.1\.100 \. tcp \. 30080/);
+  assert.match(dump, /ip saddr != @pod_cidrs_v4 meta mark set meta mark \| 0x00004000/);
+  assert.doesNotMatch(dump, /reject/, "--ipvs-permit-all (default) rejects nothing");
+  await s.stop();
+});
+
+Deno.test("a Service removed takes its virtual services and VIP with it; a changed one keeps its untouched parts", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.put("services", service("api", "172.16.0.11"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  s.source.markSynced();
+  await s.sync();
+  assert.deepEqual(await s.vips(), ["172.16.0.10/32", "172.16.0.11/32"]);
+  const mark = s.ipvs.calls.length;
+  s.source.delete("services", "default/api");
+  await s.sync();
+  assert.deepEqual(s.ipvs.calls.slice(mark), ["delService tcp/172.16.0.11:80"]);
+  assert.deepEqual(await s.vips(), ["172.16.0.10/32"]);
+  assert.doesNotMatch(s.nft.dump(), /172\.16\.0\.11/);
+  await s.stop();
+});
+
+Deno.test("a bad scheduler annotation is logged once with the Service's name and rr is used", async () => {
+  const s = await setup();
+  s.source.put(
+    "services",
+    service("web", "172.16.0.10", {}, { "kube-router.io/service.scheduler": "fastest" }),
+  );
+  s.source.put("services", service("ok", "172.16.0.12", {}, { "kube-router.io/service.scheduler": "sh" }));
+  s.source.markSynced();
+  await s.sync();
+  const scheds = (await s.ipvs.services()).map((x) => `${x.address} ${x.scheduler}`).sort();
+  assert.deepEqual(scheds, ["172.16.0.10 rr", "172.16.0.12 sh"]);
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  await s.sync();
+  const lines = s.sink.lines.filter((l) => l.includes("fastest"));
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0]!, /default\/web/);
+  await s.stop();
+});
+
+Deno.test("--ipvs-permit-all=false rejects traffic to a VIP except on its service ports and ICMP echo", async () => {
+  const s = await setup(["--ipvs-permit-all=false", "--masquerade-all"]);
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.markSynced();
+  await s.sync();
+  const dump = s.nft.dump();
+  assert.match(dump, /ip daddr @vips_v4 jump vip_check/);
+  assert.match(dump, /ip daddr \. meta l4proto \. th dport @vip_ports_v4 accept/);
+  assert.match(dump, /icmp type echo-request accept/);
+  assert.match(dump, /reject/);
+  assert.doesNotMatch(dump, /saddr != @pod_cidrs_v4/, "--masquerade-all marks every packet to a service");
+  await s.stop();
+});
+
+Deno.test("graceful termination keeps a removed endpoint at weight 0 and re-syncs until it is deleted", async () => {
+  const s = await setup(["--ipvs-graceful-termination", "--ipvs-graceful-period=5s"]);
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.3.5"]));
+  s.source.markSynced();
+  await s.sync();
+  // A live connection on the endpoint about to go (the fake's counters are what a kernel would report).
+  const key = { family: 4 as const, protocol: "tcp" as const, address: "172.16.0.10", port: 80 };
+  const real = s.ipvs.destinations.bind(s.ipvs);
+  s.ipvs.destinations = async (k) =>
+    (await real(k)).map((d) => (d.address === "10.1.3.5" ? { ...d, activeConns: 1 } : d));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  await s.sync();
+  const w = async () => (await real(key)).map((d) => `${d.address} w${d.weight}`).sort();
+  assert.deepEqual(await w(), ["10.1.2.5 w1", "10.1.3.5 w0"]);
+  await s.clock.advance(3000);
+  assert.deepEqual(await w(), ["10.1.2.5 w1", "10.1.3.5 w0"], "still draining inside the period");
+  await s.clock.advance(3000);
+  assert.deepEqual(await w(), ["10.1.2.5 w1"], "deleted once the period ended, without any other event");
+  await s.stop();
+});
+
+Deno.test("a kernel without IPVS stops the IPVS backend with a message naming the flag and the ip_vs module", () => {
+  assert.throws(
+    () =>
+      openIpvs(() => {
+        throw new NetlinkError(2, "resolve generic netlink family IPVS", 0);
+      }),
+    (e: unknown) =>
+      e instanceof IpvsUnavailableError && /--service-proxy-backend=ipvs/.test(e.message) &&
+      /ip_vs/.test(e.message),
+  );
+});
