@@ -23,6 +23,7 @@ import { CommandError } from "./_sh.ts";
 import {
   addExternalHost,
   DAEMONSET_MANIFEST,
+  daemonSetAgentLog,
   execCommand,
   kubectlCommand,
   labDown,
@@ -195,6 +196,7 @@ export async function main(argv: string[]): Promise<number> {
             `  ${p.role}${p.node ? ` ${p.node}` : ""} pid ${p.pid} ${p.alive ? "running" : "NOT RUNNING"}`,
           );
         }
+        if (s.state.daemonset) console.log(`  agents: the DaemonSet of ${s.state.daemonset}`);
         const r = s.state.externalRouter;
         if (r) {
           console.log(
@@ -236,7 +238,11 @@ export async function main(argv: string[]): Promise<number> {
       const which = args[1] ?? "agent";
       if (which !== "agent" && which !== "kubelet") throw new LabError("logs: agent or kubelet");
       try {
-        console.log(Deno.readTextFileSync(`${nodeDir(st.stateDir, host.name)}/${which}.log`));
+        const file = which === "agent" && st.daemonset
+          ? daemonSetAgentLog(st, host.name)
+          : `${nodeDir(st.stateDir, host.name)}/${which}.log`;
+        if (!file) throw new Error("none");
+        console.log(Deno.readTextFileSync(file));
       } catch {
         console.log(`(no ${which} log for ${host.name})`);
       }

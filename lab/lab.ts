@@ -490,6 +490,23 @@ export async function installDaemonSet(state: LabState, say: (l: string) => void
   say(`every node's agent runs as a DaemonSet pod and answers /healthz 200 on :${AGENT_HEALTH_PORT}`);
 }
 
+/** The log file of the agent container of the DaemonSet pod on `node` (`lab logs <node>` in that mode). */
+export function daemonSetAgentLog(state: LabState, node: string): string | undefined {
+  const dir = `${nodeDir(state.stateDir, node)}/pods`;
+  try {
+    for (const f of Deno.readDirSync(dir)) {
+      if (!f.name.endsWith(".json")) continue;
+      try {
+        const rec = JSON.parse(Deno.readTextFileSync(`${dir}/${f.name}`));
+        if (!rec.hostNetwork || !rec.pids) continue;
+        const c = Object.keys(rec.pids as Record<string, number>).find((n) => n.includes("kube-router"));
+        if (c) return `${dir}/${rec.uid}/${c}.log`;
+      } catch { /* partial record */ }
+    }
+  } catch { /* no pods */ }
+  return undefined;
+}
+
 /** The agent container's process of a DaemonSet pod on `node`, from the lab kubelet's records. */
 export function daemonSetAgentPid(state: LabState, node: string): number | undefined {
   try {

@@ -11,6 +11,7 @@ export {
   AGENT_HEALTH_PORT,
   agentHealthy,
   DAEMONSET_MANIFEST,
+  daemonSetAgentLog,
   daemonSetAgentPid,
   daemonSetFlags,
   defaultAgentFlags,

@@ -195,6 +195,22 @@ Deno.test({
         (await run(execCommand(state, "kube-node1", ["nft", "list", "tables"]), { check: false })).stdout;
       assert.doesNotMatch(nft, /kube_router_proxy/, "no service proxy table");
       assert.doesNotMatch(logs, /module=proxy/);
+      // `lab logs <node>` shows the agent container's log; `lab status` says the agents are a DaemonSet.
+      const cli = (args: string[]) =>
+        run([
+          Deno.execPath(),
+          "run",
+          "-A",
+          `${REPO_ROOT}/lab/cli.ts`,
+          ...args,
+          `--state-dir=${state.stateDir}`,
+          `--prefix=${state.prefix}`,
+        ]);
+      assert.match((await cli(["logs", "kube-node1"])).stdout, /module started module=router/);
+      assert.match(
+        (await cli(["status"])).stdout,
+        /agents: the DaemonSet of .*kube-router-router-firewall-daemonset\.yaml/,
+      );
     });
   },
 });
