@@ -1,0 +1,264 @@
+/**
+ * The process side of bench/proxy_scale.ts, run inside a throwaway network namespace: one service proxy
+ * (ServiceProxy with real nftables through libnftables and real conntrack) over an in-memory Kubernetes
+ * holding `--services` ClusterIP Services with `--endpoints` endpoints each. It reports on stdout, one
+ * JSON line per phase (`{"phase": …}`), and waits for the parent's go-ahead files in `--dir`:
+ *
+ *   synced   the cold full sync: from the initial lists being complete (markSynced) to the first sync
+ *            done, with the process's RSS and peak RSS then;
+ *   (file `events`) `--events` EndpointSlice updates, one every `--event-ms`, each replacing one endpoint
+ *            of one Service with a fresh address; a line `ev <n> <address> <wall ms>` when each is
+ *            published (the parent times it to the kernel with `nft monitor`); the text of every
+ *            transaction applied from then on goes to `<dir>/events.nft`, separated by `# tx <n>` lines;
+ *   (file `idle`) the CPU time (user + sys) the process used over `--idle-seconds` with no API event;
+ *   ruleset  the whole ruleset as one transaction's text in `<dir>/ruleset.nft` (what `nft -f` applies
+ *            for the reference), rendered after the cold sync is measured, before any update;
+ *   (file `stop`) exits.
+ *
+ * Service 0 is the probe Service of the connect() benchmark: cluster IP `--probe-vip`, endpoints
+ * `--probe-endpoints` (real servers); the others' endpoints are addresses nothing answers on.
+ */
+import { parseArgs } from "node:util";
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
+import { Bus } from "../core/bus.ts";
+import { loadConfig } from "../core/config.ts";
+import { getLogger, MemorySink } from "../core/log.ts";
+import { Conntrack, Nftables, NftTransaction } from "../ffi/mod.ts";
+import {
+  diffService,
+  PROXY_TABLE,
+  type ProxyNodeContext,
+  renderBase,
+  ServiceProxy,
+} from "../modules/proxy/mod.ts";
+import { MemorySource, moduleContext } from "../tests/_support/kube_source.ts";
+
+const { values } = parseArgs({
+  options: {
+    services: { type: "string", default: "10000" },
+    endpoints: { type: "string", default: "10" },
+    events: { type: "string", default: "0" },
+    "event-ms": { type: "string", default: "150" },
+    "idle-seconds": { type: "string", default: "60" },
+    "probe-vip": { type: "string", default: "10.100.0.1" },
+    "probe-endpoints": { type: "string", default: "" },
+    dir: { type: "string" },
+    /** Nftables' outOfProcessAboveBytes: larger transactions go to a child `nft -f -` (default: none). */
+    "out-of-process-above": { type: "string" },
+  },
+});
+const N = Number(values.services);
+const E = Number(values.endpoints);
+const dir = values.dir!;
+
+const TICKS = 100; // USER_HZ
+function cpuMs(): number {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 1000 / TICKS;
+}
+/** VmRSS and VmHWM (peak) of this process, in MiB. */
+function rss(): { rssMiB: number; peakMiB: number } {
+  const s = Deno.readTextFileSync("/proc/self/status");
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(s)?.[1] ?? NaN);
+  return { rssMiB: kb("VmRSS") / 1024, peakMiB: kb("VmHWM") / 1024 };
+}
+const wall = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitFile(name: string): Promise<void> {
+  for (;;) {
+    try {
+      await Deno.stat(`${dir}/${name}`);
+      return;
+    } catch {
+      await sleep(50);
+    }
+  }
+}
+const emit = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
+
+/** The n-th endpoint address overall (10.128.0.0/15 holds 131,072 of them). */
+const epIp = (n: number) => `10.${128 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+const probeEndpoints = values["probe-endpoints"] ? values["probe-endpoints"].split(",") : [];
+
+function service(i: number): V1Service {
+  const ip = i === 0 ? values["probe-vip"]! : `10.96.${i >> 8}.${i & 255}`;
+  return {
+    metadata: { namespace: "bench", name: `svc-${i}`, uid: `u${i}`, resourceVersion: "1" },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
+    },
+  };
+}
+
+function slice(i: number, addresses: string[], v: number): V1EndpointSlice {
+  return {
+    addressType: "IPv4",
+    metadata: {
+      namespace: "bench",
+      name: `svc-${i}-abcde`,
+      labels: { "kubernetes.io/service-name": `svc-${i}` },
+      resourceVersion: String(v),
+    },
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+    endpoints: addresses.map((a, j) => ({
+      addresses: [a],
+      nodeName: j % 2 ? "n2" : "n1",
+      conditions: { ready: true, serving: true, terminating: false },
+    })),
+  };
+}
+
+const node = (name: string, n: number, ip: string): V1Node => ({
+  metadata: { name, labels: {} },
+  spec: { podCIDR: `10.1.${n}.0/24`, podCIDRs: [`10.1.${n}.0/24`] },
+  status: { addresses: [{ type: "InternalIP", address: ip }] },
+});
+
+const config = loadConfig([
+  "--hostname-override=n1",
+  "--run-router=false",
+  "--run-firewall=false",
+  "--run-service-proxy=true",
+]);
+
+const nft = new Nftables(
+  values["out-of-process-above"] ? { outOfProcessAboveBytes: Number(values["out-of-process-above"]) } : {},
+);
+let record: string[] | undefined;
+const deps = {
+  nft: {
+    run: async (tx: NftTransaction) => {
+      const q0 = performance.now();
+      await nft.run(tx);
+      if (Deno.env.get("KRT_BENCH_TRACE")) {
+        console.error(`tx ${tx.size} ops ${(performance.now() - q0).toFixed(1)} ms`);
+      }
+      // After the commit, so recording never delays the kernel seeing the change.
+      record?.push(tx.render());
+    },
+    list: nft.list.bind(nft),
+  },
+  conntrack: new Conntrack(),
+  serveHealthChecks: false,
+};
+
+const bus = new Bus();
+const source = new MemorySource(bus, { synced: false });
+const t = moduleContext({
+  config,
+  source,
+  log: getLogger({}, new MemorySink()),
+  periodMs: config.ipvsSyncPeriod,
+});
+const proxy = new ServiceProxy(t.ctx, deps);
+await proxy.start();
+source.put("nodes", node("n1", 1, "192.168.77.1"));
+source.put("nodes", node("n2", 2, "192.168.77.2"));
+const addrs: string[][] = [];
+for (let i = 0; i < N; i++) {
+  addrs.push(
+    i === 0 && probeEndpoints.length ? probeEndpoints : Array.from({ length: E }, (_, j) => epIp(i * E + j)),
+  );
+  source.put("services", service(i));
+  source.put("endpointslices", slice(i, addrs[i]!, 1));
+}
+const t0 = performance.now();
+const cpu0 = cpuMs();
+source.markSynced();
+while (t.syncs.ok + t.syncs.failed === 0) await sleep(5);
+if (t.syncs.failed) throw new Error(`first sync failed: ${t.syncs.lastError}`);
+const coldMs = performance.now() - t0;
+const coldCpuMs = cpuMs() - cpu0;
+emit({
+  phase: "synced",
+  services: N,
+  endpoints: E,
+  coldMs,
+  coldCpuMs,
+  programmed: proxy.programmed.size,
+  ...rss(),
+});
+
+// The reference's text: the whole ruleset as the cold sync writes it (base, then every Service's chains,
+// rules and elements from scratch), rendered as one transaction once the cold sync is measured and before
+// any update (the state the reference's replay of the updates starts from).
+const nctx: ProxyNodeContext = {
+  nodeName: "n1",
+  families: [4],
+  podCidrs: ["10.1.1.0/24", "10.1.2.0/24"],
+  nodeIps: ["192.168.77.1"],
+  serviceClusterIpRanges: config.serviceClusterIpRange,
+  externalIpRanges: config.serviceExternalIpRange,
+  loadBalancerIpRanges: config.loadbalancerIpRange,
+  strictExternalIpValidation: config.strictExternalIpValidation,
+  masqueradeAll: config.masqueradeAll,
+  hairpinMode: config.hairpinMode,
+  nodePortBindOnAllIp: config.nodeportBindonAllIp,
+};
+const whole = new NftTransaction("inet", PROXY_TABLE);
+renderBase(whole, nctx);
+for (const r of proxy.programmed.values()) {
+  diffService(whole, undefined, r, { rewrite: true, kernelElements: new Map() });
+}
+await Deno.writeTextFile(`${dir}/ruleset.nft`, whole.render());
+emit({ phase: "ruleset", operations: whole.size });
+
+const events = Number(values.events);
+if (events > 0) {
+  await waitFile("events");
+  record = [];
+  const every = Number(values["event-ms"]);
+  const version = new Map<number, number>();
+  for (let e = 0; e < events; e++) {
+    const i = 1 + (e * 7919) % (N - 1);
+    const fresh = `10.250.${e >> 8}.${e & 255}`;
+    addrs[i]![e % addrs[i]!.length] = fresh;
+    const v = (version.get(i) ?? 1) + 1;
+    version.set(i, v);
+    console.log(`ev ${e} ${fresh} ${wall().toFixed(3)}`);
+    source.put("endpointslices", slice(i, addrs[i]!, v));
+    await sleep(every);
+  }
+  // Until the last update is programmed (syncs coalesce updates that come while one runs), then the
+  // second after which stale endpoint chains are deleted.
+  const lastKey = `bench/svc-${1 + ((events - 1) * 7919) % (N - 1)}`;
+  const lastIp = `10.250.${(events - 1) >> 8}.${(events - 1) & 255}`;
+  const programmed = () =>
+    [...(proxy.programmed.get(lastKey)?.chains.keys() ?? [])].some((c) => c.includes(`__${lastIp}/`));
+  while (!programmed()) await sleep(50);
+  await sleep(1500);
+  const texts = record;
+  record = undefined;
+  await Deno.writeTextFile(`${dir}/events.nft`, texts.map((x, n) => `# tx ${n}\n${x}`).join("\n"));
+  emit({
+    phase: "events",
+    events,
+    syncs: t.syncs.ok,
+    failed: t.syncs.failed,
+    transactions: texts.length,
+    ...rss(),
+  });
+}
+
+await waitFile("idle");
+const seconds = Number(values["idle-seconds"]);
+const c0 = cpuMs();
+const w0 = performance.now();
+const s0 = t.syncs.ok;
+await sleep(seconds * 1000);
+emit({
+  phase: "idle",
+  cpuMs: cpuMs() - c0,
+  wallMs: performance.now() - w0,
+  syncs: t.syncs.ok - s0,
+  ...rss(),
+});
+
+await waitFile("stop");
+await proxy.stop();
+await t.stop();
+Deno.exit(0);
