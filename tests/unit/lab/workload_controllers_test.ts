@@ -329,7 +329,7 @@ Deno.test("a rollout whose new pods never become ready stops within maxUnavailab
       const d = await client.get(`${APPS}/deployments/web`);
       const c = d.status?.conditions?.find((x: { type: string }) => x.type === "Progressing");
       return c?.reason === "ProgressDeadlineExceeded" && c;
-    }, 15_000);
+    }, 40_000);
     assert.equal(cond.status, "False");
     assert.match(cond.message, /has timed out progressing/);
   }));
