@@ -12,7 +12,7 @@
 import type { V1Node } from "@kubernetes/client-node";
 import type { Counter, Gauge, ModuleContext, ModuleInstance, SyncReason, TimerId } from "../../core/mod.ts";
 import { type NftListTarget, type NftObject, NftTransaction, type Sysctl } from "../../ffi/mod.ts";
-import { compileFirewall, type Problem } from "./policy_compiler.ts";
+import { compileFirewall, CompilerState, type Problem } from "./policy_compiler.ts";
 import {
   type DesiredTable,
   type ExistingTable,
@@ -68,6 +68,8 @@ export class Firewall implements ModuleInstance {
   lastSync: FirewallSyncResult | undefined;
   #requests = 0;
   #forceFull = false;
+  /** The compiler's caches across syncs; a full sync starts afresh, so caches can never drift for long. */
+  #compilerState = new CompilerState();
   /** Local pods isolated after the last sync, by direction (tests, benchmarks). */
   isolatedPods = { ingress: 0, egress: 0 };
   #syncedRequests = 0;
@@ -136,13 +138,14 @@ export class Firewall implements ModuleInstance {
     // br_netfilter is checked on full syncs (start, periodic, after a failure), not per pod event.
     if (full) await this.#ensureBridgeNetfilter();
     const t0 = performance.now();
+    if (full) this.#compilerState = new CompilerState();
     const model = compileFirewall({
       nodeName: config.nodeName,
       pods: store.list("pods"),
       namespaces: store.list("namespaces"),
       policies: store.list("networkpolicies"),
       defaultDeny: config.netpolDefaultDeny,
-    });
+    }, this.#compilerState);
     this.#logProblems(model.problems);
     const t1 = performance.now();
     const desired = renderFirewall(model, { podCidrs: podCidrs(store.get("nodes", config.nodeName)) });

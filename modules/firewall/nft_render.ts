@@ -215,11 +215,7 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
     const s = model.podSets.get(key)!;
     for (const f of FAMILIES) {
       const name = podSetName(key, f);
-      addSet(
-        "set",
-        { name, type: addrType(f), comment: comment(s.description) },
-        new Map((f === 4 ? s.v4 : s.v6).map((ip) => [ip, ""])),
-      );
+      addSet("set", { name, type: addrType(f), comment: comment(s.description) }, elementsOf(s, f));
     }
   }
   for (const key of [...usedPortSets].sort()) {
@@ -229,11 +225,23 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
       addSet(
         "set",
         { name, type: `${addrType(f)} . inet_proto . inet_service`, comment: comment(s.description) },
-        new Map((f === 4 ? s.v4 : s.v6).map((e) => [e, ""])),
+        elementsOf(s, f),
       );
     }
   }
   return { chains, sets };
+}
+
+/**
+ * The element map of a compiled pod or port set, per family, made once per set object: the compiler
+ * hands the same object while the set is unchanged, so unchanged sets cost nothing to render and the
+ * diff skips them by identity.
+ */
+const elementCache = new WeakMap<object, Partial<Record<4 | 6, Map<string, string>>>>();
+function elementsOf(s: { v4: string[]; v6: string[] }, f: 4 | 6): Map<string, string> {
+  let c = elementCache.get(s);
+  if (!c) elementCache.set(s, c = {});
+  return c[f] ??= new Map((f === 4 ? s.v4 : s.v6).map((e) => [e, ""]));
 }
 
 /** Log (rate-limited NFLOG, as kube-router) and reject. Reject rather than drop, as kube-router: the
@@ -349,6 +357,7 @@ export function incrementalOps(tx: NftTransaction, prev: DesiredTable, next: Des
   // Element additions first (targets exist), deletions of elements whose target is going.
   for (const [name, s] of next.sets) {
     const old = prev.sets.get(name);
+    if (old?.elements === s.elements) continue;
     for (const [k, v] of s.elements) {
       const o = old?.elements.get(k);
       if (o === v) continue;

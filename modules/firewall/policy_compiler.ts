@@ -249,8 +249,47 @@ interface ParsedPolicy {
   rules: Record<Direction, ParsedRule[]>;
 }
 
-/** Compiles the cluster's policies into what this node must enforce. */
-export function compileFirewall(input: CompileInput): FirewallModel {
+/**
+ * What one compile leaves for the next: the pods it saw, the namespace labels, and the pod sets of every
+ * peer and named port it evaluated. The module keeps one across syncs, so a pod event costs work in
+ * proportion to what it changes; without one (`compileFirewall(input)`) a compile starts from nothing.
+ * Only pure functions are memoised: the model is the same either way.
+ */
+export class CompilerState {
+  pods = new Set<PodInfo>();
+  nsKeys = new Map<string, string>();
+  peers = new Map<string, { members: Set<PodInfo>; set: PodSet }>();
+  ports = new Map<string, { entries: Map<PodInfo, { v4: string[]; v6: string[] }>; set: PortSet }>();
+}
+
+function stableLabels(l: Labels): string {
+  return JSON.stringify(Object.entries(l).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function podSetOf(peer: Extract<ParsedPeer, { kind: "pods" }>, members: Set<PodInfo>): PodSet {
+  const v4 = new Set<string>(), v6 = new Set<string>();
+  for (const p of members) {
+    for (const ip of p.ips.v4) v4.add(ip);
+    for (const ip of p.ips.v6) v6.add(ip);
+  }
+  return { key: peer.key, description: peer.description, v4: [...v4].sort(), v6: [...v6].sort() };
+}
+
+function portSetOf(
+  key: string,
+  description: string,
+  entries: Map<unknown, { v4: string[]; v6: string[] }>,
+): PortSet {
+  const v4 = new Set<string>(), v6 = new Set<string>();
+  for (const e of entries.values()) {
+    for (const x of e.v4) v4.add(x);
+    for (const x of e.v6) v6.add(x);
+  }
+  return { key, description, v4: [...v4].sort(), v6: [...v6].sort() };
+}
+
+/** Compiles the cluster's policies into what this node must enforce; `memo` carries caches across calls. */
+export function compileFirewall(input: CompileInput, memo?: CompilerState): FirewallModel {
   const problems: Problem[] = [];
   const nsLabels = new Map<string, Labels>();
   for (const ns of input.namespaces) {
@@ -304,27 +343,59 @@ export function compileFirewall(input: CompileInput): FirewallModel {
       return parsed;
     });
 
-  const podSets = new Map<string, PodSet>();
-  const peerPods = new Map<string, PodInfo[]>();
-  const podsOfPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>): PodInfo[] => {
-    let pods = peerPods.get(peer.key);
-    if (!pods) {
-      pods = [];
-      const podSel = peer.podSelector;
-      if (peer.namespace !== undefined) {
-        for (const p of byNamespace.get(peer.namespace) ?? []) if (podSel.matches(p.labels)) pods.push(p);
-      } else {
-        for (const [ns, labels] of nsLabels) {
-          if (!peer.nsSelector!.matches(labels)) continue;
-          for (const p of byNamespace.get(ns) ?? []) if (podSel.matches(p.labels)) pods.push(p);
-        }
-      }
-      peerPods.set(peer.key, pods);
-      const v4 = [...new Set(pods.flatMap((p) => p.ips.v4))].sort();
-      const v6 = [...new Set(pods.flatMap((p) => p.ips.v6))].sort();
-      podSets.set(peer.key, { key: peer.key, description: peer.description, v4, v6 });
+  // What changed since the previous compile of this compiler: pods (a relabelled pod is a new object,
+  // so it shows as removed and added) and namespace labels. Cached peer sets are updated with that
+  // difference instead of being rebuilt from all pods.
+  const state = memo ?? new CompilerState();
+  const allSet = new Set(all);
+  const added = all.filter((p) => !state.pods.has(p));
+  const removed = [...state.pods].filter((p) => !allSet.has(p));
+  const nsKeys = new Map([...nsLabels].map(([n, l]) => [n, stableLabels(l)]));
+  const nsChanged = nsKeys.size !== state.nsKeys.size ||
+    [...nsKeys].some(([n, k]) => state.nsKeys.get(n) !== k);
+  const used = new Set<string>();
+
+  const inPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>, p: PodInfo): boolean => {
+    if (peer.namespace !== undefined) {
+      return p.namespace === peer.namespace && peer.podSelector.matches(p.labels);
     }
-    return pods;
+    const labels = nsLabels.get(p.namespace);
+    return labels !== undefined && peer.nsSelector!.matches(labels) && peer.podSelector.matches(p.labels);
+  };
+
+  const podSets = new Map<string, PodSet>();
+  const podsOfPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>): Set<PodInfo> => {
+    let c = state.peers.get(peer.key);
+    if (!used.has(peer.key)) {
+      used.add(peer.key);
+      if (c && !(nsChanged && peer.namespace === undefined)) {
+        let changed = false;
+        for (const p of removed) if (c.members.delete(p)) changed = true;
+        for (const p of added) {
+          if (inPeer(peer, p)) {
+            c.members.add(p);
+            changed = true;
+          }
+        }
+        if (changed) c.set = podSetOf(peer, c.members);
+      } else {
+        const members = new Set<PodInfo>();
+        if (peer.namespace !== undefined) {
+          for (const p of byNamespace.get(peer.namespace) ?? []) {
+            if (peer.podSelector.matches(p.labels)) members.add(p);
+          }
+        } else {
+          for (const [ns, labels] of nsLabels) {
+            if (!peer.nsSelector!.matches(labels)) continue;
+            for (const p of byNamespace.get(ns) ?? []) if (peer.podSelector.matches(p.labels)) members.add(p);
+          }
+        }
+        c = { members, set: podSetOf(peer, members) };
+        state.peers.set(peer.key, c);
+      }
+      podSets.set(peer.key, c!.set);
+    }
+    return c!.members;
   };
 
   const portSets = new Map<string, PortSet>();
@@ -332,31 +403,44 @@ export function compileFirewall(input: CompileInput): FirewallModel {
     const peerKey = peer.kind === "any" ? "any" : peer.kind === "cidr" ? `cidr ${peer.match.key}` : peer.key;
     const key = `named ${protocol}/${name} to ${peerKey}`;
     if (portSets.has(key)) return key;
-    let pods: PodInfo[];
-    if (peer.kind === "any") pods = all;
-    else if (peer.kind === "pods") pods = podsOfPeer(peer);
-    else pods = all.filter((p) => inCidrPeer(peer.match, p.ips));
-    const v4 = new Set<string>(), v6 = new Set<string>();
-    for (const p of pods) {
+    const entriesOf = (p: PodInfo): { v4: string[]; v6: string[] } | undefined => {
+      if (peer.kind === "cidr" && !inCidrPeer(peer.match, p.ips)) return undefined;
       const port = resolveNamedPort(p.pod, name, protocol);
-      if (port === undefined) continue;
-      for (const ip of p.ips.v4) {
-        if (peer.kind !== "cidr" || inCidrPeer(peer.match, { v4: [ip], v6: [] })) {
-          v4.add(`${ip} . ${protocol} . ${port}`);
+      if (port === undefined) return undefined;
+      const keep = (ip: string, f: 4 | 6) =>
+        peer.kind !== "cidr" || inCidrPeer(peer.match, f === 4 ? { v4: [ip], v6: [] } : { v4: [], v6: [ip] });
+      return {
+        v4: p.ips.v4.filter((ip) => keep(ip, 4)).map((ip) => `${ip} . ${protocol} . ${port}`),
+        v6: p.ips.v6.filter((ip) => keep(ip, 6)).map((ip) => `${ip} . ${protocol} . ${port}`),
+      };
+    };
+    const description = `${protocol}/${name} on ${peerKey}`;
+    let c = state.ports.get(key);
+    used.add(key);
+    // A pods peer's membership is its cached peer set (updated above); other peers test each pod.
+    const peerMembers = peer.kind === "pods" ? podsOfPeer(peer) : undefined;
+    const member = (p: PodInfo) => (peerMembers ? peerMembers.has(p) : true);
+    if (c && !(nsChanged && peer.kind === "pods" && peer.namespace === undefined)) {
+      let changed = false;
+      for (const p of removed) if (c.entries.delete(p)) changed = true;
+      for (const p of added) {
+        const e = member(p) ? entriesOf(p) : undefined;
+        if (e) {
+          c.entries.set(p, e);
+          changed = true;
         }
       }
-      for (const ip of p.ips.v6) {
-        if (peer.kind !== "cidr" || inCidrPeer(peer.match, { v4: [], v6: [ip] })) {
-          v6.add(`${ip} . ${protocol} . ${port}`);
-        }
+      if (changed) c.set = portSetOf(key, description, c.entries);
+    } else {
+      const entries = new Map<PodInfo, { v4: string[]; v6: string[] }>();
+      for (const p of peerMembers ?? all) {
+        const e = entriesOf(p);
+        if (e) entries.set(p, e);
       }
+      c = { entries, set: portSetOf(key, description, entries) };
+      state.ports.set(key, c);
     }
-    portSets.set(key, {
-      key,
-      description: `${protocol}/${name} on ${peerKey}`,
-      v4: [...v4].sort(),
-      v6: [...v6].sort(),
-    });
+    portSets.set(key, c.set);
     return key;
   };
 
@@ -395,6 +479,10 @@ export function compileFirewall(input: CompileInput): FirewallModel {
     );
   const localPods = new Map<string, PodIps>();
   for (const p of local) localPods.set(p.key, p.ips);
+  state.pods = allSet;
+  state.nsKeys = nsKeys;
+  for (const k of [...state.peers.keys()]) if (!used.has(k)) state.peers.delete(k);
+  for (const k of [...state.ports.keys()]) if (!used.has(k)) state.ports.delete(k);
   return {
     localPods,
     ingress: out.ingress,
@@ -415,7 +503,7 @@ function compileRule(
   dir: Direction,
   rule: ParsedRule,
   target: PodInfo,
-  podsOfPeer: (peer: Extract<ParsedPeer, { kind: "pods" }>) => PodInfo[],
+  podsOfPeer: (peer: Extract<ParsedPeer, { kind: "pods" }>) => Set<PodInfo>,
   namedPortSet: (peer: ParsedPeer, protocol: Protocol, name: string) => string,
   report: (policy: string, message: string) => void,
 ): AllowRule {

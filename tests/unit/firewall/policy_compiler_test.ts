@@ -401,3 +401,67 @@ Deno.test("a relabelled pod moves between sets on the next compile", () => {
   const after = compile(p, { pods: cluster({ "z/c": { labels: { pod: "c", role: "client" } } }) });
   assert.deepEqual(setOf(after, "nssel= pods=role In client").v4, ["10.1.2.9"]);
 });
+
+Deno.test("a compile carrying caches from earlier compiles gives the same model as a fresh one", async () => {
+  const { CompilerState } = await import("../../../modules/firewall/policy_compiler.ts");
+  const memo = new CompilerState();
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+  const nss = [ns("x", { team: "x" }), ns("y", { team: "y" }), ns("z", { team: "z" })];
+  let pods = cluster();
+  const policies = [
+    policy("x", "p1", {
+      ingress: [{
+        from: [{
+          namespaceSelector: { matchLabels: { team: "y" } },
+          podSelector: { matchLabels: { role: "c" } },
+        }],
+      }],
+    }),
+    policy("x", "p2", {
+      podSelector: { matchLabels: { pod: "a" } },
+      ingress: [{
+        from: [{ podSelector: { matchExpressions: [{ key: "role", operator: "Exists" }] } }],
+        ports: [{ port: "serve-80" }],
+      }],
+    }),
+    policy("x", "p3", {
+      policyTypes: ["Egress"],
+      egress: [
+        { to: [{ namespaceSelector: { matchLabels: { team: "z" } } }], ports: [{ port: "serve-80" }] },
+        { to: [{ ipBlock: { cidr: "10.1.2.0/24" } }], ports: [{ port: "serve-80" }] },
+        { ports: [{ port: "serve-80" }] },
+      ],
+    }),
+  ];
+  for (let step = 0; step < 200; step++) {
+    const i = rand(pods.length);
+    const p = structuredClone(pods[i]!);
+    switch (rand(4)) {
+      case 0:
+        p.metadata!.labels = { ...p.metadata!.labels, role: ["c", "d"][rand(2)]! };
+        pods = pods.map((q, j) => (j === i ? p : q));
+        break;
+      case 1:
+        pods = pods.filter((_, j) => j !== i);
+        break;
+      case 2:
+        pods = [
+          ...pods,
+          pod(["x", "y", "z"][rand(3)]!, `new-${step}`, {
+            node: rand(2) ? "n1" : "n2",
+            labels: { pod: "n", ...(rand(2) ? { role: "c" } : {}) },
+            ips: [`10.1.${1 + rand(2)}.${100 + step}`],
+            ports: rand(2) ? ["serve-80:9000/TCP"] : [],
+          }),
+        ];
+        break;
+      default: {
+        const k = rand(3);
+        nss[k] = ns(nss[k]!.metadata!.name!, { team: ["x", "y", "z"][rand(3)]! });
+      }
+    }
+    const input = { nodeName: "n1", pods, namespaces: [...nss], policies };
+    assert.deepStrictEqual(compileFirewall(input, memo), compileFirewall(input), `step ${step}`);
+  }
+});
