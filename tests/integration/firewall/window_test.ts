@@ -209,7 +209,10 @@ Deno.test({
 });
 
 Deno.test({
-  ...needs("egress to a Service is judged against the endpoint the proxy's DNAT chose", fwNeeds),
+  ...needs(
+    "a Service is judged by the endpoint the proxy's DNAT chose and by the client's address before masquerade",
+    fwNeeds,
+  ),
   ...opts,
   async fn() {
     const n = await FirewallNode.create();
@@ -246,6 +249,37 @@ Deno.test({
         b.ns.exec(["curl", "-s", "-m", "1", `http://${vip}:80/`], { check: false }).then((r) => r.stdout);
       assert.equal(await get("172.16.0.10"), "a");
       assert.equal(await get("172.16.0.11"), "", "the endpoint c is not allowed");
+
+      // Ingress through a Service whose traffic the proxy masquerades: the firewall judges the client's
+      // real address, before the source NAT in postrouting.
+      n.putPolicy("x", "a-from-c-only", {
+        podSelector: { matchLabels: { pod: "a" } },
+        ingress: [{ from: [{ podSelector: { matchLabels: { pod: "c" } } }] }],
+      });
+      await n.settle();
+      await n.node.exec(["nft", "-f", "-"], {
+        stdin: `table ip test_proxy {
+  chain post { type nat hook postrouting priority 100; policy accept;
+    ip daddr ${a.ip} tcp dport 80 masquerade
+  }
+}
+`,
+      });
+      const viaVip = (from: string) =>
+        n.pods.get(from)!.ns.exec(["curl", "-s", "-m", "1", "http://172.16.0.10:80/"], { check: false })
+          .then((r) => r.stdout);
+      assert.equal(await viaVip("x/c"), "a", "c is allowed although its packets leave masqueraded");
+      n.putPolicy("x", "b-to-a", {
+        podSelector: { matchLabels: { pod: "b" } },
+        policyTypes: ["Egress"],
+        egress: [{}],
+      });
+      await n.settle();
+      assert.equal(
+        await viaVip("x/b"),
+        "",
+        "b is refused although masquerading would make it look like the node",
+      );
     } finally {
       await n.close();
     }
