@@ -284,8 +284,9 @@ class Handler {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      const user = await this.#authenticate(req);
-      if (!user) throw new ApiError(401, "Unauthorized", "Unauthorized");
+      const authenticated = await this.#authenticate(req);
+      if (!authenticated) throw new ApiError(401, "Unauthorized", "Unauthorized");
+      const user = this.#impersonate(req, authenticated);
       await this.#route(req, res, user);
     } catch (err) {
       const e = err instanceof ApiError
@@ -320,6 +321,46 @@ class Handler {
       if (!pod || pod.metadata?.uid !== k.pod.uid) return undefined;
     }
     return serviceAccountUser(k.namespace, k.serviceaccount.name, k.serviceaccount.uid);
+  }
+
+  /**
+   * `kubectl --as=USER [--as-group=G]...`: the request acts as another user (Impersonate-User,
+   * Impersonate-Group, Impersonate-Uid headers) if the caller may `impersonate` them, as kube-apiserver
+   * checks it (users, groups, or a service account in its namespace); the lab's admin may.
+   */
+  #impersonate(req: IncomingMessage, user: UserInfo): UserInfo {
+    const headers = (name: string): string[] => {
+      const out: string[] = [];
+      for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+        if (req.rawHeaders[i]!.toLowerCase() === name) out.push(req.rawHeaders[i + 1]!);
+      }
+      return out;
+    };
+    const name = headers("impersonate-user")[0];
+    const groups = headers("impersonate-group");
+    const uid = headers("impersonate-uid")[0];
+    if (name === undefined) {
+      if (groups.length || uid) throw badRequest("requested impersonation without a user (Impersonate-User)");
+      return user;
+    }
+    const sa = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(name);
+    const checks: ResourceRequest[] = [
+      sa ? impersonation("serviceaccounts", sa[2]!, sa[1]!) : impersonation("users", name, undefined),
+      ...groups.map((g) => impersonation("groups", g, undefined)),
+    ];
+    for (const info of checks) {
+      const d = authorize(this.store, user, info);
+      if (!d.allowed) throw forbidden(user, info, d.reason);
+    }
+    if (sa && groups.length === 0) {
+      const base = serviceAccountUser(sa[1]!, sa[2]!, uid ?? "");
+      return uid ? base : { name: base.name, groups: base.groups };
+    }
+    return {
+      name,
+      ...(uid ? { uid } : {}),
+      groups: [...new Set([...groups, "system:authenticated"])],
+    };
   }
 
   /** A token for a ServiceAccount, as the TokenRequest API issues it. */
@@ -904,6 +945,21 @@ function send(res: ServerResponse, code: number, body: unknown): void {
     "content-length": String(new TextEncoder().encode(text).length),
   });
   res.end(text);
+}
+
+/** The authorization question of one impersonation: may the caller `impersonate` this user/group/account? */
+function impersonation(resource: string, name: string, namespace: string | undefined): ResourceRequest {
+  return {
+    resourceRequest: true,
+    verb: "impersonate",
+    apiGroup: "",
+    apiVersion: "v1",
+    resource,
+    subresource: undefined,
+    namespace,
+    name,
+    path: "",
+  };
 }
 
 /** DeleteOptions.propagationPolicy from the body or the query (`kubectl delete --cascade=orphan`). */

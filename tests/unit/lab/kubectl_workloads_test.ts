@@ -205,5 +205,26 @@ Deno.test({
         0,
         "removing the binding takes the right away at once",
       );
+      // The admin may act as the account (kubectl --as), and is then judged as it.
+      const asSa = await kubectl(
+        "--as=system:serviceaccount:default:bot",
+        "get",
+        "pods",
+        "-n",
+        "kube-system",
+      );
+      assert.match(
+        asSa.stderr,
+        /User "system:serviceaccount:default:bot" cannot list resource "pods" in API group "" in the namespace "kube-system"/,
+      );
+      assert.equal((await kubectl("--as=system:serviceaccount:default:bot", "get", "pods")).code, 0);
+      const asAlice = await kubectl("--as=alice", "--as-group=devs", "get", "svc");
+      assert.match(asAlice.stderr, /User "alice" cannot list resource "services"/);
+      // The account itself may not impersonate anyone.
+      const escalate = await asBot("--as=admin", "get", "pods");
+      assert.match(
+        escalate.stderr,
+        /users "admin" is forbidden: User "system:serviceaccount:default:bot" cannot impersonate resource "users" in API group "" at the cluster scope/,
+      );
     }),
 });
