@@ -557,6 +557,8 @@ export class FakeNftables implements NftRuleset {
     const sp = s.spec;
     const lines = [`\t${s.isMap ? "map" : "set"} ${name} {`];
     lines.push(`\t\ttype ${sp.type}${s.isMap ? ` : ${(sp as NftMapSpec).map}` : ""}`);
+    // The kernel gives a set that rules add to (flag dynamic) a size of 65535 when none was asked for.
+    if (sp.flags?.includes("dynamic")) lines.push("\t\tsize 65535");
     // nft leaves out a lone "timeout" flag when the set has a default timeout.
     const flags = sp.timeout && sp.flags?.length === 1 && sp.flags[0] === "timeout" ? [] : sp.flags ?? [];
     if (flags.length) lines.push(`\t\tflags ${flags.join(",")}`);

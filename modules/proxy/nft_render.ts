@@ -2,7 +2,7 @@
  * The service proxy's nftables ruleset, rendered from the Service model (pure, no I/O). The shape follows
  * kube-proxy's nftables mode: whatever the number of Services, a packet costs one verdict-map lookup
  * (`daddr . l4proto . dport` in `service_ips_v4`), then a per-service-port chain that picks an endpoint with
- * a short cascade of `numgen inc mod k == 0 goto …` rules (see pickRules), then an endpoint chain that DNATs.
+ * a short cascade of `numgen inc mod k 0 goto …` rules (see pickRules), then an endpoint chain that DNATs.
  *
  * Everything lives in one `inet kube_router_proxy` table, both families side by side (maps and chains
  * carry the family in their names, `_v4`/`_v6`, `svc4-`/`svc6-`):
@@ -216,7 +216,7 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     reject_chain: ["meta l4proto tcp reject with tcp reset", "reject"],
     mark_for_masquerade: [`meta mark set meta mark | ${hex(MASQUERADE_MARK)}`],
     masquerading: [
-      `meta mark & ${hex(MASQUERADE_MARK)} == 0 return`,
+      `meta mark & ${hex(MASQUERADE_MARK)} == ${hex(0)} return`,
       `meta mark set meta mark ^ ${hex(MASQUERADE_MARK)}`,
       "masquerade fully-random",
     ],
@@ -256,7 +256,7 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     regular.firewall_check!.push(`${dispatch} vmap @firewall_ips_v${f}`);
     regular.cluster_ips_check!.push(`${ip} daddr @cluster_ips_v${f} goto reject_chain`);
     const ranges = mergeCidrs(ctx.serviceClusterIpRanges, f);
-    if (ranges.length) regular.cluster_ips_check!.push(`${ip} daddr { ${ranges.join(", ")} } drop`);
+    if (ranges.length) regular.cluster_ips_check!.push(`${ip} daddr ${setLiteral(ranges)} drop`);
   }
   // Regular chains first: base chains jump to them.
   for (const name of Object.keys(regular)) tx.add({ chain: { name } });
@@ -269,6 +269,11 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     tx.flush({ chain: { name: chain.name } });
     for (const rule of rules) tx.add({ rule: { chain: chain.name, rule } });
   }
+}
+
+/** One value bare, several in braces: how nft prints them back. */
+function setLiteral(values: readonly string[]): string {
+  return values.length === 1 ? values[0]! : `{ ${values.join(", ")} }`;
 }
 
 function hex(n: number): string {
@@ -384,7 +389,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       if (lbIps.length && sourceRanges.length) {
         const allowed = mergeCidrs(sourceRanges, f);
         if (ctx.nodeIps.some((n) => inRanges(n, allowed))) allowed.push(...lbIps);
-        out.chains.set(fwChain, [`${ipx} saddr != { ${allowed.join(", ")} } drop`]);
+        out.chains.set(fwChain, [`${ipx} saddr != ${setLiteral(allowed)} drop`]);
         for (const ip of lbIps) {
           out.elements.set(elementId(`firewall_ips_v${f}`, key(ip, p.port)), `goto ${fwChain}`);
         }
@@ -487,7 +492,8 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
 /**
  * The endpoint pick, as a cascade instead of one anonymous verdict map per Service: nft builds a kernel set
  * for every `vmap { … }` literal, which made loading 5,000 such rules five times slower than 5,000 plain
- * ones (measured with nft 1.0.6). rr: rule i fires when its own counter modulo the endpoints left is 0, which
+ * ones (measured with nft 1.0.6). rr: rule i fires when its own counter modulo the endpoints left is 0 (`numgen inc mod k 0`, nft's
+ * own spelling of `== 0`), which
  * cycles through the endpoints in order exactly (each rule's counter only moves when the rules before it
  * did not fire). sh: the source hash modulo N picks the rule (deterministic, so one client sticks to one
  * endpoint while the set of endpoints does not change).
@@ -497,10 +503,10 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
   if (n === 1) return [`goto ${chains[0]}`];
   if (kind === "sh") {
     return chains.map((c, i) =>
-      i === n - 1 ? `goto ${c}` : `jhash ${ipx} saddr mod ${n} seed 0x0 == ${i} goto ${c}`
+      i === n - 1 ? `goto ${c}` : `jhash ${ipx} saddr mod ${n} seed 0x0 ${i} goto ${c}`
     );
   }
-  return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen inc mod ${n - i} == 0 goto ${c}`));
+  return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen inc mod ${n - i} 0 goto ${c}`));
 }
 
 function elementSpec(id: string, value: string) {

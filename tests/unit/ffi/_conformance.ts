@@ -20,6 +20,7 @@ import {
   type RtnlEvent,
 } from "../../../ffi/mod.ts";
 import { dumpOf, nftTxCases } from "./_nft_conformance.ts";
+import { nftProxyCases } from "./_nft_proxy_conformance.ts";
 
 export interface Case<T> {
   name: string;
@@ -779,4 +780,4 @@ const nftListCases: Case<NftRuleset>[] = [
   },
 ];
 
-export const nftCases: Case<NftRuleset>[] = [...nftListCases, ...nftTxCases];
+export const nftCases: Case<NftRuleset>[] = [...nftListCases, ...nftTxCases, ...nftProxyCases];

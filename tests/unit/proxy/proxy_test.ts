@@ -110,7 +110,7 @@ Deno.test("the proxy does not sync before the initial lists, then programs every
   await s.sync();
   const dump = s.nft.fake.dump();
   assert.match(dump, /172\.16\.0\.13 \. tcp \. 80 : goto svc4-default\/web\/tcp\/http/);
-  assert.match(dump, /numgen inc mod 2 == 0 goto ep-default\/web\/tcp\/http__10\.1\.2\.5\/8080/);
+  assert.match(dump, /numgen inc mod 2 0 goto ep-default\/web\/tcp\/http__10\.1\.2\.5\/8080/);
   assert.equal(s.proxy.programmed.get("default/web")?.endpoints, 2);
   await s.proxy.stop();
   await s.t.stop();

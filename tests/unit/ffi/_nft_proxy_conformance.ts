@@ -1,0 +1,137 @@
+/**
+ * Conformance of what the service proxy writes: its whole ruleset (base chains, maps, dual-stack Services
+ * with every feature that changes the rules) applied to FakeNftables and to the kernel reads back the same,
+ * rule for rule, so the proxy's unit tests on the fake's dump say what the kernel holds; and the kernel's
+ * JSON listing parses back to exactly the elements the proxy rendered (what its full resync diffs against).
+ */
+import assert from "node:assert/strict";
+import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
+import { FakeNftables, type NftRuleset, NftTransaction } from "../../../ffi/mod.ts";
+import {
+  diffService,
+  parseKernelState,
+  PROXY_TABLE,
+  type ProxyNodeContext,
+  renderBase,
+  type RenderedService,
+  renderService,
+} from "../../../modules/proxy/mod.ts";
+import type { Case } from "./_conformance.ts";
+import { dumpOf } from "./_nft_conformance.ts";
+
+const ctx: ProxyNodeContext = {
+  nodeName: "n1",
+  zone: "zone-a",
+  families: [4, 6],
+  podCidrs: ["10.1.1.0/24", "10.1.2.0/24", "fd00:1:1::/64"],
+  nodeIps: ["192.168.1.100", "fd00::100"],
+  serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
+  externalIpRanges: ["203.0.113.0/24"],
+  loadBalancerIpRanges: ["198.51.100.0/24"],
+  strictExternalIpValidation: true,
+  masqueradeAll: false,
+  hairpinMode: false,
+  nodePortBindOnAllIp: false,
+};
+
+function ep(ip: string, local = false): ServiceEndpoint {
+  return {
+    ip,
+    family: ip.includes(":") ? 6 : 4,
+    port: 8080,
+    ready: true,
+    serving: true,
+    terminating: false,
+    local,
+    nodeName: local ? "n1" : "n2",
+  };
+}
+
+function svc(name: string, o: Partial<ServiceInfo>): ServiceInfo {
+  return {
+    key: `default/${name}`,
+    namespace: "default",
+    name,
+    type: "ClusterIP",
+    clusterIPs: [],
+    externalIPs: [],
+    loadBalancerIPs: [],
+    loadBalancerSourceRanges: [],
+    externalTrafficPolicy: "Cluster",
+    internalTrafficPolicy: "Cluster",
+    annotations: {},
+    problems: [],
+    ports: [],
+    ...o,
+  };
+}
+
+const eps = [ep("10.1.1.5", true), ep("10.1.2.5"), ep("fd00:1:1::5", true), ep("fd00:1:2::5")];
+const services = (): ServiceInfo[] => [
+  svc("web", {
+    clusterIPs: ["172.16.0.10", "fd00:172::10"],
+    sessionAffinityTimeoutSeconds: 600,
+    ports: [{ name: "http", protocol: "TCP", port: 80, endpoints: eps }],
+  }),
+  svc("lb", {
+    type: "LoadBalancer",
+    clusterIPs: ["172.16.0.11"],
+    externalIPs: ["203.0.113.5"],
+    loadBalancerIPs: ["198.51.100.7"],
+    loadBalancerSourceRanges: ["192.168.1.0/24"],
+    externalTrafficPolicy: "Local",
+    healthCheckNodePort: 32000,
+    annotations: { "kube-router.io/service.scheduler": "sh" },
+    ports: [
+      { name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: eps },
+      { name: "dns", protocol: "UDP", port: 53, nodePort: 30053, endpoints: eps },
+      { name: "sig", protocol: "SCTP", port: 3868, nodePort: 30068, endpoints: [] },
+    ],
+  }),
+  svc("itp", {
+    clusterIPs: ["172.16.0.12"],
+    internalTrafficPolicy: "Local",
+    ports: [{ name: "", protocol: "TCP", port: 8080, endpoints: [ep("10.1.2.6")] }],
+  }),
+];
+
+async function program(n: NftRuleset, nctx: ProxyNodeContext): Promise<RenderedService[]> {
+  const base = new NftTransaction("inet", PROXY_TABLE);
+  renderBase(base, nctx);
+  await n.run(base);
+  const out: RenderedService[] = [];
+  for (const s of services()) {
+    const r = renderService(s, nctx);
+    const tx = new NftTransaction("inet", PROXY_TABLE);
+    diffService(tx, undefined, r);
+    await n.run(tx);
+    out.push(r);
+  }
+  return out;
+}
+
+export const nftProxyCases: Case<NftRuleset>[] = [
+  {
+    name:
+      "the service proxy's ruleset reads back as the fake holds it, and its listing parses to the rendered elements",
+    fn: async (n) => {
+      for (const nctx of [ctx, { ...ctx, nodePortBindOnAllIp: true, masqueradeAll: true }]) {
+        const rendered = await program(n, nctx);
+        const fake = new FakeNftables();
+        await program(fake, nctx);
+        assert.equal(await dumpOf(n), await dumpOf(fake));
+        const kernel = parseKernelState(await n.list({ table: { family: "inet", name: PROXY_TABLE } }));
+        const want = new Map<string, string>();
+        for (const r of rendered) for (const [k, v] of r.elements) want.set(k, v);
+        const got = new Map([...kernel.elements].filter(([k]) => !/^(nodeport_ips|pod_cidrs)_/.test(k)));
+        assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
+        for (const r of rendered) for (const c of r.chains.keys()) assert.ok(kernel.chains.has(c), c);
+        assert.deepEqual(
+          [...kernel.serviceSets].sort(),
+          rendered.flatMap((r) => [...r.sets.keys()]).sort(),
+        );
+        await n.run(new NftTransaction("inet", PROXY_TABLE).delete({ table: {} }));
+      }
+    },
+  },
+];
