@@ -161,12 +161,11 @@ export const CASES: ProxyCase[] = [
       await env.put(service("empty", cip(17)));
       for (const from of ["client", "node", 0] as const) {
         const a = await env.get(from, "http://172.16.0.17/hostname", 3);
+        // 7: connection refused; a blackhole would run into curl's 3 s limit (28).
         assert.equal(a.code, 7, `refused from ${from}`);
-        assert.ok(a.ms < 1500, `at once (${Math.round(a.ms)} ms)`);
       }
       const wrongPort = await env.get("client", "http://172.16.0.10:81/hostname", 3);
       assert.equal(wrongPort.code, 7);
-      assert.ok(wrongPort.ms < 1500);
     },
   },
   {
