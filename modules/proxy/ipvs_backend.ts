@@ -252,13 +252,17 @@ export class IpvsProxy implements ModuleInstance {
       await this.#deps.nft.run(tx);
       this.#lastTable = text;
     }
-    await this.#syncVips(link.index, plan.vips);
+    const vipFailures = await this.#syncVips(link.index, plan.vips);
     await this.#updateStats(plan.services);
     this.#m.services.set({}, plans.length);
     this.#m.virtualServices.set({}, plan.services.size);
     this.#m.draining.set({}, r.draining);
     await this.#health?.sync(health);
-    if (r.failures) throw new Error(`${r.failures} IPVS changes failed (logged above); retrying`);
+    if (r.failures || vipFailures) {
+      throw new Error(
+        `${r.failures} IPVS changes and ${vipFailures} VIP changes failed (logged above); retrying`,
+      );
+    }
     this.#armDrain(r.draining);
   }
 
@@ -303,8 +307,9 @@ export class IpvsProxy implements ModuleInstance {
     return [...new Set(out)];
   }
 
-  /** The VIPs on kube-dummy-if: exactly the planned ones. */
-  async #syncVips(index: number, vips: ReadonlyMap<string, Family>): Promise<void> {
+  /** The VIPs on kube-dummy-if: exactly the planned ones. Returns how many changes failed. */
+  async #syncVips(index: number, vips: ReadonlyMap<string, Family>): Promise<number> {
+    let failures = 0;
     const rtnl = this.#deps.rtnl;
     const have = new Map<string, { family: Family; prefix: number }>();
     for (const a of await rtnl.addrList({ index })) {
@@ -322,6 +327,7 @@ export class IpvsProxy implements ModuleInstance {
           ...(family === 6 ? { nodad: true } : {}),
         });
       } catch (err) {
+        failures++;
         this.#ctx.log.warn("cannot add a service VIP to the dummy interface", { vip: ip, err: String(err) });
       }
     }
@@ -329,8 +335,14 @@ export class IpvsProxy implements ModuleInstance {
       if (vips.has(ip)) continue;
       // IPv6 link-local addresses the kernel puts on the link itself stay.
       if (a.family === 6 && parseIP(ip) && ip.startsWith("fe80:")) continue;
-      await rtnl.addrDel({ family: a.family, index, address: ip, prefix: a.prefix });
+      try {
+        await rtnl.addrDel({ family: a.family, index, address: ip, prefix: a.prefix });
+      } catch (err) {
+        failures++;
+        this.#ctx.log.warn("cannot remove a VIP from the dummy interface", { vip: ip, err: String(err) });
+      }
     }
+    return failures;
   }
 
   /** kube_router_service_* gauges from the counters IPVS keeps per virtual service. */

@@ -16,6 +16,8 @@ export const GUEST_TESTS: GuestTest[] = [
   { file: "tests/integration/ffi/rtnetlink_test.ts", filter: "/rtnetlink creates a (dummy|ipip) link/" },
   // The IPVS conformance suite (tests/unit/ffi/_ipvs_conformance.ts) against the kernel's IPVS.
   { file: "tests/vm/ffi/ipvs_guest.ts" },
+  // The service proxy's IPVS backend with real traffic between namespaces (issue 13).
+  { file: "tests/vm/proxy/ipvs_proxy_guest.ts" },
 ];
 
 const only = Deno.env.get("KRT_VM_ONLY");

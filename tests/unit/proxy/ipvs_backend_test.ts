@@ -208,6 +208,29 @@ Deno.test("graceful termination keeps a removed endpoint at weight 0 and re-sync
   await s.stop();
 });
 
+Deno.test("kube_router_service_* gauges carry IPVS's counters per virtual service and go with it", async () => {
+  const s = await setup();
+  const real = s.ipvs.services.bind(s.ipvs);
+  s.ipvs.services = async () =>
+    (await real()).map((x) => ({
+      ...x,
+      stats: { ...x.stats!, conns: 7, inPkts: 70, outPkts: 60, inBytes: 7000, outBytes: 6000, cps: 1 },
+    }));
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.markSynced();
+  await s.sync();
+  const labels =
+    'port="80",protocol="tcp",service_name="web",service_vip="172.16.0.10",svc_namespace="default"';
+  const text = s.t.ctx.metrics.render();
+  assert.match(text, new RegExp(`kube_router_service_total_connections\\{${labels}\\} 7\\n`));
+  assert.match(text, new RegExp(`kube_router_service_bytes_in\\{${labels}\\} 7000\\n`));
+  assert.match(text, new RegExp(`kube_router_service_packets_out\\{${labels}\\} 60\\n`));
+  s.source.delete("services", "default/web");
+  await s.sync();
+  assert.doesNotMatch(s.t.ctx.metrics.render(), /service_vip="172\.16\.0\.10"/);
+  await s.stop();
+});
+
 Deno.test("a kernel without IPVS stops the IPVS backend with a message naming the flag and the ip_vs module", () => {
   assert.throws(
     () =>
