@@ -71,7 +71,7 @@ export function apiResourceList(group: string, version: string): Record<string, 
       singularName: r.singular,
       namespaced: r.namespaced,
       kind: r.kind,
-      verbs: r.plural === "namespaces" ? VERBS.filter((v) => v !== "deletecollection") : VERBS,
+      verbs: r.verbs ?? (r.plural === "namespaces" ? VERBS.filter((v) => v !== "deletecollection") : VERBS),
       ...(r.shortNames.length ? { shortNames: r.shortNames } : {}),
       ...(r.categories.length ? { categories: r.categories } : {}),
     });

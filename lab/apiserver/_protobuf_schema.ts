@@ -20,6 +20,7 @@ export const PROTOBUF_ROOTS: Readonly<Record<string, string>> = {
   "rbac.authorization.k8s.io/v1/RoleBinding": "rbac.v1.RoleBinding",
   "rbac.authorization.k8s.io/v1/ClusterRoleBinding": "rbac.v1.ClusterRoleBinding",
   "authentication.k8s.io/v1/TokenRequest": "authentication.v1.TokenRequest",
+  "authorization.k8s.io/v1/SelfSubjectAccessReview": "authorization.v1.SelfSubjectAccessReview",
 };
 
 /** Field tables of every message reachable from the roots. */
@@ -61,6 +62,18 @@ export const PROTOBUF_MESSAGES: Readonly<Record<string, string>> = {
   "authentication.v1.TokenRequestSpec":
     "audiences=1:*s expirationSeconds=4:i boundObjectRef=3:authentication.v1.BoundObjectReference",
   "authentication.v1.TokenRequestStatus": "token=1:s expirationTimestamp=2:meta.v1.Time",
+  "authorization.v1.FieldSelectorAttributes":
+    "rawSelector=1:s requirements=2:*meta.v1.FieldSelectorRequirement",
+  "authorization.v1.LabelSelectorAttributes":
+    "rawSelector=1:s requirements=2:*meta.v1.LabelSelectorRequirement",
+  "authorization.v1.NonResourceAttributes": "path=1:s verb=2:s",
+  "authorization.v1.ResourceAttributes":
+    "namespace=1:s verb=2:s group=3:s version=4:s resource=5:s subresource=6:s name=7:s fieldSelector=8:authorization.v1.FieldSelectorAttributes labelSelector=9:authorization.v1.LabelSelectorAttributes",
+  "authorization.v1.SelfSubjectAccessReview":
+    "metadata=1:meta.v1.ObjectMeta spec=2:authorization.v1.SelfSubjectAccessReviewSpec status=3:authorization.v1.SubjectAccessReviewStatus",
+  "authorization.v1.SelfSubjectAccessReviewSpec":
+    "resourceAttributes=1:authorization.v1.ResourceAttributes nonResourceAttributes=2:authorization.v1.NonResourceAttributes",
+  "authorization.v1.SubjectAccessReviewStatus": "allowed=1:b denied=4:b reason=2:s evaluationError=3:s",
   "autoscaling.v1.Scale":
     "metadata=1:meta.v1.ObjectMeta spec=2:autoscaling.v1.ScaleSpec status=3:autoscaling.v1.ScaleStatus",
   "autoscaling.v1.ScaleSpec": "replicas=1:i",
@@ -286,6 +299,7 @@ export const PROTOBUF_MESSAGES: Readonly<Record<string, string>> = {
   "discovery.v1.ForZone": "name=1:s",
   "meta.v1.Condition":
     "type=1:s status=2:s observedGeneration=3:i lastTransitionTime=4:meta.v1.Time reason=5:s message=6:s",
+  "meta.v1.FieldSelectorRequirement": "key=1:s operator=2:s values=3:*s",
   "meta.v1.FieldsV1": "",
   "meta.v1.LabelSelector": "matchLabels=1:*{s:s} matchExpressions=2:*meta.v1.LabelSelectorRequirement",
   "meta.v1.LabelSelectorRequirement": "key=1:s operator=2:s values=3:*s",

@@ -26,6 +26,7 @@ const ROOTS: Record<string, string> = {
   "rbac.authorization.k8s.io/v1/RoleBinding": ".k8s.io.api.rbac.v1.RoleBinding",
   "rbac.authorization.k8s.io/v1/ClusterRoleBinding": ".k8s.io.api.rbac.v1.ClusterRoleBinding",
   "authentication.k8s.io/v1/TokenRequest": ".k8s.io.api.authentication.v1.TokenRequest",
+  "authorization.k8s.io/v1/SelfSubjectAccessReview": ".k8s.io.api.authorization.v1.SelfSubjectAccessReview",
 };
 
 /** Messages with a JSON form of their own, decoded by hand rather than field by field. */

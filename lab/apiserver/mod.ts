@@ -8,7 +8,9 @@
  * Served: namespaces, nodes, pods (+ status, binding), services (+ status), serviceaccounts,
  * discovery.k8s.io/v1 endpointslices, networking.k8s.io/v1 networkpolicies, apps/v1 deployments and
  * replicasets (+ status, scale), daemonsets (+ status), rbac.authorization.k8s.io/v1 roles, clusterroles
- * and their bindings; discovery, `/version`, Table output for `kubectl get`. Services are defaulted and
+ * and their bindings (enforced for service-account tokens and impersonated users, `kubectl auth can-i`
+ * through authorization.k8s.io/v1 selfsubjectaccessreviews); discovery, `/version`, Table output for
+ * `kubectl get`. Services are defaulted and
  * allocated as kube-apiserver does (dual-stack families, cluster IPs, node ports, health check ports:
  * service_allocator.ts); namespace deletion waits for terminating pods. Bodies in JSON, or in protobuf for
  * the kinds kubectl's typed clients send that way. Where it knowingly differs from kube-apiserver: no

@@ -175,8 +175,9 @@ const groupBinding = (name: string, role: string, groups: string[]): KubeObject 
 
 /**
  * The part of kube-apiserver's bootstrap policy the lab needs: `cluster-admin` (bound to
- * system:masters), discovery for every authenticated user and the health and version endpoints for
- * everyone. (The aggregated `admin`/`edit`/`view` roles are not created.)
+ * system:masters), discovery and `kubectl auth can-i` (system:basic-user) for every authenticated
+ * user, and the health and version endpoints for everyone. (The aggregated `admin`/`edit`/`view` roles
+ * are not created.)
  */
 export const BOOTSTRAP_POLICY: ReadonlyArray<{ resource: string; object: KubeObject }> = [
   {
@@ -195,8 +196,20 @@ export const BOOTSTRAP_POLICY: ReadonlyArray<{ resource: string; object: KubeObj
     object: clusterRole("system:public-info-viewer", [{ nonResourceURLs: PUBLIC_INFO_URLS, verbs: ["get"] }]),
   },
   {
+    resource: "clusterroles",
+    object: clusterRole("system:basic-user", [{
+      apiGroups: ["authorization.k8s.io"],
+      resources: ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+      verbs: ["create"],
+    }]),
+  },
+  {
     resource: "clusterrolebindings",
     object: groupBinding("cluster-admin", "cluster-admin", [MASTERS_GROUP]),
+  },
+  {
+    resource: "clusterrolebindings",
+    object: groupBinding("system:basic-user", "system:basic-user", ["system:authenticated"]),
   },
   {
     resource: "clusterrolebindings",

@@ -19,6 +19,8 @@ export interface ResourceInfo {
   /** Whether a write to the main resource may change `.status` (false when a status subresource exists). */
   hasStatusSubresource: boolean;
   categories: readonly string[];
+  /** The verbs served, when not every one (a review is only created, never stored). */
+  verbs?: readonly string[];
 }
 
 function info(
@@ -65,6 +67,17 @@ export const RESOURCES: ReadonlyMap<string, ResourceInfo> = new Map(
     info("clusterroles", "ClusterRole", RBAC_GROUP, false, [], false),
     info("rolebindings", "RoleBinding", RBAC_GROUP, true, [], false),
     info("clusterrolebindings", "ClusterRoleBinding", RBAC_GROUP, false, [], false),
+    {
+      ...info(
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        "authorization.k8s.io",
+        false,
+        [],
+        false,
+      ),
+      verbs: ["create"],
+    },
   ].map((r) => [r.plural, r]),
 );
 

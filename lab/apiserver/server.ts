@@ -425,8 +425,9 @@ class Handler {
     if (!r || (info.namespace !== undefined && !r.namespaced)) throw notServed();
     if (r.namespaced && info.name !== undefined && info.namespace === undefined) throw notServed();
     const sub = info.subresource;
+    if (r.verbs && !r.verbs.includes(info.verb)) throw methodNotAllowed();
     const route = sub === undefined
-      ? RESOURCE_ROUTES[info.verb]
+      ? RESOURCE_ROUTES[`${info.verb} ${r.plural}`] ?? RESOURCE_ROUTES[info.verb]
       : r.subresources.includes(sub) || ((sub === "binding" || sub === "log") && r.plural === "pods")
       ? RESOURCE_ROUTES[`${info.verb} ${r.plural}/${sub}`] ?? RESOURCE_ROUTES[`${info.verb} */${sub}`]
       : undefined;
@@ -435,7 +436,16 @@ class Handler {
     const key = info.name !== undefined
       ? keyOf(r.namespaced ? info.namespace : undefined, info.name)
       : undefined;
-    await route(this, { req, res, info, q: u.searchParams, r, key, table: wantsTable(req.headers.accept) });
+    await route(this, {
+      req,
+      res,
+      info,
+      q: u.searchParams,
+      r,
+      key,
+      table: wantsTable(req.headers.accept),
+      user,
+    });
   }
 
   list(
@@ -622,6 +632,8 @@ interface ResourceCall extends Call {
   key: string | undefined;
   /** The client asked for `meta.k8s.io/v1` Table output (`kubectl get`). */
   table: boolean;
+  /** Who is asking (after impersonation). */
+  user: UserInfo;
 }
 type NonResourceRoute = (h: Handler, c: NonResourceCall) => void | Promise<void>;
 type ResourceRoute = (h: Handler, c: ResourceCall) => void | Promise<void>;
@@ -752,6 +764,41 @@ const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
       apiVersion: apiVersionOf(c.r),
       metadata: { resourceVersion: String(h.store.revision) },
       items,
+    });
+  },
+  /** `kubectl auth can-i`: the RBAC decision for the caller, on a resource or a path. */
+  "create selfsubjectaccessreviews": async (h, c) => {
+    const body = await readJson(c.req);
+    checkKind(c.r, body);
+    const ra = body.spec?.resourceAttributes;
+    const nra = body.spec?.nonResourceAttributes;
+    if (!ra === !nra) {
+      throw invalid("SelfSubjectAccessReview", "authorization.k8s.io", "", [{
+        field: "spec.resourceAttributes",
+        message:
+          "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+      }]);
+    }
+    const question: RequestInfo = ra
+      ? {
+        resourceRequest: true,
+        verb: String(ra.verb ?? ""),
+        apiGroup: String(ra.group ?? ""),
+        apiVersion: String(ra.version ?? ""),
+        resource: String(ra.resource ?? ""),
+        subresource: ra.subresource || undefined,
+        namespace: ra.namespace || undefined,
+        name: ra.name || undefined,
+        path: "",
+      }
+      : { resourceRequest: false, verb: String(nra.verb ?? ""), path: String(nra.path ?? "") };
+    const d = authorize(h.store, c.user, question);
+    send(c.res, 201, {
+      kind: "SelfSubjectAccessReview",
+      apiVersion: "authorization.k8s.io/v1",
+      metadata: { creationTimestamp: null },
+      spec: body.spec,
+      status: { allowed: d.allowed, ...(d.reason ? { reason: d.reason } : {}) },
     });
   },
   "create serviceaccounts/token": async (h, c) => {

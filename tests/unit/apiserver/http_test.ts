@@ -70,7 +70,13 @@ Deno.test("api server answers discovery as kubectl expects", () =>
     assert.equal((await api("/version")).body.major, "1");
     assert.deepEqual((await api("/api")).body.versions, ["v1"]);
     const groups = (await api("/apis")).body.groups.map((g: { name: string }) => g.name).sort();
-    assert.deepEqual(groups, ["apps", "discovery.k8s.io", "networking.k8s.io", "rbac.authorization.k8s.io"]);
+    assert.deepEqual(groups, [
+      "apps",
+      "authorization.k8s.io",
+      "discovery.k8s.io",
+      "networking.k8s.io",
+      "rbac.authorization.k8s.io",
+    ]);
     const core = (await api("/api/v1")).body.resources.map((r: { name: string }) => r.name);
     for (
       const r of ["pods", "pods/status", "services", "services/status", "nodes", "nodes/status", "namespaces"]

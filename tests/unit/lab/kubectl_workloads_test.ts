@@ -220,6 +220,13 @@ Deno.test({
       assert.equal((await kubectl("--as=system:serviceaccount:default:bot", "get", "pods")).code, 0);
       const asAlice = await kubectl("--as=alice", "--as-group=devs", "get", "svc");
       assert.match(asAlice.stderr, /User "alice" cannot list resource "services"/);
+      // kubectl auth can-i asks the server (SelfSubjectAccessReview) for the caller, or whom it acts as.
+      const can = async (...args: string[]) => (await kubectl("auth", "can-i", ...args)).stdout.trim();
+      assert.equal(await can("list", "pods", "--as=system:serviceaccount:default:bot"), "yes");
+      assert.equal(await can("delete", "pods", "--as=system:serviceaccount:default:bot"), "no");
+      assert.equal(await can("list", "nodes", "--token", token), "no");
+      assert.equal(await can("get", "pods", "-n", "default", "--token", token), "yes");
+      assert.equal(await can("create", "deployments.apps"), "yes", "the admin can do anything");
       // The account itself may not impersonate anyone.
       const escalate = await asBot("--as=admin", "get", "pods");
       assert.match(
