@@ -31,6 +31,7 @@ export const IPVS_ANNOTATIONS = {
   hairpin: ANNOTATIONS.hairpin,
   hairpinExternalIps: ANNOTATIONS.hairpinExternalIps,
   local: ANNOTATIONS.local,
+  dsr: "kube-router.io/service.dsr",
 } as const;
 
 /** Schedulers the annotation may name (kube-router's list: ipvs.RoundRobin … and "mh"). */
@@ -131,6 +132,13 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext): ServicePlan
   out.problems.push(...sched.problems);
   const ext = validExternalIps(svc, ctx);
   out.problems.push(...ext.problems);
+  const dsr = svc.annotations[IPVS_ANNOTATIONS.dsr];
+  if (dsr !== undefined) {
+    // The safe choice the issue asks for: NAT, which works for every pod, and say so.
+    out.problems.push(
+      `${IPVS_ANNOTATIONS.dsr}="${dsr}" is not supported yet; external IPs are served through NAT`,
+    );
+  }
   const externalLocal = svc.externalTrafficPolicy === "Local" ||
     svc.annotations[IPVS_ANNOTATIONS.local]?.toLowerCase() === "true";
   const internalLocal = svc.internalTrafficPolicy === "Local";

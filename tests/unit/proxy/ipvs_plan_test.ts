@@ -188,6 +188,16 @@ Deno.test("an unknown scheduler is reported with the annotation's value and rr i
   assert.match(p.problems[0]!, /"fastest".*using rr/);
 });
 
+Deno.test("a DSR annotation is reported with the Service and its external IPs are served through NAT", () => {
+  const p = planService(
+    svc({ externalIPs: ["203.0.113.7"], annotations: { "kube-router.io/service.dsr": "tunnel" } }, three),
+    ctx,
+  );
+  assert.match(p.problems.join("\n"), /service\.dsr="tunnel" is not supported yet/);
+  const ext = p.services.find((s) => s.kind === "external")!;
+  assert.ok(ext.destinations.length === 3 && ext.destinations.every((d) => d.forward === "masq"));
+});
+
 Deno.test("dual-stack Services get a virtual service per family; single-stack ones only in their family", () => {
   const p = planService(
     svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
