@@ -20,6 +20,7 @@ import {
   type ModuleContext,
   type ModuleInstance,
   serviceSkipReason,
+  type SyncReason,
   type TimerId,
   usableEndpoints,
 } from "../../core/mod.ts";
@@ -102,7 +103,7 @@ export class IpvsProxy implements ModuleInstance {
     this.#ctx = ctx;
     this.#deps = deps;
     const { config } = ctx;
-    this.#runner = ctx.runner({ sync: () => this.#sync(), minIntervalMs: 100 });
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 100 });
     this.#reconciler = new IpvsReconciler(deps.ipvs, {
       graceful: config.ipvsGracefulTermination,
       gracefulPeriodMs: config.ipvsGracefulPeriod,
@@ -172,7 +173,9 @@ export class IpvsProxy implements ModuleInstance {
     if (t.tcp || t.tcpFin || t.udp) await this.#deps.ipvs.setTimeouts(t);
   }
 
-  async #sync(): Promise<void> {
+  async #sync(reason: SyncReason): Promise<void> {
+    // The periodic sync (and a retry) rewrites the table even if unchanged: it may have been edited by hand.
+    if (reason !== "requested") this.#lastTable = undefined;
     if (!this.#started) {
       await this.#setup();
       this.#started = true;

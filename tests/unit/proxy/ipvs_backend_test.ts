@@ -9,6 +9,7 @@ import {
   FakeRtnetlink,
   FakeSysctl,
   NetlinkError,
+  NftTransaction,
 } from "../../../ffi/mod.ts";
 import { DUMMY_IF, IpvsProxy, IpvsUnavailableError, openIpvs } from "../../../modules/proxy/mod.ts";
 import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
@@ -228,6 +229,25 @@ Deno.test("kube_router_service_* gauges carry IPVS's counters per virtual servic
   s.source.delete("services", "default/web");
   await s.sync();
   assert.doesNotMatch(s.t.ctx.metrics.render(), /service_vip="172\.16\.0\.10"/);
+  await s.stop();
+});
+
+Deno.test("the periodic sync rewrites a table deleted by hand and re-adds a VIP removed by hand", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.markSynced();
+  await s.sync();
+  const tx = new NftTransaction("inet", "kube_router_proxy");
+  tx.delete({ table: {} });
+  await s.nft.run(tx);
+  const link = (await s.rtnl.linkGet(DUMMY_IF))!;
+  await s.rtnl.addrDel({ family: 4, index: link.index, address: "172.16.0.10", prefix: 32 });
+  assert.doesNotMatch(s.nft.dump(), /kube_router_proxy/);
+  const before = s.t.syncs.ok;
+  await s.clock.advance(301_000);
+  assert.ok(s.t.syncs.ok > before, "the periodic sync ran");
+  assert.match(s.nft.dump(), /172\.16\.0\.10 \. tcp \. 80/);
+  assert.deepEqual(await s.vips(), ["172.16.0.10/32"]);
   await s.stop();
 });
 
