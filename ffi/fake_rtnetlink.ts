@@ -212,6 +212,17 @@ export class FakeRtnetlink implements Rtnl {
         vx.learning = spec.learning ?? true;
         link.vxlan = vx;
       }
+      if (spec.kind === "ipip" || spec.kind === "ip6tnl") {
+        const t: NonNullable<Link["tunnel"]> = {
+          ttl: spec.ttl ?? (spec.kind === "ipip" ? 0 : 64),
+        };
+        if (spec.local !== undefined) t.local = normIp(spec.local);
+        if (spec.remote !== undefined) t.remote = normIp(spec.remote);
+        if (spec.fou) {
+          t.encap = { type: spec.fou.gue ? "gue" : "fou", dport: spec.fou.dport, sport: spec.fou.sport ?? 0 };
+        }
+        link.tunnel = t;
+      }
       this.#links.set(link.index, link);
       if (spec.kind === "veth") {
         const peer = mk(spec.peer);

@@ -1,7 +1,7 @@
 /**
  * Kernel access through Deno FFI: the libc binding, netlink codecs and sockets, rtnetlink (links,
  * addresses, routes, rules, neighbours, events), ctnetlink (conntrack), libnftables (typed transactions in
- * nft's text syntax; JSON listings), sysctl, generic netlink (family lookup) and IPVS over it,
+ * nft's text syntax; JSON listings), sysctl, generic netlink (family lookup) with IPVS and FoU over it,
  * and in-memory fakes of each interface for unit tests. Nothing outside ffi/ calls Deno.dlopen. Also the
  * tree's one IP/CIDR parser (ip.ts), which the codecs need and core/ and the modules import from here.
  *
@@ -116,3 +116,12 @@ export {
 } from "./genetlink.ts";
 export * from "./ipvs.ts";
 export { FakeIpvs } from "./fake_ipvs.ts";
+export {
+  decodeFouPort,
+  encodeFouAdd,
+  encodeFouDel,
+  FakeFou,
+  type Fou,
+  FouNetlink,
+  type FouPort,
+} from "./fou.ts";

@@ -85,6 +85,7 @@ const IFLA_IPTUN_ENCAP_TYPE = 15;
 const IFLA_IPTUN_ENCAP_SPORT = 17;
 const IFLA_IPTUN_ENCAP_DPORT = 18;
 const TUNNEL_ENCAP_FOU = 1;
+const TUNNEL_ENCAP_GUE = 2;
 
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
@@ -215,7 +216,7 @@ export function encodeLinkAdd(w: NlWriter, spec: LinkSpec, masterIndex?: number)
       }
       w.attrU32(IFLA_IPTUN_LINK, spec.dev ?? 0);
       w.attrU32(IFLA_IPTUN_FWMARK, 0);
-      w.attrU16(IFLA_IPTUN_ENCAP_TYPE, spec.fou ? TUNNEL_ENCAP_FOU : 0);
+      w.attrU16(IFLA_IPTUN_ENCAP_TYPE, spec.fou ? (spec.fou.gue ? TUNNEL_ENCAP_GUE : TUNNEL_ENCAP_FOU) : 0);
       w.attrU16(IFLA_IPTUN_ENCAP_FLAGS, fam === 4 ? 0 : TUNNEL_ENCAP_FLAG_CSUM6);
       w.attrBe16(IFLA_IPTUN_ENCAP_SPORT, spec.fou?.sport ?? 0);
       w.attrBe16(IFLA_IPTUN_ENCAP_DPORT, spec.fou?.dport ?? 0);
@@ -285,6 +286,30 @@ export function decodeLink(m: NlMsg): Link {
         const learning = va.get(IFLA_VXLAN_LEARNING);
         if (learning) vx.learning = read.u8(learning) !== 0;
         link.vxlan = vx;
+      }
+      if ((link.kind === "ipip" || link.kind === "ip6tnl") && data) {
+        const ta = attrMap(data);
+        const t: NonNullable<Link["tunnel"]> = {};
+        const local = ta.get(IFLA_IPTUN_LOCAL);
+        if (local && local.some((b) => b !== 0)) t.local = formatIP(local);
+        const remote = ta.get(IFLA_IPTUN_REMOTE);
+        if (remote && remote.some((b) => b !== 0)) t.remote = formatIP(remote);
+        const ttl = ta.get(IFLA_IPTUN_TTL);
+        if (ttl) t.ttl = read.u8(ttl);
+        const proto = ta.get(IFLA_IPTUN_PROTO);
+        if (proto) t.proto = read.u8(proto);
+        const et = ta.get(IFLA_IPTUN_ENCAP_TYPE);
+        const type = et ? read.u16(et) : 0;
+        if (type === TUNNEL_ENCAP_FOU || type === TUNNEL_ENCAP_GUE) {
+          const dport = ta.get(IFLA_IPTUN_ENCAP_DPORT);
+          const sport = ta.get(IFLA_IPTUN_ENCAP_SPORT);
+          t.encap = {
+            type: type === TUNNEL_ENCAP_GUE ? "gue" : "fou",
+            dport: dport ? read.be16(dport) : 0,
+            sport: sport ? read.be16(sport) : 0,
+          };
+        }
+        link.tunnel = t;
       }
     }
     return link;

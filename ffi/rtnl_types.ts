@@ -74,6 +74,20 @@ export interface Link {
   link?: number;
   /** VXLAN parameters, for kind "vxlan". */
   vxlan?: { vni: number; port?: number; local?: string; remote?: string; dev?: number; learning?: boolean };
+  /** IP-in-IP tunnel parameters, for kinds "ipip" and "ip6tnl". */
+  tunnel?: TunnelInfo;
+}
+
+/** What an ipip/ip6tnl device carries (`ip -d link show`). */
+export interface TunnelInfo {
+  local?: string;
+  remote?: string;
+  /** 0 = inherit. */
+  ttl?: number;
+  /** IPPROTO carried: 4 (ipip), 41 (ip6ip6), 0 (any). */
+  proto?: number;
+  /** UDP encapsulation: "fou" (direct) or "gue", with its destination and source ports (0 = auto). */
+  encap?: { type: "fou" | "gue"; dport: number; sport: number };
 }
 
 interface LinkCommon {
@@ -109,8 +123,11 @@ export type LinkSpec =
     remote?: string;
     dev?: number;
     ttl?: number;
-    /** FoU encapsulation (kube-router --overlay-encap=fou). */
-    fou?: { dport: number; sport?: number };
+    /**
+     * UDP encapsulation (`encap fou|gue encap-dport P encap-sport auto`); `gue` selects Generic UDP
+     * Encapsulation, which kube-router's `--overlay-encap=fou` uses, instead of direct FoU.
+     */
+    fou?: { dport: number; sport?: number; gue?: boolean };
   };
 
 /** Changes for `linkSet`; absent fields are left alone. */

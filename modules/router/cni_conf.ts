@@ -6,17 +6,21 @@
  * so the container runtime never reads a half-written file.
  */
 import { parseCidr } from "../../ffi/mod.ts";
-import { VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6 } from "./overlay.ts";
+import { encapOverhead } from "./tunnels.ts";
 
 export const BRIDGE_NAME = "kube-bridge";
 
 /**
- * The pod MTU: the node interface's MTU, less the VXLAN headers (outer IPv4 or IPv6, UDP, VXLAN,
- * Ethernet) when the overlay may carry pod traffic.
+ * The pod MTU: the node interface's MTU, less what the overlay's encapsulation adds (`encapOverhead`:
+ * the outer IPv4 or IPv6 header, plus UDP and GUE for FoU, plus UDP, VXLAN and Ethernet for VXLAN) when
+ * the overlay may carry pod traffic. `encap` defaults to VXLAN, the largest.
  */
-export function podMtu(linkMtu: number, overlay: { enabled: boolean; underlay: 4 | 6 }): number {
+export function podMtu(
+  linkMtu: number,
+  overlay: { enabled: boolean; underlay: 4 | 6; encap?: "vxlan" | "ipip" | "fou" },
+): number {
   if (!overlay.enabled) return linkMtu;
-  return linkMtu - (overlay.underlay === 4 ? VXLAN_OVERHEAD_V4 : VXLAN_OVERHEAD_V6);
+  return linkMtu - encapOverhead(overlay.encap ?? "vxlan", overlay.underlay);
 }
 
 type Json = Record<string, unknown>;

@@ -27,8 +27,8 @@
  * ip -6 route replace fd01:2::/64 via fe80::859:27ff:fe2e:fe7 dev kube-vxlan6 proto 17
  * ```
  *
- * IPIP and FoU (kube-router's default encapsulations) need kernel modules this machine lacks; they follow
- * in a later issue.
+ * This is `--overlay-encap=vxlan`. kube-router's default encapsulations, IPIP and FoU, are tunnels.ts
+ * (one `tun-…` device per remote node); the router uses one or the other, and clears the one not in use.
  */
 import type { Logger } from "../../core/mod.ts";
 import {

@@ -16,6 +16,7 @@ import {
   cidrContains,
   type Family as IpFamily,
   type Fdb,
+  type Fou,
   type NftRuleset,
   parseCidr,
   parseIP,
@@ -45,12 +46,14 @@ import { buildCniConf, podMtu, readCniConf, writeCniConf } from "./cni_conf.ts";
 import {
   type LearnedRoute as TunnelRoute,
   Overlay,
+  OverlayError,
   type OverlayMode,
   planTunnels,
   type TunnelPlan,
   VXLAN_PORT,
 } from "./overlay.ts";
 import { egressTransaction, legacyTableCleanupTransaction } from "./egress.ts";
+import { IpTunnels, openFou } from "./tunnels.ts";
 import { type NodeInfo, nodeInfo } from "./node_info.ts";
 import { type PeerPlan, type PeerSpec, planPeers } from "./peers.ts";
 import { RouteSync, type WantedRoute } from "./route_sync.ts";
@@ -62,6 +65,8 @@ export interface RouterDeps {
   fdb: Fdb;
   /** BGP connections; the default is real TCP. Unit tests pass the in-memory MemoryNetwork. */
   bgpTransport?: Transport;
+  /** Opens FoU (generic netlink "fou") on first use; the default is the kernel's. */
+  fou?: () => Fou;
 }
 
 const FAMILY_OF: Record<IpFamily, Family> = { 4: "ipv4-unicast", 6: "ipv6-unicast" };
@@ -74,6 +79,7 @@ export class Router implements ModuleInstance {
   readonly #deps: RouterDeps;
   readonly #routes: RouteSync;
   readonly #overlay: Overlay;
+  readonly #tunnels: IpTunnels;
   readonly #runner;
   #speaker: BgpSpeaker | undefined;
   #admin: AdminServer | undefined;
@@ -112,6 +118,12 @@ export class Router implements ModuleInstance {
     this.#overlay = new Overlay(deps.rtnl, deps.fdb, ctx.log.with({ component: "overlay" }), {
       port: c.overlayEncap === "vxlan" ? c.overlayEncapPort : VXLAN_PORT,
     });
+    this.#tunnels = new IpTunnels(
+      deps.rtnl,
+      deps.fou ?? (() => openFou()),
+      ctx.log.with({ component: "tunnels" }),
+      { encap: c.overlayEncap === "fou" ? "fou" : "ipip", port: c.overlayEncapPort },
+    );
     // A short minimum interval: a route deleted behind our back should be back well within a second.
     this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 200 });
     const m = ctx.metrics;
@@ -183,6 +195,7 @@ export class Router implements ModuleInstance {
     // With graceful restart, stopping is restarting (SIGTERM from kubelet on a rollout): the sessions drop
     // without a Cease, so the peers keep this node's routes until the new agent has re-announced them.
     await this.#speaker?.stop({ notify: !this.#ctx.config.bgpGracefulRestart });
+    this.#tunnels.close();
     // Kernel routes, the CNI config and nft rules stay: traffic keeps flowing while the agent restarts.
   }
 
@@ -504,8 +517,8 @@ export class Router implements ModuleInstance {
 
   /**
    * Best learned routes as kernel routes: via the next hop when it sits on a connected subnet, through the
-   * VXLAN overlay when it is a node that needs a tunnel (--enable-overlay, --overlay-type), else skipped
-   * with one warning per route.
+   * overlay when it is a node that needs a tunnel (--enable-overlay, --overlay-type; IPIP or FoU tunnels per
+   * node, or the VXLAN device, per --overlay-encap), else skipped with one warning per route.
    */
   async #wantedRoutes(self: NodeInfo, nodes: NodeInfo[], policy: ImportPolicy): Promise<WantedRoute[]> {
     const speaker = this.#speaker;
@@ -540,27 +553,47 @@ export class Router implements ModuleInstance {
     }
     if (!c.enableOverlay) {
       await this.#overlay.cleanup();
+      await this.#tunnels.cleanup();
       return out;
     }
-    if (plan.remotes.length && c.overlayEncap !== "vxlan" && !this.#warnedEncap) {
-      this.#warnedEncap = true;
-      this.#ctx.log.warn("ipip and fou tunnels are not built yet; the overlay uses VXLAN", {
-        overlay_encap: c.overlayEncap,
-        udp_port: VXLAN_PORT,
-      });
-    }
+    const vxlan = c.overlayEncap === "vxlan";
     for (const fam of [4, 6] as const) {
       const ip = fam === 4 ? self.ipv4 : self.ipv6;
       const remotes = plan.remotes.filter((r) => parseIP(r.nodeIp)?.family === fam);
-      if (ip && this.#families().includes(fam) && remotes.length) {
+      if (!ip || !this.#families().includes(fam) || !remotes.length) {
+        await this.#overlay.clear(fam);
+        await this.#tunnels.clear(fam);
+        continue;
+      }
+      if (vxlan) {
         out.push(...await this.#overlay.sync({ ip, family: fam }, remotes));
-      } else await this.#overlay.clear(fam);
+        await this.#tunnels.clear(fam);
+        continue;
+      }
+      await this.#overlay.clear(fam);
+      try {
+        out.push(...await this.#tunnels.sync({ ip, family: fam }, remotes, self.podCidrs));
+        this.#tunnelProblem.delete(fam);
+      } catch (err) {
+        if (!(err instanceof OverlayError)) throw err;
+        // The kernel cannot make the tunnels (e.g. no ipip module): the tunnelled routes are skipped,
+        // the direct ones stay; said once per distinct problem.
+        if (this.#tunnelProblem.get(fam) !== err.message) {
+          this.#tunnelProblem.set(fam, err.message);
+          this.#ctx.log.error("overlay tunnels cannot be set up; routes through them are skipped", {
+            family: fam,
+            overlay_encap: c.overlayEncap,
+            err,
+          });
+        }
+      }
     }
     return out;
   }
 
+  #tunnelProblem = new Map<IpFamily, string>();
+
   #warnedUnreachable = new Set<string>();
-  #warnedEncap = false;
   #unreachable(prefix: string, nextHop: string): void {
     const k = `${prefix}|${nextHop}`;
     if (this.#warnedUnreachable.has(k)) return;
@@ -601,7 +634,11 @@ export class Router implements ModuleInstance {
       podCidrs: self.podCidrs.filter((p) => this.#families().includes(parseCidr(p)!.family)),
       ...(c.autoMtu && linkMtu
         ? {
-          mtu: podMtu(linkMtu, { enabled: c.enableOverlay, underlay: self.ipv4 ? 4 : 6 }),
+          mtu: podMtu(linkMtu, {
+            enabled: c.enableOverlay,
+            underlay: self.ipv4 ? 4 : 6,
+            encap: c.overlayEncap === "fou" ? "fou" : c.overlayEncap === "vxlan" ? "vxlan" : "ipip",
+          }),
         }
         : {}),
       hairpin: true,

@@ -179,6 +179,8 @@ export class TestCluster {
     timeoutMs = 30_000,
     allowExit = false,
   ): Promise<number> {
+    // Under the VM tier's software emulation everything runs several times slower.
+    if (Deno.env.get("KRT_IN_VM") === "1") timeoutMs *= 6;
     const t0 = Date.now();
     while (!(await check())) {
       const dead = [...this.agents.entries()].filter(([, a]) => a.exited !== undefined);

@@ -247,7 +247,9 @@ Deno.test({
         twoSubnets: true,
       });
       try {
-        for (let i = 0; i < 3; i++) c.startAgent(i);
+        // VXLAN explicitly: the default (ipip, kube-router's) needs a module this machine's kernel lacks; the
+        // IPIP and FoU tunnels are tested in the VM tier (tests/vm/router/overlay_guest.ts).
+        for (let i = 0; i < 3; i++) c.startAgent(i, ["--overlay-encap=vxlan"]);
         await c.waitConverged();
         // n1 and n3 share a subnet: a plain route. n2 sits in the other: through kube-vxlan.
         const r1 = await c.routes(0);
@@ -263,7 +265,7 @@ Deno.test({
         // Restarted with --enable-overlay=false, the agent takes the tunnel away.
         c.agents.get("n1")!.child.kill("SIGTERM");
         await c.agents.get("n1")!.child.status;
-        c.startAgent(0, ["--enable-overlay=false"]);
+        c.startAgent(0, ["--enable-overlay=false", "--overlay-encap=vxlan"]);
         await c.waitFor(
           async () => (await n1.exec(["ip", "link", "show", "kube-vxlan"], { check: false })).code !== 0,
           "kube-vxlan removed",
