@@ -53,15 +53,19 @@ export function encodeFouAdd(w: NlWriter, p: FouPort): void {
   }
   genlHeader(w, FOU_CMD_ADD, FOU_GENL_VERSION);
   w.attrBe16(FOU_ATTR_PORT, p.port);
+  w.attrU8(FOU_ATTR_TYPE, p.type === "gue" ? FOU_ENCAP_GUE : FOU_ENCAP_DIRECT);
   w.attrU8(FOU_ATTR_AF, p.family === 4 ? AF_INET : AF_INET6);
   if (p.ipproto !== undefined) w.attrU8(FOU_ATTR_IPPROTO, p.ipproto);
-  w.attrU8(FOU_ATTR_TYPE, p.type === "gue" ? FOU_ENCAP_GUE : FOU_ENCAP_DIRECT);
 }
 
-/** Body of FOU_CMD_DEL. */
-export function encodeFouDel(w: NlWriter, p: { port: number; family: Family }): void {
+/** Body of FOU_CMD_DEL; iproute2 sends the type too (direct unless given), which the kernel ignores. */
+export function encodeFouDel(
+  w: NlWriter,
+  p: { port: number; family: Family; type?: "direct" | "gue" },
+): void {
   genlHeader(w, FOU_CMD_DEL, FOU_GENL_VERSION);
   w.attrBe16(FOU_ATTR_PORT, p.port);
+  w.attrU8(FOU_ATTR_TYPE, p.type === "gue" ? FOU_ENCAP_GUE : FOU_ENCAP_DIRECT);
   w.attrU8(FOU_ATTR_AF, p.family === 4 ? AF_INET : AF_INET6);
 }
 
