@@ -199,9 +199,11 @@ Deno.test({
     const counts = await answers("http://172.16.0.10/", 6);
     assert.deepEqual([...counts.entries()].sort(), [["be1", 2], ["be2", 2], ["be3", 2]]);
     assert.match(await ipvsadm(), /TCP {2}172\.16\.0\.10:80 rr/);
-    // The counters come from IPVS itself; a later sync (any event) refreshes them.
-    l.source.put("services", service("web", "172.16.0.10", {}, { touched: "1" }));
+    // The counters come from IPVS itself, which folds its per-CPU counters into them every 2 s: each poll
+    // touches the Service so a sync reads them again.
+    let touch = 0;
     await until("kube_router_service_total_connections of the cluster IP at 6 or more", () => {
+      l.source.put("services", service("web", "172.16.0.10", {}, { touched: String(++touch) }));
       const m = l.metrics().match(
         /kube_router_service_total_connections\{[^}]*service_vip="172\.16\.0\.10"[^}]*\} (\d+)/,
       );
