@@ -504,7 +504,7 @@ export class LabKubelet {
   /**
    * Starts one container's process and, for netexec, waits until it listens. When it exits on its own (or
    * the kubelet kills it for a failed liveness probe), the pod turns not Ready and, unless restartPolicy is
-   * Never, the container is started again after a backoff (1 s, doubling to 10 s), as kubelet restarts a
+   * Never, the container is started again after a backoff (2 s, doubling to 10 s), as kubelet restarts a
    * crashed container.
    */
   async #runContainer(rt: PodRuntime, c: ContainerRuntime, pod: KObject): Promise<void> {
@@ -583,7 +583,9 @@ export class LabKubelet {
   }
 
   #scheduleRestart(rt: PodRuntime, c: ContainerRuntime, pod: KObject): void {
-    const backoff = Math.min(1000 * 2 ** c.restarts, 10_000);
+    // 2 s, doubling to 10 s (kubelet: 10 s to 5 min; shorter here so tests stay quick, long enough that a
+    // crashed container's not-Ready is seen by the API's watchers on a loaded machine).
+    const backoff = Math.min(2000 * 2 ** c.restarts, 10_000);
     setTimeout(() => {
       if (rt.stopping || this.#stopped) return;
       c.restarts++;
