@@ -25,7 +25,7 @@
  */
 import { createHash } from "node:crypto";
 import { type Family, formatCidr, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
-import type { Logger } from "../../core/log.ts";
+import type { Logger } from "../../core/mod.ts";
 import {
   type Fou,
   FouNetlink,
