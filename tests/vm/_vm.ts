@@ -189,7 +189,8 @@ function concat(...bufs: Uint8Array[]): Uint8Array {
 
 /**
  * `/init` of the initramfs (busybox sh). It mounts the host's root (9p, read-only) under a tmpfs overlay,
- * gives it fresh /proc, /sys, /dev, /run and /tmp, the kernel's modules and busybox as modprobe, finds the
+ * gives it fresh /proc, /sys, /dev, /run and /tmp (keeping the checkout and the cache visible when they live
+ * under /tmp or /run, as a CI clone may), the kernel's modules and busybox as modprobe, finds the
  * virtio-serial port named "results", and switches root into it to run the run's guest script (`krt.script=`
  * on the kernel command line). It always ends with `reboot -f`, which `-no-reboot` turns into qemu exiting.
  */
@@ -214,6 +215,15 @@ mount -t devtmpfs dev /root/dev
 mkdir -p /root/dev/pts /root/dev/shm && mount -t devpts devpts /root/dev/pts && mount -t tmpfs shm /root/dev/shm
 mount -t tmpfs run /root/run
 mount -t tmpfs tmp /root/tmp
+# A checkout or cache under /tmp or /run would be hidden by the fresh tmpfs just mounted there: give each
+# its own writable overlay of the host's copy at the same path.
+i=0
+for d in $(arg krt.keep | tr , ' '); do
+  case "$d" in /tmp/*|/run/*)
+    i=$((i+1)); mkdir -p "/up/k$i/u" "/up/k$i/w" "/root$d"
+    mount -t overlay overlay -o "lowerdir=/host$d,upperdir=/up/k$i/u,workdir=/up/k$i/w" "/root$d" || fail "overlay of $d failed";;
+  esac
+done
 mount -t bpf bpf /root/sys/fs/bpf 2>/dev/null
 mkdir -p "/root/lib/modules/$kver" && mount --bind "/root$kmods" "/root/lib/modules/$kver"
 rm -f /root/usr/sbin/modprobe && ln -s ${busybox} /root/usr/sbin/modprobe
@@ -420,6 +430,7 @@ export async function runGuest(
       `krt.script=${script}`,
       `krt.kver=${kernel.version}`,
       `krt.kmods=${kernel.modules}`,
+      `krt.keep=${[REPO, CACHE].join(",")}`,
     ].join(" ");
     const started = performance.now();
     const child = new Deno.Command("qemu-system-x86_64", {
