@@ -5,7 +5,8 @@
  * JSON listing parses back to exactly the elements the proxy rendered (what its full resync diffs against).
  */
 import assert from "node:assert/strict";
-import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
+import type { ServiceInfo } from "../../../core/mod.ts";
+import { ep, nodeCtx } from "../proxy/_fixtures.ts";
 import { FakeNftables, type NftRuleset, NftTransaction } from "../../../ffi/mod.ts";
 import {
   diffService,
@@ -19,33 +20,7 @@ import {
 import type { Case } from "./_conformance.ts";
 import { dumpOf } from "./_nft_conformance.ts";
 
-const ctx: ProxyNodeContext = {
-  nodeName: "n1",
-  zone: "zone-a",
-  families: [4, 6],
-  podCidrs: ["10.1.1.0/24", "10.1.2.0/24", "fd00:1:1::/64"],
-  nodeIps: ["192.168.1.100", "fd00::100"],
-  serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
-  externalIpRanges: ["203.0.113.0/24"],
-  loadBalancerIpRanges: ["198.51.100.0/24"],
-  strictExternalIpValidation: true,
-  masqueradeAll: false,
-  hairpinMode: false,
-  nodePortBindOnAllIp: false,
-};
-
-function ep(ip: string, local = false): ServiceEndpoint {
-  return {
-    ip,
-    family: ip.includes(":") ? 6 : 4,
-    port: 8080,
-    ready: true,
-    serving: true,
-    terminating: false,
-    local,
-    nodeName: local ? "n1" : "n2",
-  };
-}
+const ctx = nodeCtx;
 
 function svc(name: string, o: Partial<ServiceInfo>): ServiceInfo {
   return {
@@ -66,7 +41,12 @@ function svc(name: string, o: Partial<ServiceInfo>): ServiceInfo {
   };
 }
 
-const eps = [ep("10.1.1.5", true), ep("10.1.2.5"), ep("fd00:1:1::5", true), ep("fd00:1:2::5")];
+const eps = [
+  ep("10.1.1.5", { local: true }),
+  ep("10.1.2.5"),
+  ep("fd00:1:1::5", { local: true }),
+  ep("fd00:1:2::5"),
+];
 const services = (): ServiceInfo[] => [
   svc("web", {
     clusterIPs: ["172.16.0.10", "fd00:172::10"],

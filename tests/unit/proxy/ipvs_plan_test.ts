@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
+import { ep, nodeCtx, svc } from "./_fixtures.ts";
 import {
   FakeConntrack,
   FakeIpvs,
@@ -12,54 +13,13 @@ import {
 import { type IpvsPlanContext, mergePlans, planService } from "../../../modules/proxy/ipvs_plan.ts";
 import { IpvsReconciler } from "../../../modules/proxy/ipvs_sync.ts";
 
+/** n1 without a zone, NodePorts on its two addresses, IPv4 pod CIDRs only. */
+const { zone: _zone, ...n1 } = nodeCtx;
 const ctx: IpvsPlanContext = {
-  nodeName: "n1",
-  families: [4, 6],
+  ...n1,
   podCidrs: ["10.1.1.0/24", "10.1.2.0/24"],
-  nodeIps: ["192.168.1.100", "fd00::100"],
   nodePortIps: ["192.168.1.100", "fd00::100"],
-  serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
-  externalIpRanges: ["203.0.113.0/24"],
-  loadBalancerIpRanges: ["198.51.100.0/24"],
-  strictExternalIpValidation: true,
-  masqueradeAll: false,
-  hairpinMode: false,
-  nodePortBindOnAllIp: false,
 };
-
-function ep(ip: string, opts: Partial<ServiceEndpoint> = {}): ServiceEndpoint {
-  const local = opts.local ?? false;
-  return {
-    ip,
-    family: ip.includes(":") ? 6 : 4,
-    port: 8080,
-    ready: true,
-    serving: true,
-    terminating: false,
-    local,
-    nodeName: local ? "n1" : "n2",
-    ...opts,
-  };
-}
-
-function svc(o: Partial<ServiceInfo> = {}, endpoints: ServiceEndpoint[] = []): ServiceInfo {
-  return {
-    key: "default/web",
-    namespace: "default",
-    name: "web",
-    type: "ClusterIP",
-    clusterIPs: ["172.16.0.10"],
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicy: "Cluster",
-    internalTrafficPolicy: "Cluster",
-    annotations: {},
-    problems: [],
-    ports: [{ name: "http", protocol: "TCP", port: 80, endpoints }],
-    ...o,
-  };
-}
 
 const three = [ep("10.1.1.5", { local: true }), ep("10.1.2.5"), ep("10.1.3.5")];
 const addrs = (ds: readonly IpvsDestination[]) => ds.map((d) => `${d.address}:${d.port}/${d.weight}`);

@@ -3,61 +3,14 @@ import {
   diffService,
   elementId,
   PROXY_TABLE,
-  type ProxyNodeContext,
   renderBase,
   renderService,
 } from "../../../modules/proxy/nft_render.ts";
-import type { ServiceEndpoint, ServiceInfo } from "../../../core/mod.ts";
+import type { ServiceInfo } from "../../../core/mod.ts";
+import { ep, nodeCtx, svc } from "./_fixtures.ts";
 import { FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
 
-const ctx: ProxyNodeContext = {
-  nodeName: "n1",
-  zone: "zone-a",
-  families: [4, 6],
-  podCidrs: ["10.1.1.0/24", "10.1.2.0/24", "fd00:1:1::/64"],
-  nodeIps: ["192.168.1.100", "fd00::100"],
-  serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
-  externalIpRanges: ["203.0.113.0/24"],
-  loadBalancerIpRanges: ["198.51.100.0/24"],
-  strictExternalIpValidation: true,
-  masqueradeAll: false,
-  hairpinMode: false,
-  nodePortBindOnAllIp: false,
-};
-
-function ep(ip: string, opts: Partial<ServiceEndpoint> = {}): ServiceEndpoint {
-  const local = opts.local ?? false;
-  return {
-    ip,
-    family: ip.includes(":") ? 6 : 4,
-    port: 8080,
-    ready: true,
-    serving: true,
-    terminating: false,
-    local,
-    nodeName: local ? "n1" : "n2",
-    ...opts,
-  };
-}
-
-function svc(o: Partial<ServiceInfo> = {}, endpoints: ServiceEndpoint[] = []): ServiceInfo {
-  return {
-    key: "default/web",
-    namespace: "default",
-    name: "web",
-    type: "ClusterIP",
-    clusterIPs: ["172.16.0.10"],
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicy: "Cluster",
-    internalTrafficPolicy: "Cluster",
-    annotations: {},
-    problems: [],
-    ports: [{ name: "http", protocol: "TCP", port: 80, endpoints }],
-    ...o,
-  };
-}
+const ctx = nodeCtx;
 
 /** How many endpoints a policy chain picks among. */
 function picks(rules: readonly string[]): number {
