@@ -16,11 +16,11 @@ import {
   type IpvsService,
   IpvsServiceFlag,
   type IpvsServiceKey,
-  type IpvsStats,
   type IpvsTimeouts,
   serviceKey,
   serviceKeyString,
   settle,
+  zeroIpvsStats,
 } from "./ipvs.ts";
 import { type Family, formatIP, ipBytes } from "./ip.ts";
 import { NlWriter } from "./netlink.ts";
@@ -46,19 +46,6 @@ const SCHEDULERS = new Set([
   "mh",
   "twos",
 ]);
-
-const zeroStats = (): IpvsStats => ({
-  conns: 0,
-  inPkts: 0,
-  outPkts: 0,
-  inBytes: 0,
-  outBytes: 0,
-  cps: 0,
-  inPps: 0,
-  outPps: 0,
-  inBps: 0,
-  outBps: 0,
-});
 
 function destKey(d: { address: string; port: number; family?: Family }, svcFamily: Family): string {
   const f = d.family ?? svcFamily;
@@ -120,7 +107,7 @@ export class FakeIpvs implements Ipvs {
       timeout: s.timeout ?? 0,
       netmask: s.netmask ?? (s.family === 6 ? 128 : 32),
       ...(s.pe ? { pe: s.pe } : {}),
-      stats: zeroStats(),
+      stats: zeroIpvsStats(),
     } as IpvsService;
   }
 
@@ -175,7 +162,7 @@ export class FakeIpvs implements Ipvs {
       activeConns: 0,
       inactiveConns: 0,
       persistConns: 0,
-      stats: zeroStats(),
+      stats: zeroIpvsStats(),
     };
   }
 
@@ -224,8 +211,8 @@ export class FakeIpvs implements Ipvs {
   zero(): Promise<void> {
     return settle(() => {
       for (const e of this.#services.values()) {
-        e.service.stats = zeroStats();
-        for (const d of e.dests.values()) d.stats = zeroStats();
+        e.service.stats = zeroIpvsStats();
+        for (const d of e.dests.values()) d.stats = zeroIpvsStats();
       }
     });
   }

@@ -343,8 +343,9 @@ function decodeAddr(v: Uint8Array, family: Family): string {
   return formatIP(v.subarray(0, n));
 }
 
-function decodeStats(v: Uint8Array, wide: boolean): IpvsStats {
-  const s: IpvsStats = {
+/** Statistics of a service or destination that has seen no traffic. */
+export function zeroIpvsStats(): IpvsStats {
+  return {
     conns: 0,
     inPkts: 0,
     outPkts: 0,
@@ -356,6 +357,10 @@ function decodeStats(v: Uint8Array, wide: boolean): IpvsStats {
     inBps: 0,
     outBps: 0,
   };
+}
+
+function decodeStats(v: Uint8Array, wide: boolean): IpvsStats {
+  const s = zeroIpvsStats();
   const order: (keyof IpvsStats)[] = [
     "conns",
     "inPkts",
