@@ -11,6 +11,7 @@ export * from "./clock.ts";
 export * from "./config.ts";
 export * from "./health.ts";
 export * from "./http.ts";
+export * from "./label_selector.ts";
 export * from "./log.ts";
 export * from "./metrics.ts";
 export type * from "./module.ts";

@@ -2,6 +2,8 @@
  * Label and field selectors in the syntax of `?labelSelector=` and `?fieldSelector=`
  * (`app=web,tier!=db`, `env in (a,b)`, `!legacy`, `metadata.name=x`).
  */
+import type { V1LabelSelector } from "@kubernetes/client-node";
+import { parseSelector } from "../../core/mod.ts";
 import { badRequest } from "./errors.ts";
 import type { KubeObject } from "./types.ts";
 
@@ -118,34 +120,17 @@ export function objectMatches(obj: KubeObject, labels: Selector, fields: Selecto
   return true;
 }
 
-/** Does a set of labels satisfy a LabelSelector (matchLabels and matchExpressions)? */
+/**
+ * Does a set of labels satisfy a LabelSelector (matchLabels and matchExpressions)? No selector, or one
+ * that does not parse, selects nothing.
+ */
 export function labelSelectorMatches(
   sel: LabelSelector | undefined,
   labels: Record<string, string> | undefined,
 ): boolean {
   if (!sel) return false;
-  for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels?.[k] !== v) return false;
-  for (const e of sel.matchExpressions ?? []) {
-    const has = labels !== undefined && Object.hasOwn(labels, e.key);
-    const v = has ? labels![e.key]! : "";
-    switch (e.operator) {
-      case "In":
-        if (!has || !(e.values ?? []).includes(v)) return false;
-        break;
-      case "NotIn":
-        if (has && (e.values ?? []).includes(v)) return false;
-        break;
-      case "Exists":
-        if (!has) return false;
-        break;
-      case "DoesNotExist":
-        if (has) return false;
-        break;
-      default:
-        return false;
-    }
-  }
-  return true;
+  const parsed = parseSelector(sel as V1LabelSelector);
+  return parsed.ok && parsed.selector.matches(labels ?? {});
 }
 
 /** A metav1.LabelSelector as JSON. */

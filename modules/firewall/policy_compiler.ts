@@ -39,7 +39,7 @@ import type {
 } from "@kubernetes/client-node";
 import { type Family, parseIP } from "../../ffi/mod.ts";
 import { ipBlockRanges } from "./ip_block.ts";
-import { type Labels, type ParsedSelector, parseSelector } from "./selector.ts";
+import { type ObjectLabels as Labels, type ParsedSelector, parseSelector } from "../../core/mod.ts";
 
 export type Protocol = "tcp" | "udp" | "sctp";
 export type Direction = "ingress" | "egress";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { V1NetworkPolicy } from "@kubernetes/client-node";
 import { compileFirewall, type FirewallModel } from "../../../modules/firewall/policy_compiler.ts";
-import { parseSelector } from "../../../modules/firewall/selector.ts";
+import { parseSelector } from "../../../core/mod.ts";
 import { ipBlockRanges } from "../../../modules/firewall/ip_block.ts";
 import { ns, pod, type PodOpts, policy } from "./_fixtures.ts";
 

@@ -1,17 +1,18 @@
 /**
- * Kubernetes label selectors (metav1.LabelSelector) parsed once into a predicate plus a canonical key.
- * The key identifies selectors that select the same objects, so two policies with the same peer
- * share one nftables set. Parsing follows the API server's validation: an operator other than In,
+ * Kubernetes label selectors (metav1.LabelSelector) parsed once into a predicate plus a canonical key,
+ * for every reader of selectors (the firewall's NetworkPolicies, the lab API server's workloads and
+ * Services). The key identifies selectors that select the same objects, so two policies with the same
+ * peer share one nftables set. Parsing follows the API server's validation: an operator other than In,
  * NotIn, Exists, DoesNotExist, In/NotIn without values, or Exists/DoesNotExist with values is an
  * error (the policy is logged and that part of it skipped).
  */
 import type { V1LabelSelector } from "@kubernetes/client-node";
 
-export type Labels = Readonly<Record<string, string>>;
+export type ObjectLabels = Readonly<Record<string, string>>;
 
 export interface ParsedSelector {
   /** Whether an object with these labels is selected. */
-  matches(labels: Labels): boolean;
+  matches(labels: ObjectLabels): boolean;
   /** Canonical form: equal for selectors that select the same objects by construction. */
   key: string;
   /** True for `{}`: selects everything. */
@@ -68,7 +69,7 @@ export function parseSelector(sel: V1LabelSelector | undefined): SelectorResult 
     a.key < b.key ? -1 : a.key > b.key ? 1 : a.op < b.op ? -1 : a.op > b.op ? 1 : cmp(a.values, b.values)
   );
   const key = reqs.map((r) => `${r.key} ${r.op} ${r.values.join(",")}`).join(";");
-  const matches = (l: Labels): boolean => {
+  const matches = (l: ObjectLabels): boolean => {
     for (const r of reqs) {
       const has = Object.hasOwn(l, r.key);
       switch (r.op) {
