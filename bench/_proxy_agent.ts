@@ -26,9 +26,9 @@ import { getLogger, MemorySink } from "../core/log.ts";
 import { Conntrack, Nftables, NftTransaction } from "../ffi/mod.ts";
 import {
   diffService,
+  nodeContext,
   PROXY_NFT_OPTIONS,
   PROXY_TABLE,
-  type ProxyNodeContext,
   renderBase,
   ServiceProxy,
 } from "../modules/proxy/mod.ts";
@@ -206,19 +206,7 @@ emit({
 // The reference's text: the whole ruleset as the cold sync writes it (base, then every Service's chains,
 // rules and elements from scratch), rendered as one transaction once the cold sync is measured and before
 // any update (the state the reference's replay of the updates starts from).
-const nctx: ProxyNodeContext = {
-  nodeName: "n1",
-  families: [4],
-  podCidrs: ["10.1.1.0/24", "10.1.2.0/24"],
-  nodeIps: ["192.168.77.1"],
-  serviceClusterIpRanges: config.serviceClusterIpRange,
-  externalIpRanges: config.serviceExternalIpRange,
-  loadBalancerIpRanges: config.loadbalancerIpRange,
-  strictExternalIpValidation: config.strictExternalIpValidation,
-  masqueradeAll: config.masqueradeAll,
-  hairpinMode: config.hairpinMode,
-  nodePortBindOnAllIp: config.nodeportBindonAllIp,
-};
+const nctx = nodeContext(config, source.list("nodes"));
 const whole = new NftTransaction("inet", PROXY_TABLE);
 renderBase(whole, nctx);
 for (const r of proxy.programmed.values()) {

@@ -28,6 +28,7 @@ export { IpvsUnavailableError, openIpvs } from "./ipvs_module.ts";
 export { type IpvsPlan, mergePlans, planService } from "./ipvs_plan.ts";
 export { IpvsReconciler } from "./ipvs_sync.ts";
 export { parseKernelState } from "./kernel_state.ts";
+export { nodeContext } from "./node_context.ts";
 
 /**
  * The proxy's nftables context: transactions over 256 KiB of text (the chunks of a full sync) run in a
