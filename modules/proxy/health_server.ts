@@ -34,6 +34,27 @@ export function healthResponse(
   return { status: ok ? 200 : 503, body };
 }
 
+/** How a backend serves healthCheckNodePorts; both proxy backends take these in their deps. */
+export interface HealthCheckOptions {
+  /** Where healthCheckNodePort servers listen (default all IPv4 addresses). */
+  healthHostname?: string;
+  /** Whether to serve healthCheckNodePorts at all (unit tests turn it off). */
+  serveHealthChecks?: boolean;
+}
+
+/** The healthCheckNodePort servers a backend runs, or undefined when `serveHealthChecks` is false. */
+export function healthCheckServers(
+  log: Logger,
+  opts: HealthCheckOptions,
+  healthy: () => boolean,
+): HealthCheckServers | undefined {
+  if (opts.serveHealthChecks === false) return undefined;
+  return new HealthCheckServers(log.with({ component: "healthcheck" }), {
+    ...(opts.healthHostname ? { hostname: opts.healthHostname } : {}),
+    healthy,
+  });
+}
+
 export class HealthCheckServers {
   readonly #servers = new Map<number, Server>();
   readonly #failed = new Map<number, string>();

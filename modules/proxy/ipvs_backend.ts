@@ -34,7 +34,12 @@ import {
   serviceKeyString,
   type Sysctl,
 } from "../../ffi/mod.ts";
-import { HealthCheckServers, type HealthCheckTarget } from "./health_server.ts";
+import {
+  type HealthCheckOptions,
+  type HealthCheckServers,
+  healthCheckServers,
+  type HealthCheckTarget,
+} from "./health_server.ts";
 import { canonicalIp } from "./nft_render.ts";
 import { mergePlans, planService, type ServicePlan } from "./ipvs_plan.ts";
 import { renderIpvsTable } from "./ipvs_nft.ts";
@@ -59,14 +64,12 @@ export const IPVS_SYSCTLS: readonly [string, string][] = [
   ["net.ipv4.conf.all.arp_announce", "2"],
 ];
 
-export interface IpvsProxyDeps {
+export interface IpvsProxyDeps extends HealthCheckOptions {
   ipvs: Ipvs;
   nft: { run(tx: NftTransaction): Promise<void> };
   rtnl: Pick<Rtnl, "linkGet" | "linkAdd" | "linkSet" | "addrList" | "addrAdd" | "addrDel">;
   sysctl: Sysctl;
   conntrack: ConntrackTable;
-  serveHealthChecks?: boolean;
-  healthHostname?: string;
   /** How often a sync re-runs while destinations drain (ms; default 1000). */
   drainCheckMs?: number;
 }
@@ -113,12 +116,7 @@ export class IpvsProxy implements ModuleInstance {
       onError: (owner, what, err) =>
         ctx.log.warn("IPVS change failed", { ...(owner ? { service: owner } : {}), what, err: String(err) }),
     });
-    if (deps.serveHealthChecks !== false) {
-      this.#health = new HealthCheckServers(ctx.log.with({ component: "healthcheck" }), {
-        ...(deps.healthHostname ? { hostname: deps.healthHostname } : {}),
-        healthy: () => this.#runner.failures === 0,
-      });
-    }
+    this.#health = healthCheckServers(ctx.log, deps, () => this.#runner.failures === 0);
     const m = ctx.metrics;
     this.#m = {
       services: m.gauge("kube_router_proxy_services", "Services programmed by the service proxy."),

@@ -32,7 +32,12 @@ import {
   type NftObject,
 } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
-import { HealthCheckServers, type HealthCheckTarget } from "./health_server.ts";
+import {
+  type HealthCheckOptions,
+  type HealthCheckServers,
+  healthCheckServers,
+  type HealthCheckTarget,
+} from "./health_server.ts";
 import { parseKernelState } from "./kernel_state.ts";
 import {
   diffService,
@@ -52,13 +57,9 @@ export interface ProxyNft {
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
 }
 
-export interface ProxyDeps {
+export interface ProxyDeps extends HealthCheckOptions {
   nft: ProxyNft;
   conntrack: ConntrackTable;
-  /** Where healthCheckNodePort servers listen (default all IPv4 addresses). */
-  healthHostname?: string;
-  /** Whether to serve healthCheckNodePorts at all (unit tests turn it off). */
-  serveHealthChecks?: boolean;
   /** How often to check that the table still exists (ms; default 2000). */
   probeMs?: number;
   /** Largest transaction, in operations (default 20000). */
@@ -113,12 +114,7 @@ export class ServiceProxy implements ModuleInstance {
     this.#ctx = ctx;
     this.#deps = deps;
     this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 100 });
-    if (deps.serveHealthChecks !== false) {
-      this.#health = new HealthCheckServers(ctx.log.with({ component: "healthcheck" }), {
-        ...(deps.healthHostname ? { hostname: deps.healthHostname } : {}),
-        healthy: () => this.#runner.failures === 0,
-      });
-    }
+    this.#health = healthCheckServers(ctx.log, deps, () => this.#runner.failures === 0);
     const m = ctx.metrics;
     this.#m = {
       services: m.gauge("kube_router_proxy_services", "Services programmed by the service proxy."),
