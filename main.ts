@@ -2,7 +2,8 @@
  * kube-router (TypeScript): parse flags into a Config, then run the enabled modules until SIGTERM, or
  * clean up (--cleanup-config), or run a subcommand (`bgp neighbors|routes`).
  *
- * Exit codes: 0 success, 1 runtime failure (e.g. not root, API server unreachable config), 2 bad flags.
+ * Exit codes: 0 success, 1 runtime failure (e.g. not root, API server unreachable config), 2 bad flags
+ * (including a flag this node cannot honour: a module's preflight, e.g. IPVS asked for and absent).
  */
 import {
   Agent,
@@ -12,6 +13,7 @@ import {
   ConfigError,
   configureLogging,
   EmptySource,
+  enabledModules,
   getLogger,
   loadConfig,
   Metrics,
@@ -145,6 +147,12 @@ async function main(argv: string[]): Promise<void> {
   if (config.cleanupConfig) {
     const ok = await cleanupAll(config, MODULES, log);
     Deno.exit(ok ? 0 : 1);
+  }
+  // A flag the node cannot honour (e.g. --service-proxy-backend=ipvs on a kernel without IPVS) is a bad
+  // flag for this node: stop before anything starts, naming the flag.
+  for (const def of enabledModules(config, MODULES)) {
+    const problem = def.preflight?.(config);
+    if (problem) fail(2, problem);
   }
   await runAgent(config, log);
 }

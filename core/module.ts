@@ -67,6 +67,12 @@ export interface ModuleDefinition {
   /** Longest time between two successful syncs before /healthz reports this module late. */
   syncPeriodMs(config: Config): number;
   create(ctx: ModuleContext): ModuleInstance;
+  /**
+   * Checks before anything starts (informers, HTTP, other modules) that this node can run the module as
+   * configured, e.g. that the kernel has what a flag asks for. Returns the problem in words naming the flag;
+   * main.ts then stops with exit code 2, as for a bad flag, instead of failing later inside create().
+   */
+  preflight?(config: Config): string | undefined;
   /** Removes every kernel object this module ever creates (--cleanup-config). Must be idempotent. */
   cleanup(config: Config, log: Logger): Promise<void>;
 }

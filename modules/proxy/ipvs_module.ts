@@ -40,6 +40,22 @@ export function openIpvs(open: () => Ipvs = () => new IpvsNetlink()): Ipvs {
   }
 }
 
+/**
+ * The proxy module's preflight with --service-proxy-backend=ipvs: opens IPVS once (which makes the kernel
+ * load ip_vs if it can) and returns the problem for the user, or undefined when IPVS is there.
+ */
+export function ipvsPreflight(open: () => Ipvs = () => new IpvsNetlink()): string | undefined {
+  try {
+    openIpvs(open).close();
+    return undefined;
+  } catch (err) {
+    if (err instanceof IpvsUnavailableError) return err.message;
+    return `--service-proxy-backend=ipvs: cannot open the kernel's IPVS: ${
+      err instanceof Error ? err.message : err
+    }`;
+  }
+}
+
 /** The IPVS backend's instance on the real kernel. */
 export function createIpvsProxy(ctx: ModuleContext): ModuleInstance {
   const ipvs = openIpvs();

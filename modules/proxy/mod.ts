@@ -9,7 +9,7 @@ import { Conntrack, isNotFound, Nftables } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
 import { PROXY_TABLE } from "./nft_render.ts";
 import { type ProxyDeps, type ProxyNft, ServiceProxy } from "./proxy.ts";
-import { cleanupIpvs, createIpvsProxy } from "./ipvs_module.ts";
+import { cleanupIpvs, createIpvsProxy, ipvsPreflight } from "./ipvs_module.ts";
 
 export { ServiceProxy } from "./proxy.ts";
 export type { ProxyDeps, ProxyNft } from "./proxy.ts";
@@ -24,7 +24,7 @@ export {
 } from "./nft_render.ts";
 export { healthResponse } from "./health_server.ts";
 export { DUMMY_IF, IPVS_SYSCTLS, IpvsProxy, type IpvsProxyDeps } from "./ipvs_backend.ts";
-export { IpvsUnavailableError, openIpvs } from "./ipvs_module.ts";
+export { ipvsPreflight, IpvsUnavailableError, openIpvs } from "./ipvs_module.ts";
 export { type IpvsPlan, mergePlans, planService } from "./ipvs_plan.ts";
 export { IpvsReconciler } from "./ipvs_sync.ts";
 export { parseKernelState } from "./kernel_state.ts";
@@ -71,6 +71,7 @@ export const proxyModule: ModuleDefinition = {
     return ["services", "endpointslices", "nodes"];
   },
   syncPeriodMs: (config) => config.ipvsSyncPeriod,
+  preflight: (config) => config.serviceProxyBackend === "ipvs" ? ipvsPreflight() : undefined,
   create(ctx) {
     // --service-proxy-backend=ipvs: kube-router's IPVS data plane (ipvs_backend.ts).
     if (ctx.config.serviceProxyBackend === "ipvs") return createIpvsProxy(ctx);

@@ -165,3 +165,38 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  ...needs(
+    "--service-proxy-backend=ipvs is checked before start: no IPVS in the kernel stops with exit code 2 naming the flag and ip_vs",
+    { tools: ["ip", "ipvsadm"] },
+  ),
+  async fn() {
+    await withNetns(["ipvspre"], async (ns) => {
+      // ipvsadm is the independent judge of whether this kernel has IPVS (it loads ip_vs when it can).
+      const hasIpvs = (await ns.exec(["ipvsadm", "-Ln"], { check: false })).code === 0;
+      const r = await ns.exec([
+        Deno.execPath(),
+        "run",
+        "--allow-all",
+        main,
+        "--service-proxy-backend=ipvs",
+        "--run-router=false",
+        "--run-firewall=false",
+        "--kubeconfig=/nonexistent/kubeconfig",
+        "--hostname-override=test-node",
+      ], { check: false });
+      assert.doesNotMatch(r.stderr, /Uncaught|^\s+at /m, "no uncaught error or stack trace");
+      if (!hasIpvs) {
+        assert.equal(r.code, 2, r.stderr);
+        assert.match(r.stderr, /^kube-router: --service-proxy-backend=ipvs needs the kernel's IPVS/m);
+        assert.match(r.stderr, /kernel module ip_vs is not loaded/);
+      } else {
+        // A kernel with IPVS passes the check and gets as far as the Kubernetes client.
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /cannot configure the Kubernetes client/);
+        assert.doesNotMatch(r.stderr, /ip_vs/);
+      }
+    });
+  },
+});

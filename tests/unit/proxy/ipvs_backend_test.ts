@@ -11,7 +11,14 @@ import {
   NetlinkError,
   NftTransaction,
 } from "../../../ffi/mod.ts";
-import { DUMMY_IF, IpvsProxy, IpvsUnavailableError, openIpvs } from "../../../modules/proxy/mod.ts";
+import {
+  DUMMY_IF,
+  ipvsPreflight,
+  IpvsProxy,
+  IpvsUnavailableError,
+  openIpvs,
+  proxyModule,
+} from "../../../modules/proxy/mod.ts";
 import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
 
 const node: V1Node = {
@@ -260,5 +267,37 @@ Deno.test("a kernel without IPVS stops the IPVS backend with a message naming th
     (e: unknown) =>
       e instanceof IpvsUnavailableError && /--service-proxy-backend=ipvs/.test(e.message) &&
       /ip_vs/.test(e.message),
+  );
+});
+
+Deno.test("the proxy's preflight checks IPVS only for the IPVS backend and words every failure for the user", () => {
+  let closed = 0;
+  const opened = () => {
+    const ipvs = new FakeIpvs();
+    const close = ipvs.close.bind(ipvs);
+    ipvs.close = () => {
+      closed++;
+      close();
+    };
+    return ipvs;
+  };
+  assert.equal(ipvsPreflight(opened), undefined);
+  assert.equal(closed, 1, "the probe's socket is closed");
+  assert.match(
+    ipvsPreflight(() => {
+      throw new NetlinkError(2, "resolve generic netlink family IPVS", 0);
+    }) ?? "",
+    /^--service-proxy-backend=ipvs needs the kernel's IPVS.*ip_vs/,
+  );
+  assert.match(
+    ipvsPreflight(() => {
+      throw new NetlinkError(1, "socket(NETLINK_GENERIC)", 0);
+    }) ?? "",
+    /^--service-proxy-backend=ipvs: cannot open the kernel's IPVS: socket\(NETLINK_GENERIC\): EPERM/,
+  );
+  // With the nftables backend the proxy asks nothing of IPVS (this host's kernel has none).
+  assert.equal(
+    proxyModule.preflight?.(loadConfig(["--hostname-override=n1", "--service-proxy-backend=nftables"])),
+    undefined,
   );
 });
