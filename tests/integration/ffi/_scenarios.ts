@@ -11,6 +11,7 @@ import {
   IpProto,
   isExists,
   isNotFound,
+  isNotSupported,
   Nftables,
   NftError,
   NftTransaction,
@@ -85,12 +86,20 @@ export async function createLinks() {
 export async function createKind(kind: "dummy" | "ipip") {
   const r = new Rtnetlink();
   try {
-    const res = await attempt(() =>
+    const add = () =>
       kind === "dummy"
         ? r.linkAdd({ kind, name: "kd0", up: true })
-        : r.linkAdd({ kind, name: "kt0", local: "10.0.0.1", remote: "10.0.0.2" })
+        : r.linkAdd({ kind, name: "kt0", local: "10.0.0.1", remote: "10.0.0.2" });
+    let message: string | null = null;
+    let notSupported = false;
+    const res = await attempt(() =>
+      add().catch((e) => {
+        message = e instanceof Error ? e.message : String(e);
+        notSupported = isNotSupported(e);
+        throw e;
+      })
     );
-    return { res, link: (await r.linkGet(kind === "dummy" ? "kd0" : "kt0")) ?? null };
+    return { res, message, notSupported, link: (await r.linkGet(kind === "dummy" ? "kd0" : "kt0")) ?? null };
   } finally {
     r.close();
   }
