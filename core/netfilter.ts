@@ -39,6 +39,11 @@ export const NFT_TABLES = {
  */
 export const NFT_PRIORITY = {
   /**
+   * mangle (-150), prerouting: the IPVS backend's DSR firewall marks, set before routing so the policy
+   * rule for DSR delivers the packet locally to IPVS, and before any other chain reads or sets a mark.
+   */
+  proxyMangle: -150,
+  /**
    * dstnat - 10, proxy filter chains in prerouting, input, forward and output: LoadBalancer source ranges
    * and rejects for Services without endpoints must judge the Service address, so they run before DNAT
    * rewrites it to an endpoint's.
@@ -81,10 +86,19 @@ export const NFT_MARK = {
    * the policy check. Only the firewall sets or reads it.
    */
   firewallAccepted: 0x20000,
+  /**
+   * "IPVS direct server return" (the proxy's IPVS backend, `kube-router.io/service.dsr=tunnel`): packets
+   * to a DSR external/LoadBalancer IP get a firewall mark 0x8000 | N (N in 1..0x3fff, one per VIP, protocol
+   * and port) in the proxy's prerouting chain at mangle priority, before anyone else marks them. IPVS
+   * matches fwmark services on the WHOLE mark, so this is the one mark set as a whole value; the bit
+   * 0x8000 alone is what the policy rule `fwmark 0x8000/0x8000 lookup 78` tests.
+   */
+  dsr: 0x8000,
 } as const;
 
-/** The masks that go with the marks: each mark is one bit, so its mask is itself. */
+/** The masks that go with the marks: each mark is one bit, so its mask is itself (DSR: bit and index). */
 export const NFT_MARK_MASK = {
   masquerade: NFT_MARK.masquerade,
   firewallAccepted: NFT_MARK.firewallAccepted,
+  dsr: 0xbfff,
 } as const;

@@ -63,6 +63,10 @@ export const LIBC_SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
   /** pid_t getpid(void); */
   getpid: { parameters: [], result: "i32" },
+  /** int open(const char *path, int flags);  (variadic in C; without O_CREAT the mode is not read) */
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  /** int setns(int fd, int nstype);  moves the calling thread only */
+  setns: { parameters: ["i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
@@ -111,6 +115,9 @@ export const IPV6_V6ONLY = 26;
 export const SO_KEEPALIVE = 9;
 export const SO_BINDTODEVICE = 25;
 export const EFD_CLOEXEC = 0o2000000;
+export const O_RDONLY = 0;
+export const O_CLOEXEC = 0o2000000;
+export const CLONE_NEWNET = 0x40000000;
 export const EFD_NONBLOCK = 0o4000;
 
 let lib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;

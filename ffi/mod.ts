@@ -58,6 +58,18 @@ export {
   RTM_NEWRULE,
 } from "./rtnl_codec.ts";
 export { decodeEvent, Rtnetlink, watchGroups } from "./rtnetlink.ts";
+export {
+  currentNetnsIdentity,
+  decodeNsid,
+  encodeNsidGet,
+  inNetns,
+  listNetnsPaths,
+  NETNS_RUN_DIR,
+  netnsIdentity,
+  NetnsSysctl,
+  RTM_GETNSID,
+  RTM_NEWNSID,
+} from "./netns.ts";
 export { FakeRtnetlink } from "./fake_rtnetlink.ts";
 export {
   Conntrack,

@@ -17,6 +17,7 @@ import {
   NlWriter,
 } from "./netlink.ts";
 import { NetlinkSocket, NetlinkSubscription } from "./netlink_socket.ts";
+import { closeFd, decodeNsid, encodeNsidGet, inNetns, openNetns, RTM_GETNSID, RTM_NEWNSID } from "./netns.ts";
 import * as c from "./rtnl_codec.ts";
 import type {
   Address,
@@ -141,12 +142,26 @@ class RtnlSubscription implements RtnlWatch {
 /** The kernel's rtnetlink in the current network namespace. */
 export class Rtnetlink implements Rtnl {
   #sock: NetlinkSocket | undefined;
+  readonly #netns: string | undefined;
 
-  constructor(opts: { rcvbuf?: number } = {}) {
-    this.#sock = NetlinkSocket.open(NETLINK_ROUTE, {
-      strictDump: true,
-      ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
-    });
+  /**
+   * `netns`: a namespace path (/run/netns/NAME, /proc/PID/ns/net) whose rtnetlink this instance speaks to
+   * instead of the current one's, as `ip -n NAME` does (the socket is opened inside it). Interface names
+   * given to methods are then looked up there too.
+   */
+  constructor(opts: { rcvbuf?: number; netns?: string } = {}) {
+    const open = () =>
+      NetlinkSocket.open(NETLINK_ROUTE, {
+        strictDump: true,
+        ...(opts.rcvbuf !== undefined ? { rcvbuf: opts.rcvbuf } : {}),
+      });
+    this.#netns = opts.netns;
+    this.#sock = opts.netns === undefined ? open() : inNetns(opts.netns, open);
+  }
+
+  /** The namespace path given to the constructor, if any. */
+  get netns(): string | undefined {
+    return this.#netns;
   }
 
   get #s(): NetlinkSocket {
@@ -155,9 +170,33 @@ export class Rtnetlink implements Rtnl {
   }
 
   #index(name: string): number {
-    const i = ifNameToIndex(name);
+    const i = this.#ifIndex(name);
     if (i === undefined) throw new ErrnoError(Errno.ENODEV, `no such device ${JSON.stringify(name)}`);
     return i;
+  }
+
+  /** if_nametoindex in this instance's namespace. */
+  #ifIndex(name: string): number | undefined {
+    return this.#netns === undefined ? ifNameToIndex(name) : inNetns(this.#netns, () => ifNameToIndex(name));
+  }
+
+  // ------------------------------------------------------------ namespaces
+
+  /**
+   * The id this namespace gives the namespace at `path` (what `link-netnsid` of a veth whose peer lives
+   * there refers to); undefined when none is assigned. Equivalent to: `ip netns list-id` for one.
+   */
+  nsidOf(path: string): Promise<number | undefined> {
+    return this.#run(() => {
+      const fd = openNetns(path);
+      try {
+        const msgs = this.#s.request(RTM_GETNSID, 0, (w) => encodeNsidGet(w, fd), `ip netns id ${path}`);
+        const m = msgs.find((x) => x.type === RTM_NEWNSID);
+        return m ? decodeNsid(m) : undefined;
+      } finally {
+        closeFd(fd);
+      }
+    });
   }
 
   // ------------------------------------------------------------ links
@@ -171,7 +210,7 @@ export class Rtnetlink implements Rtnl {
 
   /** Equivalent to: `ip -d link show NAME`; undefined when it does not exist. */
   linkGet(name: string): Promise<Link | undefined> {
-    const i = ifNameToIndex(name);
+    const i = this.#ifIndex(name);
     if (i === undefined) return Promise.resolve(undefined);
     try {
       const msgs = this.#s.request(c.RTM_GETLINK, 0, (w) => c.encodeLinkIndex(w, i), `ip link show ${name}`);

@@ -57,6 +57,7 @@ const IFLA_MTU = 4;
 const IFLA_LINK = 5;
 const IFLA_MASTER = 10;
 const IFLA_LINKINFO = 18;
+const IFLA_LINK_NETNSID = 37;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
@@ -264,6 +265,8 @@ export function decodeLink(m: NlMsg): Link {
     if (master) link.master = read.u32(master, "IFLA_MASTER");
     const lnk = a.get(IFLA_LINK);
     if (lnk) link.link = read.u32(lnk, "IFLA_LINK");
+    const nsid = a.get(IFLA_LINK_NETNSID);
+    if (nsid) link.linkNetnsid = read.i32(nsid, "IFLA_LINK_NETNSID");
     const info = a.get(IFLA_LINKINFO);
     if (info) {
       const ia = attrMap(info);

@@ -72,6 +72,11 @@ export interface Link {
   master?: number;
   /** IFLA_LINK: the peer (veth) or lower device index. */
   link?: number;
+  /**
+   * IFLA_LINK_NETNSID: when the peer (veth) or lower device lives in another network namespace, that
+   * namespace's id as this namespace knows it (`ip -d link show` prints `link-netnsid N`).
+   */
+  linkNetnsid?: number;
   /** VXLAN parameters, for kind "vxlan". */
   vxlan?: { vni: number; port?: number; local?: string; remote?: string; dev?: number; learning?: boolean };
   /** IP-in-IP tunnel parameters, for kinds "ipip" and "ip6tnl". */

@@ -12,13 +12,22 @@
  * masquerade works; expiring connections to removed destinations; ARP settings so the VIPs on the dummy
  * interface are not announced) and the IPVS timeouts from --service-tcp-timeout, --service-tcpfin-timeout
  * and --service-udp-timeout. `kube_router_service_*` metrics carry each virtual service's IPVS counters.
+ *
+ * Direct server return (`kube-router.io/service.dsr=tunnel`): before a DSR Service is planned for good,
+ * each of its local pods is entered (dsr_pods.ts) and given the VIPs on its IPIP tunnel interface; a pod
+ * that cannot be entered makes that one Service fall back to NAT, logged with its name. The node side is
+ * kube-router's: packets to the VIP:port get the Service's firewall mark (ipvs_nft.ts), the policy rule
+ * `fwmark 0x8000/0x8000 lookup 78` with `local default dev lo` in table 78 hands them to IPVS locally
+ * (the VIP is on no interface of the node), and the firewall-mark service tunnels them to a pod, which
+ * answers the client itself.
  */
-import type { Rtnl } from "../../ffi/mod.ts";
+import { RouteScope, RouteType, type Rtnl } from "../../ffi/mod.ts";
 import {
   buildServiceInfo,
   EndpointSliceIndex,
   type ModuleContext,
   type ModuleInstance,
+  NFT_MARK,
   serviceSkipReason,
   type SyncReason,
   type TimerId,
@@ -41,13 +50,29 @@ import {
   type HealthCheckTarget,
 } from "./health_server.ts";
 import { canonicalIp } from "./nft_render.ts";
-import { mergePlans, planService, type ServicePlan } from "./ipvs_plan.ts";
+import { type IpvsPlan, mergePlans, planService, type ServicePlan } from "./ipvs_plan.ts";
+import type { DsrPods } from "./dsr_pods.ts";
 import { renderIpvsTable } from "./ipvs_nft.ts";
 import { IpvsReconciler } from "./ipvs_sync.ts";
 import { nodeContext } from "./node_context.ts";
 
 /** The dummy interface holding every service VIP (kube-router's name). */
 export const DUMMY_IF = "kube-dummy-if";
+
+/** The routing table that delivers DSR-marked packets locally, and its policy rule's priority (kube-router's). */
+export const DSR_TABLE = 78;
+export const DSR_RULE_PRIORITY = 32764;
+
+/** The policy rule sending DSR-marked packets to table 78 (`ip rule add prio 32764 fwmark 0x8000/0x8000 lookup 78`). */
+export function dsrRule(family: Family) {
+  return {
+    family,
+    priority: DSR_RULE_PRIORITY,
+    fwmark: NFT_MARK.dsr,
+    fwmask: NFT_MARK.dsr,
+    table: DSR_TABLE,
+  };
+}
 
 /** What kube-router sets for IPVS (pkg/controllers/proxy: ipvs sysctls and ARP). */
 export const IPVS_SYSCTLS: readonly [string, string][] = [
@@ -67,9 +92,25 @@ export const IPVS_SYSCTLS: readonly [string, string][] = [
 export interface IpvsProxyDeps extends HealthCheckOptions {
   ipvs: Ipvs;
   nft: { run(tx: NftTransaction): Promise<void> };
-  rtnl: Pick<Rtnl, "linkGet" | "linkAdd" | "linkSet" | "addrList" | "addrAdd" | "addrDel">;
+  rtnl: Pick<
+    Rtnl,
+    | "linkGet"
+    | "linkAdd"
+    | "linkSet"
+    | "addrList"
+    | "addrAdd"
+    | "addrDel"
+    | "ruleList"
+    | "ruleAdd"
+    | "ruleDel"
+    | "routeList"
+    | "routeReplace"
+    | "routeDel"
+  >;
   sysctl: Sysctl;
   conntrack: ConntrackTable;
+  /** The pods' side of direct server return; without it every DSR Service is served through NAT. */
+  dsrPods?: DsrPods;
   /** How often a sync re-runs while destinations drain (ms; default 1000). */
   drainCheckMs?: number;
 }
@@ -100,6 +141,8 @@ export class IpvsProxy implements ModuleInstance {
   #stopped = false;
   #drainTimer: TimerId | undefined;
   #series = new Map<string, Record<string, string>>();
+  /** The last plan's DSR firewall marks, so a VIP:port keeps its mark from sync to sync. */
+  #fwmarks = new Map<string, number>();
   #m;
 
   constructor(ctx: ModuleContext, deps: IpvsProxyDeps) {
@@ -202,7 +245,12 @@ export class IpvsProxy implements ModuleInstance {
         continue;
       }
       const info = buildServiceInfo(svc, index.slicesFor(key), config.nodeName);
-      plans.push(planService(info, pctx));
+      let planned = planService(info, pctx);
+      if (planned.dsr) {
+        const fallback = await this.#enterPods(planned.dsr);
+        if (fallback !== undefined) planned = planService(info, pctx, fallback);
+      }
+      plans.push(planned);
       if (info.healthCheckNodePort !== undefined && info.externalTrafficPolicy === "Local") {
         const local = new Set(
           info.ports.flatMap((p) =>
@@ -219,7 +267,8 @@ export class IpvsProxy implements ModuleInstance {
       }
     }
     for (const k of [...this.#logged.keys()]) if (!present.has(k)) this.#logged.delete(k);
-    const plan = mergePlans(plans);
+    const plan = mergePlans(plans, this.#fwmarks);
+    this.#fwmarks = plan.fwmarks;
     for (const p of plans) {
       const problems = plan.problems.get(p.key) ?? [];
       this.#logOnce(p.key, problems.join("\n"), () => {
@@ -253,7 +302,8 @@ export class IpvsProxy implements ModuleInstance {
       await this.#deps.nft.run(tx);
       this.#lastTable = text;
     }
-    const vipFailures = await this.#syncVips(link.index, plan.vips);
+    const dsrFailures = await this.#syncDsr(plan, nctx.families);
+    const vipFailures = await this.#syncVips(link.index, plan.vips) + dsrFailures;
     await this.#updateStats(plan.services);
     this.#m.services.set({}, plans.length);
     this.#m.virtualServices.set({}, plan.services.size);
@@ -265,6 +315,74 @@ export class IpvsProxy implements ModuleInstance {
       );
     }
     this.#armDrain(r.draining);
+  }
+
+  /** Sets up a DSR Service's local pods; returns why it must fall back to NAT, or undefined. */
+  async #enterPods(dsr: NonNullable<ServicePlan["dsr"]>): Promise<string | undefined> {
+    const pods = this.#deps.dsrPods;
+    if (dsr.localEndpoints.length === 0) return undefined;
+    if (!pods) return "this agent cannot enter pod network namespaces";
+    for (const ep of dsr.localEndpoints) {
+      try {
+        await pods.ensure(ep, dsr.vips);
+      } catch (err) {
+        return err instanceof Error ? err.message : String(err);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * The node side of DSR: the policy rule and the local default route of table 78 while any Service uses
+   * DSR in a family (removed when none does), and the pods' tunnels pruned to what the plan wants.
+   * Returns how many changes failed.
+   */
+  async #syncDsr(plan: IpvsPlan, families: readonly Family[]): Promise<number> {
+    let failures = 0;
+    const rtnl = this.#deps.rtnl;
+    const used = new Set<Family>();
+    for (const ps of plan.services.values()) if (ps.dsr) used.add(ps.dsr.family);
+    let lo: number | undefined;
+    for (const f of families) {
+      const want = used.has(f);
+      try {
+        const rule = dsrRule(f);
+        const rules = (await rtnl.ruleList(f)).filter((r) =>
+          r.table === DSR_TABLE && r.fwmark === rule.fwmark && (r.fwmask ?? 0xffffffff) === rule.fwmask
+        );
+        const routes = await rtnl.routeList({ family: f, table: DSR_TABLE });
+        if (want) {
+          if (rules.length === 0) await rtnl.ruleAdd(rule);
+          lo ??= (await rtnl.linkGet("lo"))?.index;
+          if (lo === undefined) throw new Error("the node has no loopback interface");
+          const dst = f === 4 ? "0.0.0.0/0" : "::/0";
+          if (!routes.some((r) => r.type === RouteType.local && r.dev === lo && r.dst === dst)) {
+            // Equivalent to: ip route replace local default dev lo table 78
+            await rtnl.routeReplace({
+              family: f,
+              dst,
+              table: DSR_TABLE,
+              type: RouteType.local,
+              scope: RouteScope.host,
+              dev: lo,
+            });
+          }
+        } else {
+          for (const r of rules) await rtnl.ruleDel(r);
+          for (const r of routes) await rtnl.routeDel(r);
+        }
+      } catch (err) {
+        failures++;
+        this.#ctx.log.warn("cannot set up policy routing for DSR", { family: f, err: String(err) });
+      }
+    }
+    if (this.#deps.dsrPods) {
+      for (const err of await this.#deps.dsrPods.prune(plan.dsrPods)) {
+        failures++;
+        this.#ctx.log.warn("cannot take DSR VIPs back from a pod", { err: err.message });
+      }
+    }
+    return failures;
   }
 
   #armDrain(draining: number): void {

@@ -12,7 +12,8 @@ import {
   ProcSysctl,
   Rtnetlink,
 } from "../../ffi/mod.ts";
-import { DUMMY_IF, IpvsProxy } from "./ipvs_backend.ts";
+import { DSR_TABLE, dsrRule, DUMMY_IF, IpvsProxy } from "./ipvs_backend.ts";
+import { kernelDsrPodsDeps, NetnsDsrPods } from "./dsr_pods.ts";
 import { IpvsReconciler } from "./ipvs_sync.ts";
 
 const ENOENT = 2;
@@ -62,7 +63,8 @@ export function createIpvsProxy(ctx: ModuleContext): ModuleInstance {
   const nft = new Nftables();
   const rtnl = new Rtnetlink();
   const conntrack = new Conntrack();
-  const proxy = new IpvsProxy(ctx, { ipvs, nft, rtnl, conntrack, sysctl: new ProcSysctl() });
+  const dsrPods = new NetnsDsrPods(kernelDsrPodsDeps(rtnl));
+  const proxy = new IpvsProxy(ctx, { ipvs, nft, rtnl, conntrack, sysctl: new ProcSysctl(), dsrPods });
   return {
     start: () => proxy.start(),
     stop: async () => {
@@ -76,8 +78,9 @@ export function createIpvsProxy(ctx: ModuleContext): ModuleInstance {
 }
 
 /**
- * --cleanup-config for IPVS: every IPVS virtual service outside --excluded-cidrs and the dummy interface
- * (the table is removed by the proxy's own cleanup). A kernel without IPVS has nothing to remove.
+ * --cleanup-config for IPVS: every IPVS virtual service outside --excluded-cidrs, the dummy interface,
+ * DSR's policy rule and table 78 route, and the DSR tunnel interfaces in the pods behind this node's veths
+ * (the table is removed by the proxy's own cleanup). A kernel without IPVS has no IPVS services to remove.
  */
 export async function cleanupIpvs(config: Config, log: Logger): Promise<void> {
   let ipvs: Ipvs | undefined;
@@ -106,6 +109,15 @@ export async function cleanupIpvs(config: Config, log: Logger): Promise<void> {
       await rtnl.linkDel(DUMMY_IF);
       log.info("dummy interface removed", { link: DUMMY_IF });
     }
+    for (const f of [4, 6] as const) {
+      const rule = dsrRule(f);
+      for (const r of await rtnl.ruleList(f)) {
+        if (r.table === DSR_TABLE && r.fwmark === rule.fwmark) await rtnl.ruleDel(r);
+      }
+      for (const r of await rtnl.routeList({ family: f, table: DSR_TABLE })) await rtnl.routeDel(r);
+    }
+    const tunnels = await new NetnsDsrPods(kernelDsrPodsDeps(rtnl)).cleanupAll();
+    if (tunnels) log.info("DSR tunnel interfaces removed from pods", { count: tunnels });
   } finally {
     rtnl.close();
   }

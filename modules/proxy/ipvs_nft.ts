@@ -15,6 +15,10 @@
  *     and LoadBalancer IPs, the addresses on kube-dummy-if) is accepted on the service ports and for ICMP
  *     echo; anything else to a VIP is rejected, unless --ipvs-permit-all (the default) accepts it all, as
  *     kube-router's flag does. Node addresses are never in `vips_vF`, so the node's own ports stay open.
+ *   mangle_prerouting (mangle, only while a Service uses direct server return): a packet to a DSR
+ *     VIP:port (`dsr_marks_vF`: address . protocol . port -> firewall mark) gets that service's mark, as
+ *     kube-router's mangle rule does; the policy rule for the DSR bit then delivers it locally, where the
+ *     IPVS firewall-mark service tunnels it to a pod.
  *
  * The whole table is rewritten in one transaction (destroyed and re-made, so a table left by the nftables
  * backend is replaced too); the caller renders it only when its content changed.
@@ -97,6 +101,24 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
   if (!opts.permitAll) {
     chains.vip_check!.push("meta l4proto tcp reject with tcp reset", "reject");
   }
+  const dsrFamilies = new Set<Family>();
+  for (const ps of plan.services.values()) {
+    if (!ps.dsr || ps.service.fwmark === undefined || !opts.families.includes(ps.dsr.family)) continue;
+    const f = ps.dsr.family;
+    if (!dsrFamilies.has(f)) {
+      dsrFamilies.add(f);
+      tx.add({
+        map: { name: `dsr_marks_v${f}`, type: `${ADDR[f]} . inet_proto . inet_service`, map: "mark" },
+      });
+    }
+    tx.add({
+      element: {
+        set: `dsr_marks_v${f}`,
+        key: [ps.dsr.vip, ps.dsr.protocol, String(ps.dsr.port)],
+        value: [hex(ps.service.fwmark)],
+      },
+    });
+  }
   for (const name of Object.keys(chains)) tx.add({ chain: { name } });
   for (const [name, rules] of Object.entries(chains)) {
     for (const rule of rules) tx.add({ rule: { chain: name, rule } });
@@ -108,6 +130,26 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
     { name: "filter_input", type: "filter", hook: "input", priority: NFT_PRIORITY.proxyFilter },
   ] as const;
   for (const b of base) tx.add({ chain: { ...b, policy: "accept" } });
+  if (dsrFamilies.size) {
+    tx.add({
+      chain: {
+        name: "mangle_prerouting",
+        type: "filter",
+        hook: "prerouting",
+        priority: NFT_PRIORITY.proxyMangle,
+        policy: "accept",
+      },
+    });
+    for (const f of [...dsrFamilies].sort()) {
+      // IPVS matches a firewall-mark service on the whole mark: this one is set as a whole value.
+      tx.add({
+        rule: {
+          chain: "mangle_prerouting",
+          rule: `meta mark set ${IP[f]} daddr . meta l4proto . th dport map @dsr_marks_v${f}`,
+        },
+      });
+    }
+  }
   tx.add({ rule: { chain: "nat_prerouting", rule: "jump mark_for_masquerade" } });
   tx.add({ rule: { chain: "nat_output", rule: "jump mark_for_masquerade" } });
   tx.add({ rule: { chain: "nat_postrouting", rule: "jump masquerading" } });

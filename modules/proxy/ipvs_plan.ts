@@ -12,8 +12,16 @@
  * `kube-router.io/service.scheduler` picks the IPVS scheduler (rr wrr lc wlc dh sh mh; anything else is
  * logged and rr used); `kube-router.io/service.schedflags` (`flag-1,flag-2,flag-3`) sets
  * IP_VS_SVC_F_SCHED1..3, which kube-router applies with the mh scheduler only (mh-fallback, mh-port).
+ *
+ * `kube-router.io/service.dsr=tunnel` (direct server return, as kube-router): each external and
+ * LoadBalancer IP and port of the Service becomes an IPVS firewall-mark service whose destinations are
+ * reached by IPIP tunnelling; the pod holds the VIP on its own tunnel interface and answers the client
+ * directly. Such a VIP is not put on kube-dummy-if (the node must not own an address its pods answer
+ * from); the caller lists the local pods to enter (`ServicePlan.dsr`) and re-plans the Service with a
+ * `dsrFallback` reason when one cannot be entered, which serves it through NAT instead. Marks are
+ * assigned by `mergePlans` (`assignFwmarks`): stable while a VIP:port exists and never shared.
  */
-import { type ServiceEndpoint, type ServiceInfo, usableEndpoints } from "../../core/mod.ts";
+import { NFT_MARK, type ServiceEndpoint, type ServiceInfo, usableEndpoints } from "../../core/mod.ts";
 import {
   type Family,
   type IpvsDestination,
@@ -56,6 +64,21 @@ export interface PlannedService {
   destinations: IpvsDestination[];
   /** Endpoint addresses that must be masqueraded when they reach themselves through this service. */
   hairpin: boolean;
+  /**
+   * Direct server return: the address, protocol and port the firewall mark stands for, and the local
+   * pods (endpoint IPs on this node) that must hold the VIP. `service.fwmark` is 0 until `mergePlans`.
+   */
+  dsr?: DsrTarget;
+}
+
+/** What one DSR firewall-mark service serves. */
+export interface DsrTarget {
+  family: Family;
+  vip: string;
+  protocol: IpvsProtocol;
+  port: number;
+  /** Endpoint IPs on this node whose pods hold `vip` on their tunnel interface. */
+  localEndpoints: string[];
 }
 
 /** One Service's share of the plan. */
@@ -66,6 +89,8 @@ export interface ServicePlan {
   vips: string[];
   /** What was wrong and skipped or replaced (logged once with the Service's name). */
   problems: string[];
+  /** Set when the Service is served with direct server return: its local pods, which must be entered. */
+  dsr?: { localEndpoints: string[]; vips: string[] };
 }
 
 /** The node-wide inputs of the plan. */
@@ -125,20 +150,35 @@ function truthy(v: string | undefined): boolean {
   return v !== undefined && v.trim().toLowerCase() !== "false";
 }
 
-/** Plans one Service. */
-export function planService(svc: ServiceInfo, ctx: IpvsPlanContext): ServicePlan {
+/** The DSR mode kube-router knows (its only one). */
+export const DSR_TUNNEL = "tunnel";
+
+/**
+ * Plans one Service. `dsrFallback` says why its DSR cannot be used this time (a local pod that cannot be
+ * entered): the Service is then served through NAT, the safe choice, and the reason is one of its problems.
+ */
+export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?: string): ServicePlan {
   const out: ServicePlan = { key: svc.key, services: [], vips: [], problems: [...svc.problems] };
   const sched = schedulerOf(svc);
   out.problems.push(...sched.problems);
   const ext = validExternalIps(svc, ctx);
   out.problems.push(...ext.problems);
-  const dsr = svc.annotations[IPVS_ANNOTATIONS.dsr];
-  if (dsr !== undefined) {
-    // The safe choice the issue asks for: NAT, which works for every pod, and say so.
-    out.problems.push(
-      `${IPVS_ANNOTATIONS.dsr}="${dsr}" is not supported yet; external IPs are served through NAT`,
-    );
+  const dsrAsked = svc.annotations[IPVS_ANNOTATIONS.dsr];
+  let dsr = false;
+  if (dsrAsked !== undefined) {
+    if (dsrAsked.trim().toLowerCase() !== DSR_TUNNEL) {
+      out.problems.push(
+        `${IPVS_ANNOTATIONS.dsr}="${dsrAsked}" is not "${DSR_TUNNEL}"; external IPs are served through NAT`,
+      );
+    } else if (dsrFallback !== undefined) {
+      out.problems.push(
+        `direct server return not possible: ${dsrFallback}; external IPs are served through NAT`,
+      );
+    } else dsr = true;
   }
+  const dsrVips: string[] = [];
+  const dsrLocal = new Set<string>();
+  let dsrPortWarned = false;
   const externalLocal = svc.externalTrafficPolicy === "Local" ||
     svc.annotations[IPVS_ANNOTATIONS.local]?.toLowerCase() === "true";
   const internalLocal = svc.internalTrafficPolicy === "Local";
@@ -160,7 +200,9 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext): ServicePlan
     const nodeIps = [
       ...new Set(ctx.nodePortIps.map(canonicalIp).filter((c) => c?.family === f).map((c) => c!.ip)),
     ];
-    out.vips.push(clusterIp, ...externalIps, ...lbIps);
+    out.vips.push(clusterIp);
+    if (dsr) dsrVips.push(...externalIps, ...lbIps);
+    else out.vips.push(...externalIps, ...lbIps);
 
     for (const p of svc.ports) {
       const protocol = p.protocol.toLowerCase() as IpvsProtocol;
@@ -193,47 +235,188 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext): ServicePlan
         hairpin: hp,
       });
       out.services.push(make("cluster", clusterIp, p.port, internal, hairpin));
-      for (const ip of externalIps) {
-        out.services.push(make("external", ip, p.port, external, hairpinExternal));
+      if (dsr) {
+        const localIps = new Set(
+          usableEndpoints(all, { ...opts, localOnly: true }).map((e) => canonicalIp(e.ip)!.ip),
+        );
+        // IPVS tunnelling passes the packet on unchanged: the pod sees the Service port, not targetPort.
+        const tunnelled = [...new Map(external.map((d) => [d.address, d])).values()];
+        if (
+          !dsrPortWarned && tunnelled.some((d) => d.port !== p.port) && (externalIps.length || lbIps.length)
+        ) {
+          dsrPortWarned = true;
+          out.problems.push(
+            `direct server return delivers port ${p.port} unchanged (IPVS tunnelling cannot translate ` +
+              `ports); endpoints listening only on their target port will not answer it`,
+          );
+        }
+        const locals = tunnelled.map((d) => d.address).filter((ip) => localIps.has(ip));
+        for (const [kind, ips] of [["external", externalIps], ["loadbalancer", lbIps]] as const) {
+          for (const ip of ips) {
+            for (const l of locals) dsrLocal.add(l);
+            out.services.push({
+              owner: svc.key,
+              kind,
+              service: {
+                family: f as Family,
+                fwmark: 0,
+                scheduler: sched.scheduler,
+                flags,
+                timeout,
+                netmask: f === 4 ? 32 : 128,
+              },
+              destinations: tunnelled.map((d) => ({
+                address: d.address,
+                port: 0,
+                forward: "tunnel" as const,
+                weight: DEST_WEIGHT,
+              })),
+              hairpin: false,
+              dsr: { family: f as Family, vip: ip, protocol, port: p.port, localEndpoints: locals },
+            });
+          }
+        }
+      } else {
+        for (const ip of externalIps) {
+          out.services.push(make("external", ip, p.port, external, hairpinExternal));
+        }
+        for (const ip of lbIps) {
+          out.services.push(make("loadbalancer", ip, p.port, external, hairpinExternal));
+        }
       }
-      for (const ip of lbIps) out.services.push(make("loadbalancer", ip, p.port, external, hairpinExternal));
       if (p.nodePort !== undefined) {
         for (const ip of nodeIps) out.services.push(make("nodeport", ip, p.nodePort, external, hairpin));
       }
     }
   }
   out.vips = [...new Set(out.vips)];
+  if (dsr && dsrVips.length) {
+    out.dsr = { localEndpoints: [...dsrLocal].sort(), vips: [...new Set(dsrVips)] };
+  }
+  return out;
+}
+
+/** The index bits of a DSR firewall mark (1..0x3fff; the mark is NFT_MARK.dsr | index). */
+export const DSR_INDEX_MASK = 0x3fff;
+
+/** FNV-1a (32 bit) of a string's UTF-8 bytes: a cheap, well-spread, stable hash. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(text)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** The identity of a DSR target: "tcp/203.0.113.5:80" (the form of an address service's key). */
+export function dsrKey(t: { family: Family; vip: string; protocol: IpvsProtocol; port: number }): string {
+  return serviceKeyString({ family: t.family, protocol: t.protocol, address: t.vip, port: t.port });
+}
+
+/**
+ * Firewall marks for DSR targets, one each and never shared. A key keeps the mark it had in `previous`
+ * (as long as no other key kept it first), so marks are stable while their VIP:port lives; new keys start
+ * at the hash of the key and take the next free index. Without `previous` (a restart) the same set of
+ * keys gets the same marks, since keys are handled in sorted order. Keys beyond the 16,383 marks there
+ * are get none (left out of the result).
+ */
+export function assignFwmarks(
+  keys: Iterable<string>,
+  previous: ReadonlyMap<string, number> = new Map(),
+): Map<string, number> {
+  const sorted = [...new Set(keys)].sort();
+  const out = new Map<string, number>();
+  const used = new Set<number>();
+  for (const k of sorted) {
+    const p = previous.get(k);
+    if (
+      p === undefined || used.has(p) || (p & ~DSR_INDEX_MASK) !== NFT_MARK.dsr || (p & DSR_INDEX_MASK) === 0
+    ) {
+      continue;
+    }
+    out.set(k, p);
+    used.add(p);
+  }
+  for (const k of sorted) {
+    if (out.has(k)) continue;
+    const start = fnv1a(k) % DSR_INDEX_MASK;
+    for (let i = 0; i < DSR_INDEX_MASK; i++) {
+      const mark = NFT_MARK.dsr | (((start + i) % DSR_INDEX_MASK) + 1);
+      if (used.has(mark)) continue;
+      out.set(k, mark);
+      used.add(mark);
+      break;
+    }
+  }
   return out;
 }
 
 /** The whole desired IPVS state: virtual services by key string, and who lost a conflict. */
 export interface IpvsPlan {
   services: Map<string, PlannedService>;
-  /** VIPs per family. */
+  /** VIPs per family (the addresses for kube-dummy-if; DSR VIPs are not among them). */
   vips: Map<string, Family>;
   /** Problems per Service key, including conflicts with another Service over one virtual service. */
   problems: Map<string, string[]>;
+  /** DSR firewall marks by `dsrKey` (pass back to the next `mergePlans` to keep them stable). */
+  fwmarks: Map<string, number>;
+  /** DSR VIPs each local pod (by endpoint IP) must hold on its tunnel interface. */
+  dsrPods: Map<string, Set<string>>;
 }
 
 /**
  * Merges Service plans in key order: two Services may not own one virtual service (the same external
- * IP and port, say); the first by key keeps it and the other's is dropped and reported.
+ * IP and port, say, whether through NAT or DSR); the first by key keeps it and the other's is dropped and
+ * reported. DSR services get their firewall marks here (`previousMarks`: the last plan's `fwmarks`).
  */
-export function mergePlans(plans: readonly ServicePlan[]): IpvsPlan {
-  const out: IpvsPlan = { services: new Map(), vips: new Map(), problems: new Map() };
+export function mergePlans(
+  plans: readonly ServicePlan[],
+  previousMarks: ReadonlyMap<string, number> = new Map(),
+): IpvsPlan {
+  const out: IpvsPlan = {
+    services: new Map(),
+    vips: new Map(),
+    problems: new Map(),
+    fwmarks: new Map(),
+    dsrPods: new Map(),
+  };
+  const claimed = new Map<string, string>();
+  const dsr: PlannedService[] = [];
   for (const plan of [...plans].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
     const problems = [...plan.problems];
     for (const ps of plan.services) {
-      const k = serviceKeyString(ps.service);
-      const held = out.services.get(k);
-      if (held && held.owner !== plan.key) {
-        problems.push(`virtual service ${k} is already used by ${held.owner}; skipped`);
+      const k = ps.dsr ? dsrKey(ps.dsr) : serviceKeyString(ps.service);
+      const held = claimed.get(k);
+      if (held !== undefined && held !== plan.key) {
+        problems.push(`virtual service ${k} is already used by ${held}; skipped`);
         continue;
       }
-      out.services.set(k, ps);
+      claimed.set(k, plan.key);
+      if (ps.dsr) dsr.push(ps);
+      else out.services.set(k, ps);
     }
     for (const v of plan.vips) out.vips.set(v, canonicalIp(v)!.family);
     if (problems.length) out.problems.set(plan.key, problems);
+  }
+  const marks = assignFwmarks(dsr.map((ps) => dsrKey(ps.dsr!)), previousMarks);
+  for (const ps of dsr) {
+    const k = dsrKey(ps.dsr!);
+    const mark = marks.get(k);
+    if (mark === undefined) {
+      const list = out.problems.get(ps.owner) ?? [];
+      list.push(`no firewall mark is left for ${k} (all 16383 in use); skipped`);
+      out.problems.set(ps.owner, list);
+      continue;
+    }
+    out.fwmarks.set(k, mark);
+    const service = { ...ps.service, fwmark: mark } as IpvsService;
+    out.services.set(serviceKeyString(service), { ...ps, service });
+    for (const ep of ps.dsr!.localEndpoints) {
+      const set = out.dsrPods.get(ep) ?? new Set<string>();
+      set.add(ps.dsr!.vip);
+      out.dsrPods.set(ep, set);
+    }
   }
   return out;
 }

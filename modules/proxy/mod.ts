@@ -23,9 +23,33 @@ export {
   renderService,
 } from "./nft_render.ts";
 export { healthResponse } from "./health_server.ts";
-export { DUMMY_IF, IPVS_SYSCTLS, IpvsProxy, type IpvsProxyDeps } from "./ipvs_backend.ts";
+export {
+  DSR_RULE_PRIORITY,
+  DSR_TABLE,
+  dsrRule,
+  DUMMY_IF,
+  IPVS_SYSCTLS,
+  IpvsProxy,
+  type IpvsProxyDeps,
+} from "./ipvs_backend.ts";
+export {
+  DSR_TUNNEL_IF,
+  DsrPodError,
+  type DsrPods,
+  type DsrPodsDeps,
+  kernelDsrPodsDeps,
+  NetnsDsrPods,
+  type PodRtnl,
+} from "./dsr_pods.ts";
 export { ipvsPreflight, IpvsUnavailableError, openIpvs } from "./ipvs_module.ts";
-export { type IpvsPlan, mergePlans, planService } from "./ipvs_plan.ts";
+export {
+  assignFwmarks,
+  DSR_INDEX_MASK,
+  dsrKey,
+  type IpvsPlan,
+  mergePlans,
+  planService,
+} from "./ipvs_plan.ts";
 export { IpvsReconciler } from "./ipvs_sync.ts";
 export { parseKernelState } from "./kernel_state.ts";
 export { nodeContext } from "./node_context.ts";

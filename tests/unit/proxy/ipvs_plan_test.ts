@@ -148,12 +148,13 @@ Deno.test("an unknown scheduler is reported with the annotation's value and rr i
   assert.match(p.problems[0]!, /"fastest".*using rr/);
 });
 
-Deno.test("a DSR annotation is reported with the Service and its external IPs are served through NAT", () => {
+Deno.test("a DSR annotation other than tunnel is reported with the Service and its external IPs are served through NAT", () => {
   const p = planService(
-    svc({ externalIPs: ["203.0.113.7"], annotations: { "kube-router.io/service.dsr": "tunnel" } }, three),
+    svc({ externalIPs: ["203.0.113.7"], annotations: { "kube-router.io/service.dsr": "direct" } }, three),
     ctx,
   );
-  assert.match(p.problems.join("\n"), /service\.dsr="tunnel" is not supported yet/);
+  assert.match(p.problems.join("\n"), /service\.dsr="direct" is not "tunnel"/);
+  assert.equal(p.dsr, undefined);
   const ext = p.services.find((s) => s.kind === "external")!;
   assert.ok(ext.destinations.length === 3 && ext.destinations.every((d) => d.forward === "masq"));
 });

@@ -1,0 +1,357 @@
+/**
+ * Direct server return in the IPVS backend without a kernel: the plan (firewall-mark services with
+ * tunnel destinations, marks stable and never shared), the nftables marks, the node's policy routing, and
+ * the fallback to NAT of a Service whose pod cannot be entered (with a fake pod side).
+ */
+import assert from "node:assert/strict";
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
+import { Bus, FakeClock, getLogger, loadConfig, NFT_MARK } from "../../../core/mod.ts";
+import { MemorySink } from "../../../core/log.ts";
+import {
+  FakeConntrack,
+  FakeIpvs,
+  FakeNftables,
+  FakeRtnetlink,
+  FakeSysctl,
+  RouteType,
+} from "../../../ffi/mod.ts";
+import {
+  assignFwmarks,
+  DSR_INDEX_MASK,
+  DSR_TABLE,
+  DsrPodError,
+  type DsrPods,
+  DUMMY_IF,
+  IpvsProxy,
+  mergePlans,
+  planService,
+} from "../../../modules/proxy/mod.ts";
+import type { IpvsPlanContext } from "../../../modules/proxy/ipvs_plan.ts";
+import { renderIpvsTable } from "../../../modules/proxy/ipvs_nft.ts";
+import { ep, nodeCtx, svc } from "./_fixtures.ts";
+import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+
+const { zone: _zone, ...n1 } = nodeCtx;
+const ctx: IpvsPlanContext = { ...n1, podCidrs: ["10.1.1.0/24"], nodePortIps: ["192.168.1.100"] };
+const DSR = { "kube-router.io/service.dsr": "tunnel" };
+/** Endpoints listening on the Service port (DSR cannot translate ports): one local, one remote. */
+const eps = [ep("10.1.1.5", { local: true, port: 80 }), ep("10.1.2.5", { port: 80 })];
+
+Deno.test("a DSR Service's external and LoadBalancer IPs become firewall-mark services tunnelling to every endpoint", () => {
+  const p = planService(
+    svc({
+      type: "LoadBalancer",
+      externalIPs: ["203.0.113.7"],
+      loadBalancerIPs: ["198.51.100.9"],
+      annotations: DSR,
+    }, eps),
+    ctx,
+  );
+  assert.deepEqual(p.problems, []);
+  assert.deepEqual(p.vips, ["172.16.0.10"], "DSR VIPs are not put on kube-dummy-if");
+  assert.deepEqual(p.dsr, { localEndpoints: ["10.1.1.5"], vips: ["203.0.113.7", "198.51.100.9"] });
+  const cluster = p.services.find((s) => s.kind === "cluster")!;
+  assert.equal(cluster.service.address, "172.16.0.10", "the cluster IP stays a NAT service");
+  assert.ok(cluster.destinations.every((d) => d.forward === "masq"));
+  const dsr = p.services.filter((s) => s.dsr);
+  assert.deepEqual(dsr.map((s) => `${s.kind} ${s.dsr!.vip} ${s.dsr!.protocol} ${s.dsr!.port}`), [
+    "external 203.0.113.7 tcp 80",
+    "loadbalancer 198.51.100.9 tcp 80",
+  ]);
+  for (const s of dsr) {
+    assert.deepEqual(
+      s.destinations.map((d) => `${d.address}:${d.port} ${d.forward} ${d.weight}`),
+      ["10.1.1.5:0 tunnel 1", "10.1.2.5:0 tunnel 1"],
+    );
+    assert.deepEqual(s.dsr!.localEndpoints, ["10.1.1.5"]);
+  }
+
+  const plan = mergePlans([p]);
+  const marks = [...plan.services.values()].filter((s) => s.dsr).map((s) => s.service.fwmark!);
+  assert.equal(marks.length, 2);
+  assert.notEqual(marks[0], marks[1]);
+  for (const m of marks) {
+    assert.equal(m & NFT_MARK.dsr, NFT_MARK.dsr);
+    assert.equal(m & ~(NFT_MARK.dsr | DSR_INDEX_MASK), 0, "no bit of another owner's mark");
+    assert.ok((m & DSR_INDEX_MASK) > 0);
+    assert.ok(plan.services.has(`fwmark/4/${m}`));
+  }
+  assert.deepEqual([...plan.dsrPods.entries()].map(([k, v]) => [k, [...v].sort()]), [
+    ["10.1.1.5", ["198.51.100.9", "203.0.113.7"]],
+  ]);
+  assert.deepEqual([...plan.vips.keys()], ["172.16.0.10"]);
+  const dump = renderIpvsTable(plan, {
+    families: [4],
+    podCidrs: ["10.1.1.0/24"],
+    masqueradeAll: false,
+    permitAll: true,
+  }).render();
+  assert.match(
+    dump,
+    /add map inet kube_router_proxy dsr_marks_v4 \{ type ipv4_addr \. inet_proto \. inet_service : mark; \}/,
+  );
+  assert.match(
+    dump,
+    new RegExp(`203\\.0\\.113\\.7 \\. tcp \\. 80 : 0x${marks[0]!.toString(16).padStart(8, "0")}`),
+  );
+  assert.match(dump, /type filter hook prerouting priority -150/);
+  assert.match(dump, /meta mark set ip daddr \. meta l4proto \. th dport map @dsr_marks_v4/);
+  assert.doesNotMatch(dump, /vip_ports_v4 \{ 203\.0\.113\.7/, "DSR VIPs are not masqueraded");
+});
+
+Deno.test("a DSR Service whose pod cannot be entered falls back to NAT with the reason among its problems", () => {
+  const p = planService(
+    svc({ externalIPs: ["203.0.113.7"], annotations: DSR }, eps),
+    ctx,
+    "pod 10.1.1.5: no network namespace behind kube-bridge's veths holds it",
+  );
+  assert.match(
+    p.problems.join("\n"),
+    /direct server return not possible: pod 10\.1\.1\.5: .*served through NAT/,
+  );
+  assert.equal(p.dsr, undefined);
+  const ext = p.services.find((s) => s.kind === "external")!;
+  assert.equal(ext.service.address, "203.0.113.7");
+  assert.ok(ext.destinations.every((d) => d.forward === "masq"));
+  assert.deepEqual(p.vips, ["172.16.0.10", "203.0.113.7"]);
+});
+
+Deno.test("DSR with a target port unlike the Service port is planned and reported (IPVS tunnelling keeps the port)", () => {
+  const p = planService(svc({ externalIPs: ["203.0.113.7"], annotations: DSR }, [ep("10.1.2.5")]), ctx);
+  assert.equal(p.problems.length, 1);
+  assert.match(p.problems[0]!, /delivers port 80 unchanged/);
+  assert.ok(p.services.some((s) => s.dsr));
+  assert.deepEqual(p.dsr, { localEndpoints: [], vips: ["203.0.113.7"] });
+});
+
+Deno.test("a DSR Service and a NAT Service on one external IP and port: the first by name keeps it", () => {
+  const a = planService(
+    svc({ key: "default/a", name: "a", externalIPs: ["203.0.113.7"], annotations: DSR }, eps),
+    ctx,
+  );
+  const b = planService(
+    svc({ key: "default/b", name: "b", clusterIPs: ["172.16.0.11"], externalIPs: ["203.0.113.7"] }, eps),
+    ctx,
+  );
+  const plan = mergePlans([b, a]);
+  assert.match(
+    plan.problems.get("default/b")?.join("\n") ?? "",
+    /tcp\/203\.0\.113\.7:80 is already used by default\/a/,
+  );
+  assert.ok(!plan.services.has("tcp/203.0.113.7:80"));
+  assert.equal([...plan.services.values()].filter((s) => s.dsr).length, 1);
+});
+
+Deno.test("firewall marks are never shared, keep their value while their VIP:port lives, and repeat after a restart", () => {
+  const keys = Array.from({ length: 5000 }, (_, i) => `tcp/203.0.${i >> 8}.${i & 255}:80`);
+  const first = assignFwmarks(keys);
+  assert.equal(first.size, 5000);
+  assert.equal(new Set(first.values()).size, 5000, "no two keys share a mark");
+  for (const m of first.values()) {
+    assert.equal(m & ~(NFT_MARK.dsr | DSR_INDEX_MASK), 0);
+    assert.ok((m & DSR_INDEX_MASK) >= 1);
+  }
+  assert.deepEqual(
+    assignFwmarks([...keys].reverse()),
+    first,
+    "the same set gets the same marks in any order",
+  );
+  // A key that sorts first and would take someone's mark does not move the others.
+  const grown = assignFwmarks(["tcp/1.1.1.1:1", ...keys.slice(100)], first);
+  for (const k of keys.slice(100)) assert.equal(grown.get(k), first.get(k), k);
+  assert.ok(![...keys.slice(100)].some((k) => first.get(k) === grown.get("tcp/1.1.1.1:1")));
+  // A previous mark two keys claim (e.g. state from two runs) goes to the first; the other gets a new one.
+  const clash = assignFwmarks(["tcp/a:1", "tcp/b:1"], new Map([["tcp/a:1", 0x8005], ["tcp/b:1", 0x8005]]));
+  assert.equal(clash.get("tcp/a:1"), 0x8005);
+  assert.notEqual(clash.get("tcp/b:1"), 0x8005);
+  // Beyond the 16,383 marks there are, keys get none (and mergePlans reports them).
+  const all = Array.from({ length: DSR_INDEX_MASK + 2 }, (_, i) => `tcp/k${i}:1`);
+  assert.equal(assignFwmarks(all).size, DSR_INDEX_MASK);
+});
+
+// ------------------------------------------------------------------ the backend with a fake pod side
+
+const node: V1Node = {
+  metadata: { name: "n1" },
+  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
+  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
+};
+
+function service(name: string, ip: string, externalIP: string, annotations = {}): V1Service {
+  return {
+    metadata: { namespace: "default", name, annotations },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      externalIPs: [externalIP],
+      ports: [{ name: "http", port: 80, protocol: "TCP", targetPort: 80 }],
+    },
+  };
+}
+
+function slice(svc: string, eps: { ip: string; node: string }[]): V1EndpointSlice {
+  return {
+    metadata: { namespace: "default", name: `${svc}-abc`, labels: { "kubernetes.io/service-name": svc } },
+    addressType: "IPv4",
+    endpoints: eps.map((e) => ({ addresses: [e.ip], conditions: { ready: true }, nodeName: e.node })),
+    ports: [{ name: "http", port: 80, protocol: "TCP" }],
+  };
+}
+
+/** Pods 10.1.1.x that can be entered, except those in `broken`; records what each holds. */
+class FakeDsrPods implements DsrPods {
+  readonly held = new Map<string, Set<string>>();
+  readonly broken = new Set<string>();
+  ensure(endpoint: string, vips: readonly string[]): Promise<void> {
+    if (this.broken.has(endpoint)) {
+      return Promise.reject(
+        new DsrPodError(endpoint, "no network namespace behind kube-bridge's veths holds it"),
+      );
+    }
+    const set = this.held.get(endpoint) ?? new Set();
+    for (const v of vips) set.add(v);
+    this.held.set(endpoint, set);
+    return Promise.resolve();
+  }
+  prune(want: ReadonlyMap<string, ReadonlySet<string>>): Promise<Error[]> {
+    for (const [ip, set] of [...this.held]) {
+      const keep = want.get(ip);
+      if (!keep) this.held.delete(ip);
+      else for (const v of [...set]) if (!keep.has(v)) set.delete(v);
+    }
+    return Promise.resolve([]);
+  }
+  cleanupAll(): Promise<number> {
+    const n = this.held.size;
+    this.held.clear();
+    return Promise.resolve(n);
+  }
+}
+
+async function setup() {
+  const clock = new FakeClock();
+  const sink = new MemorySink();
+  const source = new MemorySource(new Bus(), { synced: false });
+  const t = moduleContext({
+    config: loadConfig([
+      "--hostname-override=n1",
+      "--service-cluster-ip-range=172.16.0.0/16",
+      "--service-external-ip-range=203.0.113.0/24",
+      "--service-proxy-backend=ipvs",
+    ]),
+    source,
+    clock,
+    log: getLogger({}, sink),
+    periodMs: 300_000,
+  });
+  const ipvs = new FakeIpvs();
+  const nft = new FakeNftables();
+  const rtnl = new FakeRtnetlink();
+  const pods = new FakeDsrPods();
+  const proxy = new IpvsProxy(t.ctx, {
+    ipvs,
+    nft,
+    rtnl,
+    sysctl: new FakeSysctl(),
+    conntrack: new FakeConntrack(),
+    serveHealthChecks: false,
+    dsrPods: pods,
+  });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", node);
+  source.markSynced();
+  const sync = async () => {
+    const before = t.syncs.ok + t.syncs.failed;
+    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
+    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  const dummyVips = async () => {
+    const link = await rtnl.linkGet(DUMMY_IF);
+    return link ? (await rtnl.addrList({ index: link.index })).map((a) => a.address).sort() : [];
+  };
+  const stop = async () => {
+    await proxy.stop();
+    await t.stop();
+  };
+  return { sink, source, ipvs, nft, rtnl, pods, sync, dummyVips, stop };
+}
+
+Deno.test("the IPVS backend serves a DSR Service through a firewall-mark service, policy routing and the local pod's tunnel", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10", "203.0.113.7", DSR));
+  s.source.put(
+    "endpointslices",
+    slice("web", [{ ip: "10.1.1.5", node: "n1" }, { ip: "10.1.2.5", node: "n2" }]),
+  );
+  await s.sync();
+  const fw = (await s.ipvs.services()).filter((x) => x.fwmark !== undefined);
+  assert.equal(fw.length, 1);
+  const mark = fw[0]!.fwmark!;
+  assert.deepEqual(
+    (await s.ipvs.destinations({ family: 4, fwmark: mark })).map((d) => `${d.address} ${d.forward}`).sort(),
+    ["10.1.1.5 tunnel", "10.1.2.5 tunnel"],
+  );
+  assert.ok(!(await s.ipvs.services()).some((x) => x.address === "203.0.113.7"));
+  assert.deepEqual(await s.dummyVips(), ["172.16.0.10"], "the DSR VIP is on no interface of the node");
+  assert.deepEqual([...s.pods.held.entries()].map(([k, v]) => [k, [...v]]), [["10.1.1.5", ["203.0.113.7"]]]);
+  const rules = (await s.rtnl.ruleList(4)).filter((r) => r.table === DSR_TABLE);
+  assert.equal(rules.length, 1);
+  assert.equal(rules[0]!.fwmark, NFT_MARK.dsr);
+  assert.equal(rules[0]!.fwmask, NFT_MARK.dsr);
+  const routes = await s.rtnl.routeList({ family: 4, table: DSR_TABLE });
+  assert.deepEqual(routes.map((r) => `${r.dst} ${r.type}`), [`0.0.0.0/0 ${RouteType.local}`]);
+  assert.match(
+    s.nft.dump(),
+    new RegExp(`203\\.0\\.113\\.7 \\. tcp \\. 80 : 0x${mark.toString(16).padStart(8, "0")}`),
+  );
+
+  // The Service goes: the mark service, the rule, the route and the pod's VIP go with it.
+  s.source.delete("services", "default/web");
+  await s.sync();
+  assert.deepEqual(await s.ipvs.services(), []);
+  assert.deepEqual((await s.rtnl.ruleList(4)).filter((r) => r.table === DSR_TABLE), []);
+  assert.deepEqual(await s.rtnl.routeList({ family: 4, table: DSR_TABLE }), []);
+  assert.deepEqual(s.pods.held.size, 0);
+  await s.stop();
+});
+
+Deno.test("a DSR Service whose local pod cannot be entered is logged by name and served through NAT; another DSR Service keeps DSR", async () => {
+  const s = await setup();
+  s.pods.broken.add("10.1.1.6");
+  s.source.put("services", service("bad", "172.16.0.11", "203.0.113.8", DSR));
+  s.source.put("endpointslices", slice("bad", [{ ip: "10.1.1.6", node: "n1" }]));
+  s.source.put("services", service("good", "172.16.0.12", "203.0.113.9", DSR));
+  s.source.put("endpointslices", slice("good", [{ ip: "10.1.1.5", node: "n1" }]));
+  await s.sync();
+  const nat = await s.ipvs.getService({ family: 4, protocol: "tcp", address: "203.0.113.8", port: 80 });
+  assert.ok(nat, "the fallen-back Service's external IP is an ordinary NAT service");
+  assert.deepEqual(
+    (await s.ipvs.destinations({ family: 4, protocol: "tcp", address: "203.0.113.8", port: 80 })).map((d) =>
+      `${d.address}:${d.port} ${d.forward}`
+    ),
+    ["10.1.1.6:80 masq"],
+  );
+  assert.deepEqual(await s.dummyVips(), ["172.16.0.11", "172.16.0.12", "203.0.113.8"]);
+  const fw = (await s.ipvs.services()).filter((x) => x.fwmark !== undefined);
+  assert.equal(fw.length, 1, "the other DSR Service keeps its firewall-mark service");
+  assert.deepEqual([...s.pods.held.keys()], ["10.1.1.5"]);
+  const warned = s.sink.lines.filter((l) => l.includes("default/bad"));
+  assert.equal(warned.length, 1, warned.join("\n"));
+  assert.match(warned[0]!, /direct server return not possible: pod 10\.1\.1\.6: no network namespace/);
+  assert.ok(!s.sink.lines.some((l) => l.includes("default/good")), s.sink.lines.join("\n"));
+
+  // The pod becomes reachable: the next sync serves the Service with DSR.
+  s.pods.broken.clear();
+  s.source.put("services", service("bad", "172.16.0.11", "203.0.113.8", { ...DSR, touched: "1" }));
+  await s.sync();
+  assert.equal((await s.ipvs.services()).filter((x) => x.fwmark !== undefined).length, 2);
+  assert.equal(
+    await s.ipvs.getService({ family: 4, protocol: "tcp", address: "203.0.113.8", port: 80 }),
+    undefined,
+  );
+  assert.deepEqual(await s.dummyVips(), ["172.16.0.11", "172.16.0.12"]);
+  await s.stop();
+});
