@@ -1,8 +1,9 @@
 /**
  * Stamps when the kernel commits nftables changes, for bench/proxy_scale.ts's event-latency figure: run
  * inside the agent's namespace, it joins the nftables netlink multicast group (NFNLGRP_NFTABLES, what
- * `nft monitor` listens to: the kernel notifies at commit) and, for every notification naming an endpoint
- * chain of a 10.250.x.y address, prints `<address> <wall ms>` the first time it sees that address. It
+ * `nft monitor` listens to: the kernel notifies at commit) and, for every notification holding an endpoint
+ * 10.250.x.y:8080 (the 6 bytes of an endpoint map element's value, address then port, in network order),
+ * prints `<address> <wall ms>` the first time it sees that address. It
  * prints `ready` once subscribed. (`nft monitor` itself rebuilds its cache of the whole ruleset on
  * every generation, seconds at 10,000 Services, so it cannot keep up.)
  */
@@ -28,7 +29,6 @@ if (lib.symbols.setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, int(NFNLGRP_
 console.log("ready");
 const buf = new Uint8Array(1 << 20);
 const seen = new Set<string>();
-const latin1 = new TextDecoder("latin1");
 for (;;) {
   const n = Number(await lib.symbols.recv(fd, buf, BigInt(buf.length), 0));
   const at = performance.timeOrigin + performance.now();
@@ -36,10 +36,13 @@ for (;;) {
     console.log("overrun"); // ENOBUFS: notifications lost
     continue;
   }
-  for (const m of latin1.decode(buf.subarray(0, n)).matchAll(/__(10\.250\.\d+\.\d+)\//g)) {
-    if (!seen.has(m[1]!)) {
-      seen.add(m[1]!);
-      console.log(`${m[1]} ${at.toFixed(3)}`);
+  // 10.250.x.y then port 8080 (0x1f90).
+  for (let i = 0; i + 6 <= n; i++) {
+    if (buf[i] !== 10 || buf[i + 1] !== 250 || buf[i + 4] !== 0x1f || buf[i + 5] !== 0x90) continue;
+    const ip = `10.250.${buf[i + 2]}.${buf[i + 3]}`;
+    if (!seen.has(ip)) {
+      seen.add(ip);
+      console.log(`${ip} ${at.toFixed(3)}`);
     }
   }
 }

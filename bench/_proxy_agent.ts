@@ -31,6 +31,7 @@ import {
   PROXY_TABLE,
   renderBase,
   ServiceProxy,
+  SharedObjects,
 } from "../modules/proxy/mod.ts";
 import { MemorySource, moduleContext } from "../tests/_support/kube_source.ts";
 
@@ -209,8 +210,9 @@ emit({
 const nctx = nodeContext(config, source.list("nodes"));
 const whole = new NftTransaction("inet", PROXY_TABLE);
 renderBase(whole, nctx);
+const shared = new SharedObjects();
 for (const r of proxy.programmed.values()) {
-  diffService(whole, undefined, r, { rewrite: true, kernelElements: new Map() });
+  diffService(whole, undefined, r, { rewrite: true, kernelElements: new Map(), shared });
 }
 await Deno.writeTextFile(`${dir}/ruleset.nft`, whole.render());
 emit({ phase: "ruleset", operations: whole.size });
@@ -232,11 +234,11 @@ if (events > 0) {
     await sleep(every);
   }
   // Until the last update is programmed (syncs coalesce updates that come while one runs), then the
-  // second after which stale endpoint chains are deleted.
+  // second after which unused chains are deleted.
   const lastKey = `bench/svc-${1 + ((events - 1) * 7919) % (N - 1)}`;
   const lastIp = `10.250.${(events - 1) >> 8}.${(events - 1) & 255}`;
   const programmed = () =>
-    [...(proxy.programmed.get(lastKey)?.chains.keys() ?? [])].some((c) => c.includes(`__${lastIp}/`));
+    [...(proxy.programmed.get(lastKey)?.elements.values() ?? [])].some((v) => v.startsWith(`${lastIp} . `));
   while (!programmed()) await sleep(50);
   await sleep(1500);
   const texts = record;

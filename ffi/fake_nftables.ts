@@ -556,7 +556,8 @@ export class FakeNftables implements NftRuleset {
   #dumpSet(name: string, s: FSet): string {
     const sp = s.spec;
     const lines = [`\t${s.isMap ? "map" : "set"} ${name} {`];
-    lines.push(`\t\ttype ${sp.type}${s.isMap ? ` : ${(sp as NftMapSpec).map}` : ""}`);
+    const kind = sp.type.startsWith("typeof ") ? "" : "type ";
+    lines.push(`\t\t${kind}${sp.type}${s.isMap ? ` : ${(sp as NftMapSpec).map}` : ""}`);
     // The kernel gives a set that rules add to (flag dynamic) a size of 65535 when none was asked for.
     if (sp.flags?.includes("dynamic")) lines.push("\t\tsize 65535");
     // nft leaves out a lone "timeout" flag when the set has a default timeout.

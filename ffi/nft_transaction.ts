@@ -57,7 +57,12 @@ export interface NftRuleSpec {
   index?: number;
 }
 
-/** A set; `type` is a data type or a concatenation such as "ipv4_addr . inet_proto . inet_service". */
+/**
+ * A set; `type` is a data type or a concatenation such as "ipv4_addr . inet_proto . inet_service", or
+ * `typeof` and expressions ("typeof ip daddr . th dport . numgen random mod 65536"): the only way to key
+ * by a generated number (numgen, jhash), whose integer type has no name. In a typeof map, `map` is an
+ * expression too ("ip daddr . tcp dport").
+ */
 export interface NftSetSpec {
   name: string;
   type: string;
@@ -282,6 +287,9 @@ export const NFT_KEYWORDS: ReadonlySet<string> = new Set([
 ]);
 const SET_KEYWORDS = new Set(["ll", "nh"]);
 const TYPE = /^[a-z0-9_]+( \. [a-z0-9_]+)*$/;
+/** `typeof` and selector expressions: words and numbers separated by single spaces, joined by " . ". */
+const TYPEOF = /^typeof [a-z0-9_-]+( [a-z0-9_-]+)*( \. [a-z0-9_-]+( [a-z0-9_-]+)*)*$/;
+const TYPEOF_VALUE = /^[a-z0-9_-]+( [a-z0-9_-]+)*( \. [a-z0-9_-]+( [a-z0-9_-]+)*)*$/;
 const TIMEOUT = /^(\d+(ms|s|m|h|d))+$/;
 /**
  * A key or value part: no spaces or nft punctuation, or one quoted string (interface names). A ":" is
@@ -352,8 +360,13 @@ function validate(verb: NftVerb, o: NftObjectSpec): void {
     const s = "map" in o ? o.map : o.set;
     checkName(kind, s.name);
     checkComment(s.comment);
-    if (!TYPE.test(s.type)) throw bad(`${s.name}: invalid type ${JSON.stringify(s.type)}`);
-    if ("map" in o && !TYPE.test(o.map.map)) throw bad(`${s.name}: invalid value type ${o.map.map}`);
+    const isTypeof = s.type.startsWith("typeof ");
+    if (!(isTypeof ? TYPEOF : TYPE).test(s.type)) {
+      throw bad(`${s.name}: invalid type ${JSON.stringify(s.type)}`);
+    }
+    if ("map" in o && !(isTypeof ? TYPEOF_VALUE : TYPE).test(o.map.map)) {
+      throw bad(`${s.name}: invalid value type ${o.map.map}`);
+    }
     if (s.timeout !== undefined && !TIMEOUT.test(s.timeout)) {
       throw bad(`${s.name}: invalid timeout ${s.timeout}`);
     }
@@ -366,7 +379,8 @@ function q(comment: string): string {
 
 /** `{ type …; flags …; … }` of a set or map. */
 function setBody(s: NftSetSpec | NftMapSpec): string {
-  const parts = [`type ${s.type}${"map" in s ? ` : ${s.map}` : ""};`];
+  const kind = s.type.startsWith("typeof ") ? "" : "type ";
+  const parts = [`${kind}${s.type}${"map" in s ? ` : ${s.map}` : ""};`];
   if (s.flags?.length) parts.push(`flags ${s.flags.join(",")};`);
   if (s.timeout) parts.push(`timeout ${s.timeout};`);
   if (s.counter) parts.push("counter;");

@@ -1,6 +1,7 @@
 /**
- * What the kernel really holds in the proxy's table, read back from `nft -j list table inet
- * kube_router_proxy` (pure parsing). The periodic full resync diffs against it instead of against what the
+ * What the kernel really holds in the proxy's table, read back from libnftables' JSON listings (pure
+ * parsing): the table listed terse (chains and sets without elements), then each map and set on its own,
+ * so no listing holds the whole table (1.6 GiB of JSON at 10,000 Services with chains per endpoint). The periodic full resync diffs against it instead of against what the
  * agent believes it wrote, so an element or chain someone deleted or changed by hand is put back, and
  * leftovers from a previous run (another version, a crash) are removed.
  */
@@ -12,7 +13,10 @@ export interface KernelState {
   chains: Set<string>;
   /** Per-service sets (affinity sets): names containing "/". */
   serviceSets: Set<string>;
-  /** Elements of the fixed maps and sets, as RenderedService.elements ids -> verdict ("" for set elements). */
+  /**
+   * Elements of the fixed maps and sets, as RenderedService.elements ids -> verdict or endpoint ("" for set
+   * elements).
+   */
   elements: Map<string, string>;
 }
 
@@ -43,9 +47,14 @@ function keyParts(k: unknown): string[] | undefined {
   return p === undefined ? undefined : [p];
 }
 
-/** `{goto: {target: "x"}}` -> "goto x", `{drop: null}` -> "drop". */
+/**
+ * `{goto: {target: "x"}}` -> "goto x", `{drop: null}` -> "drop"; an endpoint `{concat: ["10.1.2.5", 8080]}`
+ * -> "10.1.2.5 . 8080".
+ */
 function verdict(v: unknown): string | undefined {
+  if (typeof v === "string" || typeof v === "number") return String(v);
   if (!v || typeof v !== "object") return undefined;
+  if ("concat" in v) return keyParts(v)?.join(" . ");
   const [k, body] = Object.entries(v as Record<string, unknown>)[0] ?? [];
   if (k === undefined) return undefined;
   if (k === "goto" || k === "jump") {

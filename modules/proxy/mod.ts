@@ -21,6 +21,7 @@ export {
   renderBase,
   type RenderedService,
   renderService,
+  SharedObjects,
 } from "./nft_render.ts";
 export { healthResponse } from "./health_server.ts";
 export {

@@ -1,14 +1,33 @@
 /**
- * The service proxy's nftables ruleset, rendered from the Service model (pure, no I/O). The shape follows
- * kube-proxy's nftables mode: whatever the number of Services, a packet costs one verdict-map lookup
- * (`daddr . l4proto . dport` in `service_ips_v4`), then a per-service-port chain that picks an endpoint with
- * a short cascade of `numgen inc mod k 0 goto …` rules (see pickRules), then an endpoint chain that DNATs.
+ * The service proxy's nftables ruleset, rendered from the Service model (pure, no I/O). Whatever the number
+ * of Services, a packet costs one verdict-map lookup (`daddr . l4proto . dport` in `service_ips_v4`) that
+ * sends it to a SHARED chain named by its parameters, which picks an endpoint with one more map lookup:
  *
- * Everything lives in one `inet kube_router_proxy` table, both families side by side (maps and chains
- * carry the family in their names, `_v4`/`_v6`, `svc4-`/`svc6-`):
+ *   pick_v4_tcp_rr_10:  dnat ip to ip daddr . tcp dport . numgen random mod 10 map @service_endpoints_v4_tcp
  *
- *   nat_prerouting / nat_output (dstnat)  -> services: vmap @service_ips_vF, NodePorts vmap @service_nodeports_vF
- *   nat_postrouting (srcnat)              -> masquerading: packets marked 0x4000 are masqueraded
+ * `service_endpoints_vF_P` holds `vip . port . slot : endpoint . port` for every Service (cluster, external
+ * and LoadBalancer IPs), `nodeport_endpoints_vF_P` `nodePort . slot : endpoint . port`; their `_local_`
+ * twins hold this node's endpoints (externalTrafficPolicy and internalTrafficPolicy Local). An endpoint
+ * change is therefore only element changes (its slots, and the dispatch verdict when the count changes);
+ * a chain is added only when a never-used combination of family, protocol, scheduler and count appears.
+ * Measured with nft 1.0.6 (bench/proxy_scale.ts): chains per Service or endpoint made libnftables list
+ * 110,000 chains for every transaction at 10,000 Services, and sets per Service are a linear list in the
+ * kernel; neither scales, so there are none but for the rare Services that need them (ClientIP affinity,
+ * LoadBalancer source ranges).
+ *
+ * The endpoint maps are per protocol because of libnftables 1.0.6: a typeof map read back from the kernel
+ * whose value says `th dport` cannot be named by a new rule ("conflicting protocols specified: tcp vs.
+ * th"); `tcp dport` in a map that only TCP rules use is accepted. The slot is `numgen random mod N` (rr,
+ * random as kube-proxy's) or `jhash ip saddr mod N` (sh): typeof is the only way to key by those numbers.
+ *
+ * Everything lives in one `inet kube_router_proxy` table, both families side by side:
+ *
+ *   nat_prerouting / nat_output (dstnat)  -> services: sources outside the pod CIDRs (every source with
+ *                                            --masquerade-all) to a cluster IP are marked for masquerade,
+ *                                            then vmap @service_ips_vF and NodePorts vmap @service_nodeports_vF
+ *   nat_postrouting (srcnat)              -> masquerading: hairpin (`ct status dnat` with saddr . daddr in
+ *                                            @hairpin_vF, a pod reaching itself) is marked too; packets
+ *                                            marked 0x4000 are masqueraded
  *   filter_prerouting/_output (dstnat-10) -> firewall_check: LoadBalancer source ranges (vmap @firewall_ips_vF)
  *   filter_input/_forward/_output         -> service_endpoints_check / nodeport_endpoints_check:
  *                                            Services without endpoints are rejected, never blackholed
@@ -16,11 +35,12 @@
  *                                            the destination after DNAT was asked on a port it does not
  *                                            expose: rejected; an unallocated one in the range: dropped
  *
- * Per service port and family: `svcF-<ns>/<name>/<proto>/<port>` (Cluster policy endpoints),
- * `localF-…` (this node's endpoints), `extF-…` (external traffic: NodePort, external and LB IPs; masquerade
- * or eTP Local short-circuits), `fwF-…` (source ranges); per endpoint `ep-…__<ip>/<port>` (hairpin mark,
- * affinity update, DNAT) and, with ClientIP affinity, a dynamic timeout set `aff-…__<ip>/<port>`.
- * Service chain names always contain "/", which no fixed chain name does: that is how stale ones are found.
+ * Shared chains: `pick[_np][_local]_vF_P_S_N` (the pick among N endpoints with scheduler S), `ext[_np]_vF_P_S_N`
+ * (external traffic: masquerade, then the pick), `ext[_np]_local_vF_P_S_C_L` (externalTrafficPolicy Local:
+ * pods and the node go to the C cluster endpoints, the rest to the L local ones). Their names never contain
+ * "/". Per-Service chains (all contain "/", which is how stale ones are found): `fwF-<ns>/<name>/<proto>/<port>`
+ * (source ranges) and, for ClientIP affinity only, `svcF-`, `localF-`, `extF-`, per endpoint `ep-…__<ip>/<port>`
+ * with a dynamic timeout set `aff-…__<ip>/<port>`.
  */
 import {
   type ServiceEndpoint,
@@ -69,13 +89,20 @@ export interface ProxyNodeContext {
 /** One service's share of the ruleset: its chains, map/set elements and affinity sets. */
 export interface RenderedService {
   key: string;
-  /** chain name -> rule bodies in order */
+  /** Chains of this Service alone (affinity, source ranges): chain name -> rule bodies in order. */
   chains: Map<string, string[]>;
-  /** `${map}|${key parts joined " . "}` -> verdict (or "" for a plain set element) */
+  /**
+   * Elements this Service owns: `${map}|${key parts joined " . "}` -> verdict ("goto x", "drop"), an
+   * endpoint ("10.1.2.5 . 8080", parts joined " . "), or "" for a plain set element.
+   */
   elements: Map<string, string>;
+  /** Shared chains this Service uses (several Services use the same): name -> rule bodies. */
+  shared: Map<string, string[]>;
+  /** Shared set elements this Service needs (hairpin pairs), by element id. */
+  sharedElements: Set<string>;
   /** affinity sets by name */
   sets: Map<string, NftSetSpec>;
-  /** Endpoint chains programmed (for metrics). */
+  /** Endpoints this node may send the Service's traffic to (for metrics). */
   endpoints: number;
   /** What was wrong with the input and skipped; logged once by the caller. */
   warnings: string[];
@@ -100,6 +127,31 @@ export interface UdpPort {
 
 const IP = { 4: "ip", 6: "ip6" } as const;
 const ADDR = { 4: "ipv4_addr", 6: "ipv6_addr" } as const;
+const PROTOCOLS = ["tcp", "udp", "sctp"] as const;
+type Proto = typeof PROTOCOLS[number];
+
+/** The map of endpoints a pick chain looks up. */
+export function endpointMap(f: Family, proto: string, o: { np: boolean; local: boolean }): string {
+  return `${o.np ? "nodeport" : "service"}${o.local ? "_local" : ""}_endpoints_v${f}_${proto}`;
+}
+
+/**
+ * Which Service an element belongs to for conflicts: every element about one VIP and port (the dispatch
+ * verdict, the no-endpoint verdict, source ranges, endpoint slots) or one NodePort is one claim, so a
+ * Service that loses a conflict loses all of it and never a few slots of it.
+ */
+export function claimOf(id: string): string {
+  const { map, key } = splitElementId(id);
+  let m = /^(service_ips|no_endpoint_services|firewall_ips)_v([46])$/.exec(map);
+  if (m) return `${key.join(" ")} (v${m[2]})`;
+  m = /^service(?:_local)?_endpoints_v([46])_(\w+)$/.exec(map);
+  if (m) return `${key[0]} ${m[2]} ${key[1]} (v${m[1]})`;
+  m = /^(service_nodeports|no_endpoint_nodeports)_v([46])$/.exec(map);
+  if (m) return `nodePort ${key.join(" ")} (v${m[2]})`;
+  m = /^nodeport(?:_local)?_endpoints_v([46])_(\w+)$/.exec(map);
+  if (m) return `nodePort ${m[2]} ${key[0]} (v${m[1]})`;
+  return id;
+}
 
 /** Separator between element map name and key in RenderedService.elements. */
 export function elementId(map: string, key: readonly string[]): string {
@@ -128,6 +180,11 @@ function endpointBase(base: string, ep: ServiceEndpoint): string {
 /** Whether a name is one of the per-service chains or sets (all contain "/"). */
 export function isServiceObjectName(name: string): boolean {
   return name.includes("/");
+}
+
+/** Whether a chain name is one of the shared pick and external chains. */
+export function isSharedChainName(name: string): boolean {
+  return /^(pick|ext)_/.test(name);
 }
 
 function inRanges(ip: string, ranges: readonly string[]): boolean {
@@ -215,11 +272,7 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     // TCP gets a reset (an ICMP error for a forwarded SYN was not reliably turned into ECONNREFUSED).
     reject_chain: ["meta l4proto tcp reject with tcp reset", "reject"],
     mark_for_masquerade: [`meta mark set meta mark | ${hex(MASQUERADE_MARK)}`],
-    masquerading: [
-      `meta mark & ${hex(MASQUERADE_MARK)} == ${hex(0)} return`,
-      `meta mark set meta mark ^ ${hex(MASQUERADE_MARK)}`,
-      "masquerade fully-random",
-    ],
+    masquerading: [],
   };
   for (const f of ctx.families) {
     const ip = IP[f];
@@ -233,6 +286,21 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     }
     for (const s of [`cluster_ips_v${f}`, `nodeport_ips_v${f}`]) tx.add({ set: { name: s, type: addr } });
     tx.add({ set: { name: `pod_cidrs_v${f}`, type: addr, flags: ["interval"] } });
+    tx.add({ set: { name: `hairpin_v${f}`, type: `${addr} . ${addr}` } });
+    for (const proto of PROTOCOLS) {
+      for (const np of [false, true]) {
+        const key = `${np ? "" : `${ip} daddr . `}th dport . numgen random mod 65536`;
+        for (const local of [false, true]) {
+          tx.add({
+            map: {
+              name: endpointMap(f, proto, { np, local }),
+              type: `typeof ${key}`,
+              map: `${ip} daddr . ${proto} dport`,
+            },
+          });
+        }
+      }
+    }
     for (const s of [`nodeport_ips_v${f}`, `pod_cidrs_v${f}`]) tx.flush({ set: { name: s, type: addr } });
     for (const c of mergeCidrs(ctx.podCidrs, f)) tx.add({ element: { set: `pod_cidrs_v${f}`, key: [c] } });
     const nodeIps = [
@@ -241,7 +309,20 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     for (const n of nodeIps) tx.add({ element: { set: `nodeport_ips_v${f}`, key: [n] } });
 
     const dispatch = `${ip} daddr . meta l4proto . th dport`;
+    // Sources outside the pod CIDRs (every source with --masquerade-all) reaching a cluster IP: the reply
+    // must come back through this node. (A port the Service does not expose is rejected before NAT.)
+    regular.services!.push(
+      ctx.masqueradeAll
+        ? `${ip} daddr @cluster_ips_v${f} jump mark_for_masquerade`
+        : `${ip} daddr @cluster_ips_v${f} ${ip} saddr != @pod_cidrs_v${f} jump mark_for_masquerade`,
+    );
     regular.services!.push(`${dispatch} vmap @service_ips_v${f}`);
+    // Hairpin: a pod that reached itself through a Service must be masqueraded, or its reply would go
+    // straight back to itself from the wrong address. Always on, as in kube-proxy (kube-router's
+    // --hairpin-mode and service.hairpin annotations ask for what is therefore already done).
+    regular.masquerading!.push(
+      `ct status dnat ${ip} saddr . ${ip} daddr @hairpin_v${f} jump mark_for_masquerade`,
+    );
     regular.services!.push(
       ctx.nodePortBindOnAllIp
         ? `fib daddr type local ${noLocalhost} meta l4proto . th dport vmap @service_nodeports_v${f}`
@@ -258,6 +339,11 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
     const ranges = mergeCidrs(ctx.serviceClusterIpRanges, f);
     if (ranges.length) regular.cluster_ips_check!.push(`${ip} daddr ${setLiteral(ranges)} drop`);
   }
+  regular.masquerading!.push(
+    `meta mark & ${hex(MASQUERADE_MARK)} == ${hex(0)} return`,
+    `meta mark set meta mark ^ ${hex(MASQUERADE_MARK)}`,
+    "masquerade fully-random",
+  );
   // Regular chains first: base chains jump to them.
   for (const name of Object.keys(regular)) tx.add({ chain: { name } });
   for (const [name, rules] of Object.entries(regular)) {
@@ -320,12 +406,84 @@ export function validExternalIps(
   return { externalIPs: [...new Set(externalIPs)], loadBalancerIPs: [...new Set(loadBalancerIPs)], problems };
 }
 
-/** Renders one Service into its chains, elements and sets. */
+/** The generated slot number of a pick: random (rr) or a hash of the source (sh, sticky per client). */
+function slotExpr(kind: "rr" | "sh", ipx: "ip" | "ip6", n: number): string {
+  return kind === "sh" ? `jhash ${ipx} saddr mod ${n} seed 0x0` : `numgen random mod ${n}`;
+}
+
+/** Adds a shared pick chain to `out` and returns its name. */
+function pickChain(
+  out: RenderedService,
+  f: Family,
+  proto: Proto,
+  kind: "rr" | "sh",
+  n: number,
+  o: { np: boolean; local: boolean },
+): string {
+  const ipx = IP[f];
+  const name = `pick${o.np ? "_np" : ""}${o.local ? "_local" : ""}_v${f}_${proto}_${kind}_${n}`;
+  const key = `${o.np ? "" : `${ipx} daddr . `}${proto} dport . ${slotExpr(kind, ipx, n)}`;
+  out.shared.set(name, [`dnat ${ipx} to ${key} map @${endpointMap(f, proto, o)}`]);
+  return name;
+}
+
+/**
+ * Adds the shared chain external traffic (NodePort, external and LoadBalancer IPs) goes to and returns its
+ * name: Cluster policy masquerades (the endpoint may be on another node, the reply must come back through
+ * this one) then picks among the cluster endpoints; Local policy keeps the client's address and picks
+ * among the `local` local endpoints (none: the packet goes on unchanged and the no-endpoint check drops
+ * it), but pods and the node itself behave as if they went out to a load balancer and came back: the
+ * cluster endpoints, the node masqueraded (its source is the VIP's node).
+ */
+function extChain(
+  out: RenderedService,
+  f: Family,
+  proto: Proto,
+  kind: "rr" | "sh",
+  np: boolean,
+  cluster: number,
+  local: number | undefined,
+): string {
+  const ipx = IP[f];
+  const pick = pickChain(out, f, proto, kind, cluster, { np, local: false });
+  if (local === undefined) {
+    const name = `ext${np ? "_np" : ""}_v${f}_${proto}_${kind}_${cluster}`;
+    out.shared.set(name, ["jump mark_for_masquerade", `goto ${pick}`]);
+    return name;
+  }
+  const name = `ext${np ? "_np" : ""}_local_v${f}_${proto}_${kind}_${cluster}_${local}`;
+  const rules = [
+    `${ipx} saddr @pod_cidrs_v${f} goto ${pick}`,
+    "fib saddr type local jump mark_for_masquerade",
+    `fib saddr type local goto ${pick}`,
+  ];
+  if (local > 0) rules.push(`goto ${pickChain(out, f, proto, kind, local, { np, local: true })}`);
+  out.shared.set(name, rules);
+  return name;
+}
+
+/** Endpoints without duplicates, in address order (slots stay put when a slice is reordered). */
+function distinct(eps: readonly ServiceEndpoint[]): ServiceEndpoint[] {
+  const seen = new Map<string, ServiceEndpoint>();
+  for (const e of eps) {
+    const k = `${canonicalIp(e.ip)!.ip}|${e.port}`;
+    if (!seen.has(k)) seen.set(k, e);
+  }
+  return [...seen.values()].sort((a, b) => {
+    const x = parseIP(a.ip)!.addr, y = parseIP(b.ip)!.addr;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+    return a.port - b.port;
+  });
+}
+
+/** Renders one Service into its elements, the shared chains and elements it uses, and its own chains. */
 export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): RenderedService {
   const out: RenderedService = {
     key: svc.key,
     chains: new Map(),
     elements: new Map(),
+    shared: new Map(),
+    sharedElements: new Set(),
     sets: new Map(),
     endpoints: 0,
     warnings: [...svc.problems],
@@ -351,42 +509,108 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     out.elements.set(elementId(`cluster_ips_v${f}`, [clusterIp]), "");
 
     for (const p of svc.ports) {
-      const proto = p.protocol.toLowerCase();
-      const base = portBase(svc, p);
-      const svcChain = `svc${f}-${base}`;
-      const localChain = `local${f}-${base}`;
-      const extChain = `ext${f}-${base}`;
-      const fwChain = `fw${f}-${base}`;
+      const proto = p.protocol.toLowerCase() as Proto;
       const all = p.endpoints.filter((e) => e.family === f && canonicalIp(e.ip)?.family === f);
       // Topology applies whenever every endpoint carries hints (the controller sets them for PreferClose).
       const opts = { nodeName: ctx.nodeName, topologyAware: true, ...(ctx.zone ? { zone: ctx.zone } : {}) };
-      const clusterEps = usableEndpoints(all, opts);
-      const localEps = usableEndpoints(all, { ...opts, localOnly: true, topologyAware: false });
+      const clusterEps = distinct(usableEndpoints(all, opts));
+      const localEps = distinct(usableEndpoints(all, { ...opts, localOnly: true, topologyAware: false }));
       const hasAny = clusterEps.length > 0;
       const externallyAccessible = externalIps.length > 0 || lbIps.length > 0 || p.nodePort !== undefined;
       const usesCluster = hasAny && (!internalLocal || externallyAccessible);
       const usesLocal = localEps.length > 0 && (internalLocal || (externalLocal && externallyAccessible));
-      const internalChain = internalLocal ? localChain : svcChain;
       const hasInternal = internalLocal ? localEps.length > 0 : hasAny;
       const hasExternal = externalLocal ? localEps.length > 0 : hasAny;
       const missVerdict = hasAny ? "drop" : "goto reject_chain";
       const key = (ip: string, port: number) => [ip, proto, String(port)];
+      const vips = [...externalIps, ...lbIps];
+
+      // Where each kind of traffic goes (a verdict), set below by one of the two layouts.
+      let internalTarget: string | undefined;
+      let externalTarget: string | undefined;
+      let nodePortTarget: string | undefined;
+      if (affinity === undefined) {
+        const slots = (map: string, k: (i: number) => string[], eps: readonly ServiceEndpoint[]) => {
+          eps.forEach((e, i) => {
+            out.elements.set(elementId(map, k(i)), `${canonicalIp(e.ip)!.ip} . ${e.port}`);
+          });
+        };
+        const ipSlots = (vip: string, local: boolean) =>
+          slots(
+            endpointMap(f, proto, { np: false, local }),
+            (i) => [vip, String(p.port), String(i)],
+            local ? localEps : clusterEps,
+          );
+        const npSlots = (local: boolean) =>
+          slots(
+            endpointMap(f, proto, { np: true, local }),
+            (i) => [String(p.nodePort), String(i)],
+            local ? localEps : clusterEps,
+          );
+        if (hasInternal) {
+          internalTarget = pickChain(
+            out,
+            f,
+            proto,
+            sched.kind,
+            internalLocal ? localEps.length : clusterEps.length,
+            {
+              np: false,
+              local: internalLocal,
+            },
+          );
+          ipSlots(clusterIp, internalLocal);
+        }
+        if (hasAny && externallyAccessible) {
+          const local = externalLocal ? localEps.length : undefined;
+          if (vips.length) {
+            externalTarget = extChain(out, f, proto, sched.kind, false, clusterEps.length, local);
+            for (const vip of vips) {
+              ipSlots(vip, false);
+              if (local) ipSlots(vip, true);
+            }
+          }
+          if (p.nodePort !== undefined) {
+            nodePortTarget = extChain(out, f, proto, sched.kind, true, clusterEps.length, local);
+            npSlots(false);
+            if (local) npSlots(true);
+          }
+        }
+      } else {
+        const t = affinityChains(out, svc, p, f, clusterIp, {
+          clusterEps,
+          localEps,
+          usesCluster,
+          usesLocal,
+          internalLocal,
+          externalLocal,
+          kind: sched.kind,
+          affinity,
+          externallyAccessible,
+          hasExternal,
+        });
+        if (hasInternal) internalTarget = t.internal;
+        if (hasAny && externallyAccessible) externalTarget = nodePortTarget = t.external;
+      }
 
       // Cluster IP.
-      if (hasInternal) {
-        out.elements.set(elementId(`service_ips_v${f}`, key(clusterIp, p.port)), `goto ${internalChain}`);
+      if (internalTarget) {
+        out.elements.set(elementId(`service_ips_v${f}`, key(clusterIp, p.port)), `goto ${internalTarget}`);
       } else {
         out.elements.set(elementId(`no_endpoint_services_v${f}`, key(clusterIp, p.port)), missVerdict);
       }
       // External and LoadBalancer IPs.
-      for (const ip of [...externalIps, ...lbIps]) {
-        if (hasAny) out.elements.set(elementId(`service_ips_v${f}`, key(ip, p.port)), `goto ${extChain}`);
+      for (const ip of vips) {
+        if (externalTarget) {
+          out.elements.set(elementId(`service_ips_v${f}`, key(ip, p.port)), `goto ${externalTarget}`);
+        }
         if (!hasExternal) {
           out.elements.set(elementId(`no_endpoint_services_v${f}`, key(ip, p.port)), missVerdict);
         }
       }
       // Source ranges (LoadBalancer IPs only, as kube-proxy: NodePorts are not subject to them).
       if (lbIps.length && sourceRanges.length) {
+        const fwChain = `fw${f}-${portBase(svc, p)}`;
         const allowed = mergeCidrs(sourceRanges, f);
         if (ctx.nodeIps.some((n) => inRanges(n, allowed))) allowed.push(...lbIps);
         out.chains.set(fwChain, [`${ipx} saddr != ${setLiteral(allowed)} drop`]);
@@ -397,80 +621,33 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       // NodePort.
       if (p.nodePort !== undefined) {
         const npKey = [proto, String(p.nodePort)];
-        if (hasAny) out.elements.set(elementId(`service_nodeports_v${f}`, npKey), `goto ${extChain}`);
+        if (nodePortTarget) {
+          out.elements.set(elementId(`service_nodeports_v${f}`, npKey), `goto ${nodePortTarget}`);
+        }
         if (!hasExternal) out.elements.set(elementId(`no_endpoint_nodeports_v${f}`, npKey), missVerdict);
       }
 
-      // Endpoint chains for every endpoint this node may send to.
+      // Every endpoint this node may send to: hairpin pairs, metrics, UDP conntrack clean-up.
       const reachable = new Map<string, ServiceEndpoint>();
-      if (usesCluster) { for (const e of clusterEps) reachable.set(endpointBase(base, e), e); }
-      if (usesLocal) { for (const e of localEps) reachable.set(endpointBase(base, e), e); }
-      for (const [epBase, e] of reachable) {
+      if (usesCluster) {
+        for (const e of clusterEps) reachable.set(hostPort(canonicalIp(e.ip)!.ip, f, e.port), e);
+      }
+      if (usesLocal) {
+        for (const e of localEps) reachable.set(hostPort(canonicalIp(e.ip)!.ip, f, e.port), e);
+      }
+      for (const e of reachable.values()) {
         const ip = canonicalIp(e.ip)!.ip;
-        const rules: string[] = [];
-        // Hairpin: a pod reaching itself through the Service must be masqueraded, or its reply would go
-        // straight back to itself from the wrong address. Always on, as in kube-proxy (kube-router's
-        // --hairpin-mode and service.hairpin annotations ask for what is therefore already done).
-        rules.push(`${ipx} saddr ${ip} jump mark_for_masquerade`);
-        if (affinity !== undefined) {
-          const set = `aff-${epBase}`;
-          out.sets.set(set, {
-            name: set,
-            type: ADDR[f],
-            flags: ["dynamic", "timeout"],
-            timeout: `${Math.max(1, Math.floor(affinity))}s`,
-          });
-          rules.push(`update @${set} { ${ipx} saddr }`);
-        }
-        rules.push(`meta l4proto ${proto} dnat ${ipx} to ${hostPort(ip, f, e.port)}`);
-        out.chains.set(`ep-${epBase}`, rules);
+        out.sharedElements.add(elementId(`hairpin_v${f}`, [ip, ip]));
       }
       out.endpoints += reachable.size;
       if (p.protocol === "UDP") {
         out.udpPorts.push({
           family: f,
-          vips: [clusterIp, ...externalIps, ...lbIps],
+          vips: [clusterIp, ...vips],
           port: p.port,
           ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
-          endpoints: [...reachable.values()].map((e) => hostPort(canonicalIp(e.ip)!.ip, f, e.port)).sort(),
+          endpoints: [...reachable.keys()].sort(),
         });
-      }
-
-      const policyChain = (eps: ServiceEndpoint[], withMasq: boolean): string[] => {
-        const rules: string[] = [];
-        if (withMasq) {
-          rules.push(
-            ctx.masqueradeAll
-              ? `${ipx} daddr ${clusterIp} th dport ${p.port} jump mark_for_masquerade`
-              : `${ipx} daddr ${clusterIp} th dport ${p.port} ${ipx} saddr != @pod_cidrs_v${f} jump mark_for_masquerade`,
-          );
-        }
-        if (affinity !== undefined) {
-          for (const e of eps) {
-            const b = endpointBase(base, e);
-            rules.push(`${ipx} saddr @aff-${b} goto ep-${b}`);
-          }
-        }
-        rules.push(...pickRules(eps.map((e) => `ep-${endpointBase(base, e)}`), sched.kind, ipx));
-        return rules;
-      };
-      if (usesCluster) out.chains.set(svcChain, policyChain(clusterEps, internalChain === svcChain));
-      if (usesLocal) out.chains.set(localChain, policyChain(localEps, internalChain === localChain));
-
-      if (hasAny && externallyAccessible) {
-        const rules: string[] = [];
-        if (!externalLocal) {
-          // Endpoints may be on another node: the reply must come back through this one.
-          rules.push("jump mark_for_masquerade", `goto ${svcChain}`);
-        } else {
-          // Pods reaching an external IP behave as if they went out to a load balancer and came back:
-          // neither policy applies. The node itself must be masqueraded (its source is the VIP's node).
-          rules.push(`${ipx} saddr @pod_cidrs_v${f} goto ${svcChain}`);
-          rules.push("fib saddr type local jump mark_for_masquerade");
-          rules.push(`fib saddr type local goto ${svcChain}`);
-          if (hasExternal) rules.push(`goto ${localChain}`);
-        }
-        out.chains.set(extChain, rules);
       }
     }
   }
@@ -490,13 +667,85 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
 }
 
 /**
- * The endpoint pick, as a cascade instead of one anonymous verdict map per Service: nft builds a kernel set
- * for every `vmap { … }` literal, which made loading 5,000 such rules five times slower than 5,000 plain
- * ones (measured with nft 1.0.6). rr: rule i fires when its own counter modulo the endpoints left is 0 (`numgen inc mod k 0`, nft's
- * own spelling of `== 0`), which
- * cycles through the endpoints in order exactly (each rule's counter only moves when the rules before it
- * did not fire). sh: the source hash modulo N picks the rule (deterministic, so one client sticks to one
- * endpoint while the set of endpoints does not change).
+ * ClientIP affinity needs to remember, per endpoint, which clients it served (a dynamic timeout set updated
+ * by a rule on the way to that endpoint), so these rare Services keep chains of their own: a policy chain
+ * that sends a remembered client back to its endpoint and otherwise picks one (pickRules), and per endpoint
+ * a chain that records the client and DNATs. Returns the chains the cluster IP and external traffic go to.
+ */
+function affinityChains(
+  out: RenderedService,
+  svc: ServiceInfo,
+  p: ServicePortInfo,
+  f: Family,
+  clusterIp: string,
+  o: {
+    clusterEps: ServiceEndpoint[];
+    localEps: ServiceEndpoint[];
+    usesCluster: boolean;
+    usesLocal: boolean;
+    internalLocal: boolean;
+    externalLocal: boolean;
+    kind: "rr" | "sh";
+    affinity: number;
+    externallyAccessible: boolean;
+    hasExternal: boolean;
+  },
+): { internal: string; external: string } {
+  void clusterIp;
+  const ipx = IP[f];
+  const proto = p.protocol.toLowerCase();
+  const base = portBase(svc, p);
+  const svcChain = `svc${f}-${base}`;
+  const localChain = `local${f}-${base}`;
+  const extChainName = `ext${f}-${base}`;
+  const epChain = (e: ServiceEndpoint) => {
+    const epBase = endpointBase(base, e);
+    const name = `ep-${epBase}`;
+    if (!out.chains.has(name)) {
+      const ip = canonicalIp(e.ip)!.ip;
+      const set = `aff-${epBase}`;
+      out.sets.set(set, {
+        name: set,
+        type: ADDR[f],
+        flags: ["dynamic", "timeout"],
+        timeout: `${Math.max(1, Math.floor(o.affinity))}s`,
+      });
+      out.chains.set(name, [
+        `update @${set} { ${ipx} saddr }`,
+        `meta l4proto ${proto} dnat ${ipx} to ${hostPort(ip, f, e.port)}`,
+      ]);
+    }
+    return name;
+  };
+  const policyChain = (eps: ServiceEndpoint[]): string[] => {
+    const chains = eps.map(epChain);
+    return [
+      ...eps.map((e, i) => `${ipx} saddr @aff-${endpointBase(base, e)} goto ${chains[i]}`),
+      ...pickRules(chains, o.kind, ipx),
+    ];
+  };
+  if (o.usesCluster) out.chains.set(svcChain, policyChain(o.clusterEps));
+  if (o.usesLocal) out.chains.set(localChain, policyChain(o.localEps));
+  if (o.usesCluster && o.externallyAccessible) {
+    const rules: string[] = [];
+    if (!o.externalLocal) rules.push("jump mark_for_masquerade", `goto ${svcChain}`);
+    else {
+      rules.push(`${ipx} saddr @pod_cidrs_v${f} goto ${svcChain}`);
+      rules.push("fib saddr type local jump mark_for_masquerade");
+      rules.push(`fib saddr type local goto ${svcChain}`);
+      if (o.hasExternal) rules.push(`goto ${localChain}`);
+    }
+    out.chains.set(extChainName, rules);
+  }
+  return { internal: o.internalLocal ? localChain : svcChain, external: extChainName };
+}
+
+/**
+ * The endpoint pick of an affinity Service's own chain, as a cascade (nft builds a kernel set for every
+ * anonymous `vmap { … }`, which made loading thousands of such rules five times slower, nft 1.0.6). rr:
+ * rule i fires with probability 1/(endpoints left) (`numgen random mod k 0`, nft's spelling of `== 0`),
+ * which is uniform over the endpoints, as the shared pick chains are. sh: the source hash modulo N picks
+ * the rule (one client sticks to one endpoint while the endpoints do not change).
  */
 export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip" | "ip6"): string[] {
   const n = chains.length;
@@ -506,12 +755,120 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
       i === n - 1 ? `goto ${c}` : `jhash ${ipx} saddr mod ${n} seed 0x0 ${i} goto ${c}`
     );
   }
-  return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen inc mod ${n - i} 0 goto ${c}`));
+  return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen random mod ${n - i} 0 goto ${c}`));
 }
 
 function elementSpec(id: string, value: string) {
   const { map, key } = splitElementId(id);
-  return value === "" ? { set: map, key } : { set: map, key, value: [value] };
+  return value === "" ? { set: map, key } : { set: map, key, value: value.split(" . ") };
+}
+
+/**
+ * The shared chains and elements, counted by the Services using them as the kernel holds them (updated
+ * by `commit` once a transaction is applied). A shared chain is written when its first user comes and
+ * deleted (by the caller, a little later) when its last goes; a shared element is added with its first
+ * user and deleted with its last. Within one transaction, what earlier Services of it did is counted too.
+ */
+export class SharedObjects {
+  readonly #chains = new Map<string, number>();
+  readonly #elements = new Map<string, number>();
+  readonly #pending = new WeakMap<
+    NftTransaction,
+    { chains: Map<string, number>; elements: Map<string, number> }
+  >();
+
+  /** Shared chains at least one Service uses now. */
+  get chains(): ReadonlySet<string> {
+    return new Set(this.#chains.keys());
+  }
+  /** Shared elements at least one Service uses now. */
+  get elements(): ReadonlySet<string> {
+    return new Set(this.#elements.keys());
+  }
+  hasChain(name: string): boolean {
+    return this.#chains.has(name);
+  }
+  hasElement(id: string): boolean {
+    return this.#elements.has(id);
+  }
+
+  #txState(tx: NftTransaction) {
+    let s = this.#pending.get(tx);
+    if (!s) this.#pending.set(tx, s = { chains: new Map(), elements: new Map() });
+    return s;
+  }
+
+  /** Records a change of users of a shared object within `tx`. */
+  #bump(tx: NftTransaction, kind: "chains" | "elements", name: string, delta: number): void {
+    const s = this.#txState(tx)[kind];
+    s.set(name, (s.get(name) ?? 0) + delta);
+  }
+
+  /** Chains to create (0 -> 1 users) for prev -> next, in dependency order (pick chains first). */
+  creations(
+    tx: NftTransaction,
+    prev: RenderedService | undefined,
+    next: RenderedService | undefined,
+  ): string[] {
+    const out: string[] = [];
+    for (const name of next?.shared.keys() ?? []) {
+      if (prev?.shared.has(name)) continue;
+      const before = (this.#chains.get(name) ?? 0) + (this.#txState(tx).chains.get(name) ?? 0);
+      this.#bump(tx, "chains", name, 1);
+      if (before === 0) out.push(name);
+    }
+    for (const name of prev?.shared.keys() ?? []) {
+      if (!next?.shared.has(name)) this.#bump(tx, "chains", name, -1);
+    }
+    return out.sort((a, b) => sharedOrder(a) - sharedOrder(b));
+  }
+
+  /** Shared elements to add (0 -> 1 users) and to delete (1 -> 0) for prev -> next. */
+  elementChanges(
+    tx: NftTransaction,
+    prev: RenderedService | undefined,
+    next: RenderedService | undefined,
+  ): { add: string[]; remove: string[] } {
+    const add: string[] = [], remove: string[] = [];
+    const count = (id: string) => (this.#elements.get(id) ?? 0) + (this.#txState(tx).elements.get(id) ?? 0);
+    for (const id of prev?.sharedElements ?? []) {
+      if (next?.sharedElements.has(id)) continue;
+      this.#bump(tx, "elements", id, -1);
+      if (count(id) === 0) remove.push(id);
+    }
+    for (const id of next?.sharedElements ?? []) {
+      if (prev?.sharedElements.has(id)) continue;
+      if (count(id) === 0) add.push(id);
+      this.#bump(tx, "elements", id, 1);
+    }
+    return { add, remove };
+  }
+
+  /** Records prev -> next as applied; returns the shared chains no Service uses any more. */
+  commit(prev: RenderedService | undefined, next: RenderedService | undefined): string[] {
+    const unused: string[] = [];
+    const step = (m: Map<string, number>, name: string, d: number) => {
+      const n = (m.get(name) ?? 0) + d;
+      if (n <= 0) m.delete(name);
+      else m.set(name, n);
+      return n;
+    };
+    for (const name of next?.shared.keys() ?? []) if (!prev?.shared.has(name)) step(this.#chains, name, 1);
+    for (const name of prev?.shared.keys() ?? []) {
+      if (!next?.shared.has(name) && step(this.#chains, name, -1) <= 0) unused.push(name);
+    }
+    for (const id of next?.sharedElements ?? []) {
+      if (!prev?.sharedElements.has(id)) step(this.#elements, id, 1);
+    }
+    for (const id of prev?.sharedElements ?? []) {
+      if (!next?.sharedElements.has(id)) step(this.#elements, id, -1);
+    }
+    return unused;
+  }
+}
+
+function sharedOrder(name: string): number {
+  return name.startsWith("pick_") ? 0 : 1;
 }
 
 /** How diffService treats what is already there. */
@@ -520,17 +877,27 @@ export interface DiffOptions {
   rewrite?: boolean;
   /**
    * The elements the kernel really holds (a full resync lists them). When given, element decisions are
-   * made against it instead of `prev`, and removing elements nobody wants is left to the caller.
+   * made against it instead of `prev`, shared chains are all written and shared elements added when the
+   * kernel lacks them, and removing elements nobody wants is left to the caller.
    */
   kernelElements?: ReadonlyMap<string, string>;
+  /**
+   * The shared objects' users across every Service (the proxy's). Without it, `prev` is taken to be the
+   * only Service: its shared objects exist, and go with it.
+   */
+  shared?: SharedObjects;
 }
+
+/** Shared chains and elements already written to a transaction by a full resync. */
+const writtenInTx = new WeakMap<NftTransaction, Set<string>>();
 
 /**
  * Adds to `tx` what turns `prev` (what the kernel holds for this Service, as far as we know) into `next`,
- * and returns the chains that are now unused: they are flushed here and must be deleted by a later
- * transaction (kube-proxy's lesson: before Linux 6.2 a chain a just-deleted map element pointed to stays
- * busy for a moment). An element whose value changes is deleted and added again: nft refuses to `add` an
- * existing key with another value.
+ * and returns the chains of its own that are now unused: they are flushed here and must be deleted by a
+ * later transaction (kube-proxy's lesson: before Linux 6.2 a chain a just-deleted map element pointed to
+ * stays busy for a moment). Shared chains that lose their last user are reported by SharedObjects.commit
+ * instead. An element whose value changes is deleted and added again: nft refuses to `add` an existing
+ * key with another value.
  */
 export function diffService(
   tx: NftTransaction,
@@ -539,10 +906,16 @@ export function diffService(
   opts: DiffOptions = {},
 ): string[] {
   const rewrite = opts.rewrite ?? false;
+  const full = opts.kernelElements !== undefined;
+  let shared = opts.shared;
+  if (!shared) {
+    shared = new SharedObjects();
+    shared.commit(undefined, prev);
+  }
   const have = opts.kernelElements ?? prev?.elements ?? new Map<string, string>();
   const want = next?.elements ?? new Map<string, string>();
   // 1. elements that go away or change value (before the chains they point to change)
-  if (!opts.kernelElements) {
+  if (!full) {
     for (const [id, v] of have) if (want.get(id) !== v) tx.delete({ element: elementSpec(id, "") });
   } else {
     for (const [id, v] of want) {
@@ -550,7 +923,24 @@ export function diffService(
       if (k !== undefined && k !== v) tx.delete({ element: elementSpec(id, "") });
     }
   }
-  // 2. affinity sets (endpoint chains use them), then endpoint chains, then the chains that jump to them
+  const sharedElements = shared.elementChanges(tx, prev, next);
+  if (!full) { for (const id of sharedElements.remove) tx.delete({ element: elementSpec(id, "") }); }
+  // 2. shared chains (new ones; every one on a full resync), affinity sets (endpoint chains use them),
+  //    then the Service's own chains: endpoint chains, then the chains that go to them
+  const created = shared.creations(tx, prev, next);
+  let written = writtenInTx.get(tx);
+  if (!written) writtenInTx.set(tx, written = new Set());
+  const sharedToWrite = full
+    ? [...(next?.shared.keys() ?? [])].sort((a, b) => sharedOrder(a) - sharedOrder(b))
+    : created;
+  for (const name of sharedToWrite) {
+    if (written.has(name)) continue;
+    written.add(name);
+    // It may still exist from before (its deletion pending, or a previous run): written whole.
+    tx.add({ chain: { name } });
+    tx.flush({ chain: { name } });
+    for (const rule of next!.shared.get(name)!) tx.add({ rule: { chain: name, rule } });
+  }
   for (const [name, spec] of next?.sets ?? []) if (rewrite || !prev?.sets.has(name)) tx.add({ set: spec });
   const order = (name: string) => (name.startsWith("ep-") ? 0 : name.startsWith("ext") ? 2 : 1);
   const names = [...(next?.chains.keys() ?? [])].sort((a, b) => order(a) - order(b));
@@ -564,6 +954,14 @@ export function diffService(
   }
   // 3. new or changed elements
   for (const [id, v] of want) if (have.get(id) !== v) tx.add({ element: elementSpec(id, v) });
+  if (!full) { for (const id of sharedElements.add) tx.add({ element: elementSpec(id, "") }); }
+  else {
+    for (const id of next?.sharedElements ?? []) {
+      if (opts.kernelElements!.has(id) || written.has(`element ${id}`)) continue;
+      written.add(`element ${id}`);
+      tx.add({ element: elementSpec(id, "") });
+    }
+  }
   // 4. chains and sets no longer needed
   const stale: string[] = [];
   for (const name of prev?.chains.keys() ?? []) {

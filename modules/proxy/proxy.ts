@@ -40,13 +40,16 @@ import {
 } from "./health_server.ts";
 import { parseKernelState } from "./kernel_state.ts";
 import {
+  claimOf,
   diffService,
   isServiceObjectName,
+  isSharedChainName,
   PROXY_TABLE,
   type ProxyNodeContext,
   renderBase,
   type RenderedService,
   renderService,
+  SharedObjects,
   splitElementId,
 } from "./nft_render.ts";
 import { nodeContext } from "./node_context.ts";
@@ -91,8 +94,10 @@ export class ServiceProxy implements ModuleInstance {
   #indexed = false;
   /** What the kernel holds for each Service, as far as this agent knows. */
   #programmed = new Map<string, RenderedService>();
-  /** element id -> the Service that owns it (two Services may not share a NodePort or an external IP:port). */
+  /** claim (claimOf) -> the Service that owns it (two Services may not share a NodePort or an external IP:port). */
   #claims = new Map<string, string>();
+  /** The shared chains and elements and how many Services use each. */
+  readonly #shared = new SharedObjects();
   /** Services that lost a conflict: re-rendered every sync until they get what they asked for. */
   #blocked = new Set<string>();
   #baseKey: string | undefined;
@@ -118,7 +123,7 @@ export class ServiceProxy implements ModuleInstance {
     const m = ctx.metrics;
     this.#m = {
       services: m.gauge("kube_router_proxy_services", "Services programmed by the service proxy."),
-      endpoints: m.gauge("kube_router_proxy_endpoints", "Endpoint chains programmed by the service proxy."),
+      endpoints: m.gauge("kube_router_proxy_endpoints", "Endpoints programmed by the service proxy."),
       duration: m.histogram(
         "kube_router_proxy_sync_duration_seconds",
         "Time a service proxy sync took, by kind (full or partial).",
@@ -289,31 +294,41 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   /**
-   * Two Services may not claim the same map entry (a NodePort, an external IP and port): the one that
-   * holds it keeps it, the newcomer loses that entry (logged) and is retried every sync.
+   * Two Services may not claim the same VIP and port or the same NodePort (claimOf: the dispatch entry with
+   * its endpoint slots): the one that holds it keeps it, the newcomer loses all of it (logged) and is
+   * retried every sync.
    */
   #resolveConflicts(next: Map<string, RenderedService | undefined>): void {
     const round = new Map<string, string>();
+    const claimsOf = (r: RenderedService | undefined) => new Set([...r?.elements.keys() ?? []].map(claimOf));
+    const nextClaims = new Map<string, Set<string>>();
     for (const [key, r] of next) {
       this.#blocked.delete(key);
       if (!r) continue;
-      for (const id of [...r.elements.keys()]) {
-        let owner = round.get(id);
+      const groups = new Map<string, string[]>();
+      for (const id of r.elements.keys()) {
+        const c = claimOf(id);
+        const g = groups.get(c);
+        if (g) g.push(id);
+        else groups.set(c, [id]);
+      }
+      for (const [claim, ids] of groups) {
+        let owner = round.get(claim);
         if (owner === undefined) {
-          const held = this.#claims.get(id);
-          if (held !== undefined && held !== key && (!next.has(held) || next.get(held)?.elements.has(id))) {
-            owner = held;
+          const held = this.#claims.get(claim);
+          if (held !== undefined && held !== key) {
+            let theirs = nextClaims.get(held);
+            if (!theirs) nextClaims.set(held, theirs = claimsOf(next.get(held)));
+            if (!next.has(held) || theirs.has(claim)) owner = held;
           }
         }
         if (owner !== undefined && owner !== key) {
-          r.elements.delete(id);
+          for (const id of ids) r.elements.delete(id);
           this.#blocked.add(key);
-          const what = `${splitElementId(id).key.join(" ")} (${
-            splitElementId(id).map
-          }) is already used by ${owner}`;
+          const what = `${claim} is already used by ${owner}`;
           r.warnings.push(what);
           this.#logOnce(
-            `${key}|conflict|${id}`,
+            `${key}|conflict|${claim}`,
             owner,
             () =>
               this.#ctx.log.warn("service conflicts with another, entry skipped", {
@@ -321,7 +336,7 @@ export class ServiceProxy implements ModuleInstance {
                 conflict: what,
               }),
           );
-        } else round.set(id, key);
+        } else round.set(claim, key);
       }
     }
   }
@@ -331,9 +346,12 @@ export class ServiceProxy implements ModuleInstance {
       this.#udpPending.push({ ...item, initial: this.#initial });
     }
     for (const id of item.prev?.elements.keys() ?? []) {
-      if (this.#claims.get(id) === item.key) this.#claims.delete(id);
+      const c = claimOf(id);
+      if (this.#claims.get(c) === item.key) this.#claims.delete(c);
     }
-    for (const id of item.next?.elements.keys() ?? []) this.#claims.set(id, item.key);
+    for (const id of item.next?.elements.keys() ?? []) this.#claims.set(claimOf(id), item.key);
+    const now = this.#ctx.clock.now();
+    for (const c of this.#shared.commit(item.prev, item.next)) this.#stale.set(c, now);
     if (item.next) this.#programmed.set(item.key, item.next);
     else this.#programmed.delete(item.key);
   }
@@ -345,11 +363,11 @@ export class ServiceProxy implements ModuleInstance {
       if (!prev && !r) continue;
       items.push({ key, prev, next: r });
     }
-    await this.#applyItems(items, (tx, it) => diffService(tx, it.prev, it.next));
+    await this.#applyItems(items, (tx, it) => diffService(tx, it.prev, it.next, { shared: this.#shared }));
   }
 
   async #applyFull(nctx: ProxyNodeContext, next: Map<string, RenderedService | undefined>): Promise<void> {
-    const kernel = parseKernelState(await this.#listTable());
+    const kernel = parseKernelState(await this.#listKernel());
     const base = new NftTransaction("inet", PROXY_TABLE);
     renderBase(base, nctx);
     await this.#run(base);
@@ -359,7 +377,12 @@ export class ServiceProxy implements ModuleInstance {
     // longer has are found below from the kernel's list, not from what we believed.
     await this.#applyItems(
       items,
-      (tx, it) => diffService(tx, undefined, it.next, { rewrite: true, kernelElements: kernel.elements }),
+      (tx, it) =>
+        diffService(tx, undefined, it.next, {
+          rewrite: true,
+          kernelElements: kernel.elements,
+          shared: this.#shared,
+        }),
     );
 
     // Whatever the kernel holds that no Service wants: elements deleted, chains flushed (deleted later),
@@ -372,6 +395,8 @@ export class ServiceProxy implements ModuleInstance {
       for (const s of r.sets.keys()) wantSets.add(s);
       for (const e of r.elements.keys()) wantElements.add(e);
     }
+    for (const c of this.#shared.chains) wantChains.add(c);
+    for (const e of this.#shared.elements) wantElements.add(e);
     const fixed = FIXED_SETS;
     const ops: ((tx: NftTransaction) => void)[] = [];
     for (const id of kernel.elements.keys()) {
@@ -380,7 +405,7 @@ export class ServiceProxy implements ModuleInstance {
       ops.push((tx) => tx.delete({ element: { set: map, key } }));
     }
     for (const c of kernel.chains) {
-      if (!isServiceObjectName(c) || wantChains.has(c)) continue;
+      if (!(isServiceObjectName(c) || isSharedChainName(c)) || wantChains.has(c)) continue;
       ops.push((tx) => tx.flush({ chain: { name: c } }));
       if (!this.#stale.has(c)) this.#stale.set(c, this.#ctx.clock.now());
     }
@@ -397,13 +422,27 @@ export class ServiceProxy implements ModuleInstance {
     for (const c of this.#stale.keys()) if (wantChains.has(c)) this.#stale.delete(c);
   }
 
-  async #listTable(): Promise<NftObject[]> {
-    try {
-      return await this.#deps.nft.list({ table: TABLE });
-    } catch (err) {
+  /**
+   * What the kernel holds, never as one listing of the whole table (its JSON reached 1.6 GiB at 10,000
+   * Services): the table terse (chains, rules and sets without elements), then each map and set holding
+   * Services' elements on its own. Nothing if the table is gone.
+   */
+  async #listKernel(): Promise<NftObject[]> {
+    const notFound = (err: unknown) => {
       if (isNotFound(err)) return [];
       throw err;
+    };
+    const objs = await this.#deps.nft.list({ table: TABLE }, { terse: true }).catch(notFound);
+    const out: NftObject[] = [...objs];
+    for (const o of objs) {
+      const kind = "map" in o ? "map" : "set" in o ? "set" : undefined;
+      if (!kind) continue;
+      const name = (o[kind] as { name?: unknown }).name;
+      if (typeof name !== "string" || isServiceObjectName(name) || FIXED_SETS.has(name)) continue;
+      const ref = { family: TABLE.family, table: TABLE.name, name };
+      out.push(...await this.#deps.nft.list(kind === "map" ? { map: ref } : { set: ref }).catch(notFound));
     }
+    return out;
   }
 
   async #run(tx: NftTransaction): Promise<void> {
@@ -497,7 +536,7 @@ export class ServiceProxy implements ModuleInstance {
   /** Deletes chains flushed more than a second ago that nothing wants again. */
   async #deleteStaleChains(): Promise<void> {
     const now = this.#ctx.clock.now();
-    const wanted = new Set<string>();
+    const wanted = new Set<string>(this.#shared.chains);
     for (const r of this.#programmed.values()) for (const c of r.chains.keys()) wanted.add(c);
     const due = [...this.#stale].filter(([c, t]) => now - t >= STALE_CHAIN_DELAY_MS && !wanted.has(c));
     for (const [c] of this.#stale) if (wanted.has(c)) this.#stale.delete(c);
@@ -506,7 +545,9 @@ export class ServiceProxy implements ModuleInstance {
       return;
     }
     const tx = new NftTransaction("inet", PROXY_TABLE);
-    for (const [c] of due) tx.destroy({ chain: { name: c } });
+    // All flushed first: one may still go to another (a shared external chain to its pick chain).
+    for (const [c] of due) tx.add({ chain: { name: c } }).flush({ chain: { name: c } });
+    for (const [c] of due) tx.delete({ chain: { name: c } });
     try {
       await this.#run(tx);
       for (const [c] of due) this.#stale.delete(c);

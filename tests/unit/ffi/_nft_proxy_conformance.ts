@@ -1,6 +1,7 @@
 /**
- * Conformance of what the service proxy writes: its whole ruleset (base chains, maps, dual-stack Services
- * with every feature that changes the rules) applied to FakeNftables and to the kernel reads back the same,
+ * Conformance of what the service proxy writes: its whole ruleset (base chains, typeof endpoint maps keyed
+ * by numgen and jhash slots, shared pick chains, dual-stack Services with every feature that changes the
+ * rules) applied to FakeNftables and to the kernel reads back the same,
  * rule for rule, so the proxy's unit tests on the fake's dump say what the kernel holds; and the kernel's
  * JSON listing parses back to exactly the elements the proxy rendered (what its full resync diffs against).
  */
@@ -16,6 +17,7 @@ import {
   renderBase,
   type RenderedService,
   renderService,
+  SharedObjects,
 } from "../../../modules/proxy/mod.ts";
 import type { Case } from "./_conformance.ts";
 import { dumpOf } from "./_nft_conformance.ts";
@@ -68,6 +70,14 @@ const services = (): ServiceInfo[] => [
       { name: "sig", protocol: "SCTP", port: 3868, nodePort: 30068, endpoints: [] },
     ],
   }),
+  svc("plain", {
+    type: "NodePort",
+    clusterIPs: ["172.16.0.13", "fd00:172::13"],
+    ports: [
+      { name: "http", protocol: "TCP", port: 80, nodePort: 30081, endpoints: [...eps, ep("10.1.3.5")] },
+      { name: "dns", protocol: "UDP", port: 53, nodePort: 30054, endpoints: eps },
+    ],
+  }),
   svc("itp", {
     clusterIPs: ["172.16.0.12"],
     internalTrafficPolicy: "Local",
@@ -80,11 +90,13 @@ async function program(n: NftRuleset, nctx: ProxyNodeContext): Promise<RenderedS
   renderBase(base, nctx);
   await n.run(base);
   const out: RenderedService[] = [];
+  const shared = new SharedObjects();
   for (const s of services()) {
     const r = renderService(s, nctx);
     const tx = new NftTransaction("inet", PROXY_TABLE);
-    diffService(tx, undefined, r);
+    diffService(tx, undefined, r, { shared });
     await n.run(tx);
+    shared.commit(undefined, r);
     out.push(r);
   }
   return out;
@@ -100,16 +112,37 @@ export const nftProxyCases: Case<NftRuleset>[] = [
         const fake = new FakeNftables();
         await program(fake, nctx);
         assert.equal(await dumpOf(n), await dumpOf(fake));
-        const kernel = parseKernelState(await n.list({ table: { family: "inet", name: PROXY_TABLE } }));
+        // Listed as the proxy's full resync lists it: the table terse, then each map and set on its own.
+        const table = { family: "inet", name: PROXY_TABLE } as const;
+        const terse = await n.list({ table }, { terse: true });
+        const objs = [...terse];
+        for (const o of terse) {
+          const kind = "map" in o ? "map" : "set" in o ? "set" : undefined;
+          if (!kind) continue;
+          const ref = { family: "inet", table: PROXY_TABLE, name: (o[kind] as { name: string }).name };
+          objs.push(...await n.list(kind === "map" ? { map: ref } : { set: ref }));
+        }
+        const kernel = parseKernelState(objs);
         const want = new Map<string, string>();
         for (const r of rendered) for (const [k, v] of r.elements) want.set(k, v);
+        for (const r of rendered) for (const k of r.sharedElements) want.set(k, "");
         const got = new Map([...kernel.elements].filter(([k]) => !/^(nodeport_ips|pod_cidrs)_/.test(k)));
         assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
         for (const r of rendered) for (const c of r.chains.keys()) assert.ok(kernel.chains.has(c), c);
+        for (const r of rendered) for (const c of r.shared.keys()) assert.ok(kernel.chains.has(c), c);
         assert.deepEqual(
           [...kernel.serviceSets].sort(),
           rendered.flatMap((r) => [...r.sets.keys()]).sort(),
         );
+        // A full resync over it: the base (typeof maps declared again) and every shared chain rewritten
+        // in one transaction, naming maps libnftables now reads back from the kernel.
+        const again = new NftTransaction("inet", PROXY_TABLE);
+        renderBase(again, nctx);
+        const kernelElements = new Map(kernel.elements);
+        for (const r of rendered) diffService(again, undefined, r, { rewrite: true, kernelElements });
+        const before = await dumpOf(n);
+        await n.run(again);
+        assert.equal(await dumpOf(n), before);
         await n.run(new NftTransaction("inet", PROXY_TABLE).delete({ table: {} }));
       }
     },

@@ -166,3 +166,28 @@ Deno.test("IPv6 addresses are accepted as element keys and values, but a spaced 
   assert.match(tx.render(), /\{ fd00::1 : \[fd00:1::5\]:8080 \}/);
   assert.throws(() => tx.add({ element: { set: "s", key: ["a : b"] } }), NftSpecError);
 });
+
+Deno.test("a typeof map renders its key and value expressions, and only plain expressions are taken", () => {
+  const tx = new NftTransaction("inet", "t").add({
+    map: {
+      name: "eps",
+      type: "typeof ip daddr . th dport . numgen random mod 65536",
+      map: "ip daddr . tcp dport",
+    },
+  });
+  assert.equal(
+    tx.render(),
+    "add map inet t eps { typeof ip daddr . th dport . numgen random mod 65536 : ip daddr . tcp dport; }\n",
+  );
+  const refused = (f: () => unknown, what: string) => assert.throws(f, NftSpecError, what);
+  refused(() => tx.add({ set: { name: "s", type: "typeof ip daddr; flush ruleset" } }), "typeof injection");
+  refused(
+    () => tx.add({ map: { name: "m", type: "typeof ip daddr", map: "ip daddr }; flush ruleset" } }),
+    "value injection",
+  );
+  refused(
+    () => tx.add({ map: { name: "m", type: "ipv4_addr", map: "ip daddr . tcp dport" } }),
+    "expression after type",
+  );
+  assert.equal(tx.size, 1);
+});

@@ -4,7 +4,9 @@ import {
   elementId,
   PROXY_TABLE,
   renderBase,
+  type RenderedService,
   renderService,
+  SharedObjects,
 } from "../../../modules/proxy/nft_render.ts";
 import type { ServiceInfo } from "../../../core/mod.ts";
 import { ep, nodeCtx, svc } from "./_fixtures.ts";
@@ -12,38 +14,48 @@ import { FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
 
 const ctx = nodeCtx;
 
-/** How many endpoints a policy chain picks among. */
-function picks(rules: readonly string[]): number {
-  return rules.filter((r) => / goto ep-|^goto ep-/.test(r) && !r.includes("saddr @aff-")).length;
-}
-
 const three = [ep("10.1.1.5", { local: true }), ep("10.1.2.5"), ep("10.1.3.5")];
 const el = (m: string, ...k: string[]) => elementId(m, k);
 
-Deno.test("a cluster IP maps to one chain that picks among every ready endpoint in turn", () => {
+/** The endpoint slots of one map for one key prefix, in slot order. */
+function slots(r: RenderedService, map: string, ...prefix: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0;; i++) {
+    const v = r.elements.get(el(map, ...prefix, String(i)));
+    if (v === undefined) return out;
+    out.push(v);
+  }
+}
+
+Deno.test("a cluster IP maps to a shared pick chain and its endpoints to slots of the endpoint map", () => {
   const r = renderService(svc({}, three), ctx);
-  assert.equal(
-    r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")),
-    "goto svc4-default/web/tcp/http",
-  );
+  assert.equal(r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")), "goto pick_v4_tcp_rr_3");
   assert.ok(r.elements.has(el("cluster_ips_v4", "172.16.0.10")));
-  assert.deepEqual(r.chains.get("svc4-default/web/tcp/http"), [
-    "ip daddr 172.16.0.10 th dport 80 ip saddr != @pod_cidrs_v4 jump mark_for_masquerade",
-    "numgen inc mod 3 0 goto ep-default/web/tcp/http__10.1.1.5/8080",
-    "numgen inc mod 2 0 goto ep-default/web/tcp/http__10.1.2.5/8080",
-    "goto ep-default/web/tcp/http__10.1.3.5/8080",
+  assert.deepEqual(r.shared.get("pick_v4_tcp_rr_3"), [
+    "dnat ip to ip daddr . tcp dport . numgen random mod 3 map @service_endpoints_v4_tcp",
   ]);
-  assert.deepEqual(r.chains.get("ep-default/web/tcp/http__10.1.2.5/8080"), [
-    "ip saddr 10.1.2.5 jump mark_for_masquerade",
-    "meta l4proto tcp dnat ip to 10.1.2.5:8080",
+  assert.deepEqual(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80"), [
+    "10.1.1.5 . 8080",
+    "10.1.2.5 . 8080",
+    "10.1.3.5 . 8080",
   ]);
+  // Nothing of its own: no chain, no set.
+  assert.equal(r.chains.size, 0);
+  assert.equal(r.sets.size, 0);
   assert.equal(r.endpoints, 3);
   assert.deepEqual(r.warnings, []);
   // Nothing for a family the Service has no cluster IP in.
   assert.ok(![...r.elements.keys()].some((k) => k.includes("_v6")));
 });
 
-Deno.test("a Service without endpoints is rejected, not blackholed, and gets no chains", () => {
+Deno.test("endpoints take slots in address order whatever the slice's order, each once", () => {
+  const a = renderService(svc({}, three), ctx);
+  const b = renderService(svc({}, [three[2]!, three[0]!, three[1]!, three[0]!]), ctx);
+  assert.deepEqual(b.elements, a.elements);
+  assert.deepEqual(b.shared, a.shared);
+});
+
+Deno.test("a Service without endpoints is rejected, not blackholed, and uses no chain", () => {
   const r = renderService(
     svc({
       type: "NodePort",
@@ -57,7 +69,7 @@ Deno.test("a Service without endpoints is rejected, not blackholed, and gets no 
   );
   assert.equal(r.elements.get(el("no_endpoint_nodeports_v4", "udp", "30053")), "goto reject_chain");
   assert.ok(!r.elements.has(el("service_ips_v4", "172.16.0.10", "udp", "53")));
-  assert.equal(r.chains.size, 0);
+  assert.equal(r.chains.size + r.shared.size + r.sharedElements.size, 0);
 });
 
 Deno.test("not-ready endpoints are skipped and serving terminating ones are used only when none is ready", () => {
@@ -66,16 +78,13 @@ Deno.test("not-ready endpoints are skipped and serving terminating ones are used
     ep("10.1.2.5", { ready: false, serving: false }),
   ];
   let r = renderService(svc({}, eps), ctx);
-  assert.deepEqual([...r.chains.keys()].filter((c) => c.startsWith("ep-")), [
-    "ep-default/web/tcp/http__10.1.1.5/8080",
-  ]);
+  assert.deepEqual(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80"), ["10.1.1.5 . 8080"]);
   r = renderService(svc({}, [...eps, ep("10.1.3.5")]), ctx);
-  assert.deepEqual([...r.chains.keys()].filter((c) => c.startsWith("ep-")), [
-    "ep-default/web/tcp/http__10.1.3.5/8080",
-  ]);
+  assert.deepEqual(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80"), ["10.1.3.5 . 8080"]);
+  assert.equal(r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")), "goto pick_v4_tcp_rr_1");
 });
 
-Deno.test("a NodePort goes through the external chain, which masquerades", () => {
+Deno.test("a NodePort goes through the shared external chain, which masquerades, to the NodePort's slots", () => {
   const r = renderService(
     svc({
       type: "NodePort",
@@ -83,10 +92,18 @@ Deno.test("a NodePort goes through the external chain, which masquerades", () =>
     }),
     ctx,
   );
-  assert.equal(r.elements.get(el("service_nodeports_v4", "tcp", "30080")), "goto ext4-default/web/tcp/http");
-  assert.deepEqual(r.chains.get("ext4-default/web/tcp/http"), [
+  assert.equal(r.elements.get(el("service_nodeports_v4", "tcp", "30080")), "goto ext_np_v4_tcp_rr_3");
+  assert.deepEqual(r.shared.get("ext_np_v4_tcp_rr_3"), [
     "jump mark_for_masquerade",
-    "goto svc4-default/web/tcp/http",
+    "goto pick_np_v4_tcp_rr_3",
+  ]);
+  assert.deepEqual(r.shared.get("pick_np_v4_tcp_rr_3"), [
+    "dnat ip to tcp dport . numgen random mod 3 map @nodeport_endpoints_v4_tcp",
+  ]);
+  assert.deepEqual(slots(r, "nodeport_endpoints_v4_tcp", "30080"), [
+    "10.1.1.5 . 8080",
+    "10.1.2.5 . 8080",
+    "10.1.3.5 . 8080",
   ]);
 });
 
@@ -97,23 +114,27 @@ Deno.test("externalTrafficPolicy Local keeps the source and sends outside traffi
     ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
   });
   const r = renderService(s, ctx);
-  assert.deepEqual(r.chains.get("ext4-default/web/tcp/http"), [
-    "ip saddr @pod_cidrs_v4 goto svc4-default/web/tcp/http",
+  assert.equal(r.elements.get(el("service_nodeports_v4", "tcp", "30080")), "goto ext_np_local_v4_tcp_rr_3_1");
+  assert.deepEqual(r.shared.get("ext_np_local_v4_tcp_rr_3_1"), [
+    "ip saddr @pod_cidrs_v4 goto pick_np_v4_tcp_rr_3",
     "fib saddr type local jump mark_for_masquerade",
-    "fib saddr type local goto svc4-default/web/tcp/http",
-    "goto local4-default/web/tcp/http",
+    "fib saddr type local goto pick_np_v4_tcp_rr_3",
+    "goto pick_np_local_v4_tcp_rr_1",
   ]);
-  assert.deepEqual(r.chains.get("local4-default/web/tcp/http"), [
-    "goto ep-default/web/tcp/http__10.1.1.5/8080",
+  assert.deepEqual(r.shared.get("pick_np_local_v4_tcp_rr_1"), [
+    "dnat ip to tcp dport . numgen random mod 1 map @nodeport_local_endpoints_v4_tcp",
   ]);
+  assert.deepEqual(slots(r, "nodeport_local_endpoints_v4_tcp", "30080"), ["10.1.1.5 . 8080"]);
+  assert.equal(slots(r, "nodeport_endpoints_v4_tcp", "30080").length, 3);
   // Without a local endpoint: outside traffic is dropped (pods and the node still reach the Service).
   const none = renderService({ ...s, ports: [{ ...s.ports[0]!, endpoints: three.slice(1) }] }, ctx);
   assert.equal(none.elements.get(el("no_endpoint_nodeports_v4", "tcp", "30080")), "drop");
-  assert.ok(!none.chains.has("local4-default/web/tcp/http"));
-  assert.equal(
-    none.chains.get("ext4-default/web/tcp/http")!.at(-1),
-    "fib saddr type local goto svc4-default/web/tcp/http",
-  );
+  assert.deepEqual(none.shared.get("ext_np_local_v4_tcp_rr_2_0"), [
+    "ip saddr @pod_cidrs_v4 goto pick_np_v4_tcp_rr_2",
+    "fib saddr type local jump mark_for_masquerade",
+    "fib saddr type local goto pick_np_v4_tcp_rr_2",
+  ]);
+  assert.deepEqual(slots(none, "nodeport_local_endpoints_v4_tcp", "30080"), []);
 });
 
 Deno.test("the kube-router.io/service.local annotation means externalTrafficPolicy Local", () => {
@@ -125,28 +146,28 @@ Deno.test("the kube-router.io/service.local annotation means externalTrafficPoli
     }),
     ctx,
   );
-  assert.ok(r.chains.has("local4-default/web/tcp/http"));
+  assert.ok(r.shared.has("pick_np_local_v4_tcp_rr_1"));
 });
 
 Deno.test("internalTrafficPolicy Local sends the cluster IP to local endpoints, and drops when there are none", () => {
   const r = renderService(svc({ internalTrafficPolicy: "Local" }, three), ctx);
   assert.equal(
     r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")),
-    "goto local4-default/web/tcp/http",
+    "goto pick_local_v4_tcp_rr_1",
   );
-  assert.ok(!r.chains.has("svc4-default/web/tcp/http"));
+  assert.deepEqual(slots(r, "service_local_endpoints_v4_tcp", "172.16.0.10", "80"), ["10.1.1.5 . 8080"]);
+  assert.deepEqual(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80"), []);
+  assert.deepEqual([...r.shared.keys()], ["pick_local_v4_tcp_rr_1"]);
   const none = renderService(svc({ internalTrafficPolicy: "Local" }, three.slice(1)), ctx);
   assert.equal(none.elements.get(el("no_endpoint_services_v4", "172.16.0.10", "tcp", "80")), "drop");
-  assert.equal(none.chains.size, 0);
+  assert.equal(none.shared.size + none.chains.size, 0);
 });
 
 Deno.test("external IPs are validated against the ranges and never taken from the cluster IP range", () => {
   const s = svc({ externalIPs: ["203.0.113.5", "192.0.2.9", "172.16.0.99", "garbage"] }, three);
   const r = renderService(s, ctx);
-  assert.equal(
-    r.elements.get(el("service_ips_v4", "203.0.113.5", "tcp", "80")),
-    "goto ext4-default/web/tcp/http",
-  );
+  assert.equal(r.elements.get(el("service_ips_v4", "203.0.113.5", "tcp", "80")), "goto ext_v4_tcp_rr_3");
+  assert.equal(slots(r, "service_endpoints_v4_tcp", "203.0.113.5", "80").length, 3);
   assert.ok(!r.elements.has(el("service_ips_v4", "192.0.2.9", "tcp", "80")));
   assert.ok(!r.elements.has(el("service_ips_v4", "172.16.0.99", "tcp", "80")));
   assert.equal(r.warnings.length, 3);
@@ -172,10 +193,7 @@ Deno.test("LoadBalancer source ranges filter the load balancer IP, not the node 
     "goto fw4-default/web/tcp/http",
   );
   assert.deepEqual(r.chains.get("fw4-default/web/tcp/http"), ["ip saddr != 203.0.113.0/25 drop"]);
-  assert.equal(
-    r.elements.get(el("service_ips_v4", "198.51.100.7", "tcp", "80")),
-    "goto ext4-default/web/tcp/http",
-  );
+  assert.equal(r.elements.get(el("service_ips_v4", "198.51.100.7", "tcp", "80")), "goto ext_v4_tcp_rr_3");
   assert.ok(![...r.elements.keys()].some((k) => k.startsWith("firewall_ips") && k.includes("30080")));
   // A range holding the node lets the node reach its own LB IP (which it sources from the VIP).
   const withNode = renderService(
@@ -187,7 +205,7 @@ Deno.test("LoadBalancer source ranges filter the load balancer IP, not the node 
   ]);
 });
 
-Deno.test("ClientIP affinity: a timeout set per endpoint, checked before the pick and updated on the way", () => {
+Deno.test("ClientIP affinity keeps chains of its own: a timeout set per endpoint, checked before the pick", () => {
   const r = renderService(svc({ sessionAffinityTimeoutSeconds: 10800 }, three.slice(0, 2)), ctx);
   const set = "aff-default/web/tcp/http__10.1.1.5/8080";
   assert.deepEqual(r.sets.get(set), {
@@ -196,44 +214,46 @@ Deno.test("ClientIP affinity: a timeout set per endpoint, checked before the pic
     flags: ["dynamic", "timeout"],
     timeout: "10800s",
   });
-  assert.deepEqual(r.chains.get("svc4-default/web/tcp/http")!.slice(1, 3), [
+  assert.equal(
+    r.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")),
+    "goto svc4-default/web/tcp/http",
+  );
+  assert.deepEqual(r.chains.get("svc4-default/web/tcp/http"), [
     `ip saddr @${set} goto ep-default/web/tcp/http__10.1.1.5/8080`,
     "ip saddr @aff-default/web/tcp/http__10.1.2.5/8080 goto ep-default/web/tcp/http__10.1.2.5/8080",
+    "numgen random mod 2 0 goto ep-default/web/tcp/http__10.1.1.5/8080",
+    "goto ep-default/web/tcp/http__10.1.2.5/8080",
   ]);
   assert.deepEqual(r.chains.get("ep-default/web/tcp/http__10.1.1.5/8080"), [
-    "ip saddr 10.1.1.5 jump mark_for_masquerade",
     `update @${set} { ip saddr }`,
     "meta l4proto tcp dnat ip to 10.1.1.5:8080",
   ]);
+  assert.equal(r.shared.size, 0);
+  // Hairpin is the shared set's business for these Services too.
+  assert.ok(r.sharedElements.has(el("hairpin_v4", "10.1.2.5", "10.1.2.5")));
 });
 
 Deno.test("the sh scheduler hashes the source; IPVS-only schedulers fall back to rr and are reported", () => {
   const sh = renderService(svc({ annotations: { "kube-router.io/service.scheduler": "sh" } }, three), ctx);
-  assert.deepEqual(sh.chains.get("svc4-default/web/tcp/http")!.slice(1), [
-    "jhash ip saddr mod 3 seed 0x0 0 goto ep-default/web/tcp/http__10.1.1.5/8080",
-    "jhash ip saddr mod 3 seed 0x0 1 goto ep-default/web/tcp/http__10.1.2.5/8080",
-    "goto ep-default/web/tcp/http__10.1.3.5/8080",
+  assert.equal(sh.elements.get(el("service_ips_v4", "172.16.0.10", "tcp", "80")), "goto pick_v4_tcp_sh_3");
+  assert.deepEqual(sh.shared.get("pick_v4_tcp_sh_3"), [
+    "dnat ip to ip daddr . tcp dport . jhash ip saddr mod 3 seed 0x0 map @service_endpoints_v4_tcp",
   ]);
   assert.equal(sh.unsupportedScheduler, undefined);
   const lc = renderService(svc({ annotations: { "kube-router.io/service.scheduler": "lc" } }, three), ctx);
-  assert.match(lc.chains.get("svc4-default/web/tcp/http")![1]!, /^numgen inc mod 3 0 goto/);
+  assert.ok(lc.shared.has("pick_v4_tcp_rr_3"));
   assert.equal(lc.unsupportedScheduler, "lc");
 });
 
 Deno.test("a pod reaching itself through its Service is always masqueraded (hairpin), as kube-proxy does", () => {
-  const rule = "ip saddr 10.1.2.5 jump mark_for_masquerade";
   for (const c of [ctx, { ...ctx, hairpinMode: true }]) {
     const r = renderService(svc({}, three), c);
-    assert.equal(r.chains.get("ep-default/web/tcp/http__10.1.2.5/8080")![0], rule);
+    assert.deepEqual([...r.sharedElements].sort(), [
+      el("hairpin_v4", "10.1.1.5", "10.1.1.5"),
+      el("hairpin_v4", "10.1.2.5", "10.1.2.5"),
+      el("hairpin_v4", "10.1.3.5", "10.1.3.5"),
+    ]);
   }
-});
-
-Deno.test("--masquerade-all masquerades every source to the cluster IP", () => {
-  const r = renderService(svc({}, three), { ...ctx, masqueradeAll: true });
-  assert.equal(
-    r.chains.get("svc4-default/web/tcp/http")![0],
-    "ip daddr 172.16.0.10 th dport 80 jump mark_for_masquerade",
-  );
 });
 
 Deno.test("a dual-stack Service is served in both families with each family's endpoints", () => {
@@ -241,16 +261,13 @@ Deno.test("a dual-stack Service is served in both families with each family's en
     svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
     ctx,
   );
-  assert.equal(
-    r.elements.get(el("service_ips_v6", "fd00:172::10", "tcp", "80")),
-    "goto svc6-default/web/tcp/http",
-  );
-  assert.deepEqual(r.chains.get("ep-default/web/tcp/http__fd00.1.1..5/8080"), [
-    "ip6 saddr fd00:1:1::5 jump mark_for_masquerade",
-    "meta l4proto tcp dnat ip6 to [fd00:1:1::5]:8080",
+  assert.equal(r.elements.get(el("service_ips_v6", "fd00:172::10", "tcp", "80")), "goto pick_v6_tcp_rr_1");
+  assert.deepEqual(r.shared.get("pick_v6_tcp_rr_1"), [
+    "dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @service_endpoints_v6_tcp",
   ]);
-  assert.equal(picks(r.chains.get("svc6-default/web/tcp/http")!), 1);
-  assert.equal(picks(r.chains.get("svc4-default/web/tcp/http")!), 3);
+  assert.deepEqual(slots(r, "service_endpoints_v6_tcp", "fd00:172::10", "80"), ["fd00:1:1::5 . 8080"]);
+  assert.ok(r.sharedElements.has(el("hairpin_v6", "fd00:1:1::5", "fd00:1:1::5")));
+  assert.equal(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80").length, 3);
 });
 
 Deno.test("topology hints keep endpoints in this node's zone when every endpoint has hints", () => {
@@ -260,14 +277,16 @@ Deno.test("topology hints keep endpoints in this node's zone when every endpoint
     ep("10.1.3.5", { hintZones: ["zone-a"] }),
   ];
   const r = renderService(svc({ trafficDistribution: "PreferClose" }, eps), ctx);
-  assert.equal(picks(r.chains.get("svc4-default/web/tcp/http")!), 2);
-  assert.ok(!r.chains.has("ep-default/web/tcp/http__10.1.2.5/8080"));
+  assert.deepEqual(slots(r, "service_endpoints_v4_tcp", "172.16.0.10", "80"), [
+    "10.1.1.5 . 8080",
+    "10.1.3.5 . 8080",
+  ]);
   // One endpoint without hints: hints are ignored.
   const partial = renderService(svc({}, [...eps, ep("10.1.4.5")]), ctx);
-  assert.equal(picks(partial.chains.get("svc4-default/web/tcp/http")!), 4);
+  assert.equal(slots(partial, "service_endpoints_v4_tcp", "172.16.0.10", "80").length, 4);
 });
 
-Deno.test("UDP and SCTP ports key the maps by their protocol", () => {
+Deno.test("UDP and SCTP ports key the dispatch maps by their protocol and have endpoint maps of their own", () => {
   const r = renderService(
     svc({
       ports: [
@@ -277,12 +296,12 @@ Deno.test("UDP and SCTP ports key the maps by their protocol", () => {
     }),
     ctx,
   );
-  assert.ok(r.elements.has(el("service_ips_v4", "172.16.0.10", "udp", "53")));
-  assert.ok(r.elements.has(el("service_ips_v4", "172.16.0.10", "sctp", "3868")));
-  assert.deepEqual(
-    r.chains.get("ep-default/web/sctp/sig__10.1.1.5/8080")!.at(-1),
-    "meta l4proto sctp dnat ip to 10.1.1.5:8080",
-  );
+  assert.equal(r.elements.get(el("service_ips_v4", "172.16.0.10", "udp", "53")), "goto pick_v4_udp_rr_3");
+  assert.equal(r.elements.get(el("service_ips_v4", "172.16.0.10", "sctp", "3868")), "goto pick_v4_sctp_rr_3");
+  assert.equal(slots(r, "service_endpoints_v4_udp", "172.16.0.10", "53").length, 3);
+  assert.deepEqual(r.shared.get("pick_v4_sctp_rr_3"), [
+    "dnat ip to ip daddr . sctp dport . numgen random mod 3 map @service_endpoints_v4_sctp",
+  ]);
 });
 
 /** A dump's objects in a fixed order (the fake lists them in creation order, which a diff changes). */
@@ -305,7 +324,7 @@ async function fakeWith(...build: ((tx: NftTransaction) => void)[]): Promise<Fak
   return fake;
 }
 
-Deno.test("the base ruleset serves NodePorts on the node's IPs, or on every local address with --nodeport-bindon-all-ip", async () => {
+Deno.test("the base ruleset: NodePorts on the node's IPs (or every local address), masquerading, hairpin, endpoint maps", async () => {
   const dump = (await fakeWith((tx) => renderBase(tx, ctx))).dump();
   assert.match(dump, /ip daddr @nodeport_ips_v4 meta l4proto \. th dport vmap @service_nodeports_v4/);
   assert.match(dump, /set nodeport_ips_v4 \{\n\t\ttype ipv4_addr\n\t\telements = \{ 192\.168\.1\.100 \}/);
@@ -314,75 +333,206 @@ Deno.test("the base ruleset serves NodePorts on the node's IPs, or on every loca
     dump,
     /chain nat_prerouting \{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tjump services/,
   );
-  assert.match(dump, /chain masquerading \{\n\t\tmeta mark & 0x00004000 == 0x00000000 return/);
+  assert.match(
+    dump,
+    /chain services \{\n\t\tip daddr @cluster_ips_v4 ip saddr != @pod_cidrs_v4 jump mark_for_masquerade\n\t\tip daddr \. meta l4proto \. th dport vmap @service_ips_v4/,
+  );
+  assert.match(
+    dump,
+    /chain masquerading \{\n\t\tct status dnat ip saddr \. ip daddr @hairpin_v4 jump mark_for_masquerade\n\t\tct status dnat ip6 saddr \. ip6 daddr @hairpin_v6 jump mark_for_masquerade\n\t\tmeta mark & 0x00004000 == 0x00000000 return/,
+  );
+  assert.match(
+    dump,
+    /map service_endpoints_v4_tcp \{\n\t\ttypeof ip daddr \. th dport \. numgen random mod 65536 : ip daddr \. tcp dport\n/,
+  );
+  assert.match(
+    dump,
+    /map nodeport_local_endpoints_v6_sctp \{\n\t\ttypeof th dport \. numgen random mod 65536 : ip6 daddr \. sctp dport\n/,
+  );
   const all = (await fakeWith((tx) => renderBase(tx, { ...ctx, nodePortBindOnAllIp: true }))).dump();
   assert.match(
     all,
     /fib daddr type local ip daddr != 127\.0\.0\.0\/8 meta l4proto \. th dport vmap @service_nodeports_v4/,
   );
+  const masqAll = (await fakeWith((tx) => renderBase(tx, { ...ctx, masqueradeAll: true }))).dump();
+  assert.match(masqAll, /chain services \{\n\t\tip daddr @cluster_ips_v4 jump mark_for_masquerade\n/);
   // The base ruleset can be applied again over itself (every sync does).
   await fakeWith((tx) => renderBase(tx, ctx), (tx) => renderBase(tx, ctx));
 });
 
-Deno.test("a diff rewrites only what changed and deletes a changed element before adding it back", () => {
+Deno.test("an endpoint change is element changes only: its slots, and the dispatch verdict when the count changes", () => {
   const before = renderService(svc({}, three), ctx);
   const after = renderService(svc({}, three.slice(0, 2)), ctx);
+  const shared = new SharedObjects();
+  shared.commit(undefined, before);
+  // Another Service already uses the 2-endpoint pick chain: nothing to create.
+  const other = renderService(
+    svc({ key: "default/other", name: "other", clusterIPs: ["172.16.0.11"] }, three.slice(0, 2)),
+    ctx,
+  );
+  shared.commit(undefined, other);
   const tx = new NftTransaction("inet", PROXY_TABLE);
-  const stale = diffService(tx, before, after);
-  assert.deepEqual(stale, ["ep-default/web/tcp/http__10.1.3.5/8080"]);
+  assert.deepEqual(diffService(tx, before, after, { shared }), []);
   const lines = tx.render().trim().split("\n");
-  assert.ok(lines.some((l) => l.startsWith("flush chain") && l.includes("svc4-default/web/tcp/http")));
-  assert.ok(!lines.some((l) => l.includes("element")), "the map entry did not change");
-  assert.ok(!lines.some((l) => l.includes("ep-default/web/tcp/http__10.1.1.5/8080 ")));
-
-  const none = renderService(svc({}, []), ctx);
+  assert.ok(lines.every((l) => /^(add|delete) element /.test(l)), lines.join("\n"));
+  assert.ok(lines.some((l) => l.includes("service_ips_v4") && l.includes("goto pick_v4_tcp_rr_2")));
+  assert.ok(
+    lines.some((l) => l.startsWith("delete element") && l.includes("hairpin_v4 { 10.1.3.5 . 10.1.3.5 }")),
+  );
+  // Replacing one endpoint by another: its slot and hairpin pair, nothing else.
+  const swapped = renderService(svc({}, [three[0]!, three[1]!, ep("10.1.3.6")]), ctx);
   const tx2 = new NftTransaction("inet", PROXY_TABLE);
-  diffService(tx2, after, none);
-  const ops = tx2.operations.map((o) => `${o.verb} ${"element" in o.object ? o.object.element.set : ""}`);
-  const del = ops.indexOf("delete service_ips_v4");
-  const add = ops.indexOf("add no_endpoint_services_v4");
-  assert.ok(del >= 0 && add > del, ops.join("\n"));
+  diffService(tx2, before, swapped, { shared });
+  assert.deepEqual(tx2.render().trim().split("\n").sort(), [
+    "add element inet kube_router_proxy hairpin_v4 { 10.1.3.6 . 10.1.3.6 }",
+    "add element inet kube_router_proxy service_endpoints_v4_tcp { 172.16.0.10 . 80 . 2 : 10.1.3.6 . 8080 }",
+    "delete element inet kube_router_proxy hairpin_v4 { 10.1.3.5 . 10.1.3.5 }",
+    "delete element inet kube_router_proxy service_endpoints_v4_tcp { 172.16.0.10 . 80 . 2 }",
+  ]);
   const same = new NftTransaction("inet", PROXY_TABLE);
-  assert.deepEqual(diffService(same, after, after), []);
+  assert.deepEqual(diffService(same, after, after, { shared }), []);
   assert.equal(same.size, 0);
 });
 
-Deno.test("applying a diff leaves the same ruleset as rendering the new state from scratch", async () => {
-  const states: ServiceInfo[] = [
-    svc({}, three),
-    svc({ sessionAffinityTimeoutSeconds: 60 }, three.slice(1)),
-    svc({
-      type: "NodePort",
-      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
-    }),
-    svc({
-      type: "LoadBalancer",
-      externalTrafficPolicy: "Local",
-      loadBalancerIPs: ["198.51.100.7"],
-      loadBalancerSourceRanges: ["203.0.113.0/24"],
-      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30081, endpoints: three.slice(0, 1) }],
-    }),
-    svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
-    svc({}, []),
-  ];
+Deno.test("shared chains and elements are created with their first user and go with their last", () => {
+  const shared = new SharedObjects();
+  const a = renderService(svc({}, three), ctx);
+  const b = renderService(svc({ key: "default/b", name: "b", clusterIPs: ["172.16.0.11"] }, three), ctx);
+  // Both new in one transaction: the chain and each hairpin pair written once.
+  const tx = new NftTransaction("inet", PROXY_TABLE);
+  diffService(tx, undefined, a, { shared });
+  diffService(tx, undefined, b, { shared });
+  const text = tx.render();
+  assert.equal(text.match(/add chain inet kube_router_proxy pick_v4_tcp_rr_3\n/g)?.length, 1);
+  assert.equal(text.match(/10\.1\.2\.5 \. 10\.1\.2\.5/g)?.length, 1);
+  assert.deepEqual(shared.commit(undefined, a), []);
+  assert.deepEqual(shared.commit(undefined, b), []);
+  // a goes: b still uses everything.
+  const tx2 = new NftTransaction("inet", PROXY_TABLE);
+  diffService(tx2, a, undefined, { shared });
+  assert.ok(!tx2.render().includes("hairpin"));
+  assert.deepEqual(shared.commit(a, undefined), []);
+  // b goes: the chain is unused (the caller deletes it later), the hairpin pairs are deleted at once.
+  const tx3 = new NftTransaction("inet", PROXY_TABLE);
+  diffService(tx3, b, undefined, { shared });
+  assert.match(
+    tx3.render(),
+    /delete element inet kube_router_proxy hairpin_v4 \{ 10\.1\.1\.5 \. 10\.1\.1\.5, /,
+  );
+  assert.equal(tx3.render().match(/(10\.1\.\d\.5) \. \1/g)?.length, 3);
+  assert.deepEqual(shared.commit(b, undefined), ["pick_v4_tcp_rr_3"]);
+  assert.equal(shared.chains.size + shared.elements.size, 0);
+});
+
+/** A tiny deterministic random generator (the checks below must fail the same way every run). */
+function rng(seed: number): () => number {
+  let x = seed >>> 0;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+const states: ServiceInfo[] = [
+  svc({}, three),
+  svc({}, three.slice(1)),
+  svc({ sessionAffinityTimeoutSeconds: 60 }, three.slice(1)),
+  svc({
+    type: "NodePort",
+    ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+  }),
+  svc({
+    type: "LoadBalancer",
+    externalTrafficPolicy: "Local",
+    loadBalancerIPs: ["198.51.100.7"],
+    loadBalancerSourceRanges: ["203.0.113.0/24"],
+    ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30081, endpoints: three.slice(0, 1) }],
+  }),
+  svc({ internalTrafficPolicy: "Local", annotations: { "kube-router.io/service.scheduler": "sh" } }, three),
+  svc({ clusterIPs: ["172.16.0.10", "fd00:172::10"] }, [...three, ep("fd00:1:1::5", { local: true })]),
+  svc({ ports: [{ name: "dns", protocol: "UDP", port: 53, endpoints: three.slice(0, 2) }] }, []),
+  svc({}, []),
+];
+
+/** Service `i` of a world: state `s` under its own name and cluster IP (the states' endpoints are shared). */
+function nth(i: number, s: ServiceInfo): ServiceInfo {
+  const cips = s.clusterIPs.map((ip) => ip.replace(/10$/, String(10 + i)));
+  const ports = s.ports.map((p) => (p.nodePort ? { ...p, nodePort: p.nodePort + 100 * i } : p));
+  const lbs = s.loadBalancerIPs.map((ip) => ip.replace(/7$/, String(7 + i)));
+  return { ...s, key: `default/s${i}`, name: `s${i}`, clusterIPs: cips, loadBalancerIPs: lbs, ports };
+}
+
+/** The caller's deletion of unused chains: all flushed first, as one may go to another. */
+function deletion(chains: readonly string[]): NftTransaction {
+  const tx = new NftTransaction("inet", PROXY_TABLE);
+  for (const name of chains) tx.add({ chain: { name } }).flush({ chain: { name } });
+  for (const name of chains) tx.delete({ chain: { name } });
+  return tx;
+}
+
+async function freshOf(world: (RenderedService | undefined)[]): Promise<FakeNftables> {
+  const shared = new SharedObjects();
+  return await fakeWith((tx) => renderBase(tx, ctx), (tx) => {
+    for (const r of world) {
+      if (!r) continue;
+      diffService(tx, undefined, r, { shared });
+      shared.commit(undefined, r);
+    }
+  });
+}
+
+Deno.test("applying diffs leaves the same ruleset as rendering the new state from scratch, state to state", async () => {
   for (const [i, a] of states.entries()) {
     for (const [j, b] of states.entries()) {
       if (i === j) continue;
       const ra = renderService(a, ctx), rb = renderService(b, ctx);
+      const shared = new SharedObjects();
       let stale: string[] = [];
       const fake = await fakeWith(
         (tx) => renderBase(tx, ctx),
-        (tx) => diffService(tx, undefined, ra),
+        (tx) => diffService(tx, undefined, ra, { shared }),
         (tx) => {
-          stale = diffService(tx, ra, rb);
+          shared.commit(undefined, ra);
+          stale = diffService(tx, ra, rb, { shared });
         },
       );
-      await fake.run(new NftTransaction("inet", PROXY_TABLE).add({ table: {} }));
-      const cleanup = new NftTransaction("inet", PROXY_TABLE);
-      for (const c of stale) cleanup.delete({ chain: { name: c } });
-      await fake.run(cleanup);
-      const fresh = await fakeWith((tx) => renderBase(tx, ctx), (tx) => diffService(tx, undefined, rb));
-      assert.equal(blocks(fake.dump()), blocks(fresh.dump()), `state ${i} -> ${j}`);
+      stale.push(...shared.commit(ra, rb));
+      await fake.run(deletion(stale));
+      assert.equal(blocks(fake.dump()), blocks((await freshOf([rb])).dump()), `state ${i} -> ${j}`);
+    }
+  }
+});
+
+Deno.test("random changes to several Services in shared transactions end as a fresh render of the end state", async () => {
+  const next = rng(20261207);
+  for (let round = 0; round < 12; round++) {
+    const n = 4;
+    const world: (RenderedService | undefined)[] = Array.from({ length: n }, () => undefined);
+    const shared = new SharedObjects();
+    const fake = await fakeWith((tx) => renderBase(tx, ctx));
+    for (let step = 0; step < 8; step++) {
+      // One transaction changes a random subset of the Services (some deleted, some re-rendered).
+      const tx = new NftTransaction("inet", PROXY_TABLE);
+      const changes: [number, RenderedService | undefined][] = [];
+      for (let i = 0; i < n; i++) {
+        if (next() < 0.5) continue;
+        const pick = Math.floor(next() * (states.length + 1));
+        const r = pick === states.length ? undefined : renderService(nth(i, states[pick]!), ctx);
+        changes.push([i, r]);
+      }
+      const stale: string[] = [];
+      for (const [i, r] of changes) stale.push(...diffService(tx, world[i], r, { shared }));
+      await fake.run(tx);
+      for (const [i, r] of changes) {
+        stale.push(...shared.commit(world[i], r));
+        world[i] = r;
+      }
+      // The caller's later deletion of what no Service uses any more.
+      const still = new Set([...shared.chains, ...world.flatMap((r) => [...r?.chains.keys() ?? []])]);
+      await fake.run(deletion([...new Set(stale)].filter((c) => !still.has(c))));
+      assert.equal(blocks(fake.dump()), blocks((await freshOf(world)).dump()), `round ${round} step ${step}`);
     }
   }
 });

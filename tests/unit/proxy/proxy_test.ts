@@ -109,8 +109,15 @@ Deno.test("the proxy does not sync before the initial lists, then programs every
   s.source.markSynced();
   await s.sync();
   const dump = s.nft.fake.dump();
-  assert.match(dump, /172\.16\.0\.13 \. tcp \. 80 : goto svc4-default\/web\/tcp\/http/);
-  assert.match(dump, /numgen inc mod 2 0 goto ep-default\/web\/tcp\/http__10\.1\.2\.5\/8080/);
+  assert.match(dump, /172\.16\.0\.13 \. tcp \. 80 : goto pick_v4_tcp_rr_2/);
+  assert.match(
+    dump,
+    /chain pick_v4_tcp_rr_2 \{\n\t\tdnat ip to ip daddr \. tcp dport \. numgen random mod 2 map @service_endpoints_v4_tcp\n/,
+  );
+  assert.match(
+    dump,
+    /172\.16\.0\.13 \. 80 \. 0 : 10\.1\.2\.5 \. 8080,\s+172\.16\.0\.13 \. 80 \. 1 : 10\.1\.3\.5 \. 8080/,
+  );
   assert.equal(s.proxy.programmed.get("default/web")?.endpoints, 2);
   await s.proxy.stop();
   await s.t.stop();
@@ -119,25 +126,27 @@ Deno.test("the proxy does not sync before the initial lists, then programs every
 Deno.test("an EndpointSlice change rewrites only its Service", async () => {
   const s = await setup();
   s.source.put("services", service("web"));
-  s.source.put("services", service("api"));
+  s.source.put("services", service("apis"));
   s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
-  s.source.put("endpointslices", slice("api", ["10.1.2.6"]));
+  s.source.put("endpointslices", slice("apis", ["10.1.2.6"]));
   s.source.markSynced();
   await s.sync();
-  const apiBefore = s.proxy.programmed.get("default/api");
+  const apisBefore = s.proxy.programmed.get("default/apis");
   s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.3.5"]));
   await s.sync();
-  assert.equal(s.proxy.programmed.get("default/api"), apiBefore, "the other Service was not re-rendered");
-  assert.match(s.nft.fake.dump(), /ep-default\/web\/tcp\/http__10\.1\.3\.5\/8080/);
-  // The removed endpoint's chain is flushed at once and deleted a second later.
+  assert.equal(s.proxy.programmed.get("default/apis"), apisBefore, "the other Service was not re-rendered");
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. 80 \. 1 : 10\.1\.3\.5 \. 8080/);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. tcp \. 80 : goto pick_v4_tcp_rr_2/);
+  // apis still uses the 1-endpoint pick chain; when web leaves the 2-endpoint one, it goes a second later.
   s.source.put("endpointslices", slice("web", ["10.1.3.5"]));
+  const runs = s.nft.runs;
   await s.sync();
+  assert.equal(s.nft.runs, runs + 1, "one transaction");
+  assert.match(s.nft.fake.dump(), /chain pick_v4_tcp_rr_2 \{/);
   await s.clock.advance(3000);
-  assert.doesNotMatch(s.nft.fake.dump(), /10\.1\.2\.5\/8080 \{/);
-  assert.match(
-    s.nft.fake.dump(),
-    /\n\t\tgoto ep-default\/web\/tcp\/http__10\.1\.3\.5\/8080\n/,
-  );
+  assert.doesNotMatch(s.nft.fake.dump(), /pick_v4_tcp_rr_2|10\.1\.2\.5/);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. 80 \. 0 : 10\.1\.3\.5 \. 8080/);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. tcp \. 80 : goto pick_v4_tcp_rr_1/);
   await s.proxy.stop();
   await s.t.stop();
 });
@@ -167,8 +176,15 @@ Deno.test("the periodic full resync puts back an element and a rule deleted by h
   const good = s.nft.fake.dump();
   const tx = new NftTransaction("inet", PROXY_TABLE);
   tx.delete({ element: { set: "service_ips_v4", key: ["172.16.0.13", "tcp", "80"] } });
-  tx.flush({ chain: { name: "ep-default/web/tcp/http__10.1.2.5/8080" } });
+  tx.delete({ element: { set: "service_endpoints_v4_tcp", key: ["172.16.0.13", "80", "0"] } });
+  tx.add({
+    element: { set: "service_endpoints_v4_tcp", key: ["172.16.0.13", "80", "1"], value: ["10.9.9.9", "80"] },
+  });
+  tx.delete({ element: { set: "hairpin_v4", key: ["10.1.2.5", "10.1.2.5"] } });
+  tx.flush({ chain: { name: "pick_v4_tcp_rr_1" } });
   tx.add({ element: { set: "service_ips_v4", key: ["172.16.0.99", "tcp", "80"], value: ["drop"] } });
+  tx.add({ chain: { name: "pick_v4_tcp_rr_7" } });
+  tx.add({ chain: { name: "svc4-default/gone/tcp/http" } });
   await s.nft.fake.run(tx);
   const before = s.t.syncs.ok;
   await s.clock.advance(300_000);
@@ -210,12 +226,14 @@ Deno.test("two Services claiming one NodePort: the first keeps it, the second is
   s.source.put("services", np("b"));
   s.source.put("endpointslices", slice("b", ["10.1.2.6"]));
   await s.sync();
-  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext4-default\/aa\/tcp\/http/);
+  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext_np_v4_tcp_rr_1/);
+  assert.match(s.nft.fake.dump(), /30080 \. 0 : 10\.1\.2\.5 \. 8080/);
   assert.match(
     s.nft.fake.dump(),
-    /172\.16\.0\.11 \. tcp \. 80 : goto svc4-default\/b\/tcp\/http/,
+    /172\.16\.0\.11 \. tcp \. 80 : goto pick_v4_tcp_rr_1/,
     "the rest of b works",
   );
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.11 \. 80 \. 0 : 10\.1\.2\.6 \. 8080/);
   const lines = s.sink.lines.filter((l) => l.includes("conflicts with another"));
   assert.equal(lines.length, 1);
   assert.match(lines[0]!, /default\/b/);
@@ -223,7 +241,8 @@ Deno.test("two Services claiming one NodePort: the first keeps it, the second is
   assert.equal(s.sink.lines.filter((l) => l.includes("conflicts with another")).length, 1);
   s.source.delete("services", "default/aa");
   await s.sync();
-  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext4-default\/b\/tcp\/http/);
+  assert.match(s.nft.fake.dump(), /tcp \. 30080 : goto ext_np_v4_tcp_rr_1/);
+  assert.match(s.nft.fake.dump(), /30080 \. 0 : 10\.1\.2\.6 \. 8080/);
   await s.proxy.stop();
   await s.t.stop();
 });
@@ -236,7 +255,8 @@ Deno.test("garbage in an EndpointSlice is logged once with the Service's name an
   s.source.put("endpointslices", bad);
   s.source.markSynced();
   await s.sync();
-  assert.match(s.nft.fake.dump(), /\n\t\tgoto ep-default\/web\/tcp\/http__10\.1\.2\.5\/8080\n/);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. 80 \. 0 : 10\.1\.2\.5 \. 8080 \}/);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. tcp \. 80 : goto pick_v4_tcp_rr_1/);
   const warn = s.sink.lines.filter((l) => l.includes("invalid parts"));
   assert.equal(warn.length, 1);
   assert.match(warn[0]!, /default\/web/);
@@ -250,14 +270,15 @@ Deno.test("a Service the kernel rejects is skipped and every other Service is ap
     s.source.put("services", service(n));
     s.source.put("endpointslices", slice(n, ["10.1.2.5"]));
   }
-  s.nft.rejectText = "default/ccc/";
+  // ccc's cluster IP: 172.16.0.13
+  s.nft.rejectText = '"172.16.0.13"';
   s.source.markSynced();
   await s.sync();
   const dump = s.nft.fake.dump();
-  for (const n of ["a", "bb", "dddd", "eeeee"]) {
-    assert.match(dump, new RegExp(`goto svc4-default/${n}/tcp/http`));
+  for (const ip of ["172.16.0.11", "172.16.0.12", "172.16.0.14", "172.16.0.15"]) {
+    assert.match(dump, new RegExp(`${ip.replaceAll(".", "\\.")} \\. tcp \\. 80 : goto pick_v4_tcp_rr_1`));
   }
-  assert.doesNotMatch(dump, /default\/ccc\//);
+  assert.doesNotMatch(dump, /172\.16\.0\.13/);
   assert.equal(
     s.sink.lines.filter((l) => l.includes("kernel rejected") && l.includes("default/ccc")).length,
     1,
