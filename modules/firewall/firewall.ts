@@ -1,26 +1,36 @@
 /**
  * The firewall module instance: NetworkPolicy enforced in `inet kube_router_firewall`.
  *
- * Handlers only record changes and ask the runner for a sync. A sync compiles the whole model from the
- * watch caches (pure: policy_compiler.ts), renders it (nft_render.ts) and moves the kernel there in ONE
- * atomic transaction: incrementally against what it last programmed (only the sets, maps and chains
- * that differ), or in full (flush and refill the whole table, delete what is stale) on the first sync,
- * after a failure, and on every periodic resync, which repairs hand edits. On start nothing is
- * touched before the first sync: the previous run's rules keep enforcing until the first full sync
- * replaces them atomically.
+ * Handlers only record which objects changed and ask the runner for a sync; the runner starts it at
+ * once (no debounce: events that arrive while a sync runs are coalesced into the next one). An
+ * incremental sync feeds the changed objects, read from the watch caches, to the FirewallState
+ * (firewall_state.ts), which updates only the sets, chains and map entries they affect, and moves the
+ * kernel there in ONE atomic transaction holding just the differences. A full sync (the first, after a
+ * failure, and every periodic resync, which repairs hand edits) rebuilds the state from every object
+ * and rewrites the whole table in one transaction (flush and refill, delete what is stale). On start
+ * nothing is touched before the first sync: the previous run's rules keep enforcing until the first
+ * full sync replaces them atomically.
  */
 import type { V1Node } from "@kubernetes/client-node";
-import type { Counter, Gauge, ModuleContext, ModuleInstance, SyncReason, TimerId } from "../../core/mod.ts";
+import {
+  type Counter,
+  type Gauge,
+  type ModuleContext,
+  type ModuleInstance,
+  objectKey,
+  type SyncReason,
+  type TimerId,
+} from "../../core/mod.ts";
 import { type NftListTarget, type NftObject, NftTransaction, type Sysctl } from "../../ffi/mod.ts";
-import { compileFirewall, CompilerState, type Problem } from "./policy_compiler.ts";
+import type { Problem } from "./policy_compiler.ts";
 import {
   type DesiredTable,
   type ExistingTable,
   FIREWALL_FAMILY,
   fullSyncOps,
   incrementalOps,
-  renderFirewall,
 } from "./nft_render.ts";
+import { FirewallState } from "./firewall_state.ts";
 
 export const FIREWALL_TABLE = "kube_router_firewall";
 /** How often the per-policy drop counters are read into /metrics between syncs. */
@@ -41,7 +51,10 @@ export interface FirewallDeps {
 export interface FirewallSyncResult {
   kind: "full" | "incremental";
   operations: number;
-  /** Time to compile the model, to render it and build the transaction, and to apply it. */
+  /**
+   * Time to bring the rendered table up to date (compile and render the changes: everything on a full
+   * sync), to diff it and build the transaction, and to apply it.
+   */
   compileMs: number;
   renderMs: number;
   applyMs: number;
@@ -68,8 +81,14 @@ export class Firewall implements ModuleInstance {
   lastSync: FirewallSyncResult | undefined;
   #requests = 0;
   #forceFull = false;
-  /** The compiler's caches across syncs; a full sync starts afresh, so caches can never drift for long. */
-  #compilerState = new CompilerState();
+  /** The rendered table, kept up to date between syncs; a full sync rebuilds it from every object. */
+  #state: FirewallState | undefined;
+  /** Objects changed since the last sync started, by resource (keys into the watch caches). */
+  readonly #changed = {
+    pods: new Set<string>(),
+    namespaces: new Set<string>(),
+    networkpolicies: new Set<string>(),
+  };
   /** Local pods isolated after the last sync, by direction (tests, benchmarks). */
   isolatedPods = { ingress: 0, egress: 0 };
   #syncedRequests = 0;
@@ -77,8 +96,9 @@ export class Firewall implements ModuleInstance {
   constructor(ctx: ModuleContext, deps: FirewallDeps) {
     this.#ctx = ctx;
     this.#deps = deps;
-    // A short minimum interval: a new pod's rules must be in place within milliseconds of its event.
-    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 10 });
+    // No minimum interval: a lone event is synced at once (a new pod's rules must be in place within
+    // milliseconds); a burst is coalesced by the runner into the sync after the running one.
+    this.#runner = ctx.runner({ sync: (reason) => this.#sync(reason), minIntervalMs: 0 });
     const m = ctx.metrics;
     this.#metrics = {
       drops: m.counter(
@@ -97,10 +117,15 @@ export class Firewall implements ModuleInstance {
 
   start(): Promise<void> {
     this.#scheduleCounterRefresh();
-    for (const r of ["pods", "namespaces", "networkpolicies", "nodes"] as const) {
-      // Handlers only ask for a sync; the sync reads the watch caches.
-      this.#unsubscribe.push(this.#ctx.bus.onResource(r, () => this.requestSync()));
+    for (const r of ["pods", "namespaces", "networkpolicies"] as const) {
+      // Handlers only note the key and ask for a sync; the sync reads the watch caches.
+      this.#unsubscribe.push(this.#ctx.bus.onResource(r, (ev) => {
+        this.#changed[r].add(ev.key);
+        this.requestSync();
+      }));
     }
+    // This node's pod CIDRs are read on every sync.
+    this.#unsubscribe.push(this.#ctx.bus.onResource("nodes", () => this.requestSync()));
     return Promise.resolve();
   }
 
@@ -138,17 +163,11 @@ export class Firewall implements ModuleInstance {
     // br_netfilter is checked on full syncs (start, periodic, after a failure), not per pod event.
     if (full) await this.#ensureBridgeNetfilter();
     const t0 = performance.now();
-    if (full) this.#compilerState = new CompilerState();
-    const model = compileFirewall({
-      nodeName: config.nodeName,
-      pods: store.list("pods"),
-      namespaces: store.list("namespaces"),
-      policies: store.list("networkpolicies"),
-      defaultDeny: config.netpolDefaultDeny,
-    }, this.#compilerState);
-    this.#logProblems(model.problems);
+    const state = this.#updateState(full);
+    state.setPodCidrs(podCidrs(store.get("nodes", config.nodeName)));
+    const desired = state.table();
+    this.#logProblems(state.problems());
     const t1 = performance.now();
-    const desired = renderFirewall(model, { podCidrs: podCidrs(store.get("nodes", config.nodeName)) });
     const tx = new NftTransaction(FIREWALL_FAMILY, FIREWALL_TABLE);
     let t2 = t1;
     try {
@@ -174,16 +193,42 @@ export class Firewall implements ModuleInstance {
       applyMs: t3 - t2,
     };
     this.#metrics.operations.inc({ kind: full ? "full" : "incremental" }, tx.size);
-    this.#metrics.policies.set({}, model.policies.size);
-    this.isolatedPods = { ingress: model.ingress.size, egress: model.egress.size };
-    this.#metrics.isolated.set({ direction: "ingress" }, model.ingress.size);
-    this.#metrics.isolated.set({ direction: "egress" }, model.egress.size);
+    const counts = state.counts;
+    this.#metrics.policies.set({}, counts.policies);
+    this.isolatedPods = { ingress: counts.ingress, egress: counts.egress };
+    this.#metrics.isolated.set({ direction: "ingress" }, counts.ingress);
+    this.#metrics.isolated.set({ direction: "egress" }, counts.egress);
     if (full || tx.size > 0) {
       log.debug("firewall synced", { ...this.lastSync, reason });
     }
     // Counters are read on full syncs and by the timer: a listing per pod event would cost more than the
     // event's own transaction.
     if (full) await this.refreshDropCounters().catch((err) => log.warn("cannot read drop counters", { err }));
+  }
+
+  /**
+   * The state with every change since the last sync applied; on a full sync a new state built from
+   * every object in the watch caches (so it can never drift from them for longer than a period).
+   */
+  #updateState(full: boolean): FirewallState {
+    const { config, store } = this.#ctx;
+    const changed = this.#changed;
+    let state = this.#state;
+    if (full || !state) {
+      for (const keys of Object.values(changed)) keys.clear();
+      state = new FirewallState({ nodeName: config.nodeName, defaultDeny: config.netpolDefaultDeny });
+      for (const ns of store.list("namespaces")) state.setNamespace(ns.metadata?.name ?? "", ns);
+      for (const pod of store.list("pods")) state.setPod(objectKey(pod), pod);
+      for (const pol of store.list("networkpolicies")) state.setPolicy(objectKey(pol), pol);
+      this.#state = state;
+      return state;
+    }
+    // Namespaces first (their pods' set memberships), then pods, then policies (their pods' chains).
+    for (const k of changed.namespaces) state.setNamespace(k, store.get("namespaces", k));
+    for (const k of changed.pods) state.setPod(k, store.get("pods", k));
+    for (const k of changed.networkpolicies) state.setPolicy(k, store.get("networkpolicies", k));
+    for (const keys of Object.values(changed)) keys.clear();
+    return state;
   }
 
   /** Drop counters are read from the kernel after every sync and every COUNTER_REFRESH_MS between. */

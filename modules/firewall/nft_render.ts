@@ -17,7 +17,9 @@
  *   (same for v6)
  * chain ingress   (the same with daddr, in-<hash>, unknown-ingress)
  * chain eg-<hash> / in-<hash>                  one per isolated local pod and direction
- *   <allowed peer and port> return             one rule per allowed combination, commented with its policy
+ *   <allowed peer and port> return             one rule per allowed combination, commented with its policy;
+ *                                              an ipBlock is one rule per address range (never an
+ *                                              anonymous set: see peerExprs)
  *   jump drop-<hash>                           one per isolating policy: counts the drop for that policy
  *   limit rate 10/minute burst 10 packets log group 100 prefix "..."   NFLOG, as kube-router
  *   reject with icmpx admin-prohibited
@@ -47,7 +49,14 @@ import type {
   NftSetSpec,
   NftTransaction,
 } from "../../ffi/mod.ts";
-import type { AllowRule, Direction, FirewallModel, PeerMatch, PortMatch } from "./policy_compiler.ts";
+import type {
+  AllowRule,
+  Direction,
+  FirewallModel,
+  PeerMatch,
+  PodPolicy,
+  PortMatch,
+} from "./policy_compiler.ts";
 
 export const FIREWALL_FAMILY = "inet";
 /** Kubernetes' filter priority; after the proxy's DNAT (-100). */
@@ -95,10 +104,10 @@ export function shortHash(s: string): string {
 }
 
 /** Comments are at most 128 bytes and cannot hold `"`. */
-function comment(s: string): string {
+export function comment(s: string): string {
   const clean = s.replace(/["\n\r\\]/g, "'");
-  const bytes = new TextEncoder().encode(clean);
-  if (bytes.length <= 128) return clean;
+  // At most 3 bytes per UTF-16 unit: short strings need no encoding to be measured.
+  if (clean.length * 3 <= 128 || new TextEncoder().encode(clean).length <= 128) return clean;
   let out = clean;
   while (new TextEncoder().encode(out).length > 125) out = out.slice(0, -1);
   return out + "...";
@@ -117,9 +126,113 @@ export function portSetName(key: string, family: 4 | 6): string {
   return `np-${shortHash(key)}-v${family}`;
 }
 
-const FAMILIES = [4, 6] as const;
+export const FAMILIES = [4, 6] as const;
 const ipKw = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
 const addrType = (f: 4 | 6) => (f === 4 ? "ipv4_addr" : "ipv6_addr");
+
+/** The chains every rendering has: the forward base chain and the two dispatch chains. */
+export function baseChains(): DesiredChain[] {
+  const out: DesiredChain[] = [{
+    spec: { name: "forward", type: "filter", hook: "forward", priority: FILTER_PRIORITY, policy: "accept" },
+    rules: [
+      { rule: "ct state established,related accept" },
+      { rule: "jump egress" },
+      { rule: "jump ingress" },
+    ],
+  }];
+  for (const dir of DIRECTIONS) {
+    const addr = dir === "ingress" ? "daddr" : "saddr";
+    const dispatch: DesiredChain["rules"] = [];
+    for (const f of FAMILIES) {
+      dispatch.push({ rule: `${ipKw(f)} ${addr} vmap @${vmapName(dir, f)}` });
+      dispatch.push({
+        rule: `${ipKw(f)} ${addr} @local-cidrs-v${f} ${
+          ipKw(f)
+        } ${addr} != @local-pods-v${f} goto unknown-${dir}`,
+      });
+    }
+    out.push({ spec: { name: dir }, rules: dispatch });
+  }
+  return out;
+}
+
+/** The chain for addresses of local pods the agent does not know yet. */
+export function unknownChain(dir: Direction, verdict: "accept" | "deny"): DesiredChain {
+  return {
+    spec: { name: `unknown-${dir}`, comment: `local addresses of pods the agent does not know yet, ${dir}` },
+    rules: verdict === "deny" ? denyRules(`unknown ${dir}`) : [],
+  };
+}
+
+export const DIRECTIONS = ["ingress", "egress"] as const;
+
+export function vmapName(dir: Direction, f: 4 | 6): string {
+  return `${dir}-v${f}`;
+}
+export function vmapSpec(dir: Direction, f: 4 | 6): NftMapSpec {
+  return {
+    name: vmapName(dir, f),
+    type: addrType(f),
+    map: "verdict",
+    comment: `isolated local pods, ${dir}`,
+  };
+}
+export function localPodsSpec(f: 4 | 6): NftSetSpec {
+  return { name: `local-pods-v${f}`, type: addrType(f), comment: "every known pod of this node" };
+}
+export function localCidrsSpec(f: 4 | 6): NftSetSpec {
+  return {
+    name: `local-cidrs-v${f}`,
+    type: addrType(f),
+    flags: ["interval"],
+    comment: "this node's pod CIDRs",
+  };
+}
+export function podSetSpec(key: string, description: string, f: 4 | 6): NftSetSpec {
+  return { name: podSetName(key, f), type: addrType(f), comment: comment(description) };
+}
+export function portSetSpec(key: string, description: string, f: 4 | 6): NftSetSpec {
+  return {
+    name: portSetName(key, f),
+    type: `${addrType(f)} . inet_proto . inet_service`,
+    comment: comment(description),
+  };
+}
+
+/** This node's pod CIDRs of one family, as local-cidrs elements. */
+export function cidrsOf(podCidrs: readonly string[], f: 4 | 6): string[] {
+  return podCidrs.filter((c) => (f === 4) === !c.includes(":"));
+}
+
+/**
+ * One isolated local pod's chain in one direction: its allow rules, a jump to the drop counter of every
+ * policy isolating it, then log and reject. The pod and port sets its rules use are added to
+ * `usedPodSets` and `usedPortSets` (by key).
+ */
+export function podChain(
+  dir: Direction,
+  pp: PodPolicy,
+  usedPodSets: Set<string>,
+  usedPortSets: Set<string>,
+): DesiredChain {
+  const rules: DesiredChain["rules"] = [];
+  for (const r of pp.rules) {
+    for (const f of FAMILIES) rules.push(...allowRules(r, dir, f, usedPodSets, usedPortSets));
+  }
+  for (const pol of pp.policies) rules.push({ rule: `jump ${dropChainName(pol)}` });
+  rules.push(...denyRules(`${dir} ${pp.pod}`));
+  const name = podChainName(dir, pp.pod);
+  return { spec: { name, comment: comment(`${dir} of pod ${pp.pod}`) }, rules };
+}
+
+/** A policy's drop counter chain. */
+export function dropChain(policy: string): DesiredChain {
+  const name = dropChainName(policy);
+  return {
+    spec: { name, comment: comment(`drops counted for policy ${policy}`) },
+    rules: [{ rule: "counter", comment: comment(policy) }],
+  };
+}
 
 /** The whole table for one model. Pure. */
 export function renderFirewall(model: FirewallModel, opts: RenderOptions): DesiredTable {
@@ -128,106 +241,45 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
   const addSet = (kind: "set" | "map", spec: NftSetSpec | NftMapSpec, elements: Map<string, string>) => {
     sets.set(spec.name, { kind, spec, elements });
   };
+  const addChain = (c: DesiredChain) => chains.set(c.spec.name, c);
 
-  chains.set("forward", {
-    spec: { name: "forward", type: "filter", hook: "forward", priority: FILTER_PRIORITY, policy: "accept" },
-    rules: [
-      { rule: "ct state established,related accept" },
-      { rule: "jump egress" },
-      { rule: "jump ingress" },
-    ],
-  });
-
-  for (const dir of ["ingress", "egress"] as const) {
-    const addr = dir === "ingress" ? "daddr" : "saddr";
-    const dispatch: DesiredChain["rules"] = [];
+  for (const c of baseChains()) addChain(c);
+  for (const dir of DIRECTIONS) {
     for (const f of FAMILIES) {
-      const map = `${dir}-v${f}`;
       const elements = new Map<string, string>();
       for (const [podKey, pp] of model[dir]) {
         for (const ip of f === 4 ? pp.ips.v4 : pp.ips.v6) {
           elements.set(ip, `goto ${podChainName(dir, podKey)}`);
         }
       }
-      addSet(
-        "map",
-        { name: map, type: addrType(f), map: "verdict", comment: `isolated local pods, ${dir}` },
-        elements,
-      );
-      dispatch.push({ rule: `${ipKw(f)} ${addr} vmap @${map}` });
-      dispatch.push({
-        rule: `${ipKw(f)} ${addr} @local-cidrs-v${f} ${
-          ipKw(f)
-        } ${addr} != @local-pods-v${f} goto unknown-${dir}`,
-      });
+      addSet("map", vmapSpec(dir, f), elements);
     }
-    chains.set(dir, { spec: { name: dir }, rules: dispatch });
-    chains.set(`unknown-${dir}`, {
-      spec: {
-        name: `unknown-${dir}`,
-        comment: `local addresses of pods the agent does not know yet, ${dir}`,
-      },
-      rules: model.unknownLocal[dir] === "deny" ? denyRules(`unknown ${dir}`) : [],
-    });
+    addChain(unknownChain(dir, model.unknownLocal[dir]));
   }
 
   for (const f of FAMILIES) {
     const ips = [...model.localPods.values()].flatMap((p) => (f === 4 ? p.v4 : p.v6));
-    addSet(
-      "set",
-      { name: `local-pods-v${f}`, type: addrType(f), comment: "every known pod of this node" },
-      new Map(ips.map((ip) => [ip, ""])),
-    );
-    const cidrs = opts.podCidrs.filter((c) => (f === 4) === !c.includes(":"));
-    addSet(
-      "set",
-      { name: `local-cidrs-v${f}`, type: addrType(f), flags: ["interval"], comment: "this node's pod CIDRs" },
-      new Map(cidrs.map((c) => [c, ""])),
-    );
+    addSet("set", localPodsSpec(f), new Map(ips.map((ip) => [ip, ""])));
+    addSet("set", localCidrsSpec(f), new Map(cidrsOf(opts.podCidrs, f).map((c) => [c, ""])));
   }
 
   const usedPodSets = new Set<string>();
   const usedPortSets = new Set<string>();
   const usedPolicies = new Set<string>();
-  for (const dir of ["ingress", "egress"] as const) {
-    for (const [podKey, pp] of model[dir]) {
-      const rules: DesiredChain["rules"] = [];
-      for (const r of pp.rules) {
-        for (const f of FAMILIES) rules.push(...allowRules(r, dir, f, usedPodSets, usedPortSets));
-      }
-      for (const pol of pp.policies) {
-        usedPolicies.add(pol);
-        rules.push({ rule: `jump ${dropChainName(pol)}` });
-      }
-      rules.push(...denyRules(`${dir} ${podKey}`));
-      const name = podChainName(dir, podKey);
-      chains.set(name, { spec: { name, comment: comment(`${dir} of pod ${podKey}`) }, rules });
+  for (const dir of DIRECTIONS) {
+    for (const pp of model[dir].values()) {
+      for (const pol of pp.policies) usedPolicies.add(pol);
+      addChain(podChain(dir, pp, usedPodSets, usedPortSets));
     }
   }
-  for (const pol of [...usedPolicies].sort()) {
-    const name = dropChainName(pol);
-    chains.set(name, {
-      spec: { name, comment: comment(`drops counted for policy ${pol}`) },
-      rules: [{ rule: "counter", comment: comment(pol) }],
-    });
-  }
+  for (const pol of [...usedPolicies].sort()) addChain(dropChain(pol));
   for (const key of [...usedPodSets].sort()) {
     const s = model.podSets.get(key)!;
-    for (const f of FAMILIES) {
-      const name = podSetName(key, f);
-      addSet("set", { name, type: addrType(f), comment: comment(s.description) }, elementsOf(s, f));
-    }
+    for (const f of FAMILIES) addSet("set", podSetSpec(key, s.description, f), elementsOf(s, f));
   }
   for (const key of [...usedPortSets].sort()) {
     const s = model.portSets.get(key)!;
-    for (const f of FAMILIES) {
-      const name = portSetName(key, f);
-      addSet(
-        "set",
-        { name, type: `${addrType(f)} . inet_proto . inet_service`, comment: comment(s.description) },
-        elementsOf(s, f),
-      );
-    }
+    for (const f of FAMILIES) addSet("set", portSetSpec(key, s.description, f), elementsOf(s, f));
   }
   return { chains, sets };
 }
@@ -246,7 +298,7 @@ function elementsOf(s: { v4: string[]; v6: string[] }, f: 4 | 6): Map<string, st
 
 /** Log (rate-limited NFLOG, as kube-router) and reject. Reject rather than drop, as kube-router: the
  * sender learns at once instead of retrying into silence. */
-function denyRules(what: string): DesiredChain["rules"] {
+export function denyRules(what: string): DesiredChain["rules"] {
   const prefix = comment(`DROP ${what}`).slice(0, 60);
   return [
     { rule: `limit rate 10/minute burst 10 packets log group ${NFLOG_GROUP} prefix "${prefix}"` },
@@ -254,14 +306,21 @@ function denyRules(what: string): DesiredChain["rules"] {
   ];
 }
 
-function peerExpr(p: PeerMatch, dir: Direction, f: 4 | 6, used: Set<string>): string | undefined {
+/**
+ * The match for one peer in one family, as alternatives (one rule each); none when the peer has no
+ * address in that family. An ipBlock becomes one rule per range rather than an anonymous set: every
+ * interval set of the table, anonymous ones included, has its elements read back by libnftables
+ * before each transaction that adds or deletes elements, so anonymous sets in pod chains would make
+ * every pod event pay for all of them.
+ */
+function peerExprs(p: PeerMatch, dir: Direction, f: 4 | 6, used: Set<string>): string[] {
   const addr = dir === "ingress" ? "saddr" : "daddr";
   if (p.kind === "pods") {
     used.add(p.set);
-    return `${ipKw(f)} ${addr} @${podSetName(p.set, f)}`;
+    return [`${ipKw(f)} ${addr} @${podSetName(p.set, f)}`];
   }
-  if (p.family !== f) return undefined;
-  return `${ipKw(f)} ${addr} { ${p.elements.join(", ")} }`;
+  if (p.family !== f) return [];
+  return p.elements.map((e) => `${ipKw(f)} ${addr} ${e}`);
 }
 
 function portExpr(p: PortMatch): string {
@@ -280,9 +339,9 @@ function allowRules(
 ): DesiredChain["rules"] {
   const c = comment(r.policy);
   const out: DesiredChain["rules"] = [];
-  const peers: (string | undefined)[] = r.peers === "any"
+  const peers: string[] = r.peers === "any"
     ? [""]
-    : r.peers.map((p) => peerExpr(p, dir, f, usedPodSets)).filter((x) => x !== undefined);
+    : r.peers.flatMap((p) => peerExprs(p, dir, f, usedPodSets));
   const ports = r.ports === "any" ? [""] : r.ports.map(portExpr);
   for (const peer of peers) {
     for (const port of ports) {
@@ -371,7 +430,7 @@ export function incrementalOps(tx: NftTransaction, prev: DesiredTable, next: Des
   }
   for (const [name, c] of next.chains) {
     const old = prev.chains.get(name);
-    if (old && sameRules(old, c)) continue;
+    if (old === c || (old && sameRules(old, c))) continue;
     if (old) tx.flush({ chain: { name } });
     for (const r of c.rules) tx.add({ rule: { chain: name, ...r } });
   }
@@ -391,7 +450,7 @@ function element(set: string, key: string, value: string): NftElementSpec {
   return value ? { set, key: key.split(" . "), value: [value] } : { set, key: key.split(" . ") };
 }
 
-function sameRules(a: DesiredChain, b: DesiredChain): boolean {
+export function sameRules(a: DesiredChain, b: DesiredChain): boolean {
   if (a.rules.length !== b.rules.length) return false;
   return a.rules.every((r, i) => r.rule === b.rules[i]!.rule && r.comment === b.rules[i]!.comment);
 }

@@ -139,7 +139,8 @@ export interface CompileInput {
 
 const PROTOCOLS: Record<string, Protocol> = { TCP: "tcp", UDP: "udp", SCTP: "sctp" };
 
-interface PodInfo {
+/** What the compiler needs of one pod; one per pod object (see podInfoOf). */
+export interface PodInfo {
   key: string;
   namespace: string;
   labels: Labels;
@@ -169,6 +170,83 @@ export function policeable(pod: V1Pod): boolean {
 
 function keyOf(o: { metadata?: { namespace?: string; name?: string } }): string {
   return `${o.metadata?.namespace ?? ""}/${o.metadata?.name ?? ""}`;
+}
+
+/** The pod's facts, made once per pod object (the watch caches hand a new object for every change). */
+export function podInfoOf(pod: V1Pod): PodInfo {
+  let info = podInfoCache.get(pod);
+  if (!info) {
+    info = {
+      key: keyOf(pod),
+      namespace: pod.metadata?.namespace ?? "",
+      labels: pod.metadata?.labels ?? {},
+      ips: podIps(pod),
+      pod,
+    };
+    podInfoCache.set(pod, info);
+  }
+  return info;
+}
+
+/** The policy parsed and validated, once per policy object. */
+export function parsedPolicyOf(pol: V1NetworkPolicy): ParsedPolicy {
+  let parsed = policyCache.get(pol);
+  if (!parsed) policyCache.set(pol, parsed = parsePolicy(pol));
+  return parsed;
+}
+
+/**
+ * A namespace's labels as selectors see them. The API server always sets kubernetes.io/metadata.name;
+ * it is added here if a simpler server did not.
+ */
+export function namespaceLabels(ns: V1Namespace): Labels | undefined {
+  const name = ns.metadata?.name;
+  if (!name) return undefined;
+  return { "kubernetes.io/metadata.name": name, ...(ns.metadata?.labels ?? {}) };
+}
+
+/** Whether a pods peer selects the pod, given every namespace's labels. */
+export function inPeer(peer: PodsPeer, p: PodInfo, nsLabels: ReadonlyMap<string, Labels>): boolean {
+  if (peer.namespace !== undefined) {
+    return p.namespace === peer.namespace && peer.podSelector.matches(p.labels);
+  }
+  const labels = nsLabels.get(p.namespace);
+  return labels !== undefined && peer.nsSelector!.matches(labels) && peer.podSelector.matches(p.labels);
+}
+
+/** The key of an egress named-port set: the port (protocol and name) towards one peer. */
+export function namedPortKey(peer: ParsedPeer, protocol: Protocol, name: string): string {
+  return `named ${protocol}/${name} to ${peerKeyOf(peer)}`;
+}
+
+export function namedPortDescription(peer: ParsedPeer, protocol: Protocol, name: string): string {
+  return `${protocol}/${name} on ${peerKeyOf(peer)}`;
+}
+
+function peerKeyOf(peer: ParsedPeer): string {
+  return peer.kind === "any" ? "any" : peer.kind === "cidr" ? `cidr ${peer.match.key}` : peer.key;
+}
+
+/**
+ * The `ip . proto . port` elements one destination pod adds to a named-port set, or undefined if it
+ * adds none (it declares no such port, or none of its addresses is inside an ipBlock peer). Membership
+ * of a pods peer is the caller's to check.
+ */
+export function namedPortEntries(
+  peer: ParsedPeer,
+  protocol: Protocol,
+  name: string,
+  p: PodInfo,
+): { v4: string[]; v6: string[] } | undefined {
+  if (peer.kind === "cidr" && !inCidrPeer(peer.match, p.ips)) return undefined;
+  const port = resolveNamedPort(p.pod, name, protocol);
+  if (port === undefined) return undefined;
+  const keep = (ip: string, f: 4 | 6) =>
+    peer.kind !== "cidr" || inCidrPeer(peer.match, f === 4 ? { v4: [ip], v6: [] } : { v4: [], v6: [ip] });
+  return {
+    v4: p.ips.v4.filter((ip) => keep(ip, 4)).map((ip) => `${ip} . ${protocol} . ${port}`),
+    v6: p.ips.v6.filter((ip) => keep(ip, 6)).map((ip) => `${ip} . ${protocol} . ${port}`),
+  };
 }
 
 /**
@@ -220,7 +298,7 @@ function parsePort(p: V1NetworkPolicyPort): ParsedPort | string {
 }
 
 /** A parsed peer, before it is matched against pods. */
-type ParsedPeer =
+export type ParsedPeer =
   | { kind: "any" }
   | { kind: "cidr"; match: Extract<PeerMatch, { kind: "cidr" }> }
   | {
@@ -233,12 +311,15 @@ type ParsedPeer =
     podSelector: ParsedSelector;
   };
 
-interface ParsedRule {
+/** A peer that selects pods. */
+export type PodsPeer = Extract<ParsedPeer, { kind: "pods" }>;
+
+export interface ParsedRule {
   peers: ParsedPeer[] | "any";
   ports: ParsedPort[] | "any";
 }
 
-interface ParsedPolicy {
+export interface ParsedPolicy {
   key: string;
   /** What was wrong with it (reported on every compile while the policy stays as it is). */
   problems: Problem[];
@@ -293,10 +374,8 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
   const problems: Problem[] = [];
   const nsLabels = new Map<string, Labels>();
   for (const ns of input.namespaces) {
-    const name = ns.metadata?.name;
-    if (!name) continue;
-    // The API server always sets kubernetes.io/metadata.name; add it if a simpler server did not.
-    nsLabels.set(name, { "kubernetes.io/metadata.name": name, ...(ns.metadata?.labels ?? {}) });
+    const labels = namespaceLabels(ns);
+    if (labels) nsLabels.set(ns.metadata!.name!, labels);
   }
 
   const all: PodInfo[] = [];
@@ -306,17 +385,7 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
   const pendingLocal: PodInfo[] = [];
   for (const pod of input.pods) {
     if (!policeable(pod)) continue;
-    let info = podInfoCache.get(pod);
-    if (!info) {
-      info = {
-        key: keyOf(pod),
-        namespace: pod.metadata?.namespace ?? "",
-        labels: pod.metadata?.labels ?? {},
-        ips: podIps(pod),
-        pod,
-      };
-      podInfoCache.set(pod, info);
-    }
+    const info = podInfoOf(pod);
     const isLocal = pod.spec?.nodeName === input.nodeName;
     if (info.ips.v4.length + info.ips.v6.length === 0) {
       if (isLocal) pendingLocal.push(info);
@@ -337,8 +406,7 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
   const parsed = [...input.policies]
     .sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : keyOf(a) > keyOf(b) ? 1 : 0))
     .map((p) => {
-      let parsed = policyCache.get(p);
-      if (!parsed) policyCache.set(p, parsed = parsePolicy(p));
+      const parsed = parsedPolicyOf(p);
       problems.push(...parsed.problems);
       return parsed;
     });
@@ -355,14 +423,6 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
     [...nsKeys].some(([n, k]) => state.nsKeys.get(n) !== k);
   const used = new Set<string>();
 
-  const inPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>, p: PodInfo): boolean => {
-    if (peer.namespace !== undefined) {
-      return p.namespace === peer.namespace && peer.podSelector.matches(p.labels);
-    }
-    const labels = nsLabels.get(p.namespace);
-    return labels !== undefined && peer.nsSelector!.matches(labels) && peer.podSelector.matches(p.labels);
-  };
-
   const podSets = new Map<string, PodSet>();
   const podsOfPeer = (peer: Extract<ParsedPeer, { kind: "pods" }>): Set<PodInfo> => {
     let c = state.peers.get(peer.key);
@@ -372,7 +432,7 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
         let changed = false;
         for (const p of removed) if (c.members.delete(p)) changed = true;
         for (const p of added) {
-          if (inPeer(peer, p)) {
+          if (inPeer(peer, p, nsLabels)) {
             c.members.add(p);
             changed = true;
           }
@@ -400,21 +460,10 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
 
   const portSets = new Map<string, PortSet>();
   const namedPortSet = (peer: ParsedPeer, protocol: Protocol, name: string): string => {
-    const peerKey = peer.kind === "any" ? "any" : peer.kind === "cidr" ? `cidr ${peer.match.key}` : peer.key;
-    const key = `named ${protocol}/${name} to ${peerKey}`;
+    const key = namedPortKey(peer, protocol, name);
     if (portSets.has(key)) return key;
-    const entriesOf = (p: PodInfo): { v4: string[]; v6: string[] } | undefined => {
-      if (peer.kind === "cidr" && !inCidrPeer(peer.match, p.ips)) return undefined;
-      const port = resolveNamedPort(p.pod, name, protocol);
-      if (port === undefined) return undefined;
-      const keep = (ip: string, f: 4 | 6) =>
-        peer.kind !== "cidr" || inCidrPeer(peer.match, f === 4 ? { v4: [ip], v6: [] } : { v4: [], v6: [ip] });
-      return {
-        v4: p.ips.v4.filter((ip) => keep(ip, 4)).map((ip) => `${ip} . ${protocol} . ${port}`),
-        v6: p.ips.v6.filter((ip) => keep(ip, 6)).map((ip) => `${ip} . ${protocol} . ${port}`),
-      };
-    };
-    const description = `${protocol}/${name} on ${peerKey}`;
+    const entriesOf = (p: PodInfo) => namedPortEntries(peer, protocol, name, p);
+    const description = namedPortDescription(peer, protocol, name);
     let c = state.ports.get(key);
     used.add(key);
     // A pods peer's membership is its cached peer set (updated above); other peers test each pod.
@@ -498,12 +547,16 @@ export function compileFirewall(input: CompileInput, memo?: CompilerState): Fire
   };
 }
 
-function compileRule(
+/**
+ * One rule of one policy as it applies to one local pod. `usePeer` and `namedPortSet` are told about
+ * every pods peer and named-port set the rule refers to (by key).
+ */
+export function compileRule(
   policy: string,
   dir: Direction,
   rule: ParsedRule,
   target: PodInfo,
-  podsOfPeer: (peer: Extract<ParsedPeer, { kind: "pods" }>) => Set<PodInfo>,
+  usePeer: (peer: PodsPeer) => unknown,
   namedPortSet: (peer: ParsedPeer, protocol: Protocol, name: string) => string,
   report: (policy: string, message: string) => void,
 ): AllowRule {
@@ -513,7 +566,7 @@ function compileRule(
       if (peer.kind === "any") continue;
       if (peer.kind === "cidr") (peers as PeerMatch[]).push(peer.match);
       else {
-        podsOfPeer(peer);
+        usePeer(peer);
         (peers as PeerMatch[]).push({ kind: "pods", set: peer.key });
       }
     }
@@ -552,7 +605,7 @@ function dedupePorts(ports: PortMatch[]): PortMatch[] {
   });
 }
 
-function inCidrPeer(match: Extract<PeerMatch, { kind: "cidr" }>, ips: PodIps): boolean {
+export function inCidrPeer(match: Extract<PeerMatch, { kind: "cidr" }>, ips: PodIps): boolean {
   const list = match.family === 4 ? ips.v4 : ips.v6;
   return list.some((ip) => match.elements.some((e) => inRangeText(e, ip)));
 }
