@@ -13,6 +13,8 @@ import {
   type Ipvs,
   IpvsCmd,
   type IpvsDestination,
+  type IpvsOp,
+  type IpvsOpFailure,
   type IpvsService,
   IpvsServiceFlag,
   type IpvsServiceKey,
@@ -63,6 +65,38 @@ export class FakeIpvs implements Ipvs {
   #scratch = new NlWriter();
   /** Calls made, for tests that count kernel work ("addService tcp/10.96.0.10:80"). */
   readonly calls: string[] = [];
+
+  /** Each change through its single-call method, in order, collecting failures (the kernel's semantics). */
+  async apply(ops: readonly IpvsOp[]): Promise<IpvsOpFailure[]> {
+    const failures: IpvsOpFailure[] = [];
+    for (const [index, o] of ops.entries()) {
+      try {
+        switch (o.op) {
+          case "addService":
+            await this.addService(o.service);
+            break;
+          case "editService":
+            await this.editService(o.service);
+            break;
+          case "delService":
+            await this.delService(o.service);
+            break;
+          case "addDestination":
+            await this.addDestination(o.service, o.destination);
+            break;
+          case "editDestination":
+            await this.editDestination(o.service, o.destination);
+            break;
+          case "delDestination":
+            await this.delDestination(o.service, o.destination);
+            break;
+        }
+      } catch (e) {
+        failures.push({ index, error: e instanceof Error ? e : new Error(String(e)) });
+      }
+    }
+    return failures;
+  }
 
   #check(f: (w: NlWriter) => void): void {
     this.#scratch.reset();

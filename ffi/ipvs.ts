@@ -24,7 +24,7 @@ import { NetlinkDecodeError, NetlinkError } from "./errors.ts";
 import { genlHeader, genlPayload, resolveFamily } from "./genetlink.ts";
 import { type Family, formatIP, ipBytes } from "./ip.ts";
 import { AF_INET, AF_INET6 } from "./libc.ts";
-import { NETLINK_GENERIC, type NlMsg, type NlWriter, parseAttrs, read } from "./netlink.ts";
+import { NETLINK_GENERIC, NLM_F_REQUEST, type NlMsg, type NlWriter, parseAttrs, read } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
 
 /** IPVS_GENL_VERSION. */
@@ -165,6 +165,63 @@ export interface IpvsTimeouts {
   udp: number;
 }
 
+/**
+ * One change of a batch (`Ipvs.apply`): the same changes as the single-call methods, named after them.
+ */
+export type IpvsOp =
+  | { op: "addService" | "editService"; service: IpvsService }
+  | { op: "delService"; service: IpvsServiceKey }
+  | { op: "addDestination" | "editDestination"; service: IpvsServiceKey; destination: IpvsDestination }
+  | {
+    op: "delDestination";
+    service: IpvsServiceKey;
+    destination: { address: string; port: number; family?: Family };
+  };
+
+/** A change of a batch the kernel (or the encoder) refused; the others still happened. */
+export interface IpvsOpFailure {
+  /** Index of the change in the batch. */
+  index: number;
+  error: Error;
+}
+
+/** The text a change is named by in errors, as the single-call methods name it. */
+export function ipvsOpName(o: IpvsOp): string {
+  const k = serviceKeyString(o.service);
+  switch (o.op) {
+    case "addService":
+      return `IPVS add service ${k}`;
+    case "editService":
+      return `IPVS edit service ${k}`;
+    case "delService":
+      return `IPVS delete service ${k}`;
+    case "addDestination":
+      return `IPVS add destination ${o.destination.address}:${o.destination.port} to ${k}`;
+    case "editDestination":
+      return `IPVS edit destination ${o.destination.address}:${o.destination.port} of ${k}`;
+    case "delDestination":
+      return `IPVS delete destination ${o.destination.address}:${o.destination.port} of ${k}`;
+  }
+}
+
+/** Body (generic header + attributes) of one change of a batch. */
+export function encodeIpvsOp(w: NlWriter, o: IpvsOp): void {
+  switch (o.op) {
+    case "addService":
+      return encodeServiceCmd(w, IpvsCmd.newService, o.service);
+    case "editService":
+      return encodeServiceCmd(w, IpvsCmd.setService, o.service);
+    case "delService":
+      return encodeServiceCmd(w, IpvsCmd.delService, serviceKey(o.service));
+    case "addDestination":
+      return encodeDestCmd(w, IpvsCmd.newDest, o.service, o.destination);
+    case "editDestination":
+      return encodeDestCmd(w, IpvsCmd.setDest, o.service, o.destination);
+    case "delDestination":
+      return encodeDestCmd(w, IpvsCmd.delDest, o.service, o.destination);
+  }
+}
+
 /** What a real or fake IPVS offers; one conformance suite runs against both. */
 export interface Ipvs {
   /** IPVS version ("1.2.1") and connection hash table size. */
@@ -186,6 +243,13 @@ export interface Ipvs {
   zero(): Promise<void>;
   timeouts(): Promise<IpvsTimeouts>;
   setTimeouts(t: Partial<IpvsTimeouts>): Promise<void>;
+  /**
+   * Makes many changes in order, as if each single-call method were called in turn, and returns the ones
+   * that failed (a failed change does not stop the ones after it; a destination of a service that failed
+   * to be added fails with ESRCH). The real one sends many messages per system call and asks no ACK for
+   * each: a full sync of thousands of services is a few hundred system calls, not one round trip each.
+   */
+  apply(ops: readonly IpvsOp[]): Promise<IpvsOpFailure[]>;
   close(): void;
 }
 
@@ -483,6 +547,9 @@ export function settle<T>(f: () => T): Promise<T> {
   }
 }
 
+/** Changes per event-loop turn in `IpvsNetlink.apply` (each slice is still many messages per sendto). */
+const APPLY_SLICE = 8192;
+
 /**
  * IPVS through a NETLINK_GENERIC socket. Opening resolves the family; a kernel without IPVS (module absent
  * and not loadable) fails there with NetlinkError ENOENT.
@@ -619,6 +686,29 @@ export class IpvsNetlink implements Ipvs {
     return settle(() => {
       this.#do((w) => encodeSetTimeouts(w, t), "IPVS_CMD_SET_CONFIG");
     });
+  }
+
+  async apply(ops: readonly IpvsOp[]): Promise<IpvsOpFailure[]> {
+    const failures: IpvsOpFailure[] = [];
+    for (let start = 0; start < ops.length; start += APPLY_SLICE) {
+      // Let timers and I/O run between slices of a huge batch (a cold sync of 100,000 changes).
+      if (start > 0) await new Promise((r) => setTimeout(r, 0));
+      const slice = ops.slice(start, start + APPLY_SLICE);
+      const failed = this.#s.batch(slice.length, (w, i, seq) => {
+        const off = w.beginMsg(this.familyId, NLM_F_REQUEST, seq);
+        encodeIpvsOp(w, slice[i]!);
+        w.endMsg(off);
+      }, { op: "IPVS batch" });
+      for (const f of failed) {
+        const o = slice[f.index]!;
+        const e = f.error;
+        failures.push({
+          index: start + f.index,
+          error: e instanceof NetlinkError ? new NetlinkError(e.errno, ipvsOpName(o), e.seq, e.extAck) : e,
+        });
+      }
+    }
+    return failures;
   }
 
   close(): void {

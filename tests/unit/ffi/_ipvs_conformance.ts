@@ -252,6 +252,46 @@ export const ipvsCases: Case<Ipvs>[] = [
     },
   },
   {
+    name:
+      "a batch applies its changes in order; each failure has its index and error, the others still happen",
+    fn: async (ipvs) => {
+      const d5 = { address: "10.1.1.5", port: 8080 };
+      const failures = await ipvs.apply([
+        { op: "addService", service: { ...web, scheduler: "rr" } },
+        { op: "addDestination", service: web, destination: d5 },
+        { op: "addDestination", service: web, destination: d5 },
+        { op: "addService", service: { ...dns, scheduler: "no-such-scheduler" } },
+        { op: "addDestination", service: dns, destination: { address: "10.1.1.5", port: 53 } },
+        { op: "delDestination", service: web, destination: { address: "10.1.1.9", port: 8080 } },
+        {
+          op: "addDestination",
+          service: web,
+          destination: { address: "10.1.1.6", port: 8080, weight: 65536 },
+        },
+        { op: "addDestination", service: web, destination: { address: "10.1.1.7", port: 8080 } },
+        { op: "editDestination", service: web, destination: { ...d5, weight: 3 } },
+        { op: "delDestination", service: web, destination: { address: "10.1.1.7", port: 8080 } },
+        { op: "addService", service: { ...dns, scheduler: "wrr" } },
+        { op: "editService", service: { ...dns, scheduler: "lc" } },
+      ]);
+      assert.deepEqual(
+        failures.map((f) => [f.index, code(f.error) ?? f.error.name]),
+        [[2, "EEXIST"], [3, "ENOENT"], [4, "ESRCH"], [5, "ENOENT"], [6, "RangeError"]],
+      );
+      assert.match(
+        failures[0]!.error.message,
+        /^IPVS add destination 10\.1\.1\.5:8080 to tcp\/10\.96\.0\.10:80/,
+      );
+      assert.ok(isExists(failures[0]!.error));
+      assert.deepEqual(await ipvs.destinations(web), [dest("10.1.1.5", 8080, { weight: 3 })]);
+      assert.deepEqual((await ipvs.services()).map((s) => `${s.protocol} ${s.scheduler}`).sort(), [
+        "tcp rr",
+        "udp lc",
+      ]);
+      assert.deepEqual(await ipvs.apply([]), []);
+    },
+  },
+  {
     name: "timeouts start at 900/120/300, are set, and a 0 leaves one unchanged",
     fn: async (ipvs) => {
       assert.deepEqual(await ipvs.timeouts(), { tcp: 900, tcpFin: 120, udp: 300 });
