@@ -331,7 +331,11 @@ function destNest(w: NlWriter, svcFamily: Family, d: IpvsDestination): void {
 /** Body (generic header + attributes) of a service command: new, set or delete. */
 export function encodeServiceCmd(
   w: NlWriter,
-  cmd: typeof IpvsCmd.newService | typeof IpvsCmd.setService | typeof IpvsCmd.delService,
+  cmd:
+    | typeof IpvsCmd.newService
+    | typeof IpvsCmd.setService
+    | typeof IpvsCmd.delService
+    | typeof IpvsCmd.getService,
   s: IpvsServiceKey & Partial<IpvsService>,
 ): void {
   genlHeader(w, cmd, IPVS_GENL_VERSION);
@@ -547,6 +551,8 @@ export function settle<T>(f: () => T): Promise<T> {
   }
 }
 
+const ESRCH = 3;
+
 /** Changes per event-loop turn in `IpvsNetlink.apply` (each slice is still many messages per sendto). */
 const APPLY_SLICE = 8192;
 
@@ -597,9 +603,22 @@ export class IpvsNetlink implements Ipvs {
     });
   }
 
-  async getService(key: IpvsServiceKey): Promise<IpvsService | undefined> {
-    const want = serviceKeyString(key);
-    return (await this.services()).find((s) => serviceKeyString(s) === want);
+  /** One request for one service (not a dump of all): a sync that refreshes a few services' stats stays O(1). */
+  getService(key: IpvsServiceKey): Promise<IpvsService | undefined> {
+    return settle(() => {
+      let reply: NlMsg[];
+      try {
+        reply = this.#do(
+          (w) => encodeServiceCmd(w, IpvsCmd.getService, serviceKey(key)),
+          `IPVS_CMD_GET_SERVICE ${serviceKeyString(key)}`,
+        );
+      } catch (e) {
+        if (e instanceof NetlinkError && e.errno === ESRCH) return undefined;
+        throw e;
+      }
+      const n = reply[0] ? replyNest(reply[0], CMD_ATTR_SERVICE) : undefined;
+      return n ? decodeService(n) : undefined;
+    });
   }
 
   addService(s: IpvsService): Promise<void> {

@@ -50,10 +50,17 @@ import {
   type HealthCheckTarget,
 } from "./health_server.ts";
 import { canonicalIp } from "./nft_render.ts";
-import { type IpvsPlan, mergePlans, planService, type ServicePlan } from "./ipvs_plan.ts";
+import {
+  type IpvsPlan,
+  type IpvsPlanContext,
+  mergePlans,
+  type PlannedService,
+  planService,
+  type ServicePlan,
+} from "./ipvs_plan.ts";
 import type { DsrPods } from "./dsr_pods.ts";
 import { renderIpvsTable } from "./ipvs_nft.ts";
-import { IpvsReconciler } from "./ipvs_sync.ts";
+import { IpvsReconciler, type ReconcileResult } from "./ipvs_sync.ts";
 import { nodeContext } from "./node_context.ts";
 
 /** The dummy interface holding every service VIP (kube-router's name). */
@@ -143,6 +150,14 @@ export class IpvsProxy implements ModuleInstance {
   #series = new Map<string, Record<string, string>>();
   /** The last plan's DSR firewall marks, so a VIP:port keeps its mark from sync to sync. */
   #fwmarks = new Map<string, number>();
+  /** EndpointSlices by Service, kept current from events (and rebuilt from the store on a full sync). */
+  readonly #index = new EndpointSliceIndex();
+  /** Services (namespace/name) an event touched since the last sync began. */
+  #dirty = new Set<string>();
+  /** Set when something other than Services and EndpointSlices changed (nodes) or a sync failed. */
+  #needFull = true;
+  /** What the last successful sync planned, per Service and merged: the base of a partial sync. */
+  #last: { plans: Map<string, ServicePlan>; plan: IpvsPlan; pctx: IpvsPlanContext } | undefined;
   #m;
 
   constructor(ctx: ModuleContext, deps: IpvsProxyDeps) {
@@ -179,9 +194,18 @@ export class IpvsProxy implements ModuleInstance {
     const bus = this.#ctx.bus;
     const run = () => this.#runner.run();
     this.#unsubscribe.push(
-      bus.onResource("services", run),
-      bus.onResource("endpointslices", run),
-      bus.onResource("nodes", run),
+      bus.onResource("services", (ev) => {
+        this.#dirty.add(ev.key);
+        run();
+      }),
+      bus.onResource("endpointslices", (ev) => {
+        for (const k of this.#index.touched(ev.previous, ev.current)) this.#dirty.add(k);
+        run();
+      }),
+      bus.onResource("nodes", () => {
+        this.#needFull = true;
+        run();
+      }),
     );
     return Promise.resolve();
   }
@@ -215,6 +239,81 @@ export class IpvsProxy implements ModuleInstance {
   }
 
   async #sync(reason: SyncReason): Promise<void> {
+    const dirty = this.#dirty;
+    this.#dirty = new Set();
+    try {
+      // A change to a few Services' endpoints (or anything else that leaves their virtual services, VIPs
+      // and table rules as they are) is applied to those Services alone; everything else, the periodic
+      // sync and retries take the full path, which re-reads the kernel and repairs hand edits.
+      if (reason === "requested" && !this.#needFull && this.#last && dirty.size > 0) {
+        if (await this.#syncPartial(dirty, this.#last)) return;
+      }
+      this.#needFull = true;
+      await this.#syncFull(reason);
+      this.#needFull = false;
+    } catch (err) {
+      this.#last = undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The partial sync of the Services in `dirty`: returns false (nothing done) when any of them changed
+   * more than its destinations and scheduling (virtual services, VIPs, problems, hairpin, health checks).
+   */
+  async #syncPartial(
+    dirty: ReadonlySet<string>,
+    last: { plans: Map<string, ServicePlan>; plan: IpvsPlan; pctx: IpvsPlanContext },
+  ): Promise<boolean> {
+    const { config, store } = this.#ctx;
+    const changes: { key: string; before: PlannedService; after: PlannedService }[] = [];
+    const replans = new Map<string, ServicePlan>();
+    for (const key of dirty) {
+      const svc = store.get("services", key);
+      const before = last.plans.get(key);
+      if (!svc || serviceSkipReason(svc)) {
+        if (before) return false;
+        continue;
+      }
+      const info = buildServiceInfo(svc, this.#index.slicesFor(key), config.nodeName);
+      if (info.healthCheckNodePort !== undefined && info.externalTrafficPolicy === "Local") return false;
+      const after = planService(info, last.pctx);
+      if (!before || !sameShape(before, after)) return false;
+      for (const [i, ps] of after.services.entries()) {
+        const k = serviceKeyString(ps.service);
+        const held = last.plan.services.get(k);
+        // Only virtual services this Service owns in the merged plan (a clash is the full path's business).
+        if (!held || held !== before.services[i]) return false;
+        changes.push({ key: k, before: held, after: ps });
+      }
+      replans.set(key, after);
+    }
+    const r = await this.#reconciler.applyChanged(changes);
+    for (const [key, p] of replans) last.plans.set(key, p);
+    for (const c of changes) last.plan.services.set(c.key, c.after);
+    this.#count(r);
+    await this.#updateStatsOf(changes.map((c) => c.after));
+    this.#m.draining.set({}, r.draining);
+    if (r.failures) throw new Error(`${r.failures} IPVS changes failed (logged above); retrying`);
+    this.#armDrain(r.draining);
+    return true;
+  }
+
+  #count(r: ReconcileResult): void {
+    for (
+      const [kind, n] of [
+        ["service_add", r.servicesAdded],
+        ["service_edit", r.servicesEdited],
+        ["service_delete", r.servicesDeleted],
+        ["destination_add", r.destinationsAdded],
+        ["destination_edit", r.destinationsEdited],
+        ["destination_delete", r.destinationsDeleted],
+        ["destination_drain", r.destinationsDrained],
+      ] as const
+    ) if (n) this.#m.changes.inc({ kind }, n);
+  }
+
+  async #syncFull(reason: SyncReason): Promise<void> {
     // The periodic sync (and a retry) rewrites the table even if unchanged: it may have been edited by hand.
     if (reason !== "requested") this.#lastTable = undefined;
     if (!this.#started) {
@@ -226,7 +325,7 @@ export class IpvsProxy implements ModuleInstance {
     const link = await this.#ensureDummy();
     const nodePortIps = config.nodeportBindonAllIp ? await this.#localAddresses(link.index) : nctx.nodeIps;
     const pctx = { ...nctx, nodePortIps };
-    const index = new EndpointSliceIndex();
+    const index = this.#index;
     index.reset(store.list("endpointslices"));
 
     const plans: ServicePlan[] = [];
@@ -279,17 +378,7 @@ export class IpvsProxy implements ModuleInstance {
     }
 
     const r = await this.#reconciler.apply(plan);
-    for (
-      const [kind, n] of [
-        ["service_add", r.servicesAdded],
-        ["service_edit", r.servicesEdited],
-        ["service_delete", r.servicesDeleted],
-        ["destination_add", r.destinationsAdded],
-        ["destination_edit", r.destinationsEdited],
-        ["destination_delete", r.destinationsDeleted],
-        ["destination_drain", r.destinationsDrained],
-      ] as const
-    ) if (n) this.#m.changes.inc({ kind }, n);
+    this.#count(r);
 
     const tx = renderIpvsTable(plan, {
       families: nctx.families,
@@ -314,6 +403,7 @@ export class IpvsProxy implements ModuleInstance {
         `${r.failures} IPVS changes and ${vipFailures} VIP changes failed (logged above); retrying`,
       );
     }
+    this.#last = { plans: new Map(plans.map((p) => [p.key, p])), plan, pctx };
     this.#armDrain(r.draining);
   }
 
@@ -464,6 +554,25 @@ export class IpvsProxy implements ModuleInstance {
     return failures;
   }
 
+  /** The gauges of a few virtual services, each read on its own (a partial sync). */
+  async #updateStatsOf(planned: readonly PlannedService[]): Promise<void> {
+    for (const p of planned) {
+      if (p.service.fwmark !== undefined) continue;
+      const s = await this.#deps.ipvs.getService(p.service);
+      if (!s?.stats || s.fwmark !== undefined) continue;
+      const [namespace, name] = p.owner.split("/");
+      const labels = {
+        svc_namespace: namespace ?? "",
+        service_name: name ?? "",
+        service_vip: s.address,
+        protocol: s.protocol,
+        port: String(s.port),
+      };
+      for (const [stat] of STAT_METRICS) this.#m.stats[stat].set(labels, s.stats[stat]);
+      this.#series.set(serviceKeyString(s), labels);
+    }
+  }
+
   /** kube_router_service_* gauges from the counters IPVS keeps per virtual service. */
   async #updateStats(planned: ReadonlyMap<string, { owner: string; service: IpvsService }>): Promise<void> {
     const seen = new Set<string>();
@@ -489,4 +598,20 @@ export class IpvsProxy implements ModuleInstance {
       this.#series.delete(k);
     }
   }
+}
+
+/**
+ * Whether two plans of one Service differ at most in destinations and scheduling: the same virtual services
+ * in the same order, VIPs and problems, no hairpin (whose table rules list the destinations) and no DSR.
+ */
+function sameShape(a: ServicePlan, b: ServicePlan): boolean {
+  // DSR Services enter their pods and mark packets per VIP: always the full path.
+  if (a.dsr || b.dsr) return false;
+  if (a.services.length !== b.services.length || a.vips.join() !== b.vips.join()) return false;
+  if (a.problems.join("\n") !== b.problems.join("\n")) return false;
+  return a.services.every((x, i) => {
+    const y = b.services[i]!;
+    return !x.hairpin && !y.hairpin && !x.dsr && !y.dsr && x.kind === y.kind &&
+      serviceKeyString(x.service) === serviceKeyString(y.service);
+  });
 }

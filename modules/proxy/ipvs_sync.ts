@@ -19,6 +19,7 @@ import {
   IpProto,
   type Ipvs,
   type IpvsDestination,
+  type IpvsOp,
   type IpvsService,
   IpvsServiceFlag,
   type IpvsServiceKey,
@@ -28,7 +29,7 @@ import {
   serviceKey,
   serviceKeyString,
 } from "../../ffi/mod.ts";
-import { destId, type IpvsPlan } from "./ipvs_plan.ts";
+import { destId, type IpvsPlan, type PlannedService } from "./ipvs_plan.ts";
 
 export interface ReconcilerOptions {
   graceful: boolean;
@@ -59,6 +60,32 @@ export interface ReconcileResult {
 }
 
 const ENOENT = 2;
+
+/** Changes applied together in a batch that succeed or fail as one (a service with its destinations). */
+interface Group {
+  owner: string;
+  what: string;
+  ops: IpvsOp[];
+  /** Counts the group's changes once all succeeded. */
+  done: () => void;
+  /** For a new service: what to add again with rr if its scheduler is missing. */
+  service?: IpvsService;
+  destinations?: readonly IpvsDestination[];
+}
+
+function emptyResult(): ReconcileResult {
+  return {
+    servicesAdded: 0,
+    servicesEdited: 0,
+    servicesDeleted: 0,
+    destinationsAdded: 0,
+    destinationsEdited: 0,
+    destinationsDeleted: 0,
+    destinationsDrained: 0,
+    draining: 0,
+    failures: 0,
+  };
+}
 
 function sameService(a: IpvsService, b: IpvsService): boolean {
   const fa = (a.flags ?? 0) & ~IpvsServiceFlag.hashed;
@@ -96,44 +123,37 @@ export class IpvsReconciler {
 
   /** One pass: the kernel's IPVS made equal to `plan` (graceful removals advanced by one step). */
   async apply(plan: IpvsPlan): Promise<ReconcileResult> {
-    const r: ReconcileResult = {
-      servicesAdded: 0,
-      servicesEdited: 0,
-      servicesDeleted: 0,
-      destinationsAdded: 0,
-      destinationsEdited: 0,
-      destinationsDeleted: 0,
-      destinationsDrained: 0,
-      draining: 0,
-      failures: 0,
-    };
+    const r = emptyResult();
     const kernel = new Map<string, IpvsService>();
     for (const s of await this.#ipvs.services()) kernel.set(serviceKeyString(s), s);
 
-    // Services no longer wanted go first (their VIPs may be re-used by a new one below).
+    // Deletions and whole new services go to the kernel in one batch (many messages per system call):
+    // services no longer wanted first (their VIPs may be re-used by a new one), then the new ones.
+    const batch: Group[] = [];
+    const deletedUdp: IpvsService[] = [];
     for (const [k, s] of kernel) {
       if (plan.services.has(k) || this.#excluded(s)) continue;
-      await this.#try("", `delete ${k}`, r, async () => {
-        await this.#ipvs.delService(serviceKey(s));
-        r.servicesDeleted++;
-        if (s.protocol === "udp") await this.#flushUdp(s);
+      batch.push({
+        owner: "",
+        what: `delete ${k}`,
+        ops: [{ op: "delService", service: serviceKey(s) }],
+        done: () => {
+          r.servicesDeleted++;
+          if (s.protocol === "udp") deletedUdp.push(s);
+        },
       });
       for (const d of [...this.#draining.keys()]) if (d.startsWith(`${k}|`)) this.#draining.delete(d);
     }
+    for (const [k, want] of plan.services) {
+      if (kernel.has(k)) continue;
+      batch.push(this.#addGroup(k, want.owner, want.service, want.destinations, r));
+    }
+    await this.#applyGroups(batch, r);
+    for (const s of deletedUdp) await this.#flushUdp(s);
 
     for (const [k, want] of plan.services) {
       const have = kernel.get(k);
-      if (!have) {
-        await this.#try(want.owner, `add ${k}`, r, async () => {
-          await this.#addService(want.owner, want.service);
-          r.servicesAdded++;
-          for (const d of want.destinations) {
-            await this.#ipvs.addDestination(want.service, d);
-            r.destinationsAdded++;
-          }
-        });
-        continue;
-      }
+      if (!have) continue;
       if (!sameService(have, want.service)) {
         await this.#try(want.owner, `edit ${k}`, r, async () => {
           await this.#editService(want.owner, want.service, have);
@@ -152,6 +172,154 @@ export class IpvsReconciler {
     }
     r.draining = this.#draining.size;
     return r;
+  }
+
+  /**
+   * A pass over only the given virtual services, each known to be in IPVS as `before` (what the last pass
+   * applied), without listing every service: an endpoint change of one Service among thousands. Without
+   * graceful termination the destinations that differ between `before` and `after` are changed in one batch
+   * without reading the kernel (a change the kernel refuses, e.g. a destination removed by hand, fails the
+   * pass and the caller's full pass repairs it); with it, or while one of them drains, the service's
+   * destinations are listed so connection counts decide the drain, as in `apply`.
+   */
+  async applyChanged(
+    changes: readonly { key: string; before: PlannedService; after: PlannedService }[],
+  ): Promise<ReconcileResult> {
+    const r = emptyResult();
+    const batch: Group[] = [];
+    const udp: IpvsServiceKey[] = [];
+    for (const { key: k, before, after } of changes) {
+      if (!sameService(before.service, after.service)) {
+        await this.#try(after.owner, `edit ${k}`, r, async () => {
+          await this.#editService(after.owner, after.service, before.service);
+          r.servicesEdited++;
+        });
+      }
+      const draining = [...this.#draining.keys()].some((d) => d.startsWith(`${k}|`));
+      if (this.#opts.graceful || draining) {
+        await this.#try(
+          after.owner,
+          `destinations of ${k}`,
+          r,
+          () => this.#syncDests(k, after.service, after.destinations, r),
+        );
+        continue;
+      }
+      const had = new Map(before.destinations.map((d) => [destId(d), d]));
+      const ops: IpvsOp[] = [];
+      let added = 0, edited = 0, deleted = 0;
+      for (const d of after.destinations) {
+        const h = had.get(destId(d));
+        had.delete(destId(d));
+        if (!h) {
+          ops.push({ op: "addDestination", service: after.service, destination: d });
+          added++;
+        } else if ((h.weight ?? 1) !== (d.weight ?? 1) || (h.forward ?? "masq") !== (d.forward ?? "masq")) {
+          ops.push({ op: "editDestination", service: after.service, destination: d });
+          edited++;
+        }
+      }
+      for (const h of had.values()) {
+        ops.push({ op: "delDestination", service: after.service, destination: h });
+        deleted++;
+      }
+      if (ops.length === 0) continue;
+      batch.push({
+        owner: after.owner,
+        what: `destinations of ${k}`,
+        ops,
+        done: () => {
+          r.destinationsAdded += added;
+          r.destinationsEdited += edited;
+          r.destinationsDeleted += deleted;
+          if (deleted && after.service.protocol === "udp") udp.push(after.service);
+        },
+      });
+    }
+    await this.#applyGroups(batch, r, false);
+    for (const s of udp) await this.#flushUdp(s);
+    r.draining = this.#draining.size;
+    return r;
+  }
+
+  /** The batch entries that add one whole virtual service with its destinations. */
+  #addGroup(
+    k: string,
+    owner: string,
+    service: IpvsService,
+    destinations: readonly IpvsDestination[],
+    r: ReconcileResult,
+  ): Group {
+    return {
+      owner,
+      what: `add ${k}`,
+      service,
+      destinations,
+      ops: [
+        { op: "addService", service },
+        ...destinations.map((d): IpvsOp => ({ op: "addDestination", service, destination: d })),
+      ],
+      done: () => {
+        r.servicesAdded++;
+        r.destinationsAdded += destinations.length;
+      },
+    };
+  }
+
+  /**
+   * Applies groups of changes as one batch. A group counts once: done when all its changes succeeded, else
+   * one failure reported with its first error. A new service whose scheduler module the kernel lacks
+   * (ENOENT) is reported and added again with rr, in a second batch.
+   */
+  async #applyGroups(groups: readonly Group[], r: ReconcileResult, fallback = true): Promise<void> {
+    if (groups.length === 0) return;
+    const ops: IpvsOp[] = [];
+    const groupOf: number[] = [];
+    const start: number[] = [];
+    for (const [g, group] of groups.entries()) {
+      start.push(ops.length);
+      for (const o of group.ops) {
+        ops.push(o);
+        groupOf.push(g);
+      }
+    }
+    /** Per failed group: its first error, and whether that was the group's first change (the service). */
+    const firstError = new Map<number, { err: unknown; first: boolean }>();
+    for (const f of await this.#ipvs.apply(ops)) {
+      const g = groupOf[f.index]!;
+      if (!firstError.has(g)) firstError.set(g, { err: f.error, first: f.index === start[g] });
+    }
+    const retry: Group[] = [];
+    for (const [g, group] of groups.entries()) {
+      const failed = firstError.get(g);
+      if (failed === undefined) {
+        group.done();
+        continue;
+      }
+      const { err } = failed;
+      const s = group.service;
+      const schedulerMissing = failed.first && err instanceof NetlinkError && err.errno === ENOENT;
+      if (fallback && s && schedulerMissing && s.scheduler !== "rr") {
+        this.#opts.onError?.(
+          group.owner,
+          `scheduler ${s.scheduler} is not available in this kernel; using rr`,
+          err,
+        );
+        retry.push(
+          this.#addGroup(
+            serviceKeyString(s),
+            group.owner,
+            { ...s, scheduler: "rr", flags: (s.flags ?? 0) & IpvsServiceFlag.persistent },
+            group.destinations ?? [],
+            r,
+          ),
+        );
+        continue;
+      }
+      r.failures++;
+      this.#opts.onError?.(group.owner, group.what, err);
+    }
+    await this.#applyGroups(retry, r, false);
   }
 
   async #syncDests(
@@ -203,21 +371,6 @@ export class IpvsReconciler {
       }
     }
     if (udpChanged && svc.protocol === "udp") await this.#flushUdp(svc);
-  }
-
-  /** Adds a service; a scheduler module the kernel lacks (ENOENT) is reported and rr used instead. */
-  async #addService(owner: string, s: IpvsService): Promise<void> {
-    try {
-      await this.#ipvs.addService(s);
-    } catch (err) {
-      if (!(err instanceof NetlinkError) || err.errno !== ENOENT || s.scheduler === "rr") throw err;
-      this.#opts.onError?.(owner, `scheduler ${s.scheduler} is not available in this kernel; using rr`, err);
-      await this.#ipvs.addService({
-        ...s,
-        scheduler: "rr",
-        flags: (s.flags ?? 0) & IpvsServiceFlag.persistent,
-      });
-    }
   }
 
   async #editService(owner: string, s: IpvsService, have: IpvsService): Promise<void> {

@@ -95,8 +95,23 @@ export const ipvsCases: Case<Ipvs>[] = [
           },
         ]),
       );
-      assert.equal((await ipvs.getService(dns))?.scheduler, "wrr");
+      // getService answers for one service exactly what the listing says of it.
+      assert.deepEqual(await ipvs.getService(dns), {
+        ...dns,
+        scheduler: "wrr",
+        ...base,
+        flags: persistent,
+        timeout: 300,
+      });
+      assert.deepEqual(await ipvs.getService({ family: 4, fwmark: 7 }), {
+        family: 4,
+        fwmark: 7,
+        scheduler: "sh",
+        ...base,
+        flags: sched1 | sched2,
+      });
       assert.equal(await ipvs.getService({ ...dns, port: 54 }), undefined);
+      assert.equal(await ipvs.getService({ family: 4, fwmark: 8 }), undefined);
     },
   },
   {
@@ -260,7 +275,7 @@ export const ipvsCases: Case<Ipvs>[] = [
         { op: "addService", service: { ...web, scheduler: "rr" } },
         { op: "addDestination", service: web, destination: d5 },
         { op: "addDestination", service: web, destination: d5 },
-        { op: "addService", service: { ...dns, scheduler: "no-such-scheduler" } },
+        { op: "addService", service: { ...dns, scheduler: "nosuch" } },
         { op: "addDestination", service: dns, destination: { address: "10.1.1.5", port: 53 } },
         { op: "delDestination", service: web, destination: { address: "10.1.1.9", port: 8080 } },
         {

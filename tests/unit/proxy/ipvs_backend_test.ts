@@ -301,3 +301,82 @@ Deno.test("the proxy's preflight checks IPVS only for the IPVS backend and words
     undefined,
   );
 });
+
+/** Counts the calls the backend makes that cost O(Services): listings, table writes, address listings. */
+function countWholeStateCalls(s: Awaited<ReturnType<typeof setup>>) {
+  const n = { services: 0, destinations: 0, getService: 0, nft: 0, addrList: 0 };
+  const wrap = <T extends object, K extends keyof T & keyof typeof n>(o: T, k: K) => {
+    const f = (o[k] as (...a: unknown[]) => unknown).bind(o);
+    (o as Record<string, unknown>)[k] = (...a: unknown[]) => {
+      n[k]++;
+      return f(...a);
+    };
+  };
+  wrap(s.ipvs, "services");
+  wrap(s.ipvs, "destinations");
+  wrap(s.ipvs, "getService");
+  const run = s.nft.run.bind(s.nft);
+  s.nft.run = (tx) => {
+    n.nft++;
+    return run(tx);
+  };
+  wrap(s.rtnl, "addrList");
+  return n;
+}
+
+Deno.test("an endpoint change among many Services is applied to that Service alone: no listing of every service, no table or VIP rewrite", async () => {
+  const s = await setup();
+  for (let i = 0; i < 50; i++) {
+    s.source.put("services", service(`svc${i}`, `172.16.1.${i}`));
+    s.source.put("endpointslices", slice(`svc${i}`, [`10.1.2.${i}`, `10.1.3.${i}`]));
+  }
+  s.source.markSynced();
+  await s.sync();
+  const n = countWholeStateCalls(s);
+  const mark = s.ipvs.calls.length;
+  s.source.put("endpointslices", slice("svc7", ["10.1.2.7", "10.1.4.7"]));
+  await s.sync();
+  assert.deepEqual(s.ipvs.calls.slice(mark).sort(), [
+    "addDestination tcp/172.16.1.7:80 10.1.4.7:8080",
+    "delDestination tcp/172.16.1.7:80 10.1.3.7:8080",
+  ]);
+  assert.deepEqual(n, { services: 0, destinations: 0, getService: 1, nft: 0, addrList: 0 });
+  const dests = await s.ipvs.destinations({ family: 4, protocol: "tcp", address: "172.16.1.7", port: 80 });
+  assert.deepEqual(dests.map((d) => d.address).sort(), ["10.1.2.7", "10.1.4.7"]);
+  // A change of shape (a second port: a new virtual service) takes the full path.
+  s.source.put(
+    "services",
+    service("svc7", "172.16.1.7", {
+      ports: [
+        { name: "http", port: 80, protocol: "TCP", targetPort: 8080 },
+        { name: "alt", port: 81, protocol: "TCP", targetPort: 8080 },
+      ],
+    }),
+  );
+  await s.sync();
+  assert.equal(n.services, 2, "the full path lists the services (reconcile and stats)");
+  assert.ok(await s.ipvs.getService({ family: 4, protocol: "tcp", address: "172.16.1.7", port: 81 }));
+  // A node change takes the full path too (node addresses and pod CIDRs shape every Service).
+  s.source.put("nodes", { ...node, spec: { podCIDR: "10.1.9.0/24", podCIDRs: ["10.1.9.0/24"] } });
+  await s.sync();
+  assert.equal(n.services, 4);
+  assert.match(s.nft.dump(), /10\.1\.9\.0\/24/);
+  await s.stop();
+});
+
+Deno.test("a partial sync that finds a virtual service gone fails, and the retry's full sync puts it back", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.put("services", service("api", "172.16.0.11"));
+  s.source.put("endpointslices", slice("web", ["10.1.2.5"]));
+  s.source.markSynced();
+  await s.sync();
+  const key = { family: 4 as const, protocol: "tcp" as const, address: "172.16.0.10", port: 80 };
+  await s.ipvs.delService(key);
+  s.source.put("endpointslices", slice("web", ["10.1.2.5", "10.1.2.6"]));
+  await assert.rejects(s.sync(), /IPVS changes failed/);
+  s.t.syncs.lastError = undefined;
+  await s.sync();
+  assert.deepEqual((await s.ipvs.destinations(key)).map((d) => d.address).sort(), ["10.1.2.5", "10.1.2.6"]);
+  await s.stop();
+});
