@@ -279,7 +279,40 @@ async function backendChild(): Promise<void> {
   const nextSync = () => new Promise<void>((r) => syncEnded = r);
 
   const deps = { ipvs, nft: new Nftables(), rtnl: new Rtnetlink(), conntrack: new Conntrack() };
-  const proxy = new IpvsProxy(t.ctx, { ...deps, sysctl: new ProcSysctl(), serveHealthChecks: false });
+  // Where the backend's time goes: each kernel-facing call timed, per object and method.
+  const spent = new Map<string, { calls: number; ms: number }>();
+  const timed = <T extends object>(name: string, o: T): T =>
+    new Proxy(o, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target);
+        if (typeof v !== "function") return v;
+        return async (...args: unknown[]) => {
+          const t0 = performance.now();
+          try {
+            return await v.apply(target, args);
+          } finally {
+            const k = `${name}.${String(prop)}`;
+            const e = spent.get(k) ?? { calls: 0, ms: 0 };
+            e.calls++;
+            e.ms += performance.now() - t0;
+            spent.set(k, e);
+          }
+        };
+      },
+    });
+  const breakdown = () => {
+    const out = Object.fromEntries([...spent].map(([k, v]) => [k, { calls: v.calls, ms: Math.round(v.ms) }]));
+    spent.clear();
+    return out;
+  };
+  const proxy = new IpvsProxy(t.ctx, {
+    ipvs: timed("ipvs", ipvs),
+    nft: timed("nft", deps.nft),
+    rtnl: timed("rtnl", deps.rtnl),
+    conntrack: timed("conntrack", deps.conntrack),
+    sysctl: timed("sysctl", new ProcSysctl()),
+    serveHealthChecks: false,
+  });
   source.start(["services", "endpointslices", "nodes"]);
   await proxy.start();
   source.put("nodes", node);
@@ -297,7 +330,8 @@ async function backendChild(): Promise<void> {
   const coldMs = performance.now() - cold0;
   if (t.syncs.failed) throw new Error(`the cold sync failed: ${t.syncs.lastError}`);
   await check("the backend's cold sync", ipvs);
-  progress(`cold sync ${coldMs.toFixed(0)} ms`);
+  const coldBreakdown = breakdown();
+  progress(`cold sync ${coldMs.toFixed(0)} ms: ${JSON.stringify(coldBreakdown)}`);
   await sleep(500);
 
   const change = { syncMs: [] as number[], eventMs: [] as number[], reasons: new Set<string>() };
@@ -324,7 +358,8 @@ async function backendChild(): Promise<void> {
     // Past the runner's minimum interval between syncs (100 ms), so the next change is not held back.
     await sleep(150);
   }
-  progress(`changes: sync p50 ${median(change.syncMs).toFixed(1)} ms`);
+  const changeBreakdown = breakdown();
+  progress(`changes: sync p50 ${median(change.syncMs).toFixed(1)} ms: ${JSON.stringify(changeBreakdown)}`);
 
   // References in the same run: the same kernel change raw, and with ipvsadm.
   const ref = { rawApply: [] as number[], ipvsadmDelAdd: [] as number[], ipvsadmEdit: [] as number[] };
@@ -369,7 +404,11 @@ async function backendChild(): Promise<void> {
   deps.conntrack.close();
   ipvs.close();
   console.log(
-    JSON.stringify({ cold: { ms: coldMs }, change: { ...change, reasons: [...change.reasons] }, ref }),
+    JSON.stringify({
+      cold: { ms: coldMs, breakdown: coldBreakdown },
+      change: { ...change, reasons: [...change.reasons], breakdown: changeBreakdown },
+      ref,
+    }),
   );
 }
 
