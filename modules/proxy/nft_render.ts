@@ -49,7 +49,7 @@ import {
   usableEndpoints,
 } from "../../core/mod.ts";
 import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
-import { type NftChainSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
+import { type NftChainSpec, type NftElementSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
 
 export const PROXY_TABLE = "kube_router_proxy";
 /** The "masquerade this" bit (kube-proxy's 0x4000), honoured only in this table's postrouting chain. */
@@ -141,15 +141,29 @@ export function endpointMap(f: Family, proto: string, o: { np: boolean; local: b
  * Service that loses a conflict loses all of it and never a few slots of it.
  */
 export function claimOf(id: string): string {
-  const { map, key } = splitElementId(id);
-  let m = /^(service_ips|no_endpoint_services|firewall_ips)_v([46])$/.exec(map);
-  if (m) return `${key.join(" ")} (v${m[2]})`;
-  m = /^service(?:_local)?_endpoints_v([46])_(\w+)$/.exec(map);
-  if (m) return `${key[0]} ${m[2]} ${key[1]} (v${m[1]})`;
-  m = /^(service_nodeports|no_endpoint_nodeports)_v([46])$/.exec(map);
-  if (m) return `nodePort ${key.join(" ")} (v${m[2]})`;
-  m = /^nodeport(?:_local)?_endpoints_v([46])_(\w+)$/.exec(map);
-  if (m) return `nodePort ${m[2]} ${key[0]} (v${m[1]})`;
+  // Called for every element of every Service on each full sync: plain string work, no regular expressions.
+  const bar = id.indexOf("|");
+  const map = id.slice(0, bar);
+  const key = id.slice(bar + 1);
+  const v = map.indexOf("_v");
+  const family = map.slice(v + 1, v + 3);
+  switch (map.slice(0, v)) {
+    case "service_ips":
+    case "no_endpoint_services":
+    case "firewall_ips":
+      return `${family} ${key}`;
+    case "service_nodeports":
+    case "no_endpoint_nodeports":
+      return `${family} nodePort ${key}`;
+    case "service_endpoints":
+    case "service_local_endpoints": {
+      const [vip, port] = key.split(" . ");
+      return `${family} ${vip} . ${map.slice(v + 4)} . ${port}`;
+    }
+    case "nodeport_endpoints":
+    case "nodeport_local_endpoints":
+      return `${family} nodePort ${map.slice(v + 4)} . ${key.slice(0, key.indexOf(" . "))}`;
+  }
   return id;
 }
 
@@ -462,17 +476,22 @@ function extChain(
   return name;
 }
 
-/** Endpoints without duplicates, in address order (slots stay put when a slice is reordered). */
-function distinct(eps: readonly ServiceEndpoint[]): ServiceEndpoint[] {
+/**
+ * Endpoints without duplicates, in the order of their canonical address text and port (slots stay put
+ * when a slice is reordered). `canon` holds each endpoint's canonical address.
+ */
+function distinct(
+  eps: readonly ServiceEndpoint[],
+  canon: ReadonlyMap<ServiceEndpoint, string>,
+): ServiceEndpoint[] {
   const seen = new Map<string, ServiceEndpoint>();
   for (const e of eps) {
-    const k = `${canonicalIp(e.ip)!.ip}|${e.port}`;
+    const k = `${canon.get(e)!}|${e.port}`;
     if (!seen.has(k)) seen.set(k, e);
   }
   return [...seen.values()].sort((a, b) => {
-    const x = parseIP(a.ip)!.addr, y = parseIP(b.ip)!.addr;
-    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
-    return a.port - b.port;
+    const x = canon.get(a)!, y = canon.get(b)!;
+    return x < y ? -1 : x > y ? 1 : a.port - b.port;
   });
 }
 
@@ -510,11 +529,23 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
 
     for (const p of svc.ports) {
       const proto = p.protocol.toLowerCase() as Proto;
-      const all = p.endpoints.filter((e) => e.family === f && canonicalIp(e.ip)?.family === f);
+      // Each endpoint's address made canonical once (what nft prints back, and the slots' order).
+      const canon = new Map<ServiceEndpoint, string>();
+      const all: ServiceEndpoint[] = [];
+      for (const e of p.endpoints) {
+        if (e.family !== f) continue;
+        const c = canonicalIp(e.ip);
+        if (c?.family !== f) continue;
+        canon.set(e, c.ip);
+        all.push(e);
+      }
       // Topology applies whenever every endpoint carries hints (the controller sets them for PreferClose).
       const opts = { nodeName: ctx.nodeName, topologyAware: true, ...(ctx.zone ? { zone: ctx.zone } : {}) };
-      const clusterEps = distinct(usableEndpoints(all, opts));
-      const localEps = distinct(usableEndpoints(all, { ...opts, localOnly: true, topologyAware: false }));
+      const clusterEps = distinct(usableEndpoints(all, opts), canon);
+      const localEps = distinct(
+        usableEndpoints(all, { ...opts, localOnly: true, topologyAware: false }),
+        canon,
+      );
       const hasAny = clusterEps.length > 0;
       const externallyAccessible = externalIps.length > 0 || lbIps.length > 0 || p.nodePort !== undefined;
       const usesCluster = hasAny && (!internalLocal || externallyAccessible);
@@ -532,7 +563,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       if (affinity === undefined) {
         const slots = (map: string, k: (i: number) => string[], eps: readonly ServiceEndpoint[]) => {
           eps.forEach((e, i) => {
-            out.elements.set(elementId(map, k(i)), `${canonicalIp(e.ip)!.ip} . ${e.port}`);
+            out.elements.set(elementId(map, k(i)), `${canon.get(e)!} . ${e.port}`);
           });
         };
         const ipSlots = (vip: string, local: boolean) =>
@@ -630,13 +661,13 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       // Every endpoint this node may send to: hairpin pairs, metrics, UDP conntrack clean-up.
       const reachable = new Map<string, ServiceEndpoint>();
       if (usesCluster) {
-        for (const e of clusterEps) reachable.set(hostPort(canonicalIp(e.ip)!.ip, f, e.port), e);
+        for (const e of clusterEps) reachable.set(hostPort(canon.get(e)!, f, e.port), e);
       }
       if (usesLocal) {
-        for (const e of localEps) reachable.set(hostPort(canonicalIp(e.ip)!.ip, f, e.port), e);
+        for (const e of localEps) reachable.set(hostPort(canon.get(e)!, f, e.port), e);
       }
       for (const e of reachable.values()) {
-        const ip = canonicalIp(e.ip)!.ip;
+        const ip = canon.get(e)!;
         out.sharedElements.add(elementId(`hairpin_v${f}`, [ip, ip]));
       }
       out.endpoints += reachable.size;
@@ -758,7 +789,7 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
   return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen random mod ${n - i} 0 goto ${c}`));
 }
 
-function elementSpec(id: string, value: string) {
+function elementSpec(id: string, value: string): NftElementSpec {
   const { map, key } = splitElementId(id);
   return value === "" ? { set: map, key } : { set: map, key, value: value.split(" . ") };
 }
@@ -886,6 +917,11 @@ export interface DiffOptions {
    * only Service: its shared objects exist, and go with it.
    */
   shared?: SharedObjects;
+  /**
+   * Where element additions go instead of `tx`, for the caller to add after everything else of the
+   * transaction (they come last in a Service's operations anyway).
+   */
+  deferAdds?: NftElementSpec[];
 }
 
 /** Shared chains and elements already written to a transaction by a full resync. */

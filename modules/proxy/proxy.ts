@@ -26,6 +26,7 @@ import {
   type ConntrackTable,
   IpProto,
   isNotFound,
+  type NftElementSpec,
   NftError,
   type NftListOptions,
   type NftListTarget,
@@ -73,8 +74,22 @@ const TABLE = { family: "inet", name: PROXY_TABLE } as const;
 /** A chain that lost its last map element is deleted this long after (kernels before 6.2 need it). */
 const STALE_CHAIN_DELAY_MS = 1000;
 
-/** Adds one Service's operations to a transaction; returns the chains it made stale. */
-type Build = (tx: NftTransaction, it: Item) => string[];
+/**
+ * Adds one Service's operations to a transaction, its element additions to `adds` (added after every
+ * Service of the transaction, grouped by map: nft parses one long command per map much faster than
+ * thousands of short ones); returns the chains it made stale.
+ */
+type Build = (tx: NftTransaction, it: Item, adds: NftElementSpec[]) => string[];
+
+/** A transaction being filled with whole Services. */
+interface Chunk {
+  tx: NftTransaction;
+  items: Item[];
+  /** Per item, its operations in `tx` [from, to) and its deferred additions in `adds` [from, to). */
+  spans: { it: Item; from: number; to: number; addFrom: number; addTo: number }[];
+  adds: NftElementSpec[];
+  stale: string[];
+}
 
 interface Item {
   key: string;
@@ -238,12 +253,16 @@ export class ServiceProxy implements ModuleInstance {
       ? new Set([...store.list("services").map(keyOf), ...this.#programmed.keys()])
       : new Set([...dirty, ...this.#blocked]);
 
-    const next = new Map<string, RenderedService | undefined>();
-    for (const key of [...keys].sort()) next.set(key, this.#render(key, nctx));
-    this.#resolveConflicts(next);
-
-    if (full) await this.#applyFull(nctx, next);
-    else await this.#applyPartial(next);
+    if (full) await this.#applyFull(nctx, [...keys].sort());
+    else {
+      const next = new Map<string, RenderedService | undefined>();
+      for (const key of [...keys].sort()) next.set(key, this.#render(key, nctx));
+      const round = new Map<string, string>();
+      for (const [key, r] of next) {
+        this.#resolve(key, r, round, (k) => next.has(k) ? { of: next.get(k) } : undefined);
+      }
+      await this.#applyPartial(next);
+    }
     this.#baseKey = baseKey;
 
     await this.#deleteStaleChains();
@@ -296,48 +315,49 @@ export class ServiceProxy implements ModuleInstance {
   /**
    * Two Services may not claim the same VIP and port or the same NodePort (claimOf: the dispatch entry with
    * its endpoint slots): the one that holds it keeps it, the newcomer loses all of it (logged) and is
-   * retried every sync.
+   * retried every sync. Services are resolved in key order; `round` holds the claims of those resolved
+   * before in this sync; `renderedNow(k)` gives Service k's render in this sync if it is part of it.
    */
-  #resolveConflicts(next: Map<string, RenderedService | undefined>): void {
-    const round = new Map<string, string>();
-    const claimsOf = (r: RenderedService | undefined) => new Set([...r?.elements.keys() ?? []].map(claimOf));
-    const nextClaims = new Map<string, Set<string>>();
-    for (const [key, r] of next) {
-      this.#blocked.delete(key);
-      if (!r) continue;
-      const groups = new Map<string, string[]>();
-      for (const id of r.elements.keys()) {
-        const c = claimOf(id);
-        const g = groups.get(c);
-        if (g) g.push(id);
-        else groups.set(c, [id]);
-      }
-      for (const [claim, ids] of groups) {
-        let owner = round.get(claim);
-        if (owner === undefined) {
-          const held = this.#claims.get(claim);
-          if (held !== undefined && held !== key) {
-            let theirs = nextClaims.get(held);
-            if (!theirs) nextClaims.set(held, theirs = claimsOf(next.get(held)));
-            if (!next.has(held) || theirs.has(claim)) owner = held;
-          }
+  #resolve(
+    key: string,
+    r: RenderedService | undefined,
+    round: Map<string, string>,
+    renderedNow: (key: string) => { of: RenderedService | undefined } | undefined,
+  ): void {
+    this.#blocked.delete(key);
+    if (!r) return;
+    const groups = new Map<string, string[]>();
+    for (const id of r.elements.keys()) {
+      const c = claimOf(id);
+      const g = groups.get(c);
+      if (g) g.push(id);
+      else groups.set(c, [id]);
+    }
+    for (const [claim, ids] of groups) {
+      let owner = round.get(claim);
+      if (owner === undefined) {
+        const held = this.#claims.get(claim);
+        if (held !== undefined && held !== key) {
+          // The holder keeps it unless it is re-rendered now without it.
+          const now = renderedNow(held);
+          if (!now || [...now.of?.elements.keys() ?? []].some((id) => claimOf(id) === claim)) owner = held;
         }
-        if (owner !== undefined && owner !== key) {
-          for (const id of ids) r.elements.delete(id);
-          this.#blocked.add(key);
-          const what = `${claim} is already used by ${owner}`;
-          r.warnings.push(what);
-          this.#logOnce(
-            `${key}|conflict|${claim}`,
-            owner,
-            () =>
-              this.#ctx.log.warn("service conflicts with another, entry skipped", {
-                service: key,
-                conflict: what,
-              }),
-          );
-        } else round.set(claim, key);
       }
+      if (owner !== undefined && owner !== key) {
+        for (const id of ids) r.elements.delete(id);
+        this.#blocked.add(key);
+        const what = `${claim} is already used by ${owner}`;
+        r.warnings.push(what);
+        this.#logOnce(
+          `${key}|conflict|${claim}`,
+          owner,
+          () =>
+            this.#ctx.log.warn("service conflicts with another, entry skipped", {
+              service: key,
+              conflict: what,
+            }),
+        );
+      } else round.set(claim, key);
     }
   }
 
@@ -363,27 +383,56 @@ export class ServiceProxy implements ModuleInstance {
       if (!prev && !r) continue;
       items.push({ key, prev, next: r });
     }
-    await this.#applyItems(items, (tx, it) => diffService(tx, it.prev, it.next, { shared: this.#shared }));
+    await this.#applyItems(
+      items,
+      (tx, it, adds) => diffService(tx, it.prev, it.next, { shared: this.#shared, deferAdds: adds }),
+    );
   }
 
-  async #applyFull(nctx: ProxyNodeContext, next: Map<string, RenderedService | undefined>): Promise<void> {
+  /**
+   * The full sync, streamed: Services are rendered, resolved and added to a transaction in key order, and
+   * while the kernel applies one chunk (a child `nft -f`, see PROXY_NFT_OPTIONS) the next is built, so
+   * the agent's work and nft's overlap. Chunks do not depend on each other here: elements are compared with
+   * what the kernel held before the sync, every shared chain is written in every chunk that uses it.
+   */
+  async #applyFull(nctx: ProxyNodeContext, keys: readonly string[]): Promise<void> {
     const kernel = parseKernelState(await this.#listKernel());
     const base = new NftTransaction("inet", PROXY_TABLE);
     renderBase(base, nctx);
     await this.#run(base);
 
-    const items: Item[] = [...next].map(([key, r]) => ({ key, prev: this.#programmed.get(key), next: r }));
+    const rendered = new Map<string, RenderedService | undefined>();
+    const renderOf = (k: string) => {
+      if (!rendered.has(k)) rendered.set(k, this.#render(k, nctx));
+      return rendered.get(k);
+    };
+    const all = new Set(keys);
+    const round = new Map<string, string>();
     // Every chain rewritten; elements against what the kernel really holds. Chains and sets a Service no
     // longer has are found below from the kernel's list, not from what we believed.
-    await this.#applyItems(
-      items,
-      (tx, it) =>
-        diffService(tx, undefined, it.next, {
-          rewrite: true,
-          kernelElements: kernel.elements,
-          shared: this.#shared,
-        }),
-    );
+    const build: Build = (tx, it, adds) =>
+      diffService(tx, undefined, it.next, {
+        rewrite: true,
+        kernelElements: kernel.elements,
+        shared: this.#shared,
+        deferAdds: adds,
+      });
+    const limit = this.#deps.chunkOps ?? 20000;
+    let chunk = newChunk();
+    let inflight: Promise<void> | undefined;
+    for (const key of keys) {
+      const r = renderOf(key);
+      this.#resolve(key, r, round, (k) => all.has(k) ? { of: renderOf(k) } : undefined);
+      addToChunk(chunk, { key, prev: this.#programmed.get(key), next: r }, build);
+      if (chunk.tx.size + chunk.adds.length >= limit) {
+        await inflight;
+        inflight = this.#runChunk(chunk, build);
+        chunk = newChunk();
+      }
+    }
+    await inflight;
+    if (chunk.items.length) await this.#runChunk(chunk, build);
+    rendered.clear();
 
     // Whatever the kernel holds that no Service wants: elements deleted, chains flushed (deleted later),
     // affinity sets deleted once the chains using them are flushed.
@@ -413,10 +462,9 @@ export class ServiceProxy implements ModuleInstance {
       if (!wantSets.has(s)) ops.push((tx) => tx.delete({ set: { name: s, type: "ipv4_addr" } }));
     }
     // Leftover chains first flushed (in order above), so the sets they used can go in the same transaction.
-    const chunk = this.#deps.chunkOps ?? 20000;
-    for (let i = 0; i < ops.length; i += chunk) {
+    for (let i = 0; i < ops.length; i += limit) {
       const tx = new NftTransaction("inet", PROXY_TABLE);
-      for (const op of ops.slice(i, i + chunk)) op(tx);
+      for (const op of ops.slice(i, i + limit)) op(tx);
       await this.#run(tx);
     }
     for (const c of this.#stale.keys()) if (wantChains.has(c)) this.#stale.delete(c);
@@ -452,47 +500,47 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   /**
-   * Applies items in chunks of whole Services. A chunk the kernel rejects is narrowed down to the Service
-   * that caused it (the operation nft names, else halving); that Service keeps its old kernel state, is
-   * logged and skipped; the others are applied.
+   * Applies items in chunks of whole Services, each built once. A chunk the kernel rejects is narrowed
+   * down to the Service that caused it (the operation nft names, else halving); that Service keeps its old
+   * kernel state, is logged and skipped; the others are applied.
    */
   async #applyItems(items: Item[], build: Build): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
-    let chunk: Item[] = [];
-    let size = 0;
-    const flush = async () => {
-      if (chunk.length) await this.#applyChunk(chunk, build);
-      chunk = [];
-      size = 0;
-    };
+    let chunk = newChunk();
     for (const it of items) {
-      // Measure each item's size once, to cut chunks at whole Services.
-      const probe = new NftTransaction("inet", PROXY_TABLE);
-      build(probe, it);
-      if (probe.size === 0) {
-        this.#commit(it);
-        continue;
+      addToChunk(chunk, it, build);
+      if (chunk.tx.size + chunk.adds.length >= limit) {
+        await this.#runChunk(chunk, build);
+        chunk = newChunk();
       }
-      if (size + probe.size > limit && chunk.length) await flush();
-      chunk.push(it);
-      size += probe.size;
     }
-    await flush();
+    if (chunk.items.length) await this.#runChunk(chunk, build);
   }
 
   async #applyChunk(items: Item[], build: Build): Promise<void> {
-    const tx = new NftTransaction("inet", PROXY_TABLE);
-    const spans: { it: Item; from: number; to: number }[] = [];
-    const stale: string[] = [];
-    for (const it of items) {
-      const from = tx.size;
-      stale.push(...build(tx, it));
-      spans.push({ it, from, to: tx.size });
+    const chunk = newChunk();
+    for (const it of items) addToChunk(chunk, it, build);
+    await this.#runChunk(chunk, build);
+  }
+
+  async #runChunk(chunk: Chunk, build: Build): Promise<void> {
+    const { tx, items, spans } = chunk;
+    // The deferred additions, grouped by map (stable: a Service's order within a map is kept).
+    const base = tx.size;
+    const order = chunk.adds.map((_, i) => i);
+    order.sort((x, y) => {
+      const a = chunk.adds[x]!.set, b = chunk.adds[y]!.set;
+      return a < b ? -1 : a > b ? 1 : x - y;
+    });
+    const opOfAdd = new Array<number>(chunk.adds.length);
+    for (const [k, i] of order.entries()) {
+      tx.add({ element: chunk.adds[i]! });
+      opOfAdd[i] = base + k;
     }
     try {
       await this.#run(tx);
       for (const it of items) this.#commit(it);
-      for (const c of stale) this.#stale.set(c, this.#ctx.clock.now());
+      for (const c of chunk.stale) this.#stale.set(c, this.#ctx.clock.now());
       this.#scheduleStaleDeletion();
       return;
     } catch (err) {
@@ -500,7 +548,12 @@ export class ServiceProxy implements ModuleInstance {
       // A missing table or map is not one Service's fault: fail the sync (the retry is a full sync).
       if (!(await this.#tableExists())) throw err;
       const ops = (err as { operations?: readonly number[] }).operations ?? [];
-      const named = spans.filter((s) => ops.some((o) => o >= s.from && o < s.to)).map((s) => s.it);
+      const owns = (s: Chunk["spans"][number], o: number) => {
+        if (o >= s.from && o < s.to) return true;
+        for (let i = s.addFrom; i < s.addTo; i++) if (opOfAdd[i] === o) return true;
+        return false;
+      };
+      const named = spans.filter((s) => ops.some((o) => owns(s, o))).map((s) => s.it);
       if (named.length && named.length < items.length) {
         for (const it of named) this.#reject(it, err);
         const rest = items.filter((it) => !named.includes(it));
@@ -601,6 +654,17 @@ export class ServiceProxy implements ModuleInstance {
       }
     }
   }
+}
+
+function newChunk(): Chunk {
+  return { tx: new NftTransaction("inet", PROXY_TABLE), items: [], spans: [], adds: [], stale: [] };
+}
+
+function addToChunk(chunk: Chunk, it: Item, build: Build): void {
+  const from = chunk.tx.size, addFrom = chunk.adds.length;
+  chunk.stale.push(...build(chunk.tx, it, chunk.adds));
+  chunk.items.push(it);
+  chunk.spans.push({ it, from, to: chunk.tx.size, addFrom, addTo: chunk.adds.length });
 }
 
 function keyOf(svc: V1Service): string {

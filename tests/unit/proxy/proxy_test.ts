@@ -305,7 +305,7 @@ Deno.test("large changes are cut into transactions of whole Services", async () 
     nft,
     conntrack: new FakeConntrack(),
     serveHealthChecks: false,
-    chunkOps: 50,
+    chunkOps: 20,
   });
   source.start(["services", "endpointslices", "nodes"]);
   await proxy.start();
