@@ -165,10 +165,14 @@ export class NetnsDsrPods implements DsrPods {
     throw new DsrPodError(ip, `no network namespace behind ${via.name}'s veths holds it`);
   }
 
-  /** The namespace the node knows by `nsid`; the id table is rebuilt when an id is unknown or stale. */
-  async #namespaceOf(nsid: number): Promise<{ path: string; identity: string } | undefined> {
+  /**
+   * The namespace the node knows by `nsid`; the id table is rebuilt when an id is unknown or stale (unless
+   * `rebuild` is false: a caller walking many veths rebuilds once, not once per unknown peer).
+   */
+  async #namespaceOf(nsid: number, rebuild = true): Promise<{ path: string; identity: string } | undefined> {
     const known = this.#ids.get(nsid);
     if (known && this.#d.identity(known.path) === known.identity) return known;
+    if (!rebuild) return undefined;
     const ids = new Map<number, { path: string; identity: string }>();
     for (const path of this.#d.listNetns()) {
       const identity = this.#d.identity(path);
@@ -258,9 +262,14 @@ export class NetnsDsrPods implements DsrPods {
   async #vethPeers(): Promise<{ path: string; identity: string }[]> {
     const out = new Map<string, { path: string; identity: string }>();
     const own = currentNetnsIdentity();
+    let rebuilt = false;
     for (const l of await this.#d.node.linkList()) {
       if (l.kind !== "veth" || l.linkNetnsid === undefined) continue;
-      const ns = await this.#namespaceOf(l.linkNetnsid);
+      let ns = await this.#namespaceOf(l.linkNetnsid, false);
+      if (!ns && !rebuilt) {
+        rebuilt = true;
+        ns = await this.#namespaceOf(l.linkNetnsid);
+      }
       if (ns && ns.identity !== own) out.set(ns.identity, ns);
     }
     return [...out.values()];

@@ -21,7 +21,7 @@
  * (the VIP is on no interface of the node), and the firewall-mark service tunnels them to a pod, which
  * answers the client itself.
  */
-import { RouteScope, RouteType, type Rtnl } from "../../ffi/mod.ts";
+import { isNotFound, type Route, RouteScope, RouteType, type Rtnl } from "../../ffi/mod.ts";
 import {
   buildServiceInfo,
   EndpointSliceIndex,
@@ -79,6 +79,16 @@ export function dsrRule(family: Family) {
     fwmask: NFT_MARK.dsr,
     table: DSR_TABLE,
   };
+}
+
+/** The routes of table 78 (none when the kernel has never had that table: its dump fails with ENOENT). */
+export async function dsrRoutes(rtnl: Pick<Rtnl, "routeList">, family: Family): Promise<Route[]> {
+  try {
+    return await rtnl.routeList({ family, table: DSR_TABLE });
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
 }
 
 /** What kube-router sets for IPVS (pkg/controllers/proxy: ipvs sysctls and ARP). */
@@ -440,7 +450,7 @@ export class IpvsProxy implements ModuleInstance {
         const rules = (await rtnl.ruleList(f)).filter((r) =>
           r.table === DSR_TABLE && r.fwmark === rule.fwmark && (r.fwmask ?? 0xffffffff) === rule.fwmask
         );
-        const routes = await rtnl.routeList({ family: f, table: DSR_TABLE });
+        const routes = await dsrRoutes(rtnl, f);
         if (want) {
           if (rules.length === 0) await rtnl.ruleAdd(rule);
           lo ??= (await rtnl.linkGet("lo"))?.index;

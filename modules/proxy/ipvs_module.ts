@@ -12,7 +12,7 @@ import {
   ProcSysctl,
   Rtnetlink,
 } from "../../ffi/mod.ts";
-import { DSR_TABLE, dsrRule, DUMMY_IF, IpvsProxy } from "./ipvs_backend.ts";
+import { DSR_TABLE, dsrRoutes, dsrRule, DUMMY_IF, IpvsProxy } from "./ipvs_backend.ts";
 import { kernelDsrPodsDeps, NetnsDsrPods } from "./dsr_pods.ts";
 import { IpvsReconciler } from "./ipvs_sync.ts";
 
@@ -114,7 +114,7 @@ export async function cleanupIpvs(config: Config, log: Logger): Promise<void> {
       for (const r of await rtnl.ruleList(f)) {
         if (r.table === DSR_TABLE && r.fwmark === rule.fwmark) await rtnl.ruleDel(r);
       }
-      for (const r of await rtnl.routeList({ family: f, table: DSR_TABLE })) await rtnl.routeDel(r);
+      for (const r of await dsrRoutes(rtnl, f)) await rtnl.routeDel(r);
     }
     const tunnels = await new NetnsDsrPods(kernelDsrPodsDeps(rtnl)).cleanupAll();
     if (tunnels) log.info("DSR tunnel interfaces removed from pods", { count: tunnels });

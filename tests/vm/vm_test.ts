@@ -20,6 +20,8 @@ export const GUEST_TESTS: GuestTest[] = [
   { file: "tests/vm/ffi/ipvs_guest.ts" },
   // The service proxy's IPVS backend with real traffic between namespaces (issue 13).
   { file: "tests/vm/proxy/ipvs_proxy_guest.ts" },
+  // Direct server return (kube-router.io/service.dsr=tunnel): pods answer the client themselves; fallback to NAT.
+  { file: "tests/vm/proxy/dsr_guest.ts" },
   // IPIP and FoU overlay tunnels between two nodes in different subnets, then --cleanup-config.
   { file: "tests/vm/router/overlay_guest.ts" },
 ];
