@@ -1,14 +1,21 @@
 /**
  * What the lab kubelet runs for each container of a pod, decided from the container's image, command and
- * args (pure functions, unit-tested):
+ * args (pure functions, unit-tested). The lab has no container runtime: it knows a few images
+ * ({@link KNOWN_IMAGES}, any registry, tag or digest) and plays them:
  *
- * - an image named `…kube-router…` is the agent from this checkout (or `lab up --agent-bin`), with the
- *   container's args, in the node's namespace for a hostNetwork pod: the DaemonSet path;
- * - anything else is played by lab/netexec.ts, honouring agnhost's arguments per container:
+ * - `kube-router` (any repository named `…kube-router…`) is the agent from this checkout (or `lab up
+ *   --agent-bin`), with the container's args, in the node's namespace for a hostNetwork pod: the
+ *   DaemonSet path;
+ * - `agnhost` and `netexec` are played by lab/netexec.ts, honouring agnhost's arguments per container:
  *   `netexec --http-port=N --udp-port=N` (defaults 8080 and 8081) and
  *   `serve-hostname [--tcp|--udp] [--http=false] [--port=N]` (default 9376, HTTP), as Kubernetes' own e2e
  *   tests run them; without agnhost arguments the container's declared ports are served (agnhost's
- *   netexec defaults when a single container declares none).
+ *   netexec defaults when a single container declares none);
+ * - `nginx` and `httpd` serve HTTP (netexec's answers) on their declared ports, port 80 when none;
+ * - `busybox` and `pause` serve their declared ports, and with none hold no port at all (a sleeping process).
+ *
+ * Any other image is one the lab cannot run: the kubelet reports it as a real one reports an image it
+ * cannot pull (ErrImagePull, then ImagePullBackOff, with events), and never plays it silently.
  *
  * Each container is its own process with its own ports, log file and restart count.
  */
@@ -43,7 +50,30 @@ export interface Probe {
 /** How the lab plays one container. */
 export type ContainerProgram =
   | { kind: "netexec"; ports: string[] }
-  | { kind: "agent"; args: string[] };
+  | { kind: "agent"; args: string[] }
+  | { kind: "idle" }
+  | { kind: "unknown-image"; image: string };
+
+/** The images the lab plays (besides kube-router), by repository name, and how. */
+export const KNOWN_IMAGES: Readonly<Record<string, "agnhost" | "http" | "idle">> = {
+  agnhost: "agnhost",
+  netexec: "agnhost",
+  nginx: "http",
+  httpd: "http",
+  busybox: "idle",
+  pause: "idle",
+};
+
+/** The repository's last path element of an image reference: `registry.k8s.io/pause:3.10` -> `pause`. */
+export function imageName(image: string): string {
+  const repo = image.split("@")[0]!.replace(/:[^/:]*$/, "");
+  return repo.slice(repo.lastIndexOf("/") + 1);
+}
+
+/** Whether the lab can run this image (kube-router or one of {@link KNOWN_IMAGES}). */
+export function isKnownImage(image: string | undefined): boolean {
+  return image === undefined || isAgentImage(image) || Object.hasOwn(KNOWN_IMAGES, imageName(image));
+}
 
 /** Is this image the agent (the kube-router image, whatever registry or tag)? */
 export function isAgentImage(image: string | undefined): boolean {
@@ -106,8 +136,13 @@ export function containerProgram(pod: KObject, c: ContainerSpec): ContainerProgr
     const rest = cmd.length && /(^|\/)kube-router$/.test(cmd[0]!) ? cmd.slice(1) : cmd;
     return { kind: "agent", args: [...rest, ...(c.args ?? [])] };
   }
+  if (!isKnownImage(c.image)) return { kind: "unknown-image", image: c.image! };
   const containers = (pod.spec?.containers ?? []) as ContainerSpec[];
-  return { kind: "netexec", ports: netexecPorts(c, containers.length === 1) };
+  const role = c.image === undefined ? "agnhost" : KNOWN_IMAGES[imageName(c.image)];
+  if (role === "agnhost") return { kind: "netexec", ports: netexecPorts(c, containers.length === 1) };
+  const declared = netexecPorts({ name: c.name, ...(c.ports ? { ports: c.ports } : {}) }, false);
+  if (declared.length) return { kind: "netexec", ports: declared };
+  return role === "http" ? { kind: "netexec", ports: ["tcp:80"] } : { kind: "idle" };
 }
 
 /** Values of the downward API's fieldRefs a container's env can name. */

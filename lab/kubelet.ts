@@ -44,9 +44,11 @@ import {
   type ContainerProgram,
   containerProgram,
   type ContainerSpec,
+  KNOWN_IMAGES,
   type Probe,
 } from "./containers.ts";
 import { type LabHost, podNetnsName } from "./topology.ts";
+import { EventRecorder } from "./events.ts";
 import type { Logger } from "../core/mod.ts";
 
 export const READY_ANNOTATION = "lab.kube-router.io/ready";
@@ -155,12 +157,19 @@ export class LabKubelet {
   readonly #pods = new Map<string, PodRuntime>();
   readonly #chains = new Map<string, Promise<void>>();
   readonly #startedAt = Date.now();
+  readonly #events: EventRecorder;
   #slots = 4;
   readonly #waiters: Array<() => void> = [];
   #firstAdd: Promise<void> | undefined;
   #stopped = false;
 
   constructor(private readonly o: KubeletOptions) {
+    this.#events = new EventRecorder({
+      client: o.client,
+      component: "kubelet",
+      host: o.host.name,
+      log: o.log,
+    });
     Deno.mkdirSync(`${o.nodeDir}/pods`, { recursive: true });
     Deno.mkdirSync(o.cniConfDir, { recursive: true });
     o.pods.on((type, pod) => {
@@ -349,11 +358,14 @@ export class LabKubelet {
     if (clash) {
       // Admission, as kubelet rejects a pod whose host ports are taken: Failed with the reason, never a hang.
       this.o.log.warn("pod rejected", { pod: `${pod.metadata.namespace}/${pod.metadata.name}`, clash });
+      const why =
+        `Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports (${clash})`;
+      // kubelet's rejectPod: a Warning event with the predicate as reason, then the Failed status.
+      await this.#events.record(pod, "Warning", "NodePorts", why);
       await this.#patchPodStatus(pod, {
         phase: "Failed",
         reason: "NodePorts",
-        message:
-          `Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports (${clash})`,
+        message: `Pod was rejected: ${why}`,
       });
       return;
     }
@@ -509,6 +521,7 @@ export class LabKubelet {
    */
   async #runContainer(rt: PodRuntime, c: ContainerRuntime, pod: KObject): Promise<void> {
     const { namespace: ns, name, uid } = rt.record;
+    if (c.program.kind === "unknown-image") return await this.#pullFailed(rt, c, pod, c.program.image, 0);
     const log = this.containerLog(uid, c.spec.name);
     if (c.restarts > 0) {
       try {
@@ -542,6 +555,45 @@ export class LabKubelet {
       c.waiting = { reason: "RunContainerError", message: String(e instanceof Error ? e.message : e) };
       this.#scheduleRestart(rt, c, pod);
     }
+  }
+
+  /**
+   * An image the lab cannot run, reported as kubelet reports an image it cannot pull: events Pulling and
+   * `Failed to pull image "…"`, the container waiting in ErrImagePull, then in ImagePullBackOff (event
+   * BackOff) until the next try, with a backoff of 5 s doubling to 60 s (kubelet: 10 s to 5 min). The
+   * rest of the pod and of the node go on.
+   */
+  async #pullFailed(rt: PodRuntime, c: ContainerRuntime, pod: KObject, image: string, attempt: number) {
+    if (rt.stopping || this.#stopped) return;
+    const where = `spec.containers{${c.spec.name}}`;
+    const why = `the kube-router lab does not run image "${image}": it plays only the images ${
+      Object.keys(KNOWN_IMAGES).join(", ")
+    } and kube-router (any registry or tag; see README, The lab)`;
+    this.o.log.warn("image not runnable", { pod: `${rt.record.namespace}/${rt.record.name}`, image });
+    await this.#events.record(pod, "Normal", "Pulling", `Pulling image "${image}"`, where);
+    await this.#events.record(pod, "Warning", "Failed", `Failed to pull image "${image}": ${why}`, where);
+    await this.#events.record(pod, "Warning", "Failed", "Error: ErrImagePull", where);
+    c.running = false;
+    c.waiting = { reason: "ErrImagePull", message: why };
+    const backoff = Math.min(5000 * 2 ** attempt, 60_000);
+    const backOff = setTimeout(() => {
+      this.#enqueue(rt.record.uid, async () => {
+        if (rt.stopping || this.#stopped) return;
+        c.waiting = { reason: "ImagePullBackOff", message: `Back-off pulling image "${image}"` };
+        await this.#events.record(pod, "Normal", "BackOff", `Back-off pulling image "${image}"`, where);
+        await this.#events.record(pod, "Warning", "Failed", "Error: ImagePullBackOff", where);
+        await this.#reportReadiness(rt, this.o.pods.get(keyOf(pod)) ?? pod);
+      });
+      const retry = setTimeout(() => {
+        this.#enqueue(rt.record.uid, async () => {
+          const cur = this.o.pods.get(keyOf(pod)) ?? pod;
+          await this.#pullFailed(rt, c, cur, image, attempt + 1);
+          await this.#reportReadiness(rt, cur);
+        });
+      }, backoff);
+      Deno.unrefTimer(retry);
+    }, 2000);
+    Deno.unrefTimer(backOff);
   }
 
   #containerExited(
@@ -636,6 +688,11 @@ export class LabKubelet {
         env: { LAB_LOG: log },
       };
     }
+    if (c.program.kind === "idle") {
+      // busybox or pause with no declared port: a process that holds no port.
+      return { cmd: ["ip", "netns", "exec", r.netns, ...toLog, "sleep", "infinity"], env: { LAB_LOG: log } };
+    }
+    if (c.program.kind !== "agent") throw new Error(`image ${c.spec.image}: not runnable`);
     const agent = this.o.agent;
     if (!agent) throw new Error(`image ${c.spec.image}: the lab runs the agent only when started by lab up`);
     const base: Record<string, string> = {
@@ -931,7 +988,10 @@ export class LabKubelet {
     const st = ready ? "True" : "False";
     const allDone = rt.containers.every((c) => !c.running && c.lastTerminated);
     const never = pod.spec?.restartPolicy === "Never";
-    const phase = never && allDone
+    // Pending while a container has never started (an image that cannot be pulled), as kubelet reports it.
+    const phase = rt.containers.some((c) => !c.startedAt)
+      ? "Pending"
+      : never && allDone
       ? (rt.containers.every((c) => c.lastTerminated?.exitCode === 0) ? "Succeeded" : "Failed")
       : "Running";
     await this.#patchPodStatus(pod, {
@@ -981,6 +1041,7 @@ export class LabKubelet {
     rt.stopping = true;
     await this.#teardown(rt);
     this.#pods.delete(rt.record.uid);
+    this.#events.forget(rt.record.uid);
     this.o.log.info("pod stopped", {
       pod: `${rt.record.namespace}/${rt.record.name}`,
       node: this.o.host.name,

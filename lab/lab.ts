@@ -694,11 +694,12 @@ export const POD_COLUMNS =
   "custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase," +
   'READY:.status.conditions[?(@.type=="Ready")].status,IP:.status.podIP,NODE:.spec.nodeName';
 
-/** The command line that runs kubectl against the lab from the host (inside the master namespace). */
+/**
+ * The command line that runs kubectl against the lab from the host (inside the master namespace). Writes
+ * are validated as on a real cluster: kubectl finds `fieldValidation` in the lab's OpenAPI v3 and sends
+ * Strict, so an unknown field is refused by the API server.
+ */
 export function kubectlCommand(state: LabState, args: string[]): string[] {
-  // The lab API server serves no OpenAPI document, which kubectl's client-side validation needs.
-  const writes = ["apply", "create", "replace"].includes(args[0] ?? "") &&
-    !args.some((a) => a.startsWith("--validate"));
   return [
     "ip",
     "netns",
@@ -707,7 +708,6 @@ export function kubectlCommand(state: LabState, args: string[]): string[] {
     "kubectl",
     `--kubeconfig=${state.stateDir}/kubeconfig`,
     ...args,
-    ...(writes ? ["--validate=false"] : []),
   ];
 }
 

@@ -29,6 +29,16 @@ const ZERO_KEPT = new Set([
   "privileged",
 ]);
 
+/**
+ * Fields of Go structs embedded with `json:",inline"`: in protobuf a message field of its own, in JSON
+ * its fields sit in the parent (a Probe's `httpGet`, a Volume's `hostPath`), as `message.field`.
+ */
+export const EMBEDDED_FIELDS: ReadonlySet<string> = new Set([
+  "core.v1.Probe.handler",
+  "core.v1.Volume.volumeSource",
+  "core.v1.EphemeralContainer.ephemeralContainerCommon",
+]);
+
 interface FieldSpec {
   name: string;
   repeated: boolean;
@@ -172,7 +182,8 @@ function decodeMessage(name: string, b: Uint8Array): Record<string, unknown> {
       else list.push(value(s.type, f));
     } else {
       const v = value(s.type, f);
-      if (v === undefined || (isZero(v) && !ZERO_KEPT.has(s.name))) delete out[s.name];
+      if (EMBEDDED_FIELDS.has(`${name}.${s.name}`)) Object.assign(out, v);
+      else if (v === undefined || (isZero(v) && !ZERO_KEPT.has(s.name))) delete out[s.name];
       else out[s.name] = v;
     }
   }

@@ -9,6 +9,7 @@ export const PROTOBUF_ROOTS: Readonly<Record<string, string>> = {
   "v1/Pod": "core.v1.Pod",
   "v1/Service": "core.v1.Service",
   "v1/ServiceAccount": "core.v1.ServiceAccount",
+  "v1/Event": "core.v1.Event",
   "apps/v1/Deployment": "apps.v1.Deployment",
   "apps/v1/ReplicaSet": "apps.v1.ReplicaSet",
   "apps/v1/DaemonSet": "apps.v1.DaemonSet",
@@ -134,6 +135,10 @@ export const PROTOBUF_MESSAGES: Readonly<Record<string, string>> = {
   "core.v1.EphemeralContainerCommon":
     "name=1:s image=2:s command=3:*s args=4:*s workingDir=5:s ports=6:*core.v1.ContainerPort envFrom=19:*core.v1.EnvFromSource env=7:*core.v1.EnvVar resources=8:core.v1.ResourceRequirements resizePolicy=23:*core.v1.ContainerResizePolicy restartPolicy=24:s volumeMounts=9:*core.v1.VolumeMount volumeDevices=21:*core.v1.VolumeDevice livenessProbe=10:core.v1.Probe readinessProbe=11:core.v1.Probe startupProbe=22:core.v1.Probe lifecycle=12:core.v1.Lifecycle terminationMessagePath=13:s terminationMessagePolicy=20:s imagePullPolicy=14:s securityContext=15:core.v1.SecurityContext stdin=16:b stdinOnce=17:b tty=18:b",
   "core.v1.EphemeralVolumeSource": "volumeClaimTemplate=1:core.v1.PersistentVolumeClaimTemplate",
+  "core.v1.Event":
+    "metadata=1:meta.v1.ObjectMeta involvedObject=2:core.v1.ObjectReference reason=3:s message=4:s source=5:core.v1.EventSource firstTimestamp=6:meta.v1.Time lastTimestamp=7:meta.v1.Time count=8:i type=9:s eventTime=10:meta.v1.MicroTime series=11:core.v1.EventSeries action=12:s related=13:core.v1.ObjectReference reportingComponent=14:s reportingInstance=15:s",
+  "core.v1.EventSeries": "count=1:i lastObservedTime=2:meta.v1.MicroTime",
+  "core.v1.EventSource": "component=1:s host=2:s",
   "core.v1.ExecAction": "command=1:*s",
   "core.v1.FCVolumeSource": "targetWWNs=1:*s lun=2:i fsType=3:s readOnly=4:b wwids=5:*s",
   "core.v1.FlexVolumeSource":
@@ -305,6 +310,7 @@ export const PROTOBUF_MESSAGES: Readonly<Record<string, string>> = {
   "meta.v1.LabelSelectorRequirement": "key=1:s operator=2:s values=3:*s",
   "meta.v1.ManagedFieldsEntry":
     "manager=1:s operation=2:s apiVersion=3:s time=4:meta.v1.Time fieldsType=6:s fieldsV1=7:meta.v1.FieldsV1 subresource=8:s",
+  "meta.v1.MicroTime": "",
   "meta.v1.ObjectMeta":
     "name=1:s generateName=2:s namespace=3:s selfLink=4:s uid=5:s resourceVersion=6:s generation=7:i creationTimestamp=8:meta.v1.Time deletionTimestamp=9:meta.v1.Time deletionGracePeriodSeconds=10:i labels=11:*{s:s} annotations=12:*{s:s} ownerReferences=13:*meta.v1.OwnerReference finalizers=14:*s managedFields=17:*meta.v1.ManagedFieldsEntry",
   "meta.v1.OwnerReference": "apiVersion=5:s kind=1:s name=3:s uid=4:s controller=6:b blockOwnerDeletion=7:b",

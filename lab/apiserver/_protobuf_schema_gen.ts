@@ -8,13 +8,17 @@
 import { inflateRawSync } from "node:zlib";
 import { fields } from "./_protobuf_wire.ts";
 
-/** Objects the lab serves and kubectl may send as protobuf, by `apiVersion/kind`. */
+/**
+ * Objects the lab serves, by `apiVersion/kind`: kubectl may send them as protobuf, and their fields are
+ * the known fields of strict field validation (field_validation.ts).
+ */
 const ROOTS: Record<string, string> = {
   "v1/Namespace": ".k8s.io.api.core.v1.Namespace",
   "v1/Node": ".k8s.io.api.core.v1.Node",
   "v1/Pod": ".k8s.io.api.core.v1.Pod",
   "v1/Service": ".k8s.io.api.core.v1.Service",
   "v1/ServiceAccount": ".k8s.io.api.core.v1.ServiceAccount",
+  "v1/Event": ".k8s.io.api.core.v1.Event",
   "apps/v1/Deployment": ".k8s.io.api.apps.v1.Deployment",
   "apps/v1/ReplicaSet": ".k8s.io.api.apps.v1.ReplicaSet",
   "apps/v1/DaemonSet": ".k8s.io.api.apps.v1.DaemonSet",

@@ -300,6 +300,45 @@ const COLUMNS: Record<string, Column[]> = {
     },
     age,
   ],
+  events: [
+    {
+      name: "Last Seen",
+      type: "string",
+      priority: 0,
+      cell: (o, now) => {
+        const last = Date.parse(o.lastTimestamp ?? o.eventTime ?? "");
+        const first = Date.parse(o.firstTimestamp ?? "");
+        const seen = Number.isNaN(last) ? "<unknown>" : humanDuration(now - last);
+        return (o.count ?? 1) > 1 && !Number.isNaN(first)
+          ? `${seen} (x${o.count} over ${humanDuration(now - first)})`
+          : seen;
+      },
+    },
+    { name: "Type", type: "string", priority: 0, cell: (o) => o.type ?? "" },
+    { name: "Reason", type: "string", priority: 0, cell: (o) => o.reason ?? "" },
+    {
+      name: "Object",
+      type: "string",
+      priority: 0,
+      cell: (o) => `${String(o.involvedObject?.kind ?? "").toLowerCase()}/${o.involvedObject?.name ?? ""}`,
+    },
+    { name: "Subobject", type: "string", priority: 1, cell: (o) => o.involvedObject?.fieldPath ?? "" },
+    {
+      name: "Source",
+      type: "string",
+      priority: 1,
+      cell: (o) => [o.source?.component, o.source?.host].filter(Boolean).join(", "),
+    },
+    { name: "Message", type: "string", priority: 0, cell: (o) => o.message ?? "" },
+    {
+      name: "First Seen",
+      type: "string",
+      priority: 1,
+      cell: (o, now) => humanDuration(now - Date.parse(o.firstTimestamp ?? "")),
+    },
+    { name: "Count", type: "string", priority: 1, cell: (o) => String(o.count ?? 1) },
+    { ...name, priority: 1 },
+  ],
   networkpolicies: [name, {
     name: "Pod-Selector",
     type: "string",

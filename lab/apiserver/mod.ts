@@ -14,8 +14,9 @@
  * allocated as kube-apiserver does (dual-stack families, cluster IPs, node ports, health check ports:
  * service_allocator.ts); namespace deletion waits for terminating pods. Bodies in JSON, or in protobuf for
  * the kinds kubectl's typed clients send that way. Where it knowingly differs from kube-apiserver: no
- * server-side apply (415), no dryRun (400), OpenAPI answers 404 (use `kubectl apply --validate=false`),
- * status given at create is kept, continue tokens page over the current state rather than a snapshot.
+ * server-side apply (415), no dryRun (400), OpenAPI v3 only tells kubectl that writes take
+ * `fieldValidation` (field_validation.ts: unknown fields refused, warned about or dropped as kube-apiserver
+ * does) and v2 answers 404, status given at create is kept, continue tokens page over the current state rather than a snapshot.
  */
 export {
   type ApiServer,

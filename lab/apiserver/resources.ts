@@ -60,6 +60,7 @@ export const RESOURCES: ReadonlyMap<string, ResourceInfo> = new Map(
     info("endpointslices", "EndpointSlice", "discovery.k8s.io", true, [], false),
     info("networkpolicies", "NetworkPolicy", "networking.k8s.io", true, ["netpol"], false),
     info("serviceaccounts", "ServiceAccount", "", true, ["sa"], false, [], ["token"]),
+    info("events", "Event", "", true, ["ev"], false),
     info("deployments", "Deployment", "apps", true, ["deploy"], true, ["all"], ["scale"]),
     info("replicasets", "ReplicaSet", "apps", true, ["rs"], true, ["all"], ["scale"]),
     info("daemonsets", "DaemonSet", "apps", true, ["ds"], true, ["all"]),

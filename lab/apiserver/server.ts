@@ -16,6 +16,14 @@ import { ensurePki, type Pki } from "./certs.ts";
 import { ApiError, badRequest, gone, invalid } from "./errors.ts";
 import { apiGroup, apiGroupList, apiResourceList, apiVersions, versionInfo } from "./_discovery.ts";
 import { patchTypeOf } from "./patch.ts";
+import {
+  checkBody,
+  checkPatched,
+  type FieldCheck,
+  fieldValidationOf,
+  openApiV3,
+  warningHeader,
+} from "./field_validation.ts";
 import { toTable, wantsTable } from "./_table.ts";
 import { decodeProtobufObject, isProtobuf } from "./_protobuf.ts";
 import { apiVersionOf, findResource, type ResourceInfo } from "./resources.ts";
@@ -650,11 +658,16 @@ const NON_RESOURCE_ROUTES: Record<string, NonResourceRoute> = {
   "get /api": (_h, { req, res }) =>
     send(res, 200, apiVersions(`${req.socket.localAddress}:${req.socket.localPort}`)),
   "get /apis": (_h, { res }) => send(res, 200, apiGroupList()),
+  "get /openapi/v3": (_h, { res }) => send(res, 200, openApiV3("/openapi/v3")),
 };
 
 /** Discovery of one group (`/apis/apps`) or one group version (`/api/v1`, `/apis/apps/v1`). */
 function nonResourceFallback(info: RequestInfo): NonResourceRoute | undefined {
   if (info.verb !== "get") return undefined;
+  if (info.path.startsWith("/openapi/v3/")) {
+    const spec = openApiV3(info.path);
+    return spec ? (_h, { res }) => send(res, 200, spec) : undefined;
+  }
   const parts = info.path.split("/").filter(Boolean);
   let doc: Record<string, unknown> | undefined;
   if (parts[0] === "apis" && parts.length === 2) doc = apiGroup(parts[1]!);
@@ -692,6 +705,8 @@ const updateObject = (writeOpts: WriteOptions): ResourceRoute => async (h, c) =>
   }
   body.metadata.name = name;
   if (c.r.namespaced) body.metadata.namespace = namespace;
+  const check = fieldCheck(h, c, "UpdateOptions");
+  if (!isProtobufBody(c.req)) checkBody(c.r, body, check);
   send(c.res, 200, h.store.update(c.r.plural, body, writeOpts));
 };
 
@@ -699,9 +714,48 @@ const patchObject = (writeOpts: WriteOptions): ResourceRoute => async (h, c) => 
   const key = named(c);
   const type = patchTypeOf(c.req.headers["content-type"]);
   if (!type) throw unsupportedPatch(c.req);
+  const check = fieldCheck(h, c, "PatchOptions");
   const body = await readJson(c.req, true);
-  send(c.res, 200, h.store.patch(c.r.plural, key, type, body, writeOpts));
+  send(
+    c.res,
+    200,
+    h.store.patch(c.r.plural, key, type, body, {
+      ...writeOpts,
+      checkPatched: (patched) => checkPatched(c.r, patched, check, body, type === "strategic"),
+    }),
+  );
 };
+
+/**
+ * The request's fieldValidation directive; Warn-mode messages become `Warning` headers of the response
+ * (kubectl prints them as `Warning: unknown field "spec.foo"`).
+ */
+function fieldCheck(
+  h: Handler,
+  c: ResourceCall,
+  options: "CreateOptions" | "UpdateOptions" | "PatchOptions",
+): FieldCheck {
+  const mode = fieldValidationOf(c.q, options);
+  const warnings: string[] = [];
+  return {
+    mode,
+    warn: (message) => {
+      warnings.push(warningHeader(message));
+      c.res.setHeader("Warning", warnings);
+      h.opts.log?.warn("unknown field dropped", {
+        resource: c.r.plural,
+        namespace: c.info.namespace,
+        name: c.info.name,
+        field: message,
+        userAgent: c.req.headers["user-agent"],
+      });
+    },
+  };
+}
+
+function isProtobufBody(req: IncomingMessage): boolean {
+  return (req.headers["content-type"] ?? "").split(";")[0]!.trim() === "application/vnd.kubernetes.protobuf";
+}
 
 /** Verbs on a resource (`get`) and on a subresource (`get pods/status`; "get *\/status" for any). */
 const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
@@ -733,6 +787,8 @@ const RESOURCE_ROUTES: Record<string, ResourceRoute> = {
       body.metadata.namespace = namespace ?? body.metadata.namespace;
       if (!body.metadata.namespace) throw notServed();
     }
+    const check = fieldCheck(h, c, "CreateOptions");
+    if (!isProtobufBody(c.req)) checkBody(c.r, body, check);
     send(c.res, 201, h.store.create(c.r.plural, body));
   },
   "update": updateObject({}),

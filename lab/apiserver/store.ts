@@ -80,6 +80,11 @@ export interface DeleteOptions {
 export interface WriteOptions {
   /** `status` writes only `.status`; a write to the main resource never changes `.status` then. */
   subresource?: "status";
+  /**
+   * For a patch: checks the patched object for unknown fields and returns what to store (the server's
+   * fieldValidation, field_validation.ts); may throw.
+   */
+  checkPatched?: (patched: KubeObject) => KubeObject;
 }
 
 /** One delivered watch event (after namespace and selector filtering). */
@@ -388,10 +393,11 @@ export class Store {
   /** Patches an object (PATCH) with a JSON merge, strategic merge or JSON patch. */
   patch(resource: string, key: string, type: PatchType, patch: unknown, opts: WriteOptions = {}): KubeObject {
     const old = this.get(resource, key);
-    const patched = applyPatch(type, old, patch);
+    let patched = applyPatch(type, old, patch);
     if (typeof patched !== "object" || patched === null || Array.isArray(patched)) {
       throw badRequest("patch did not produce an object");
     }
+    if (opts.checkPatched) patched = opts.checkPatched(patched);
     const [ns, name] = splitKey(key);
     // Untouched subtrees of the patched result are still the stored (frozen) ones.
     patched.metadata = { ...patched.metadata };

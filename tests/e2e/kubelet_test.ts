@@ -3,13 +3,15 @@
  * containers each serving their own ports (agnhost netexec and serve-hostname arguments), pinned with
  * nodeName; `kubectl logs`; nodes with a default route that keeps packets inside the lab; a dozen
  * concurrent `lab exec`; a hostNetwork pod of the kube-router image running the agent through in-cluster
- * configuration, restarted when its liveness probe fails. Needs root, kubectl, curl, nsenter, bash and
- * the Debian CNI plugins.
+ * configuration, restarted when its liveness probe fails. Bad input answered as a real cluster answers it:
+ * a host port clash and an image the lab cannot run (status and events in `kubectl describe`), an unknown
+ * field (kube-apiserver's strict decoding error). Needs root, kubectl, curl, nsenter, bash and the Debian
+ * CNI plugins.
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
 import { eventually, k, showLogTails } from "./_lab.ts";
-import { execCommand, labDown, type LabState, labUp, nodeDir, readState } from "../../lab/mod.ts";
+import { execCommand, kubectl, labDown, type LabState, labUp, nodeDir, readState } from "../../lab/mod.ts";
 
 const REQ = {
   tools: ["ip", "kubectl", "curl", "nsenter", "bash"],
@@ -292,8 +294,105 @@ spec:
             return p.status?.phase === "Failed" && p.status?.reason === "NodePorts" &&
               /TCP\/30080 taken by default\/hp-1/.test(p.status?.message ?? "");
           }, 30_000);
+          // kubelet's rejectPod records a Warning event with the predicate, shown by describe and get events.
+          const described = await k(state, ["describe", "pod", "hp-2"]);
+          assert.match(
+            described,
+            /Warning\s+NodePorts\s+\S+\s+kubelet\s+Predicate NodePorts failed: node\(s\) didn't have free ports for the requested pod ports \(TCP\/30080 taken by default\/hp-1\)/,
+          );
+          assert.match(
+            await k(state, ["get", "events", "--field-selector", "involvedObject.name=hp-2"]),
+            /Warning\s+NodePorts\s+pod\/hp-2\s+Predicate NodePorts failed/,
+          );
           const multi = JSON.parse(await k(state, ["get", "pod", "multi", "-o", "json"]));
           assert.equal(multi.status.phase, "Running");
+        },
+      );
+      await t.step(
+        "an image the lab cannot run is reported as kubelet reports a failed pull (ErrImagePull, ImagePullBackOff, events), the rest runs on",
+        async () => {
+          await k(
+            state,
+            ["apply", "-f", "-"],
+            `apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: default}
+spec:
+  nodeName: kube-node1
+  containers:
+  - {name: postgres, image: "postgres:16", ports: [{containerPort: 5432}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper, namespace: default}
+spec:
+  nodeName: kube-node1
+  containers:
+  - {name: c, image: "busybox:1.36", command: [sleep, "3600"]}
+`,
+          );
+          const waitingReasons = new Set<string>();
+          await eventually(
+            "db went through ErrImagePull and ImagePullBackOff",
+            async () => {
+              const p = JSON.parse(await k(state, ["get", "pod", "db", "-o", "json"]));
+              const w = p.status?.containerStatuses?.[0]?.state?.waiting;
+              if (w?.reason) waitingReasons.add(w.reason);
+              assert.equal(p.status.phase, "Pending");
+              return waitingReasons.has("ErrImagePull") && waitingReasons.has("ImagePullBackOff");
+            },
+            60_000,
+            100,
+          );
+          const described = await k(state, ["describe", "pod", "db"]);
+          assert.match(described, /State:\s+Waiting\n\s+Reason:\s+(ErrImagePull|ImagePullBackOff)/);
+          assert.match(described, /Normal\s+Pulling\s+.*kubelet\s+Pulling image "postgres:16"/);
+          assert.match(
+            described,
+            /Warning\s+Failed\s+.*kubelet\s+Failed to pull image "postgres:16": the kube-router lab does not run image "postgres:16"/,
+          );
+          assert.match(described, /Warning\s+Failed\s+.*kubelet\s+Error: ErrImagePull/);
+          assert.match(described, /Normal\s+BackOff\s+.*kubelet\s+Back-off pulling image "postgres:16"/);
+          const events = await k(state, ["get", "events", "--field-selector", "involvedObject.name=db"]);
+          assert.match(events, /Warning\s+Failed\s+pod\/db\s+Failed to pull image "postgres:16"/);
+          // Nothing plays the unknown image: no process answers on its port.
+          const ip = JSON.parse(await k(state, ["get", "pod", "db", "-o", "json"])).status.podIP as string;
+          assert.notEqual(
+            (await run(execCommand(state, "kube-node1", ["curl", "-s", "-m", "2", `http://${ip}:5432/`]), {
+              check: false,
+            })).code,
+            0,
+          );
+          // busybox is known: it runs (holding no port), and the node's other pods are untouched.
+          await k(state, ["wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s"]);
+          const multi = JSON.parse(await k(state, ["get", "pod", "multi", "-o", "json"]));
+          assert.equal(multi.status.phase, "Running");
+          await k(state, ["delete", "pod", "db", "sleeper", "--wait=true"]);
+        },
+      );
+      await t.step(
+        "lab kubectl apply of a manifest with an unknown field gets kube-apiserver's 400; --validate=warn a Warning",
+        async () => {
+          const manifest = `apiVersion: v1
+kind: Service
+metadata: {name: typo, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, protocl: TCP}]
+`;
+          const r = await kubectl(state, ["apply", "-f", "-"], { check: false, stdin: manifest });
+          assert.equal(r.code, 1);
+          assert.match(
+            r.stderr,
+            /Error from server \(BadRequest\): error when creating "STDIN": Service in version "v1" cannot be handled as a Service: strict decoding error: unknown field "spec.ports\[0\].protocl"/,
+          );
+          const warned = await kubectl(state, ["apply", "--validate=warn", "-f", "-"], {
+            check: false,
+            stdin: manifest,
+          });
+          assert.equal(warned.code, 0, warned.stderr);
+          assert.match(warned.stderr, /Warning: unknown field "spec.ports\[0\].protocl"/);
+          await k(state, ["delete", "service", "typo"]);
         },
       );
       assert.equal(readState(state.stateDir)?.phase, "up");

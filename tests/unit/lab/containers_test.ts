@@ -5,7 +5,9 @@ import {
   containerProgram,
   type ContainerSpec,
   flagValue,
+  imageName,
   isAgentImage,
+  isKnownImage,
   netexecPorts,
 } from "../../../lab/containers.ts";
 import { hostPortClash, hostPorts, mountScript } from "../../../lab/kubelet.ts";
@@ -146,4 +148,29 @@ Deno.test("host ports: declared hostPorts, every port of a hostNetwork pod, and 
   const udp = pod([{ name: "c", ports: [{ containerPort: 1, hostPort: 8080, protocol: "UDP" }] }]);
   udp.metadata = { ...udp.metadata, uid: "u-3" };
   assert.equal(hostPortClash(udp, [a]), undefined, "another protocol is another port");
+});
+
+Deno.test("the lab plays only the images it knows; any other image is one it cannot run, never netexec", () => {
+  const one = (c: ContainerSpec) => containerProgram(pod([c]), c);
+  assert.deepEqual(one({ name: "c", image: "registry.k8s.io/e2e-test-images/agnhost:2.53" }), {
+    kind: "netexec",
+    ports: ["tcp:8080", "udp:8081"],
+  });
+  assert.deepEqual(one({ name: "c", image: "nginx" }), { kind: "netexec", ports: ["tcp:80"] });
+  assert.deepEqual(
+    one({ name: "c", image: "docker.io/library/nginx:1.27@sha256:ab", ports: [{ containerPort: 8080 }] }),
+    {
+      kind: "netexec",
+      ports: ["tcp:8080"],
+    },
+  );
+  assert.deepEqual(one({ name: "c", image: "busybox:1.36", command: ["sleep", "3600"] }), { kind: "idle" });
+  assert.deepEqual(one({ name: "c", image: "registry.k8s.io/pause:3.10" }), { kind: "idle" });
+  for (
+    const image of ["postgres:16", "ghcr.io/x/agnhost-fork:1", "nginx-unprivileged", "localhost:5000/app"]
+  ) {
+    assert.ok(!isKnownImage(image), image);
+    assert.deepEqual(one({ name: "c", image }), { kind: "unknown-image", image });
+  }
+  assert.equal(imageName("localhost:5000/team/busybox:1@sha256:x"), "busybox");
 });
