@@ -247,6 +247,30 @@ export function openApiV3(path: string): KubeObject | undefined {
   return { openapi: "3.0.0", info: { title: "Kubernetes (kube-router lab)", version: "v1.32.0" }, paths };
 }
 
+/**
+ * `/openapi/v2`: an empty Swagger 2.0 document (no definitions, no paths), in protobuf when asked for it as
+ * kubectl does. kubectl validates a kind client-side against v2 when v3 does not list `fieldValidation`
+ * for it (a `v1 List`, kinds the lab does not serve); finding no schema it leaves the object to the server,
+ * which still gets `fieldValidation=Strict` for each item. Without the document kubectl refused such input
+ * with "failed to download openapi".
+ */
+export function openApiV2(accept: string | undefined): { contentType: string; body: Uint8Array } {
+  const enc = new TextEncoder();
+  if (/protobuf/.test(accept ?? "")) {
+    // openapi_v2.Document: swagger = 1 (string), info = 2 (Info: title = 1, version = 2).
+    const field = (no: number, bytes: Uint8Array) => [(no << 3) | 2, bytes.length, ...bytes];
+    const info = field(1, enc.encode("Kubernetes (kube-router lab)")).concat(field(2, enc.encode("v1.32.0")));
+    const body = new Uint8Array([...field(1, enc.encode("2.0")), ...field(2, new Uint8Array(info))]);
+    return { contentType: "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", body };
+  }
+  const json = {
+    swagger: "2.0",
+    info: { title: "Kubernetes (kube-router lab)", version: "v1.32.0" },
+    paths: {},
+  };
+  return { contentType: "application/json", body: enc.encode(JSON.stringify(json)) };
+}
+
 /** Changes whenever the lab's documents could (they depend only on the served kinds). */
 const HASH = [...new TextEncoder().encode([...RESOURCES.keys()].join(","))]
   .reduce((h, b) => (h * 31 + b) >>> 0, 7).toString(16).toUpperCase().padStart(8, "0");

@@ -16,7 +16,8 @@
  * the kinds kubectl's typed clients send that way. Where it knowingly differs from kube-apiserver: no
  * server-side apply (415), no dryRun (400), OpenAPI v3 only tells kubectl that writes take
  * `fieldValidation` (field_validation.ts: unknown fields refused, warned about or dropped as kube-apiserver
- * does) and v2 answers 404, status given at create is kept, continue tokens page over the current state rather than a snapshot.
+ * does) and v2 is an empty document, status given at create is kept, continue tokens page over the
+ * current state rather than a snapshot.
  */
 export {
   type ApiServer,

@@ -21,6 +21,7 @@ import {
   checkPatched,
   type FieldCheck,
   fieldValidationOf,
+  openApiV2,
   openApiV3,
   warningHeader,
 } from "./field_validation.ts";
@@ -659,6 +660,12 @@ const NON_RESOURCE_ROUTES: Record<string, NonResourceRoute> = {
     send(res, 200, apiVersions(`${req.socket.localAddress}:${req.socket.localPort}`)),
   "get /apis": (_h, { res }) => send(res, 200, apiGroupList()),
   "get /openapi/v3": (_h, { res }) => send(res, 200, openApiV3("/openapi/v3")),
+  "get /openapi/v2": (_h, { req, res }) => {
+    const doc = openApiV2(req.headers.accept);
+    res.writeHead(200, { "content-type": doc.contentType, "content-length": String(doc.body.length) }).end(
+      doc.body,
+    );
+  },
 };
 
 /** Discovery of one group (`/apis/apps`) or one group version (`/api/v1`, `/apis/apps/v1`). */

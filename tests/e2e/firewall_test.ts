@@ -7,12 +7,21 @@
  * the agents converge. Also the demo's act: deny-all ingress, an allow rule for a labelled client, and
  * the drop in the agent's /metrics. Needs root, kubectl, curl, nsenter and the Debian CNI plugins.
  *
- * `KRT_NETPOL_ONLY=substring` runs only the cases whose name contains it.
+ * A subset runs again with the agents as the DaemonSet (DAEMONSET_CASES says which and why).
+ * `KRT_NETPOL_ONLY=substring` runs only the cases whose name contains it, in both.
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
 import { eventually, k, showLogTails } from "./_lab.ts";
-import { execCommand, labDown, type LabState, labUp, nodeDir } from "../../lab/mod.ts";
+import {
+  DAEMONSET_MANIFEST,
+  daemonSetAgentLog,
+  execCommand,
+  labDown,
+  type LabState,
+  labUp,
+  nodeDir,
+} from "../../lab/mod.ts";
 import {
   ALL_PODS,
   type Case,
@@ -208,6 +217,74 @@ async function checkStep(
 const only = Deno.env.get("KRT_NETPOL_ONLY");
 const selected: Case[] = CASES.filter((c) => !only || c.name.includes(only));
 
+/**
+ * The cases also run with the agents as the DaemonSet of dist/kube-router-daemonset.yaml (in-cluster
+ * configuration, service-account token, RBAC of the manifest), one per firewall path, so that mode costs
+ * about two minutes rather than the whole table's eleven: default deny of both directions (every chain),
+ * pod and namespace selectors together (sets built from pods and namespaces across nodes), a named port
+ * (resolved from the pods' specs), an egress ipBlock with except (CIDR sets), a pod relabelled under a
+ * policy (update events over the agent's watch), and policies deleted (the agent's garbage collection).
+ */
+const DAEMONSET_CASES = [
+  "should support a 'default-deny-all' policy",
+  "should enforce policy based on PodSelector and NamespaceSelector",
+  "should allow ingress access on one named port",
+  "should enforce except clause while egress access to server in CIDR block",
+  "should allow ingress access from updated pod",
+  "should stop enforcing policies after they are deleted",
+];
+const daemonSetSelected: Case[] = selected.filter((c) => DAEMONSET_CASES.includes(c.name));
+
+/** Brings up a 3-node lab (agents as processes, or as the DaemonSet), runs `cases` on it, takes it down. */
+async function conformance(t: Deno.TestContext, cases: Case[], daemonset: boolean): Promise<void> {
+  const id = crypto.randomUUID().slice(0, 6);
+  const where = { stateDir: Deno.makeTempDirSync({ prefix: "krl-e2e-fw-" }), prefix: `krlf${id}-` };
+  let ok = false;
+  let state: LabState | undefined;
+  try {
+    state = await labUp({ ...where, nodes: 3, ...(daemonset ? { daemonset: DAEMONSET_MANIFEST } : {}) });
+    await k(state, ["apply", "-f", "-"], podsYaml());
+    let ips: Record<string, string> = {};
+    await eventually(
+      "all nine pods running with IPs",
+      async () => {
+        ips = await podIps(state!);
+        return ALL_PODS.every((p) => ips[p]);
+      },
+      180_000,
+      1000,
+    );
+    // Baseline: with no policy every pod reaches every other on every port.
+    await checkStep(state, ips, { expect: () => {} }, "baseline without policies");
+    let passed = 0;
+    for (const c of cases) {
+      const okCase = await t.step(c.name, async () => {
+        await resetCluster(state!);
+        for (const [i, step] of c.steps.entries()) {
+          await runStep(state!, ips, step);
+          await checkStep(state!, ips, step, `${c.name}, step ${i + 1}`);
+        }
+      });
+      if (okCase) passed++;
+    }
+    console.log(`conformance${daemonset ? " (DaemonSet)" : ""}: ${passed}/${cases.length} cases passed`);
+    assert.equal(passed, cases.length);
+    ok = true;
+  } finally {
+    if (!ok) {
+      showLogTails([
+        `${where.stateDir}/master.log`,
+        ...[1, 2, 3].flatMap((i) => {
+          const node = `kube-node${i}`;
+          const dsLog = state && daemonset ? daemonSetAgentLog(state, node) : undefined;
+          return [`${nodeDir(where.stateDir, node)}/agent.log`, ...(dsLog ? [dsLog] : [])];
+        }),
+      ], 40);
+    }
+    await labDown(where);
+  }
+}
+
 Deno.test({
   ...needs(
     `firewall conformance: ${selected.length} cases of Kubernetes' network-policy suite in the lab`,
@@ -215,47 +292,25 @@ Deno.test({
   ),
   sanitizeOps: false,
   sanitizeResources: false,
-  async fn(t) {
-    const id = crypto.randomUUID().slice(0, 6);
-    const where = { stateDir: Deno.makeTempDirSync({ prefix: "krl-e2e-fw-" }), prefix: `krlf${id}-` };
-    let ok = false;
-    try {
-      const state = await labUp({ ...where, nodes: 3 });
-      await k(state, ["apply", "-f", "-"], podsYaml());
-      let ips: Record<string, string> = {};
-      await eventually(
-        "all nine pods running with IPs",
-        async () => {
-          ips = await podIps(state);
-          return ALL_PODS.every((p) => ips[p]);
-        },
-        180_000,
-        1000,
+  fn: (t) => conformance(t, selected, false),
+});
+
+Deno.test({
+  ...needs(
+    `firewall conformance with the agents as the DaemonSet: ${daemonSetSelected.length} cases of the suite`,
+    REQ,
+  ),
+  ignore: daemonSetSelected.length === 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: (t) => {
+    if (!only) {
+      assert.equal(
+        daemonSetSelected.length,
+        DAEMONSET_CASES.length,
+        "each DaemonSet case names a case of the table",
       );
-      // Baseline: with no policy every pod reaches every other on every port.
-      await checkStep(state, ips, { expect: () => {} }, "baseline without policies");
-      let passed = 0;
-      for (const c of selected) {
-        const okCase = await t.step(c.name, async () => {
-          await resetCluster(state);
-          for (const [i, step] of c.steps.entries()) {
-            await runStep(state, ips, step);
-            await checkStep(state, ips, step, `${c.name}, step ${i + 1}`);
-          }
-        });
-        if (okCase) passed++;
-      }
-      console.log(`conformance: ${passed}/${selected.length} cases passed`);
-      assert.equal(passed, selected.length);
-      ok = true;
-    } finally {
-      if (!ok) {
-        showLogTails([
-          `${where.stateDir}/master.log`,
-          ...[1, 2, 3].map((i) => `${nodeDir(where.stateDir, `kube-node${i}`)}/agent.log`),
-        ], 40);
-      }
-      await labDown(where);
     }
+    return conformance(t, daemonSetSelected, true);
   },
 });

@@ -3,7 +3,9 @@
  * NATed, with 3 and with 10 nodes; a node deleted from the API loses its routes on the others; an agent
  * killed with SIGKILL and restarted with graceful restart drops no packet of a running ping; and a real
  * external router (gobgpd, BIRD 2) added by `lab up --external-router` learns every pod CIDR and a
- * Service's cluster IP, which it loses again when the Service is deleted.
+ * Service's cluster IP, which it loses again when the Service is deleted. The same paths once more with the
+ * agents as the DaemonSet of dist/kube-router-daemonset.yaml (configured in-cluster; the SIGKILL hits the
+ * agent container, which the lab kubelet restarts).
  *
  * Each test has its own state dir and namespace prefix (`krlr<random>-`), so a user's lab (`krl-`,
  * `.lab/`) is never touched, and `lab down` runs in `finally`. Needs root, kubectl, curl, nsenter, the
@@ -13,7 +15,10 @@ import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
 import { eventually, k, netnsLeft, showLogTails } from "./_lab.ts";
 import {
+  agentHealthy,
   CLUSTER_ASN,
+  DAEMONSET_MANIFEST,
+  daemonSetAgentPid,
   execCommand,
   EXTERNAL_ROUTER_ASN,
   EXTERNAL_ROUTER_IP,
@@ -79,7 +84,11 @@ function dumpLogs(stateDir: string): void {
   const files = [`${stateDir}/master.log`, `${stateDir}/router/gobgp.log`, `${stateDir}/router/bird.log`];
   try {
     for (const n of Deno.readDirSync(`${stateDir}/nodes`)) {
-      files.push(`${stateDir}/nodes/${n.name}/agent.log`);
+      files.push(`${stateDir}/nodes/${n.name}/agent.log`, `${stateDir}/nodes/${n.name}/kubelet.log`);
+      // With the DaemonSet, each agent logs as its pod's container.
+      for (const p of Deno.readDirSync(`${stateDir}/nodes/${n.name}/pods`)) {
+        if (p.isDirectory) files.push(`${stateDir}/nodes/${n.name}/pods/${p.name}/kube-router.log`);
+      }
     }
   } catch { /* none */ }
   showLogTails(files, 25);
@@ -405,3 +414,93 @@ for (const kind of ["gobgp", "bird"] as ExternalRouterKind[]) {
     },
   });
 }
+
+Deno.test({
+  ...needs(
+    "with the agents as the DaemonSet (in-cluster config): pods reach each other unNATed, gobgpd learns pod CIDRs and a cluster IP, a SIGKILLed agent container restarted by the kubelet drops no packet (graceful restart), a deleted node loses its routes",
+    { ...REQ, tools: [...REQ.tools, "gobgpd", "gobgp"] },
+  ),
+  async fn() {
+    await withLab(
+      {
+        nodes: 3,
+        daemonset: DAEMONSET_MANIFEST,
+        externalRouter: "gobgp",
+        agentFlags: ["--advertise-cluster-ip"],
+      },
+      async (state) => {
+        assert.ok(
+          !state.processes.some((p) => p.role === "agent"),
+          "no agent processes: the agents are pods",
+        );
+        const ips = await podPerNode(state);
+        await waitFullMesh(state);
+        assert.deepEqual(await podMatrix(state, ips), []);
+
+        // The external router learns every pod CIDR from its own node, and a Service's cluster IP.
+        const r = state.externalRouter!;
+        const nodes = topology(state.nodes, state.prefix).nodes;
+        const want = nodes.map((h, i) => `${podCidrForIndex(i + 1)} via ${h.ip}`);
+        const show = (l: LearnedRoute[]) => l.map((x) => `${x.prefix} via ${x.nexthop}`);
+        await eventually("gobgpd learns every node's pod CIDR", async () => {
+          const learned = show(await externalRouterRoutes(r));
+          return want.every((w) => learned.includes(w));
+        }, 60_000);
+        await k(state, ["apply", "-f", "-"], SERVICE);
+        const vip = (await k(state, ["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])).trim();
+        await eventually(`gobgpd learns ${vip}/32 from every node`, async () => {
+          const hops = (await externalRouterRoutes(r)).filter((x) => x.prefix === `${vip}/32`).map((x) =>
+            x.nexthop
+          );
+          return JSON.stringify(hops.sort()) === JSON.stringify(nodes.map((h) => h.ip).sort());
+        });
+        await k(state, ["delete", "service", "web"]);
+        await eventually(`gobgpd no longer has ${vip}/32`, async () => {
+          return !(await externalRouterRoutes(r)).some((x) => x.prefix === `${vip}/32`);
+        });
+
+        // The manifest sets --bgp-graceful-restart: kube-node2's agent container is SIGKILLed while p1
+        // pings p2 every 100 ms; the kubelet restarts it and no packet is lost.
+        const oldPid = daemonSetAgentPid(state, "kube-node2");
+        assert.ok(oldPid, "kube-node2's agent container runs");
+        const ping = pingDuring(state, "p1", ips.get("p2")!, 150);
+        await new Promise((r) => setTimeout(r, 1000));
+        Deno.kill(oldPid, "SIGKILL");
+        await eventually("the kubelet restarted kube-node2's agent container and it is healthy", async () => {
+          const pid = daemonSetAgentPid(state, "kube-node2");
+          return pid !== undefined && pid !== oldPid && await agentHealthy(nodes[1]!);
+        }, 60_000);
+        const { sent, received, summary } = await ping;
+        assert.equal(sent, 150);
+        assert.equal(
+          received,
+          150,
+          `no packet lost across the agent container's SIGKILL and restart: ${summary}`,
+        );
+        const restarts = JSON.parse(
+          await k(state, [
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "--field-selector",
+            "spec.nodeName=kube-node2",
+            "-o",
+            "json",
+          ]),
+        ).items[0].status.containerStatuses[0].restartCount;
+        assert.equal(restarts, 1);
+        await waitFullMesh(state);
+
+        // A node deleted from the API loses its routes on the others.
+        await k(state, ["delete", "node", "kube-node3"]);
+        for (const node of ["kube-node1", "kube-node2"]) {
+          await eventually(`${node} no longer routes kube-node3's 10.1.3.0/24`, async () => {
+            return !(await routerRoutes(state, node)).some((x) => x.startsWith("10.1.3.0/24"));
+          });
+        }
+        assert.equal(await curlFromPod(state, "p1", `http://${ips.get("p2")}:8080/hostname`), "p2");
+      },
+    );
+  },
+});

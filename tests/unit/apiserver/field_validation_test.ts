@@ -198,6 +198,41 @@ Deno.test({
 });
 
 Deno.test({
+  ...needs(
+    "a v1 List's items are validated by the server too, and a kind the lab does not serve is no match",
+    KUBECTL,
+  ),
+  fn: () =>
+    withKubectl({}, "token", async ({ kubectl, dir }) => {
+      const list = {
+        apiVersion: "v1",
+        kind: "List",
+        items: [
+          { apiVersion: "v1", kind: "Namespace", metadata: { name: "x" } },
+          {
+            apiVersion: "v1",
+            kind: "Service",
+            metadata: { name: "s", namespace: "x" },
+            spec: { ports: [{ port: 80, protocl: "TCP" }] },
+          },
+        ],
+      };
+      await Deno.writeTextFile(`${dir}/list.json`, JSON.stringify(list));
+      let r = await kubectl("apply", "-f", `${dir}/list.json`);
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /namespace\/x created/);
+      assert.match(
+        r.stderr,
+        /Service in version "v1" cannot be handled as a Service: strict decoding error: unknown field "spec.ports\[0\].protocl"/,
+      );
+      await Deno.writeTextFile(`${dir}/cm.yaml`, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
+      r = await kubectl("apply", "-f", `${dir}/cm.yaml`);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /no matches for kind "ConfigMap" in version "v1"/);
+    }),
+});
+
+Deno.test({
   ...needs("every manifest in dist/ passes strict field validation without a warning", KUBECTL),
   fn: () =>
     withKubectl({}, "token", async ({ kubectl }) => {
