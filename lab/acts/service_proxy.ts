@@ -101,11 +101,18 @@ spec:
         ["get", "service", "-n", DEMO_NS, "web-np", "-o", "jsonpath={.spec.clusterIP}"],
         { quiet: true },
       )).trim();
-      // An answer from web-1 itself is hairpin-masqueraded; ask until another pod answers.
+      // Both questions go over one keep-alive connection, so the same backend answers them (two requests
+      // could be balanced to two pods). An answer from web-1 itself is hairpin-masqueraded; ask until
+      // another pod answers.
       let seen = "";
       for (let i = 0; i < 8 && !seen; i++) {
-        const who = await fetch(ctx, `${DEMO_NS}/web-1`, `http://${vip}/hostname`);
-        if (who && who !== "web-1") seen = await fetch(ctx, `${DEMO_NS}/web-1`, `http://${vip}/clientip`);
+        const r = await ctx.exec(
+          `${DEMO_NS}/web-1`,
+          ["curl", "-s", "-m", "3", "-w", "\\n", `http://${vip}/hostname`, `http://${vip}/clientip`],
+          { quiet: true, check: false },
+        );
+        const [who, client] = r.stdout.trim().split("\n");
+        if (r.code === 0 && who && who !== "web-1") seen = client ?? "";
       }
       ctx.expect(
         seen.split(":")[0] === ip("web-1"),
