@@ -41,6 +41,11 @@ const agent = new Agent({ config, bus, source, log: getLogger({}, new MemorySink
 const settled = async () => {
   while (!fw?.settled) await new Promise((r) => setTimeout(r, 0));
 };
+const phasesP50 = (xs: { compileMs: number; renderMs: number; applyMs: number }[]) => ({
+  compileMs: pct(xs.map((p) => p.compileMs), 50),
+  renderMs: pct(xs.map((p) => p.renderMs), 50),
+  applyMs: pct(xs.map((p) => p.applyMs), 50),
+});
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
@@ -74,6 +79,7 @@ for (let i = 0; i < samples; i++) {
 }
 // A new policy, from its event to enforcement.
 const policyMs: number[] = [];
+const policyPhases: { compileMs: number; renderMs: number; applyMs: number }[] = [];
 for (let i = 0; i < Math.min(samples, 30); i++) {
   const pol = {
     metadata: { namespace: `ns${i % size.namespaces}`, name: `bench-${i}` },
@@ -89,10 +95,30 @@ for (let i = 0; i < Math.min(samples, 30); i++) {
   source.put("networkpolicies", pol);
   await settled();
   policyMs.push(performance.now() - t);
+  policyPhases.push(fw!.lastSync!);
 }
+// The floor any event pays on this table: one element added (and one removed) in one libnftables
+// transaction, which reads every chain and set of the ruleset back first.
+const floorMs: number[] = [];
+for (let i = 0; i < 30; i++) {
+  const t = performance.now();
+  await nft.runBuffer(
+    `add element inet kube_router_firewall local-pods-v4 { 10.255.255.${i + 1} }\n` +
+      (i > 0 ? `delete element inet kube_router_firewall local-pods-v4 { 10.255.255.${i} }\n` : ""),
+    { json: false },
+  );
+  floorMs.push(performance.now() - t);
+}
+await nft.runBuffer("delete element inet kube_router_firewall local-pods-v4 { 10.255.255.30 }\n", {
+  json: false,
+});
 const listing = await nft.runBuffer("list table inet kube_router_firewall", { json: false });
 await Deno.writeTextFile(`/tmp/krt-bench-firewall-${Deno.pid}.nft`, listing);
 const rssMb = Deno.memoryUsage().rss / 1048576;
+const table = {
+  chains: (listing.match(/^\tchain /gm) ?? []).length,
+  sets: (listing.match(/^\t(set|map) /gm) ?? []).length,
+};
 await agent.stop();
 console.log(JSON.stringify({
   firstSyncMs,
@@ -105,10 +131,10 @@ console.log(JSON.stringify({
   rssMb,
   rulesetFile: `/tmp/krt-bench-firewall-${Deno.pid}.nft`,
   isolated: fw!.isolatedPods,
-  podPhasesP50: {
-    compileMs: pct(phases.map((p) => p.compileMs), 50),
-    renderMs: pct(phases.map((p) => p.renderMs), 50),
-    applyMs: pct(phases.map((p) => p.applyMs), 50),
-  },
+  podPhasesP50: phasesP50(phases),
+  policyPhasesP50: phasesP50(policyPhases),
+  floorP50: pct(floorMs, 50),
+  floorP99: pct(floorMs, 99),
+  table,
 }));
 Deno.exit(0);

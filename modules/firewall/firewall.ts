@@ -25,10 +25,12 @@ import { type NftListTarget, type NftObject, NftTransaction, type Sysctl } from 
 import type { Problem } from "./policy_compiler.ts";
 import {
   type DesiredTable,
+  DROPS_SET,
   type ExistingTable,
   FIREWALL_FAMILY,
   fullSyncOps,
   incrementalOps,
+  policyDropKey,
 } from "./nft_render.ts";
 import { FirewallState } from "./firewall_state.ts";
 
@@ -171,10 +173,8 @@ export class Firewall implements ModuleInstance {
     const tx = new NftTransaction(FIREWALL_FAMILY, FIREWALL_TABLE);
     let t2 = t1;
     try {
-      if (full) {
-        const existing = await this.#existing();
-        fullSyncOps(tx, desired, existing.table, existing.intactDropChains(desired));
-      } else incrementalOps(tx, this.#programmed!, desired);
+      if (full) fullSyncOps(tx, desired, await this.#existing());
+      else incrementalOps(tx, this.#programmed!, desired);
       t2 = performance.now();
       if (tx.size > 0) await this.#deps.nft.run(tx);
     } catch (err) {
@@ -245,10 +245,10 @@ export class Firewall implements ModuleInstance {
 
   /** Reads the per-policy drop counters from the kernel into /metrics. */
   async refreshDropCounters(): Promise<Map<string, number>> {
-    const counts = await readDropCounters(this.#deps.nft);
+    const counts = await readDropCounters(this.#deps.nft, this.#state?.policyKeys() ?? []);
     for (const [policy, packets] of counts) {
       const last = this.#lastCounts.get(policy) ?? 0;
-      // A counter chain re-created (policy deleted and re-added) starts again at zero.
+      // A counter re-created (policy deleted and re-added) starts again at zero.
       const delta = packets >= last ? packets - last : packets;
       if (delta > 0) this.#metrics.drops.inc({ policy }, delta);
       this.#lastCounts.set(policy, packets);
@@ -259,21 +259,17 @@ export class Firewall implements ModuleInstance {
     return counts;
   }
 
-  async #existing(): Promise<{
-    table: ExistingTable | undefined;
-    intactDropChains(d: DesiredTable): Set<string>;
-  }> {
+  /** The table as the kernel holds it (names, and policy-drops' elements), or undefined if absent. */
+  async #existing(): Promise<ExistingTable | undefined> {
+    const nft = this.#deps.nft;
     let objects: NftObject[];
     try {
-      objects = await this.#deps.nft.list({ table: { family: FIREWALL_FAMILY, name: FIREWALL_TABLE } }, {
-        terse: true,
-      });
+      objects = await nft.list({ table: { family: FIREWALL_FAMILY, name: FIREWALL_TABLE } }, { terse: true });
     } catch {
       // No table yet (first start on this node).
-      return { table: undefined, intactDropChains: () => new Set() };
+      return undefined;
     }
     const table: ExistingTable = { chains: new Set(), sets: new Map() };
-    const rules = new Map<string, { comment?: unknown; expr?: unknown }[]>();
     for (const o of objects) {
       const chain = o.chain as { name?: string } | undefined;
       if (chain?.name) table.chains.add(chain.name);
@@ -288,26 +284,11 @@ export class Firewall implements ModuleInstance {
           spec: kind === "map" ? { name: s.name, type, map: s.map ?? "verdict" } : { name: s.name, type },
         });
       }
-      const rule = o.rule as { chain?: string; comment?: unknown; expr?: unknown } | undefined;
-      if (rule?.chain) {
-        let list = rules.get(rule.chain);
-        if (!list) rules.set(rule.chain, list = []);
-        list.push(rule);
-      }
     }
-    return {
-      table,
-      intactDropChains(d) {
-        const out = new Set<string>();
-        for (const [name, c] of d.chains) {
-          if (!name.startsWith("drop-")) continue;
-          const have = rules.get(name) ?? [];
-          const want = c.rules[0]?.comment;
-          if (have.length === 1 && have[0]!.comment === want && isCounterOnly(have[0]!.expr)) out.add(name);
-        }
-        return out;
-      },
-    };
+    const drops = table.sets.has(DROPS_SET) ? await readDropElements(nft) : undefined;
+    // Unreadable: the full sync flushes and refills policy-drops (the counts restart, nothing goes stale).
+    if (drops) table.dropKeys = new Set(drops.keys());
+    return table;
   }
 
   /** Bridged pod-to-pod traffic reaches the inet hooks only through br_netfilter (as kube-router). */
@@ -345,34 +326,52 @@ export class Firewall implements ModuleInstance {
   }
 }
 
-function isCounterOnly(expr: unknown): boolean {
-  return Array.isArray(expr) && expr.length === 1 && typeof expr[0] === "object" && expr[0] !== null &&
-    "counter" in expr[0];
-}
-
 /** The node's pod CIDRs (spec.podCIDRs, else spec.podCIDR). */
 export function podCidrs(node: V1Node | undefined): string[] {
   const list = node?.spec?.podCIDRs ?? (node?.spec?.podCIDR ? [node.spec.podCIDR] : []);
   return list.filter((c) => typeof c === "string" && c.includes("/"));
 }
 
-/** Packets counted by each policy's drop chain, by policy (`namespace/name`, the rule's comment). */
-export async function readDropCounters(nft: FirewallNft): Promise<Map<string, number>> {
+/**
+ * policy-drops' elements as the kernel holds them: key text (as policyDropKey writes it) to packets;
+ * undefined when the set cannot be listed (absent).
+ */
+async function readDropElements(nft: FirewallNft): Promise<Map<string, number> | undefined> {
   const out = new Map<string, number>();
   let objects: NftObject[];
   try {
-    objects = await nft.list({ table: { family: FIREWALL_FAMILY, name: FIREWALL_TABLE } }, { terse: true });
+    objects = await nft.list({ set: { family: FIREWALL_FAMILY, table: FIREWALL_TABLE, name: DROPS_SET } });
   } catch {
-    return out;
+    return undefined;
   }
+  const hex = (v: unknown) => `0x${(Number(v) >>> 0).toString(16).padStart(8, "0")}`;
   for (const o of objects) {
-    const rule = o.rule as { chain?: string; comment?: string; expr?: unknown } | undefined;
-    if (!rule?.chain?.startsWith("drop-") || typeof rule.comment !== "string") continue;
-    const expr = Array.isArray(rule.expr) ? rule.expr : [];
-    for (const e of expr) {
-      const c = (e as { counter?: { packets?: number } }).counter;
-      if (c && typeof c.packets === "number") out.set(rule.comment, (out.get(rule.comment) ?? 0) + c.packets);
+    const set = o.set as { elem?: unknown[] } | undefined;
+    for (const e of set?.elem ?? []) {
+      // An element with a counter is {elem: {val, counter}}; a bare one is its value.
+      const wrapped = (e as { elem?: { val?: unknown; counter?: { packets?: number } } }).elem;
+      const val = wrapped ? wrapped.val : e;
+      const parts = (val as { concat?: unknown[] } | undefined)?.concat;
+      if (!Array.isArray(parts) || parts.length !== 2) continue;
+      out.set(`${hex(parts[0])} . ${hex(parts[1])}`, wrapped?.counter?.packets ?? 0);
     }
+  }
+  return out;
+}
+
+/** Packets refused per policy (`namespace/name`), from policy-drops, for the policies given. */
+export async function readDropCounters(
+  nft: FirewallNft,
+  policies: Iterable<string>,
+): Promise<Map<string, number>> {
+  const byKey = new Map<string, string[]>();
+  for (const p of policies) {
+    const k = policyDropKey(p);
+    byKey.set(k, [...(byKey.get(k) ?? []), p]);
+  }
+  const out = new Map<string, number>();
+  for (const [k, packets] of await readDropElements(nft) ?? []) {
+    for (const p of byKey.get(k) ?? []) out.set(p, packets);
   }
   return out;
 }

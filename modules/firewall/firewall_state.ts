@@ -10,7 +10,7 @@
  * - a namespace relabel adds or removes that namespace's pods in the sets whose namespaceSelector
  *   changes its mind about it;
  * - a policy recomputes the chains of this node's pods in its namespace (the only pods it can select).
- * Sets and drop-counter chains exist while some pod chain refers to them (reference counts); a set is
+ * Sets and policy-drops elements exist while some pod chain refers to them (reference counts); a set is
  * filled by one scan when it first appears and element by element afterwards.
  *
  * `table()` hands out a snapshot: objects that did not change since the previous snapshot are the
@@ -45,14 +45,15 @@ import {
   type DesiredSet,
   type DesiredTable,
   DIRECTIONS,
-  dropChain,
-  dropChainName,
+  DROPS_SET,
+  dropsSpec,
   FAMILIES,
   localCidrsSpec,
   localPodsSpec,
   podChain,
   podSetName,
   podSetSpec,
+  policyDropKey,
   portSetName,
   portSetSpec,
   sameRules,
@@ -70,6 +71,8 @@ interface PodRecord {
 /** A pods peer whose sets some pod chain uses. */
 interface PeerEntry {
   peer: PodsPeer;
+  /** Its set's name per family (4, 6). */
+  names: [string, string];
   refs: number;
   members: Set<PodInfo>;
 }
@@ -77,6 +80,7 @@ interface PeerEntry {
 /** An egress named-port set some pod chain uses. */
 interface PortEntry {
   key: string;
+  names: [string, string];
   peer: ParsedPeer;
   protocol: Protocol;
   name: string;
@@ -123,7 +127,11 @@ export class FirewallState {
   readonly #sets = new Map<string, DesiredSet>();
   /** Sets created or copied since the last snapshot: only these may be changed in place. */
   readonly #owned = new Set<string>();
-  /** Who put each element in each set (an address can be claimed by two pods for a moment). */
+  /**
+   * How many times each element of a plain set is wanted (an address can belong to two pods for a
+   * moment), and who wants each verdict-map entry with which verdict.
+   */
+  readonly #counts = new Map<string, Map<string, number>>();
   readonly #claims = new Map<string, Map<string, Map<string, string>>>();
   readonly #peers = new Map<string, PeerEntry>();
   readonly #ports = new Map<string, PortEntry>();
@@ -147,6 +155,12 @@ export class FirewallState {
       this.#newSet("set", localPodsSpec(f));
       this.#newSet("set", localCidrsSpec(f));
     }
+    this.#newSet("set", dropsSpec());
+  }
+
+  /** Every policy known (drop counters are read back by policy). */
+  policyKeys(): IterableIterator<string> {
+    return this.#policies.keys();
   }
 
   /** Policies known, and local pods isolated per direction (metrics). */
@@ -287,7 +301,7 @@ export class FirewallState {
     if (r.local) {
       addTo(this.#localByNs, p.namespace, p);
       for (const f of FAMILIES) {
-        for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#claim(localPodsSpec(f).name, ip, p.key, "");
+        for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#count(LOCAL_PODS[f], ip);
       }
     }
     for (const e of this.#peers.values()) this.#joinPeer(e, p);
@@ -304,7 +318,7 @@ export class FirewallState {
     if (r.local) {
       this.#localByNs.get(p.namespace)?.delete(p);
       for (const f of FAMILIES) {
-        for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#unclaim(localPodsSpec(f).name, ip, p.key);
+        for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#uncount(LOCAL_PODS[f], ip);
       }
     }
     for (const e of this.#peers.values()) this.#leavePeer(e, p);
@@ -314,18 +328,14 @@ export class FirewallState {
   #joinPeer(e: PeerEntry, p: PodInfo): void {
     if (e.members.has(p) || !inPeer(e.peer, p, this.#nsLabels)) return;
     e.members.add(p);
-    for (const f of FAMILIES) {
-      const name = podSetName(e.peer.key, f);
-      for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#claim(name, ip, p.key, "");
-    }
+    for (const ip of p.ips.v4) this.#count(e.names[0], ip);
+    for (const ip of p.ips.v6) this.#count(e.names[1], ip);
   }
 
   #leavePeer(e: PeerEntry, p: PodInfo): void {
     if (!e.members.delete(p)) return;
-    for (const f of FAMILIES) {
-      const name = podSetName(e.peer.key, f);
-      for (const ip of f === 4 ? p.ips.v4 : p.ips.v6) this.#unclaim(name, ip, p.key);
-    }
+    for (const ip of p.ips.v4) this.#uncount(e.names[0], ip);
+    for (const ip of p.ips.v6) this.#uncount(e.names[1], ip);
   }
 
   #joinPort(e: PortEntry, p: PodInfo): void {
@@ -334,20 +344,16 @@ export class FirewallState {
     const entry = namedPortEntries(e.peer, e.protocol, e.name, p);
     if (!entry) return;
     e.entries.set(p, entry);
-    for (const f of FAMILIES) {
-      const name = portSetName(e.key, f);
-      for (const x of f === 4 ? entry.v4 : entry.v6) this.#claim(name, x, p.key, "");
-    }
+    for (const x of entry.v4) this.#count(e.names[0], x);
+    for (const x of entry.v6) this.#count(e.names[1], x);
   }
 
   #leavePort(e: PortEntry, p: PodInfo): void {
     const entry = e.entries.get(p);
     if (!entry) return;
     e.entries.delete(p);
-    for (const f of FAMILIES) {
-      const name = portSetName(e.key, f);
-      for (const x of f === 4 ? entry.v4 : entry.v6) this.#unclaim(name, x, p.key);
-    }
+    for (const x of entry.v4) this.#uncount(e.names[0], x);
+    for (const x of entry.v6) this.#uncount(e.names[1], x);
   }
 
   // --- local pod chains ---
@@ -463,7 +469,12 @@ export class FirewallState {
       e.refs++;
       return;
     }
-    const entry: PeerEntry = { peer, refs: 1, members: new Set() };
+    const entry: PeerEntry = {
+      peer,
+      names: [podSetName(key, 4), podSetName(key, 6)],
+      refs: 1,
+      members: new Set(),
+    };
     this.#peers.set(key, entry);
     for (const f of FAMILIES) this.#newSet("set", podSetSpec(key, peer.description, f));
     const scan = (pods: Iterable<PodInfo>) => {
@@ -490,7 +501,15 @@ export class FirewallState {
       e.refs++;
       return;
     }
-    const entry: PortEntry = { key, peer, protocol, name, refs: 1, entries: new Map() };
+    const entry: PortEntry = {
+      key,
+      names: [portSetName(key, 4), portSetName(key, 6)],
+      peer,
+      protocol,
+      name,
+      refs: 1,
+      entries: new Map(),
+    };
     this.#ports.set(key, entry);
     const description = namedPortDescription(peer, protocol, name);
     for (const f of FAMILIES) this.#newSet("set", portSetSpec(key, description, f));
@@ -511,7 +530,7 @@ export class FirewallState {
   #acquireDrop(policy: string): void {
     const n = this.#drops.get(policy) ?? 0;
     this.#drops.set(policy, n + 1);
-    if (n === 0) this.#chains.set(dropChainName(policy), dropChain(policy));
+    if (n === 0) this.#count(DROPS_SET, policyDropKey(policy));
   }
 
   #releaseDrop(policy: string): void {
@@ -521,7 +540,7 @@ export class FirewallState {
       return;
     }
     this.#drops.delete(policy);
-    this.#chains.delete(dropChainName(policy));
+    this.#uncount(DROPS_SET, policyDropKey(policy));
   }
 
   // --- set elements ---
@@ -529,12 +548,14 @@ export class FirewallState {
   #newSet(kind: "set" | "map", spec: DesiredSet["spec"]): void {
     this.#sets.set(spec.name, { kind, spec, elements: new Map() });
     this.#owned.add(spec.name);
+    this.#counts.delete(spec.name);
     this.#claims.delete(spec.name);
   }
 
   #dropSet(name: string): void {
     this.#sets.delete(name);
     this.#owned.delete(name);
+    this.#counts.delete(name);
     this.#claims.delete(name);
   }
 
@@ -548,6 +569,27 @@ export class FirewallState {
     return copy;
   }
 
+  #count(set: string, element: string): void {
+    let counts = this.#counts.get(set);
+    if (!counts) this.#counts.set(set, counts = new Map());
+    const n = counts.get(element) ?? 0;
+    counts.set(element, n + 1);
+    if (n === 0) this.#writable(set).elements.set(element, "");
+  }
+
+  #uncount(set: string, element: string): void {
+    const counts = this.#counts.get(set);
+    const n = counts?.get(element);
+    if (n === undefined) return;
+    if (n > 1) {
+      counts!.set(element, n - 1);
+      return;
+    }
+    counts!.delete(element);
+    this.#writable(set).elements.delete(element);
+  }
+
+  /** A verdict-map entry wanted by `owner` (a pod) with `value`; the most recent claim's value holds. */
   #claim(set: string, element: string, owner: string, value: string): void {
     let claims = this.#claims.get(set);
     if (!claims) this.#claims.set(set, claims = new Map());
@@ -577,6 +619,8 @@ export class FirewallState {
     }
   }
 }
+
+const LOCAL_PODS = { 4: localPodsSpec(4).name, 6: localPodsSpec(6).name } as const;
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
   let s = m.get(k);

@@ -20,11 +20,12 @@
  *   <allowed peer and port> return             one rule per allowed combination, commented with its policy;
  *                                              an ipBlock is one rule per address range (never an
  *                                              anonymous set: see peerExprs)
- *   jump drop-<hash>                           one per isolating policy: counts the drop for that policy
+ *   update @policy-drops { <policy key> }      one per isolating policy: counts the drop for that policy
  *   limit rate 10/minute burst 10 packets log group 100 prefix "..."   NFLOG, as kube-router
  *   reject with icmpx admin-prohibited
- * chain drop-<hash>                            per policy, one `counter` rule, never rewritten while the
- *                                              policy exists, so the drop count survives pod chain rewrites
+ * set policy-drops                             one element per isolating policy (64 bits of hash of its
+ *                                              name, as `mark . mark`) with a counter: the drop count
+ *                                              survives pod chain rewrites and costs no chain per policy
  * chain unknown-ingress / unknown-egress       empty (open) or the log + reject pair (deny)
  * sets pods-<hash>-v4/-v6                      pod IPs of one peer selector, cluster-wide
  * sets np-<hash>-v4/-v6                        egress named ports: ip . proto . port of destination pods
@@ -92,15 +93,45 @@ export interface RenderOptions {
   podCidrs: readonly string[];
 }
 
-/** Short stable hash (FNV-1a, two 32-bit lanes), for object names derived from Kubernetes names. */
-export function shortHash(s: string): string {
+/** FNV-1a in two 32-bit lanes, as 8-digit hex strings. */
+function hashLanes(s: string): [string, string] {
   let a = 0x811c9dc5, b = 0x01000193 ^ 0x5bd1e995;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     a = Math.imul(a ^ c, 0x01000193) >>> 0;
     b = Math.imul(b ^ c, 0x01000193 + 2) >>> 0;
   }
-  return a.toString(16).padStart(8, "0") + b.toString(16).padStart(8, "0").slice(0, 4);
+  return [a.toString(16).padStart(8, "0"), b.toString(16).padStart(8, "0")];
+}
+
+/** Short stable hash (48 bits of hashLanes), for object names derived from Kubernetes names. */
+export function shortHash(s: string): string {
+  const [a, b] = hashLanes(s);
+  return a + b.slice(0, 4);
+}
+
+/**
+ * The set counting refused packets per policy. A chain per policy holding one counter (the first
+ * design) cost nothing per packet but made the table hundreds of chains, and libnftables reads every
+ * chain of the ruleset back before each transaction: each pod event paid for them. One dynamic set
+ * with a counter per element counts the same thing; elements are never fetched into that cache.
+ */
+export const DROPS_SET = "policy-drops";
+
+export function dropsSpec(): NftSetSpec {
+  return {
+    name: DROPS_SET,
+    type: "mark . mark",
+    flags: ["dynamic"],
+    counter: true,
+    comment: "refused packets per policy",
+  };
+}
+
+/** A policy's element in policy-drops: 64 bits of hash of its `namespace/name`, as two marks. */
+export function policyDropKey(policy: string): string {
+  const [a, b] = hashLanes(policy);
+  return `0x${a} . 0x${b}`;
 }
 
 /** Comments are at most 128 bytes and cannot hold `"`. */
@@ -115,9 +146,6 @@ export function comment(s: string): string {
 
 export function podChainName(dir: Direction, podKey: string): string {
   return `${dir === "ingress" ? "in" : "eg"}-${shortHash(podKey)}`;
-}
-export function dropChainName(policyKey: string): string {
-  return `drop-${shortHash(policyKey)}`;
 }
 export function podSetName(key: string, family: 4 | 6): string {
   return `pods-${shortHash(key)}-v${family}`;
@@ -205,7 +233,7 @@ export function cidrsOf(podCidrs: readonly string[], f: 4 | 6): string[] {
 }
 
 /**
- * One isolated local pod's chain in one direction: its allow rules, a jump to the drop counter of every
+ * One isolated local pod's chain in one direction: its allow rules, a count in policy-drops for every
  * policy isolating it, then log and reject. The pod and port sets its rules use are added to
  * `usedPodSets` and `usedPortSets` (by key).
  */
@@ -216,22 +244,18 @@ export function podChain(
   usedPortSets: Set<string>,
 ): DesiredChain {
   const rules: DesiredChain["rules"] = [];
+  // Only the families the pod has an address in: the chain is entered through the verdict-map entries of
+  // its own addresses, so rules of another family could never match (and would cost a rule each).
+  const families = FAMILIES.filter((f) => (f === 4 ? pp.ips.v4 : pp.ips.v6).length > 0);
   for (const r of pp.rules) {
-    for (const f of FAMILIES) rules.push(...allowRules(r, dir, f, usedPodSets, usedPortSets));
+    for (const f of families) rules.push(...allowRules(r, dir, f, usedPodSets, usedPortSets));
   }
-  for (const pol of pp.policies) rules.push({ rule: `jump ${dropChainName(pol)}` });
+  for (const pol of pp.policies) {
+    rules.push({ rule: `update @${DROPS_SET} { ${policyDropKey(pol)} }`, comment: comment(pol) });
+  }
   rules.push(...denyRules(`${dir} ${pp.pod}`));
   const name = podChainName(dir, pp.pod);
   return { spec: { name, comment: comment(`${dir} of pod ${pp.pod}`) }, rules };
-}
-
-/** A policy's drop counter chain. */
-export function dropChain(policy: string): DesiredChain {
-  const name = dropChainName(policy);
-  return {
-    spec: { name, comment: comment(`drops counted for policy ${policy}`) },
-    rules: [{ rule: "counter", comment: comment(policy) }],
-  };
 }
 
 /** The whole table for one model. Pure. */
@@ -272,7 +296,7 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
       addChain(podChain(dir, pp, usedPodSets, usedPortSets));
     }
   }
-  for (const pol of [...usedPolicies].sort()) addChain(dropChain(pol));
+  addSet("set", dropsSpec(), new Map([...usedPolicies].sort().map((p) => [policyDropKey(p), ""])));
   for (const key of [...usedPodSets].sort()) {
     const s = model.podSets.get(key)!;
     for (const f of FAMILIES) addSet("set", podSetSpec(key, s.description, f), elementsOf(s, f));
@@ -362,39 +386,46 @@ function allowRules(
 export interface ExistingTable {
   chains: Set<string>;
   sets: Map<string, { kind: "set" | "map"; spec: NftSetSpec | NftMapSpec }>;
+  /** The elements of policy-drops (key text), when the set exists. */
+  dropKeys?: Set<string>;
 }
 
 /**
  * A full sync: the whole table rewritten in one transaction, whatever the kernel held (a restart, a
  * hand edit, a failed incremental sync). Chains and sets are flushed and refilled, objects the model
  * no longer has are deleted last. Until the transaction commits the old rules keep enforcing; it
- * commits whole or not at all, so no packet ever meets a half-written table. Drop-counter chains are
- * left alone when they hold what they should, so per-policy counts survive.
+ * commits whole or not at all, so no packet ever meets a half-written table. policy-drops is not
+ * flushed, so per-policy counts survive: its missing elements are added and stale ones deleted.
  */
 export function fullSyncOps(
   tx: NftTransaction,
   desired: DesiredTable,
   existing: ExistingTable | undefined,
-  intactDropChains: ReadonlySet<string> = new Set(),
 ): NftTransaction {
   tx.add({ table: { comment: "kube-router NetworkPolicy firewall" } });
   for (const s of desired.sets.values()) tx.add(setObject(s.kind, s.spec));
   for (const c of desired.chains.values()) tx.add({ chain: c.spec });
-  for (const c of desired.chains.values()) {
-    if (!intactDropChains.has(c.spec.name)) tx.flush({ chain: { name: c.spec.name } });
-  }
+  for (const c of desired.chains.values()) tx.flush({ chain: { name: c.spec.name } });
   // Stale chains are flushed before maps are refilled and before anything is deleted.
   const staleChains = [...(existing?.chains ?? [])].filter((n) => !desired.chains.has(n));
   for (const n of staleChains) tx.flush({ chain: { name: n } });
+  const dropKeys = existing?.sets.has(DROPS_SET) ? existing.dropKeys : undefined;
   for (const s of desired.sets.values()) {
+    if (s.spec.name === DROPS_SET && dropKeys) continue;
     tx.flush(s.kind === "map" ? { map: s.spec as NftMapSpec } : { set: s.spec });
   }
   for (const c of desired.chains.values()) {
-    if (intactDropChains.has(c.spec.name)) continue;
     for (const r of c.rules) tx.add({ rule: { chain: c.spec.name, ...r } });
   }
   for (const [name, s] of desired.sets) {
-    for (const [k, v] of s.elements) tx.add({ element: element(name, k, v) });
+    for (const [k, v] of s.elements) {
+      // Adding an element policy-drops already holds keeps its counter.
+      tx.add({ element: element(name, k, v) });
+    }
+  }
+  const wantDrops = desired.sets.get(DROPS_SET)?.elements;
+  for (const k of dropKeys ?? []) {
+    if (wantDrops && !wantDrops.has(k)) tx.delete({ element: element(DROPS_SET, k, "") });
   }
   for (const [name, s] of existing?.sets ?? []) {
     if (!desired.sets.has(name)) tx.delete(setObject(s.kind, s.spec));

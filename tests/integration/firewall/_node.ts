@@ -39,16 +39,11 @@ export function nsNft(ns: NetNs): FirewallNft & { transactions: string[] } {
       await ns.exec(["nft", "-f", "-"], { stdin: text });
     },
     async list(target, opts) {
-      if (!("table" in target)) throw new Error("only tables are listed here");
-      const out = await ns.exec([
-        "nft",
-        "-j",
-        ...(opts?.terse ? ["-t"] : []),
-        "list",
-        "table",
-        target.table.family,
-        target.table.name,
-      ]);
+      let what: string[];
+      if ("table" in target) what = ["table", target.table.family, target.table.name];
+      else if ("set" in target) what = ["set", target.set.family, target.set.table, target.set.name];
+      else throw new Error("only tables and sets are listed here");
+      const out = await ns.exec(["nft", "-j", ...(opts?.terse ? ["-t"] : []), "list", ...what]);
       return parseListOutput(out.stdout);
     },
   };

@@ -82,6 +82,12 @@ t(
     assert.ok((counts.get("x/allow-client") ?? 0) >= 1);
     const metrics = n.agent!.metrics.render();
     assert.match(metrics, /kube_router_netpol_dropped_packets_total\{policy="x\/deny-all"\} [3-9]/);
+    // A full sync rewrites every chain but keeps the per-policy counts.
+    n.firewall!.requestFullSync();
+    await n.settle();
+    assert.equal(n.firewall!.lastSync?.kind, "full");
+    const after = await n.firewall!.refreshDropCounters();
+    assert.ok((after.get("x/deny-all") ?? 0) >= counts.get("x/deny-all")!, `kept: ${[...after]}`);
   },
 );
 

@@ -4,8 +4,10 @@ import { FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
 import { compileFirewall } from "../../../modules/firewall/policy_compiler.ts";
 import {
   type DesiredTable,
+  DROPS_SET,
   fullSyncOps,
   incrementalOps,
+  policyDropKey,
   renderFirewall,
 } from "../../../modules/firewall/nft_render.ts";
 import { FirewallState } from "../../../modules/firewall/firewall_state.ts";
@@ -278,4 +280,33 @@ Deno.test("a pod event touches only that pod's chains and the sets it is in", ()
   const text = tx.render();
   assert.match(text, /10\.1\.1\.99 : goto in-/);
   assert.doesNotMatch(text, /\{ 10\.[0-9.]+, /, "no rule carries an anonymous set");
+});
+
+Deno.test("a full sync keeps policy-drops and its counters, deleting only stale policies' elements", () => {
+  const state = new FirewallState({ nodeName: "n1" });
+  state.setNamespace("x", ns("x"));
+  const p = pod("x", "a", { ips: ["10.1.1.2"] });
+  state.setPod("x/a", p);
+  state.setPolicy("x/deny", policy("x", "deny", {}));
+  const table = state.table();
+  const drops = table.sets.get(DROPS_SET)!;
+  assert.deepEqual([...drops.elements.keys()], [policyDropKey("x/deny")]);
+  const existing = {
+    chains: new Set(table.chains.keys()),
+    sets: new Map([...table.sets].map(([k, v]) => [k, { kind: v.kind, spec: v.spec }])),
+    dropKeys: new Set([policyDropKey("x/deny"), policyDropKey("x/gone")]),
+  };
+  const text = fullSyncOps(new NftTransaction("inet", "kube_router_firewall"), table, existing).render();
+  assert.doesNotMatch(text, /flush set inet kube_router_firewall policy-drops/);
+  assert.match(text, /flush set inet kube_router_firewall local-pods-v4/);
+  assert.match(
+    text,
+    new RegExp(`delete element inet kube_router_firewall policy-drops \\{ ${policyDropKey("x/gone")} \\}`),
+  );
+  assert.doesNotMatch(text, new RegExp(`delete element [^\\n]*${policyDropKey("x/deny")}`));
+  assert.match(text, /update @policy-drops \{ 0x[0-9a-f]{8} \. 0x[0-9a-f]{8} \} comment "x\/deny"/);
+  // Unreadable (no dropKeys): flushed and refilled rather than left with stale elements.
+  const { dropKeys: _, ...unread } = existing;
+  const blind = fullSyncOps(new NftTransaction("inet", "kube_router_firewall"), table, unread).render();
+  assert.match(blind, /flush set inet kube_router_firewall policy-drops/);
 });
