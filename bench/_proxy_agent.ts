@@ -23,7 +23,7 @@ import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node
 import { Bus } from "../core/bus.ts";
 import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
-import { Conntrack, Nftables, NftTransaction } from "../ffi/mod.ts";
+import { Conntrack, Nftables, type NftElementSpec, NftTransaction } from "../ffi/mod.ts";
 import {
   diffService,
   nodeContext,
@@ -205,17 +205,38 @@ emit({
 });
 
 // The reference's text: the whole ruleset as the cold sync writes it (base, then every Service's chains,
-// rules and elements from scratch), rendered as one transaction once the cold sync is measured and before
-// any update (the state the reference's replay of the updates starts from).
+// rules and elements from scratch, element additions grouped by map as the proxy's chunks group them), one
+// file that `nft -f` applies as one transaction, rendered once the cold sync is measured and before any
+// update (the state the reference's replay of the updates starts from). Written a few thousand Services
+// at a time, so rendering it grows the agent (whose RSS is measured) as little as possible.
 const nctx = nodeContext(config, source.list("nodes"));
-const whole = new NftTransaction("inet", PROXY_TABLE);
-renderBase(whole, nctx);
+const file = await Deno.open(`${dir}/ruleset.nft`, { write: true, create: true, truncate: true });
+const enc = new TextEncoder();
+const head = new NftTransaction("inet", PROXY_TABLE);
+renderBase(head, nctx);
+await file.write(enc.encode(head.render()));
+let operations = head.size;
 const shared = new SharedObjects();
-for (const r of proxy.programmed.values()) {
-  diffService(whole, undefined, r, { rewrite: true, kernelElements: new Map(), shared });
+const kernelElements = new Map<string, string>();
+const services = [...proxy.programmed.values()];
+for (let i = 0; i < services.length; i += 2000) {
+  const part = new NftTransaction("inet", PROXY_TABLE);
+  const adds: NftElementSpec[] = [];
+  for (const r of services.slice(i, i + 2000)) {
+    diffService(part, undefined, r, { rewrite: true, kernelElements, shared, deferAdds: adds });
+  }
+  const byMap = new Map<string, NftElementSpec[]>();
+  for (const e of adds) {
+    const g = byMap.get(e.set);
+    if (g) g.push(e);
+    else byMap.set(e.set, [e]);
+  }
+  for (const g of byMap.values()) for (const e of g) part.add({ element: e });
+  await file.write(enc.encode(part.render()));
+  operations += part.size;
 }
-await Deno.writeTextFile(`${dir}/ruleset.nft`, whole.render());
-emit({ phase: "ruleset", operations: whole.size });
+file.close();
+emit({ phase: "ruleset", operations });
 
 const events = Number(values.events);
 if (events > 0) {

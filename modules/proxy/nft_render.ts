@@ -48,7 +48,7 @@ import {
   type ServicePortInfo,
   usableEndpoints,
 } from "../../core/mod.ts";
-import { cidrContains, type Family, formatIP, parseCidr, parseIP } from "../../ffi/mod.ts";
+import { cidrContains, type Family, formatIP, parseCidr, parseIP, parseIPv4Fast } from "../../ffi/mod.ts";
 import { type NftChainSpec, type NftElementSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
 
 export const PROXY_TABLE = "kube_router_proxy";
@@ -178,6 +178,8 @@ export function splitElementId(id: string): { map: string; key: string[] } {
 
 /** The canonical text of an address (what nft prints back), or undefined if it is not one. */
 export function canonicalIp(ip: string): { ip: string; family: Family } | undefined {
+  // Dotted quads without leading zeros (all parseIPv4Fast accepts) are already canonical: no allocation.
+  if (parseIPv4Fast(ip) >= 0) return { ip, family: 4 };
   const p = parseIP(ip);
   return p ? { ip: formatIP(p.addr), family: p.family } : undefined;
 }
@@ -666,7 +668,10 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       if (usesLocal) {
         for (const e of localEps) reachable.set(hostPort(canon.get(e)!, f, e.port), e);
       }
+      // Hairpin pairs for this node's endpoints only: a pod is DNATed on its own node, so only a local pod
+      // can reach itself through this node's rules.
       for (const e of reachable.values()) {
+        if (!e.local) continue;
         const ip = canon.get(e)!;
         out.sharedElements.add(elementId(`hairpin_v${f}`, [ip, ip]));
       }
@@ -790,8 +795,15 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
 }
 
 function elementSpec(id: string, value: string): NftElementSpec {
-  const { map, key } = splitElementId(id);
-  return value === "" ? { set: map, key } : { set: map, key, value: value.split(" . ") };
+  const bar = id.indexOf("|");
+  const set = id.slice(0, bar), key = id.slice(bar + 1).split(" . ");
+  if (value === "") return { set, key };
+  // A verdict ("goto x") is one part, an endpoint ("10.1.2.5 . 8080") two.
+  return {
+    set,
+    key,
+    value: value.startsWith("goto ") || !value.includes(" . ") ? [value] : value.split(" . "),
+  };
 }
 
 /**

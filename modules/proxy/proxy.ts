@@ -111,6 +111,10 @@ export class ServiceProxy implements ModuleInstance {
   #programmed = new Map<string, RenderedService>();
   /** claim (claimOf) -> the Service that owns it (two Services may not share a NodePort or an external IP:port). */
   #claims = new Map<string, string>();
+  /** Programmed Services with a healthCheckNodePort to serve (few), so a sync does not walk them all. */
+  #withHealthCheck = new Set<string>();
+  /** Sum of the programmed Services' endpoints (the endpoints gauge), kept as they are committed. */
+  #endpointCount = 0;
   /** The shared chains and elements and how many Services use each. */
   readonly #shared = new SharedObjects();
   /** Services that lost a conflict: re-rendered every sync until they get what they asked for. */
@@ -268,10 +272,8 @@ export class ServiceProxy implements ModuleInstance {
     await this.#deleteStaleChains();
     const udp = this.#udpPending.splice(0);
     for (const it of udp) await this.#clearStaleUdp(it.prev, it.next, it.initial);
-    let eps = 0;
-    for (const r of this.#programmed.values()) eps += r.endpoints;
     this.#m.services.set({}, this.#programmed.size);
-    this.#m.endpoints.set({}, eps);
+    this.#m.endpoints.set({}, this.#endpointCount);
     await this.#syncHealthChecks();
   }
 
@@ -372,6 +374,9 @@ export class ServiceProxy implements ModuleInstance {
     for (const id of item.next?.elements.keys() ?? []) this.#claims.set(claimOf(id), item.key);
     const now = this.#ctx.clock.now();
     for (const c of this.#shared.commit(item.prev, item.next)) this.#stale.set(c, now);
+    this.#endpointCount += (item.next?.endpoints ?? 0) - (this.#programmed.get(item.key)?.endpoints ?? 0);
+    if (item.next?.healthCheck) this.#withHealthCheck.add(item.key);
+    else this.#withHealthCheck.delete(item.key);
     if (item.next) this.#programmed.set(item.key, item.next);
     else this.#programmed.delete(item.key);
   }
@@ -525,17 +530,20 @@ export class ServiceProxy implements ModuleInstance {
 
   async #runChunk(chunk: Chunk, build: Build): Promise<void> {
     const { tx, items, spans } = chunk;
-    // The deferred additions, grouped by map (stable: a Service's order within a map is kept).
-    const base = tx.size;
-    const order = chunk.adds.map((_, i) => i);
-    order.sort((x, y) => {
-      const a = chunk.adds[x]!.set, b = chunk.adds[y]!.set;
-      return a < b ? -1 : a > b ? 1 : x - y;
-    });
+    // The deferred additions, grouped by map (a Service's order within a map kept).
+    const byMap = new Map<string, number[]>();
+    for (let i = 0; i < chunk.adds.length; i++) {
+      const set = chunk.adds[i]!.set;
+      const g = byMap.get(set);
+      if (g) g.push(i);
+      else byMap.set(set, [i]);
+    }
     const opOfAdd = new Array<number>(chunk.adds.length);
-    for (const [k, i] of order.entries()) {
-      tx.add({ element: chunk.adds[i]! });
-      opOfAdd[i] = base + k;
+    for (const g of byMap.values()) {
+      for (const i of g) {
+        opOfAdd[i] = tx.size;
+        tx.add({ element: chunk.adds[i]! });
+      }
     }
     try {
       await this.#run(tx);
@@ -588,6 +596,8 @@ export class ServiceProxy implements ModuleInstance {
 
   /** Deletes chains flushed more than a second ago that nothing wants again. */
   async #deleteStaleChains(): Promise<void> {
+    // Nothing pending (the common case): no walk over every Service.
+    if (this.#stale.size === 0) return;
     const now = this.#ctx.clock.now();
     const wanted = new Set<string>(this.#shared.chains);
     for (const r of this.#programmed.values()) for (const c of r.chains.keys()) wanted.add(c);
@@ -615,8 +625,9 @@ export class ServiceProxy implements ModuleInstance {
   async #syncHealthChecks(): Promise<void> {
     if (!this.#health) return;
     const wanted = new Map<number, HealthCheckTarget & { key: string }>();
-    for (const r of this.#programmed.values()) {
-      if (r.healthCheck) wanted.set(r.healthCheck.port, { ...r.healthCheck, key: r.key });
+    for (const key of this.#withHealthCheck) {
+      const r = this.#programmed.get(key);
+      if (r?.healthCheck) wanted.set(r.healthCheck.port, { ...r.healthCheck, key: r.key });
     }
     await this.#health.sync(wanted);
   }

@@ -230,7 +230,7 @@ Deno.test("ClientIP affinity keeps chains of its own: a timeout set per endpoint
   ]);
   assert.equal(r.shared.size, 0);
   // Hairpin is the shared set's business for these Services too.
-  assert.ok(r.sharedElements.has(el("hairpin_v4", "10.1.2.5", "10.1.2.5")));
+  assert.deepEqual([...r.sharedElements], [el("hairpin_v4", "10.1.1.5", "10.1.1.5")]);
 });
 
 Deno.test("the sh scheduler hashes the source; IPVS-only schedulers fall back to rr and are reported", () => {
@@ -246,12 +246,12 @@ Deno.test("the sh scheduler hashes the source; IPVS-only schedulers fall back to
 });
 
 Deno.test("a pod reaching itself through its Service is always masqueraded (hairpin), as kube-proxy does", () => {
+  // Pairs for this node's endpoints only: a pod on another node is DNATed there, never here.
   for (const c of [ctx, { ...ctx, hairpinMode: true }]) {
-    const r = renderService(svc({}, three), c);
+    const r = renderService(svc({}, [...three, ep("10.1.1.6", { local: true })]), c);
     assert.deepEqual([...r.sharedElements].sort(), [
       el("hairpin_v4", "10.1.1.5", "10.1.1.5"),
-      el("hairpin_v4", "10.1.2.5", "10.1.2.5"),
-      el("hairpin_v4", "10.1.3.5", "10.1.3.5"),
+      el("hairpin_v4", "10.1.1.6", "10.1.1.6"),
     ]);
   }
 });
@@ -376,19 +376,23 @@ Deno.test("an endpoint change is element changes only: its slots, and the dispat
   const lines = tx.render().trim().split("\n");
   assert.ok(lines.every((l) => /^(add|delete) element /.test(l)), lines.join("\n"));
   assert.ok(lines.some((l) => l.includes("service_ips_v4") && l.includes("goto pick_v4_tcp_rr_2")));
-  assert.ok(
-    lines.some((l) => l.startsWith("delete element") && l.includes("hairpin_v4 { 10.1.3.5 . 10.1.3.5 }")),
-  );
-  // Replacing one endpoint by another: its slot and hairpin pair, nothing else.
+  // Replacing one endpoint (on another node) by another: its slot, nothing else.
   const swapped = renderService(svc({}, [three[0]!, three[1]!, ep("10.1.3.6")]), ctx);
   const tx2 = new NftTransaction("inet", PROXY_TABLE);
   diffService(tx2, before, swapped, { shared });
   assert.deepEqual(tx2.render().trim().split("\n").sort(), [
-    "add element inet kube_router_proxy hairpin_v4 { 10.1.3.6 . 10.1.3.6 }",
     "add element inet kube_router_proxy service_endpoints_v4_tcp { 172.16.0.10 . 80 . 2 : 10.1.3.6 . 8080 }",
-    "delete element inet kube_router_proxy hairpin_v4 { 10.1.3.5 . 10.1.3.5 }",
     "delete element inet kube_router_proxy service_endpoints_v4_tcp { 172.16.0.10 . 80 . 2 }",
   ]);
+  // This node's endpoint replaced: the new one's hairpin pair added; 10.1.1.5's stays, "other" has it too.
+  const local = renderService(svc({}, [ep("10.1.1.4", { local: true }), three[1]!, three[2]!]), ctx);
+  const tx3 = new NftTransaction("inet", PROXY_TABLE);
+  diffService(tx3, before, local, { shared });
+  assert.match(
+    tx3.render(),
+    /add element inet kube_router_proxy hairpin_v4 \{ 10\.1\.1\.4 \. 10\.1\.1\.4 \}/,
+  );
+  assert.doesNotMatch(tx3.render(), /delete element inet kube_router_proxy hairpin_v4/);
   const same = new NftTransaction("inet", PROXY_TABLE);
   assert.deepEqual(diffService(same, after, after, { shared }), []);
   assert.equal(same.size, 0);
@@ -404,7 +408,7 @@ Deno.test("shared chains and elements are created with their first user and go w
   diffService(tx, undefined, b, { shared });
   const text = tx.render();
   assert.equal(text.match(/add chain inet kube_router_proxy pick_v4_tcp_rr_3\n/g)?.length, 1);
-  assert.equal(text.match(/10\.1\.2\.5 \. 10\.1\.2\.5/g)?.length, 1);
+  assert.equal(text.match(/10\.1\.1\.5 \. 10\.1\.1\.5/g)?.length, 1);
   assert.deepEqual(shared.commit(undefined, a), []);
   assert.deepEqual(shared.commit(undefined, b), []);
   // a goes: b still uses everything.
@@ -412,14 +416,13 @@ Deno.test("shared chains and elements are created with their first user and go w
   diffService(tx2, a, undefined, { shared });
   assert.ok(!tx2.render().includes("hairpin"));
   assert.deepEqual(shared.commit(a, undefined), []);
-  // b goes: the chain is unused (the caller deletes it later), the hairpin pairs are deleted at once.
+  // b goes: the chain is unused (the caller deletes it later), the hairpin pair is deleted at once.
   const tx3 = new NftTransaction("inet", PROXY_TABLE);
   diffService(tx3, b, undefined, { shared });
   assert.match(
     tx3.render(),
-    /delete element inet kube_router_proxy hairpin_v4 \{ 10\.1\.1\.5 \. 10\.1\.1\.5, /,
+    /delete element inet kube_router_proxy hairpin_v4 \{ 10\.1\.1\.5 \. 10\.1\.1\.5 \}/,
   );
-  assert.equal(tx3.render().match(/(10\.1\.\d\.5) \. \1/g)?.length, 3);
   assert.deepEqual(shared.commit(b, undefined), ["pick_v4_tcp_rr_3"]);
   assert.equal(shared.chains.size + shared.elements.size, 0);
 });

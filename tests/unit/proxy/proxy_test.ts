@@ -180,7 +180,7 @@ Deno.test("the periodic full resync puts back an element and a rule deleted by h
   tx.add({
     element: { set: "service_endpoints_v4_tcp", key: ["172.16.0.13", "80", "1"], value: ["10.9.9.9", "80"] },
   });
-  tx.delete({ element: { set: "hairpin_v4", key: ["10.1.2.5", "10.1.2.5"] } });
+  tx.add({ element: { set: "hairpin_v4", key: ["10.1.2.5", "10.1.2.5"] } });
   tx.flush({ chain: { name: "pick_v4_tcp_rr_1" } });
   tx.add({ element: { set: "service_ips_v4", key: ["172.16.0.99", "tcp", "80"], value: ["drop"] } });
   tx.add({ chain: { name: "pick_v4_tcp_rr_7" } });
