@@ -378,7 +378,7 @@ try {
       values["event-ms"]
     } ms, each`,
     "replacing one endpoint of one Service), from the update being published to a listener in the agent's",
-    `namespace hearing the kernel announce the new endpoint's chain (nftables netlink notifications, sent at commit;
+    `namespace hearing the kernel announce the new endpoint's map element (nftables netlink notifications, sent at commit;
 bench/_nft_watch.ts)${missing ? `; ${missing} never seen` : ""}${
       overruns ? `; ${overruns} overruns` : ""
     }; the reference`,
