@@ -227,7 +227,11 @@ export const FLAGS = {
   "ipvs-sync-period": d("5m", "proxy", "The delay between full service proxy syncs (both backends)."),
   "masquerade-all": b(false, "proxy", "SNAT all traffic to cluster IP/node port."),
   "nodeport-bindon-all-ip": b(false, "proxy", "For service of NodePort type, serve on all node IPs."),
-  "runtime-endpoint": s("", "proxy", "Path to the CRI endpoint (needed for DSR)."),
+  "runtime-endpoint": s(
+    "",
+    "proxy",
+    "Path to the CRI endpoint (kube-router needs it for DSR; accepted, not needed: pods are found by their veths).",
+  ),
   "service-cluster-ip-range": list(
     "cidrs",
     "proxy",

@@ -64,6 +64,11 @@ export function createIpvsProxy(ctx: ModuleContext): ModuleInstance {
   const rtnl = new Rtnetlink();
   const conntrack = new Conntrack();
   const dsrPods = new NetnsDsrPods(kernelDsrPodsDeps(rtnl));
+  if (ctx.config.runtimeEndpoint) {
+    ctx.log.info("--runtime-endpoint is not used: DSR finds pods' network namespaces through their veths", {
+      runtimeEndpoint: ctx.config.runtimeEndpoint,
+    });
+  }
   const proxy = new IpvsProxy(ctx, { ipvs, nft, rtnl, conntrack, sysctl: new ProcSysctl(), dsrPods });
   return {
     start: () => proxy.start(),
