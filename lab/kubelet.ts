@@ -6,7 +6,9 @@
  * podIP(s), phase Running, the Ready condition and per-container statuses with restart counts. Each
  * container logs to `<nodeDir>/pods/<uid>/<container>.log` (the API server serves it as pods/log). A
  * container that exits, or fails its liveness probe `failureThreshold` times, is restarted with a backoff.
- * Deleting a pod stops its processes, runs CNI DEL and removes the namespace.
+ * Deleting a pod stops its processes, runs CNI DEL and removes the namespace. What a real kubelet reports
+ * as events it reports too, for what goes wrong: a pod whose host ports are taken (NodePorts) and an image
+ * the lab cannot run (ErrImagePull, ImagePullBackOff; containers.ts says which images it runs).
  *
  * An agent container (kube-router image, hostNetwork) runs in the node's namespace inside its own mount
  * namespace, where its volumes appear at their mountPaths (hostPath /etc/cni/net.d is the node's CNI conf
