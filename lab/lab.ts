@@ -447,6 +447,8 @@ export function labManifest(text: string, extraArgs: string[]): string {
 export function daemonSetFlags(state: LabState): string[] {
   return [
     `--service-cluster-ip-range=${SERVICE_CIDR}`,
+    // /metrics on the health listener, as the agent processes have it: the demo reads the agents' counters.
+    `--metrics-port=${AGENT_HEALTH_PORT}`,
     ...externalRouterFlags(state.externalRouter),
     ...state.agentFlags,
   ];
