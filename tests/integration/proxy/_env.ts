@@ -239,6 +239,32 @@ export class ProxyEnv {
     return r.stdout.trim();
   }
 
+  /**
+   * One UDP request over a connected socket (from "client", "node" or a pod index): the answer, "refused"
+   * if an ICMP port unreachable came back, "" if nothing did within 1 s.
+   */
+  async udpConnected(
+    from: "client" | "node" | number,
+    target: string,
+    port: number,
+    msg = "hostname",
+  ): Promise<string> {
+    const ns = from === "client" ? this.client : from === "node" ? this.node : this.pods[from]!;
+    const r = await ns.exec([
+      Deno.execPath(),
+      "run",
+      "--allow-ffi",
+      "--allow-env",
+      "--allow-read",
+      new URL("./_udp_connected.ts", import.meta.url).pathname,
+      target,
+      String(port),
+      msg,
+    ], { check: false });
+    if (r.code !== 0) throw new Error(`_udp_connected.ts failed: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
   async close(): Promise<void> {
     await this.driver?.kill().catch(() => {});
     for (const p of this.podProcs) {
