@@ -452,7 +452,7 @@ export class IpvsProxy implements ModuleInstance {
         );
         const routes = await dsrRoutes(rtnl, f);
         if (want) {
-          if (rules.length === 0) await rtnl.ruleAdd(rule);
+          // The route first: the rule then never points at an empty table.
           lo ??= (await rtnl.linkGet("lo"))?.index;
           if (lo === undefined) throw new Error("the node has no loopback interface");
           const dst = f === 4 ? "0.0.0.0/0" : "::/0";
@@ -467,6 +467,7 @@ export class IpvsProxy implements ModuleInstance {
               dev: lo,
             });
           }
+          if (rules.length === 0) await rtnl.ruleAdd(rule);
         } else {
           for (const r of rules) await rtnl.ruleDel(r);
           for (const r of routes) await rtnl.routeDel(r);

@@ -40,22 +40,26 @@ const CLIENT_IP = "192.168.70.2";
 const VIP = "203.0.113.7";
 const FALLBACK_VIP = "203.0.113.8";
 const PODS = [
-  { name: "pod1", ip: "10.2.1.11", leg: 1 },
-  { name: "pod2", ip: "10.2.1.12", leg: 2 },
+  { name: "pod1", ip: "10.2.1.11", ip6: "fd00:21::11", leg: 1 },
+  { name: "pod2", ip: "10.2.1.12", ip6: "fd00:21::12", leg: 2 },
 ];
 const LONE = { name: "pod3", ip: "10.2.3.13" };
 const DIR = "/tmp/dsr-vm";
+const VIP6 = "2001:db8:7::7";
 const FLAGS = [
   "--hostname-override=guest",
-  "--service-cluster-ip-range=172.16.0.0/16",
-  "--service-external-ip-range=203.0.113.0/24",
+  "--enable-ipv6",
+  "--service-cluster-ip-range=172.16.0.0/16,fd00:172::/112",
+  "--service-external-ip-range=203.0.113.0/24,2001:db8:7::/64",
   "--service-proxy-backend=ipvs",
 ];
 
 const node: V1Node = {
   metadata: { name: "guest" },
-  spec: { podCIDR: "10.2.1.0/24", podCIDRs: ["10.2.1.0/24"] },
-  status: { addresses: [{ type: "InternalIP", address: NODE_IP }] },
+  spec: { podCIDR: "10.2.1.0/24", podCIDRs: ["10.2.1.0/24", "fd00:21::/64"] },
+  status: {
+    addresses: [{ type: "InternalIP", address: NODE_IP }, { type: "InternalIP", address: "fd00:71::1" }],
+  },
 };
 
 function service(name: string, clusterIp: string, externalIp: string, annotations = {}): V1Service {
@@ -71,10 +75,14 @@ function service(name: string, clusterIp: string, externalIp: string, annotation
   };
 }
 
-function slice(svc: string, ips: readonly string[]): V1EndpointSlice {
+function slice(svc: string, ips: readonly string[], family: 4 | 6 = 4): V1EndpointSlice {
   return {
-    metadata: { namespace: "default", name: `${svc}-1`, labels: { "kubernetes.io/service-name": svc } },
-    addressType: "IPv4",
+    metadata: {
+      namespace: "default",
+      name: `${svc}-${family === 4 ? 1 : 2}`,
+      labels: { "kubernetes.io/service-name": svc },
+    },
+    addressType: family === 4 ? "IPv4" : "IPv6",
     endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: "guest" })),
     ports: [{ name: "http", port: 80, protocol: "TCP" }],
   };
@@ -117,6 +125,11 @@ async function setupLab(): Promise<Lab> {
   await run(["ip", "link", "set", "vrouter", "up"]);
   await router.exec(["ip", "addr", "add", `${ROUTER_IP}/24`, "dev", "tonode"]);
   await router.exec(["ip", "link", "set", "tonode", "up"]);
+  await router.exec(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+  await run(["ip", "addr", "add", "fd00:71::1/64", "dev", "vrouter", "nodad"]);
+  await router.exec(["ip", "addr", "add", "fd00:71::2/64", "dev", "tonode", "nodad"]);
+  await router.exec(["ip", "route", "add", "2001:db8:7::/64", "via", "fd00:71::1"]);
+  await run(["ip", "route", "add", "fd00:70::/64", "via", "fd00:71::2"]);
   await router.exec(["ip", "route", "add", "203.0.113.0/24", "via", NODE_IP]);
   await run(["ip", "route", "add", "192.168.70.0/24", "via", ROUTER_IP]);
   await run(["ip", "route", "add", "10.2.3.0/24", "via", ROUTER_IP]);
@@ -124,9 +137,13 @@ async function setupLab(): Promise<Lab> {
   const client = await NetNs.create("client");
   await linkVeth(router, "toclient", "192.168.70.1/24", client, "eth0", `${CLIENT_IP}/24`);
   await client.exec(["ip", "route", "add", "default", "via", "192.168.70.1"]);
+  await router.exec(["ip", "addr", "add", "fd00:70::1/64", "dev", "toclient", "nodad"]);
+  await client.exec(["ip", "addr", "add", "fd00:70::2/64", "dev", "eth0", "nodad"]);
+  await client.exec(["ip", "-6", "route", "add", "default", "via", "fd00:70::1"]);
   // pods: eth0 on the node's bridge, eth1 to the router (their default route)
   await run(["ip", "link", "add", "dsrbr0", "type", "bridge"]);
   await run(["ip", "addr", "add", "10.2.1.1/24", "dev", "dsrbr0"]);
+  await run(["ip", "addr", "add", "fd00:21::1/64", "dev", "dsrbr0", "nodad"]);
   await run(["ip", "link", "set", "dsrbr0", "up"]);
   const pods: NetNs[] = [];
   for (const [i, p] of PODS.entries()) {
@@ -138,6 +155,10 @@ async function setupLab(): Promise<Lab> {
     await ns.exec(["ip", "link", "set", "eth0", "up"]);
     await linkVeth(router, `topod${p.leg}`, `10.5.${p.leg}.1/24`, ns, "eth1", `10.5.${p.leg}.2/24`);
     await ns.exec(["ip", "route", "add", "default", "via", `10.5.${p.leg}.1`]);
+    await ns.exec(["ip", "addr", "add", `${p.ip6}/64`, "dev", "eth0", "nodad"]);
+    await router.exec(["ip", "addr", "add", `fd00:5:${p.leg}::1/64`, "dev", `topod${p.leg}`, "nodad"]);
+    await ns.exec(["ip", "addr", "add", `fd00:5:${p.leg}::2/64`, "dev", "eth1", "nodad"]);
+    await ns.exec(["ip", "-6", "route", "add", "default", "via", `fd00:5:${p.leg}::1`]);
     await serve(ns, p.name);
   }
   const lone = await NetNs.create(LONE.name);
@@ -148,7 +169,7 @@ async function setupLab(): Promise<Lab> {
   await Deno.writeTextFile(
     `${DIR}/count.nft`,
     `table inet dsrtest {\n  chain pre { type filter hook prerouting priority -300; policy accept;\n` +
-      `    ip saddr ${VIP} counter\n  }\n}\n`,
+      `    ip saddr ${VIP} counter\n    ip6 saddr ${VIP6} counter\n  }\n}\n`,
   );
   await run(["nft", "-f", `${DIR}/count.nft`]);
   await router.exec(["nft", "-f", `${DIR}/count.nft`]);
@@ -201,7 +222,7 @@ async function until(what: string, f: () => Promise<boolean>, ms = 30_000): Prom
 }
 
 async function get(url: string): Promise<string> {
-  const r = await lab!.client.exec(["curl", "-sS", "--max-time", "5", url], { check: false });
+  const r = await lab!.client.exec(["curl", "-gsS", "--max-time", "5", url], { check: false });
   if (r.code !== 0) {
     throw new Error(`curl ${url} from the client failed (${r.code}): ${r.stderr}\n${await diagnostics()}`);
   }
@@ -242,10 +263,10 @@ async function diagnostics(): Promise<string> {
 }
 
 /** The packets a `counter` rule in table inet dsrtest has counted (in `ns`, or the node). */
-async function counted(ns?: NetNs): Promise<number> {
+async function counted(ns?: NetNs, family: 4 | 6 = 4): Promise<number> {
   const cmd = ["nft", "list", "table", "inet", "dsrtest"];
   const out = ns ? (await ns.exec(cmd)).stdout : (await run(cmd)).stdout;
-  const m = out.match(/counter packets (\d+)/);
+  const m = [...out.matchAll(/counter packets (\d+)/g)][family === 4 ? 0 : 1];
   assert.ok(m, out);
   return Number(m[1]);
 }
@@ -268,7 +289,9 @@ Deno.test({
     l.source.put("endpointslices", slice("web", PODS.map((p) => p.ip)));
     await until("the firewall-mark service with two tunnel destinations and both pods' tunnels", async () => {
       const t = await ipvsadm();
+      // The policy rule comes last in a sync: wait for it too.
       return /FWM {2}\d+ rr/.test(t) && t.split("Tunnel").length === 3 &&
+        /lookup 78/.test((await run(["ip", "rule"])).stdout) &&
         (await tunnel(l.pods[0]!)).includes(`${VIP}/32`) && (await tunnel(l.pods[1]!)).includes(`${VIP}/32`);
     });
     // The pods' side, as kube-router leaves it: an ipip device with the pod's address as local, rp_filter 0.
@@ -336,6 +359,44 @@ Deno.test({
     assert.ok(["pod1", "pod2"].includes(await get(`http://${VIP}/`)), "the DSR Service still answers");
     assert.equal(await counted() - before, 0, "and still directly");
     assert.ok(!l.sink.lines.some((x) => x.includes("default/web")), "nothing is reported about the other");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name: "DSR over IPv6: ip6tnl kube-tunnel-v6 in the pods, and they answer the client directly",
+  fn: async () => {
+    const l = await getLab();
+    const svc = service("web6", "fd00:172::20", VIP6, DSR);
+    svc.spec!.ipFamilies = ["IPv6"];
+    l.source.put("services", svc);
+    l.source.put("endpointslices", slice("web6", PODS.map((p) => p.ip6), 6));
+    await until("the IPv6 firewall-mark service and both pods' IPv6 tunnels", async () => {
+      const t = await ipvsadm();
+      const tun = async (ns: NetNs) =>
+        (await ns.exec(["ip", "-o", "-6", "addr", "show", "dev", DSR_TUNNEL_IF[6]], { check: false })).stdout;
+      return /-> \[fd00:21::11\]:0 +Tunnel/.test(t) && /-> \[fd00:21::12\]:0 +Tunnel/.test(t) &&
+        /lookup 78/.test((await run(["ip", "-6", "rule"])).stdout) &&
+        (await tun(l.pods[0]!)).includes(`${VIP6}/128`) && (await tun(l.pods[1]!)).includes(`${VIP6}/128`);
+    });
+    const link = (await l.pods[0]!.exec(["ip", "-d", "link", "show", DSR_TUNNEL_IF[6]])).stdout;
+    assert.match(link, /ip6tnl ip6ip6 remote any local fd00:21::11/);
+    assert.match((await run(["ip", "-6", "rule"])).stdout, /fwmark 0x8000\/0x8000 lookup 78/);
+    assert.match((await run(["ip", "-6", "route", "show", "table", "78"])).stdout, /local default dev lo/);
+    const nodeBefore = await counted(undefined, 6);
+    const routerBefore = await counted(l.router, 6);
+    const who = new Set<string>();
+    for (let i = 0; i < 4; i++) who.add(await get(`http://[${VIP6}]/`));
+    assert.deepEqual([...who].sort(), ["pod1", "pod2"]);
+    assert.equal(await counted(undefined, 6) - nodeBefore, 0, "no packet from the IPv6 VIP reached the node");
+    assert.ok(await counted(l.router, 6) - routerBefore >= 8, "the answers went through the router");
+    l.source.delete("services", "default/web6");
+    await until(
+      "the IPv6 tunnels gone with the Service",
+      async () =>
+        !(await l.pods[0]!.exec(["ip", "-o", "link", "show"])).stdout.includes(DSR_TUNNEL_IF[6]) &&
+        !/lookup 78/.test((await run(["ip", "-6", "rule"])).stdout),
+    );
   },
 });
 
