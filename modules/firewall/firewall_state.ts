@@ -136,6 +136,8 @@ export class FirewallState {
   readonly #peers = new Map<string, PeerEntry>();
   readonly #ports = new Map<string, PortEntry>();
   readonly #drops = new Map<string, number>();
+  /** Pod chains by name, with the number of (pod, direction) pairs using each. */
+  readonly #podChains = new Map<string, { chain: DesiredChain; refs: number }>();
   readonly #local: Record<Direction, Map<string, LocalChain>> = { ingress: new Map(), egress: new Map() };
   #unknown: Record<Direction, "accept" | "deny"> = { ingress: "accept", egress: "accept" };
 
@@ -375,21 +377,13 @@ export class FirewallState {
     for (const dir of DIRECTIONS) {
       const prev = this.#local[dir].get(key);
       const next = target ? this.#compileLocal(target, dir) : undefined;
-      const name = prev?.chain.spec.name ?? next?.chain.spec.name;
       if (next) {
         for (const [k, peer] of next.podSets) this.#acquirePeer(k, peer);
         for (const [k, d] of next.portSets) this.#acquirePort(k, d.peer, d.protocol, d.name);
         for (const pol of next.policies) this.#acquireDrop(pol);
-        if (
-          prev && sameRules(prev.chain, next.chain) && prev.chain.spec.comment === next.chain.spec.comment
-        ) {
-          next.chain = prev.chain;
-        } else this.#chains.set(next.chain.spec.name, next.chain);
+        next.chain = this.#acquireChain(next.chain);
         this.#local[dir].set(key, next);
-      } else if (prev) {
-        this.#chains.delete(name!);
-        this.#local[dir].delete(key);
-      }
+      } else if (prev) this.#local[dir].delete(key);
       // Verdict-map entries: the new addresses first, then the ones the pod no longer has.
       for (const f of FAMILIES) {
         const map = vmapName(dir, f);
@@ -400,6 +394,7 @@ export class FirewallState {
         }
       }
       if (prev) {
+        this.#releaseChain(prev.chain.spec.name);
         for (const k of prev.podSets.keys()) this.#releasePeer(k);
         for (const k of prev.portSets.keys()) this.#releasePort(k);
         for (const pol of prev.policies) this.#releaseDrop(pol);
@@ -525,6 +520,29 @@ export class FirewallState {
     if (--e.refs > 0) return;
     this.#ports.delete(key);
     for (const f of FAMILIES) this.#dropSet(portSetName(key, f));
+  }
+
+  /** The shared chain with these rules (the one in the table if another pod uses it already). */
+  #acquireChain(chain: DesiredChain): DesiredChain {
+    const name = chain.spec.name;
+    const have = this.#podChains.get(name);
+    if (have) {
+      // 64 bits of hash name the rules; should two rule lists ever share a name, fail rather than
+      // give one pod another's rules (the sync fails, the rules in the kernel stay).
+      if (!sameRules(have.chain, chain)) throw new Error(`pod chain name collision: ${name}`);
+      have.refs++;
+      return have.chain;
+    }
+    this.#podChains.set(name, { chain, refs: 1 });
+    this.#chains.set(name, chain);
+    return chain;
+  }
+
+  #releaseChain(name: string): void {
+    const have = this.#podChains.get(name)!;
+    if (--have.refs > 0) return;
+    this.#podChains.delete(name);
+    this.#chains.delete(name);
   }
 
   #acquireDrop(policy: string): void {

@@ -16,7 +16,8 @@
  *   ip saddr @local-cidrs-v4 ip saddr != @local-pods-v4 goto unknown-egress
  *   (same for v6)
  * chain ingress   (the same with daddr, in-<hash>, unknown-ingress)
- * chain eg-<hash> / in-<hash>                  one per isolated local pod and direction
+ * chain eg-<hash> / in-<hash>                  one per distinct rule list and direction, named by a hash of
+ *                                              its rules: pods with the same rules (replicas) share it
  *   <allowed peer and port> return             one rule per allowed combination, commented with its policy;
  *                                              an ipBlock is one rule per address range (never an
  *                                              anonymous set: see peerExprs)
@@ -144,8 +145,14 @@ export function comment(s: string): string {
   return out + "...";
 }
 
-export function podChainName(dir: Direction, podKey: string): string {
-  return `${dir === "ingress" ? "in" : "eg"}-${shortHash(podKey)}`;
+/**
+ * A pod chain's name: 64 bits of hash of its rules. Pods whose rules are the same (the replicas of one
+ * workload on this node, as a rule) share one chain, so a new replica costs map and set elements only.
+ */
+export function podChainName(dir: Direction, rules: DesiredChain["rules"]): string {
+  const text = rules.map((r) => `${r.rule}\0${r.comment ?? ""}`).join("\n");
+  const [a, b] = hashLanes(`${dir}\n${text}`);
+  return `${dir === "ingress" ? "in" : "eg"}-${a}${b}`;
 }
 export function podSetName(key: string, family: 4 | 6): string {
   return `pods-${shortHash(key)}-v${family}`;
@@ -233,8 +240,8 @@ export function cidrsOf(podCidrs: readonly string[], f: 4 | 6): string[] {
 }
 
 /**
- * One isolated local pod's chain in one direction: its allow rules, a count in policy-drops for every
- * policy isolating it, then log and reject. The pod and port sets its rules use are added to
+ * The chain of an isolated local pod in one direction: its allow rules, a count in policy-drops for
+ * every policy isolating it, then log and reject. Nothing in it names the pod (see podChainName). The pod and port sets its rules use are added to
  * `usedPodSets` and `usedPortSets` (by key).
  */
 export function podChain(
@@ -253,9 +260,9 @@ export function podChain(
   for (const pol of pp.policies) {
     rules.push({ rule: `update @${DROPS_SET} { ${policyDropKey(pol)} }`, comment: comment(pol) });
   }
-  rules.push(...denyRules(`${dir} ${pp.pod}`));
-  const name = podChainName(dir, pp.pod);
-  return { spec: { name, comment: comment(`${dir} of pod ${pp.pod}`) }, rules };
+  rules.push(...denyRules(`${dir} ${pp.policies.join(",")}`));
+  const name = podChainName(dir, rules);
+  return { spec: { name, comment: comment(`${dir} of pods isolated by ${pp.policies.join(", ")}`) }, rules };
 }
 
 /** The whole table for one model. Pure. */
@@ -267,14 +274,23 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
   };
   const addChain = (c: DesiredChain) => chains.set(c.spec.name, c);
 
+  const usedPodSets = new Set<string>();
+  const usedPortSets = new Set<string>();
+  const usedPolicies = new Set<string>();
+  const podChains: Record<Direction, DesiredChain[]> = { ingress: [], egress: [] };
   for (const c of baseChains()) addChain(c);
   for (const dir of DIRECTIONS) {
+    const verdicts = new Map<string, string>();
+    for (const [podKey, pp] of model[dir]) {
+      for (const pol of pp.policies) usedPolicies.add(pol);
+      const c = podChain(dir, pp, usedPodSets, usedPortSets);
+      podChains[dir].push(c);
+      verdicts.set(podKey, `goto ${c.spec.name}`);
+    }
     for (const f of FAMILIES) {
       const elements = new Map<string, string>();
       for (const [podKey, pp] of model[dir]) {
-        for (const ip of f === 4 ? pp.ips.v4 : pp.ips.v6) {
-          elements.set(ip, `goto ${podChainName(dir, podKey)}`);
-        }
+        for (const ip of f === 4 ? pp.ips.v4 : pp.ips.v6) elements.set(ip, verdicts.get(podKey)!);
       }
       addSet("map", vmapSpec(dir, f), elements);
     }
@@ -287,15 +303,7 @@ export function renderFirewall(model: FirewallModel, opts: RenderOptions): Desir
     addSet("set", localCidrsSpec(f), new Map(cidrsOf(opts.podCidrs, f).map((c) => [c, ""])));
   }
 
-  const usedPodSets = new Set<string>();
-  const usedPortSets = new Set<string>();
-  const usedPolicies = new Set<string>();
-  for (const dir of DIRECTIONS) {
-    for (const pp of model[dir].values()) {
-      for (const pol of pp.policies) usedPolicies.add(pol);
-      addChain(podChain(dir, pp, usedPodSets, usedPortSets));
-    }
-  }
+  for (const dir of DIRECTIONS) for (const c of podChains[dir]) addChain(c);
   addSet("set", dropsSpec(), new Map([...usedPolicies].sort().map((p) => [policyDropKey(p), ""])));
   for (const key of [...usedPodSets].sort()) {
     const s = model.podSets.get(key)!;

@@ -245,7 +245,7 @@ Deno.test("with --netpol-default-deny the kept table also equals a fresh one", a
   await run(11, 150, true);
 });
 
-Deno.test("a pod event touches only that pod's chains and the sets it is in", () => {
+Deno.test("a new replica costs elements only: pods with the same rules share one chain", () => {
   const state = new FirewallState({ nodeName: "n1" });
   state.setPodCidrs(["10.1.1.0/24"]);
   for (const n of ["x", "y"]) state.setNamespace(n, ns(n, { team: n }));
@@ -263,23 +263,34 @@ Deno.test("a pod event touches only that pod's chains and the sets it is in", ()
     );
   }
   const before = state.table();
-  const p = pod("x", "new", { labels: { app: "web" }, ips: ["10.1.1.99"] });
-  state.setPod("x/new", p);
+  assert.equal([...before.chains.keys()].filter((n) => n.startsWith("in-")).length, 2, "one per namespace");
+  const changed = (a: DesiredTable, b: DesiredTable) => ({
+    chains: [...b.chains].filter(([n, c]) => a.chains.get(n) !== c).map(([n]) => n),
+    sets: [...b.sets].filter(([n, s]) => a.sets.get(n) !== s).map(([n]) => n).sort(),
+  });
+  state.setPod("x/new", pod("x", "new", { labels: { app: "web" }, ips: ["10.1.1.99"] }));
   const after = state.table();
-  const changedChains = [...after.chains].filter(([n, c]) => before.chains.get(n) !== c).map(([n]) => n);
-  const changedSets = [...after.sets].filter(([n, s]) => before.sets.get(n) !== s).map(([n]) => n);
-  assert.equal(changedChains.length, 1, `one new chain: ${changedChains}`);
-  assert.match(changedChains[0]!, /^in-/);
+  const c1 = changed(before, after);
+  assert.deepEqual(c1.chains, [], "the replica joins its siblings' chain");
   assert.deepEqual(
-    changedSets.sort(),
-    ["ingress-v4", "local-pods-v4", changedSets.find((n) => n.startsWith("pods-"))!].sort(),
+    c1.sets,
+    ["ingress-v4", "local-pods-v4", c1.sets.find((n) => n.startsWith("pods-"))!].sort(),
     "the verdict map, local-pods and the one peer set the pod joins",
   );
   const tx = new NftTransaction("inet", "kube_router_firewall");
   incrementalOps(tx, before, after);
   const text = tx.render();
   assert.match(text, /10\.1\.1\.99 : goto in-/);
-  assert.doesNotMatch(text, /\{ 10\.[0-9.]+, /, "no rule carries an anonymous set");
+  assert.doesNotMatch(text, /(add|flush) (chain|rule)/, "elements only");
+
+  // A pod whose rules differ (a second family) gets a chain of its own, and only that one.
+  state.setPod("x/dual", pod("x", "dual", { labels: { app: "web" }, ips: ["10.1.1.98", "fd00::98"] }));
+  const c2 = changed(after, state.table());
+  assert.equal(c2.chains.length, 1, `one new chain: ${c2.chains}`);
+  assert.match(c2.chains[0]!, /^in-[0-9a-f]{16}$/);
+  const t2 = new NftTransaction("inet", "kube_router_firewall");
+  incrementalOps(t2, after, state.table());
+  assert.doesNotMatch(t2.render(), /\{ 10\.[0-9.]+, /, "no rule carries an anonymous set");
 });
 
 Deno.test("a full sync keeps policy-drops and its counters, deleting only stale policies' elements", () => {
