@@ -151,9 +151,9 @@ const nft = new Nftables(
 let record: string[] | undefined;
 const deps = {
   nft: {
-    run: async (tx: NftTransaction) => {
+    run: async (tx: NftTransaction, opts?: { outOfProcess?: boolean }) => {
       const q0 = performance.now();
-      await nft.run(tx);
+      await nft.run(tx, opts);
       if (Deno.env.get("KRT_BENCH_TRACE")) {
         console.error(`tx ${tx.size} ops ${(performance.now() - q0).toFixed(1)} ms`);
       }

@@ -53,6 +53,12 @@ export type NftListTarget =
 export interface NftListOptions {
   /** Omit set and map elements (`nft -t`): cheap structure listings of tables with huge maps. */
   terse?: boolean;
+  /**
+   * List in a child `nft -j` instead of libnftables in this process: libnftables' cache and JSON of a map
+   * with 100,000 elements cost this process hundreds of MiB of heap it may never give back (Nftables only;
+   * the fake ignores it).
+   */
+  outOfProcess?: boolean;
 }
 
 /**
@@ -63,8 +69,10 @@ export interface NftRuleset {
   /**
    * Applies a typed transaction atomically: every operation takes effect or none does. Equivalent to:
    * `nft -f FILE` with `tx.render()`. Throws NftError whose `operations` name the failing operations.
+   * `outOfProcess` runs it in a child `nft -f -` whatever its size (Nftables; the fake ignores it): for
+   * transactions that make libnftables cache every element of a large table.
    */
-  run(tx: NftTransaction): Promise<void>;
+  run(tx: NftTransaction, opts?: { outOfProcess?: boolean }): Promise<void>;
   /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
   /** Releases the context. Idempotent. */
@@ -187,11 +195,11 @@ export class Nftables implements NftRuleset {
    * columns failed; those name the failing operations (`NftError.operations`). The fast path stays a
    * plain buffer, without a file.
    */
-  async run(tx: NftTransaction): Promise<void> {
+  async run(tx: NftTransaction, opts: { outOfProcess?: boolean } = {}): Promise<void> {
     if (tx.size === 0) return;
     const text = tx.render();
     try {
-      if (text.length > this.#outOfProcessAbove) {
+      if (opts.outOfProcess || text.length > this.#outOfProcessAbove) {
         const next = this.#queue.then(() => applyInChild(text));
         this.#queue = next.catch(() => undefined);
         await next;
@@ -251,9 +259,13 @@ export class Nftables implements NftRuleset {
   /** Equivalent to: `nft -j list …`; the metainfo entry is dropped. */
   async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     // The JSON form, because nft's text grammar cannot name objects called like keywords ("ct", "missing").
-    const out = await this.runBuffer(JSON.stringify({ nftables: [{ list: listJson(target) }] }), {
-      ...(opts.terse ? { terse: true } : {}),
-    });
+    const request = JSON.stringify({ nftables: [{ list: listJson(target) }] });
+    if (opts.outOfProcess) {
+      const next = this.#queue.then(() => listInChild(request, opts.terse ?? false));
+      this.#queue = next.catch(() => undefined);
+      return parseListOutput(await next);
+    }
+    const out = await this.runBuffer(request, { ...(opts.terse ? { terse: true } : {}) });
     return parseListOutput(out);
   }
 
@@ -299,6 +311,31 @@ async function applyInChild(text: string): Promise<void> {
   } catch { /* the child exited early; its stderr says why */ }
   const out = await child.output();
   if (!out.success) throw new NftError(out.code, new TextDecoder().decode(out.stderr));
+}
+
+/** Runs one JSON list request in a child `nft -j [-t] -f -`; returns its JSON output. */
+async function listInChild(request: string, terse: boolean): Promise<string> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(nftBinary(), {
+      args: [...(terse ? ["-t"] : []), "-j", "-f", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (cause) {
+    throw new NftError(-1, `cannot run ${nftBinary()} (Debian package nftables; or set KUBE_ROUTER_NFT)`, {
+      cause,
+    });
+  }
+  const w = child.stdin.getWriter();
+  try {
+    await w.write(new TextEncoder().encode(request));
+    await w.close();
+  } catch { /* the child exited early; its stderr says why */ }
+  const out = await child.output();
+  if (!out.success) throw new NftError(out.code, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
 }
 
 /** Parses `nft -j list` output into objects, dropping metainfo. */

@@ -401,11 +401,22 @@ export async function nftVerdictMap(n: number) {
     const map = await nft.list({ map: { family: "ip", table: "krt", name: "vips" } });
     const elems = ((map[0]?.map as { elem?: unknown[] })?.elem ?? []) as [string, unknown][];
     const table = await nft.list({ table: { family: "ip", name: "krt" } });
+    // A child `nft -j` lists the same, elements and terse alike.
+    const mapChild = await nft.list({ map: { family: "ip", table: "krt", name: "vips" } }, {
+      outOfProcess: true,
+    });
+    const terse = await nft.list({ table: { family: "ip", name: "krt" } }, { terse: true });
+    const terseChild = await nft.list({ table: { family: "ip", name: "krt" } }, {
+      terse: true,
+      outOfProcess: true,
+    });
     return {
       elems: elems.length,
       first: elems[0] ?? null,
       kinds: table.map((o) => Object.keys(o)[0]),
       ticks,
+      sameOutOfProcess: JSON.stringify(mapChild) === JSON.stringify(map) &&
+        JSON.stringify(terseChild) === JSON.stringify(terse) && !JSON.stringify(terse).includes('"elem"'),
     };
   } finally {
     nft.close();

@@ -8,7 +8,7 @@ type R<K extends keyof typeof S> = Awaited<ReturnType<(typeof S)[K]>>;
 
 Deno.test({
   ...needs(
-    "libnftables applies a table with a 10,000-element verdict map atomically, without blocking the event loop, and lists it back",
+    "libnftables applies a table with a 10,000-element verdict map atomically, without blocking the event loop, and lists it back (in process and in a child nft -j alike)",
     {
       tools: ["ip", "nft"],
     },
@@ -20,6 +20,7 @@ Deno.test({
       assert.ok(res.ticks > 0, "the event loop ran during the load");
       assert.deepEqual(res.first?.[1], { jump: { target: "svc" } });
       assert.deepEqual(res.kinds, ["table", "map", "chain", "chain", "rule"]);
+      assert.equal(res.sameOutOfProcess, true, "listing in a child nft -j gives the same objects");
       // nft itself sees the same map.
       const out = JSON.parse((await ns.exec(["nft", "-j", "list", "map", "ip", "krt", "vips"])).stdout) as {
         nftables: { map?: { elem?: unknown[] } }[];
