@@ -246,6 +246,7 @@ function slice(i: number, addresses: string[], v: number): V1EndpointSlice {
 /** Child, in its namespace: the backend's cold sync, then the endpoint changes and their references. */
 async function backendChild(): Promise<void> {
   const ipvs = new IpvsNetlink();
+  const logSink = new MemorySink();
   const source = new MemorySource(new Bus(), { synced: false });
   const t = moduleContext({
     config: loadConfig([
@@ -254,7 +255,7 @@ async function backendChild(): Promise<void> {
       "--service-proxy-backend=ipvs",
     ]),
     source,
-    log: getLogger({}, new MemorySink()),
+    log: getLogger({}, logSink),
     // The periodic full resync (--ipvs-sync-period) stays out of the window.
     periodMs: 3_600_000,
   });
@@ -353,7 +354,12 @@ async function backendChild(): Promise<void> {
     change.reasons.add(s.reason);
     const have = new Set((await ipvs.destinations(key(i))).map((d) => d.address));
     if (!have.has(now) || have.has(old) || have.size !== M) {
-      throw new Error(`change ${c}: service ${vip(i)} has ${[...have].join(",")}`);
+      throw new Error(
+        `change ${c}: service ${vip(i)} has ${[...have].join(",")} after a ${s.reason} sync ` +
+          `(syncs ${t.syncs.ok} ok, ${t.syncs.failed} failed: ${t.syncs.lastError})\n${
+            logSink.lines.join("\n")
+          }`,
+      );
     }
     // Past the runner's minimum interval between syncs (100 ms), so the next change is not held back.
     await sleep(150);
