@@ -259,8 +259,8 @@ async function backendChild(): Promise<void> {
     // The periodic full resync (--ipvs-sync-period) stays out of the window.
     periodMs: 3_600_000,
   });
-  /** Every sync of the backend: its reason and duration, and a waiter for the next one to end. */
-  const syncs: { reason: string; ms: number; end: number }[] = [];
+  /** Every sync of the backend: its reason, start, duration and outcome, and a waiter for one to end. */
+  const syncs: { reason: string; start: number; ms: number; end: number; error?: unknown }[] = [];
   let syncEnded: (() => void) | undefined;
   const runner = t.ctx.runner;
   t.ctx.runner = (o) =>
@@ -268,16 +268,32 @@ async function backendChild(): Promise<void> {
       ...o,
       sync: async (reason) => {
         const t0 = performance.now();
+        let error: unknown;
         try {
           await o.sync(reason);
+        } catch (err) {
+          error = err;
+          throw err;
         } finally {
           const end = performance.now();
-          syncs.push({ reason, ms: end - t0, end });
+          syncs.push({ reason, start: t0, ms: end - t0, end, ...(error ? { error } : {}) });
           syncEnded?.();
         }
       },
     });
-  const nextSync = () => new Promise<void>((r) => syncEnded = r);
+  /** The first sync that starts at or after `t0`, once it has ended; a failed one fails the benchmark. */
+  const syncFrom = async (t0: number) => {
+    for (;;) {
+      const s = syncs.find((x) => x.start >= t0);
+      if (s) {
+        if (s.error) {
+          throw new Error(`a ${s.reason} sync failed: ${s.error}\n${logSink.lines.slice(-20).join("\n")}`);
+        }
+        return s;
+      }
+      await new Promise<void>((r) => syncEnded = r);
+    }
+  };
 
   const deps = { ipvs, nft: new Nftables(), rtnl: new Rtnetlink(), conntrack: new Conntrack() };
   // Where the backend's time goes: each kernel-facing call timed, per object and method.
@@ -325,11 +341,9 @@ async function backendChild(): Promise<void> {
   }
   progress(`cold sync of ${N} Services through IpvsProxy`);
   const cold0 = performance.now();
-  let done = nextSync();
   source.markSynced();
-  await done;
+  await syncFrom(cold0);
   const coldMs = performance.now() - cold0;
-  if (t.syncs.failed) throw new Error(`the cold sync failed: ${t.syncs.lastError}`);
   await check("the backend's cold sync", ipvs);
   const coldBreakdown = breakdown();
   progress(`cold sync ${coldMs.toFixed(0)} ms: ${JSON.stringify(coldBreakdown)}`);
@@ -343,12 +357,9 @@ async function backendChild(): Promise<void> {
     const old = endpoints[i]![j]!;
     const now = epIp(fresh++);
     endpoints[i]![j] = now;
-    const before = syncs.length;
-    done = nextSync();
     const t0 = performance.now();
     source.put("endpointslices", slice(i, endpoints[i]!, c + 2));
-    await done;
-    const s = syncs[before]!;
+    const s = await syncFrom(t0);
     change.eventMs.push(s.end - t0);
     change.syncMs.push(s.ms);
     change.reasons.add(s.reason);
