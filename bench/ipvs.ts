@@ -127,8 +127,11 @@ ours for rates.
 | --- | --- | --- | --- | --- |
 ${rows.join("\n")}
 
-Programming: medians of ${r.rounds} rounds, alternating which goes first, IPVS flushed before each; every
-variant's result checked (${svc} services, ${(r.services * r.dests).toLocaleString("en-US")} destinations).
+Programming: medians of ${r.rounds} round(s) (alternating which goes first), each measurement in a fresh
+network namespace (after a flush the kernel keeps deleted destinations in a trash list it scans on every add);
+every variant's result checked (${svc} services, ${
+  (r.services * r.dests).toLocaleString("en-US")
+} destinations).
 Ours = \`IpvsNetlink.apply\` of the ${
   ops.toLocaleString("en-US")
 } changes (many messages per sendto, no ACK per
