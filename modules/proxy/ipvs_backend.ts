@@ -269,7 +269,7 @@ export class IpvsProxy implements ModuleInstance {
 
   /**
    * The partial sync of the Services in `dirty`: returns false (nothing done) when any of them changed
-   * more than its destinations and scheduling (virtual services, VIPs, problems, hairpin, health checks).
+   * more than its destinations and scheduling (virtual services, VIPs, problems, table entries, health checks).
    */
   async #syncPartial(
     dirty: ReadonlySet<string>,
@@ -613,7 +613,8 @@ export class IpvsProxy implements ModuleInstance {
 
 /**
  * Whether two plans of one Service differ at most in destinations and scheduling: the same virtual services
- * in the same order, VIPs and problems, no hairpin (whose table rules list the destinations) and no DSR.
+ * in the same order, VIPs and problems, the same table entries (hairpin destinations on this node,
+ * masquerading, source ranges) and no DSR.
  */
 function sameShape(a: ServicePlan, b: ServicePlan): boolean {
   // DSR Services enter their pods and mark packets per VIP: always the full path.
@@ -622,7 +623,9 @@ function sameShape(a: ServicePlan, b: ServicePlan): boolean {
   if (a.problems.join("\n") !== b.problems.join("\n")) return false;
   return a.services.every((x, i) => {
     const y = b.services[i]!;
-    return !x.hairpin && !y.hairpin && !x.dsr && !y.dsr && x.kind === y.kind &&
+    return !x.dsr && !y.dsr && x.kind === y.kind && x.masquerade === y.masquerade &&
+      x.hairpin.join() === y.hairpin.join() &&
+      (x.sourceRanges ?? []).join() === (y.sourceRanges ?? []).join() &&
       serviceKeyString(x.service) === serviceKeyString(y.service);
   });
 }

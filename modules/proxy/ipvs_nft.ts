@@ -4,17 +4,21 @@
  * and ipsets for that (KUBE-ROUTER-SERVICES, kube-router-svip/-svip-prt, KUBE-ROUTER-HAIRPIN, MASQUERADE
  * with `-m ipvs`), which become here:
  *
- *   nat_prerouting / nat_output (dstnat): a packet to a virtual service (`vip_ports_vF`: address,
- *     protocol, port, NodePorts on node addresses included) from outside the pod CIDRs (or any, with
- *     --masquerade-all) gets the masquerade mark; IPVS then rewrites its destination in LOCAL_IN.
+ *   nat_prerouting / nat_output (dstnat): a packet to a virtual service (`masq_ports_vF`: address,
+ *     protocol, port, NodePorts on node addresses included; not the external addresses of a Service with
+ *     externalTrafficPolicy Local, whose pods must see the client) from outside the pod CIDRs (or any,
+ *     with --masquerade-all) gets the masquerade mark; IPVS then rewrites its destination in LOCAL_IN.
  *   nat_postrouting (srcnat): marked packets are masqueraded; so is hairpin traffic, a pod reaching
- *     itself through a Service (`hairpin_vF`: endpoint . endpoint, for Services with the hairpin
- *     annotation or every Service with --hairpin-mode), which would otherwise get its own reply from the
+ *     itself through a Service (`hairpin_vF`: endpoint . endpoint, this node's endpoints of every
+ *     Service, as the nftables backend always does), which would otherwise get its own reply from the
  *     wrong address.
  *   filter_input (before IPVS's LOCAL_IN hook): traffic to a service VIP (`vips_vF`: cluster, external
  *     and LoadBalancer IPs, the addresses on kube-dummy-if) is accepted on the service ports and for ICMP
  *     echo; anything else to a VIP is rejected, unless --ipvs-permit-all (the default) accepts it all, as
  *     kube-router's flag does. Node addresses are never in `vips_vF`, so the node's own ports stay open.
+ *     Before that, a LoadBalancer IP with loadBalancerSourceRanges (`lb_ranged_vF`) drops sources outside
+ *     them (`lb_allowed_vF`: address . protocol . port . source CIDR). The node's own connections are
+ *     balanced by IPVS in LOCAL_OUT, before any input hook, so they are not subject to source ranges.
  *   mangle_prerouting (mangle, only while a Service uses direct server return): a packet to a DSR
  *     VIP:port (`dsr_marks_vF`: address . protocol . port -> firewall mark) gets that service's mark, as
  *     kube-router's mangle rule does; the policy rule for the DSR bit then delivers it locally, where the
@@ -58,7 +62,12 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
   tx.destroy({ table: {} });
   tx.add({ table: { comment: "kube-router service proxy (ipvs)" } });
   const mark = hex(NFT_MARK.masquerade);
-  const chains: Record<string, string[]> = { mark_for_masquerade: [], vip_check: [], masquerading: [] };
+  const chains: Record<string, string[]> = {
+    mark_for_masquerade: [],
+    vip_check: [],
+    masquerading: [],
+    source_ranges: [],
+  };
   chains.masquerading!.push(
     `meta mark & ${mark} == 0 return`,
     `meta mark set meta mark ^ ${mark}`,
@@ -73,25 +82,42 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
     tx.add({ set: { name: `vip_ports_v${f}`, type: `${addr} . inet_proto . inet_service` } });
     tx.add({ set: { name: `pod_cidrs_v${f}`, type: addr, flags: ["interval"] } });
     tx.add({ set: { name: `hairpin_v${f}`, type: `${addr} . ${addr}` } });
+    tx.add({ set: { name: `masq_ports_v${f}`, type: `${addr} . inet_proto . inet_service` } });
+    tx.add({ set: { name: `lb_ranged_v${f}`, type: `${addr} . inet_proto . inet_service` } });
+    tx.add({
+      set: {
+        name: `lb_allowed_v${f}`,
+        type: `${addr} . inet_proto . inet_service . ${addr}`,
+        flags: ["interval"],
+      },
+    });
     for (const [vip, fam] of plan.vips) if (fam === f) tx.add({ element: { set: `vips_v${f}`, key: [vip] } });
     const hairpin = new Set<string>();
     for (const ps of plan.services.values()) {
       const s = ps.service;
       if (s.family !== f || s.fwmark !== undefined) continue;
-      tx.add({ element: { set: `vip_ports_v${f}`, key: [s.address, s.protocol, String(s.port)] } });
-      if (ps.hairpin) { for (const d of ps.destinations) hairpin.add(canonicalIp(d.address)!.ip); }
+      const key = [s.address, s.protocol, String(s.port)];
+      tx.add({ element: { set: `vip_ports_v${f}`, key } });
+      if (ps.masquerade) tx.add({ element: { set: `masq_ports_v${f}`, key } });
+      if (ps.sourceRanges) {
+        tx.add({ element: { set: `lb_ranged_v${f}`, key } });
+        for (const c of ps.sourceRanges) tx.add({ element: { set: `lb_allowed_v${f}`, key: [...key, c] } });
+      }
+      for (const a of ps.hairpin) hairpin.add(canonicalIp(a)!.ip);
     }
     for (const h of [...hairpin].sort()) tx.add({ element: { set: `hairpin_v${f}`, key: [h, h] } });
     for (const c of disjointCidrs(opts.podCidrs, f)) {
       tx.add({ element: { set: `pod_cidrs_v${f}`, key: [c] } });
     }
 
-    const toService = `${ip} daddr . meta l4proto . th dport @vip_ports_v${f}`;
+    const dst = `${ip} daddr . meta l4proto . th dport`;
+    const toService = `${dst} @vip_ports_v${f}`;
     chains.mark_for_masquerade!.push(
       opts.masqueradeAll
-        ? `${toService} meta mark set meta mark | ${mark}`
-        : `${toService} ${ip} saddr != @pod_cidrs_v${f} meta mark set meta mark | ${mark}`,
+        ? `${dst} @masq_ports_v${f} meta mark set meta mark | ${mark}`
+        : `${dst} @masq_ports_v${f} ${ip} saddr != @pod_cidrs_v${f} meta mark set meta mark | ${mark}`,
     );
+    chains.source_ranges!.push(`${dst} @lb_ranged_v${f} ${dst} . ${ip} saddr != @lb_allowed_v${f} drop`);
     chains.masquerading!.unshift(`${ip} saddr . ${ip} daddr @hairpin_v${f} masquerade fully-random`);
     if (!opts.permitAll) {
       chains.vip_check!.push(`${toService} accept`);
@@ -153,6 +179,7 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
   tx.add({ rule: { chain: "nat_prerouting", rule: "jump mark_for_masquerade" } });
   tx.add({ rule: { chain: "nat_output", rule: "jump mark_for_masquerade" } });
   tx.add({ rule: { chain: "nat_postrouting", rule: "jump masquerading" } });
+  tx.add({ rule: { chain: "filter_input", rule: "jump source_ranges" } });
   for (const f of opts.families) {
     tx.add({ rule: { chain: "filter_input", rule: `${IP[f]} daddr @vips_v${f} jump vip_check` } });
   }

@@ -7,7 +7,11 @@
  * endpoints (kube-router ignores topology hints), all masqueraded (NAT) with weight 1; external traffic
  * (NodePort, external and LoadBalancer IPs) keeps only this node's endpoints under externalTrafficPolicy
  * Local (or the `kube-router.io/service.local` annotation), cluster-IP traffic under
- * internalTrafficPolicy Local. ClientIP affinity is IPVS persistence with the Service's timeout.
+ * internalTrafficPolicy Local. ClientIP affinity is IPVS persistence with the Service's timeout. What the
+ * nftables table must add per virtual service is planned here too: whether outside traffic is masqueraded
+ * (not external traffic under externalTrafficPolicy Local: its pods see the client), the source ranges of a
+ * LoadBalancer IP, and the local destinations that need hairpin masquerading (always, as the nftables
+ * backend; kube-router does it only with `kube-router.io/service.hairpin` or `--hairpin-mode`).
  *
  * `kube-router.io/service.scheduler` picks the IPVS scheduler (rr wrr lc wlc dh sh mh; anything else is
  * logged and rr used); `kube-router.io/service.schedflags` (`flag-1,flag-2,flag-3`) sets
@@ -31,13 +35,12 @@ import {
   serviceKeyString,
 } from "../../ffi/mod.ts";
 import { ANNOTATIONS, canonicalIp, type ProxyNodeContext, validExternalIps } from "./nft_render.ts";
+import { disjointCidrs } from "./ipvs_nft.ts";
 
 /** Annotations read by the IPVS backend beyond the ones the nftables backend reads. */
 export const IPVS_ANNOTATIONS = {
   scheduler: ANNOTATIONS.scheduler,
   schedFlags: "kube-router.io/service.schedflags",
-  hairpin: ANNOTATIONS.hairpin,
-  hairpinExternalIps: ANNOTATIONS.hairpinExternalIps,
   local: ANNOTATIONS.local,
   dsr: "kube-router.io/service.dsr",
 } as const;
@@ -62,8 +65,25 @@ export interface PlannedService {
   kind: "cluster" | "external" | "loadbalancer" | "nodeport";
   service: IpvsService;
   destinations: IpvsDestination[];
-  /** Endpoint addresses that must be masqueraded when they reach themselves through this service. */
-  hairpin: boolean;
+  /**
+   * Destination addresses on this node: a pod there may reach itself through this service, and that
+   * traffic must be masqueraded, or the pod would get its own reply from the wrong address. Always, for
+   * every Service, as the nftables backend (kube-router asks for it with `kube-router.io/service.hairpin`
+   * or `--hairpin-mode`; a pod failing to reach itself without them helps no one). Only this node's
+   * endpoints can hairpin here, which keeps the set small.
+   */
+  hairpin: string[];
+  /**
+   * Whether traffic from outside the pod CIDRs is masqueraded. Not for external traffic of a Service with
+   * externalTrafficPolicy Local: its endpoints are on this node, so the reply comes back through IPVS
+   * without it, and the pod sees the client's own address (what the policy is for).
+   */
+  masquerade: boolean;
+  /**
+   * loadBalancerSourceRanges of a LoadBalancer IP (canonical, disjoint CIDRs of the service's family):
+   * sources outside them are dropped. Absent when the Service gives none (everyone may connect).
+   */
+  sourceRanges?: string[];
   /**
    * Direct server return: the address, protocol and port the firewall mark stands for, and the local
    * pods (endpoint IPs on this node) that must hold the VIP. `service.fwmark` is 0 until `mergePlans`.
@@ -146,10 +166,6 @@ export function destId(d: { address: string; port: number }): string {
   return `${d.address}/${d.port}`;
 }
 
-function truthy(v: string | undefined): boolean {
-  return v !== undefined && v.trim().toLowerCase() !== "false";
-}
-
 /** The DSR mode kube-router knows (its only one). */
 export const DSR_TUNNEL = "tunnel";
 
@@ -182,8 +198,6 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?
   const externalLocal = svc.externalTrafficPolicy === "Local" ||
     svc.annotations[IPVS_ANNOTATIONS.local]?.toLowerCase() === "true";
   const internalLocal = svc.internalTrafficPolicy === "Local";
-  const hairpin = ctx.hairpinMode || truthy(svc.annotations[IPVS_ANNOTATIONS.hairpin]);
-  const hairpinExternal = hairpin && truthy(svc.annotations[IPVS_ANNOTATIONS.hairpinExternalIps]);
   let flags = sched.flags;
   let timeout = 0;
   if (svc.sessionAffinityTimeoutSeconds !== undefined) {
@@ -203,11 +217,14 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?
     out.vips.push(clusterIp);
     if (dsr) dsrVips.push(...externalIps, ...lbIps);
     else out.vips.push(...externalIps, ...lbIps);
+    // As kube-proxy and the nftables backend: LoadBalancer IPs only (NodePorts are not subject to them).
+    const sourceRanges = disjointCidrs(svc.loadBalancerSourceRanges, f);
 
     for (const p of svc.ports) {
       const protocol = p.protocol.toLowerCase() as IpvsProtocol;
       const all = p.endpoints.filter((e) => e.family === f && canonicalIp(e.ip)?.family === f);
       const opts = { nodeName: ctx.nodeName, topologyAware: false };
+      const local = new Set(all.filter((e) => e.local).map((e) => canonicalIp(e.ip)!.ip));
       const clusterDests = destinationsOf(usableEndpoints(all, opts));
       const localDests = destinationsOf(usableEndpoints(all, { ...opts, localOnly: true }));
       const internal = internalLocal ? localDests : clusterDests;
@@ -217,8 +234,9 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?
         address: string,
         port: number,
         dests: IpvsDestination[],
-        hp: boolean,
       ): PlannedService => ({
+        ...(kind === "loadbalancer" && sourceRanges.length ? { sourceRanges } : {}),
+        masquerade: kind === "cluster" || !externalLocal,
         owner: svc.key,
         kind,
         service: {
@@ -232,9 +250,9 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?
           netmask: f === 4 ? 32 : 128,
         },
         destinations: dests.map((d) => ({ ...d })),
-        hairpin: hp,
+        hairpin: [...new Set(dests.map((d) => d.address).filter((a) => local.has(a)))],
       });
-      out.services.push(make("cluster", clusterIp, p.port, internal, hairpin));
+      out.services.push(make("cluster", clusterIp, p.port, internal));
       if (dsr) {
         const localIps = new Set(
           usableEndpoints(all, { ...opts, localOnly: true }).map((e) => canonicalIp(e.ip)!.ip),
@@ -271,21 +289,18 @@ export function planService(svc: ServiceInfo, ctx: IpvsPlanContext, dsrFallback?
                 forward: "tunnel" as const,
                 weight: DEST_WEIGHT,
               })),
-              hairpin: false,
+              hairpin: [],
+              masquerade: false,
               dsr: { family: f as Family, vip: ip, protocol, port: p.port, localEndpoints: locals },
             });
           }
         }
       } else {
-        for (const ip of externalIps) {
-          out.services.push(make("external", ip, p.port, external, hairpinExternal));
-        }
-        for (const ip of lbIps) {
-          out.services.push(make("loadbalancer", ip, p.port, external, hairpinExternal));
-        }
+        for (const ip of externalIps) out.services.push(make("external", ip, p.port, external));
+        for (const ip of lbIps) out.services.push(make("loadbalancer", ip, p.port, external));
       }
       if (p.nodePort !== undefined) {
-        for (const ip of nodeIps) out.services.push(make("nodeport", ip, p.nodePort, external, hairpin));
+        for (const ip of nodeIps) out.services.push(make("nodeport", ip, p.nodePort, external));
       }
     }
   }

@@ -65,7 +65,12 @@ export class Driver {
   }
 
   /** Starts `script` inside `ns` and waits for its ready line. */
-  static async start(ns: NetNs, script: string | URL, args: string[] = []): Promise<Driver> {
+  static async start(
+    ns: NetNs,
+    script: string | URL,
+    args: string[] = [],
+    readyMs = 30_000,
+  ): Promise<Driver> {
     const path = script instanceof URL ? script.pathname : script;
     const child = new Deno.Command("ip", {
       args: ["netns", "exec", ns.name, Deno.execPath(), "run", "--allow-all", path, ...args],
@@ -74,7 +79,7 @@ export class Driver {
       stderr: "piped",
     }).spawn();
     const d = new Driver(child);
-    await d.nextEvent("ready", 30_000);
+    await d.nextEvent("ready", readyMs);
     return d;
   }
 

@@ -18,8 +18,10 @@ export const GUEST_TESTS: GuestTest[] = [
   { file: "tests/integration/core/main_process_test.ts", filter: "ipvs is checked before start" },
   // The IPVS conformance suite (tests/unit/ffi/_ipvs_conformance.ts) against the kernel's IPVS.
   { file: "tests/vm/ffi/ipvs_guest.ts" },
-  // The service proxy's IPVS backend with real traffic between namespaces (issue 13).
-  { file: "tests/vm/proxy/ipvs_proxy_guest.ts" },
+  // The service proxy's IPVS backend with real traffic between namespaces (issue 13): the Service semantics
+  // cases the nftables backend passes on the host, case for case, then schedulers, graceful termination,
+  // IPVS counters and --cleanup-config.
+  { file: "tests/vm/proxy/ipvs_cases_guest.ts" },
   // Direct server return (kube-router.io/service.dsr=tunnel): pods answer the client themselves; fallback to NAT.
   { file: "tests/vm/proxy/dsr_guest.ts" },
   // IPIP and FoU overlay tunnels between two nodes in different subnets, then --cleanup-config.

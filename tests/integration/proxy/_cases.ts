@@ -146,6 +146,23 @@ export const CASES: ProxyCase[] = [
       assert.equal(pinned.size, 1, JSON.stringify([...pinned]));
       const first = [...pinned.keys()][0]!;
       const pod = ["pod-a", "pod-b", "pod-c"].indexOf(first);
+      if (env.backend === "ipvs") {
+        // IPVS persistence (kube-router's ClientIP affinity): a template per client, made with the Service's
+        // timeout. While connections it placed are still in IPVS's table IPVS re-arms an expiring template
+        // for 60 s more, and a closed TCP connection stays there in IPVS's own TIME_WAIT for 2 minutes (not
+        // settable), so the pin outlives the timeout by minutes, in kube-router too: checked here are the
+        // timeout IPVS was given and the client's template to the chosen pod, not its expiry.
+        const svc = (await env.node.exec(["ipvsadm", "-Ln", "-t", "172.16.0.16:80"])).stdout;
+        assert.match(svc, /172\.16\.0\.16:80 rr persistent 2\b/);
+        const conns = (await env.node.exec(["ipvsadm", "-Lnc"])).stdout;
+        // e.g. "TCP 00:56  ASSURED  192.168.77.2:0  172.16.0.16:80  10.1.1.12:8080" (port 0: a template)
+        const template = new RegExp(
+          `TCP +[\\d:]+ +\\S+ +${CLIENT_IP.replaceAll(".", "\\.")}:0 +172\\.16\\.0\\.16:80 +` +
+            `${POD_IPS[pod]!.replaceAll(".", "\\.")}:8080\n`,
+        );
+        assert.match(conns, template, `a template pins the client to ${first}:\n${conns}`);
+        return;
+      }
       const set = `aff-default/aff/tcp/http__${POD_IPS[pod]}/8080`;
       const listed = async () =>
         (await env.node.exec(["nft", "list", "set", "inet", "kube_router_proxy", set])).stdout;
@@ -260,6 +277,32 @@ export const CASES: ProxyCase[] = [
     async run(env) {
       const ok = async () => (await env.get("client", "http://172.16.0.10/hostname", 1)).ok;
       assert.ok(await ok());
+      if (env.backend === "ipvs") {
+        // The IPVS backend's counterparts of a map entry: the virtual service and its VIP on kube-dummy-if.
+        // Its table carries no service routing (IPVS does), so it is not watched: like kube-router's
+        // iptables rules it comes back with the periodic sync, not at once.
+        const t0 = Date.now();
+        await env.node.exec(["ipvsadm", "-D", "-t", "172.16.0.10:80"]);
+        await env.node.exec(["ip", "addr", "del", "172.16.0.10/32", "dev", "kube-dummy-if"]);
+        await eventually(
+          "the virtual service and its VIP are back (sync period 3 s)",
+          async () =>
+            (await env.node.exec(["ipvsadm", "-Ln", "-t", "172.16.0.10:80"], { check: false })).code === 0 &&
+            (await env.node.exec(["ip", "-o", "addr", "show", "dev", "kube-dummy-if"])).stdout
+              .includes("172.16.0.10/32"),
+        );
+        assert.ok(await ok());
+        await env.node.exec(["nft", "delete table inet kube_router_proxy"]);
+        await eventually(
+          "the table is back at the next periodic sync",
+          async () =>
+            (await env.node.exec(["nft", "list", "table", "inet", "kube_router_proxy"], { check: false }))
+              .code === 0,
+        );
+        assert.ok(await ok());
+        assert.ok(Date.now() - t0 < 20_000);
+        return;
+      }
       await env.node.exec([
         "nft",
         "delete element inet kube_router_proxy service_ips_v4 { 172.16.0.10 . tcp . 80 }",

@@ -3,7 +3,9 @@
  * pod subnet, eth0 towards a client namespace standing for another machine), three pod namespaces each
  * running lab/netexec.ts (HTTP /hostname and /clientip on 8080, IPv6 HTTP on 8090, UDP on 8081), and the
  * proxy under test in the node namespace through a driver. Backend-neutral: the cases in _cases.ts only
- * use `env`, so another backend (IPVS, in a VM) can run the same table.
+ * use `env`, so another backend (IPVS, in a VM) can run the same table: `--service-proxy-backend=ipvs` among
+ * the flags of startProxy makes the driver run the IPVS backend, and `env.backend` tells a case which one
+ * it faces where the two differ by design (each such case says why).
  */
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
 import { Driver } from "../../_support/driver.ts";
@@ -121,6 +123,13 @@ export class ProxyEnv {
       // A real node has a default route; without it a local process cannot even route to a cluster IP.
       await node.exec(["ip", "route", "add", "default", "via", CLIENT_IP]);
       await node.exec(["ip", "-6", "route", "add", "default", "via", CLIENT_IP6]);
+      // A node's prerequisite (kube-router's router and firewall turn it on, kubeadm asks for it): bridged
+      // traffic passes the IP hooks, so a pod's reply to a pod on the same bridge that reached it through a
+      // Service is un-NATed (by conntrack, or by IPVS) instead of going straight back with the wrong source.
+      // This machine's kernel has br_netfilter; the VM tier's Debian kernel loads it as a module.
+      if (!(await exists("/proc/sys/net/bridge"))) await run(["modprobe", "br_netfilter"]);
+      await node.exec(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+      await node.exec(["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"]);
       await node.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
       await node.exec(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
       await node.exec(["ip", "link", "add", "cbr0", "type", "bridge"]);
@@ -150,11 +159,14 @@ export class ProxyEnv {
           "tcp6:8090",
         ], { stdout: "piped" });
         env.podProcs.push(proc);
+      }
+      // The pods' programs start side by side (a Deno start is seconds under the VM tier's emulation).
+      await Promise.all(env.podProcs.map(async (proc, i) => {
         const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
         const { value } = await reader.read();
-        if (!value?.includes("ready")) throw new Error(`netexec in ${pod.name} did not start`);
+        if (!value?.includes("ready")) throw new Error(`netexec in ${env.pods[i]!.name} did not start`);
         reader.releaseLock();
-      }
+      }));
       return env;
     } catch (e) {
       await env.close();
@@ -162,14 +174,26 @@ export class ProxyEnv {
     }
   }
 
+  /** Which backend the driver runs (from the flags it was started with). */
+  get backend(): "nftables" | "ipvs" {
+    return this.flags.includes("--service-proxy-backend=ipvs") ? "ipvs" : "nftables";
+  }
+
   /** (Re)starts the proxy driver with flags and the initial objects. */
   async startProxy(flags: string[], objects: (V1Service | V1EndpointSlice | V1Node)[]): Promise<void> {
     this.flags = flags;
-    this.driver = await Driver.start(this.node, new URL("./_proxy_driver.ts", import.meta.url));
-    await this.driver.call("start", {
-      flags: [...BASE_FLAGS, ...flags],
-      objects: [NODE, ...objects].map((obj) => ({ kind: kindOf(obj), obj })),
-    });
+    // A Deno start in the VM tier's emulated CPU on a loaded host can take most of a minute.
+    const readyMs = Deno.env.get("KRT_IN_VM") === "1" ? 120_000 : 30_000;
+    this.driver = await Driver.start(this.node, new URL("./_proxy_driver.ts", import.meta.url), [], readyMs);
+    try {
+      await this.driver.call("start", {
+        flags: [...BASE_FLAGS, ...flags],
+        objects: [NODE, ...objects].map((obj) => ({ kind: kindOf(obj), obj })),
+      });
+    } catch (err) {
+      // What the proxy logged says why (the reply only says that something failed).
+      throw new Error(`${err}\n--- the proxy's log (tail) ---\n${this.driver.stderr.slice(-4000)}`);
+    }
   }
 
   put(obj: V1Service | V1EndpointSlice | V1Node): Promise<number> {
@@ -184,6 +208,16 @@ export class ProxyEnv {
     return this.driver.call("dump");
   }
 
+  /** The agent's /metrics text. */
+  metrics(): Promise<string> {
+    return this.driver.call("metrics");
+  }
+
+  /** Stops the proxy and runs --cleanup-config with its flags (the driver stays up, idle). */
+  cleanup(): Promise<null> {
+    return this.driver.call("cleanup", { flags: [...BASE_FLAGS, ...this.flags] });
+  }
+
   /** HTTP GET from a namespace ("client", "node", or a pod index). */
   async get(from: "client" | "node" | number, url: string, timeoutS = 4): Promise<Answer> {
     const ns = from === "client" ? this.client : from === "node" ? this.node : this.pods[from]!;
@@ -192,12 +226,34 @@ export class ProxyEnv {
     return { ok: r.code === 0, body: r.stdout.trim(), code: r.code, ms: performance.now() - t0 };
   }
 
-  /** Distinct bodies of n requests. */
-  async spread(from: "client" | "node" | number, url: string, n: number): Promise<Map<string, number>> {
+  /**
+   * Distinct bodies of n requests, each on a new connection ("error CODE" for a failed one, with curl's
+   * exit code). One curl makes them all (the request asks the server to close, so no connection is
+   * reused): a process start per request is what costs most under the VM tier's emulation.
+   */
+  async spread(
+    from: "client" | "node" | number,
+    url: string,
+    n: number,
+    timeoutS = 4,
+  ): Promise<Map<string, number>> {
+    const ns = from === "client" ? this.client : from === "node" ? this.node : this.pods[from]!;
+    const r = await ns.exec([
+      "curl",
+      "-gs",
+      "--max-time",
+      String(timeoutS),
+      "-H",
+      "Connection: close",
+      "-w",
+      "\n@@%{exitcode}\n",
+      ...Array.from({ length: n }, () => url),
+    ], { check: false });
     const out = new Map<string, number>();
-    for (let i = 0; i < n; i++) {
-      const a = await this.get(from, url);
-      const k = a.ok ? a.body : `error ${a.code}`;
+    const answers = [...r.stdout.matchAll(/([^\n]*)\n@@(\d+)\n/g)];
+    if (answers.length !== n) throw new Error(`curl gave ${answers.length} answers of ${n}: ${r.stdout}`);
+    for (const [, body, code] of answers) {
+      const k = code === "0" ? body!.trim() : `error ${code}`;
       out.set(k, (out.get(k) ?? 0) + 1);
     }
     return out;
@@ -215,10 +271,11 @@ export class ProxyEnv {
     max = 40,
   ): Promise<Map<string, number>> {
     const out = new Map<string, number>();
-    for (let i = 0; i < max && !names.every((n) => out.has(n)); i++) {
-      const a = await this.get(from, url);
-      const k = a.ok ? a.body : `error ${a.code}`;
-      out.set(k, (out.get(k) ?? 0) + 1);
+    // In rounds of as many requests as names, each round one curl (see spread).
+    for (let sent = 0; sent < max && !names.every((n) => out.has(n)); sent += names.length) {
+      for (const [k, n] of await this.spread(from, url, Math.min(names.length, max - sent))) {
+        out.set(k, (out.get(k) ?? 0) + n);
+      }
     }
     return out;
   }
@@ -274,6 +331,15 @@ export class ProxyEnv {
       await p.status.catch(() => {});
     }
     for (const ns of [...this.pods, this.client, this.node]) await ns.remove();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

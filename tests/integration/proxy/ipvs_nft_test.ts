@@ -61,6 +61,20 @@ const web: ServiceInfo = {
   ],
 };
 
+/** A LoadBalancer with source ranges (one inside the other: merged) and externalTrafficPolicy Local. */
+const lb: ServiceInfo = {
+  ...web,
+  key: "default/lb",
+  name: "lb",
+  type: "LoadBalancer",
+  clusterIPs: ["172.16.0.11"],
+  externalIPs: [],
+  loadBalancerIPs: ["198.51.100.7"],
+  loadBalancerSourceRanges: ["192.0.2.0/24", "192.0.2.128/25", "10.99.0.0/16"],
+  externalTrafficPolicy: "Local",
+  ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30081, endpoints: [ep("10.1.2.6")] }],
+};
+
 Deno.test({
   ...needs(
     "the IPVS-mode table applies in nft 1.0.6 and replaces a previous one, or the nftables backend's",
@@ -71,7 +85,7 @@ Deno.test({
   ),
   fn: () =>
     withNetns(["ipvsnft"], async (ns) => {
-      const plan = mergePlans([planService(web, ctx)]);
+      const plan = mergePlans([planService(web, ctx), planService(lb, ctx)]);
       const opts = { families: [4, 6] as const, podCidrs: ctx.podCidrs, masqueradeAll: false };
       // The nftables backend's table first: switching backends replaces it whole.
       const base = new NftTransaction("inet", "kube_router_proxy");
@@ -91,6 +105,22 @@ Deno.test({
       assert.match(listed, /ip saddr \. ip daddr @hairpin_v4 masquerade fully-random/);
       assert.match(listed, /ip6 daddr \. meta l4proto \. th dport @vip_ports_v6 accept/);
       assert.match(listed, /meta l4proto tcp reject with tcp reset/);
+      // Source ranges: the LoadBalancer IP's port, and its allowed sources merged (the /25 is inside the /24).
+      assert.match(listed, /set lb_ranged_v4 \{[^}]*elements = \{ 198\.51\.100\.7 \. tcp \. 80 \}/);
+      const allowed = /set lb_allowed_v4 \{[^}]*elements = \{([^}]*)\}/.exec(listed)?.[1] ?? "";
+      assert.deepEqual(
+        allowed.split(",").map((e) => e.trim()).sort(),
+        ["198.51.100.7 . tcp . 80 . 10.99.0.0/16", "198.51.100.7 . tcp . 80 . 192.0.2.0/24"],
+      );
+      assert.match(
+        listed,
+        /@lb_ranged_v4 ip daddr \. meta l4proto \. th dport \. ip saddr != @lb_allowed_v4 drop/,
+      );
+      // externalTrafficPolicy Local: the LB IP and the NodePort keep the client's address; the cluster IP not.
+      const masq = /set masq_ports_v4 \{[^}]*elements = \{([^}]*)\}/.exec(listed)?.[1] ?? "";
+      assert.match(masq, /172\.16\.0\.11 \. tcp \. 80/);
+      assert.doesNotMatch(masq, /198\.51\.100\.7|30081/);
+      assert.match(masq, /203\.0\.113\.5 \. tcp \. 80/, "a Cluster-policy external IP is masqueraded");
       await ns.exec(["nft", "-f", "-"], {
         stdin: renderIpvsTable(plan, { ...opts, permitAll: true }).render(),
       });

@@ -19,6 +19,7 @@ import {
   openIpvs,
   proxyModule,
 } from "../../../modules/proxy/mod.ts";
+import { dsrRoutes } from "../../../modules/proxy/ipvs_backend.ts";
 import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
 
 const node: V1Node = {
@@ -378,5 +379,38 @@ Deno.test("a partial sync that finds a virtual service gone fails, and the retry
   s.t.syncs.lastError = undefined;
   await s.sync();
   assert.deepEqual((await s.ipvs.destinations(key)).map((d) => d.address).sort(), ["10.1.2.5", "10.1.2.6"]);
+  await s.stop();
+});
+
+Deno.test("table 78 that was never used reads as empty (the kernel's ENOENT), other errors still fail", async () => {
+  const enoent = new NetlinkError(2, "ip route show", 1, "ipv4: FIB table does not exist");
+  const failing = (err: Error) => ({ routeList: () => Promise.reject(err) });
+  assert.deepEqual(await dsrRoutes(failing(enoent), 4), []);
+  const eperm = new NetlinkError(1, "ip route show", 1);
+  await assert.rejects(() => dsrRoutes(failing(eperm), 4), (e) => e === eperm);
+  assert.deepEqual(await dsrRoutes(new FakeRtnetlink(), 6), []);
+});
+
+Deno.test("a pod on this node reaching itself is masqueraded for every Service, and follows its endpoint changes", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10"));
+  s.source.put("endpointslices", slice("web", ["10.1.1.5", "10.1.3.5"], "n1"));
+  s.source.markSynced();
+  await s.sync();
+  assert.match(s.nft.dump(), /10\.1\.1\.5 \. 10\.1\.1\.5/);
+  assert.match(
+    s.nft.dump(),
+    /10\.1\.3\.5 \. 10\.1\.3\.5/,
+    "endpoints named for this node, whatever their CIDR",
+  );
+  // An endpoint change that changes the local endpoints rewrites the hairpin entries (not a partial sync).
+  s.source.put("endpointslices", slice("web", ["10.1.1.6"], "n1"));
+  await s.sync();
+  assert.match(s.nft.dump(), /10\.1\.1\.6 \. 10\.1\.1\.6/);
+  assert.doesNotMatch(s.nft.dump(), /10\.1\.1\.5 \. 10\.1\.1\.5/);
+  // Endpoints on other nodes never hairpin here.
+  s.source.put("endpointslices", slice("web", ["10.1.2.7"], "n2"));
+  await s.sync();
+  assert.doesNotMatch(s.nft.dump(), /10\.1\.2\.7 \. 10\.1\.2\.7|10\.1\.1\.6 \. 10\.1\.1\.6/);
   await s.stop();
 });

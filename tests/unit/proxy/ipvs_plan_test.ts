@@ -98,6 +98,69 @@ Deno.test("externalTrafficPolicy Local keeps only this node's endpoints on exter
   );
 });
 
+Deno.test("externalTrafficPolicy Local leaves its external addresses unmasqueraded, so pods see the client", () => {
+  const kinds = (p: ReturnType<typeof planService>) =>
+    p.services.map((s) => `${s.kind} ${s.masquerade ? "masquerade" : "client kept"}`);
+  const lb = (externalTrafficPolicy: "Local" | "Cluster") =>
+    svc({
+      type: "LoadBalancer",
+      externalTrafficPolicy,
+      externalIPs: ["203.0.113.7"],
+      loadBalancerIPs: ["198.51.100.9"],
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    });
+  assert.deepEqual(kinds(planService(lb("Local"), ctx)), [
+    "cluster masquerade",
+    "external client kept",
+    "loadbalancer client kept",
+    "nodeport client kept",
+  ]);
+  assert.ok(planService(lb("Cluster"), ctx).services.every((s) => s.masquerade));
+});
+
+Deno.test("loadBalancerSourceRanges go with the LoadBalancer IPs only, merged and per family", () => {
+  const p = planService(
+    svc({
+      type: "LoadBalancer",
+      clusterIPs: ["172.16.0.10", "fd00:172::10"],
+      externalIPs: ["203.0.113.7"],
+      loadBalancerIPs: ["198.51.100.9", "fd00:198::9"],
+      loadBalancerSourceRanges: ["10.0.0.0/8", "10.9.0.0/16", " 192.0.2.0/24", "fd00:abc::/48"],
+      ports: [
+        {
+          name: "http",
+          protocol: "TCP",
+          port: 80,
+          nodePort: 30080,
+          endpoints: [...three, ep("fd00:1::5", { family: 6 })],
+        },
+      ],
+    }),
+    { ...ctx, loadBalancerIpRanges: [...ctx.loadBalancerIpRanges, "fd00:198::/64"] },
+  );
+  const ranges = p.services.map((s) => `${s.kind} ${s.service.address} ${s.sourceRanges?.join(",") ?? "-"}`);
+  assert.deepEqual(ranges.filter((r) => r.startsWith("loadbalancer")), [
+    "loadbalancer 198.51.100.9 10.0.0.0/8,192.0.2.0/24",
+    "loadbalancer fd00:198::9 fd00:abc::/48",
+  ]);
+  assert.ok(
+    ranges.filter((r) => !r.startsWith("loadbalancer")).every((r) => r.endsWith(" -")),
+    ranges.join("\n"),
+  );
+});
+
+Deno.test("hairpin: every Service's destinations on this node are listed for masquerading, others never", () => {
+  const p = planService(
+    svc({
+      type: "NodePort",
+      ports: [{ name: "http", protocol: "TCP", port: 80, nodePort: 30080, endpoints: three }],
+    }),
+    ctx,
+  );
+  assert.ok(p.services.length >= 2);
+  for (const s of p.services) assert.deepEqual(s.hairpin, ["10.1.1.5"], s.kind);
+});
+
 Deno.test("ClientIP affinity becomes IPVS persistence with the Service's timeout", () => {
   const p = planService(svc({ sessionAffinityTimeoutSeconds: 600 }, three), ctx);
   const s = p.services[0]!.service;
