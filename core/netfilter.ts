@@ -5,6 +5,7 @@
  *
  * Order of a packet through the hooks (lower priority first, per hook):
  *
+ *   prerouting/output  -150 proxy mangle   (IPVS backend: DSR firewall marks, MSS clamp)
  *   prerouting/output  -110 proxy filter   (LoadBalancer source ranges; Services without endpoints rejected)
  *                      -100 proxy DNAT     (a Service address becomes one endpoint's)
  *   output              -90 proxy filter   (a cluster IP still the destination after DNAT: a port it lacks)
@@ -39,7 +40,8 @@ export const NFT_TABLES = {
  */
 export const NFT_PRIORITY = {
   /**
-   * mangle (-150), prerouting: the IPVS backend's DSR firewall marks, set before routing so the policy
+   * mangle (-150), prerouting and output (a route chain there, so a packet the node sends is routed again
+   * once marked): the IPVS backend's DSR firewall marks and TCP MSS clamp, set before routing so the policy
    * rule for DSR delivers the packet locally to IPVS, and before any other chain reads or sets a mark.
    */
   proxyMangle: -150,
@@ -89,7 +91,8 @@ export const NFT_MARK = {
   /**
    * "IPVS direct server return" (the proxy's IPVS backend, `kube-router.io/service.dsr=tunnel`): packets
    * to a DSR external/LoadBalancer IP get a firewall mark 0x8000 | N (N in 1..0x3fff, one per VIP, protocol
-   * and port) in the proxy's prerouting chain at mangle priority, before anyone else marks them. IPVS
+   * and port) in the proxy's prerouting and output chains at mangle priority, before anyone else marks
+   * them. IPVS
    * matches fwmark services on the WHOLE mark, so this is the one mark set as a whole value; the bit
    * 0x8000 alone is what the policy rule `fwmark 0x8000/0x8000 lookup 78` tests.
    */

@@ -112,6 +112,7 @@ export interface IpvsProxyDeps extends HealthCheckOptions {
   rtnl: Pick<
     Rtnl,
     | "linkGet"
+    | "linkList"
     | "linkAdd"
     | "linkSet"
     | "addrList"
@@ -160,6 +161,8 @@ export class IpvsProxy implements ModuleInstance {
   #series = new Map<string, Record<string, string>>();
   /** The last plan's DSR firewall marks, so a VIP:port keeps its mark from sync to sync. */
   #fwmarks = new Map<string, number>();
+  /** Set while the node's MTU cannot be found (warned once until it can). */
+  #mtuWarned = false;
   /** EndpointSlices by Service, kept current from events (and rebuilt from the store on a full sync). */
   readonly #index = new EndpointSliceIndex();
   /** Services (namespace/name) an event touched since the last sync began. */
@@ -390,11 +393,14 @@ export class IpvsProxy implements ModuleInstance {
     const r = await this.#reconciler.apply(plan);
     this.#count(r);
 
+    const usesDsr = [...plan.services.values()].some((p) => p.dsr && p.service.fwmark !== undefined);
+    const dsrMtu = usesDsr ? await this.#nodeMtu(nctx.nodeIps) : undefined;
     const tx = renderIpvsTable(plan, {
       families: nctx.families,
       podCidrs: nctx.podCidrs,
       masqueradeAll: config.masqueradeAll,
       permitAll: config.ipvsPermitAll,
+      ...(dsrMtu !== undefined ? { dsrMtu } : {}),
     });
     const text = tx.render();
     if (text !== this.#lastTable) {
@@ -565,40 +571,43 @@ export class IpvsProxy implements ModuleInstance {
     return failures;
   }
 
+  /**
+   * The MTU of the interface holding the node's address, the path MTU kube-router clamps DSR's TCP MSS to;
+   * undefined (logged once) when no interface holds it, and then no clamp.
+   */
+  async #nodeMtu(nodeIps: readonly string[]): Promise<number | undefined> {
+    const rtnl = this.#deps.rtnl;
+    const wanted = new Set(nodeIps.map((ip) => canonicalIp(ip)?.ip));
+    const addr = (await rtnl.addrList()).find((a) => wanted.has(canonicalIp(a.address)?.ip));
+    const mtu = addr && (await rtnl.linkList()).find((l) => l.index === addr.index)?.mtu;
+    if (!mtu && !this.#mtuWarned) {
+      this.#ctx.log.warn("no interface holds the node's address: DSR TCP MSS not clamped", {
+        nodeIps: nodeIps.join(","),
+      });
+    }
+    this.#mtuWarned = !mtu;
+    return mtu || undefined;
+  }
+
   /** The gauges of a few virtual services, each read on its own (a partial sync). */
   async #updateStatsOf(planned: readonly PlannedService[]): Promise<void> {
     for (const p of planned) {
-      if (p.service.fwmark !== undefined) continue;
       const s = await this.#deps.ipvs.getService(p.service);
-      if (!s?.stats || s.fwmark !== undefined) continue;
-      const [namespace, name] = p.owner.split("/");
-      const labels = {
-        svc_namespace: namespace ?? "",
-        service_name: name ?? "",
-        service_vip: s.address,
-        protocol: s.protocol,
-        port: String(s.port),
-      };
+      if (!s?.stats) continue;
+      const labels = statLabels(p, s);
       for (const [stat] of STAT_METRICS) this.#m.stats[stat].set(labels, s.stats[stat]);
       this.#series.set(serviceKeyString(s), labels);
     }
   }
 
   /** kube_router_service_* gauges from the counters IPVS keeps per virtual service. */
-  async #updateStats(planned: ReadonlyMap<string, { owner: string; service: IpvsService }>): Promise<void> {
+  async #updateStats(planned: ReadonlyMap<string, PlannedService>): Promise<void> {
     const seen = new Set<string>();
     for (const s of await this.#deps.ipvs.services()) {
       const k = serviceKeyString(s);
       const p = planned.get(k);
-      if (!p || !s.stats || s.fwmark !== undefined) continue;
-      const [namespace, name] = p.owner.split("/");
-      const labels = {
-        svc_namespace: namespace ?? "",
-        service_name: name ?? "",
-        service_vip: s.address,
-        protocol: s.protocol,
-        port: String(s.port),
-      };
+      if (!p || !s.stats) continue;
+      const labels = statLabels(p, s);
       for (const [stat] of STAT_METRICS) this.#m.stats[stat].set(labels, s.stats[stat]);
       this.#series.set(k, labels);
       seen.add(k);
@@ -609,6 +618,25 @@ export class IpvsProxy implements ModuleInstance {
       this.#series.delete(k);
     }
   }
+}
+
+/**
+ * The labels of one virtual service's gauges: the Service's namespace and name, and the address, protocol
+ * and port it serves. A firewall-mark (DSR) service has no address of its own in IPVS: it is labelled
+ * with the VIP:port its mark stands for, so it reads like any other external IP's series.
+ */
+function statLabels(p: PlannedService, s: IpvsService): Record<string, string> {
+  const [namespace, name] = p.owner.split("/");
+  const at = s.fwmark !== undefined && p.dsr
+    ? { vip: p.dsr.vip, protocol: p.dsr.protocol, port: p.dsr.port }
+    : { vip: s.address, protocol: s.protocol, port: s.port };
+  return {
+    svc_namespace: namespace ?? "",
+    service_name: name ?? "",
+    service_vip: at.vip ?? "",
+    protocol: at.protocol ?? "",
+    port: String(at.port ?? 0),
+  };
 }
 
 /**

@@ -23,6 +23,13 @@
  *     VIP:port (`dsr_marks_vF`: address . protocol . port -> firewall mark) gets that service's mark, as
  *     kube-router's mangle rule does; the policy rule for the DSR bit then delivers it locally, where the
  *     IPVS firewall-mark service tunnels it to a pod.
+ *   mangle_output (route type, mangle): the same marks for packets this node sends itself (its own
+ *     processes and host-network pods), as kube-router marks in mangle OUTPUT too; a route chain makes the
+ *     kernel look the route up again after the mark changed, so the policy rule applies to them as well.
+ *   MSS clamping (both mangle chains): a TCP SYN to a DSR VIP:port, and the pod's SYN-ACK coming back from
+ *     it, has its MSS option lowered to what fits the tunnel (`dsrMtu` less the outer header, the inner IP
+ *     header and TCP's: 60 for ipip, 100 for ip6ip6), as kube-router's TCPMSS rules do: a client's
+ *     full-size segment would otherwise no longer fit once IPVS wraps it for the pod.
  *
  * The whole table is rewritten in one transaction (destroyed and re-made, so a table left by the nftables
  * backend is replaced too); the caller renders it only when its content changed.
@@ -41,7 +48,15 @@ export interface IpvsNftOptions {
   podCidrs: readonly string[];
   masqueradeAll: boolean;
   permitAll: boolean;
+  /**
+   * The MTU on the way to DSR pods (kube-router takes the interface holding the node's address); absent:
+   * no MSS clamping (the backend logs why).
+   */
+  dsrMtu?: number;
 }
+
+/** What IPVS's tunnel adds to a packet plus the inner IP and TCP headers, by family (ipip, ip6ip6). */
+export const DSR_MSS_OVERHEAD = { 4: 20 + 20 + 20, 6: 40 + 40 + 20 } as const;
 
 function hex(n: number): string {
   return `0x${n.toString(16).padStart(8, "0")}`;
@@ -136,6 +151,8 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
       tx.add({
         map: { name: `dsr_marks_v${f}`, type: `${ADDR[f]} . inet_proto . inet_service`, map: "mark" },
       });
+      // The same keys as a plain set: the MSS clamp matches answers by source, which a map cannot serve.
+      tx.add({ set: { name: `dsr_ports_v${f}`, type: `${ADDR[f]} . inet_proto . inet_service` } });
     }
     tx.add({
       element: {
@@ -144,6 +161,7 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
         value: [hex(ps.service.fwmark)],
       },
     });
+    tx.add({ element: { set: `dsr_ports_v${f}`, key: [ps.dsr.vip, ps.dsr.protocol, String(ps.dsr.port)] } });
   }
   for (const name of Object.keys(chains)) tx.add({ chain: { name } });
   for (const [name, rules] of Object.entries(chains)) {
@@ -157,21 +175,32 @@ export function renderIpvsTable(plan: IpvsPlan, opts: IpvsNftOptions): NftTransa
   ] as const;
   for (const b of base) tx.add({ chain: { ...b, policy: "accept" } });
   if (dsrFamilies.size) {
-    tx.add({
-      chain: {
-        name: "mangle_prerouting",
-        type: "filter",
-        hook: "prerouting",
-        priority: NFT_PRIORITY.proxyMangle,
-        policy: "accept",
-      },
-    });
+    const mangle = [
+      { name: "mangle_prerouting", type: "filter", hook: "prerouting" },
+      { name: "mangle_output", type: "route", hook: "output" },
+    ] as const;
+    for (const c of mangle) {
+      tx.add({ chain: { ...c, priority: NFT_PRIORITY.proxyMangle, policy: "accept" } });
+    }
     for (const f of [...dsrFamilies].sort()) {
+      const ip = IP[f];
       // IPVS matches a firewall-mark service on the whole mark: this one is set as a whole value.
+      const markRule = `meta mark set ${ip} daddr . meta l4proto . th dport map @dsr_marks_v${f}`;
+      for (const c of mangle) tx.add({ rule: { chain: c.name, rule: markRule } });
+      if (opts.dsrMtu === undefined) continue;
+      const mss = opts.dsrMtu - DSR_MSS_OVERHEAD[f];
+      if (mss < 536) continue; // below TCP's default MSS a clamp would do more harm than good
+      // SYN and SYN-ACK (RST unset), only ever lowered: a smaller MSS a peer asked for stays.
+      const clamp = `tcp flags & (syn | rst) == syn tcp option maxseg size > ${mss} ` +
+        `tcp option maxseg size set ${mss}`;
+      const toVip = `${ip} daddr . meta l4proto . th dport @dsr_ports_v${f} ${clamp}`;
+      tx.add({ rule: { chain: "mangle_prerouting", rule: toVip } });
+      tx.add({ rule: { chain: "mangle_output", rule: toVip } });
+      // The pod's SYN-ACK, from the VIP, passes this node whenever the node is the pod's gateway.
       tx.add({
         rule: {
           chain: "mangle_prerouting",
-          rule: `meta mark set ${IP[f]} daddr . meta l4proto . th dport map @dsr_marks_v${f}`,
+          rule: `${ip} saddr . meta l4proto . th sport @dsr_ports_v${f} ${clamp}`,
         },
       });
     }

@@ -276,7 +276,7 @@ async function setup() {
     await proxy.stop();
     await t.stop();
   };
-  return { sink, source, ipvs, nft, rtnl, pods, sync, dummyVips, stop };
+  return { sink, source, ipvs, nft, rtnl, pods, sync, dummyVips, stop, metrics: t.ctx.metrics };
 }
 
 Deno.test("the IPVS backend serves a DSR Service through a firewall-mark service, policy routing and the local pod's tunnel", async () => {
@@ -353,5 +353,118 @@ Deno.test("a DSR Service whose local pod cannot be entered is logged by name and
     undefined,
   );
   assert.deepEqual(await s.dummyVips(), ["172.16.0.11", "172.16.0.12"]);
+  await s.stop();
+});
+
+Deno.test("DSR marks are set in output too (a route chain), and SYNs to and from DSR VIPs are clamped to the tunnel's MSS", () => {
+  const v4 = planService(svc({ externalIPs: ["203.0.113.7"], annotations: DSR }, eps), ctx);
+  const v6 = planService(
+    svc({
+      key: "default/web6",
+      name: "web6",
+      clusterIPs: ["fd00:172::10"],
+      externalIPs: ["2001:db8::7"],
+      annotations: DSR,
+    }, [
+      ep("fd00:1::5", { local: true, port: 80 }),
+    ]),
+    {
+      ...ctx,
+      families: [4, 6],
+      serviceClusterIpRanges: ["172.16.0.0/16", "fd00:172::/112"],
+      externalIpRanges: ["203.0.113.0/24", "2001:db8::/64"],
+    },
+  );
+  assert.deepEqual(v6.problems, []);
+  const plan = mergePlans([v4, v6]);
+  const render = (dsrMtu?: number) =>
+    renderIpvsTable(plan, {
+      families: [4, 6],
+      podCidrs: ["10.1.1.0/24"],
+      masqueradeAll: false,
+      permitAll: true,
+      ...(dsrMtu !== undefined ? { dsrMtu } : {}),
+    }).render();
+  const lines = (dump: string, chain: string) =>
+    dump.split("\n").filter((l) => l.startsWith(`add rule inet kube_router_proxy ${chain} `)).map((l) =>
+      l.slice(`add rule inet kube_router_proxy ${chain} `.length)
+    );
+  const dump = render(1500);
+  assert.match(
+    dump,
+    /add chain inet kube_router_proxy mangle_output \{ type route hook output priority -150; policy accept; \}/,
+  );
+  assert.match(
+    dump,
+    /add set inet kube_router_proxy dsr_ports_v4 .*\n(.*\n)*.*dsr_ports_v4 \{ 203\.0\.113\.7 \. tcp \. 80 \}/,
+  );
+  const clamp = (n: number) =>
+    `tcp flags & (syn | rst) == syn tcp option maxseg size > ${n} tcp option maxseg size set ${n}`;
+  assert.deepEqual(lines(dump, "mangle_output"), [
+    "meta mark set ip daddr . meta l4proto . th dport map @dsr_marks_v4",
+    `ip daddr . meta l4proto . th dport @dsr_ports_v4 ${clamp(1440)}`,
+    "meta mark set ip6 daddr . meta l4proto . th dport map @dsr_marks_v6",
+    `ip6 daddr . meta l4proto . th dport @dsr_ports_v6 ${clamp(1400)}`,
+  ]);
+  assert.deepEqual(lines(dump, "mangle_prerouting"), [
+    "meta mark set ip daddr . meta l4proto . th dport map @dsr_marks_v4",
+    `ip daddr . meta l4proto . th dport @dsr_ports_v4 ${clamp(1440)}`,
+    `ip saddr . meta l4proto . th sport @dsr_ports_v4 ${clamp(1440)}`,
+    "meta mark set ip6 daddr . meta l4proto . th dport map @dsr_marks_v6",
+    `ip6 daddr . meta l4proto . th dport @dsr_ports_v6 ${clamp(1400)}`,
+    `ip6 saddr . meta l4proto . th sport @dsr_ports_v6 ${clamp(1400)}`,
+  ]);
+  assert.match(render(9000), /maxseg size set 8940/);
+  const unclamped = render();
+  assert.doesNotMatch(unclamped, /maxseg/, "no MTU known: no clamp");
+  assert.equal(lines(unclamped, "mangle_output").length, 2, "the marks are still set");
+  assert.doesNotMatch(render(580), /maxseg/, "no clamp below TCP's default MSS");
+});
+
+Deno.test("the IPVS backend clamps DSR's MSS to the MTU of the interface holding the node address, and says once when it has none", async () => {
+  const s = await setup();
+  s.source.put("services", service("web", "172.16.0.10", "203.0.113.7", DSR));
+  s.source.put("endpointslices", slice("web", [{ ip: "10.1.1.5", node: "n1" }]));
+  await s.sync();
+  assert.doesNotMatch(s.nft.dump(), /maxseg/);
+  const warned = () => s.sink.lines.filter((l) => l.includes("DSR TCP MSS not clamped"));
+  assert.equal(warned().length, 1, s.sink.lines.join("\n"));
+  assert.match(warned()[0]!, /192\.168\.1\.100/);
+  s.source.put("services", service("web", "172.16.0.10", "203.0.113.7", { ...DSR, touched: "1" }));
+  await s.sync();
+  assert.equal(warned().length, 1, "said once");
+
+  await s.rtnl.linkAdd({ kind: "dummy", name: "eth0", mtu: 9000, up: true });
+  const eth0 = (await s.rtnl.linkGet("eth0"))!;
+  await s.rtnl.addrAdd({ family: 4, index: eth0.index, address: "192.168.1.100", prefix: 24 });
+  s.source.put("services", service("web", "172.16.0.10", "203.0.113.7", { ...DSR, touched: "2" }));
+  await s.sync();
+  assert.match(s.nft.dump(), /tcp option maxseg size set 8940/);
+  await s.stop();
+});
+
+Deno.test("kube_router_service_* gauges cover a DSR firewall-mark service, labelled with its Service and the VIP:port the mark stands for", async () => {
+  const s = await setup();
+  const real = s.ipvs.services.bind(s.ipvs);
+  s.ipvs.services = async () =>
+    (await real()).map((x) => ({
+      ...x,
+      stats: x.fwmark !== undefined
+        ? { ...x.stats!, conns: 5, inPkts: 50, outPkts: 0, inBytes: 5000, outBytes: 0, cps: 1 }
+        : x.stats!,
+    }));
+  s.source.put("services", service("web", "172.16.0.10", "203.0.113.7", DSR));
+  s.source.put("endpointslices", slice("web", [{ ip: "10.1.1.5", node: "n1" }]));
+  await s.sync();
+  const labels =
+    'port="80",protocol="tcp",service_name="web",service_vip="203.0.113.7",svc_namespace="default"';
+  const text = s.metrics.render();
+  assert.match(text, new RegExp(`kube_router_service_total_connections\\{${labels}\\} 5\\n`), text);
+  assert.match(text, new RegExp(`kube_router_service_packets_in\\{${labels}\\} 50\\n`));
+  assert.match(text, new RegExp(`kube_router_service_packets_out\\{${labels}\\} 0\\n`));
+  assert.match(text, /service_vip="172\.16\.0\.10"/, "the cluster IP's NAT service keeps its own series");
+  s.source.delete("services", "default/web");
+  await s.sync();
+  assert.doesNotMatch(s.metrics.render(), /service_vip="203\.0\.113\.7"/, "the series goes with the Service");
   await s.stop();
 });

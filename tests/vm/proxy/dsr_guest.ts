@@ -10,6 +10,7 @@
  *            10.5.1.0/24 ────┘  └──── 10.5.2.0/24   (pods' eth1; their default route)
  *   pod1 10.2.1.11, pod2 10.2.1.12 ── veth ── bridge dsrbr0 10.2.1.1/24 on the node (their eth0)
  *   pod3 10.2.3.13: behind the router only (no veth on the node), yet said to run on this node
+ *   pod4 10.2.1.14: a client pod on dsrbr0 whose gateway is the node
  *
  * Pods serve HTTP on port 80 (busybox httpd answering their name): IPVS tunnelling keeps the port.
  */
@@ -44,6 +45,10 @@ const PODS = [
   { name: "pod2", ip: "10.2.1.12", ip6: "fd00:21::12", leg: 2 },
 ];
 const LONE = { name: "pod3", ip: "10.2.3.13" };
+/** A client pod on the node's bridge, the node its gateway (as pods on a kube-router node are). */
+const LOCAL_CLIENT = { name: "pod4", ip: "10.2.1.14" };
+/** The TCP MSS that fits IPVS's ipip tunnel on the node's 1500-byte links: 1500 - 20 - 20 - 20. */
+const DSR_MSS = 1440;
 const DIR = "/tmp/dsr-vm";
 const VIP6 = "2001:db8:7::7";
 const FLAGS = [
@@ -95,6 +100,7 @@ interface Lab {
   router: NetNs;
   pods: NetNs[];
   lone: NetNs;
+  localClient: NetNs;
   source: MemorySource;
   sink: MemorySink;
   proxy: IpvsProxy;
@@ -165,14 +171,45 @@ async function setupLab(): Promise<Lab> {
   await linkVeth(router, "tolone", "10.2.3.1/24", lone, "eth0", `${LONE.ip}/24`);
   await lone.exec(["ip", "route", "add", "default", "via", "10.2.3.1"]);
   await serve(lone, LONE.name);
+  const localClient = await NetNs.create(LOCAL_CLIENT.name);
+  await run([
+    "ip",
+    "link",
+    "add",
+    "vpodc",
+    "type",
+    "veth",
+    "peer",
+    "name",
+    "eth0",
+    "netns",
+    localClient.name,
+  ]);
+  await run(["ip", "link", "set", "vpodc", "master", "dsrbr0", "up"]);
+  await localClient.exec(["ip", "addr", "add", `${LOCAL_CLIENT.ip}/24`, "dev", "eth0"]);
+  await localClient.exec(["ip", "link", "set", "eth0", "up"]);
+  await localClient.exec(["ip", "route", "add", "default", "via", "10.2.1.1"]);
+  // The node's own way to the VIP without DSR (its default route, standing in): out to the router, which
+  // would send it back. The output mark must deliver it to IPVS before it ever leaves.
+  await run(["ip", "route", "add", `${VIP}/32`, "via", ROUTER_IP]);
   // Counters: anything from a VIP reaching the node, and pods' answers passing the router.
   await Deno.writeTextFile(
     `${DIR}/count.nft`,
     `table inet dsrtest {\n  chain pre { type filter hook prerouting priority -300; policy accept;\n` +
-      `    ip saddr ${VIP} counter\n    ip6 saddr ${VIP6} counter\n  }\n}\n`,
+      `    ip saddr ${VIP} counter\n    ip6 saddr ${VIP6} counter\n` +
+      `    ip saddr ${NODE_IP} ip daddr ${VIP} counter\n  }\n}\n`,
   );
   await run(["nft", "-f", `${DIR}/count.nft`]);
   await router.exec(["nft", "-f", `${DIR}/count.nft`]);
+  // In the pods, after the tunnel is unwrapped: SYNs to the VIP with the clamped MSS, and with any other.
+  await Deno.writeTextFile(
+    `${DIR}/mss.nft`,
+    `table inet dsrtest {\n  chain pre { type filter hook prerouting priority 0; policy accept;\n` +
+      `    ip daddr ${VIP} tcp flags & (syn | ack) == syn tcp option maxseg size ${DSR_MSS} counter\n` +
+      `    ip daddr ${VIP} tcp flags & (syn | ack) == syn tcp option maxseg size != ${DSR_MSS} counter\n` +
+      `  }\n}\n`,
+  );
+  for (const p of pods) await p.exec(["nft", "-f", `${DIR}/mss.nft`]);
 
   const sink = new MemorySink();
   const source = new MemorySource(new Bus(), { synced: false });
@@ -199,7 +236,7 @@ async function setupLab(): Promise<Lab> {
   await proxy.start();
   source.put("nodes", node);
   source.markSynced();
-  return { client, router, pods, lone, source, sink, proxy, stopContext: t.stop, deps };
+  return { client, router, pods, lone, localClient, source, sink, proxy, stopContext: t.stop, deps };
 }
 
 async function getLab(): Promise<Lab> {
@@ -262,11 +299,15 @@ async function diagnostics(): Promise<string> {
   return out.join("\n");
 }
 
-/** The packets a `counter` rule in table inet dsrtest has counted (in `ns`, or the node). */
-async function counted(ns?: NetNs, family: 4 | 6 = 4): Promise<number> {
+/**
+ * The packets a `counter` rule in table inet dsrtest has counted (in `ns`, or the node): from the VIP (4),
+ * from the IPv6 VIP (6), or from the node to the VIP ("node"); in the pods' table 0 and 1 are the rules.
+ */
+async function counted(ns?: NetNs, which: 4 | 6 | "node" | 0 | 1 = 4): Promise<number> {
   const cmd = ["nft", "list", "table", "inet", "dsrtest"];
   const out = ns ? (await ns.exec(cmd)).stdout : (await run(cmd)).stdout;
-  const m = [...out.matchAll(/counter packets (\d+)/g)][family === 4 ? 0 : 1];
+  const index = { 4: 0, 6: 1, node: 2, 0: 0, 1: 1 }[which];
+  const m = [...out.matchAll(/counter packets (\d+)/g)][index];
   assert.ok(m, out);
   return Number(m[1]);
 }
@@ -331,6 +372,51 @@ Deno.test({
       return conns! >= 4 && inPkts! >= 8;
     });
     assert.equal(Number(stats.trim().split(/\s+/)[4]), 0, `no packet out through IPVS: ${stats}`);
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "DSR from this node: the node itself and a pod on it reach the external IP through IPVS's tunnel, and SYNs reach the pods with the MSS clamped for the tunnel",
+  fn: async () => {
+    const l = await getLab();
+    const out = (await run(["nft", "list", "chain", "inet", "kube_router_proxy", "mangle_output"])).stdout;
+    assert.match(out, /type route hook output priority mangle/);
+    const routerBefore = await counted(l.router, "node");
+    const who = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const r = await run(["curl", "-sS", "--max-time", "5", `http://${VIP}/`], { check: false });
+      if (r.code !== 0) {
+        throw new Error(`curl from the node failed (${r.code}): ${r.stderr}\n${await diagnostics()}`);
+      }
+      who.add(r.stdout.trim());
+    }
+    assert.deepEqual([...who].sort(), ["pod1", "pod2"], "the node's requests are balanced over both pods");
+    assert.equal(
+      await counted(l.router, "node") - routerBefore,
+      0,
+      "the node's requests never left it (marked in output, handed to IPVS locally)",
+    );
+    const fromPod = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const r = await l.localClient.exec(["curl", "-sS", "--max-time", "5", `http://${VIP}/`], {
+        check: false,
+      });
+      if (r.code !== 0) {
+        throw new Error(`curl from pod4 failed (${r.code}): ${r.stderr}\n${await diagnostics()}`);
+      }
+      fromPod.add(r.stdout.trim());
+    }
+    assert.deepEqual([...fromPod].sort(), ["pod1", "pod2"], "a pod on the node reaches both pods too");
+    // Every SYN that reached a pod through the tunnel (the client's, the node's, pod4's) had its MSS
+    // lowered from 1460 to what fits the tunnel.
+    let clamped = 0;
+    for (const p of l.pods) {
+      clamped += await counted(p, 0);
+      assert.equal(await counted(p, 1), 0, `${p.name} saw a SYN to the VIP whose MSS was not ${DSR_MSS}`);
+    }
+    assert.ok(clamped >= 12, `SYNs with MSS ${DSR_MSS} in the pods: ${clamped}`);
   },
 });
 
@@ -446,8 +532,9 @@ Deno.test({
     );
     assert.doesNotMatch((await run(["nft", "list", "tables"])).stdout, /kube_router_proxy/);
     await run(["nft", "delete", "table", "inet", "dsrtest"]);
+    await run(["ip", "route", "del", `${VIP}/32`]);
     await run(["ip", "link", "del", "dsrbr0"]);
-    for (const ns of [l.client, l.router, l.lone, ...l.pods]) await ns.remove();
+    for (const ns of [l.client, l.router, l.lone, l.localClient, ...l.pods]) await ns.remove();
     for (const d of Object.values(l.deps)) d.close();
   },
 });
