@@ -12,7 +12,8 @@
  *
  * An agent container (kube-router image, hostNetwork) runs in the node's namespace inside its own mount
  * namespace, where its volumes appear at their mountPaths (hostPath /etc/cni/net.d is the node's CNI conf
- * dir, other hostPaths live under `<nodeDir>/hostpath/`) and the service-account token, CA and namespace
+ * dir; /lib/modules and /run/netns are the host's own, where the lab's namespaces are named; other hostPaths
+ * live under `<nodeDir>/hostpath/`) and the service-account token, CA and namespace
  * at /var/run/secrets/kubernetes.io/serviceaccount, where in-cluster configuration finds them. Missing
  * mount points are made on a private overlay of their parent directory, so the host's /etc and /run are
  * never written. KUBERNETES_SERVICE_HOST/PORT name the API server's own address (192.168.1.99:6443), as
@@ -756,8 +757,9 @@ export class LabKubelet {
       if (v.hostPath) {
         const hp = v.hostPath.path.replace(/\/+$/, "") || "/";
         if (hp === "/etc/cni/net.d") source = this.o.cniConfDir;
-        else if (hp === "/lib/modules" || hp === "/usr/lib/modules") source = hp;
-        else source = `${this.o.nodeDir}/hostpath${hp}`;
+        else if (["/lib/modules", "/usr/lib/modules", "/run/netns", "/var/run/netns"].includes(hp)) {
+          source = hp;
+        } else source = `${this.o.nodeDir}/hostpath${hp}`;
         file = v.hostPath.type === "FileOrCreate" || v.hostPath.type === "File";
         if (file) {
           Deno.mkdirSync(source.slice(0, source.lastIndexOf("/")), { recursive: true });
