@@ -13,6 +13,7 @@ import { cidrContains, cidrParts, type Family, formatIP, ipBytes, parseCidr } fr
 import { defaultScope } from "./rtnl_codec.ts";
 import {
   type Address,
+  type AddrOp,
   type BatchResult,
   type Link,
   type LinkChange,
@@ -537,6 +538,18 @@ export class FakeRtnetlink implements Rtnl {
 
   routeDel(route: Route): Promise<void> {
     return this.#run(() => this.#del(route));
+  }
+
+  async addrBatch(ops: readonly AddrOp[]): Promise<BatchResult> {
+    const failures: BatchResult["failures"] = [];
+    for (const [index, o] of ops.entries()) {
+      try {
+        await (o.op === "add" ? this.addrAdd(o.addr) : this.addrDel(o.addr));
+      } catch (error) {
+        failures.push({ index, error: error as Error });
+      }
+    }
+    return { ok: ops.length - failures.length, failures };
   }
 
   routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {

@@ -3,7 +3,7 @@
  * agent runs inside a node's namespace, e.g. via `ip netns exec`). Every request is acknowledged and
  * failures are NetlinkError with the kernel's extended-ACK text; route batches go many per sendto.
  */
-import { Errno, ErrnoError, NetlinkDecodeError } from "./errors.ts";
+import { Errno, ErrnoError, NetlinkDecodeError, NetlinkError } from "./errors.ts";
 import type { Family } from "./ip.ts";
 import { ifNameToIndex } from "./libc.ts";
 import {
@@ -21,6 +21,7 @@ import { closeFd, decodeNsid, encodeNsidGet, inNetns, openNetns, RTM_GETNSID, RT
 import * as c from "./rtnl_codec.ts";
 import type {
   Address,
+  AddrOp,
   BatchResult,
   Link,
   LinkChange,
@@ -284,6 +285,39 @@ export class Rtnetlink implements Rtnl {
         `ip addr add ${addr.address}/${addr.prefix}`,
       );
     });
+  }
+
+  /**
+   * Equivalent to: `ip -batch` of `addr add|del` lines, many messages per sendto and one ACK fence per chunk
+   * (thousands of service VIPs on one dummy interface). Failures are reported per operation index.
+   */
+  async addrBatch(ops: readonly AddrOp[]): Promise<BatchResult> {
+    const failures: BatchResult["failures"] = [];
+    for (let start = 0; start < ops.length; start += BATCH_SLICE) {
+      if (start > 0) await new Promise((r) => setTimeout(r, 0));
+      const slice = ops.slice(start, start + BATCH_SLICE);
+      const failed = this.#s.batch(slice.length, (w: NlWriter, i: number, seq: number) => {
+        const op = slice[i]!;
+        const add = op.op === "add";
+        const off = w.beginMsg(
+          add ? c.RTM_NEWADDR : c.RTM_DELADDR,
+          NLM_F_REQUEST | (add ? NLM_F_CREATE | NLM_F_EXCL : 0),
+          seq,
+        );
+        c.encodeAddr(w, op.addr);
+        w.endMsg(off);
+      }, { op: "address batch" });
+      for (const f of failed) {
+        const a = slice[f.index]!;
+        const e = f.error;
+        const op = `ip addr ${a.op} ${a.addr.address}/${a.addr.prefix}`;
+        failures.push({
+          index: start + f.index,
+          error: e instanceof NetlinkError ? new NetlinkError(e.errno, op, e.seq, e.extAck) : e,
+        });
+      }
+    }
+    return { ok: ops.length - failures.length, failures };
   }
 
   /** Equivalent to: `ip addr del ADDR/PREFIX dev DEV` */

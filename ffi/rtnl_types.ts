@@ -202,6 +202,12 @@ export interface RouteOp {
   route: Route;
 }
 
+/** One operation of an address batch (`Rtnl.addrBatch`). */
+export interface AddrOp {
+  op: "add" | "del";
+  addr: Address;
+}
+
 /** Result of a batch: indexes of failed operations with their errors. */
 export interface BatchResult {
   ok: number;
@@ -300,6 +306,8 @@ export interface Rtnl {
   addrAdd(addr: Address): Promise<void>;
   /** `ip addr del ADDR/PREFIX dev DEV` */
   addrDel(addr: Address): Promise<void>;
+  /** `ip -batch` of `addr add|del` lines (as addrAdd/addrDel each); never throws for individual failures. */
+  addrBatch(ops: readonly AddrOp[]): Promise<BatchResult>;
   /** `ip route show table all` (filtered) */
   routeList(filter?: RouteFilter): Promise<Route[]>;
   /** `ip route get ADDR`: the route the kernel would use (dst is ADDR/32 or /128); undefined if unreachable. */

@@ -34,6 +34,7 @@ import {
   usableEndpoints,
 } from "../../core/mod.ts";
 import {
+  type AddrOp,
   type ConntrackTable,
   type Family,
   type Ipvs,
@@ -117,6 +118,7 @@ export interface IpvsProxyDeps extends HealthCheckOptions {
     | "linkSet"
     | "addrList"
     | "addrAdd"
+    | "addrBatch"
     | "addrDel"
     | "ruleList"
     | "ruleAdd"
@@ -535,40 +537,45 @@ export class IpvsProxy implements ModuleInstance {
 
   /** The VIPs on kube-dummy-if: exactly the planned ones. Returns how many changes failed. */
   async #syncVips(index: number, vips: ReadonlyMap<string, Family>): Promise<number> {
-    let failures = 0;
     const rtnl = this.#deps.rtnl;
     const have = new Map<string, { family: Family; prefix: number }>();
     for (const a of await rtnl.addrList({ index })) {
       const c = canonicalIp(a.address);
       if (c) have.set(c.ip, { family: c.family, prefix: a.prefix });
     }
+    // One batch (many messages per system call): a cold sync puts thousands of VIPs on the interface.
+    const ops: AddrOp[] = [];
     for (const [ip, family] of vips) {
       if (have.has(ip)) continue;
-      try {
-        await rtnl.addrAdd({
+      ops.push({
+        op: "add",
+        addr: {
           family,
           index,
           address: ip,
           prefix: family === 4 ? 32 : 128,
           ...(family === 6 ? { nodad: true } : {}),
-        });
-      } catch (err) {
-        failures++;
-        this.#ctx.log.warn("cannot add a service VIP to the dummy interface", { vip: ip, err: String(err) });
-      }
+        },
+      });
     }
     for (const [ip, a] of have) {
       if (vips.has(ip)) continue;
       // IPv6 link-local addresses the kernel puts on the link itself stay.
       if (a.family === 6 && parseIP(ip) && ip.startsWith("fe80:")) continue;
-      try {
-        await rtnl.addrDel({ family: a.family, index, address: ip, prefix: a.prefix });
-      } catch (err) {
-        failures++;
-        this.#ctx.log.warn("cannot remove a VIP from the dummy interface", { vip: ip, err: String(err) });
-      }
+      ops.push({ op: "del", addr: { family: a.family, index, address: ip, prefix: a.prefix } });
     }
-    return failures;
+    if (ops.length === 0) return 0;
+    const { failures } = await rtnl.addrBatch(ops);
+    for (const f of failures) {
+      const o = ops[f.index]!;
+      this.#ctx.log.warn(
+        o.op === "add"
+          ? "cannot add a service VIP to the dummy interface"
+          : "cannot remove a VIP from the dummy interface",
+        { vip: o.addr.address, err: String(f.error) },
+      );
+    }
+    return failures.length;
   }
 
   /**

@@ -181,6 +181,35 @@ export const rtnlCases: Case<Rtnl>[] = [
     },
   },
   {
+    name: "an address batch adds and deletes in order and reports each failure by index, the rest applied",
+    fn: async (r) => {
+      await r.linkAdd({ kind: "bridge", name: "cbr0", up: true });
+      const index = (await r.linkGet("cbr0"))!.index;
+      const v4 = (address: string) => ({ family: 4 as const, index, address, prefix: 32 });
+      const res = await r.addrBatch([
+        { op: "add", addr: v4("10.77.1.1") },
+        { op: "add", addr: v4("10.77.1.2") },
+        { op: "add", addr: v4("10.77.1.1") },
+        { op: "add", addr: { family: 6, index, address: "fd77::5", prefix: 128, nodad: true } },
+        { op: "del", addr: v4("10.77.1.9") },
+        { op: "add", addr: v4("10.77.1.3") },
+        { op: "del", addr: v4("10.77.1.2") },
+      ]);
+      assert.equal(res.ok, 5);
+      assert.deepEqual(res.failures.map((f) => f.index), [2, 4]);
+      assert.ok(isExists(res.failures[0]!.error), String(res.failures[0]!.error));
+      assert.match(res.failures[0]!.error.message, /^ip addr add 10\.77\.1\.1\/32/);
+      assert.ok(isNotFound(res.failures[1]!.error), String(res.failures[1]!.error));
+      const listed = (await r.addrList({ index })).filter((a) => a.scope === RouteScope.universe);
+      assert.deepEqual(listed.map((a) => `${a.address}/${a.prefix}`).sort(), [
+        "10.77.1.1/32",
+        "10.77.1.3/32",
+        "fd77::5/128",
+      ]);
+      assert.deepEqual(await r.addrBatch([]), { ok: 0, failures: [] });
+    },
+  },
+  {
     name: "a route via a gateway gets iproute2's defaults and the device of the connected subnet",
     fn: async (r) => {
       const dev = await bridge(r);
