@@ -129,6 +129,11 @@ export class Nftables implements NftRuleset {
   #trimAbove: number;
   #trimming: Promise<void> = Promise.resolve();
   #outOfProcessAbove: number;
+  /**
+   * Whether the nft binary can be started. Out-of-process work only keeps large loads off the agent's heap;
+   * on a node with libnftables but without the `nft` binary it is done in process instead of failing.
+   */
+  #childUsable = true;
 
   /**
    * `trimAboveBytes`: inputs larger than this are followed by malloc_trim(0) (default 1 MiB), so a huge
@@ -199,10 +204,16 @@ export class Nftables implements NftRuleset {
     if (tx.size === 0) return;
     const text = tx.render();
     try {
-      if (opts.outOfProcess || text.length > this.#outOfProcessAbove) {
+      if ((opts.outOfProcess || text.length > this.#outOfProcessAbove) && this.#childUsable) {
         const next = this.#queue.then(() => applyInChild(text));
         this.#queue = next.catch(() => undefined);
-        await next;
+        try {
+          await next;
+        } catch (e) {
+          if (!(e instanceof NftBinaryMissing)) throw e;
+          this.#childUsable = false;
+          await this.applyText(text);
+        }
       } else await this.applyText(text);
     } catch (e) {
       if (!(e instanceof NftError)) throw e;
@@ -260,10 +271,15 @@ export class Nftables implements NftRuleset {
   async list(target: NftListTarget, opts: NftListOptions = {}): Promise<NftObject[]> {
     // The JSON form, because nft's text grammar cannot name objects called like keywords ("ct", "missing").
     const request = JSON.stringify({ nftables: [{ list: listJson(target) }] });
-    if (opts.outOfProcess) {
+    if (opts.outOfProcess && this.#childUsable) {
       const next = this.#queue.then(() => listInChild(request, opts.terse ?? false));
       this.#queue = next.catch(() => undefined);
-      return parseListOutput(await next);
+      try {
+        return parseListOutput(await next);
+      } catch (e) {
+        if (!(e instanceof NftBinaryMissing)) throw e;
+        this.#childUsable = false;
+      }
     }
     const out = await this.runBuffer(request, { ...(opts.terse ? { terse: true } : {}) });
     return parseListOutput(out);
@@ -280,6 +296,13 @@ export class Nftables implements NftRuleset {
     if (ctx === null) return;
     this.#ctx = null;
     this.#queue.finally(() => this.#sym.nft_ctx_free(ctx));
+  }
+}
+
+/** The nft binary could not be started: the caller does the work in process instead. */
+export class NftBinaryMissing extends NftError {
+  constructor(cause: unknown) {
+    super(-1, `cannot run ${nftBinary()} (Debian package nftables; or set KUBE_ROUTER_NFT)`, { cause });
   }
 }
 
@@ -300,9 +323,7 @@ async function applyInChild(text: string): Promise<void> {
     })
       .spawn();
   } catch (cause) {
-    throw new NftError(-1, `cannot run ${nftBinary()} (Debian package nftables; or set KUBE_ROUTER_NFT)`, {
-      cause,
-    });
+    throw new NftBinaryMissing(cause);
   }
   const w = child.stdin.getWriter();
   try {
@@ -324,9 +345,7 @@ async function listInChild(request: string, terse: boolean): Promise<string> {
       stderr: "piped",
     }).spawn();
   } catch (cause) {
-    throw new NftError(-1, `cannot run ${nftBinary()} (Debian package nftables; or set KUBE_ROUTER_NFT)`, {
-      cause,
-    });
+    throw new NftBinaryMissing(cause);
   }
   const w = child.stdin.getWriter();
   try {

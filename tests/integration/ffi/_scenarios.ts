@@ -548,3 +548,23 @@ export async function nftChildProcess() {
     nft.close();
   }
 }
+
+/** With no nft binary to start, out-of-process loads and listings are done in process instead. */
+export async function nftChildMissing() {
+  Deno.env.set("KUBE_ROUTER_NFT", "/nonexistent/nft");
+  const nft = new Nftables({ outOfProcessAboveBytes: 0 });
+  try {
+    await nft.run(
+      new NftTransaction("ip", "krtnochild").add({ table: {} }).add({ set: { name: "s", type: "ipv4_addr" } })
+        .add({ element: { set: "s", key: ["10.0.0.7"] } }),
+      { outOfProcess: true },
+    );
+    const set = await nft.list({ set: { family: "ip", table: "krtnochild", name: "s" } }, {
+      outOfProcess: true,
+    });
+    return { elems: (set[0]?.set as { elem?: string[] })?.elem ?? [] };
+  } finally {
+    nft.close();
+    Deno.env.delete("KUBE_ROUTER_NFT");
+  }
+}

@@ -81,3 +81,15 @@ Deno.test({
       assert.ok(res.ruleset.includes("krtchild"));
     }),
 });
+
+Deno.test({
+  ...needs("without an nft binary, loads and listings meant for a child nft are done in process", {
+    tools: ["ip", "nft"],
+  }),
+  fn: () =>
+    withNetns(["nftnochild"], async (ns) => {
+      const res = await inNetns<R<"nftChildMissing">>(ns, SCEN, "nftChildMissing");
+      assert.deepEqual(res.elems, ["10.0.0.7"]);
+      assert.match((await ns.exec(["nft", "list", "set", "ip", "krtnochild", "s"])).stdout, /10\.0\.0\.7/);
+    }),
+});
