@@ -313,43 +313,25 @@ export function nftBinary(): string {
 
 /** Runs one transaction's text in a child `nft -f -`, in this process's network namespace. */
 async function applyInChild(text: string): Promise<void> {
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(nftBinary(), {
-      args: ["-f", "-"],
-      stdin: "piped",
-      stdout: "null",
-      stderr: "piped",
-    })
-      .spawn();
-  } catch (cause) {
-    throw new NftBinaryMissing(cause);
-  }
-  const w = child.stdin.getWriter();
-  try {
-    await w.write(new TextEncoder().encode(text));
-    await w.close();
-  } catch { /* the child exited early; its stderr says why */ }
-  const out = await child.output();
-  if (!out.success) throw new NftError(out.code, new TextDecoder().decode(out.stderr));
+  await runChild(["-f", "-"], text);
 }
 
 /** Runs one JSON list request in a child `nft -j [-t] -f -`; returns its JSON output. */
-async function listInChild(request: string, terse: boolean): Promise<string> {
+function listInChild(request: string, terse: boolean): Promise<string> {
+  return runChild([...(terse ? ["-t"] : []), "-j", "-f", "-"], request);
+}
+
+/** Feeds `input` to a child nft with `args`; its stdout, or NftError with its stderr. */
+async function runChild(args: string[], input: string): Promise<string> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(nftBinary(), {
-      args: [...(terse ? ["-t"] : []), "-j", "-f", "-"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    child = new Deno.Command(nftBinary(), { args, stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
   } catch (cause) {
     throw new NftBinaryMissing(cause);
   }
   const w = child.stdin.getWriter();
   try {
-    await w.write(new TextEncoder().encode(request));
+    await w.write(new TextEncoder().encode(input));
     await w.close();
   } catch { /* the child exited early; its stderr says why */ }
   const out = await child.output();
