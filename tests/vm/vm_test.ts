@@ -26,6 +26,8 @@ export const GUEST_TESTS: GuestTest[] = [
   { file: "tests/vm/proxy/dsr_guest.ts" },
   // IPIP and FoU overlay tunnels between two nodes in different subnets, then --cleanup-config.
   { file: "tests/vm/router/overlay_guest.ts" },
+  // SCTP (absent from this machine's kernel) through the NetworkPolicy firewall and the nftables proxy.
+  { file: "tests/vm/sctp_guest.ts" },
 ];
 
 const only = Deno.env.get("KRT_VM_ONLY");

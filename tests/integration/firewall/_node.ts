@@ -27,6 +27,8 @@ import { NetNs, run } from "../../_support/netns.ts";
 export const fwNeeds = { tools: ["nft", "curl", "busybox"] };
 const serverScript = new URL("./_server.ts", import.meta.url).pathname;
 const udpProbeScript = new URL("./_udp_probe.ts", import.meta.url).pathname;
+/** How long settle() waits for a sync: generous under the VM tier's emulation, more so on a loaded host. */
+const SETTLE_MS = Deno.env.get("KRT_IN_VM") === "1" ? 90_000 : 10_000;
 
 /** The node namespace's nftables through the nft binary: the same text libnftables would get. */
 export function nsNft(ns: NetNs): FirewallNft & { transactions: string[] } {
@@ -143,10 +145,14 @@ export class FirewallNode {
     this.agent = undefined;
   }
 
-  /** Waits until the firewall's last sync saw the current objects (the runner is idle and synced). */
+  /**
+   * Waits until the firewall's last sync saw the current objects (the runner is idle and synced). The VM
+   * tier (tests/vm/sctp_guest.ts) drives this node too, where the emulated CPU makes a first sync many times
+   * slower: there the wait is longer.
+   */
   async settle(): Promise<void> {
     const fw = this.firewall!;
-    await eventually("a firewall sync after the last change", () => fw.settled);
+    await eventually("a firewall sync after the last change", () => fw.settled, SETTLE_MS);
   }
 
   /** Makes a local pod's network (netns, veth into the bridge, addresses) and starts its server. */
