@@ -291,33 +291,17 @@ export class Rtnetlink implements Rtnl {
    * Equivalent to: `ip -batch` of `addr add|del` lines, many messages per sendto and one ACK fence per chunk
    * (thousands of service VIPs on one dummy interface). Failures are reported per operation index.
    */
-  async addrBatch(ops: readonly AddrOp[]): Promise<BatchResult> {
-    const failures: BatchResult["failures"] = [];
-    for (let start = 0; start < ops.length; start += BATCH_SLICE) {
-      if (start > 0) await new Promise((r) => setTimeout(r, 0));
-      const slice = ops.slice(start, start + BATCH_SLICE);
-      const failed = this.#s.batch(slice.length, (w: NlWriter, i: number, seq: number) => {
-        const op = slice[i]!;
-        const add = op.op === "add";
-        const off = w.beginMsg(
-          add ? c.RTM_NEWADDR : c.RTM_DELADDR,
-          NLM_F_REQUEST | (add ? NLM_F_CREATE | NLM_F_EXCL : 0),
-          seq,
-        );
-        c.encodeAddr(w, op.addr);
-        w.endMsg(off);
-      }, { op: "address batch" });
-      for (const f of failed) {
-        const a = slice[f.index]!;
-        const e = f.error;
-        const op = `ip addr ${a.op} ${a.addr.address}/${a.addr.prefix}`;
-        failures.push({
-          index: start + f.index,
-          error: e instanceof NetlinkError ? new NetlinkError(e.errno, op, e.seq, e.extAck) : e,
-        });
-      }
-    }
-    return { ok: ops.length - failures.length, failures };
+  addrBatch(ops: readonly AddrOp[]): Promise<BatchResult> {
+    return this.#batch(ops, "address batch", (w, op, seq) => {
+      const add = op.op === "add";
+      const off = w.beginMsg(
+        add ? c.RTM_NEWADDR : c.RTM_DELADDR,
+        NLM_F_REQUEST | (add ? NLM_F_CREATE | NLM_F_EXCL : 0),
+        seq,
+      );
+      c.encodeAddr(w, op.addr);
+      w.endMsg(off);
+    }, (op) => `ip addr ${op.op} ${op.addr.address}/${op.addr.prefix}`);
   }
 
   /** Equivalent to: `ip addr del ADDR/PREFIX dev DEV` */
@@ -429,26 +413,46 @@ export class Rtnetlink implements Rtnl {
    * Equivalent to: `ip -batch` of `route add|replace|del` lines, but many messages per sendto and one ACK
    * fence per chunk. Failures are reported per operation index; the others are applied.
    */
-  async routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {
+  routeBatch(ops: readonly RouteOp[]): Promise<BatchResult> {
+    return this.#batch(ops, "route batch", (w, op, seq) => {
+      const del = op.op === "del";
+      const flags = NLM_F_REQUEST |
+        (op.op === "add"
+          ? NLM_F_CREATE | NLM_F_EXCL
+          : op.op === "replace"
+          ? NLM_F_CREATE | NLM_F_REPLACE
+          : 0);
+      const off = w.beginMsg(del ? c.RTM_DELROUTE : c.RTM_NEWROUTE, flags, seq);
+      c.encodeRoute(w, op.route, del);
+      w.endMsg(off);
+    });
+  }
+
+  /**
+   * Sends `ops` in slices of BATCH_SLICE (the event loop runs between slices: health checks and events
+   * stay responsive during a 100k-route sync), many messages per sendto and one ACK fence per chunk.
+   * Failures carry the operation's index in `ops`; `describe` renames a NetlinkError after its operation.
+   */
+  async #batch<T>(
+    ops: readonly T[],
+    what: string,
+    encode: (w: NlWriter, op: T, seq: number) => void,
+    describe?: (op: T) => string,
+  ): Promise<BatchResult> {
     const failures: BatchResult["failures"] = [];
-    // Slices keep the event loop responsive (health checks, events) during a 100k-route sync.
     for (let start = 0; start < ops.length; start += BATCH_SLICE) {
       if (start > 0) await new Promise((r) => setTimeout(r, 0));
       const slice = ops.slice(start, start + BATCH_SLICE);
       const failed = this.#s.batch(slice.length, (w: NlWriter, i: number, seq: number) => {
-        const op = slice[i]!;
-        const del = op.op === "del";
-        const flags = NLM_F_REQUEST |
-          (op.op === "add"
-            ? NLM_F_CREATE | NLM_F_EXCL
-            : op.op === "replace"
-            ? NLM_F_CREATE | NLM_F_REPLACE
-            : 0);
-        const off = w.beginMsg(del ? c.RTM_DELROUTE : c.RTM_NEWROUTE, flags, seq);
-        c.encodeRoute(w, op.route, del);
-        w.endMsg(off);
-      }, { op: "route batch" });
-      for (const f of failed) failures.push({ index: start + f.index, error: f.error });
+        encode(w, slice[i]!, seq);
+      }, { op: what });
+      for (const f of failed) {
+        const e = f.error;
+        const error = describe && e instanceof NetlinkError
+          ? new NetlinkError(e.errno, describe(slice[f.index]!), e.seq, e.extAck)
+          : e;
+        failures.push({ index: start + f.index, error });
+      }
     }
     return { ok: ops.length - failures.length, failures };
   }
