@@ -37,6 +37,7 @@ import {
 } from "../ffi/mod.ts";
 import { IpvsProxy } from "../modules/proxy/mod.ts";
 import { MemorySource, moduleContext } from "../tests/_support/kube_source.ts";
+import { benchService, benchSlice } from "./_service_objects.ts";
 
 const { values } = parseArgs({
   options: {
@@ -219,28 +220,14 @@ const node: V1Node = {
   status: { addresses: [{ type: "InternalIP", address: "192.168.77.1" }] },
 };
 function service(i: number): V1Service {
-  return {
-    metadata: { namespace: "bench", name: `svc-${i}`, uid: `u${i}`, resourceVersion: "1" },
-    spec: {
-      type: "ClusterIP",
-      clusterIP: vip(i),
-      clusterIPs: [vip(i)],
-      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
-    },
-  };
+  return benchService(i, vip(i));
 }
 function slice(i: number, addresses: string[], v: number): V1EndpointSlice {
-  return {
-    addressType: "IPv4",
-    metadata: {
-      namespace: "bench",
-      name: `svc-${i}-abcde`,
-      labels: { "kubernetes.io/service-name": `svc-${i}` },
-      resourceVersion: String(v),
-    },
-    endpoints: addresses.map((a) => ({ addresses: [a], conditions: { ready: true }, nodeName: "other" })),
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-  };
+  return benchSlice(
+    i,
+    v,
+    addresses.map((a) => ({ addresses: [a], conditions: { ready: true }, nodeName: "other" })),
+  );
 }
 
 /** Child, in its namespace: the backend's cold sync, then the endpoint changes and their references. */

@@ -34,6 +34,7 @@ import {
   SharedObjects,
 } from "../modules/proxy/mod.ts";
 import { MemorySource, moduleContext } from "../tests/_support/kube_source.ts";
+import { benchService, benchSlice } from "./_service_objects.ts";
 
 const { values } = parseArgs({
   options: {
@@ -99,34 +100,19 @@ const epIp = (n: number) => `10.${128 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`
 const probeEndpoints = values["probe-endpoints"] ? values["probe-endpoints"].split(",") : [];
 
 function service(i: number): V1Service {
-  const ip = i === 0 ? values["probe-vip"]! : `10.96.${i >> 8}.${i & 255}`;
-  return {
-    metadata: { namespace: "bench", name: `svc-${i}`, uid: `u${i}`, resourceVersion: "1" },
-    spec: {
-      type: "ClusterIP",
-      clusterIP: ip,
-      clusterIPs: [ip],
-      ports: [{ name: "http", port: 80, targetPort: 8080, protocol: "TCP" }],
-    },
-  };
+  return benchService(i, i === 0 ? values["probe-vip"]! : `10.96.${i >> 8}.${i & 255}`);
 }
 
 function slice(i: number, addresses: string[], v: number): V1EndpointSlice {
-  return {
-    addressType: "IPv4",
-    metadata: {
-      namespace: "bench",
-      name: `svc-${i}-abcde`,
-      labels: { "kubernetes.io/service-name": `svc-${i}` },
-      resourceVersion: String(v),
-    },
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-    endpoints: addresses.map((a, j) => ({
+  return benchSlice(
+    i,
+    v,
+    addresses.map((a, j) => ({
       addresses: [a],
       nodeName: j % 2 ? "n2" : "n1",
       conditions: { ready: true, serving: true, terminating: false },
     })),
-  };
+  );
 }
 
 const node = (name: string, n: number, ip: string): V1Node => ({

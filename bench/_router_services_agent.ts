@@ -13,6 +13,7 @@ import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node
 import { Bus } from "../core/bus.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
 import { MemorySource, moduleContext } from "../tests/_support/kube_source.ts";
+import { benchSlice } from "./_service_objects.ts";
 
 const { values } = parseArgs({
   options: {
@@ -79,20 +80,10 @@ function service(i: number): V1Service {
 
 /** Slice of service i, version v: two endpoints, the local one ready on even versions. */
 function slice(i: number, v: number): V1EndpointSlice {
-  return {
-    addressType: "IPv4",
-    metadata: {
-      namespace: "bench",
-      name: `svc-${i}-abcde`,
-      labels: { "kubernetes.io/service-name": `svc-${i}` },
-      resourceVersion: String(v),
-    },
-    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
-    endpoints: [
-      { addresses: [`10.1.1.${(i % 250) + 2}`], nodeName: "n1", conditions: { ready: v % 2 === 0 } },
-      { addresses: [`10.1.2.${(i % 250) + 2}`], nodeName: "n2", conditions: { ready: true } },
-    ],
-  };
+  return benchSlice(i, v, [
+    { addresses: [`10.1.1.${(i % 250) + 2}`], nodeName: "n1", conditions: { ready: v % 2 === 0 } },
+    { addresses: [`10.1.2.${(i % 250) + 2}`], nodeName: "n2", conditions: { ready: true } },
+  ]);
 }
 
 const config = loadConfig([
