@@ -1,32 +1,16 @@
 import assert from "node:assert/strict";
-import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
-import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
-import {
-  FakeConntrack,
-  FakeIpvs,
-  FakeNftables,
-  FakeRtnetlink,
-  FakeSysctl,
-  NetlinkError,
-  NftTransaction,
-} from "../../../ffi/mod.ts";
+import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
+import { loadConfig } from "../../../core/mod.ts";
+import { FakeIpvs, FakeRtnetlink, FakeSysctl, NetlinkError, NftTransaction } from "../../../ffi/mod.ts";
 import {
   DUMMY_IF,
   ipvsPreflight,
-  IpvsProxy,
   IpvsUnavailableError,
   openIpvs,
   proxyModule,
 } from "../../../modules/proxy/mod.ts";
 import { dsrRoutes } from "../../../modules/proxy/ipvs_backend.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
-
-const node: V1Node = {
-  metadata: { name: "n1" },
-  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
-  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
-};
+import { ipvsSetup, node } from "./_ipvs_setup.ts";
 
 function service(name: string, ip: string, spec: V1Service["spec"] = {}, annotations = {}): V1Service {
   return {
@@ -50,61 +34,18 @@ function slice(svc: string, ips: string[], nodeName = "n2"): V1EndpointSlice {
   };
 }
 
-async function setup(flags: string[] = []) {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig([
-      "--hostname-override=n1",
-      "--service-cluster-ip-range=172.16.0.0/16",
-      "--service-proxy-backend=ipvs",
-      ...flags,
-    ]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
+function setup(flags: string[] = []) {
+  return ipvsSetup({
+    flags,
+    sysctl: new FakeSysctl({
+      "net.ipv4.vs.conntrack": 0,
+      "net.ipv4.vs.conn_reuse_mode": 1,
+      "net.ipv4.vs.expire_nodest_conn": 0,
+      "net.ipv4.vs.expire_quiescent_template": 0,
+      "net.ipv4.conf.all.arp_ignore": 0,
+      "net.ipv4.conf.all.arp_announce": 0,
+    }),
   });
-  const ipvs = new FakeIpvs();
-  const nft = new FakeNftables();
-  const rtnl = new FakeRtnetlink();
-  const sysctl = new FakeSysctl({
-    "net.ipv4.vs.conntrack": 0,
-    "net.ipv4.vs.conn_reuse_mode": 1,
-    "net.ipv4.vs.expire_nodest_conn": 0,
-    "net.ipv4.vs.expire_quiescent_template": 0,
-    "net.ipv4.conf.all.arp_ignore": 0,
-    "net.ipv4.conf.all.arp_announce": 0,
-  });
-  const proxy = new IpvsProxy(t.ctx, {
-    ipvs,
-    nft,
-    rtnl,
-    sysctl,
-    conntrack: new FakeConntrack(),
-    serveHealthChecks: false,
-  });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node);
-  const sync = async () => {
-    const before = t.syncs.ok + t.syncs.failed;
-    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
-    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  const vips = async () => {
-    const link = await rtnl.linkGet(DUMMY_IF);
-    return link
-      ? (await rtnl.addrList({ index: link.index })).map((a) => `${a.address}/${a.prefix}`).sort()
-      : [];
-  };
-  const stop = async () => {
-    await proxy.stop();
-    await t.stop();
-  };
-  return { clock, sink, source, t, ipvs, nft, rtnl, sysctl, proxy, sync, vips, stop };
 }
 
 Deno.test("the IPVS backend programs virtual services, VIPs on kube-dummy-if, sysctls and its nftables table", async () => {

@@ -4,32 +4,22 @@
  * the fallback to NAT of a Service whose pod cannot be entered (with a fake pod side).
  */
 import assert from "node:assert/strict";
-import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
-import { Bus, FakeClock, getLogger, loadConfig, NFT_MARK } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
-import {
-  FakeConntrack,
-  FakeIpvs,
-  FakeNftables,
-  FakeRtnetlink,
-  FakeSysctl,
-  RouteType,
-} from "../../../ffi/mod.ts";
+import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
+import { NFT_MARK } from "../../../core/mod.ts";
+import { RouteType } from "../../../ffi/mod.ts";
 import {
   assignFwmarks,
   DSR_INDEX_MASK,
   DSR_TABLE,
   DsrPodError,
   type DsrPods,
-  DUMMY_IF,
-  IpvsProxy,
   mergePlans,
   planService,
 } from "../../../modules/proxy/mod.ts";
 import type { IpvsPlanContext } from "../../../modules/proxy/ipvs_plan.ts";
 import { renderIpvsTable } from "../../../modules/proxy/ipvs_nft.ts";
+import { ipvsSetup } from "./_ipvs_setup.ts";
 import { ep, nodeCtx, svc } from "./_fixtures.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
 
 const { zone: _zone, ...n1 } = nodeCtx;
 const ctx: IpvsPlanContext = { ...n1, podCidrs: ["10.1.1.0/24"], nodePortIps: ["192.168.1.100"] };
@@ -171,12 +161,6 @@ Deno.test("firewall marks are never shared, keep their value while their VIP:por
 
 // ------------------------------------------------------------------ the backend with a fake pod side
 
-const node: V1Node = {
-  metadata: { name: "n1" },
-  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
-  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
-};
-
 function service(name: string, ip: string, externalIP: string, annotations = {}): V1Service {
   return {
     metadata: { namespace: "default", name, annotations },
@@ -230,53 +214,12 @@ class FakeDsrPods implements DsrPods {
 }
 
 async function setup() {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig([
-      "--hostname-override=n1",
-      "--service-cluster-ip-range=172.16.0.0/16",
-      "--service-external-ip-range=203.0.113.0/24",
-      "--service-proxy-backend=ipvs",
-    ]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
-  });
-  const ipvs = new FakeIpvs();
-  const nft = new FakeNftables();
-  const rtnl = new FakeRtnetlink();
   const pods = new FakeDsrPods();
-  const proxy = new IpvsProxy(t.ctx, {
-    ipvs,
-    nft,
-    rtnl,
-    sysctl: new FakeSysctl(),
-    conntrack: new FakeConntrack(),
-    serveHealthChecks: false,
-    dsrPods: pods,
-  });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node);
-  source.markSynced();
-  const sync = async () => {
-    const before = t.syncs.ok + t.syncs.failed;
-    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
-    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  const dummyVips = async () => {
-    const link = await rtnl.linkGet(DUMMY_IF);
-    return link ? (await rtnl.addrList({ index: link.index })).map((a) => a.address).sort() : [];
-  };
-  const stop = async () => {
-    await proxy.stop();
-    await t.stop();
-  };
-  return { sink, source, ipvs, nft, rtnl, pods, sync, dummyVips, stop, metrics: t.ctx.metrics };
+  const s = await ipvsSetup({ flags: ["--service-external-ip-range=203.0.113.0/24"], dsrPods: pods });
+  s.source.markSynced();
+  /** The addresses on kube-dummy-if, sorted. */
+  const dummyVips = async () => (await s.vips()).map((v) => v.split("/")[0]!);
+  return { ...s, pods, dummyVips };
 }
 
 Deno.test("the IPVS backend serves a DSR Service through a firewall-mark service, policy routing and the local pod's tunnel", async () => {
