@@ -130,6 +130,12 @@ export class ProxyEnv {
       if (!(await exists("/proc/sys/net/bridge"))) await run(["modprobe", "br_netfilter"]);
       await node.exec(["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
       await node.exec(["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"]);
+      // The kernel limits the ICMP errors it sends to one host (IcmpOutRateLimitHost in `nstat`: about one a
+      // second after a small burst), a node's rejects included, kube-proxy's as much as ours. The cases send
+      // many from one client machine within seconds, so the node's namespace lifts the limit: a missing ICMP
+      // error then means a blackhole, not a spent token.
+      await node.exec(["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
+      await node.exec(["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
       await node.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
       await node.exec(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
       await node.exec(["ip", "link", "add", "cbr0", "type", "bridge"]);
