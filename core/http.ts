@@ -25,7 +25,7 @@ export interface HttpServers {
   shutdown(): Promise<void>;
 }
 
-type Route = (req: Request) => Response | undefined;
+type Route = (req: Request) => Response | Promise<Response> | undefined;
 
 function healthRoute(health: Health): Route {
   return (req) => {
@@ -39,9 +39,12 @@ function healthRoute(health: Health): Route {
 function metricsRoute(metrics: Metrics, path: string): Route {
   return (req) => {
     if (new URL(req.url).pathname !== path) return undefined;
-    return new Response(metrics.render(), {
-      headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    });
+    // Collectors first (the proxy's per-Service counters are read from the kernel on a scrape).
+    return metrics.collect().then(() =>
+      new Response(metrics.render(), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      })
+    );
   };
 }
 

@@ -137,6 +137,21 @@ export class Histogram extends Metric<HistogramValue> {
 /** All metrics of one agent. Names are registered once; asking again returns the same metric. */
 export class Metrics {
   #metrics = new Map<string, Metric<unknown>>();
+  #collectors = new Set<() => Promise<void>>();
+
+  /**
+   * Registers work to run before each scrape (e.g. reading kernel counters into gauges); returns its
+   * removal. A collector handles its own errors: one that throws is skipped for that scrape.
+   */
+  onCollect(fn: () => Promise<void>): () => void {
+    this.#collectors.add(fn);
+    return () => this.#collectors.delete(fn);
+  }
+
+  /** Runs the collectors (together); a scrape awaits it before render(). */
+  async collect(): Promise<void> {
+    await Promise.allSettled([...this.#collectors].map((fn) => fn()));
+  }
 
   counter(name: string, help: string): Counter {
     return this.#register(name, () => new Counter(name, help), Counter);

@@ -11,9 +11,9 @@
  * Modelled like the kernel: a verdict naming a missing chain and a rule naming a missing chain or `@set`
  * fail as not found; a chain jumped to (by a rule or a map element) and a set named by a rule cannot be
  * deleted (busy); adding a map element whose key exists with another value fails as exists. Not modelled:
- * rule expressions (kept as text, printed back as given but for `counter`), element timeouts and counters'
- * traffic, address canonicalisation (give canonical forms: `fd00::1`). Interval sets (single-part keys)
- * refuse an element overlapping another, as nft does ("interval overlaps with an existing one").
+ * rule expressions (kept as text, printed back as given but for `counter`), element timeouts, traffic
+ * (`count()` adds to a counted element as a packet would), address canonicalisation (give canonical forms:
+ * `fd00::1`). Interval sets (single-part keys) refuse an element overlapping another, as nft does ("interval overlaps with an existing one").
  *
  * `list` renders the model in libnftables' JSON listing form (what `Nftables.list` returns), except that a
  * rule carries its text (`text`) instead of nft's `expr` tree; `dump()` renders it as `nft list ruleset`.
@@ -36,6 +36,8 @@ interface FElem {
   key: string[];
   value?: string[];
   comment?: string;
+  /** Traffic counted on the element of a set with `counter` (FakeNftables.count). */
+  counter?: { packets: number; bytes: number };
 }
 interface FSet {
   spec: NftSetSpec | NftMapSpec;
@@ -212,6 +214,23 @@ export class FakeNftables implements NftRuleset {
   #nextTableHandle = 1;
   /** Number of transactions applied successfully (for tests asserting on batching). */
   transactions = 0;
+
+  /**
+   * Traffic for tests: adds packets and bytes to the counter of one element of a set with `counter`, as a
+   * packet the kernel looks up in it would. Throws if the set or element does not exist or is not counted.
+   */
+  count(
+    ref: { family: string; table: string; set: string },
+    key: readonly string[],
+    packets: number,
+    bytes: number,
+  ): void {
+    const s = this.#tables.get(tkey(ref.family, ref.table))?.sets.get(ref.set);
+    if (!s?.spec.counter) throw new Error(`no counted set ${ref.set} in ${ref.family} ${ref.table}`);
+    const e = s.elems.get(elemKey(key));
+    if (!e) throw new Error(`no element ${key.join(" . ")} in ${ref.set}`);
+    e.counter = { packets: (e.counter?.packets ?? 0) + packets, bytes: (e.counter?.bytes ?? 0) + bytes };
+  }
 
   run(tx: NftTransaction): Promise<void> {
     if (tx.size === 0) return Promise.resolve();
@@ -571,7 +590,7 @@ export class FakeNftables implements NftRuleset {
       const items = keys.map((k) => {
         const e = s.elems.get(k)!;
         let str = k;
-        if (sp.counter) str += " counter packets 0 bytes 0";
+        if (sp.counter) str += ` counter packets ${e.counter?.packets ?? 0} bytes ${e.counter?.bytes ?? 0}`;
         if (e.comment !== undefined) str += ` comment "${e.comment}"`;
         if (e.value) str += ` : ${e.value.join(" . ")}`;
         return str;
@@ -667,7 +686,7 @@ export class FakeNftables implements NftRuleset {
         if (e.comment !== undefined || sp.counter) {
           const elem: Record<string, unknown> = { val: key };
           if (e.comment !== undefined) elem.comment = e.comment;
-          if (sp.counter) elem.counter = { packets: 0, bytes: 0 };
+          if (sp.counter) elem.counter = { packets: e.counter?.packets ?? 0, bytes: e.counter?.bytes ?? 0 };
           key = { elem };
         }
         return s.isMap ? [key, valueJson(e.value!)] : key;

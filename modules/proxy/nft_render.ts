@@ -54,8 +54,17 @@ import { type NftChainSpec, type NftElementSpec, type NftSetSpec, NftTransaction
 export const PROXY_TABLE = "kube_router_proxy";
 /** The "masquerade this" bit (kube-proxy's 0x4000), honoured only in this table's postrouting chain. */
 export const MASQUERADE_MARK = 0x4000;
-/** Hook priorities: DNAT at dstnat (-100), source ranges and no-endpoint rejects just before it. */
-export const PRIORITY = { dstnat: -100, filterEarly: -110, filterPostDnat: -90, srcnat: 100 } as const;
+/**
+ * Hook priorities: DNAT at dstnat (-100), source ranges, no-endpoint rejects and the incoming per-Service
+ * counters just before it; the outgoing counters after srcnat (110), once a reply carries the VIP again.
+ */
+export const PRIORITY = {
+  dstnat: -100,
+  filterEarly: -110,
+  filterPostDnat: -90,
+  srcnat: 100,
+  afterSrcnat: 110,
+} as const;
 
 export const ANNOTATIONS = {
   scheduler: "kube-router.io/service.scheduler",
@@ -84,6 +93,36 @@ export interface ProxyNodeContext {
   /** --hairpin-mode: accepted; hairpin traffic is always masqueraded (kube-proxy's behaviour). */
   hairpinMode: boolean;
   nodePortBindOnAllIp: boolean;
+  /**
+   * Per-Service packet, byte and connection counters (the `service_stats_*` sets; kube_router_service_*).
+   * On when the agent serves metrics (--metrics-port), as kube-router collects them only then: they cost a
+   * hash lookup per packet at prerouting/output and one at postrouting/input, and three elements per VIP
+   * and port.
+   */
+  serviceCounters?: boolean;
+}
+
+/** One VIP (cluster, external, LoadBalancer or node IP for a NodePort), protocol and port a Service is counted on. */
+export interface CounterKey {
+  family: Family;
+  vip: string;
+  protocol: string;
+  port: number;
+}
+
+/**
+ * The counted sets: packets and bytes towards the Service (before DNAT, keyed by the destination), back
+ * from it (after the reply's reverse NAT, keyed by the source) and new connections.
+ */
+export const COUNTER_SETS = {
+  in: "service_stats_in",
+  out: "service_stats_out",
+  conns: "service_stats_conns",
+} as const;
+
+/** The counted set of one direction and family, e.g. `service_stats_in_v4`. */
+export function counterSet(kind: keyof typeof COUNTER_SETS, f: Family): string {
+  return `${COUNTER_SETS[kind]}_v${f}`;
 }
 
 /** One service's share of the ruleset: its chains, map/set elements and affinity sets. */
@@ -104,6 +143,8 @@ export interface RenderedService {
   sets: Map<string, NftSetSpec>;
   /** Endpoints this node may send the Service's traffic to (for metrics). */
   endpoints: number;
+  /** Where the Service is counted (its elements in the `service_stats_*` sets), for the metrics' labels. */
+  counters: CounterKey[];
   /** What was wrong with the input and skipped; logged once by the caller. */
   warnings: string[];
   /** Schedulers asked for that nftables cannot express (logged once, rr used instead). */
@@ -151,6 +192,10 @@ export function claimOf(id: string): string {
     case "service_ips":
     case "no_endpoint_services":
     case "firewall_ips":
+    // A counter element goes with the VIP and port it counts (a NodePort's are keyed by node IP).
+    case "service_stats_in":
+    case "service_stats_out":
+    case "service_stats_conns":
       return `${family} ${key}`;
     case "service_nodeports":
     case "no_endpoint_nodeports":
@@ -278,7 +323,20 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
       priority: PRIORITY.srcnat,
       rules: ["jump masquerading"],
     },
+    // Replies counted once their reverse NAT gave them the VIP back as source (empty without counters).
+    {
+      name: "stats_postrouting",
+      type: "filter",
+      hook: "postrouting",
+      priority: PRIORITY.afterSrcnat,
+      rules: [],
+    },
+    { name: "stats_input", type: "filter", hook: "input", priority: PRIORITY.afterSrcnat, rules: [] },
   ];
+  /** Counting rules, per base chain, put before its own rules. */
+  const counting = new Map<string, string[]>();
+  const count = (name: string, ...rules: string[]) =>
+    counting.set(name, [...counting.get(name) ?? [], ...rules]);
   const regular: Record<string, string[]> = {
     services: [],
     service_endpoints_check: [],
@@ -317,12 +375,27 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
         }
       }
     }
+    // Counted sets: declared whether or not counters are on (a set declared again with other flags is
+    // refused), filled by the Services only when they are.
+    for (const kind of ["in", "out", "conns"] as const) {
+      tx.add({
+        set: { name: counterSet(kind, f), type: `${addr} . inet_proto . inet_service`, counter: true },
+      });
+    }
+    if (ctx.serviceCounters) {
+      // Before DNAT, where the packet still carries the VIP and port; filter chains see every packet of a
+      // flow (nat chains only the first). A lookup in a set with `counter` counts the element it finds.
+      const toVip = `${ip} daddr . meta l4proto . th dport`;
+      for (const c of ["filter_prerouting", "filter_output"]) {
+        count(c, `${toVip} @${counterSet("in", f)}`, `ct state new ${toVip} @${counterSet("conns", f)}`);
+      }
+      for (const c of ["stats_postrouting", "stats_input"]) {
+        count(c, `${ip} saddr . meta l4proto . th sport @${counterSet("out", f)}`);
+      }
+    }
     for (const s of [`nodeport_ips_v${f}`, `pod_cidrs_v${f}`]) tx.flush({ set: { name: s, type: addr } });
     for (const c of mergeCidrs(ctx.podCidrs, f)) tx.add({ element: { set: `pod_cidrs_v${f}`, key: [c] } });
-    const nodeIps = [
-      ...new Set(ctx.nodeIps.map(canonicalIp).filter((p) => p?.family === f).map((p) => p!.ip)),
-    ];
-    for (const n of nodeIps) tx.add({ element: { set: `nodeport_ips_v${f}`, key: [n] } });
+    for (const n of familyIps(ctx.nodeIps, f)) tx.add({ element: { set: `nodeport_ips_v${f}`, key: [n] } });
 
     const dispatch = `${ip} daddr . meta l4proto . th dport`;
     // Sources outside the pod CIDRs (every source with --masquerade-all) reaching a cluster IP: the reply
@@ -369,8 +442,15 @@ export function renderBase(tx: NftTransaction, ctx: ProxyNodeContext): void {
   for (const { rules, ...chain } of base) {
     tx.add({ chain: { ...chain, policy: "accept" } });
     tx.flush({ chain: { name: chain.name } });
-    for (const rule of rules) tx.add({ rule: { chain: chain.name, rule } });
+    for (const rule of [...counting.get(chain.name) ?? [], ...rules]) {
+      tx.add({ rule: { chain: chain.name, rule } });
+    }
   }
+}
+
+/** The canonical addresses of one family among `ips`, without duplicates. */
+function familyIps(ips: readonly string[], f: Family): string[] {
+  return [...new Set(ips.map(canonicalIp).filter((p) => p?.family === f).map((p) => p!.ip))];
 }
 
 /** One value bare, several in braces: how nft prints them back. */
@@ -507,6 +587,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     sharedElements: new Set(),
     sets: new Map(),
     endpoints: 0,
+    counters: [],
     warnings: [...svc.problems],
     udpPorts: [],
   };
@@ -626,6 +707,19 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
         if (hasAny && externallyAccessible) externalTarget = nodePortTarget = t.external;
       }
 
+      if (ctx.serviceCounters) {
+        const counted = (vip: string, port: number) => {
+          if (out.elements.has(elementId(counterSet("in", f), key(vip, port)))) return;
+          for (const kind of ["in", "out", "conns"] as const) {
+            out.elements.set(elementId(counterSet(kind, f), key(vip, port)), "");
+          }
+          out.counters.push({ family: f, vip, protocol: proto, port });
+        };
+        counted(clusterIp, p.port);
+        for (const ip of vips) counted(ip, p.port);
+        // A NodePort per node address, as IPVS has one virtual service per node IP and NodePort.
+        if (p.nodePort !== undefined) { for (const n of familyIps(ctx.nodeIps, f)) counted(n, p.nodePort); }
+      }
       // Cluster IP.
       if (internalTarget) {
         out.elements.set(elementId(`service_ips_v${f}`, key(clusterIp, p.port)), `goto ${internalTarget}`);

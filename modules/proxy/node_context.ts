@@ -54,5 +54,7 @@ export function nodeContext(config: Config, nodes: readonly V1Node[]): ProxyNode
     masqueradeAll: config.masqueradeAll,
     hairpinMode: config.hairpinMode,
     nodePortBindOnAllIp: config.nodeportBindonAllIp,
+    // As kube-router: the per-Service counters only when metrics are served.
+    serviceCounters: config.metricsPort !== 0,
   };
 }

@@ -54,6 +54,7 @@ import {
   splitElementId,
 } from "./nft_render.ts";
 import { nodeContext } from "./node_context.ts";
+import { ServiceCounters } from "./service_counters.ts";
 
 /** The nftables operations the proxy needs (Nftables and FakeNftables both provide them). */
 export interface ProxyNft {
@@ -134,6 +135,8 @@ export class ServiceProxy implements ModuleInstance {
   /** True until the first sync succeeds: what the kernel held before this run is not known per Service. */
   #initial = true;
   #udpPending: (Item & { initial: boolean })[] = [];
+  /** kube_router_service_*, read from the counted sets on a scrape (only with --metrics-port). */
+  readonly #counters: ServiceCounters | undefined;
   #m;
 
   constructor(ctx: ModuleContext, deps: ProxyDeps) {
@@ -156,6 +159,21 @@ export class ServiceProxy implements ModuleInstance {
       ),
       transactions: m.counter("kube_router_proxy_transactions_total", "nftables transactions applied."),
     };
+    if (ctx.config.metricsPort !== 0) {
+      const counters = new ServiceCounters({
+        nft: deps.nft,
+        metrics: m,
+        log: ctx.log,
+        now: () => ctx.clock.now(),
+        families: () => [
+          ...(ctx.config.enableIpv4 ? [4 as const] : []),
+          ...(ctx.config.enableIpv6 ? [6 as const] : []),
+        ],
+        programmed: () => this.#programmed,
+      });
+      this.#counters = counters;
+      this.#unsubscribe.push(m.onCollect(() => counters.collect()));
+    }
   }
 
   /** Services programmed now (for tests and the agent's status). */
@@ -183,6 +201,7 @@ export class ServiceProxy implements ModuleInstance {
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const u of this.#unsubscribe.splice(0)) u();
+    this.#counters?.clear();
     if (this.#probeTimer !== undefined) this.#ctx.clock.clearTimeout(this.#probeTimer);
     if (this.#staleTimer !== undefined) this.#ctx.clock.clearTimeout(this.#staleTimer);
     await this.#runner.stop();

@@ -27,3 +27,42 @@ Deno.test("metrics return the same metric for the same name and refuse a type cl
   assert.throws(() => m.counter("bad-name", "x"), /invalid metric name/);
   assert.throws(() => m.counter("c_total", "x").inc({}, -1), /cannot decrease/);
 });
+
+Deno.test("a scrape of /metrics waits for the collectors, and a failing collector spoils nothing else", async () => {
+  const { startHttp } = await import("../../../core/http.ts");
+  const { Health } = await import("../../../core/health.ts");
+  const { getLogger, MemorySink } = await import("../../../core/log.ts");
+  const m = new Metrics();
+  const g = m.gauge("kube_router_test_reading", "A value read on a scrape.");
+  let reads = 0;
+  const off = m.onCollect(async () => {
+    await new Promise((r) => setTimeout(r, 20));
+    g.set({}, ++reads);
+  });
+  m.onCollect(() => Promise.reject(new Error("kernel unreachable")));
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const http = startHttp({
+    health: new Health(),
+    metrics: m,
+    log: getLogger({}, new MemorySink()),
+    healthAddr: "127.0.0.1",
+    healthPort: 0,
+    metricsAddr: "127.0.0.1",
+    metricsPort: port,
+    metricsPath: "/metrics",
+  });
+  try {
+    const url = `http://127.0.0.1:${http.metricsPort}/metrics`;
+    let res = await fetch(url);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /^kube_router_test_reading 1$/m);
+    assert.match(await (await fetch(url)).text(), /^kube_router_test_reading 2$/m);
+    off();
+    res = await fetch(url);
+    assert.match(await res.text(), /^kube_router_test_reading 2$/m, "a removed collector no longer runs");
+  } finally {
+    await http.shutdown();
+  }
+});

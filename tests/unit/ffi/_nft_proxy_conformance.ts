@@ -19,6 +19,8 @@ import {
   renderService,
   SharedObjects,
 } from "../../../modules/proxy/mod.ts";
+import { counterSet } from "../../../modules/proxy/nft_render.ts";
+import { parseCounters } from "../../../modules/proxy/service_counters.ts";
 import type { Case } from "./_conformance.ts";
 import { dumpOf } from "./_nft_conformance.ts";
 
@@ -107,7 +109,12 @@ export const nftProxyCases: Case<NftRuleset>[] = [
     name:
       "the service proxy's ruleset reads back as the fake holds it, and its listing parses to the rendered elements",
     fn: async (n) => {
-      for (const nctx of [ctx, { ...ctx, nodePortBindOnAllIp: true, masqueradeAll: true }]) {
+      const contexts: ProxyNodeContext[] = [
+        ctx,
+        { ...ctx, nodePortBindOnAllIp: true, masqueradeAll: true },
+        { ...ctx, serviceCounters: true },
+      ];
+      for (const nctx of contexts) {
         const rendered = await program(n, nctx);
         const fake = new FakeNftables();
         await program(fake, nctx);
@@ -134,6 +141,15 @@ export const nftProxyCases: Case<NftRuleset>[] = [
           [...kernel.serviceSets].sort(),
           rendered.flatMap((r) => [...r.sets.keys()]).sort(),
         );
+        // The counted sets list with a counter on every element, keyed as the Services were counted.
+        for (const f of [4, 6] as const) {
+          const ref = { family: "inet", table: PROXY_TABLE, name: counterSet("in", f) };
+          assert.deepEqual(
+            [...parseCounters(await n.list({ set: ref }))].sort(),
+            rendered.flatMap((r) => r.counters.filter((k) => k.family === f))
+              .map((k) => [`${k.vip} . ${k.protocol} . ${k.port}`, { packets: 0, bytes: 0 }]).sort(),
+          );
+        }
         // A full resync over it: the base (typeof maps declared again) and every shared chain rewritten
         // in one transaction, naming maps libnftables now reads back from the kernel.
         const again = new NftTransaction("inet", PROXY_TABLE);

@@ -1,0 +1,237 @@
+/**
+ * kube_router_service_* on the nftables backend: the same gauges, names and labels the IPVS backend takes
+ * from IPVS's counters (ipvs_backend.ts), read from the element counters of the proxy's counted sets
+ * (`service_stats_in|out|conns_vF`, see nft_render.ts), so a dashboard built for kube-router works on either
+ * backend.
+ *
+ * The sets are read when metrics are scraped (Metrics.onCollect), not on a timer: an agent nobody scrapes
+ * pays nothing. Each set is listed on its own by a child nft (at 10,000 Services a set holds tens of
+ * thousands of elements, whose JSON the agent should not have libnftables build in its own heap), and each
+ * element is mapped back to its Service through the keys the programmed Services were counted on. Series
+ * of Services, VIPs or ports that are gone are removed. A listing that fails is logged and counted
+ * (kube_router_proxy_counter_read_errors_total); the gauges then keep their last values.
+ *
+ * Rates (pps, bps, cps) are not estimated by nftables as IPVS does (IPVS: a 2 s estimator, smoothed):
+ * they are the counters' growth between the last two readings divided by the time between them, so their
+ * window is the scrape interval (at least `minIntervalMs`: a scrape sooner than that reuses the last
+ * reading). The first reading of a series, and one after a counter went backwards (the element was made
+ * again), reports rate 0.
+ */
+import type { Logger, Metrics } from "../../core/mod.ts";
+import { isNotFound, type NftObject } from "../../ffi/mod.ts";
+import { type CounterKey, counterSet, elementId, PROXY_TABLE, type RenderedService } from "./nft_render.ts";
+
+/** The listing the reader needs (Nftables and FakeNftables provide it). */
+export interface CounterNft {
+  list(
+    target: { set: { family: "inet"; table: string; name: string } },
+    opts?: { outOfProcess?: boolean },
+  ): Promise<NftObject[]>;
+}
+
+/** The gauges, as the IPVS backend names them (ipvs_backend.ts STAT_METRICS), with nftables' help text. */
+const GAUGES = [
+  [
+    "conns",
+    "service_total_connections",
+    "Total incoming connections made to the service (nftables counters)",
+  ],
+  ["inPkts", "service_packets_in", "Total incoming packets of the service (nftables counters)"],
+  ["outPkts", "service_packets_out", "Total outgoing packets of the service (nftables counters)"],
+  ["inBytes", "service_bytes_in", "Total incoming bytes of the service (nftables counters)"],
+  ["outBytes", "service_bytes_out", "Total outgoing bytes of the service (nftables counters)"],
+  ["inPps", "service_pps_in", "Incoming packets per second of the service (between the last two readings)"],
+  ["outPps", "service_pps_out", "Outgoing packets per second of the service (between the last two readings)"],
+  ["cps", "service_cps", "Connections per second of the service (between the last two readings)"],
+  ["inBps", "service_bps_in", "Incoming bytes per second of the service (between the last two readings)"],
+  ["outBps", "service_bps_out", "Outgoing bytes per second of the service (between the last two readings)"],
+] as const;
+type Stat = (typeof GAUGES)[number][0];
+
+/** One element's counters. */
+export interface ElementCount {
+  packets: number;
+  bytes: number;
+}
+
+/** One series' totals at one reading. */
+interface Reading {
+  at: number;
+  conns: number;
+  inPkts: number;
+  outPkts: number;
+  inBytes: number;
+  outBytes: number;
+}
+
+/**
+ * The counters of a counted set's listing, by element key (`10.96.0.10 . tcp . 80`, as nft prints the
+ * parts). Elements without counters are left out.
+ */
+export function parseCounters(objs: readonly NftObject[]): Map<string, ElementCount> {
+  const out = new Map<string, ElementCount>();
+  for (const o of objs) {
+    const body = (o as { set?: { elem?: unknown } }).set;
+    if (!body || !Array.isArray(body.elem)) continue;
+    for (const e of body.elem) {
+      const elem = (e as { elem?: { val?: unknown; counter?: { packets?: unknown; bytes?: unknown } } }).elem;
+      const c = elem?.counter;
+      if (!c || typeof c.packets !== "number" || typeof c.bytes !== "number") continue;
+      const val = elem.val as { concat?: unknown } | undefined;
+      if (!val || !Array.isArray(val.concat)) continue;
+      out.set(val.concat.map(String).join(" . "), { packets: c.packets, bytes: c.bytes });
+    }
+  }
+  return out;
+}
+
+function elementKey(k: CounterKey): string {
+  return `${k.vip} . ${k.protocol} . ${k.port}`;
+}
+
+export interface ServiceCountersOptions {
+  nft: CounterNft;
+  metrics: Metrics;
+  log: Logger;
+  /** Epoch milliseconds (the module's clock). */
+  now: () => number;
+  families: () => readonly (4 | 6)[];
+  /** The Services programmed now. */
+  programmed: () => ReadonlyMap<string, RenderedService>;
+  /** A scrape within this long of the last reading reuses it (ms; default 1000). */
+  minIntervalMs?: number;
+}
+
+export class ServiceCounters {
+  readonly #o: ServiceCountersOptions;
+  readonly #gauges: Record<Stat, ReturnType<Metrics["gauge"]>>;
+  readonly #errors;
+  /** Series key -> its labels and last reading. */
+  #series = new Map<string, { labels: Record<string, string>; last: Reading }>();
+  #lastRead: number | undefined;
+  #reading: Promise<void> | undefined;
+
+  constructor(o: ServiceCountersOptions) {
+    this.#o = o;
+    const m = o.metrics;
+    this.#gauges = Object.fromEntries(
+      GAUGES.map(([k, name, help]) => [k, m.gauge(`kube_router_${name}`, help)]),
+    ) as Record<Stat, ReturnType<Metrics["gauge"]>>;
+    this.#errors = m.counter(
+      "kube_router_proxy_counter_read_errors_total",
+      "Readings of the per-Service nftables counters that failed.",
+    );
+  }
+
+  /** Reads the counters (one reading at a time; a scrape soon after the last reuses it). */
+  collect(): Promise<void> {
+    if (this.#reading) return this.#reading;
+    const now = this.#o.now();
+    if (this.#lastRead !== undefined && now - this.#lastRead < (this.#o.minIntervalMs ?? 1000)) {
+      return Promise.resolve();
+    }
+    this.#reading = this.#read().finally(() => this.#reading = undefined);
+    return this.#reading;
+  }
+
+  /** Drops every series (the module stops). */
+  clear(): void {
+    for (const { labels } of this.#series.values()) {
+      for (const g of Object.values(this.#gauges)) g.remove(labels);
+    }
+    this.#series.clear();
+  }
+
+  async #read(): Promise<void> {
+    const listed: Record<"in" | "out" | "conns", Map<string, ElementCount>>[] = [];
+    const families = this.#o.families();
+    try {
+      for (const f of families) {
+        // Before the first sync (no table, or an old table without the sets): nothing counted yet.
+        const one = async (kind: "in" | "out" | "conns") =>
+          parseCounters(
+            await this.#o.nft.list(
+              { set: { family: "inet", table: PROXY_TABLE, name: counterSet(kind, f) } },
+              { outOfProcess: true },
+            ).catch((err) => {
+              if (isNotFound(err)) return [];
+              throw err;
+            }),
+          );
+        listed[f] = { in: await one("in"), out: await one("out"), conns: await one("conns") };
+      }
+    } catch (err) {
+      this.#errors.inc();
+      this.#o.log.warn("cannot read the per-Service counters; kube_router_service_* keep their last values", {
+        err,
+      });
+      return;
+    }
+    const at = this.#o.now();
+    this.#lastRead = at;
+    const seen = new Set<string>();
+    for (const r of this.#o.programmed().values()) {
+      if (!r.counters.length) continue;
+      const [namespace, name] = splitKey(r.key);
+      for (const k of r.counters) {
+        const sets = listed[k.family];
+        const ek = elementKey(k);
+        // A VIP and port another Service holds (a conflict this one lost) are not this one's to report.
+        if (!r.elements.has(elementId(counterSet("in", k.family), [k.vip, k.protocol, String(k.port)]))) {
+          continue;
+        }
+        const inC = sets?.in.get(ek);
+        // Not in the kernel yet (or its set could not be read): no series rather than a false zero.
+        if (!sets || !inC) continue;
+        const outC = sets.out.get(ek) ?? { packets: 0, bytes: 0 };
+        const conns = sets.conns.get(ek)?.packets ?? 0;
+        const labels = {
+          svc_namespace: namespace,
+          service_name: name,
+          service_vip: k.vip,
+          protocol: k.protocol,
+          port: String(k.port),
+        };
+        const id = `${r.key}|${k.family}|${ek}`;
+        seen.add(id);
+        const now: Reading = {
+          at,
+          conns,
+          inPkts: inC.packets,
+          outPkts: outC.packets,
+          inBytes: inC.bytes,
+          outBytes: outC.bytes,
+        };
+        const prev = this.#series.get(id)?.last;
+        const rate = (stat: keyof Omit<Reading, "at">) => {
+          if (!prev || at <= prev.at || now[stat] < prev[stat]) return 0;
+          return (now[stat] - prev[stat]) / ((at - prev.at) / 1000);
+        };
+        const values: Record<Stat, number> = {
+          conns,
+          inPkts: now.inPkts,
+          outPkts: now.outPkts,
+          inBytes: now.inBytes,
+          outBytes: now.outBytes,
+          inPps: rate("inPkts"),
+          outPps: rate("outPkts"),
+          cps: rate("conns"),
+          inBps: rate("inBytes"),
+          outBps: rate("outBytes"),
+        };
+        for (const [stat] of GAUGES) this.#gauges[stat].set(labels, values[stat]);
+        this.#series.set(id, { labels, last: now });
+      }
+    }
+    for (const [id, { labels }] of this.#series) {
+      if (seen.has(id)) continue;
+      for (const g of Object.values(this.#gauges)) g.remove(labels);
+      this.#series.delete(id);
+    }
+  }
+}
+
+function splitKey(key: string): [string, string] {
+  const i = key.indexOf("/");
+  return [key.slice(0, i), key.slice(i + 1)];
+}
