@@ -475,7 +475,13 @@ export function parseFlags(
         k++;
       }
     }
-    values[camel(name)] = parseValue(name, spec, text);
+    const value = parseValue(name, spec, text);
+    const prev = values[camel(name)];
+    // A list flag given again adds to what it gave before (pflag's slices: "--x=a --x=b" is "a,b"); the
+    // first time it replaces the default.
+    values[camel(name)] = given.has(name) && Array.isArray(prev) && Array.isArray(value)
+      ? [...prev, ...value]
+      : value;
     given.add(name);
   }
   return { values: values as FlagValues, args, given };

@@ -114,6 +114,30 @@ Deno.test("config takes the node name from --hostname-override, then NODE_NAME, 
   );
 });
 
+Deno.test("a list flag given twice keeps both values, as kube-router's (pflag) slices do", () => {
+  const c = loadConfig(
+    [
+      "--service-cluster-ip-range=172.16.0.0/16",
+      "--service-cluster-ip-range",
+      "fd00:172::/112",
+      "--service-external-ip-range=203.0.113.0/24,198.51.100.0/24",
+      "--service-external-ip-range=192.0.2.0/24",
+    ],
+    env(),
+  );
+  assert.deepEqual(c.serviceClusterIpRange, ["172.16.0.0/16", "fd00:172::/112"]);
+  assert.deepEqual(c.serviceExternalIpRange, ["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"]);
+  // The first one given replaces the default; a single flag is as before.
+  assert.deepEqual(loadConfig(["--service-cluster-ip-range=10.0.0.0/16"], env()).serviceClusterIpRange, [
+    "10.0.0.0/16",
+  ]);
+  rejects(
+    ["--service-cluster-ip-range=10.0.0.0/16", "--service-cluster-ip-range=10.1.0.0/16"],
+    "service-cluster-ip-range",
+    "at most 1",
+  );
+});
+
 Deno.test("config refuses every kind of bad value with the flag's name", () => {
   rejects(["--service-cluster-ip-range=10.96.0.0/33"], "service-cluster-ip-range", "not a CIDR");
   rejects(["--service-cluster-ip-range=banana"], "service-cluster-ip-range");
