@@ -108,8 +108,14 @@ await serveDriver({
   dump: async () =>
     (ipvsMode ? `${await sh(["ipvsadm", "-Ln"])}\n` : "") +
     await nft.dumpText({ family: "inet", name: PROXY_TABLE }).catch((e) => `(no table: ${e})`),
-  /** The agent's /metrics text (the kube_router_service_* gauges of the IPVS backend among them). */
-  metrics: () => t!.ctx.metrics.render(),
+  /**
+   * The agent's /metrics text as a scrape gets it: the collectors first (the nftables backend reads its
+   * per-Service counters then), the IPVS backend's kube_router_service_* gauges as its last sync left them.
+   */
+  metrics: async () => {
+    await t!.ctx.metrics.collect();
+    return t!.ctx.metrics.render();
+  },
   stop: async () => {
     await proxy?.stop();
     await t?.stop();
