@@ -13,6 +13,9 @@
  *   (file `idle`) the CPU time (user + sys) the process used over `--idle-seconds` with no API event;
  *   ruleset  the whole ruleset as one transaction's text in `<dir>/ruleset.nft` (what `nft -f` applies
  *            for the reference), rendered after the cold sync is measured, before any update;
+ *   (file `resync`) one periodic full resync (the sync the runner starts every `--period-ms`, here asked
+ *            for at once): its wall time, CPU (the child `nft` processes it waited for included) and the
+ *            agent's peak RSS during it (VmHWM reset just before, through /proc/self/clear_refs);
  *   (file `stop`) exits.
  *
  * Service 0 is the probe Service of the connect() benchmark: cluster IP `--probe-vip`, endpoints
@@ -21,6 +24,7 @@
 import { parseArgs } from "node:util";
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
 import { Bus } from "../core/bus.ts";
+import type { ModuleContext } from "../core/mod.ts";
 import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
 import { Conntrack, Nftables, type NftElementSpec, NftTransaction } from "../ffi/mod.ts";
@@ -55,6 +59,8 @@ const { values } = parseArgs({
      * by default (1 h); a full resync lists the whole table back, reported apart.
      */
     "period-ms": { type: "string", default: "3600000" },
+    /** Wait for the file `resync` after the idle phase and measure one periodic full resync. */
+    resync: { type: "boolean", default: false },
   },
 });
 const N = Number(values.services);
@@ -142,11 +148,14 @@ const deps = {
       await nft.run(tx, opts);
       if (Deno.env.get("KRT_BENCH_TRACE")) {
         console.error(`tx ${tx.size} ops ${(performance.now() - q0).toFixed(1)} ms`);
+        if (Deno.env.get("KRT_BENCH_TRACE") === "2") console.error(tx.render().slice(0, 1500));
       }
       // After the commit, so recording never delays the kernel seeing the change.
       record?.push(tx.render());
     },
     list: nft.list.bind(nft),
+    listLayout: nft.listLayout.bind(nft),
+    listElements: nft.listElements.bind(nft),
   },
   conntrack: new Conntrack(),
   serveHealthChecks: false,
@@ -161,7 +170,21 @@ const t = moduleContext({
   log: getLogger({}, new MemorySink()),
   periodMs: Number(values["period-ms"]),
 });
-const proxy = new ServiceProxy(t.ctx, deps);
+/** Set to make the module's next sync a periodic one (what its runner's period timer would start). */
+let forcePeriodic = false;
+const ctx: ModuleContext = {
+  ...t.ctx,
+  runner: (o) =>
+    t.ctx.runner({
+      ...o,
+      sync: (reason) => {
+        const r = forcePeriodic ? "periodic" : reason;
+        forcePeriodic = false;
+        return o.sync(r);
+      },
+    }),
+};
+const proxy = new ServiceProxy(ctx, deps);
 await proxy.start();
 source.put("nodes", node("n1", 1, "192.168.77.1"));
 source.put("nodes", node("n2", 2, "192.168.77.2"));
@@ -274,6 +297,30 @@ emit({
   syncs: t.syncs.ok - s0,
   ...rss(),
 });
+
+if (values["resync"]) {
+  await waitFile("resync");
+  // Peak RSS from here on: writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
+  Deno.writeTextFileSync("/proc/self/clear_refs", "5");
+  const before = rss();
+  const s1 = t.syncs.ok + t.syncs.failed;
+  const r0 = performance.now();
+  const rc0 = cpuMs();
+  forcePeriodic = true;
+  t.runners[0]!.run();
+  while (t.syncs.ok + t.syncs.failed === s1) await sleep(5);
+  const resyncMs = performance.now() - r0;
+  const resyncCpuMs = cpuMs() - rc0;
+  emit({
+    phase: "resync",
+    resyncMs,
+    resyncCpuMs,
+    failed: t.syncs.failed,
+    programmed: proxy.programmed.size,
+    rssBeforeMiB: before.rssMiB,
+    ...rss(),
+  });
+}
 
 await waitFile("stop");
 await proxy.stop();

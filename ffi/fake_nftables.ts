@@ -21,6 +21,7 @@
 import { NftError } from "./errors.ts";
 import { parseIP } from "./ip.ts";
 import type { NftListOptions, NftListTarget, NftObject, NftRuleset } from "./nftables.ts";
+import { NFT_SET, type NftSetInfo, type NftTableLayout, NftUndecodable } from "./nft_netlink.ts";
 import {
   type NftChainSpec,
   type NftElementSpec,
@@ -631,6 +632,35 @@ export class FakeNftables implements NftRuleset {
       const { elem: _e, ...rest } = o[k] as Record<string, unknown>;
       return { [k]: rest };
     });
+  }
+
+  // ---- the netlink listing's form (Nftables.listLayout / listElements) ----
+
+  listLayout(table: { family: string; name: string }): Promise<NftTableLayout | undefined> {
+    const t = this.#tables.get(tkey(table.family, table.name));
+    if (!t) return Promise.resolve(undefined);
+    const sets: NftSetInfo[] = [];
+    for (const [name, s] of t.sets) {
+      const interval = s.spec.flags?.includes("interval") ?? false;
+      const timeout = s.spec.flags?.includes("timeout") ?? false;
+      const flags = (s.isMap ? NFT_SET.map : 0) | (interval ? NFT_SET.interval : 0) |
+        (timeout ? NFT_SET.timeout : 0);
+      // The fake keeps elements as text: its types are never decoded, so they are left 0.
+      sets.push({ name, flags, map: s.isMap, interval, keyType: 0, keyLen: 0 });
+    }
+    return Promise.resolve({ chains: [...t.chains.keys()], sets });
+  }
+
+  listElements(
+    table: { family: string; name: string },
+    set: NftSetInfo,
+    each: (key: string, value: string) => void,
+  ): Promise<void> {
+    const s = this.#tables.get(tkey(table.family, table.name))?.sets.get(set.name);
+    // As the kernel reader: interval sets are listed as ranges only nft turns back into prefixes.
+    if (set.interval) return Promise.reject(new NftUndecodable(set.name, "interval set (ranges, not elements)"));
+    for (const e of s?.elems.values() ?? []) each(e.key.join(" . "), e.value?.join(" . ") ?? "");
+    return Promise.resolve();
   }
 
   #render(t: FTable): NftObject[] {

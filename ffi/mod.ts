@@ -98,6 +98,7 @@ export {
   parseListOutput,
 } from "./nftables.ts";
 export { FakeNftables } from "./fake_nftables.ts";
+export { NFT_SET, type NftSetInfo, type NftTableLayout, NftUndecodable } from "./nft_netlink.ts";
 export {
   errorLocations,
   type NftChainSpec,

@@ -39,7 +39,7 @@ import {
   healthCheckServers,
   type HealthCheckTarget,
 } from "./health_server.ts";
-import { type KernelState, parseKernelState } from "./kernel_state.ts";
+import { type KernelReader, type KernelState, listKernelState } from "./kernel_state.ts";
 import {
   claimOf,
   diffService,
@@ -57,7 +57,7 @@ import { nodeContext } from "./node_context.ts";
 import { ServiceCounters } from "./service_counters.ts";
 
 /** The nftables operations the proxy needs (Nftables and FakeNftables both provide them). */
-export interface ProxyNft {
+export interface ProxyNft extends KernelReader {
   run(tx: NftTransaction, opts?: { outOfProcess?: boolean }): Promise<void>;
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
 }
@@ -506,33 +506,12 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   /**
-   * What the kernel holds, never as one listing of the whole table (its JSON reached 1.6 GiB at 10,000
-   * Services): the table terse (chains, rules and sets without elements), then each map and set holding
-   * Services' elements on its own. Nothing if the table is gone.
+   * What the kernel holds (kernel_state.ts): chain and set names, then each map and set holding Services'
+   * elements streamed from the kernel on its own, never a listing of the whole table. Nothing if the table
+   * is gone.
    */
-  async #listKernel(): Promise<KernelState> {
-    const notFound = (err: unknown) => {
-      if (isNotFound(err)) return [];
-      throw err;
-    };
-    const objs = await this.#deps.nft.list({ table: TABLE }, { terse: true }).catch(notFound);
-    const state = parseKernelState(objs);
-    for (const o of objs) {
-      const kind = "map" in o ? "map" : "set" in o ? "set" : undefined;
-      if (!kind) continue;
-      const name = (o[kind] as { name?: unknown }).name;
-      if (typeof name !== "string" || isServiceObjectName(name) || FIXED_SETS.has(name)) continue;
-      const ref = { family: TABLE.family, table: TABLE.name, name };
-      // Out of process: a map of 100,000 endpoints listed by libnftables in the agent took its RSS to
-      // 740 MiB at 10,000 Services (bench/_proxy_agent.ts with --period-ms); each listing is parsed and
-      // dropped before the next.
-      const listed = await this.#deps.nft.list(kind === "map" ? { map: ref } : { set: ref }, {
-        outOfProcess: true,
-      })
-        .catch(notFound);
-      for (const [id, v] of parseKernelState(listed).elements) state.elements.set(id, v);
-    }
-    return state;
+  #listKernel(): Promise<KernelState> {
+    return listKernelState(this.#deps.nft, TABLE, (set) => FIXED_SETS.has(set));
   }
 
   async #run(tx: NftTransaction): Promise<void> {

@@ -8,6 +8,7 @@ import {
   NftError,
   type NftListOptions,
   type NftListTarget,
+  type NftSetInfo,
   NftTransaction,
 } from "../../../ffi/mod.ts";
 import { PROXY_TABLE, removeProxyTable, ServiceProxy } from "../../../modules/proxy/mod.ts";
@@ -69,6 +70,16 @@ class Nft {
   }
   list(t: NftListTarget, o?: NftListOptions) {
     return this.fake.list(t, o);
+  }
+  listLayout(table: { family: string; name: string }) {
+    return this.fake.listLayout(table);
+  }
+  listElements(
+    table: { family: string; name: string },
+    set: NftSetInfo,
+    each: (key: string, value: string) => void,
+  ) {
+    return this.fake.listElements(table, set, each);
   }
 }
 
