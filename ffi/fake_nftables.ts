@@ -658,7 +658,9 @@ export class FakeNftables implements NftRuleset {
   ): Promise<void> {
     const s = this.#tables.get(tkey(table.family, table.name))?.sets.get(set.name);
     // As the kernel reader: interval sets are listed as ranges only nft turns back into prefixes.
-    if (set.interval) return Promise.reject(new NftUndecodable(set.name, "interval set (ranges, not elements)"));
+    if (set.interval) {
+      return Promise.reject(new NftUndecodable(set.name, "interval set (ranges, not elements)"));
+    }
     for (const e of s?.elems.values() ?? []) each(e.key.join(" . "), e.value?.join(" . ") ?? "");
     return Promise.resolve();
   }

@@ -73,7 +73,14 @@ const NFTA_VERDICT_CODE = 1;
 const NFTA_VERDICT_CHAIN = 2;
 
 /** NFT_SET_* flags. */
-export const NFT_SET = { anonymous: 1, constant: 2, interval: 4, map: 8, timeout: 0x10, object: 0x40 } as const;
+export const NFT_SET = {
+  anonymous: 1,
+  constant: 2,
+  interval: 4,
+  map: 8,
+  timeout: 0x10,
+  object: 0x40,
+} as const;
 /** NFTA_SET_DATA_TYPE of a verdict map (NFT_DATA_VERDICT). */
 const NFT_DATA_VERDICT = 0xffffff00;
 const NFT_SET_ELEM_INTERVAL_END = 1;
@@ -159,7 +166,9 @@ export function fieldsOf(type: number, total: number): Field[] | undefined {
   }
   if (unknown >= 0) {
     const rest = total - known;
-    if (rest <= 0 || (concat && rest % 4 !== 0) || ![1, 2, 4, 8].includes(concat ? 4 : rest)) return undefined;
+    if (rest <= 0 || (concat && rest % 4 !== 0) || ![1, 2, 4, 8].includes(concat ? 4 : rest)) {
+      return undefined;
+    }
     // Inside a concatenation an integer register is 4 bytes (numgen, meta): wider ones are not guessed.
     if (concat && rest !== 4) return undefined;
     fields[unknown] = { type: NftType.integer, size: rest, len: rest };
@@ -167,7 +176,13 @@ export function fieldsOf(type: number, total: number): Field[] | undefined {
   return fields;
 }
 
-const PROTO_NAMES: Readonly<Record<number, string>> = { 1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp" };
+const PROTO_NAMES: Readonly<Record<number, string>> = {
+  1: "icmp",
+  6: "tcp",
+  17: "udp",
+  58: "ipv6-icmp",
+  132: "sctp",
+};
 
 /** One field's bytes (at `off` of `b`, viewed by `dv`) as nft prints them. */
 function printField(f: Field, b: Uint8Array, dv: DataView, off: number): string {
@@ -223,7 +238,9 @@ function eachAttr(b: Uint8Array, fn: (type: number, from: number, to: number) =>
   while (off + 4 <= b.length) {
     const len = dv.getUint16(off, true);
     const type = dv.getUint16(off + 2, true) & 0x3fff;
-    if (len < 4 || off + len > b.length) throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+    if (len < 4 || off + len > b.length) {
+      throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+    }
     fn(type, off + 4, off + len);
     off += (len + 3) & ~3;
   }
@@ -342,7 +359,9 @@ export class NftNetlinkReader {
     const verdictMap = set.map && set.dataType === NFT_DATA_VERDICT;
     if (set.map && !verdictMap) {
       dataFields = fieldsOf(set.dataType ?? 0, set.dataLen ?? 0);
-      if (!dataFields) throw new NftUndecodable(set.name, `value type ${set.dataType} of ${set.dataLen} bytes`);
+      if (!dataFields) {
+        throw new NftUndecodable(set.name, `value type ${set.dataType} of ${set.dataLen} bytes`);
+      }
     }
     if (!set.map && set.flags & NFT_SET.object) throw new NftUndecodable(set.name, "object map");
     const f = this.#family(family);
@@ -384,7 +403,9 @@ export class NftNetlinkReader {
         if (++datagrams % YIELD_EVERY_DATAGRAMS === 0) await new Promise((r) => setTimeout(r, 0));
       }
       if (!interrupted) return;
-      if (attempt >= 8) throw new NetlinkError(Errno.EINTR, "nft list set", seq, "dump interrupted 9 times in a row");
+      if (attempt >= 8) {
+        throw new NetlinkError(Errno.EINTR, "nft list set", seq, "dump interrupted 9 times in a row");
+      }
       restart();
     }
   }
@@ -411,7 +432,9 @@ function decodeElements(
   const end = list.length;
   const attrEnd = (off: number, limit: number) => {
     const len = dv.getUint16(off, true);
-    if (len < 4 || off + len > limit) throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+    if (len < 4 || off + len > limit) {
+      throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+    }
     return off + len;
   };
   for (let off = 0; off + 4 <= end;) {

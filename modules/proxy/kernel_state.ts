@@ -10,7 +10,13 @@
  * RSS to 444 MiB; a set whose types the netlink reader cannot print still goes that way
  * (`parseKernelState`).
  */
-import { isNotFound, type NftObject, type NftSetInfo, type NftTableLayout, NftUndecodable } from "../../ffi/mod.ts";
+import {
+  isNotFound,
+  type NftObject,
+  type NftSetInfo,
+  type NftTableLayout,
+  NftUndecodable,
+} from "../../ffi/mod.ts";
 import type { NftListOptions, NftListTarget } from "../../ffi/mod.ts";
 import { elementId, isServiceObjectName } from "./nft_render.ts";
 

@@ -52,7 +52,7 @@ export {
   planService,
 } from "./ipvs_plan.ts";
 export { IpvsReconciler } from "./ipvs_sync.ts";
-export { parseKernelState } from "./kernel_state.ts";
+export { type KernelReader, type KernelState, listKernelState, parseKernelState } from "./kernel_state.ts";
 export { nodeContext } from "./node_context.ts";
 
 /**

@@ -11,6 +11,7 @@ import { ep, nodeCtx } from "../proxy/_fixtures.ts";
 import { FakeNftables, type NftRuleset, NftTransaction } from "../../../ffi/mod.ts";
 import {
   diffService,
+  listKernelState,
   parseKernelState,
   PROXY_TABLE,
   type ProxyNodeContext,
@@ -135,6 +136,13 @@ export const nftProxyCases: Case<NftRuleset>[] = [
         for (const r of rendered) for (const k of r.sharedElements) want.set(k, "");
         const got = new Map([...kernel.elements].filter(([k]) => !/^(nodeport_ips|pod_cidrs)_/.test(k)));
         assert.deepEqual(new Map([...got].sort()), new Map([...want].sort()));
+        // The resync's own reading (names, then each set's elements streamed: netlink on the kernel, an
+        // interval set through the JSON listing) finds exactly what the JSON listing holds.
+        const streamed = await listKernelState(n, table, () => false);
+        assert.deepEqual(new Map([...streamed.elements].sort()), new Map([...kernel.elements].sort()));
+        assert.deepEqual([...streamed.chains].sort(), [...kernel.chains].sort());
+        assert.deepEqual([...streamed.serviceSets].sort(), [...kernel.serviceSets].sort());
+        assert.ok([...streamed.elements.keys()].some((id) => id.startsWith("pod_cidrs_v4|")));
         for (const r of rendered) for (const c of r.chains.keys()) assert.ok(kernel.chains.has(c), c);
         for (const r of rendered) for (const c of r.shared.keys()) assert.ok(kernel.chains.has(c), c);
         assert.deepEqual(

@@ -8,6 +8,7 @@ import {
   NftError,
   type NftListOptions,
   type NftListTarget,
+  type NftSetInfo,
   NftTransaction,
 } from "../../../ffi/mod.ts";
 import { PROXY_TABLE, renderBase, renderService, ServiceProxy } from "../../../modules/proxy/mod.ts";
@@ -181,6 +182,16 @@ class Nft {
       }
     }
     return this.fake.list(t, o);
+  }
+  listLayout(table: { family: string; name: string }) {
+    return this.fake.listLayout(table);
+  }
+  listElements(
+    table: { family: string; name: string },
+    set: NftSetInfo,
+    each: (key: string, value: string) => void,
+  ) {
+    return this.fake.listElements(table, set, each);
   }
   count(set: string, key: string[], packets: number, bytes: number) {
     this.fake.count({ family: "inet", table: PROXY_TABLE, set }, key, packets, bytes);
