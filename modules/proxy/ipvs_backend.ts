@@ -31,7 +31,6 @@ import {
   serviceSkipReason,
   type SyncReason,
   type TimerId,
-  usableEndpoints,
 } from "../../core/mod.ts";
 import {
   type AddrOp,
@@ -366,11 +365,10 @@ export class IpvsProxy implements ModuleInstance {
       }
       plans.push(planned);
       if (info.healthCheckNodePort !== undefined && info.externalTrafficPolicy === "Local") {
+        // Ready local endpoints only, as kube-proxy counts them: a node left with terminating ones still
+        // sends them traffic but fails the check, so the load balancer drains it.
         const local = new Set(
-          info.ports.flatMap((p) =>
-            usableEndpoints(p.endpoints, { nodeName: config.nodeName, localOnly: true, topologyAware: false })
-              .map((e) => e.ip)
-          ),
+          info.ports.flatMap((p) => p.endpoints.filter((e) => e.local && e.ready).map((e) => e.ip)),
         );
         health.set(info.healthCheckNodePort, {
           key,

@@ -54,6 +54,13 @@ export const CASES: ProxyCase[] = [
         const seen = await env.reaches(from, `http://${NODE_IP}:30080/hostname`, ["pod-a", "pod-b"]);
         assert.deepEqual([...seen.keys()].sort(), ["pod-a", "pod-b"], `from ${from}`);
       }
+      // Not on the node's loopback address: kube-proxy's nftables mode serves NodePorts on the node's
+      // addresses only (its iptables mode's localhost NodePorts needed route_localnet, which it dropped).
+      assert.equal(
+        (await env.get("node", "http://127.0.0.1:30080/hostname", 2)).code,
+        7,
+        "127.0.0.1 refused",
+      );
       // A pod reaching the Service (not itself) keeps its own address.
       for (let i = 0; i < 3; i++) {
         assert.equal((await env.get(2, "http://172.16.0.11/clientip")).body.split(":")[0], POD_IPS[2]);
@@ -122,6 +129,63 @@ export const CASES: ProxyCase[] = [
       // Outside traffic has no local endpoint to go to now; pods still reach the Service.
       assert.equal((await env.get("client", `http://${NODE_IP}:30082/hostname`, 1)).ok, false);
       assert.ok((await env.get(2, "http://172.16.0.14/hostname")).ok);
+    },
+  },
+  {
+    name:
+      "externalTrafficPolicy Local with only a terminating local endpoint: outside traffic still reaches it, the health check says 503",
+    async run(env) {
+      await env.put(service("localterm", {
+        type: "LoadBalancer",
+        ...cip(25),
+        externalTrafficPolicy: "Local",
+        healthCheckNodePort: 32002,
+        ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30085 }],
+      }));
+      // pod-a is on this node, terminating but still serving; pod-b, elsewhere, is ready.
+      await env.put(
+        slices("localterm", [0, 1], {
+          perPod: { 0: { ready: false, serving: true, terminating: true }, 1: { node: "n2" } },
+        })[0]!,
+      );
+      // As kube-proxy (KEP-1669): no ready local endpoint, so the serving terminating one takes outside
+      // traffic rather than dropping it while the load balancer notices the failing health check.
+      const seen = await env.spread("client", `http://${NODE_IP}:30085/hostname`, 4);
+      assert.deepEqual([...seen.keys()], ["pod-a"]);
+      const h = await env.client.exec(
+        ["curl", "-s", "-w", "\n%{http_code}", `http://${NODE_IP}:32002/`],
+        { check: false },
+      );
+      const [body, code] = h.stdout.split("\n");
+      assert.equal(code, "503", "only ready local endpoints count for the health check");
+      assert.equal(JSON.parse(body!).localEndpoints, 0);
+      // The cluster IP prefers the ready endpoint wherever it is.
+      const inside = await env.spread(2, "http://172.16.0.25/hostname", 4);
+      assert.deepEqual([...inside.keys()], ["pod-b"]);
+    },
+  },
+  {
+    name: "headless, ExternalName and another proxy's Services are left alone",
+    async run(env) {
+      await env.put(service("headless", { clusterIP: "None", clusterIPs: ["None"] }));
+      await env.put(slices("headless", [0])[0]!);
+      await env.put(service("extname", { type: "ExternalName", externalName: "example.com" }));
+      await env.put(slices("extname", [0])[0]!);
+      // A Service this proxy serves until it is labelled for another proxy (kube-proxy does the same).
+      await env.put(service("other", cip(26)));
+      await env.put(slices("other", [0])[0]!);
+      assert.equal((await env.get("client", "http://172.16.0.26/hostname")).body, "pod-a");
+      await env.put(
+        service("other", cip(26), {
+          metadata: { labels: { "service.kubernetes.io/service-proxy-name": "someone-else" } },
+        }),
+      );
+      assert.equal((await env.get("client", "http://172.16.0.26/hostname", 2)).ok, false);
+      const dump = await env.dump();
+      assert.doesNotMatch(dump, /172\.16\.0\.26|headless|extname/, dump);
+      // The pods themselves are of course still reachable, and the rest keeps working.
+      assert.equal((await env.get("client", `http://${POD_IPS[0]}:8080/hostname`)).body, "pod-a");
+      assert.ok((await env.get("client", "http://172.16.0.10/hostname")).ok);
     },
   },
   {
@@ -309,7 +373,8 @@ export const CASES: ProxyCase[] = [
     },
   },
   {
-    name: "a map entry deleted by hand is restored by the periodic resync, a deleted table at once",
+    name:
+      "a rule and a map entry deleted by hand are restored by the periodic resync, a deleted table at once",
     async run(env) {
       const ok = async () => (await env.get("client", "http://172.16.0.10/hostname", 1)).ok;
       assert.ok(await ok());
@@ -339,6 +404,19 @@ export const CASES: ProxyCase[] = [
         assert.ok(Date.now() - t0 < 20_000);
         return;
       }
+      // A rule: the dispatch of every cluster, external and LoadBalancer IP, deleted by its handle.
+      const services =
+        (await env.node.exec(["nft", "-a", "list", "chain", "inet", "kube_router_proxy", "services"]))
+          .stdout;
+      const handle = /vmap @service_ips_v4 # handle (\d+)/.exec(services)?.[1];
+      assert.ok(handle, services);
+      await env.node.exec(["nft", `delete rule inet kube_router_proxy services handle ${handle}`]);
+      assert.equal(
+        (await env.get("client", "http://172.16.0.10/hostname", 2)).ok,
+        false,
+        "no rule, no service",
+      );
+      await eventually("the rule is back (sync period 3 s)", ok);
       await env.node.exec([
         "nft",
         "delete element inet kube_router_proxy service_ips_v4 { 172.16.0.10 . tcp . 80 }",
