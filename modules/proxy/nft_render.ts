@@ -928,6 +928,10 @@ export class SharedObjects {
   hasElement(id: string): boolean {
     return this.#elements.has(id);
   }
+  /** The shared elements' ids, without a copy (not to be held across a commit). */
+  elementIds(): IterableIterator<string> {
+    return this.#elements.keys();
+  }
 
   #txState(tx: NftTransaction) {
     let s = this.#pending.get(tx);
@@ -1008,6 +1012,12 @@ function sharedOrder(name: string): number {
   return name.startsWith("pick_") ? 0 : 1;
 }
 
+/** Element id -> value lookups (a ReadonlyMap is one): what a full resync knows the kernel holds. */
+export interface ElementLookup {
+  get(id: string): string | undefined;
+  has(id: string): boolean;
+}
+
 /** How diffService treats what is already there. */
 export interface DiffOptions {
   /** Rewrite every chain of `next` even if unchanged: the periodic repair of hand edits. */
@@ -1017,7 +1027,7 @@ export interface DiffOptions {
    * made against it instead of `prev`, shared chains are all written and shared elements added when the
    * kernel lacks them, and removing elements nobody wants is left to the caller.
    */
-  kernelElements?: ReadonlyMap<string, string>;
+  kernelElements?: ElementLookup;
   /**
    * The shared objects' users across every Service (the proxy's). Without it, `prev` is taken to be the
    * only Service: its shared objects exist, and go with it.
@@ -1054,11 +1064,12 @@ export function diffService(
     shared = new SharedObjects();
     shared.commit(undefined, prev);
   }
-  const have = opts.kernelElements ?? prev?.elements ?? new Map<string, string>();
+  const prevElements = prev?.elements ?? new Map<string, string>();
+  const have: ElementLookup = opts.kernelElements ?? prevElements;
   const want = next?.elements ?? new Map<string, string>();
   // 1. elements that go away or change value (before the chains they point to change)
   if (!full) {
-    for (const [id, v] of have) if (want.get(id) !== v) tx.delete({ element: elementSpec(id, "") });
+    for (const [id, v] of prevElements) if (want.get(id) !== v) tx.delete({ element: elementSpec(id, "") });
   } else {
     for (const [id, v] of want) {
       const k = have.get(id);

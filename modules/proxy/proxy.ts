@@ -39,10 +39,18 @@ import {
   healthCheckServers,
   type HealthCheckTarget,
 } from "./health_server.ts";
-import { type KernelReader, type KernelState, listKernelState } from "./kernel_state.ts";
+import {
+  type Belief,
+  compareKernelState,
+  type KernelDiff,
+  type KernelReader,
+  type KernelState,
+  listKernelState,
+} from "./kernel_state.ts";
 import {
   claimOf,
   diffService,
+  type ElementLookup,
   isServiceObjectName,
   isSharedChainName,
   PROXY_TABLE,
@@ -116,6 +124,11 @@ export class ServiceProxy implements ModuleInstance {
   #withHealthCheck = new Set<string>();
   /** True while a full sync runs (its transactions go to a child nft). */
   #inFull = false;
+  /**
+   * While a full resync compares against the belief (#applyFullInner): elements the kernel still holds
+   * that a committed Service dropped (id -> value), and shared elements a committed Service dropped.
+   */
+  #handedOff: { elements: Map<string, string>; shared: Set<string> } | undefined;
   /** Sum of the programmed Services' endpoints (the endpoints gauge), kept as they are committed. */
   #endpointCount = 0;
   /** The shared chains and elements and how many Services use each. */
@@ -393,6 +406,13 @@ export class ServiceProxy implements ModuleInstance {
       if (this.#claims.get(c) === item.key) this.#claims.delete(c);
     }
     for (const id of item.next?.elements.keys() ?? []) this.#claims.set(claimOf(id), item.key);
+    const h = this.#handedOff;
+    if (h && item.prev) {
+      // A full resync's diff leaves what a Service drops in the kernel (removed at its end): say so to
+      // the lookups of the Services after it.
+      for (const [id, v] of item.prev.elements) if (!item.next?.elements.has(id)) h.elements.set(id, v);
+      for (const id of item.prev.sharedElements) if (!item.next?.sharedElements.has(id)) h.shared.add(id);
+    }
     const now = this.#ctx.clock.now();
     for (const c of this.#shared.commit(item.prev, item.next)) this.#stale.set(c, now);
     this.#endpointCount += (item.next?.endpoints ?? 0) - (this.#programmed.get(item.key)?.endpoints ?? 0);
@@ -431,7 +451,12 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   async #applyFullInner(nctx: ProxyNodeContext, keys: readonly string[]): Promise<void> {
-    const kernel = await this.#listKernel();
+    // Against what this agent believes it programmed, the kernel's elements streamed by and only the
+    // differences kept; the first sync of a run (nothing believed yet) lists them all instead.
+    const diff = this.#initial || this.#programmed.size === 0
+      ? undefined
+      : await compareKernelState(this.#deps.nft, TABLE, (set) => FIXED_SETS.has(set), this.#belief());
+    const kernel = diff ? undefined : await this.#listKernel();
     const base = new NftTransaction("inet", PROXY_TABLE);
     renderBase(base, nctx);
     await this.#run(base);
@@ -443,15 +468,35 @@ export class ServiceProxy implements ModuleInstance {
     };
     const all = new Set(keys);
     const round = new Map<string, string>();
-    // Every chain rewritten; elements against what the kernel really holds. Chains and sets a Service no
-    // longer has are found below from the kernel's list, not from what we believed.
+    // Every chain rewritten; elements against what the kernel really holds (its listing, or the belief
+    // corrected by the kernel's differences: #kernelView). Chains and sets a Service no longer has are found
+    // below from the kernel's names, not from what we believed.
     const build: Build = (tx, it, adds) =>
       diffService(tx, undefined, it.next, {
         rewrite: true,
-        kernelElements: kernel.elements,
+        kernelElements: kernel ? kernel.elements : this.#kernelView(it, diff!),
         shared: this.#shared,
         deferAdds: adds,
       });
+    const handedOff = diff ? { elements: new Map<string, string>(), shared: new Set<string>() } : undefined;
+    this.#handedOff = handedOff;
+    try {
+      await this.#fullChunks(keys, renderOf, all, round, build);
+    } finally {
+      this.#handedOff = undefined;
+    }
+    rendered.clear();
+    await this.#removeUnwanted(kernel ?? diff!, kernel ? undefined : { diff: diff!, handedOff: handedOff! });
+  }
+
+  /** The full sync's chunk loop: each chunk built while the previous one is applied. */
+  async #fullChunks(
+    keys: readonly string[],
+    renderOf: (k: string) => RenderedService | undefined,
+    all: ReadonlySet<string>,
+    round: Map<string, string>,
+    build: Build,
+  ): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
     let chunk = newChunk();
     let inflight: Promise<void> | undefined;
@@ -467,26 +512,51 @@ export class ServiceProxy implements ModuleInstance {
     }
     await inflight;
     if (chunk.items.length) await this.#runChunk(chunk, build);
-    rendered.clear();
+  }
 
-    // Whatever the kernel holds that no Service wants: elements deleted, chains flushed (deleted later),
-    // affinity sets deleted once the chains using them are flushed.
+  /**
+   * Whatever the kernel holds that no Service wants: elements deleted, chains flushed (deleted later),
+   * affinity sets deleted once the chains using them are flushed. Elements: with `compared`, only the
+   * kernel's differences from the belief and what Services dropped during the sync are candidates (the
+   * rest the kernel holds as believed, and the sync's diffs dealt with); else the whole listing.
+   */
+  async #removeUnwanted(
+    kernel: {
+      chains: ReadonlySet<string>;
+      serviceSets: ReadonlySet<string>;
+      elements?: ReadonlyMap<string, string>;
+    },
+    compared:
+      | { diff: KernelDiff; handedOff: { elements: Map<string, string>; shared: Set<string> } }
+      | undefined,
+  ): Promise<void> {
+    const limit = this.#deps.chunkOps ?? 20000;
     const wantChains = new Set<string>();
     const wantSets = new Set<string>();
-    const wantElements = new Set<string>();
     for (const r of this.#programmed.values()) {
       for (const c of r.chains.keys()) wantChains.add(c);
       for (const s of r.sets.keys()) wantSets.add(s);
-      for (const e of r.elements.keys()) wantElements.add(e);
     }
     for (const c of this.#shared.chains) wantChains.add(c);
-    for (const e of this.#shared.elements) wantElements.add(e);
     const fixed = FIXED_SETS;
     const ops: ((tx: NftTransaction) => void)[] = [];
-    for (const id of kernel.elements.keys()) {
-      if (wantElements.has(id) || fixed.has(splitElementId(id).map)) continue;
+    const drop = (id: string) => {
       const { map, key } = splitElementId(id);
       ops.push((tx) => tx.delete({ element: { set: map, key } }));
+    };
+    if (compared) {
+      const { diff, handedOff } = compared;
+      const held = new Set<string>(diff.odd.keys());
+      for (const id of handedOff.elements.keys()) if (!diff.missing.has(id)) held.add(id);
+      for (const id of handedOff.shared) if (!diff.missing.has(id)) held.add(id);
+      for (const id of held) if (this.#wanted(id) === undefined) drop(id);
+    } else {
+      const wantElements = new Set<string>();
+      for (const r of this.#programmed.values()) for (const e of r.elements.keys()) wantElements.add(e);
+      for (const e of this.#shared.elementIds()) wantElements.add(e);
+      for (const id of kernel.elements?.keys() ?? []) {
+        if (!wantElements.has(id) && !fixed.has(splitElementId(id).map)) drop(id);
+      }
     }
     for (const c of kernel.chains) {
       if (!(isServiceObjectName(c) || isSharedChainName(c)) || wantChains.has(c)) continue;
@@ -503,6 +573,73 @@ export class ServiceProxy implements ModuleInstance {
       await this.#run(tx);
     }
     for (const c of this.#stale.keys()) if (wantChains.has(c)) this.#stale.delete(c);
+  }
+
+  /** The value the programmed Services want for an element id ("" for a shared one), or undefined. */
+  #wanted(id: string): string | undefined {
+    const owner = this.#claims.get(claimOf(id));
+    const v = owner === undefined ? undefined : this.#programmed.get(owner)?.elements.get(id);
+    if (v !== undefined) return v;
+    return this.#shared.hasElement(id) ? "" : undefined;
+  }
+
+  /** What the programmed Services say the kernel holds, for compareKernelState (before a sync changes it). */
+  #belief(): Belief {
+    const programmed = this.#programmed, shared = this.#shared;
+    const mapOf = (id: string) => id.slice(0, id.indexOf("|"));
+    return {
+      valueOf: (id) => this.#wanted(id),
+      counts: () => {
+        const n = new Map<string, number>();
+        const count = (id: string) => {
+          const m = mapOf(id);
+          n.set(m, (n.get(m) ?? 0) + 1);
+        };
+        for (const r of programmed.values()) for (const id of r.elements.keys()) count(id);
+        for (const id of shared.elementIds()) count(id);
+        return n;
+      },
+      *idsOf(set) {
+        const prefix = `${set}|`;
+        for (const r of programmed.values()) {
+          for (const id of r.elements.keys()) if (id.startsWith(prefix)) yield id;
+        }
+        for (const id of shared.elementIds()) if (id.startsWith(prefix)) yield id;
+      },
+    };
+  }
+
+  /**
+   * What the kernel holds, as diffService asks it while a compared full resync builds Service `it`: the
+   * kernel's own value where it differs from the belief, nothing where a believed element is missing,
+   * else the belief as it was before the sync: the Service's own previous render, what a Service
+   * committed earlier in this sync dropped (still in the kernel), or the render of the Service that held
+   * the element (not yet committed: claims move only to a Service whose holder drops them in this sync).
+   * Shared elements: believed (counted now: one added by an earlier chunk is in the kernel, committed
+   * after its transaction), or dropped earlier in this sync.
+   */
+  #kernelView(it: Item, diff: KernelDiff): ElementLookup {
+    const get = (id: string): string | undefined => {
+      const odd = diff.odd.get(id);
+      if (odd !== undefined) return odd;
+      if (diff.missing.has(id)) return undefined;
+      const own = it.prev?.elements.get(id);
+      if (own !== undefined) return own;
+      const dropped = this.#handedOff?.elements.get(id);
+      if (dropped !== undefined) return dropped;
+      const owner = this.#claims.get(claimOf(id));
+      return owner === undefined || owner === it.key
+        ? undefined
+        : this.#programmed.get(owner)?.elements.get(id);
+    };
+    return {
+      get,
+      has: (id) =>
+        diff.odd.has(id) ||
+        (!diff.missing.has(id) &&
+          (this.#shared.hasElement(id) || (this.#handedOff?.shared.has(id) ?? false) ||
+            get(id) !== undefined)),
+    };
   }
 
   /**

@@ -1,0 +1,264 @@
+/**
+ * The periodic full resync compares the kernel with what the proxy believes it programmed and repairs the
+ * differences (kernel_state.ts compareKernelState, proxy.ts #kernelView): every case ends in the state a
+ * cold sync of the same objects writes into an empty table, and an element already right costs nothing.
+ */
+import assert from "node:assert/strict";
+import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
+import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
+import { MemorySink } from "../../../core/log.ts";
+import {
+  FakeConntrack,
+  FakeNftables,
+  type NftListOptions,
+  type NftListTarget,
+  type NftSetInfo,
+  NftTransaction,
+} from "../../../ffi/mod.ts";
+import { PROXY_TABLE, ServiceProxy } from "../../../modules/proxy/mod.ts";
+import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+
+const node = (name = "n1", podCIDR = "10.1.1.0/24", ip = "192.168.1.100"): V1Node => ({
+  metadata: { name, labels: {} },
+  spec: { podCIDR, podCIDRs: [podCIDR] },
+  status: { addresses: [{ type: "InternalIP", address: ip }] },
+});
+
+function service(name: string, ip: string, spec: V1Service["spec"] = {}): V1Service {
+  return {
+    metadata: { namespace: "default", name },
+    spec: {
+      type: "ClusterIP",
+      clusterIP: ip,
+      clusterIPs: [ip],
+      ports: [{
+        name: "http",
+        port: 80,
+        protocol: "TCP",
+        targetPort: 8080,
+        nodePort: 30000 + Number(ip.split(".")[3]),
+      }],
+      ...spec,
+    },
+  };
+}
+
+function slice(svc: string, ips: string[]): V1EndpointSlice {
+  return {
+    metadata: { namespace: "default", name: `${svc}-1`, labels: { "kubernetes.io/service-name": svc } },
+    addressType: "IPv4",
+    endpoints: ips.map((ip, i) => ({
+      addresses: [ip],
+      conditions: { ready: true },
+      nodeName: i % 2 ? "n1" : "n2",
+    })),
+    ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+  } as V1EndpointSlice;
+}
+
+/** The fake, recording the text of every transaction. */
+class Nft {
+  fake = new FakeNftables();
+  texts: string[] = [];
+  async run(tx: NftTransaction): Promise<void> {
+    await this.fake.run(tx);
+    this.texts.push(tx.render());
+  }
+  list(t: NftListTarget, o?: NftListOptions) {
+    return this.fake.list(t, o);
+  }
+  listLayout(table: { family: string; name: string }) {
+    return this.fake.listLayout(table);
+  }
+  listElements(
+    table: { family: string; name: string },
+    set: NftSetInfo,
+    each: (k: string, v: string) => void,
+  ) {
+    return this.fake.listElements(table, set, each);
+  }
+}
+
+async function setup(objects: (source: MemorySource) => void) {
+  const clock = new FakeClock();
+  const sink = new MemorySink();
+  const source = new MemorySource(new Bus(), { synced: false });
+  const t = moduleContext({
+    config: loadConfig([
+      "--hostname-override=n1",
+      "--service-cluster-ip-range=172.16.0.0/16",
+      "--service-external-ip-range=203.0.113.0/24",
+    ]),
+    source,
+    clock,
+    log: getLogger({}, sink),
+    periodMs: 300_000,
+  });
+  const nft = new Nft();
+  // Small chunks: Services are committed while later ones are built, as at scale.
+  const proxy = new ServiceProxy(t.ctx, {
+    nft,
+    conntrack: new FakeConntrack([]),
+    serveHealthChecks: false,
+    chunkOps: 12,
+  });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", node());
+  objects(source);
+  source.markSynced();
+  const settle = async (ms = 3000) => {
+    // Long enough for a sync, and for chains flushed by it to be deleted a second later.
+    for (let i = 0; i < ms / 50; i++) await clock.advance(50);
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  await settle();
+  assert.ok(t.syncs.ok > 0);
+  const stop = async () => {
+    await proxy.stop();
+    await t.stop();
+  };
+  return { clock, sink, source, t, nft, proxy, settle, stop };
+}
+
+/**
+ * The table as text, element lists sorted and its chains, maps and sets sorted by name (a repaired table
+ * holds them in another order).
+ */
+function state(fake: FakeNftables): string {
+  const text = fake.dump().replace(/elements = \{([^}]*)\}/g, (_m, body: string) => {
+    const elems = body.split(",").map((e) => e.replace(/\s+/g, " ").trim());
+    return `elements = { ${elems.sort().join(", ")} }`;
+  });
+  const blocks = text.split(/\n(?=\t(?:chain|map|set) )/);
+  const head = blocks.shift()!;
+  return [head, ...blocks.map((b) => b.replace(/\n}$/, "").trimEnd()).sort()].join("\n");
+}
+
+/** What a cold sync of the same objects writes into an empty table. */
+async function reference(objects: (source: MemorySource) => void): Promise<string> {
+  const r = await setup(objects);
+  const out = state(r.nft.fake);
+  await r.stop();
+  return out;
+}
+
+const base = (src: MemorySource) => {
+  src.put("services", service("web", "172.16.0.10", { sessionAffinity: "ClientIP" }));
+  src.put("endpointslices", slice("web", ["10.1.2.5", "10.1.1.6"]));
+  src.put("services", service("np", "172.16.0.11", { type: "NodePort" }));
+  src.put("endpointslices", slice("np", ["10.1.2.7", "10.1.1.8", "10.1.2.9"]));
+  src.put("services", service("solo", "172.16.0.12"));
+  src.put("endpointslices", slice("solo", ["10.1.1.10"]));
+};
+
+Deno.test("a full resync with nothing changed writes no element and changes nothing", async () => {
+  const s = await setup(base);
+  const good = state(s.nft.fake);
+  s.nft.texts = [];
+  await s.clock.advance(300_000);
+  await s.settle();
+  assert.ok(s.nft.texts.length > 0, "the resync ran");
+  const elementOps = s.nft.texts.join("\n").split("\n").filter((l) =>
+    / element /.test(l) && !/ (nodeport_ips|pod_cidrs)_v[46] /.test(l)
+  );
+  assert.deepEqual(elementOps, []);
+  assert.equal(state(s.nft.fake), good);
+  await s.stop();
+});
+
+Deno.test("the periodic full resync repairs a changed value, deleted elements, a flushed map, a deleted chain and extras", async () => {
+  const s = await setup(base);
+  const good = state(s.nft.fake);
+  assert.equal(good, await reference(base));
+  const dump = s.nft.fake.dump();
+  // web's own chain (affinity) and the element leading to it.
+  const svcChain = /goto (svc4-default\/web\/[^\s,]+)/.exec(dump)?.[1];
+  assert.ok(svcChain, dump);
+  const tx = new NftTransaction("inet", PROXY_TABLE)
+    // A value changed: solo's cluster IP now drops.
+    .delete({ element: { set: "service_ips_v4", key: ["172.16.0.12", "tcp", "80"] } })
+    .add({ element: { set: "service_ips_v4", key: ["172.16.0.12", "tcp", "80"], value: ["drop"] } })
+    // An endpoint slot pointing elsewhere.
+    .delete({ element: { set: "service_endpoints_v4_tcp", key: ["172.16.0.11", "80", "1"] } })
+    .add({
+      element: {
+        set: "service_endpoints_v4_tcp",
+        key: ["172.16.0.11", "80", "1"],
+        value: ["10.9.9.9", "80"],
+      },
+    })
+    // Deleted: web's dispatch element and its chain; np's NodePort elements; a hairpin element.
+    .delete({ element: { set: "service_ips_v4", key: ["172.16.0.10", "tcp", "80"] } })
+    .flush({ chain: { name: svcChain } })
+    .delete({ chain: { name: svcChain } })
+    .delete({ element: { set: "cluster_ips_v4", key: ["172.16.0.11"] } })
+    .delete({ element: { set: "hairpin_v4", key: ["10.1.1.6", "10.1.1.6"] } })
+    // Extras nobody wants.
+    .add({ element: { set: "service_ips_v4", key: ["172.16.0.99", "tcp", "80"], value: ["drop"] } })
+    .add({ element: { set: "hairpin_v4", key: ["10.1.1.99", "10.1.1.99"] } })
+    .add({ chain: { name: "pick_v4_tcp_rr_7" } });
+  await s.nft.fake.run(tx);
+  // Every NodePort endpoint slot gone at once (a map emptied by hand).
+  const np = new NftTransaction("inet", PROXY_TABLE);
+  for (const m of dump.matchAll(/(\d+) \. (\d+) : (10\.1\.\d+\.\d+) \. 8080/g)) {
+    if (m[1] === "30011") np.delete({ element: { set: "nodeport_endpoints_v4_tcp", key: [m[1], m[2]!] } });
+  }
+  assert.ok(np.size >= 3, dump);
+  await s.nft.fake.run(np);
+  assert.notEqual(state(s.nft.fake), good);
+  await s.clock.advance(300_000);
+  await s.settle();
+  assert.equal(state(s.nft.fake), good);
+  assert.deepEqual(s.sink.lines.filter((l) => /rejected|error/i.test(l)), []);
+  await s.stop();
+});
+
+Deno.test("a full resync where Services change and claims move between them in both key orders ends as a cold sync of the same objects", async () => {
+  // aa takes the external IP zz holds; yy takes the one bb holds (bb sorts first, so it is committed
+  // before yy asks what the kernel holds for it).
+  const before = (src: MemorySource) => {
+    base(src);
+    src.put("services", service("zz", "172.16.0.20", { externalIPs: ["203.0.113.9"] }));
+    src.put("endpointslices", slice("zz", ["10.1.2.20"]));
+    src.put("services", service("aa", "172.16.0.21"));
+    src.put("endpointslices", slice("aa", ["10.1.2.21", "10.1.1.21"]));
+    src.put("services", service("bb", "172.16.0.22", { externalIPs: ["203.0.113.8"] }));
+    src.put("endpointslices", slice("bb", ["10.1.2.22"]));
+    src.put("services", service("yy", "172.16.0.23"));
+    src.put("endpointslices", slice("yy", ["10.1.1.23"]));
+  };
+  const after = (src: MemorySource) => {
+    base(src);
+    src.put("services", service("zz", "172.16.0.20"));
+    src.put("endpointslices", slice("zz", ["10.1.2.20", "10.1.2.30"]));
+    src.put("services", service("aa", "172.16.0.21", { externalIPs: ["203.0.113.9"] }));
+    src.put("endpointslices", slice("aa", ["10.1.2.21"]));
+    src.put("services", service("bb", "172.16.0.22"));
+    src.put("endpointslices", slice("bb", ["10.1.2.22"]));
+    src.put("services", service("yy", "172.16.0.23", { externalIPs: ["203.0.113.8"] }));
+    src.put("endpointslices", slice("yy", ["10.1.1.23", "10.1.2.24"]));
+    src.delete("services", "default/solo");
+  };
+  const s = await setup(before);
+  assert.match(s.nft.fake.dump(), /203\.0\.113\.9 \. tcp \. 80 : goto/);
+  // All of it in one sync, made a full one by a new node (its pod CIDR changes the base ruleset).
+  const n2 = (src: MemorySource) => src.put("nodes", node("n2", "10.1.2.0/24", "192.168.1.101"));
+  after(s.source);
+  n2(s.source);
+  s.nft.texts = [];
+  await s.settle();
+  assert.match(
+    s.nft.texts.join("\n"),
+    /add element inet kube_router_proxy pod_cidrs_v4 \{[^}]*10\.1\.2\.0\/24/,
+  );
+  assert.equal(
+    state(s.nft.fake),
+    await reference((src) => {
+      n2(src);
+      after(src);
+    }),
+  );
+  assert.deepEqual(s.sink.lines.filter((l) => /rejected|conflict|error/i.test(l)), []);
+  await s.stop();
+});
