@@ -15,7 +15,12 @@
  *       namespace through the DNAT of the agent's node namespace, with `--services` programmed vs a second
  *       node namespace whose agent holds `--small`; batches alternate between the two;
  *   (e) CPU time of each agent over `--idle-seconds` with no API event (the connect() traffic of (d) runs
- *       meanwhile: packets cost the agent nothing, the kernel handles them).
+ *       meanwhile: packets cost the agent nothing, the kernel handles them);
+ *   (f) one periodic full resync of the big agent (what its runner starts every sync period: the kernel's
+ *       table read back and compared, every chain rewritten), after (b) to (e) so it falls in none of their
+ *       windows, with a few elements deleted by hand just before that it must put back: its wall time, CPU
+ *       (the child nft it waits for included) and the agent's peak RSS during it; reference: the cold sync
+ *       of the same run.
  *
  * Each agent is bench/_proxy_agent.ts (ServiceProxy over the in-memory Kubernetes source), started with the
  * V8 flags of `deno task start`.
@@ -174,6 +179,7 @@ try {
   const smallSynced = await smallAgent.phase("synced");
   const bigAgent = startAgent(big, [
     ...common,
+    "--resync",
     `--services=${N}`,
     `--dir=${bigDir}`,
     `--events=${values.events}`,
@@ -262,6 +268,37 @@ try {
   const idleBig = await bigAgent.phase("idle");
   const idleSmall = await smallAgent.phase("idle");
   loads.push(await load());
+
+  // (f): hand edits the resync must repair (a cluster IP's dispatch element, an endpoint slot, a cluster
+  // IP in the reject set), then one periodic full resync.
+  const victims = [7, Math.floor(N / 2), N - 1].map((i) => `10.96.${i >> 8}.${i & 255}`);
+  const slot = Math.min(3, Number(values.endpoints) - 1);
+  const edits = victims.flatMap((vip) => [
+    `delete element inet kube_router_proxy service_ips_v4 { ${vip} . tcp . 80 }`,
+    `delete element inet kube_router_proxy service_endpoints_v4_tcp { ${vip} . 80 . ${slot} }`,
+    `delete element inet kube_router_proxy cluster_ips_v4 { ${vip} }`,
+  ]);
+  await big.exec(["nft", edits.join("; ")]);
+  const holds = async (vip: string) =>
+    (await big.exec(["nft", "list", "map", "inet", "kube_router_proxy", "service_ips_v4"])).stdout
+      .includes(`${vip} . tcp . 80 :`);
+  for (const v of victims) if (await holds(v)) throw new Error(`${v} was not deleted by hand`);
+  await Deno.writeTextFile(`${bigDir}/resync`, "");
+  const resync = await bigAgent.phase("resync");
+  loads.push(await load());
+  let repaired = 0;
+  for (const v of victims) if (await holds(v)) repaired++;
+  const slots =
+    (await big.exec(["nft", "list", "map", "inet", "kube_router_proxy", "service_endpoints_v4_tcp"]))
+      .stdout;
+  for (const v of victims) if (slots.includes(`${v} . 80 . ${slot} :`)) repaired++;
+  const clusterIps =
+    (await big.exec(["nft", "list", "set", "inet", "kube_router_proxy", "cluster_ips_v4"])).stdout;
+  for (const v of victims) {
+    if (new RegExp(`[ {,]${v.replaceAll(".", "\\.")}[,\\s}]`).test(clusterIps)) repaired++;
+  }
+  console.log("resync", JSON.stringify(resync), `repaired ${repaired} of ${edits.length}`);
+
   const ruleset = await bigAgent.phase("ruleset");
   const dump = `${bigDir}/ruleset.nft`;
   await Deno.writeTextFile(`${bigDir}/stop`, "");
@@ -358,6 +395,20 @@ try {
       ratio(idleBig.cpuMs!, idleSmall.cpuMs!),
       "report",
     ],
+    [
+      "(f) periodic full resync, wall / CPU user + sys (s)",
+      `${f(resync.resyncMs! / 1000, 2)} / ${f(resync.resyncCpuMs! / 1000, 2)}`,
+      `cold sync of the same run: ${f(synced.coldMs! / 1000, 2)} / ${f(synced.coldCpuMs! / 1000, 2)}`,
+      `${ratio(resync.resyncMs!, synced.coldMs!)} / ${ratio(resync.resyncCpuMs!, synced.coldCpuMs!)}`,
+      `report; ${repaired} of ${edits.length} hand edits repaired`,
+    ],
+    [
+      "(f) agent RSS before the resync / its peak during it (MiB)",
+      `${f(resync.rssBeforeMiB!, 0)} / ${f(resync.peakMiB!, 0)}`,
+      `cold sync's peak: ${f(synced.peakMiB!, 0)}`,
+      ratio(resync.peakMiB!, synced.peakMiB!),
+      "under 250 MiB",
+    ],
   ];
   const md = [
     `## Service proxy at ${fmtN(N)} Services × ${values.endpoints} endpoints`,
@@ -390,6 +441,11 @@ bench/_nft_watch.ts)${missing ? `; ${missing} never seen` : ""}${
     "namespaces of their own, routed through the node namespace whose agent's DNAT (and masquerade) carries them;",
     `batches of ${values.batch} alternate between the two nodes. (e) while (d) runs, no API events: the agent's`,
     "own timers only (the table-existence probe every 2 s; no periodic full resync falls in the window).",
+    `(f) after (e), ${edits.length} elements of ${victims.length} Services deleted with \`nft\` (dispatch element, one`,
+    "endpoint slot, the cluster IP in the reject set), then the sync the agent's runner starts every sync period",
+    "(asked for at once instead of waiting the period): the kernel's elements read back over netlink and compared",
+    "with what the agent programmed, every chain rewritten, what differs repaired; peak RSS is VmHWM reset just",
+    "before (/proc/self/clear_refs), CPU includes the child `nft -f` it waits for.",
     `The machine was shared with other work while this ran (1-minute load average ${Math.min(...loads)} to ${
       Math.max(...loads)
     } on 2 cores):`,
