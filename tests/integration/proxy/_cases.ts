@@ -247,6 +247,27 @@ export const CASES: ProxyCase[] = [
       }
       const wrongPort = await env.get("client", "http://172.16.0.10:81/hostname", 3);
       assert.equal(wrongPort.code, 7);
+      if (env.backend === "nftables") {
+        // An unallocated address of the cluster IP range is dropped (kube-proxy's nftables mode: "drop
+        // traffic to unallocated ClusterIPs"), in both families, not routed on (here: back out of the node).
+        // kube-router's IPVS mode has no such rule. External IPs and NodePorts are not checked this way in
+        // kube-proxy either: an unexposed port there is the node's (or the next hop's) business.
+        // Routed on, the SYN would leave by the node's default route to the client machine, which does not
+        // forward and counts it as addressed to someone else (InAddrErrors); dropped, it never gets there.
+        const misdelivered = async () => {
+          const v4 = (await env.client.exec(["cat", "/proc/net/snmp"])).stdout.split("\n")
+            .filter((l) => l.startsWith("Ip: "));
+          const at = v4[0]!.split(" ").indexOf("InAddrErrors");
+          const v6 = /Ip6InAddrErrors\s+(\d+)/.exec(
+            (await env.client.exec(["cat", "/proc/net/snmp6"])).stdout,
+          );
+          return [Number(v4[1]!.split(" ")[at]), Number(v6![1])];
+        };
+        const before = await misdelivered();
+        assert.equal((await env.get("client", "http://172.16.0.250/", 1)).code, 28, "unallocated v4");
+        assert.equal((await env.get("client", "http://[fd00:172::250]/", 1)).code, 28, "unallocated v6");
+        assert.deepEqual(await misdelivered(), before, "dropped on the node, not routed on");
+      }
     },
   },
   {
@@ -341,6 +362,13 @@ export const CASES: ProxyCase[] = [
           `TCP to ${ip}:${tcpPort}`,
         );
       }
+      // The same UDP flows (same source ports) as while it was refused reach the Service once it has an
+      // endpoint: nothing left from the refused datagrams holds them (kube-proxy's stale-UDP-entry lesson).
+      assert.equal(await env.udp(NODE_IP, 30053, 40061), "", "refused, no answer");
+      assert.equal(await env.udp("172.16.0.23", 53, 40062), "", "refused, no answer");
+      await env.put(slices("emptyx", [1], { udp: true })[0]!);
+      assert.equal(await env.udp(NODE_IP, 30053, 40061), "pod-b", "the NodePort flow");
+      assert.equal(await env.udp("172.16.0.23", 53, 40062), "pod-b", "the cluster IP flow");
     },
   },
   {
