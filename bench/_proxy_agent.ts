@@ -27,7 +27,7 @@ import { Bus } from "../core/bus.ts";
 import type { ModuleContext } from "../core/mod.ts";
 import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
-import { Conntrack, Nftables, type NftElementSpec, NftTransaction } from "../ffi/mod.ts";
+import { Conntrack, Nftables, type NftElementSpec, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
 import {
   diffService,
   nodeContext,
@@ -61,8 +61,16 @@ const { values } = parseArgs({
     "period-ms": { type: "string", default: "3600000" },
     /** Wait for the file `resync` after the idle phase and measure one periodic full resync. */
     resync: { type: "boolean", default: false },
+    /**
+     * "on": the per-Service counters (what --metrics-port turns on: counting rules and three counted
+     * elements per VIP and port), read once after the cold sync (phase "scrape") and every `--scrape-ms`
+     * while idle, as Prometheus would.
+     */
+    counters: { type: "string", default: "off" },
+    "scrape-ms": { type: "string", default: "15000" },
   },
 });
+const counters = values.counters === "on";
 const N = Number(values.services);
 const E = Number(values.endpoints);
 const dir = values.dir!;
@@ -132,6 +140,8 @@ const config = loadConfig([
   "--run-router=false",
   "--run-firewall=false",
   "--run-service-proxy=true",
+  // The agent serves no metrics here; the port only turns the per-Service counters on.
+  ...(counters ? ["--metrics-port=20249"] : []),
 ]);
 
 // As the module makes it (modules/proxy/mod.ts), unless the command line says otherwise.
@@ -158,6 +168,8 @@ const deps = {
     listElements: nft.listElements.bind(nft),
   },
   conntrack: new Conntrack(),
+  // As the module builds it (modules/proxy/mod.ts): counters read over netlink.
+  setCounters: new NftSetCounters(),
   serveHealthChecks: false,
   ...(values["chunk-ops"] ? { chunkOps: Number(values["chunk-ops"]) } : {}),
 };
@@ -284,12 +296,40 @@ if (events > 0) {
   });
 }
 
+if (counters) {
+  // Scrapes' readings of the counted sets at this size: the first (code not yet compiled) and the third
+  // (warm), a reading interval apart (a scrape within 1 s of the last reuses it).
+  const readings: { wallMs: number; cpuMs: number }[] = [];
+  let text = "";
+  for (let i = 0; i < 3; i++) {
+    if (i) await sleep(1100);
+    const c = cpuMs(), w = performance.now();
+    await t.ctx.metrics.collect();
+    text = t.ctx.metrics.render();
+    readings.push({ wallMs: performance.now() - w, cpuMs: cpuMs() - c });
+  }
+  emit({
+    phase: "scrape",
+    firstWallMs: readings[0]!.wallMs,
+    firstCpuMs: readings[0]!.cpuMs,
+    wallMs: readings[2]!.wallMs,
+    cpuMs: readings[2]!.cpuMs,
+    series: text.split("\n").filter((l) => l.startsWith("kube_router_service_packets_in{")).length,
+    ...rss(),
+  });
+}
+
 await waitFile("idle");
 const seconds = Number(values["idle-seconds"]);
 const c0 = cpuMs();
 const w0 = performance.now();
 const s0 = t.syncs.ok;
+const scrapeMs = Number(values["scrape-ms"]);
+const scraper = counters && scrapeMs > 0
+  ? setInterval(() => void t.ctx.metrics.collect(), scrapeMs)
+  : undefined;
 await sleep(seconds * 1000);
+clearInterval(scraper);
 emit({
   phase: "idle",
   cpuMs: cpuMs() - c0,

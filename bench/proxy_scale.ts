@@ -42,6 +42,13 @@ const { values } = parseArgs({
     "idle-seconds": { type: "string", default: "60" },
     rounds: { type: "string", default: "20" },
     batch: { type: "string", default: "50" },
+    /**
+     * "on" (default): both agents run as with --metrics-port, the per-Service counters in the ruleset (one
+     * counted lookup per packet before DNAT, one on replies) and read every `--scrape-ms` while idle; "off":
+     * without them, as before they existed.
+     */
+    counters: { type: "string", default: "on" },
+    "scrape-ms": { type: "string", default: "15000" },
   },
 });
 const here = new URL(".", import.meta.url).pathname;
@@ -164,7 +171,12 @@ try {
   const bigDir = `${tmp}/big`, smallDir = `${tmp}/small`;
   await Deno.mkdir(bigDir);
   await Deno.mkdir(smallDir);
-  const common = [`--endpoints=${values.endpoints}`, `--idle-seconds=${values["idle-seconds"]}`];
+  const common = [
+    `--endpoints=${values.endpoints}`,
+    `--idle-seconds=${values["idle-seconds"]}`,
+    `--counters=${values.counters}`,
+    `--scrape-ms=${values["scrape-ms"]}`,
+  ];
   const probe = (n: number) => Array.from({ length: 10 }, (_, j) => `10.210.${n}.${j + 1}`).join(",");
 
   const events = new Map<string, number>();
@@ -267,6 +279,9 @@ try {
   loads.push(await load());
   const idleBig = await bigAgent.phase("idle");
   const idleSmall = await smallAgent.phase("idle");
+  const counters = values.counters === "on";
+  const scrapeBig = counters ? await bigAgent.phase("scrape") : undefined;
+  const scrapeSmall = counters ? await smallAgent.phase("scrape") : undefined;
   loads.push(await load());
 
   // (f): hand edits the resync must repair (a cluster IP's dispatch element, an endpoint slot, a cluster
@@ -409,6 +424,21 @@ try {
       ratio(resync.peakMiB!, synced.peakMiB!),
       "under 250 MiB",
     ],
+    ...(scrapeBig && scrapeSmall
+      ? [[
+        `(g) a scrape reading the per-Service counters (${
+          fmtN(scrapeBig.series!)
+        } series): wall / CPU (ms), warm (first)`,
+        `${f(scrapeBig.wallMs!, 0)} / ${f(scrapeBig.cpuMs!, 0)} (${f(scrapeBig.firstWallMs!, 0)} / ${
+          f(scrapeBig.firstCpuMs!, 0)
+        })`,
+        `${fmtN(SMALL)} Services: ${f(scrapeSmall.wallMs!, 0)} / ${f(scrapeSmall.cpuMs!, 0)} (${
+          f(scrapeSmall.firstWallMs!, 0)
+        } / ${f(scrapeSmall.firstCpuMs!, 0)})`,
+        ratio(scrapeBig.cpuMs!, scrapeSmall.cpuMs!),
+        "report",
+      ]]
+      : []),
   ];
   const md = [
     `## Service proxy at ${fmtN(N)} Services × ${values.endpoints} endpoints`,
@@ -440,7 +470,12 @@ bench/_nft_watch.ts)${missing ? `; ${missing} never seen` : ""}${
     } failed), client and server in`,
     "namespaces of their own, routed through the node namespace whose agent's DNAT (and masquerade) carries them;",
     `batches of ${values.batch} alternate between the two nodes. (e) while (d) runs, no API events: the agent's`,
-    "own timers only (the table-existence probe every 2 s; no periodic full resync falls in the window).",
+    "own timers only (the table-existence probe every 2 s; no periodic full resync falls in the window)" +
+    (counters
+      ? `, and a scrape every ${
+        Number(values["scrape-ms"]) / 1000
+      } s reading the per-Service counters. Per-Service counters were on in both agents (as with --metrics-port: a counted lookup per packet before DNAT and one per reply; (g) is a scrape: one netlink dump per counted set, decoded, the gauges set and the registry rendered; the third of three a second apart, the first in brackets; CPU in 10 ms ticks).`
+      : ". Per-Service counters were off (`--counters off`)."),
     `(f) after (e), ${edits.length} elements of ${victims.length} Services deleted with \`nft\` (dispatch element, one`,
     "endpoint slot, the cluster IP in the reject set), then the sync the agent's runner starts every sync period",
     "(asked for at once instead of waiting the period): the kernel's elements read back over netlink and compared",

@@ -9,6 +9,8 @@ export type Labels = Record<string, string>;
 interface Series<V> {
   labels: Labels;
   value: V;
+  /** `name{labels}` as rendered, made on the first render (a scrape of 100,000 series re-sorted no labels). */
+  text?: string;
 }
 
 function labelKey(labels: Labels): string {
@@ -72,7 +74,7 @@ export class Counter extends Metric<number> {
   }
   renderSeries(): string[] {
     return [...this.series.values()].map((s) =>
-      `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`
+      `${s.text ??= `${this.name}${renderLabels(s.labels)}`} ${renderNumber(s.value)}`
     );
   }
 }
@@ -90,9 +92,22 @@ export class Gauge extends Metric<number> {
   value(labels: Labels = {}): number | undefined {
     return this.series.get(labelKey(labels))?.value;
   }
+  /**
+   * A setter for one labelled series, its key computed once: for a caller that sets thousands of series on
+   * every scrape. Setting after the series was removed adds it again.
+   */
+  setter(labels: Labels): (value: number) => void {
+    const key = labelKey(labels);
+    const copy = { ...labels };
+    return (value) => {
+      let s = this.series.get(key);
+      if (!s) this.series.set(key, s = { labels: copy, value });
+      s.value = value;
+    };
+  }
   renderSeries(): string[] {
     return [...this.series.values()].map((s) =>
-      `${this.name}${renderLabels(s.labels)} ${renderNumber(s.value)}`
+      `${s.text ??= `${this.name}${renderLabels(s.labels)}`} ${renderNumber(s.value)}`
     );
   }
 }

@@ -138,3 +138,12 @@ export {
   FouNetlink,
   type FouPort,
 } from "./fou.ts";
+export {
+  type ConcatPart,
+  decodeConcatKey,
+  decodeSetElements,
+  encodeGetSetElements,
+  NFT_GETSETELEM,
+  NftSetCounters,
+  type SetElementCounter,
+} from "./nft_set_counters.ts";

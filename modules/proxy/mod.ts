@@ -5,7 +5,7 @@
  * See nft_render.ts for the ruleset and proxy.ts for how it is kept in sync.
  */
 import type { ModuleDefinition, ResourceKind } from "../../core/mod.ts";
-import { Conntrack, isNotFound, Nftables } from "../../ffi/mod.ts";
+import { Conntrack, isNotFound, Nftables, NftSetCounters } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
 import { PROXY_TABLE } from "./nft_render.ts";
 import { type ProxyDeps, type ProxyNft, ServiceProxy } from "./proxy.ts";
@@ -66,12 +66,16 @@ export const PROXY_NFT_OPTIONS = { outOfProcessAboveBytes: 1 << 18 } as const;
 function realDeps(): ProxyDeps & { close(): void } {
   const nft = new Nftables(PROXY_NFT_OPTIONS);
   const conntrack = new Conntrack();
+  // Its netlink socket is opened on the first read (only with --metrics-port, on a scrape).
+  const setCounters = new NftSetCounters();
   return {
     nft,
     conntrack,
+    setCounters,
     close() {
       nft.close();
       conntrack.close();
+      setCounters.close();
     },
   };
 }

@@ -62,7 +62,7 @@ import {
   splitElementId,
 } from "./nft_render.ts";
 import { nodeContext } from "./node_context.ts";
-import { ServiceCounters } from "./service_counters.ts";
+import { ServiceCounters, type SetCounterSource } from "./service_counters.ts";
 
 /** The nftables operations the proxy needs (Nftables and FakeNftables both provide them). */
 export interface ProxyNft extends KernelReader {
@@ -77,6 +77,11 @@ export interface ProxyDeps extends HealthCheckOptions {
   probeMs?: number;
   /** Largest transaction, in operations (default 20000). */
   chunkOps?: number;
+  /**
+   * Reads the per-Service counters from the kernel (NftSetCounters); without it they are read through
+   * `nft.list` (the fake in unit tests).
+   */
+  setCounters?: SetCounterSource;
 }
 
 const TABLE = { family: "inet", name: PROXY_TABLE } as const;
@@ -174,7 +179,7 @@ export class ServiceProxy implements ModuleInstance {
     };
     if (ctx.config.metricsPort !== 0) {
       const counters = new ServiceCounters({
-        nft: deps.nft,
+        source: deps.setCounters ? { kernel: deps.setCounters } : { nft: deps.nft },
         metrics: m,
         log: ctx.log,
         now: () => ctx.clock.now(),

@@ -3,10 +3,12 @@
  * ffi module exactly as the agent would and returns plain JSON for the test to check, alongside what the
  * real tools (`ip`, `nft`, `conntrack`) say from outside.
  */
+import dgram from "node:dgram";
 import { run } from "../../_support/netns.ts";
 import {
   Conntrack,
   type ConntrackFilter,
+  decodeConcatKey,
   ifNameToIndex,
   IpProto,
   isExists,
@@ -14,6 +16,7 @@ import {
   isNotSupported,
   Nftables,
   NftError,
+  NftSetCounters,
   NftTransaction,
   ProcSysctl,
   type Route,
@@ -464,6 +467,82 @@ export async function nftText() {
     const bad = await attempt(() => nft.applyText("add rule inet krttext nosuchchain accept"));
     return { kinds: listed.map((o) => Object.keys(o)[0]), bad };
   } finally {
+    nft.close();
+  }
+}
+
+/**
+ * Counted sets of `addr . inet_proto . inet_service` (v4 and v6) looked up by an output rule, traffic sent
+ * over loopback (UDP and TCP to closed ports: every packet still passes output), then the counters read
+ * over netlink (NftSetCounters) and as libnftables lists them; an absent set's error.
+ */
+export async function nftSetCounters() {
+  const nft = new Nftables();
+  const counters = new NftSetCounters();
+  try {
+    await run(["ip", "link", "set", "lo", "up"]);
+    await run(["ip", "-6", "addr", "add", "fd00:99::1/128", "dev", "lo", "nodad"]);
+    const tx = new NftTransaction("inet", "krtcount");
+    tx.add({ table: {} });
+    for (const [f, addr] of [["4", "ipv4_addr"], ["6", "ipv6_addr"]]) {
+      tx.add({ set: { name: `s${f}`, type: `${addr} . inet_proto . inet_service`, counter: true } });
+    }
+    tx.add({ chain: { name: "out", type: "filter", hook: "output", priority: -110 } });
+    tx.add({ rule: { chain: "out", rule: "ip daddr . meta l4proto . th dport @s4" } });
+    tx.add({ rule: { chain: "out", rule: "ip6 daddr . meta l4proto . th dport @s6" } });
+    tx.add({ element: { set: "s4", key: ["127.0.0.1", "udp", "9"] } });
+    tx.add({ element: { set: "s4", key: ["127.0.0.1", "tcp", "9"] } });
+    tx.add({ element: { set: "s4", key: ["127.0.0.2", "sctp", "65535"] } });
+    tx.add({ element: { set: "s6", key: ["fd00:99::1", "udp", "53"] } });
+    await nft.run(tx);
+    // node:dgram: Deno.listenDatagram needs --unstable-net, which _in_netns.ts does not pass.
+    const send = async (type: "udp4" | "udp6", host: string, port: number, n: number) => {
+      const sock = dgram.createSocket(type);
+      for (let i = 0; i < n; i++) {
+        await new Promise<void>((ok, fail) =>
+          sock.send(new Uint8Array(100), port, host, (e) => e ? fail(e) : ok())
+        );
+      }
+      sock.close();
+    };
+    await send("udp4", "127.0.0.1", 9, 5);
+    await send("udp6", "fd00:99::1", 53, 3);
+    const refused = await Deno.connect({ hostname: "127.0.0.1", port: 9 }).then(
+      () => "connected",
+      (e) => e.name,
+    );
+    const read = async (f: 4 | 6) => {
+      const types = [f === 4 ? "ipv4_addr" : "ipv6_addr", "inet_proto", "inet_service"] as const;
+      return (await counters.read("inet", "krtcount", `s${f}`))
+        .map((e) => [decodeConcatKey(e.key, types)?.join(" . "), e.packets, e.bytes] as const).sort();
+    };
+    const listed = async (f: 4 | 6) => {
+      const objs = await nft.list({ set: { family: "inet", table: "krtcount", name: `s${f}` } });
+      const elems = (objs[0] as {
+        set: {
+          elem: { elem: { val: { concat: unknown[] }; counter: { packets: number; bytes: number } } }[];
+        };
+      })
+        .set.elem;
+      return elems.map((e) =>
+        [e.elem.val.concat.join(" . "), e.elem.counter.packets, e.elem.counter.bytes] as const
+      )
+        .sort();
+    };
+    const missing = await counters.read("inet", "krtcount", "nosuchset").then(
+      () => undefined,
+      (e) => errInfo(e),
+    );
+    return {
+      v4: await read(4),
+      v6: await read(6),
+      listed4: await listed(4),
+      listed6: await listed(6),
+      refused,
+      missing,
+    };
+  } finally {
+    counters.close();
     nft.close();
   }
 }

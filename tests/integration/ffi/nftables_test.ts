@@ -93,3 +93,26 @@ Deno.test({
       assert.match((await ns.exec(["nft", "list", "set", "ip", "krtnochild", "s"])).stdout, /10\.0\.0\.7/);
     }),
 });
+
+Deno.test({
+  ...needs(
+    "set element counters read over netlink equal what nft lists, for IPv4 and IPv6 concatenated keys",
+    { tools: ["ip", "nft"] },
+  ),
+  fn: () =>
+    withNetns(["nftcount"], async (ns) => {
+      const res = await inNetns<R<"nftSetCounters">>(ns, SCEN, "nftSetCounters");
+      assert.equal(res.refused, "ConnectionRefused");
+      // 5 datagrams of 100 bytes (+ 8 UDP + 20 IP); one SYN (the reset comes back from lo, not to port 9).
+      assert.deepEqual(res.v4, [
+        ["127.0.0.1 . tcp . 9", 1, res.v4[0]![2]],
+        ["127.0.0.1 . udp . 9", 5, 5 * 128],
+        ["127.0.0.2 . sctp . 65535", 0, 0],
+      ]);
+      assert.ok(res.v4[0]![2] >= 40, "a SYN is at least 40 bytes");
+      assert.deepEqual(res.v6, [["fd00:99::1 . udp . 53", 3, 3 * 148]]);
+      assert.deepEqual(res.v4, res.listed4, "the same as libnftables lists");
+      assert.deepEqual(res.v6, res.listed6);
+      assert.equal(res.missing?.notFound, true, "an absent set is not found");
+    }),
+});

@@ -15,7 +15,7 @@ import {
   type ResourceKind,
   type ResourceTypes,
 } from "../../../core/mod.ts";
-import { Conntrack, Nftables, ProcSysctl, Rtnetlink } from "../../../ffi/mod.ts";
+import { Conntrack, Nftables, NftSetCounters, ProcSysctl, Rtnetlink } from "../../../ffi/mod.ts";
 import {
   IpvsProxy,
   kernelDsrPodsDeps,
@@ -78,7 +78,10 @@ await serveDriver({
       const dsrPods = new NetnsDsrPods(kernelDsrPodsDeps(rtnl));
       proxy = new IpvsProxy(t.ctx, { ipvs, nft, rtnl, conntrack, sysctl: new ProcSysctl(), dsrPods });
     } else {
-      proxy = new ServiceProxy(t.ctx, { nft, conntrack, probeMs: 500 });
+      // As the module builds it (mod.ts): the per-Service counters read over netlink.
+      const setCounters = new NftSetCounters();
+      closers.push(() => setCounters.close());
+      proxy = new ServiceProxy(t.ctx, { nft, conntrack, probeMs: 500, setCounters });
     }
     source.start(["services", "endpointslices", "nodes"]);
     await proxy.start();
