@@ -11,7 +11,7 @@
  *
  * Decoding needs each field's datatype: the set's NFTA_SET_KEY_TYPE / NFTA_SET_DATA_TYPE hold nft's
  * datatype ids (6 bits per field of a concatenation, the first field highest). Types this file cannot print
- * exactly as nft does (anything but addresses, protocols, ports, marks, plain integers and verdicts) make
+ * exactly as nft does (anything but addresses, protocols, ports, plain integers and verdicts) make
  * `elements` throw NftUndecodable, so the caller can list that set through nft instead.
  */
 import { Errno, NetlinkDecodeError, NetlinkError, NftError } from "./errors.ts";
@@ -92,7 +92,6 @@ export const NftType = {
   ipv6Addr: 8,
   inetProto: 12,
   inetService: 13,
-  mark: 19,
 } as const;
 
 /** A set or map as the kernel describes it (no elements). */
@@ -137,7 +136,6 @@ const FIXED_LEN: Readonly<Record<number, number>> = {
   [NftType.ipv6Addr]: 16,
   [NftType.inetProto]: 1,
   [NftType.inetService]: 2,
-  [NftType.mark]: 4,
 };
 
 /**
@@ -166,11 +164,8 @@ export function fieldsOf(type: number, total: number): Field[] | undefined {
   }
   if (unknown >= 0) {
     const rest = total - known;
-    if (rest <= 0 || (concat && rest % 4 !== 0) || ![1, 2, 4, 8].includes(concat ? 4 : rest)) {
-      return undefined;
-    }
-    // Inside a concatenation an integer register is 4 bytes (numgen, meta): wider ones are not guessed.
-    if (concat && rest !== 4) return undefined;
+    // Inside a concatenation an integer is one 4-byte register (numgen, meta); alone, 1, 2, 4 or 8 bytes.
+    if (concat ? rest !== 4 : ![1, 2, 4, 8].includes(rest)) return undefined;
     fields[unknown] = { type: NftType.integer, size: rest, len: rest };
   } else if (known !== total) return undefined;
   return fields;
@@ -197,9 +192,6 @@ function printField(f: Field, b: Uint8Array, dv: DataView, off: number): string 
     }
     case NftType.inetService:
       return String(dv.getUint16(off, false));
-    case NftType.mark:
-      // Host byte order, printed as nft does: 0x and 8 hex digits.
-      return `0x${dv.getUint32(off, true).toString(16).padStart(8, "0")}`;
     default:
       // A plain integer (numgen's slot): host byte order, in decimal.
       if (f.len === 1) return String(dv.getUint8(off));
@@ -268,7 +260,7 @@ function nfgen(w: NlWriter, family: number): void {
   w.u8(family).u8(0).be16(0);
 }
 
-/** Elements decoded per datagram before the event loop gets a turn. */
+/** Datagrams (about 32 KiB each) read and decoded before the event loop gets a turn. */
 const YIELD_EVERY_DATAGRAMS = 16;
 
 /** nftables objects read over netlink, in the current network namespace. */

@@ -647,3 +647,83 @@ export async function nftChildMissing() {
     Deno.env.delete("KUBE_ROUTER_NFT");
   }
 }
+
+/**
+ * Nftables.listLayout / listElements (read over netlink) on a table holding what nft prints in several
+ * ways: IPv6 and IPv4 verdict maps with every verdict kind, a typeof map keyed by a numgen slot, a set of
+ * address pairs, a counted set, a set whose elements time out, an empty map, and sets it must refuse
+ * (interval, ether_addr). Returns what it read, the refusals, and 3,000 elements read in several datagrams.
+ */
+export async function nftNetlinkListing() {
+  const nft = new Nftables();
+  try {
+    const tx = new NftTransaction("inet", "krtnl")
+      .add({ table: {} })
+      .add({ chain: { name: "a" } })
+      .add({ chain: { name: "b" } })
+      .add({ map: { name: "v6", type: "ipv6_addr . inet_proto . inet_service", map: "verdict" } })
+      .add({ map: { name: "v4", type: "ipv4_addr", map: "verdict" } })
+      .add({
+        map: {
+          name: "eps",
+          type: "typeof ip daddr . th dport . numgen random mod 65536",
+          map: "ip daddr . tcp dport",
+        },
+      })
+      .add({ set: { name: "pairs", type: "ipv4_addr . ipv4_addr" } })
+      .add({ set: { name: "counted", type: "ipv4_addr . inet_proto . inet_service", counter: true } })
+      .add({ set: { name: "aff", type: "ipv4_addr", flags: ["timeout"], timeout: "1h" } })
+      .add({ map: { name: "empty", type: "ipv4_addr", map: "verdict" } })
+      .add({ set: { name: "cidrs", type: "ipv4_addr", flags: ["interval"] } })
+      .add({ set: { name: "macs", type: "ether_addr" } })
+      .add({ element: { set: "v6", key: ["fd00:172::10", "tcp", "80"], value: ["goto a"] } })
+      .add({ element: { set: "v6", key: ["2001:db8::1", "udp", "53"], value: ["jump b"] } })
+      .add({ element: { set: "v6", key: ["::1", "sctp", "3868"], value: ["drop"] } })
+      .add({ element: { set: "v4", key: ["10.0.0.1"], value: ["accept"] } })
+      .add({ element: { set: "v4", key: ["10.0.0.2"], value: ["return"] } })
+      .add({ element: { set: "eps", key: ["10.96.0.1", "80", "0"], value: ["10.1.2.5", "8080"] } })
+      .add({ element: { set: "eps", key: ["10.96.0.1", "80", "65535"], value: ["10.1.2.6", "8080"] } })
+      .add({ element: { set: "pairs", key: ["10.1.1.5", "10.1.1.5"] } })
+      .add({ element: { set: "counted", key: ["10.96.0.1", "tcp", "80"] } })
+      .add({ element: { set: "aff", key: ["10.9.9.9"] } })
+      .add({ element: { set: "cidrs", key: ["10.1.0.0/16"] } })
+      .add({ element: { set: "macs", key: ["02:00:00:00:00:01"] } })
+      .add({ map: { name: "big", type: "ipv4_addr . inet_service", map: "verdict" } });
+    for (let i = 0; i < 3000; i++) {
+      tx.add({
+        element: { set: "big", key: [`10.200.${i >> 8}.${i & 255}`, String(1000 + i)], value: ["goto a"] },
+      });
+    }
+    await nft.run(tx);
+    const table = { family: "inet", name: "krtnl" };
+    const layout = (await nft.listLayout(table))!;
+    const read: Record<string, [string, string][]> = {};
+    const refused: string[] = [];
+    let big = 0, bigFirst = "";
+    for (const s of layout.sets) {
+      const got: [string, string][] = [];
+      try {
+        await nft.listElements(table, s, (k, v) => {
+          if (s.name === "big") {
+            if (!big++) bigFirst = `${k} : ${v}`;
+          } else got.push([k, v]);
+        });
+      } catch (e) {
+        refused.push(`${s.name} ${(e as Error).name}`);
+        continue;
+      }
+      if (s.name !== "big") read[s.name] = got.sort();
+    }
+    return {
+      chains: layout.chains.sort(),
+      sets: layout.sets.map((s) => `${s.name}${s.map ? " map" : ""}${s.interval ? " interval" : ""}`).sort(),
+      read,
+      refused: refused.sort(),
+      big,
+      bigFirst,
+      gone: (await nft.listLayout({ family: "inet", name: "nosuchtable" })) ?? null,
+    };
+  } finally {
+    nft.close();
+  }
+}

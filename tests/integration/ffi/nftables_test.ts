@@ -116,3 +116,47 @@ Deno.test({
       assert.equal(res.missing?.notFound, true, "an absent set is not found");
     }),
 });
+
+Deno.test({
+  ...needs(
+    "a table's layout and each set's elements read over netlink print as nft prints them, and interval and other types are refused",
+    { tools: ["ip", "nft"] },
+  ),
+  fn: () =>
+    withNetns(["nftnl"], async (ns) => {
+      const res = await inNetns<R<"nftNetlinkListing">>(ns, SCEN, "nftNetlinkListing");
+      assert.deepEqual(res.chains, ["a", "b"]);
+      assert.deepEqual(res.sets, [
+        "aff",
+        "big map",
+        "cidrs interval",
+        "counted",
+        "empty map",
+        "eps map",
+        "macs",
+        "pairs",
+        "v4 map",
+        "v6 map",
+      ]);
+      assert.deepEqual(res.read, {
+        aff: [["10.9.9.9", ""]],
+        counted: [["10.96.0.1 . tcp . 80", ""]],
+        empty: [],
+        eps: [["10.96.0.1 . 80 . 0", "10.1.2.5 . 8080"], ["10.96.0.1 . 80 . 65535", "10.1.2.6 . 8080"]],
+        pairs: [["10.1.1.5 . 10.1.1.5", ""]],
+        v4: [["10.0.0.1", "accept"], ["10.0.0.2", "return"]],
+        v6: [["2001:db8::1 . udp . 53", "jump b"], ["::1 . sctp . 3868", "drop"], [
+          "fd00:172::10 . tcp . 80",
+          "goto a",
+        ]],
+      });
+      assert.deepEqual(res.refused, ["cidrs NftUndecodable", "macs NftUndecodable"]);
+      assert.equal(res.big, 3000, "every element of a dump spread over several datagrams");
+      assert.match(res.bigFirst, /^10\.200\.\d+\.\d+ \. \d+ : goto a$/);
+      assert.equal(res.gone, null);
+      // nft itself agrees on the numgen slots and the IPv6 keys.
+      const text = (await ns.exec(["nft", "list", "table", "inet", "krtnl"])).stdout;
+      assert.match(text, /10\.96\.0\.1 \. 80 \. 65535 : 10\.1\.2\.6 \. 8080/);
+      assert.match(text, /fd00:172::10 \. tcp \. 80 : goto a/);
+    }),
+});
