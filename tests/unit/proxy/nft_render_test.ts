@@ -3,6 +3,7 @@ import {
   diffService,
   elementId,
   PROXY_TABLE,
+  type ProxyNodeContext,
   renderBase,
   type RenderedService,
   renderService,
@@ -475,9 +476,12 @@ function deletion(chains: readonly string[]): NftTransaction {
   return tx;
 }
 
-async function freshOf(world: (RenderedService | undefined)[]): Promise<FakeNftables> {
+async function freshOf(
+  world: (RenderedService | undefined)[],
+  c: ProxyNodeContext = ctx,
+): Promise<FakeNftables> {
   const shared = new SharedObjects();
-  return await fakeWith((tx) => renderBase(tx, ctx), (tx) => {
+  return await fakeWith((tx) => renderBase(tx, c), (tx) => {
     for (const r of world) {
       if (!r) continue;
       diffService(tx, undefined, r, { shared });
@@ -486,24 +490,29 @@ async function freshOf(world: (RenderedService | undefined)[]): Promise<FakeNfta
   });
 }
 
+/** The node as the tests above have it, and with the per-Service counters on (their elements diffed too). */
+const contexts: ProxyNodeContext[] = [ctx, { ...ctx, serviceCounters: true }];
+
 Deno.test("applying diffs leaves the same ruleset as rendering the new state from scratch, state to state", async () => {
-  for (const [i, a] of states.entries()) {
-    for (const [j, b] of states.entries()) {
-      if (i === j) continue;
-      const ra = renderService(a, ctx), rb = renderService(b, ctx);
-      const shared = new SharedObjects();
-      let stale: string[] = [];
-      const fake = await fakeWith(
-        (tx) => renderBase(tx, ctx),
-        (tx) => diffService(tx, undefined, ra, { shared }),
-        (tx) => {
-          shared.commit(undefined, ra);
-          stale = diffService(tx, ra, rb, { shared });
-        },
-      );
-      stale.push(...shared.commit(ra, rb));
-      await fake.run(deletion(stale));
-      assert.equal(blocks(fake.dump()), blocks((await freshOf([rb])).dump()), `state ${i} -> ${j}`);
+  for (const c of contexts) {
+    for (const [i, a] of states.entries()) {
+      for (const [j, b] of states.entries()) {
+        if (i === j) continue;
+        const ra = renderService(a, c), rb = renderService(b, c);
+        const shared = new SharedObjects();
+        let stale: string[] = [];
+        const fake = await fakeWith(
+          (tx) => renderBase(tx, c),
+          (tx) => diffService(tx, undefined, ra, { shared }),
+          (tx) => {
+            shared.commit(undefined, ra);
+            stale = diffService(tx, ra, rb, { shared });
+          },
+        );
+        stale.push(...shared.commit(ra, rb));
+        await fake.run(deletion(stale));
+        assert.equal(blocks(fake.dump()), blocks((await freshOf([rb], c)).dump()), `state ${i} -> ${j}`);
+      }
     }
   }
 });
@@ -511,10 +520,12 @@ Deno.test("applying diffs leaves the same ruleset as rendering the new state fro
 Deno.test("random changes to several Services in shared transactions end as a fresh render of the end state", async () => {
   const next = rng(20261207);
   for (let round = 0; round < 12; round++) {
+    // Every other round with the per-Service counters on.
+    const c = contexts[round % 2]!;
     const n = 4;
     const world: (RenderedService | undefined)[] = Array.from({ length: n }, () => undefined);
     const shared = new SharedObjects();
-    const fake = await fakeWith((tx) => renderBase(tx, ctx));
+    const fake = await fakeWith((tx) => renderBase(tx, c));
     for (let step = 0; step < 8; step++) {
       // One transaction changes a random subset of the Services (some deleted, some re-rendered).
       const tx = new NftTransaction("inet", PROXY_TABLE);
@@ -522,7 +533,7 @@ Deno.test("random changes to several Services in shared transactions end as a fr
       for (let i = 0; i < n; i++) {
         if (next() < 0.5) continue;
         const pick = Math.floor(next() * (states.length + 1));
-        const r = pick === states.length ? undefined : renderService(nth(i, states[pick]!), ctx);
+        const r = pick === states.length ? undefined : renderService(nth(i, states[pick]!), c);
         changes.push([i, r]);
       }
       const stale: string[] = [];
@@ -535,7 +546,11 @@ Deno.test("random changes to several Services in shared transactions end as a fr
       // The caller's later deletion of what no Service uses any more.
       const still = new Set([...shared.chains, ...world.flatMap((r) => [...r?.chains.keys() ?? []])]);
       await fake.run(deletion([...new Set(stale)].filter((c) => !still.has(c))));
-      assert.equal(blocks(fake.dump()), blocks((await freshOf(world)).dump()), `round ${round} step ${step}`);
+      assert.equal(
+        blocks(fake.dump()),
+        blocks((await freshOf(world, c)).dump()),
+        `round ${round} step ${step}`,
+      );
     }
   }
 });

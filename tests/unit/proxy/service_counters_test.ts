@@ -352,3 +352,23 @@ Deno.test("without --metrics-port nothing is counted and no scrape lists the ker
   await s.proxy.stop();
   await s.t.stop();
 });
+
+Deno.test("a Service that lost an external IP:port to another reports no series for it; the holder does", async () => {
+  const s = await setup(["--metrics-port=20241", "--service-external-ip-range=203.0.113.0/24"]);
+  s.source.put("services", service("aaa", "172.16.0.30", { externalIPs: ["203.0.113.9"] }));
+  s.source.put("endpointslices", slice("aaa", ["10.1.2.6"]));
+  s.source.put("services", service("bbb", "172.16.0.31", { externalIPs: ["203.0.113.9"] }));
+  s.source.put("endpointslices", slice("bbb", ["10.1.2.7"]));
+  s.source.markSynced();
+  await s.sync();
+  s.nft.count("service_stats_in_v4", ["203.0.113.9", "tcp", "80"], 4, 400);
+  const text = await s.scrape();
+  const at = (name: string, vip: string) =>
+    `port="80",protocol="tcp",service_name="${name}",service_vip="${vip}",svc_namespace="default"`;
+  assert.equal(value(text, "service_packets_in", at("aaa", "203.0.113.9")), 4);
+  assert.equal(value(text, "service_packets_in", at("bbb", "203.0.113.9")), undefined);
+  assert.equal(value(text, "service_packets_in", at("bbb", "172.16.0.31")), 0, "its cluster IP is its own");
+  assert.ok(s.sink.lines.some((l) => l.includes("203.0.113.9 . tcp . 80 is already used by default/aaa")));
+  await s.proxy.stop();
+  await s.t.stop();
+});
