@@ -182,6 +182,8 @@ export class ServiceCounters {
         // Before the first sync (no table, or an old table without the sets): nothing counted yet.
         const one = async (kind: "in" | "out" | "conns") => {
           const set = counterSet(kind, f);
+          // Each dump runs synchronously (tens of ms at 10,000 Services): timers and I/O get a turn between.
+          await new Promise((r) => setTimeout(r, 0));
           try {
             return await this.#list(f, set);
           } catch (err) {
