@@ -34,6 +34,11 @@
  *   filter_forward, filter_output_post_dnat (dstnat+10) -> cluster_ips_check: a cluster IP that is still
  *                                            the destination after DNAT was asked on a port it does not
  *                                            expose: rejected; an unallocated one in the range: dropped
+ *   with serviceCounters (--metrics-port), per-Service counters in counted sets keyed by VIP . proto . port:
+ *   filter_prerouting/_output (first rules)  -> `daddr . l4proto . dport` in @service_stats_in_vF, and with
+ *                                            `ct state new` in @service_stats_conns_vF (before DNAT)
+ *   stats_postrouting / stats_input (srcnat+10) -> `saddr . l4proto . sport` in @service_stats_out_vF
+ *                                            (replies, once their reverse NAT restored the VIP)
  *
  * Shared chains: `pick[_np][_local]_vF_P_S_N` (the pick among N endpoints with scheduler S), `ext[_np]_vF_P_S_N`
  * (external traffic: masquerade, then the pick), `ext[_np]_local_vF_P_S_C_L` (externalTrafficPolicy Local:
