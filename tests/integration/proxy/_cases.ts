@@ -129,6 +129,16 @@ export const CASES: ProxyCase[] = [
       // Outside traffic has no local endpoint to go to now; pods still reach the Service.
       assert.equal((await env.get("client", `http://${NODE_IP}:30082/hostname`, 1)).ok, false);
       assert.ok((await env.get(2, "http://172.16.0.14/hostname")).ok);
+      if (env.backend === "nftables") {
+        // As kube-proxy: a pod or the node itself going to the NodePort is not "external" traffic (it
+        // behaves as if it went out to a load balancer and came back), so it still reaches the cluster's
+        // endpoints. (kube-router's IPVS mode does not: a NodePort's virtual service holds the local
+        // endpoints only, whoever the client.)
+        for (const from of [2, "node"] as const) {
+          const a = await env.get(from, `http://${NODE_IP}:30082/hostname`);
+          assert.match(a.body, /^pod-[ab]$/, `from ${from}`);
+        }
+      }
     },
   },
   {
@@ -369,6 +379,37 @@ export const CASES: ProxyCase[] = [
       await env.put(slices("emptyx", [1], { udp: true })[0]!);
       assert.equal(await env.udp(NODE_IP, 30053, 40061), "pod-b", "the NodePort flow");
       assert.equal(await env.udp("172.16.0.23", 53, 40062), "pod-b", "the cluster IP flow");
+    },
+  },
+  {
+    name: "a multi-port Service serves TCP and UDP on one NodePort number, each to its named target port",
+    async run(env) {
+      await env.put(service("multi", {
+        type: "NodePort",
+        ...cip(27),
+        ports: [
+          {
+            name: "http",
+            port: 80,
+            protocol: "TCP",
+            nodePort: 30086,
+            targetPort: "http" as unknown as number,
+          },
+          { name: "dns", port: 53, protocol: "UDP", nodePort: 30086, targetPort: "dns" as unknown as number },
+        ],
+      }));
+      await env.put(slices("multi", [0, 2], { udp: true })[0]!);
+      const both = ["pod-a", "pod-c"];
+      for (const url of ["http://172.16.0.27/hostname", `http://${NODE_IP}:30086/hostname`]) {
+        const seen = await env.reaches("client", url, both);
+        assert.deepEqual([...seen.keys()].sort(), both, url);
+      }
+      // UDP (netexec's UDP port, 8081, named "dns" in the slice): each flow from its own source port.
+      for (const [ip, port, base] of [["172.16.0.27", 53, 40071], [NODE_IP, 30086, 40081]] as const) {
+        for (const src of [base, base + 1]) {
+          assert.match(await env.udp(ip, port, src), /^pod-[ac]$/, `UDP ${ip}:${port}`);
+        }
+      }
     },
   },
   {
