@@ -27,8 +27,9 @@ import { Bus } from "../core/bus.ts";
 import type { ModuleContext } from "../core/mod.ts";
 import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
-import { Conntrack, Nftables, type NftElementSpec, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
+import { Conntrack, Nftables, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
 import {
+  addElement,
   diffService,
   nodeContext,
   PROXY_NFT_OPTIONS,
@@ -242,17 +243,18 @@ const kernelElements = new Map<string, string>();
 const services = [...proxy.programmed.values()];
 for (let i = 0; i < services.length; i += 2000) {
   const part = new NftTransaction("inet", PROXY_TABLE);
-  const adds: NftElementSpec[] = [];
+  const adds: string[] = [];
   for (const r of services.slice(i, i + 2000)) {
     diffService(part, undefined, r, { rewrite: true, kernelElements, shared, deferAdds: adds });
   }
-  const byMap = new Map<string, NftElementSpec[]>();
-  for (const e of adds) {
-    const g = byMap.get(e.set);
-    if (g) g.push(e);
-    else byMap.set(e.set, [e]);
+  const byMap = new Map<string, number[]>();
+  for (let j = 0; j < adds.length; j += 2) {
+    const set = adds[j]!.slice(0, adds[j]!.indexOf("|"));
+    const g = byMap.get(set);
+    if (g) g.push(j);
+    else byMap.set(set, [j]);
   }
-  for (const g of byMap.values()) for (const e of g) part.add({ element: e });
+  for (const g of byMap.values()) for (const j of g) addElement(part, adds[j]!, adds[j + 1]!);
   await file.write(enc.encode(part.render()));
   operations += part.size;
 }

@@ -30,6 +30,7 @@
  */
 import { parseArgs } from "node:util";
 import { linkVeth, NetNs } from "../tests/_support/netns.ts";
+import { AGENT_V8_FLAGS } from "../core/mod.ts";
 
 const { values } = parseArgs({
   options: {
@@ -81,7 +82,7 @@ function startAgent(ns: NetNs, args: string[], onEvent?: (line: string) => void)
       Deno.execPath(),
       "run",
       "--allow-all",
-      "--v8-flags=--optimize-for-size",
+      `--v8-flags=${AGENT_V8_FLAGS}`,
       `--config=${root}deno.json`,
       `${here}_proxy_agent.ts`,
       ...args,

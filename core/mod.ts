@@ -18,3 +18,4 @@ export type * from "./module.ts";
 export * from "./netfilter.ts";
 export * from "./runner.ts";
 export * from "./service_model.ts";
+export * from "./v8_flags.ts";

@@ -8,7 +8,7 @@
  * the caller (the API server validates Services, but a hand-made EndpointSlice or a test fixture may not).
  */
 import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
-import { type Family, formatCidr, formatIP, parseCidr, parseIP } from "../ffi/mod.ts";
+import { type Family, formatCidr, formatIP, parseCidr, parseIP, parseIPv4Fast } from "../ffi/mod.ts";
 
 /** Labels that decide whether a Service is ours to handle. */
 export const SERVICE_LABELS = {
@@ -112,6 +112,8 @@ function validPort(v: unknown): v is number {
 
 function normalIP(s: unknown): { ip: string; family: Family } | undefined {
   if (typeof s !== "string") return undefined;
+  // A canonical dotted quad (every one parseIPv4Fast accepts) is its own normal form: no bytes, no format.
+  if (parseIPv4Fast(s) >= 0) return { ip: s, family: 4 };
   const p = parseIP(s.trim());
   return p ? { ip: formatIP(p.addr), family: p.family } : undefined;
 }

@@ -3,6 +3,8 @@
  * `denort` runtime; it downloads it unless DENORT_BIN points at one (needed on machines that cannot reach
  * Deno's download server).
  */
+import { AGENT_V8_FLAGS } from "../core/mod.ts";
+
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/kube-router`;
 const denort = Deno.env.get("DENORT_BIN");
@@ -17,9 +19,8 @@ if (denort) {
 const args = [
   "compile",
   "--allow-all",
-  // Smaller V8 heaps: with 5,000 Services and 10,000 Pods cached the agent stays under 200 MiB (see
-  // BENCHMARKS.md, watch layer) for a slower first sync that is still well within 5 s.
-  "--v8-flags=--optimize-for-size",
+  // The agent's V8 flags (core/v8_flags.ts: smaller heaps, grown by half at a time).
+  `--v8-flags=${AGENT_V8_FLAGS}`,
   "--no-check=remote",
   "--output",
   out,

@@ -299,6 +299,12 @@ const TIMEOUT = /^(\d+(ms|s|m|h|d))+$/;
 const KEY_PART = /^((?!:$)[^\s,{}";#]+|"[^"\n\r]*")$/;
 /** A value part may hold a verdict with its chain: "goto svc-web". */
 const VALUE_PART = /^((?!:$)[^\s,{}";#]+( [^\s,{}";#:]+)?|"[^"\n\r]*")$/;
+/**
+ * A key or value as nft prints it: parts joined by " . " (a verdict with its chain, "goto x", is one
+ * value part). Tokens separated by single spaces, none holding nft punctuation, none a lone ":"; no quoted
+ * parts (use the typed form for those).
+ */
+const ELEMENT_TEXT = /^(?!(?:.* )?:(?: |$))[^\s,{}";#]+(?: [^\s,{}";#]+)*$/;
 const encoder = new TextEncoder();
 
 function checkName(what: string, name: string): void {
@@ -404,6 +410,26 @@ export function renderElement(e: NftElementSpec, withValue: boolean): string {
   return s;
 }
 
+/**
+ * An element operation given as text (NftTransaction.addElement / deleteElement): one object instead of
+ * the typed form's five, for the hundreds of thousands a full service sync writes. Materialized into the
+ * typed form only when `operations` is read.
+ */
+class ElementText {
+  constructor(
+    readonly verb: "add" | "delete",
+    readonly set: string,
+    readonly key: string,
+    readonly value: string | undefined,
+  ) {}
+
+  toOperation(): NftOperation {
+    const element: NftElementSpec = { set: this.set, key: this.key.split(" . ") };
+    if (this.value !== undefined) element.value = this.value.split(" . ");
+    return { verb: this.verb, object: { element } };
+  }
+}
+
 /** Where an operation's text lies: 1-based line, 1-based inclusive columns. */
 interface Span {
   line: number;
@@ -416,7 +442,9 @@ interface Span {
 export class NftTransaction {
   readonly family: NftFamily;
   readonly table: string;
-  #ops: NftOperation[] = [];
+  #ops: (NftOperation | ElementText)[] = [];
+  /** The last set name addElement/deleteElement checked (runs of elements name the same set). */
+  #checkedSet = "";
 
   constructor(family: NftFamily, table: string) {
     checkName("table", table);
@@ -461,14 +489,40 @@ export class NftTransaction {
     return this.#push("destroy", o);
   }
 
+  /**
+   * `add({ element: { set, key, value } })` with key and value as nft prints them: parts joined by " . "
+   * ("10.96.0.1 . tcp . 80", "goto svc-web", "10.1.2.5 . 8080"). The same operation, held in one small
+   * object and rendered without splitting and joining again; for the large element loads of a full sync.
+   */
+  addElement(set: string, key: string, value?: string): this {
+    return this.#pushText("add", set, key, value);
+  }
+
+  /** `delete({ element: { set, key } })`, the key as nft prints it (see addElement). */
+  deleteElement(set: string, key: string): this {
+    return this.#pushText("delete", set, key, undefined);
+  }
+
+  #pushText(verb: "add" | "delete", set: string, key: string, value: string | undefined): this {
+    if (set !== this.#checkedSet) {
+      checkName("set", set);
+      this.#checkedSet = set;
+    }
+    const bad = (why: string) => new NftSpecError(`${verb} element: ${set}: ${why}`);
+    if (!ELEMENT_TEXT.test(key)) throw bad(`invalid key ${JSON.stringify(key)}`);
+    if (value !== undefined && !ELEMENT_TEXT.test(value)) throw bad(`invalid value ${JSON.stringify(value)}`);
+    this.#ops.push(new ElementText(verb, set, key, value));
+    return this;
+  }
+
   /** Number of operations. */
   get size(): number {
     return this.#ops.length;
   }
 
-  /** The operations, in order. */
+  /** The operations, in order (elements given as text in their typed form). */
   get operations(): readonly NftOperation[] {
-    return this.#ops;
+    return this.#ops.map((o) => (o instanceof ElementText ? o.toOperation() : o));
   }
 
   /** The nft -f text. */
@@ -511,23 +565,31 @@ export class NftTransaction {
       spans?.push({ line: lines.length, from: 1, to: text.length, op });
     };
     const ops = this.#ops;
+    /** The set of an element operation, either form; undefined for other objects. */
+    const setOf = (op: NftOperation | ElementText) =>
+      op instanceof ElementText ? op.set : "element" in op.object ? op.object.element.set : undefined;
     for (let i = 0; i < ops.length; i++) {
-      const { verb, object: o } = ops[i]!;
-      if ("element" in o) {
+      const op = ops[i]!;
+      const set = setOf(op);
+      if (set !== undefined) {
+        const verb = op.verb;
         // Consecutive element operations with the same verb on the same set share one command line.
         let j = i;
         while (j + 1 < ops.length) {
           const n = ops[j + 1]!;
-          if (n.verb !== verb || !("element" in n.object) || n.object.element.set !== o.element.set) break;
+          if (n.verb !== verb || setOf(n) !== set) break;
           j++;
         }
         const elementLine = (v: "add" | "create" | "delete", withValue: boolean) => {
-          const head = `${v} element ${t} ${o.element.set} { `;
+          const head = `${v} element ${t} ${set} { `;
           const parts: string[] = [];
           let col = head.length + 1;
           const lineNo = lines.length + 1;
           for (let k = i; k <= j; k++) {
-            const s = renderElement((ops[k]!.object as { element: NftElementSpec }).element, withValue);
+            const e = ops[k]!;
+            const s = e instanceof ElementText
+              ? (withValue && e.value !== undefined ? `${e.key} : ${e.value}` : e.key)
+              : renderElement((e.object as { element: NftElementSpec }).element, withValue);
             parts.push(s);
             spans?.push({ line: lineNo, from: col, to: col + s.length - 1, op: k });
             col += s.length + 2;
@@ -546,6 +608,7 @@ export class NftTransaction {
         i = j;
         continue;
       }
+      const { verb, object: o } = op as NftOperation;
       if ("rule" in o) {
         const r = o.rule;
         const pos = r.index !== undefined
@@ -574,9 +637,10 @@ export class NftTransaction {
         ref = `${t} ${o.set.name}`;
         body = setBody(o.set);
       } else {
+        const table = (o as { table: NftTableSpec }).table;
         kind = "table";
         ref = t;
-        body = o.table.comment !== undefined ? ` { comment ${q(o.table.comment)}; }` : "";
+        body = table.comment !== undefined ? ` { comment ${q(table.comment)}; }` : "";
       }
       if (verb === "add" || verb === "create") line(`${verb} ${kind} ${ref}${body}`, i);
       else if (verb === "destroy") {

@@ -27,6 +27,7 @@ import {
   writeState,
 } from "./state.ts";
 import { type LabHost, MASTER_IP, SERVICE_CIDR, topology } from "./topology.ts";
+import { AGENT_V8_FLAGS } from "../core/mod.ts";
 
 export const REPO_ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** The DaemonSet manifest `lab up --daemonset` applies by default (all features, replacing kube-proxy). */
@@ -193,7 +194,7 @@ export function startAgent(state: LabState, host: LabHost): LabProcess {
   // The same V8 flags as `deno task start` and the compiled binary (smaller heaps, see BENCHMARKS.md).
   const program = state.agentBin
     ? [state.agentBin]
-    : [Deno.execPath(), "run", "-A", "--v8-flags=--optimize-for-size", main];
+    : [Deno.execPath(), "run", "-A", `--v8-flags=${AGENT_V8_FLAGS}`, main];
   const pid = daemonize(
     [
       "ip",

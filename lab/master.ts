@@ -18,7 +18,7 @@ import { Scheduler } from "./scheduler.ts";
 import { nodeDir } from "./state.ts";
 import { API_PORT, MASTER_IP, NODE_PORT_RANGE, SERVICE_CIDR, topology } from "./topology.ts";
 import { sleep } from "./_sh.ts";
-import { configureLogging, getLogger, type LogSink } from "../core/mod.ts";
+import { AGENT_V8_FLAGS, configureLogging, getLogger, type LogSink } from "../core/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -124,7 +124,7 @@ const kubelets = topo.nodes.map((host) => {
         Deno.execPath(),
         "run",
         "-A",
-        "--v8-flags=--optimize-for-size",
+        `--v8-flags=${AGENT_V8_FLAGS}`,
         new URL("../main.ts", import.meta.url).pathname,
       ],
       apiHost: MASTER_IP,

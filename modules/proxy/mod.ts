@@ -14,6 +14,7 @@ import { cleanupIpvs, createIpvsProxy, ipvsPreflight } from "./ipvs_module.ts";
 export { ServiceProxy } from "./proxy.ts";
 export type { ProxyDeps, ProxyNft } from "./proxy.ts";
 export {
+  addElement,
   diffService,
   MASQUERADE_MARK,
   PROXY_TABLE,

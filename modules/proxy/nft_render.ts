@@ -54,7 +54,7 @@ import {
   usableEndpoints,
 } from "../../core/mod.ts";
 import { cidrContains, type Family, formatIP, parseCidr, parseIP, parseIPv4Fast } from "../../ffi/mod.ts";
-import { type NftChainSpec, type NftElementSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
+import { type NftChainSpec, type NftSetSpec, NftTransaction } from "../../ffi/mod.ts";
 
 export const PROXY_TABLE = "kube_router_proxy";
 /** The "masquerade this" bit (kube-proxy's 0x4000), honoured only in this table's postrouting chain. */
@@ -140,6 +140,11 @@ export interface RenderedService {
    * endpoint ("10.1.2.5 . 8080", parts joined " . "), or "" for a plain set element.
    */
   elements: Map<string, string>;
+  /**
+   * The same elements grouped by claim (claimOf: one VIP and port, or one NodePort): claim -> element ids.
+   * Written as the elements are, so conflicts are resolved and recorded without re-reading every id.
+   */
+  claims: Map<string, string[]>;
   /** Shared chains this Service uses (several Services use the same): name -> rule bodies. */
   shared: Map<string, string[]>;
   /** Shared set elements this Service needs (hairpin pairs), by element id. */
@@ -523,9 +528,25 @@ function pickChain(
 ): string {
   const ipx = IP[f];
   const name = `pick${o.np ? "_np" : ""}${o.local ? "_local" : ""}_v${f}_${proto}_${kind}_${n}`;
-  const key = `${o.np ? "" : `${ipx} daddr . `}${proto} dport . ${slotExpr(kind, ipx, n)}`;
-  out.shared.set(name, [`dnat ${ipx} to ${key} map @${endpointMap(f, proto, o)}`]);
+  out.shared.set(
+    name,
+    sharedRules(name, () => {
+      const key = `${o.np ? "" : `${ipx} daddr . `}${proto} dport . ${slotExpr(kind, ipx, n)}`;
+      return [`dnat ${ipx} to ${key} map @${endpointMap(f, proto, o)}`];
+    }),
+  );
   return name;
+}
+
+/**
+ * The rules of shared chain `name`, made once: a shared chain's rules follow from its name, and thousands
+ * of Services hold the same array instead of a copy each. Never mutated.
+ */
+const rulesOfShared = new Map<string, readonly string[]>();
+function sharedRules(name: string, make: () => string[]): string[] {
+  let rules = rulesOfShared.get(name);
+  if (!rules) rulesOfShared.set(name, rules = Object.freeze(make()));
+  return rules as string[];
 }
 
 /**
@@ -549,17 +570,20 @@ function extChain(
   const pick = pickChain(out, f, proto, kind, cluster, { np, local: false });
   if (local === undefined) {
     const name = `ext${np ? "_np" : ""}_v${f}_${proto}_${kind}_${cluster}`;
-    out.shared.set(name, ["jump mark_for_masquerade", `goto ${pick}`]);
+    out.shared.set(name, sharedRules(name, () => ["jump mark_for_masquerade", `goto ${pick}`]));
     return name;
   }
   const name = `ext${np ? "_np" : ""}_local_v${f}_${proto}_${kind}_${cluster}_${local}`;
-  const rules = [
-    `${ipx} saddr @pod_cidrs_v${f} goto ${pick}`,
-    "fib saddr type local jump mark_for_masquerade",
-    `fib saddr type local goto ${pick}`,
-  ];
-  if (local > 0) rules.push(`goto ${pickChain(out, f, proto, kind, local, { np, local: true })}`);
-  out.shared.set(name, rules);
+  const localPick = local > 0 ? pickChain(out, f, proto, kind, local, { np, local: true }) : undefined;
+  out.shared.set(
+    name,
+    sharedRules(name, () => [
+      `${ipx} saddr @pod_cidrs_v${f} goto ${pick}`,
+      "fib saddr type local jump mark_for_masquerade",
+      `fib saddr type local goto ${pick}`,
+      ...(localPick ? [`goto ${localPick}`] : []),
+    ]),
+  );
   return name;
 }
 
@@ -571,6 +595,13 @@ function distinct(
   eps: readonly ServiceEndpoint[],
   canon: ReadonlyMap<ServiceEndpoint, string>,
 ): ServiceEndpoint[] {
+  // Usually already so (the Service model sorts endpoints by address and port, one each): kept as given.
+  let sorted = true;
+  for (let i = 1; i < eps.length && sorted; i++) {
+    const x = canon.get(eps[i - 1]!)!, y = canon.get(eps[i]!)!;
+    sorted = x < y || (x === y && eps[i - 1]!.port < eps[i]!.port);
+  }
+  if (sorted) return eps as ServiceEndpoint[];
   const seen = new Map<string, ServiceEndpoint>();
   for (const e of eps) {
     const k = `${canon.get(e)!}|${e.port}`;
@@ -588,6 +619,7 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     key: svc.key,
     chains: new Map(),
     elements: new Map(),
+    claims: new Map(),
     shared: new Map(),
     sharedElements: new Set(),
     sets: new Map(),
@@ -604,6 +636,13 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
   const ext = validExternalIps(svc, ctx);
   out.warnings.push(...ext.problems);
   const affinity = svc.sessionAffinityTimeoutSeconds;
+  /** Sets an element the Service owns, filed under its claim (what claimOf(id) says). */
+  const own = (claim: string, id: string, value: string) => {
+    out.elements.set(id, value);
+    const ids = out.claims.get(claim);
+    if (ids) ids.push(id);
+    else out.claims.set(claim, [id]);
+  };
 
   for (const f of ctx.families) {
     const ipx = IP[f];
@@ -613,7 +652,8 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
     const sourceRanges = svc.loadBalancerSourceRanges.filter((r) => parseCidr(r.trim())?.family === f);
     // A family the Service has no cluster IP in is not served in that family at all (single-stack).
     if (!clusterIp) continue;
-    out.elements.set(elementId(`cluster_ips_v${f}`, [clusterIp]), "");
+    const clusterIpId = `cluster_ips_v${f}|${clusterIp}`;
+    own(clusterIpId, clusterIpId, "");
 
     for (const p of svc.ports) {
       const proto = p.protocol.toLowerCase() as Proto;
@@ -622,9 +662,10 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       const all: ServiceEndpoint[] = [];
       for (const e of p.endpoints) {
         if (e.family !== f) continue;
-        const c = canonicalIp(e.ip);
-        if (c?.family !== f) continue;
-        canon.set(e, c.ip);
+        // A dotted quad parseIPv4Fast accepts is canonical as it is: no object per endpoint.
+        const c = f === 4 && parseIPv4Fast(e.ip) >= 0 ? e.ip : canonicalIp(e.ip);
+        if (c === undefined || (typeof c !== "string" && c.family !== f)) continue;
+        canon.set(e, typeof c === "string" ? c : c.ip);
         all.push(e);
       }
       // Topology applies whenever every endpoint carries hints (the controller sets them for PreferClose).
@@ -643,27 +684,32 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       const missVerdict = hasAny ? "drop" : "goto reject_chain";
       const key = (ip: string, port: number) => [ip, proto, String(port)];
       const vips = [...externalIps, ...lbIps];
+      /** The claim of a VIP and this port, and of this port's NodePort (claimOf's spelling). */
+      const vipClaim = (ip: string) => `v${f} ${ip} . ${proto} . ${p.port}`;
+      const npClaim = `v${f} nodePort ${proto} . ${p.nodePort}`;
 
       // Where each kind of traffic goes (a verdict), set below by one of the two layouts.
       let internalTarget: string | undefined;
       let externalTarget: string | undefined;
       let nodePortTarget: string | undefined;
       if (affinity === undefined) {
-        const slots = (map: string, k: (i: number) => string[], eps: readonly ServiceEndpoint[]) => {
-          eps.forEach((e, i) => {
-            out.elements.set(elementId(map, k(i)), `${canon.get(e)!} . ${e.port}`);
-          });
+        // Element ids written out (elementId's spelling): this runs for every endpoint of every Service.
+        const slots = (claim: string, prefix: string, eps: readonly ServiceEndpoint[]) => {
+          for (let i = 0; i < eps.length; i++) {
+            const e = eps[i]!;
+            own(claim, prefix + i, `${canon.get(e)!} . ${e.port}`);
+          }
         };
         const ipSlots = (vip: string, local: boolean) =>
           slots(
-            endpointMap(f, proto, { np: false, local }),
-            (i) => [vip, String(p.port), String(i)],
+            vipClaim(vip),
+            `${endpointMap(f, proto, { np: false, local })}|${vip} . ${p.port} . `,
             local ? localEps : clusterEps,
           );
         const npSlots = (local: boolean) =>
           slots(
-            endpointMap(f, proto, { np: true, local }),
-            (i) => [String(p.nodePort), String(i)],
+            npClaim,
+            `${endpointMap(f, proto, { np: true, local })}|${p.nodePort} . `,
             local ? localEps : clusterEps,
           );
         if (hasInternal) {
@@ -715,8 +761,10 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       if (ctx.serviceCounters) {
         const counted = (vip: string, port: number) => {
           if (out.elements.has(elementId(counterSet("in", f), key(vip, port)))) return;
+          // claimOf's claim of a counter element: the VIP (or node address) and port it counts.
+          const claim = `v${f} ${vip} . ${proto} . ${port}`;
           for (const kind of ["in", "out", "conns"] as const) {
-            out.elements.set(elementId(counterSet(kind, f), key(vip, port)), "");
+            own(claim, elementId(counterSet(kind, f), key(vip, port)), "");
           }
           out.counters.push({ family: f, vip, protocol: proto, port });
         };
@@ -727,17 +775,25 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       }
       // Cluster IP.
       if (internalTarget) {
-        out.elements.set(elementId(`service_ips_v${f}`, key(clusterIp, p.port)), `goto ${internalTarget}`);
+        own(
+          vipClaim(clusterIp),
+          elementId(`service_ips_v${f}`, key(clusterIp, p.port)),
+          `goto ${internalTarget}`,
+        );
       } else {
-        out.elements.set(elementId(`no_endpoint_services_v${f}`, key(clusterIp, p.port)), missVerdict);
+        own(
+          vipClaim(clusterIp),
+          elementId(`no_endpoint_services_v${f}`, key(clusterIp, p.port)),
+          missVerdict,
+        );
       }
       // External and LoadBalancer IPs.
       for (const ip of vips) {
         if (externalTarget) {
-          out.elements.set(elementId(`service_ips_v${f}`, key(ip, p.port)), `goto ${externalTarget}`);
+          own(vipClaim(ip), elementId(`service_ips_v${f}`, key(ip, p.port)), `goto ${externalTarget}`);
         }
         if (!hasExternal) {
-          out.elements.set(elementId(`no_endpoint_services_v${f}`, key(ip, p.port)), missVerdict);
+          own(vipClaim(ip), elementId(`no_endpoint_services_v${f}`, key(ip, p.port)), missVerdict);
         }
       }
       // Source ranges (LoadBalancer IPs only, as kube-proxy: NodePorts are not subject to them).
@@ -747,16 +803,16 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
         if (ctx.nodeIps.some((n) => inRanges(n, allowed))) allowed.push(...lbIps);
         out.chains.set(fwChain, [`${ipx} saddr != ${setLiteral(allowed)} drop`]);
         for (const ip of lbIps) {
-          out.elements.set(elementId(`firewall_ips_v${f}`, key(ip, p.port)), `goto ${fwChain}`);
+          own(vipClaim(ip), elementId(`firewall_ips_v${f}`, key(ip, p.port)), `goto ${fwChain}`);
         }
       }
       // NodePort.
       if (p.nodePort !== undefined) {
         const npKey = [proto, String(p.nodePort)];
         if (nodePortTarget) {
-          out.elements.set(elementId(`service_nodeports_v${f}`, npKey), `goto ${nodePortTarget}`);
+          own(npClaim, elementId(`service_nodeports_v${f}`, npKey), `goto ${nodePortTarget}`);
         }
-        if (!hasExternal) out.elements.set(elementId(`no_endpoint_nodeports_v${f}`, npKey), missVerdict);
+        if (!hasExternal) own(npClaim, elementId(`no_endpoint_nodeports_v${f}`, npKey), missVerdict);
       }
 
       // Every endpoint this node may send to: hairpin pairs, metrics, UDP conntrack clean-up.
@@ -893,16 +949,16 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
   return chains.map((c, i) => (i === n - 1 ? `goto ${c}` : `numgen random mod ${n - i} 0 goto ${c}`));
 }
 
-function elementSpec(id: string, value: string): NftElementSpec {
+/** Adds element `id` (`map|key`, see elementId) with its value ("" for a set element) to `tx`. */
+export function addElement(tx: NftTransaction, id: string, value: string): void {
   const bar = id.indexOf("|");
-  const set = id.slice(0, bar), key = id.slice(bar + 1).split(" . ");
-  if (value === "") return { set, key };
-  // A verdict ("goto x") is one part, an endpoint ("10.1.2.5 . 8080") two.
-  return {
-    set,
-    key,
-    value: value.startsWith("goto ") || !value.includes(" . ") ? [value] : value.split(" . "),
-  };
+  tx.addElement(id.slice(0, bar), id.slice(bar + 1), value === "" ? undefined : value);
+}
+
+/** Deletes element `id` in `tx`. */
+function deleteElement(tx: NftTransaction, id: string): void {
+  const bar = id.indexOf("|");
+  tx.deleteElement(id.slice(0, bar), id.slice(bar + 1));
 }
 
 /**
@@ -1039,10 +1095,12 @@ export interface DiffOptions {
    */
   shared?: SharedObjects;
   /**
-   * Where element additions go instead of `tx`, for the caller to add after everything else of the
-   * transaction (they come last in a Service's operations anyway).
+   * Where element additions go instead of `tx`, as flat pairs (element id, value; see
+   * RenderedService.elements), for the caller to add after everything else of the transaction, grouped by
+   * map (they come last in a Service's operations anyway, and nft applies one long `add element` command
+   * per map faster than one per Service and map).
    */
-  deferAdds?: NftElementSpec[];
+  deferAdds?: string[];
 }
 
 /** Shared chains and elements already written to a transaction by a full resync. */
@@ -1071,18 +1129,22 @@ export function diffService(
   }
   const prevElements = prev?.elements ?? new Map<string, string>();
   const have: ElementLookup = opts.kernelElements ?? prevElements;
+  const deferred = opts.deferAdds;
+  const add = deferred
+    ? (id: string, v: string) => void deferred.push(id, v)
+    : (id: string, v: string) => addElement(tx, id, v);
   const want = next?.elements ?? new Map<string, string>();
   // 1. elements that go away or change value (before the chains they point to change)
   if (!full) {
-    for (const [id, v] of prevElements) if (want.get(id) !== v) tx.delete({ element: elementSpec(id, "") });
+    for (const [id, v] of prevElements) if (want.get(id) !== v) deleteElement(tx, id);
   } else {
     for (const [id, v] of want) {
       const k = have.get(id);
-      if (k !== undefined && k !== v) tx.delete({ element: elementSpec(id, "") });
+      if (k !== undefined && k !== v) deleteElement(tx, id);
     }
   }
   const sharedElements = shared.elementChanges(tx, prev, next);
-  if (!full) { for (const id of sharedElements.remove) tx.delete({ element: elementSpec(id, "") }); }
+  if (!full) { for (const id of sharedElements.remove) deleteElement(tx, id); }
   // 2. shared chains (new ones; every one on a full resync), affinity sets (endpoint chains use them),
   //    then the Service's own chains: endpoint chains, then the chains that go to them
   const created = shared.creations(tx, prev, next);
@@ -1111,13 +1173,13 @@ export function diffService(
     for (const rule of rules) tx.add({ rule: { chain: name, rule } });
   }
   // 3. new or changed elements
-  for (const [id, v] of want) if (have.get(id) !== v) tx.add({ element: elementSpec(id, v) });
-  if (!full) { for (const id of sharedElements.add) tx.add({ element: elementSpec(id, "") }); }
+  for (const [id, v] of want) if (have.get(id) !== v) add(id, v);
+  if (!full) { for (const id of sharedElements.add) add(id, ""); }
   else {
     for (const id of next?.sharedElements ?? []) {
       if (opts.kernelElements!.has(id) || written.has(`element ${id}`)) continue;
       written.add(`element ${id}`);
-      tx.add({ element: elementSpec(id, "") });
+      add(id, "");
     }
   }
   // 4. chains and sets no longer needed

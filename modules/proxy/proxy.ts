@@ -26,7 +26,6 @@ import {
   type ConntrackTable,
   IpProto,
   isNotFound,
-  type NftElementSpec,
   NftError,
   type NftListOptions,
   type NftListTarget,
@@ -48,6 +47,7 @@ import {
   listKernelState,
 } from "./kernel_state.ts";
 import {
+  addElement,
   claimOf,
   diffService,
   type ElementLookup,
@@ -93,15 +93,16 @@ const STALE_CHAIN_DELAY_MS = 1000;
  * Service of the transaction, grouped by map: nft parses one long command per map much faster than
  * thousands of short ones); returns the chains it made stale.
  */
-type Build = (tx: NftTransaction, it: Item, adds: NftElementSpec[]) => string[];
+type Build = (tx: NftTransaction, it: Item, adds: string[]) => string[];
 
 /** A transaction being filled with whole Services. */
 interface Chunk {
   tx: NftTransaction;
   items: Item[];
-  /** Per item, its operations in `tx` [from, to) and its deferred additions in `adds` [from, to). */
+  /** Per item, its operations in `tx` [from, to) and its deferred additions, pairs of `adds` [from, to). */
   spans: { it: Item; from: number; to: number; addFrom: number; addTo: number }[];
-  adds: NftElementSpec[];
+  /** Deferred element additions: flat pairs (element id, value), see DiffOptions.deferAdds. */
+  adds: string[];
   stale: string[];
 }
 
@@ -367,25 +368,19 @@ export class ServiceProxy implements ModuleInstance {
   ): void {
     this.#blocked.delete(key);
     if (!r) return;
-    const groups = new Map<string, string[]>();
-    for (const id of r.elements.keys()) {
-      const c = claimOf(id);
-      const g = groups.get(c);
-      if (g) g.push(id);
-      else groups.set(c, [id]);
-    }
-    for (const [claim, ids] of groups) {
+    for (const [claim, ids] of r.claims) {
       let owner = round.get(claim);
       if (owner === undefined) {
         const held = this.#claims.get(claim);
         if (held !== undefined && held !== key) {
           // The holder keeps it unless it is re-rendered now without it.
           const now = renderedNow(held);
-          if (!now || [...now.of?.elements.keys() ?? []].some((id) => claimOf(id) === claim)) owner = held;
+          if (!now || now.of?.claims.has(claim)) owner = held;
         }
       }
       if (owner !== undefined && owner !== key) {
         for (const id of ids) r.elements.delete(id);
+        r.claims.delete(claim);
         this.#blocked.add(key);
         const what = `${claim} is already used by ${owner}`;
         r.warnings.push(what);
@@ -406,11 +401,10 @@ export class ServiceProxy implements ModuleInstance {
     if (item.prev?.udpPorts.length || item.next?.udpPorts.length) {
       this.#udpPending.push({ ...item, initial: this.#initial });
     }
-    for (const id of item.prev?.elements.keys() ?? []) {
-      const c = claimOf(id);
+    for (const c of item.prev?.claims.keys() ?? []) {
       if (this.#claims.get(c) === item.key) this.#claims.delete(c);
     }
-    for (const id of item.next?.elements.keys() ?? []) this.#claims.set(claimOf(id), item.key);
+    for (const c of item.next?.claims.keys() ?? []) this.#claims.set(c, item.key);
     const h = this.#handedOff;
     if (h && item.prev) {
       // A full resync's diff leaves what a Service drops in the kernel (removed at its end): say so to
@@ -509,7 +503,7 @@ export class ServiceProxy implements ModuleInstance {
       const r = renderOf(key);
       this.#resolve(key, r, round, (k) => all.has(k) ? { of: renderOf(k) } : undefined);
       addToChunk(chunk, { key, prev: this.#programmed.get(key), next: r }, build);
-      if (chunk.tx.size + chunk.adds.length >= limit) {
+      if (chunk.tx.size + chunk.adds.length / 2 >= limit) {
         await inflight;
         inflight = this.#runChunk(chunk, build);
         chunk = newChunk();
@@ -675,7 +669,7 @@ export class ServiceProxy implements ModuleInstance {
     let chunk = newChunk();
     for (const it of items) {
       addToChunk(chunk, it, build);
-      if (chunk.tx.size + chunk.adds.length >= limit) {
+      if (chunk.tx.size + chunk.adds.length / 2 >= limit) {
         await this.#runChunk(chunk, build);
         chunk = newChunk();
       }
@@ -691,19 +685,22 @@ export class ServiceProxy implements ModuleInstance {
 
   async #runChunk(chunk: Chunk, build: Build): Promise<void> {
     const { tx, items, spans } = chunk;
-    // The deferred additions, grouped by map (a Service's order within a map kept).
+    // The deferred additions (pair i: id adds[2i], value adds[2i + 1]), grouped by map (a Service's order
+    // within a map kept).
+    const adds = chunk.adds;
     const byMap = new Map<string, number[]>();
-    for (let i = 0; i < chunk.adds.length; i++) {
-      const set = chunk.adds[i]!.set;
+    for (let i = 0; i < adds.length / 2; i++) {
+      const id = adds[2 * i]!;
+      const set = id.slice(0, id.indexOf("|"));
       const g = byMap.get(set);
       if (g) g.push(i);
       else byMap.set(set, [i]);
     }
-    const opOfAdd = new Array<number>(chunk.adds.length);
+    const opOfAdd = new Array<number>(adds.length / 2);
     for (const g of byMap.values()) {
       for (const i of g) {
         opOfAdd[i] = tx.size;
-        tx.add({ element: chunk.adds[i]! });
+        addElement(tx, adds[2 * i]!, adds[2 * i + 1]!);
       }
     }
     try {
@@ -833,10 +830,10 @@ function newChunk(): Chunk {
 }
 
 function addToChunk(chunk: Chunk, it: Item, build: Build): void {
-  const from = chunk.tx.size, addFrom = chunk.adds.length;
+  const from = chunk.tx.size, addFrom = chunk.adds.length / 2;
   chunk.stale.push(...build(chunk.tx, it, chunk.adds));
   chunk.items.push(it);
-  chunk.spans.push({ it, from, to: chunk.tx.size, addFrom, addTo: chunk.adds.length });
+  chunk.spans.push({ it, from, to: chunk.tx.size, addFrom, addTo: chunk.adds.length / 2 });
 }
 
 function keyOf(svc: V1Service): string {

@@ -191,3 +191,47 @@ Deno.test("a typeof map renders its key and value expressions, and only plain ex
   );
   assert.equal(tx.size, 1);
 });
+
+Deno.test("elements given as text render, group, locate and read back exactly as their typed form", () => {
+  const typed = new NftTransaction("inet", "t")
+    .add({ chain: { name: "svc" } })
+    .add({ element: { set: "m", key: ["10.0.0.3", "tcp", "80"], value: ["goto svc"] } })
+    .add({ element: { set: "m", key: ["10.0.0.4", "tcp", "81"], value: ["drop"] } })
+    .add({ element: { set: "eps", key: ["fd00::a", "80", "0"], value: ["fd00:1::5", "8080"] } })
+    .add({ element: { set: "s", key: ["10.1.1.5", "10.1.1.5"] } })
+    .delete({ element: { set: "m", key: ["10.0.0.9", "tcp", "80"] } });
+  const text = new NftTransaction("inet", "t")
+    .add({ chain: { name: "svc" } })
+    .addElement("m", "10.0.0.3 . tcp . 80", "goto svc")
+    .add({ element: { set: "m", key: ["10.0.0.4", "tcp", "81"], value: ["drop"] } })
+    .addElement("eps", "fd00::a . 80 . 0", "fd00:1::5 . 8080")
+    .addElement("s", "10.1.1.5 . 10.1.1.5")
+    .deleteElement("m", "10.0.0.9 . tcp . 80");
+  assert.equal(text.render(), typed.render());
+  // Mixed forms on one set share one command line, as typed ones do.
+  assert.equal(text.render().split("\n").filter((l) => l.startsWith("add element inet t m ")).length, 1);
+  assert.deepEqual(text.operations, typed.operations);
+  const line = text.render().split("\n")[1]!;
+  const from = line.indexOf("10.0.0.4") + 1;
+  assert.deepEqual(text.operationsAt([{ line: 2, from, to: from + 3 }]), [2]);
+  assert.equal(text.size, typed.size);
+});
+
+Deno.test("elements given as text are refused when they hold nft punctuation, a lone ':' or a bad set name", () => {
+  const tx = new NftTransaction("inet", "t");
+  for (
+    const key of ["", "a . b }", "a, b", "a ; b", "a # b", "10.0.0.1 : 80", "a\nb", "a  b", " a", 'a "b"']
+  ) {
+    assert.throws(() => tx.addElement("m", key), NftSpecError, JSON.stringify(key));
+  }
+  assert.throws(() => tx.addElement("m", "10.0.0.1", "goto x }"), NftSpecError);
+  assert.throws(() => tx.addElement("m", "10.0.0.1", ": drop"), NftSpecError);
+  assert.throws(() => tx.addElement("m", "10.0.0.1", ""), NftSpecError);
+  assert.throws(() => tx.addElement("ct", "10.0.0.1"), NftSpecError);
+  assert.throws(() => tx.deleteElement("bad name", "10.0.0.1"), NftSpecError);
+  // After a refused name, the same name is still refused (nothing cached from a failure).
+  assert.throws(() => tx.addElement("ct", "10.0.0.2"), NftSpecError);
+  assert.equal(tx.size, 0);
+  tx.addElement("m", "[fd00:1::5]:8080");
+  assert.equal(tx.size, 1);
+});

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  claimOf,
   diffService,
   elementId,
   PROXY_TABLE,
@@ -459,6 +460,21 @@ const states: ServiceInfo[] = [
   svc({ ports: [{ name: "dns", protocol: "UDP", port: 53, endpoints: three.slice(0, 2) }] }, []),
   svc({}, []),
 ];
+
+Deno.test("a rendered Service files every element it owns under the claim claimOf names, and nothing else", () => {
+  for (const [i, st] of [...states, nth(3, states[4]!)].entries()) {
+    for (const counters of [false, true]) {
+      const r = renderService(st, { ...ctx, serviceCounters: counters });
+      const byClaim = new Map<string, string[]>();
+      for (const id of r.elements.keys()) byClaim.set(claimOf(id), [...byClaim.get(claimOf(id)) ?? [], id]);
+      const sorted = (m: Map<string, string[]>) => [...m].map(([c, ids]) => [c, [...ids].sort()]).sort();
+      assert.deepEqual(sorted(r.claims), sorted(byClaim), `state ${i}, counters ${counters}`);
+      if (counters && st.ports.length) {
+        assert.ok([...r.elements.keys()].some((id) => id.startsWith("service_stats_in")));
+      }
+    }
+  }
+});
 
 /** Service `i` of a world: state `s` under its own name and cluster IP (the states' endpoints are shared). */
 function nth(i: number, s: ServiceInfo): ServiceInfo {
