@@ -219,13 +219,15 @@ export function sliceEndpoints(
     if (typeof ep.nodeName === "string") e.nodeName = ep.nodeName;
     if (typeof ep.zone === "string") e.zone = ep.zone;
     if (typeof ep.hostname === "string") e.hostname = ep.hostname;
-    const zones = arr(ep.hints?.forZones).map((z) => z?.name).filter((z): z is string =>
-      typeof z === "string"
-    );
-    if (zones.length) e.hintZones = zones;
-    const nodes = arr((ep.hints as { forNodes?: { name?: string }[] } | undefined)?.forNodes)
-      .map((n) => n?.name).filter((n): n is string => typeof n === "string");
-    if (nodes.length) e.hintNodes = nodes;
+    if (ep.hints) {
+      const zones = arr(ep.hints.forZones).map((z) => z?.name).filter((z): z is string =>
+        typeof z === "string"
+      );
+      if (zones.length) e.hintZones = zones;
+      const nodes = arr((ep.hints as { forNodes?: { name?: string }[] }).forNodes)
+        .map((n) => n?.name).filter((n): n is string => typeof n === "string");
+      if (nodes.length) e.hintNodes = nodes;
+    }
     out.push(e);
   }
   return out;
@@ -271,21 +273,25 @@ function portEndpoints(
   slices: readonly V1EndpointSlice[],
   parsed: Map<V1EndpointSlice, SliceEndpoint[]>,
 ): ServiceEndpoint[] {
-  const byKey = new Map<string, ServiceEndpoint>();
+  const all: ServiceEndpoint[] = [];
   for (const s of slices) {
     for (const sp of arr(s.ports)) {
       if (!sp || typeof sp !== "object" || typeof sp.name !== "string") continue;
       if (sp.name !== name || protocolOf(sp.protocol) !== protocol || !validPort(sp.port)) continue;
-      for (const e of parsed.get(s) ?? []) {
-        const k = `${e.ip}|${sp.port}`;
-        if (byKey.has(k) && e.terminating) continue;
-        byKey.set(k, { ...e, port: sp.port });
-      }
+      for (const e of parsed.get(s) ?? []) all.push({ ...e, port: sp.port });
     }
   }
-  return [...byKey.values()].sort((a, b) =>
-    a.family - b.family || (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port)
-  );
+  // Sorted (stably: slice order kept among equals), then one per address and port: in slice order, a
+  // later one replaces the one before unless it is terminating.
+  all.sort((a, b) => a.family - b.family || (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
+  const out: ServiceEndpoint[] = [];
+  for (const e of all) {
+    const last = out[out.length - 1];
+    if (last && last.ip === e.ip && last.port === e.port) {
+      if (!e.terminating) out[out.length - 1] = e;
+    } else out.push(e);
+  }
+  return out;
 }
 
 /** Slice-level problems that make a port unusable, named once per slice. */

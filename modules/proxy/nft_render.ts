@@ -816,28 +816,28 @@ export function renderService(svc: ServiceInfo, ctx: ProxyNodeContext): Rendered
       }
 
       // Every endpoint this node may send to: hairpin pairs, metrics, UDP conntrack clean-up.
-      const reachable = new Map<string, ServiceEndpoint>();
-      if (usesCluster) {
-        for (const e of clusterEps) reachable.set(hostPort(canon.get(e)!, f, e.port), e);
-      }
-      if (usesLocal) {
-        for (const e of localEps) reachable.set(hostPort(canon.get(e)!, f, e.port), e);
+      // (Each list is one per address and port already; only both together need the union.)
+      let reachable: readonly ServiceEndpoint[] = usesCluster ? clusterEps : usesLocal ? localEps : [];
+      if (usesCluster && usesLocal) {
+        const union = new Map<string, ServiceEndpoint>();
+        for (const e of [...clusterEps, ...localEps]) union.set(hostPort(canon.get(e)!, f, e.port), e);
+        reachable = [...union.values()];
       }
       // Hairpin pairs for this node's endpoints only: a pod is DNATed on its own node, so only a local pod
       // can reach itself through this node's rules.
-      for (const e of reachable.values()) {
+      for (const e of reachable) {
         if (!e.local) continue;
         const ip = canon.get(e)!;
-        out.sharedElements.add(elementId(`hairpin_v${f}`, [ip, ip]));
+        out.sharedElements.add(`hairpin_v${f}|${ip} . ${ip}`);
       }
-      out.endpoints += reachable.size;
+      out.endpoints += reachable.length;
       if (p.protocol === "UDP") {
         out.udpPorts.push({
           family: f,
           vips: [clusterIp, ...vips],
           port: p.port,
           ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
-          endpoints: [...reachable.keys()].sort(),
+          endpoints: reachable.map((e) => hostPort(canon.get(e)!, f, e.port)).sort(),
         });
       }
     }
@@ -1136,12 +1136,14 @@ export function diffService(
   const want = next?.elements ?? new Map<string, string>();
   // 1. elements that go away or change value (before the chains they point to change)
   if (!full) {
-    for (const [id, v] of prevElements) if (want.get(id) !== v) deleteElement(tx, id);
+    prevElements.forEach((v, id) => {
+      if (want.get(id) !== v) deleteElement(tx, id);
+    });
   } else {
-    for (const [id, v] of want) {
+    want.forEach((v, id) => {
       const k = have.get(id);
       if (k !== undefined && k !== v) deleteElement(tx, id);
-    }
+    });
   }
   const sharedElements = shared.elementChanges(tx, prev, next);
   if (!full) { for (const id of sharedElements.remove) deleteElement(tx, id); }
@@ -1173,7 +1175,10 @@ export function diffService(
     for (const rule of rules) tx.add({ rule: { chain: name, rule } });
   }
   // 3. new or changed elements
-  for (const [id, v] of want) if (have.get(id) !== v) add(id, v);
+  // forEach, not for-of: no [id, value] array per element of every Service.
+  want.forEach((v, id) => {
+    if (have.get(id) !== v) add(id, v);
+  });
   if (!full) { for (const id of sharedElements.add) add(id, ""); }
   else {
     for (const id of next?.sharedElements ?? []) {

@@ -549,7 +549,8 @@ export class ServiceProxy implements ModuleInstance {
       for (const id of handedOff.elements.keys()) if (!diff.missing.has(id)) held.add(id);
       for (const id of handedOff.shared) if (!diff.missing.has(id)) held.add(id);
       for (const id of held) if (this.#wanted(id) === undefined) drop(id);
-    } else {
+    } else if (kernel.elements?.size) {
+      // (A cold start's kernel holds none: no set of every wanted element built for nothing.)
       const wantElements = new Set<string>();
       for (const r of this.#programmed.values()) for (const e of r.elements.keys()) wantElements.add(e);
       for (const e of this.#shared.elementIds()) wantElements.add(e);
