@@ -9,12 +9,31 @@ export type Labels = Record<string, string>;
 interface Series<V> {
   labels: Labels;
   value: V;
-  /** `name{labels}` as rendered, made on the first render (a scrape of 100,000 series re-sorted no labels). */
-  text?: string;
 }
 
+/**
+ * Keys and rendered `{…}` text of label objects that cannot change: frozen ones (a caller that sets
+ * thousands of series on every scrape freezes its label objects and passes the same object to several
+ * metrics: they share one key, one copy and one text) and the registry's own copies. A scrape of 100,000
+ * series then re-sorts no labels.
+ */
+const keys = new WeakMap<Labels, string>();
+const texts = new WeakMap<Labels, string>();
+
 function labelKey(labels: Labels): string {
-  return Object.keys(labels).sort().map((k) => `${k}=${labels[k]}`).join("\u0000");
+  let k = keys.get(labels);
+  if (k === undefined) {
+    k = Object.keys(labels).sort().map((k) => `${k}=${labels[k]}`).join("\u0000");
+    if (Object.isFrozen(labels)) keys.set(labels, k);
+  }
+  return k;
+}
+
+/** renderLabels of a series' labels (the registry's copy, or a frozen object), made once. */
+function labelsText(labels: Labels): string {
+  let t = texts.get(labels);
+  if (t === undefined) texts.set(labels, t = renderLabels(labels));
+  return t;
 }
 
 function escapeLabel(v: string): string {
@@ -40,7 +59,10 @@ abstract class Metric<V> {
   protected get(labels: Labels, init: () => V): Series<V> {
     const key = labelKey(labels);
     let s = this.series.get(key);
-    if (!s) this.series.set(key, s = { labels: { ...labels }, value: init() });
+    // A frozen label object is kept as it is (shared by the metrics given it), any other copied.
+    if (!s) {
+      this.series.set(key, s = { labels: Object.isFrozen(labels) ? labels : { ...labels }, value: init() });
+    }
     return s;
   }
   /** Drops one labelled series (e.g. a BGP peer that was removed). */
@@ -74,7 +96,7 @@ export class Counter extends Metric<number> {
   }
   renderSeries(): string[] {
     return [...this.series.values()].map((s) =>
-      `${s.text ??= `${this.name}${renderLabels(s.labels)}`} ${renderNumber(s.value)}`
+      `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`
     );
   }
 }
@@ -92,22 +114,9 @@ export class Gauge extends Metric<number> {
   value(labels: Labels = {}): number | undefined {
     return this.series.get(labelKey(labels))?.value;
   }
-  /**
-   * A setter for one labelled series, its key computed once: for a caller that sets thousands of series on
-   * every scrape. Setting after the series was removed adds it again.
-   */
-  setter(labels: Labels): (value: number) => void {
-    const key = labelKey(labels);
-    const copy = { ...labels };
-    return (value) => {
-      let s = this.series.get(key);
-      if (!s) this.series.set(key, s = { labels: copy, value });
-      s.value = value;
-    };
-  }
   renderSeries(): string[] {
     return [...this.series.values()].map((s) =>
-      `${s.text ??= `${this.name}${renderLabels(s.labels)}`} ${renderNumber(s.value)}`
+      `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`
     );
   }
 }

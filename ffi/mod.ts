@@ -142,6 +142,7 @@ export {
   type ConcatPart,
   decodeConcatKey,
   decodeSetElements,
+  decodeSetElementsInto,
   encodeGetSetElements,
   NFT_GETSETELEM,
   NftSetCounters,

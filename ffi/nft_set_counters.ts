@@ -10,8 +10,20 @@
  * kernel stores them (each part of a concatenation in 4-byte registers); `decodeConcatKey` gives nft's text.
  */
 import { formatIP } from "./ip.ts";
-import { NETLINK_NETFILTER, type NlMsg, type NlWriter } from "./netlink.ts";
-import { NetlinkDecodeError } from "./errors.ts";
+import {
+  NETLINK_NETFILTER,
+  NLM_F_DUMP,
+  NLM_F_DUMP_INTR,
+  NLM_F_REQUEST,
+  type NlMsg,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NlWriter,
+  parseDone,
+  parseError,
+  parseMessages,
+} from "./netlink.ts";
+import { Errno, NetlinkDecodeError, NetlinkError } from "./errors.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -49,33 +61,108 @@ export function encodeGetSetElements(w: NlWriter, family: string, table: string,
   w.attrString(NFTA_SET_ELEM_LIST_SET, set);
 }
 
-/**
- * Walks the attributes in buf[from, to): calls fn(type, valueStart, valueEnd) for each (type without the
- * nested/byte-order flags). Offsets instead of attribute objects: a dump holds tens of thousands of
- * elements, and allocating maps per element made decoding ten times slower than the dump itself.
- */
-function walk(
-  dv: DataView,
-  from: number,
-  to: number,
-  fn: (type: number, start: number, end: number) => void,
-): void {
-  let off = from;
-  while (off + 4 <= to) {
-    const len = dv.getUint16(off, true);
-    if (len < 4 || off + len > to) throw new NetlinkDecodeError(`attribute at ${off}: bad length ${len}`);
-    fn(dv.getUint16(off + 2, true) & 0x3fff, off + 4, off + len);
-    off += (len + 3) & ~3;
-  }
-}
-
 const COUNTER = new TextEncoder().encode("counter");
 
-/** Whether buf[s, e) holds `name`, NUL-terminated (compared as bytes: no string per element). */
-function isName(buf: Uint8Array, s: number, e: number, name: Uint8Array): boolean {
-  if (e - s < name.length || (e - s > name.length && buf[s + name.length] !== 0)) return false;
-  for (let i = 0; i < name.length; i++) if (buf[s + i] !== name[i]) return false;
+/** The end of the attribute at `off` (checked against `limit`). */
+function attrEnd(dv: DataView, off: number, limit: number): number {
+  const len = dv.getUint16(off, true);
+  if (len < 4 || off + len > limit) {
+    throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+  }
+  return off + len;
+}
+
+function attrType(dv: DataView, off: number): number {
+  return dv.getUint16(off + 2, true) & 0x3fff;
+}
+
+/**
+ * If the expression in buf[s, e) is a counter, sets out.packets/out.bytes and returns true. Plain offset
+ * arithmetic over one DataView, no closure or object per element: a scrape decodes tens of thousands.
+ */
+function counterExpr(
+  buf: Uint8Array,
+  dv: DataView,
+  s: number,
+  e: number,
+  out: { packets: number; bytes: number },
+): boolean {
+  let isCounter = false, ds = 0, de = 0;
+  for (let a = s; a + 4 <= e;) {
+    const aEnd = attrEnd(dv, a, e);
+    const t = attrType(dv, a);
+    if (t === NFTA_EXPR_NAME) {
+      const n = aEnd - a - 4;
+      isCounter = n >= COUNTER.length && (n === COUNTER.length || buf[a + 4 + COUNTER.length] === 0) &&
+        COUNTER.every((c, i) => buf[a + 4 + i] === c);
+    } else if (t === NFTA_EXPR_DATA) [ds, de] = [a + 4, aEnd];
+    a = (aEnd + 3) & ~3;
+  }
+  if (!isCounter || ds === de) return false;
+  let packets: number | undefined, bytes: number | undefined;
+  for (let a = ds; a + 4 <= de;) {
+    const aEnd = attrEnd(dv, a, de);
+    const t = attrType(dv, a);
+    if (aEnd - a >= 12) {
+      if (t === NFTA_COUNTER_PACKETS) packets = Number(dv.getBigUint64(a + 4, false));
+      else if (t === NFTA_COUNTER_BYTES) bytes = Number(dv.getBigUint64(a + 4, false));
+    }
+    a = (aEnd + 3) & ~3;
+  }
+  if (packets === undefined || bytes === undefined) {
+    throw new NetlinkDecodeError("counter without bytes or packets");
+  }
+  out.packets = packets;
+  out.bytes = bytes;
   return true;
+}
+
+/**
+ * Calls `each(key, packets, bytes)` for every element with a counter in one NFT_MSG_NEWSETELEM payload
+ * (nfgenmsg and attributes). `key` is a view into `payload`, valid during the call only (copy it to keep it).
+ * The counter is NFTA_SET_ELEM_EXPR when the element has one expression, else in NFTA_SET_ELEM_EXPRESSIONS.
+ */
+export function decodeSetElementsInto(
+  payload: Uint8Array,
+  each: (key: Uint8Array, packets: number, bytes: number) => void,
+): void {
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const end = payload.length;
+  const c = { packets: 0, bytes: 0 };
+  for (let off = 4; off + 4 <= end;) {
+    const lEnd = attrEnd(dv, off, end);
+    if (attrType(dv, off) === NFTA_SET_ELEM_LIST_ELEMENTS) {
+      for (let el = off + 4; el + 4 <= lEnd;) {
+        const eEnd = attrEnd(dv, el, lEnd);
+        if (attrType(dv, el) === NFTA_LIST_ELEM) {
+          let ks = -1, ke = -1, counted = false;
+          for (let a = el + 4; a + 4 <= eEnd;) {
+            const aEnd = attrEnd(dv, a, eEnd);
+            const t = attrType(dv, a);
+            if (t === NFTA_SET_ELEM_KEY) {
+              for (let d = a + 4; d + 4 <= aEnd;) {
+                const dEnd = attrEnd(dv, d, aEnd);
+                if (attrType(dv, d) === NFTA_DATA_VALUE) [ks, ke] = [d + 4, dEnd];
+                d = (dEnd + 3) & ~3;
+              }
+            } else if (t === NFTA_SET_ELEM_EXPR) counted ||= counterExpr(payload, dv, a + 4, aEnd, c);
+            else if (t === NFTA_SET_ELEM_EXPRESSIONS) {
+              for (let x = a + 4; x + 4 <= aEnd;) {
+                const xEnd = attrEnd(dv, x, aEnd);
+                if (attrType(dv, x) === NFTA_LIST_ELEM) counted ||= counterExpr(payload, dv, x + 4, xEnd, c);
+                x = (xEnd + 3) & ~3;
+              }
+            }
+            a = (aEnd + 3) & ~3;
+          }
+          if (ks < 0) throw new NetlinkDecodeError("set element without a key");
+          if (counted) each(payload.subarray(ks, ke), c.packets, c.bytes);
+        }
+        el = (eEnd + 3) & ~3;
+      }
+    }
+    off = (lEnd + 3) & ~3;
+  }
 }
 
 /** Elements with a counter in the messages of a GETSETELEM dump (elements without one are left out). */
@@ -83,48 +170,7 @@ export function decodeSetElements(msgs: readonly NlMsg[]): SetElementCounter[] {
   const out: SetElementCounter[] = [];
   for (const m of msgs) {
     if ((m.type & 0xff) !== NFT_MSG_NEWSETELEM || m.payload.length < 4) continue;
-    const p = m.payload;
-    const dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
-    walk(dv, 4, p.length, (t, s, e) => {
-      if (t !== NFTA_SET_ELEM_LIST_ELEMENTS) return;
-      walk(dv, s, e, (t, s, e) => {
-        if (t !== NFTA_LIST_ELEM) return;
-        let key: Uint8Array | undefined;
-        let counter: { packets: number; bytes: number } | undefined;
-        const expr = (s: number, e: number) => {
-          let isCounter = false, ds = 0, de = 0;
-          walk(dv, s, e, (t, s, e) => {
-            if (t === NFTA_EXPR_NAME) isCounter = isName(p, s, e, COUNTER);
-            else if (t === NFTA_EXPR_DATA) [ds, de] = [s, e];
-          });
-          if (!isCounter || ds === de) return;
-          let packets: number | undefined, bytes: number | undefined;
-          walk(dv, ds, de, (t, s, e) => {
-            if (e - s < 8) return;
-            if (t === NFTA_COUNTER_PACKETS) packets = Number(dv.getBigUint64(s, false));
-            else if (t === NFTA_COUNTER_BYTES) bytes = Number(dv.getBigUint64(s, false));
-          });
-          if (packets === undefined || bytes === undefined) {
-            throw new NetlinkDecodeError("counter without bytes or packets");
-          }
-          counter = { packets, bytes };
-        };
-        walk(dv, s, e, (t, s, e) => {
-          if (t === NFTA_SET_ELEM_KEY) {
-            walk(dv, s, e, (t, s, e) => {
-              if (t === NFTA_DATA_VALUE) key = p.slice(s, e);
-            });
-          } else if (t === NFTA_SET_ELEM_EXPR) expr(s, e);
-          else if (t === NFTA_SET_ELEM_EXPRESSIONS) {
-            walk(dv, s, e, (t, s, e) => {
-              if (t === NFTA_LIST_ELEM) expr(s, e);
-            });
-          }
-        });
-        if (!key) throw new NetlinkDecodeError("set element without a key");
-        if (counter) out.push({ key, ...counter });
-      });
-    });
+    decodeSetElementsInto(m.payload, (key, packets, bytes) => out.push({ key: key.slice(), packets, bytes }));
   }
   return out;
 }
@@ -160,19 +206,57 @@ export class NftSetCounters {
   #sock: NetlinkSocket | undefined;
   #closed = false;
 
-  /** Equivalent to: `nft -j list set FAMILY TABLE SET`, the elements' counters. Throws ENOENT if absent. */
-  read(family: string, table: string, set: string): Promise<SetElementCounter[]> {
-    try {
-      if (this.#closed) throw new Error("NftSetCounters is closed");
-      this.#sock ??= NetlinkSocket.open(NETLINK_NETFILTER);
-      const msgs = this.#sock.dump(
-        NFT_GETSETELEM,
-        (w) => encodeGetSetElements(w, family, table, set),
-        `nft list set ${family} ${table} ${set}`,
-      );
-      return Promise.resolve(decodeSetElements(msgs));
-    } catch (e) {
-      return Promise.reject(e);
+  /**
+   * Equivalent to: `nft -j list set FAMILY TABLE SET`, the elements' counters: `each(key, packets, bytes)`
+   * per element as the dump's datagrams arrive (`key` valid during the call only), so no listing of the
+   * whole set is held. If the set changed during the dump it is read again, after `restart()`. Throws
+   * NetlinkError ENOENT (isNotFound) if the table or set is absent.
+   */
+  async read(
+    family: string,
+    table: string,
+    set: string,
+    each: (key: Uint8Array, packets: number, bytes: number) => void,
+    restart: () => void = () => {},
+  ): Promise<void> {
+    if (this.#closed) throw new Error("NftSetCounters is closed");
+    const s = this.#sock ??= NetlinkSocket.open(NETLINK_NETFILTER);
+    const op = `nft list set ${family} ${table} ${set}`;
+    for (let attempt = 0;; attempt++) {
+      const seq = s.nextSeq();
+      const w = new NlWriter(256);
+      const off = w.beginMsg(NFT_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, seq);
+      encodeGetSetElements(w, family, table, set);
+      w.endMsg(off);
+      s.send(w.view());
+      let interrupted = false, done = false, datagrams = 0;
+      while (!done) {
+        const data = s.recv();
+        if (!data) continue;
+        for (const m of parseMessages(data)) {
+          if (m.seq !== seq) continue;
+          if (m.flags & NLM_F_DUMP_INTR) interrupted = true;
+          if (m.type === NLMSG_DONE) {
+            const info = parseDone(m);
+            if (info.errno !== 0) throw new NetlinkError(info.errno, op, seq, info.extAck);
+            done = true;
+            break;
+          }
+          if (m.type === NLMSG_ERROR) {
+            const info = parseError(m);
+            if (info.errno !== 0) throw new NetlinkError(info.errno, op, seq, info.extAck);
+            done = true;
+            break;
+          }
+          if ((m.type & 0xff) !== NFT_MSG_NEWSETELEM || m.payload.length < 4 || interrupted) continue;
+          decodeSetElementsInto(m.payload, each);
+        }
+        // Timers and I/O get a turn now and then (a set of 10,000 elements is about 25 datagrams).
+        if (++datagrams % 16 === 0) await new Promise((r) => setTimeout(r, 0));
+      }
+      if (!interrupted) return;
+      if (attempt >= 8) throw new NetlinkError(Errno.EINTR, op, seq, "dump interrupted 9 times in a row");
+      restart();
     }
   }
 

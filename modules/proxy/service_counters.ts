@@ -19,7 +19,7 @@
  * again), reports rate 0.
  */
 import type { Logger, Metrics } from "../../core/mod.ts";
-import { decodeConcatKey, isNotFound, type NftObject, type SetElementCounter } from "../../ffi/mod.ts";
+import { decodeConcatKey, isNotFound, type NftObject } from "../../ffi/mod.ts";
 import { type CounterKey, counterSet, elementId, PROXY_TABLE, type RenderedService } from "./nft_render.ts";
 
 /** The listing the reader falls back to (FakeNftables; Nftables too, but see SetCounterSource). */
@@ -32,7 +32,13 @@ export interface CounterNft {
 
 /** Element counters straight from the kernel (ffi NftSetCounters: one netlink dump per set). */
 export interface SetCounterSource {
-  read(family: string, table: string, set: string): Promise<SetElementCounter[]>;
+  read(
+    family: string,
+    table: string,
+    set: string,
+    each: (key: Uint8Array, packets: number, bytes: number) => void,
+    restart?: () => void,
+  ): Promise<void>;
 }
 
 /** The gauges, as the IPVS backend names them (ipvs_backend.ts STAT_METRICS), with nftables' help text. */
@@ -114,13 +120,10 @@ export class ServiceCounters {
   readonly #gauges: Record<Stat, ReturnType<Metrics["gauge"]>>;
   readonly #errors;
   /**
-   * Series key -> its labels, its gauges' setters, its last reading and whether its rates are 0 (then
-   * unchanged counters need no update).
+   * Series key -> its labels, its last reading and whether its rates are 0 (then unchanged counters need
+   * no update).
    */
-  #series = new Map<
-    string,
-    { labels: Record<string, string>; set: Record<Stat, (v: number) => void>; last?: Reading; still: boolean }
-  >();
+  #series = new Map<string, { labels: Readonly<Record<string, string>>; last?: Reading; still: boolean }>();
   #lastRead: number | undefined;
   #reading: Promise<void> | undefined;
 
@@ -167,10 +170,10 @@ export class ServiceCounters {
     }
     const types = [f === 4 ? "ipv4_addr" : "ipv6_addr", "inet_proto", "inet_service"] as const;
     const out = new Map<string, ElementCount>();
-    for (const e of await src.kernel.read("inet", PROXY_TABLE, set)) {
-      const parts = decodeConcatKey(e.key, types);
-      if (parts) out.set(parts.join(" . "), { packets: e.packets, bytes: e.bytes });
-    }
+    await src.kernel.read("inet", PROXY_TABLE, set, (key, packets, bytes) => {
+      const parts = decodeConcatKey(key, types);
+      if (parts) out.set(parts.join(" . "), { packets, bytes });
+    }, () => out.clear());
     return out;
   }
 
@@ -230,15 +233,15 @@ export class ServiceCounters {
         };
         let st = this.#series.get(id);
         if (!st) {
-          const labels = {
+          // Frozen: the ten gauges share this one object, its key and its rendered text (core/metrics.ts).
+          const labels = Object.freeze({
             svc_namespace: namespace,
             service_name: name,
             service_vip: k.vip,
             protocol: k.protocol,
             port: String(k.port),
-          };
-          const set = Object.fromEntries(GAUGES.map(([stat]) => [stat, this.#gauges[stat].setter(labels)]));
-          this.#series.set(id, st = { labels, set: set as Record<Stat, (v: number) => void>, still: false });
+          });
+          this.#series.set(id, st = { labels, still: false });
         }
         const prev = st.last;
         st.last = now;
@@ -263,7 +266,7 @@ export class ServiceCounters {
           inBps: rate("inBytes"),
           outBps: rate("outBytes"),
         };
-        for (const [stat] of GAUGES) st.set[stat](values[stat]);
+        for (const [stat] of GAUGES) this.#gauges[stat].set(st.labels, values[stat]);
         st.still = prev !== undefined && values.inPps === 0 && values.outPps === 0 && values.cps === 0 &&
           values.inBps === 0 && values.outBps === 0;
       }

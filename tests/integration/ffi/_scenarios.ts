@@ -513,8 +513,11 @@ export async function nftSetCounters() {
     );
     const read = async (f: 4 | 6) => {
       const types = [f === 4 ? "ipv4_addr" : "ipv6_addr", "inet_proto", "inet_service"] as const;
-      return (await counters.read("inet", "krtcount", `s${f}`))
-        .map((e) => [decodeConcatKey(e.key, types)?.join(" . "), e.packets, e.bytes] as const).sort();
+      const out: (readonly [string | undefined, number, number])[] = [];
+      await counters.read("inet", "krtcount", `s${f}`, (key, packets, bytes) => {
+        out.push([decodeConcatKey(key, types)?.join(" . "), packets, bytes]);
+      });
+      return out.sort();
     };
     const listed = async (f: 4 | 6) => {
       const objs = await nft.list({ set: { family: "inet", table: "krtcount", name: `s${f}` } });
@@ -529,7 +532,7 @@ export async function nftSetCounters() {
       )
         .sort();
     };
-    const missing = await counters.read("inet", "krtcount", "nosuchset").then(
+    const missing = await counters.read("inet", "krtcount", "nosuchset", () => {}).then(
       () => undefined,
       (e) => errInfo(e),
     );

@@ -66,3 +66,25 @@ Deno.test("a scrape of /metrics waits for the collectors, and a failing collecto
     await http.shutdown();
   }
 });
+
+Deno.test("a frozen label object is shared by the metrics given it; a plain one is copied, so changing it later harms nothing", () => {
+  const m = new Metrics();
+  const a = m.gauge("kube_router_test_a", "A.");
+  const b = m.gauge("kube_router_test_b", "B.");
+  const frozen = Object.freeze({ service_name: "web", port: "80" });
+  a.set(frozen, 1);
+  b.set(frozen, 2);
+  a.set(frozen, 3);
+  const plain: Record<string, string> = { service_name: "db" };
+  a.set(plain, 5);
+  plain.service_name = "other"; // a caller reusing its object
+  a.set(plain, 6);
+  const text = m.render();
+  assert.match(text, /^kube_router_test_a\{port="80",service_name="web"\} 3$/m);
+  assert.match(text, /^kube_router_test_b\{port="80",service_name="web"\} 2$/m);
+  assert.match(text, /^kube_router_test_a\{service_name="db"\} 5$/m);
+  assert.match(text, /^kube_router_test_a\{service_name="other"\} 6$/m);
+  a.remove(frozen);
+  assert.doesNotMatch(m.render(), /kube_router_test_a\{port="80"/);
+  assert.match(m.render(), /kube_router_test_b\{port="80",service_name="web"\} 2/);
+});
