@@ -458,7 +458,10 @@ export class ServiceProxy implements ModuleInstance {
     const kernel = diff ? undefined : await this.#listKernel();
     const base = new NftTransaction("inet", PROXY_TABLE);
     renderBase(base, nctx);
-    await this.#run(base);
+    // Applied while the first chunk is built (it goes to the kernel before that chunk; a failure fails
+    // the sync there).
+    const based = this.#run(base);
+    based.catch(() => {});
 
     const rendered = new Map<string, RenderedService | undefined>();
     const renderOf = (k: string) => {
@@ -480,7 +483,7 @@ export class ServiceProxy implements ModuleInstance {
     const handedOff = diff ? { elements: new Map<string, string>(), shared: new Set<string>() } : undefined;
     this.#handedOff = handedOff;
     try {
-      await this.#fullChunks(keys, renderOf, all, round, build);
+      await this.#fullChunks(based, keys, renderOf, all, round, build);
     } finally {
       this.#handedOff = undefined;
     }
@@ -488,8 +491,9 @@ export class ServiceProxy implements ModuleInstance {
     await this.#removeUnwanted(kernel ?? diff!, kernel ? undefined : { diff: diff!, handedOff: handedOff! });
   }
 
-  /** The full sync's chunk loop: each chunk built while the previous one is applied. */
+  /** The full sync's chunk loop: each chunk built while the previous one (first: `before`) is applied. */
   async #fullChunks(
+    before: Promise<void>,
     keys: readonly string[],
     renderOf: (k: string) => RenderedService | undefined,
     all: ReadonlySet<string>,
@@ -498,7 +502,7 @@ export class ServiceProxy implements ModuleInstance {
   ): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
     let chunk = newChunk();
-    let inflight: Promise<void> | undefined;
+    let inflight: Promise<void> = before;
     for (const key of keys) {
       const r = renderOf(key);
       this.#resolve(key, r, round, (k) => all.has(k) ? { of: renderOf(k) } : undefined);
