@@ -196,6 +196,15 @@ export const CASES: ProxyCase[] = [
       // The pods themselves are of course still reachable, and the rest keeps working.
       assert.equal((await env.get("client", `http://${POD_IPS[0]}:8080/hostname`)).body, "pod-a");
       assert.ok((await env.get("client", "http://172.16.0.10/hostname")).ok);
+      // The type changed from ExternalName to ClusterIP and back (Kubernetes' conformance tests do both).
+      await env.put(service("extname", cip(29)));
+      assert.equal((await env.get("client", "http://172.16.0.29/hostname")).body, "pod-a", "now a ClusterIP");
+      await env.put(service("extname", { type: "ExternalName", externalName: "example.com" }));
+      assert.equal(
+        (await env.get("client", "http://172.16.0.29/hostname", 2)).ok,
+        false,
+        "ExternalName again",
+      );
     },
   },
   {
@@ -244,6 +253,30 @@ export const CASES: ProxyCase[] = [
       await sleep(2500);
       assert.doesNotMatch(await listed(), /elements/, "the client's pin expired");
       assert.ok((await env.get("client", "http://172.16.0.16/hostname")).ok);
+    },
+  },
+  {
+    name:
+      "session affinity can be switched off and on again on a live Service (Kubernetes' conformance test)",
+    async run(env) {
+      const svc = (affinity: boolean) =>
+        service("switch", {
+          ...cip(28),
+          ...(affinity
+            ? { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }
+            : { sessionAffinity: "None" }),
+        });
+      await env.put(svc(true));
+      await env.put(slices("switch", [0, 1, 2])[0]!);
+      const all = ["pod-a", "pod-b", "pod-c"];
+      const pinned = await env.spread("client", "http://172.16.0.28/hostname", 8);
+      assert.equal(pinned.size, 1, JSON.stringify([...pinned]));
+      await env.put(svc(false));
+      const spread = await env.reaches("client", "http://172.16.0.28/hostname", all);
+      assert.deepEqual([...spread.keys()].sort(), all, "spread again");
+      await env.put(svc(true));
+      const again = await env.spread("client", "http://172.16.0.28/hostname", 8);
+      assert.equal(again.size, 1, JSON.stringify([...again]));
     },
   },
   {
