@@ -147,6 +147,11 @@ export class ServiceProxy implements ModuleInstance {
   #stale = new Map<string, number>();
   /** Last problems logged per Service, so each is logged once. */
   #logged = new Map<string, string>();
+  /**
+   * Services whose last attempt the kernel rejected: logged when they first fail, not again at every
+   * resync while they keep failing; forgotten once one of theirs is applied (a later failure is news).
+   */
+  #kernelRejected = new Set<string>();
   #unsubscribe: (() => void)[] = [];
   #probeTimer: TimerId | undefined;
   #staleTimer: TimerId | undefined;
@@ -321,6 +326,7 @@ export class ServiceProxy implements ModuleInstance {
     const svc = this.#ctx.store.get("services", key);
     if (!svc) {
       this.#logged.delete(key);
+      this.#kernelRejected.delete(key);
       return undefined;
     }
     const skip = serviceSkipReason(svc);
@@ -398,6 +404,7 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   #commit(item: Item): void {
+    this.#kernelRejected.delete(item.key);
     if (item.prev?.udpPorts.length || item.next?.udpPorts.length) {
       this.#udpPending.push({ ...item, initial: this.#initial });
     }
@@ -743,6 +750,8 @@ export class ServiceProxy implements ModuleInstance {
 
   #reject(it: Item, err: NftError): void {
     this.#m.rejected.inc();
+    if (this.#kernelRejected.has(it.key)) return;
+    this.#kernelRejected.add(it.key);
     this.#ctx.log.error("the kernel rejected a service's rules; skipped, others applied", {
       service: it.key,
       err: err.nftMessage.trim().split("\n")[0] ?? String(err),

@@ -298,6 +298,34 @@ Deno.test("a Service the kernel rejects is skipped and every other Service is ap
   await s.t.stop();
 });
 
+Deno.test("a Service the kernel keeps rejecting is logged once, not at every periodic resync, and again once it has been applied and fails anew", async () => {
+  const s = await setup();
+  for (const n of ["a", "bb", "ccc"]) {
+    s.source.put("services", service(n));
+    s.source.put("endpointslices", slice(n, ["10.1.2.5"]));
+  }
+  s.nft.rejectText = '"172.16.0.13"'; // ccc's cluster IP
+  s.source.markSynced();
+  await s.sync();
+  const rejected = () =>
+    s.sink.lines.filter((l) => l.includes("kernel rejected") && l.includes("default/ccc"));
+  assert.equal(rejected().length, 1);
+  for (let i = 0; i < 3; i++) await s.clock.advance(300_000);
+  assert.ok(s.t.syncs.ok >= 4, `${s.t.syncs.ok} syncs`);
+  assert.equal(rejected().length, 1, "still once after three periodic resyncs");
+  assert.doesNotMatch(s.nft.fake.dump(), /172\.16\.0\.13/);
+  // The cause goes away: ccc is applied at the next resync; a new rejection later is news, logged again.
+  s.nft.rejectText = undefined;
+  await s.clock.advance(300_000);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.13 \. tcp \. 80 : goto pick_v4_tcp_rr_1/);
+  s.nft.rejectText = '"172.16.0.13"';
+  s.source.put("endpointslices", slice("ccc", ["10.1.2.5", "10.1.2.6"]));
+  await s.sync();
+  assert.equal(rejected().length, 2);
+  await s.proxy.stop();
+  await s.t.stop();
+});
+
 Deno.test("large changes are cut into transactions of whole Services", async () => {
   const s = await setup();
   s.proxy as unknown as { constructor: unknown }; // chunk size is set below through a fresh proxy
