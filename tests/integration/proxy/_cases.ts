@@ -262,6 +262,14 @@ export const CASES: ProxyCase[] = [
       const svc = (affinity: boolean) =>
         service("switch", {
           ...cip(28),
+          type: "NodePort",
+          ports: [{
+            name: "http",
+            port: 80,
+            protocol: "TCP",
+            nodePort: 30088,
+            targetPort: "http" as unknown as number,
+          }],
           ...(affinity
             ? { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }
             : { sessionAffinity: "None" }),
@@ -271,6 +279,13 @@ export const CASES: ProxyCase[] = [
       const all = ["pod-a", "pod-b", "pod-c"];
       const pinned = await env.spread("client", "http://172.16.0.28/hostname", 8);
       assert.equal(pinned.size, 1, JSON.stringify([...pinned]));
+      if (env.backend === "nftables") {
+        // The NodePort shares the pin: kube-proxy records affinity per client and Service port, whichever of
+        // the Service's addresses it came through. (IPVS persistence is per virtual service: a NodePort is one
+        // of its own.)
+        const viaNodePort = await env.spread("client", `http://${NODE_IP}:30088/hostname`, 4);
+        assert.deepEqual([...viaNodePort.keys()], [...pinned.keys()], "the NodePort keeps the client's pod");
+      }
       await env.put(svc(false));
       const spread = await env.reaches("client", "http://172.16.0.28/hostname", all);
       assert.deepEqual([...spread.keys()].sort(), all, "spread again");
@@ -351,9 +366,10 @@ export const CASES: ProxyCase[] = [
         clusterIP: "172.16.0.22",
         clusterIPs: ["172.16.0.22", "fd00:172::22"],
         ipFamilies: ["IPv4", "IPv6"],
+        type: "NodePort",
         ports: [
-          { name: "dns", port: 53, protocol: "UDP" },
-          { name: "http", port: 80, protocol: "TCP" },
+          { name: "dns", port: 53, protocol: "UDP", nodePort: 30054 },
+          { name: "http", port: 80, protocol: "TCP", nodePort: 30087 },
         ],
       }));
       for (const ip of ["172.16.0.22", "fd00:172::22"]) {
@@ -374,6 +390,13 @@ export const CASES: ProxyCase[] = [
           ip,
         );
       }
+      // The IPv6 NodePort from another machine: ICMPv6 port unreachable, TCP reset.
+      assert.equal(await env.udpConnected("client", NODE_IP6, 30054), "refused", "UDP to the IPv6 NodePort");
+      assert.equal(
+        (await env.get("client", `http://[${NODE_IP6}]:30087/`, 3)).code,
+        7,
+        "TCP to the IPv6 NodePort",
+      );
     },
   },
   {
