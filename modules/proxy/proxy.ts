@@ -436,7 +436,7 @@ export class ServiceProxy implements ModuleInstance {
       items.push({ key, prev, next: r });
     }
     await this.#applyItems(
-      items,
+      claimOrder(items),
       (tx, it, adds) => diffService(tx, it.prev, it.next, { shared: this.#shared, deferAdds: adds }),
     );
   }
@@ -672,15 +672,15 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   /**
-   * Applies items in chunks of whole Services, each built once. A chunk the kernel rejects is narrowed
+   * Applies groups of items (claimOrder) in chunks of whole groups of whole Services, each built once. A chunk the kernel rejects is narrowed
    * down to the Service that caused it (the operation nft names, else halving); that Service keeps its old
    * kernel state, is logged and skipped; the others are applied.
    */
-  async #applyItems(items: Item[], build: Build): Promise<void> {
+  async #applyItems(groups: Item[][], build: Build): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
     let chunk = newChunk();
-    for (const it of items) {
-      addToChunk(chunk, it, build);
+    for (const group of groups) {
+      for (const it of group) addToChunk(chunk, it, build);
       if (chunk.tx.size + chunk.adds.length / 2 >= limit) {
         await this.#runChunk(chunk, build);
         chunk = newChunk();
@@ -848,6 +848,69 @@ function addToChunk(chunk: Chunk, it: Item, build: Build): void {
   chunk.stale.push(...build(chunk.tx, it, chunk.adds));
   chunk.items.push(it);
   chunk.spans.push({ it, from, to: chunk.tx.size, addFrom, addTo: chunk.adds.length / 2 });
+}
+
+/**
+ * A partial sync's items in groups, in the order to apply them, so that the outcome never depends on
+ * where the chunk boundaries fall. A claim (claimOf: a VIP and port or a NodePort with its elements) that
+ * moves from Service B to Service A must leave the kernel before it is added again: B's chunk deletes it
+ * (inline) and A's adds it (at its chunk's end), so B comes first whatever the keys' order, or an add of
+ * an element B still holds with another value fails ("File exists") and A is rejected. Services that take
+ * each other's claims (a cycle: a swap) form one group, applied in one chunk (its deletes before its
+ * additions). Everything else stays in key order, one Service a group.
+ */
+function claimOrder(items: readonly Item[]): Item[][] {
+  /** claim -> the item giving it up (held before, not now). */
+  const giver = new Map<string, number>();
+  items.forEach((it, i) => {
+    for (const c of it.prev?.claims.keys() ?? []) if (!it.next?.claims.has(c)) giver.set(c, i);
+  });
+  if (giver.size === 0) return items.map((it) => [it]);
+  /** item -> the items that must come before it (those giving up a claim it takes). */
+  const before = new Map<number, number[]>();
+  items.forEach((it, i) => {
+    for (const c of it.next?.claims.keys() ?? []) {
+      const g = giver.get(c);
+      if (g === undefined || g === i || it.prev?.claims.has(c)) continue;
+      const b = before.get(i);
+      if (b) b.push(g);
+      else before.set(i, [g]);
+    }
+  });
+  if (before.size === 0) return items.map((it) => [it]);
+  // Tarjan's strongly connected components over "must come after" edges, roots in key order: a component
+  // is complete (and emitted) only after every component it depends on, so givers come first.
+  const groups: Item[][] = [];
+  const index = new Map<number, number>();
+  const low = new Map<number, number>();
+  const stack: number[] = [];
+  const onStack = new Set<number>();
+  let next = 0;
+  const visit = (v: number) => {
+    index.set(v, next);
+    low.set(v, next);
+    next++;
+    stack.push(v);
+    onStack.add(v);
+    for (const w of before.get(v) ?? []) {
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const group: number[] = [];
+    for (;;) {
+      const w = stack.pop()!;
+      onStack.delete(w);
+      group.push(w);
+      if (w === v) break;
+    }
+    groups.push(group.sort((a, b) => a - b).map((i) => items[i]!));
+  };
+  // (Recursion depth is the length of a chain of moves within one sync: short.)
+  for (let i = 0; i < items.length; i++) if (!index.has(i)) visit(i);
+  return groups;
 }
 
 function keyOf(svc: V1Service): string {

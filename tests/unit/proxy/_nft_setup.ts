@@ -1,0 +1,145 @@
+/**
+ * The nftables service proxy over the fake nftables and conntrack with a fake clock: one harness for the
+ * proxy's unit tests (proxy_test, full_resync_test, service_counters_test, claim_moves_test). Node n1
+ * (pod CIDR 10.1.1.0/24, address 192.168.1.100) unless another is given, service cluster IP range
+ * 172.16.0.0/16, the periodic full resync every 5 min.
+ */
+import assert from "node:assert/strict";
+import type { V1Node } from "@kubernetes/client-node";
+import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
+import { MemorySink } from "../../../core/log.ts";
+import {
+  type ConntrackEntry,
+  FakeConntrack,
+  FakeNftables,
+  NftError,
+  type NftListOptions,
+  type NftListTarget,
+  type NftSetInfo,
+  type NftTransaction,
+} from "../../../ffi/mod.ts";
+import { PROXY_TABLE, ServiceProxy } from "../../../modules/proxy/mod.ts";
+import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+
+/**
+ * ProxyNft over the fake, recording what it is asked: the text of every transaction applied, and
+ * listings of the counted sets. It can be made to reject a transaction holding a given text (as the
+ * kernel would, naming the operation) and to fail those listings.
+ */
+export class TestNft {
+  fake = new FakeNftables();
+  /** Transactions applied. */
+  runs = 0;
+  /** Their nft text. */
+  texts: string[] = [];
+  rejectText: string | undefined;
+  failLists = false;
+  /** Listings of the counted sets (service_stats_*), each asserted to be asked out of process. */
+  counterLists = 0;
+
+  async run(tx: NftTransaction): Promise<void> {
+    if (this.rejectText) {
+      const i = tx.operations.findIndex((o) => JSON.stringify(o).includes(this.rejectText!));
+      if (i >= 0) {
+        throw new NftError(1, "Error: Could not process rule: Invalid argument", { operations: [i] });
+      }
+    }
+    await this.fake.run(tx);
+    this.runs++;
+    this.texts.push(tx.render());
+  }
+  list(t: NftListTarget, o?: NftListOptions) {
+    if ("set" in t && t.set.name.startsWith("service_stats")) {
+      assert.equal(o?.outOfProcess, true, "counted sets are listed out of process");
+      this.counterLists++;
+      if (this.failLists) {
+        return Promise.reject(new NftError(1, "Error: Could not process rule: Invalid argument"));
+      }
+    }
+    return this.fake.list(t, o);
+  }
+  listLayout(table: { family: string; name: string }) {
+    return this.fake.listLayout(table);
+  }
+  listElements(
+    table: { family: string; name: string },
+    set: NftSetInfo,
+    each: (key: string, value: string) => void,
+  ) {
+    return this.fake.listElements(table, set, each);
+  }
+  /** Sets an element's counter in the proxy's table (as traffic would). */
+  count(set: string, key: string[], packets: number, bytes: number) {
+    this.fake.count({ family: "inet", table: PROXY_TABLE, set }, key, packets, bytes);
+  }
+}
+
+export const defaultNode: V1Node = {
+  metadata: { name: "n1", labels: {} },
+  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
+  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
+};
+
+export interface ProxySetupOptions {
+  /** Flags after `--hostname-override=n1 --service-cluster-ip-range=172.16.0.0/16`. */
+  flags?: string[];
+  /** The node object put before anything else. */
+  node?: V1Node;
+  /** Conntrack entries the fake starts with. */
+  conntrack?: ConntrackEntry[];
+  chunkOps?: number;
+  probeMs?: number;
+}
+
+/**
+ * A started proxy whose caches are not synced yet: put objects, then `source.markSynced()` and `sync()`.
+ * `sync()` advances the clock until one more sync has finished (and throws its error); `settle(ms)`
+ * advances it by `ms` (3 s: a sync and the deletion of the chains it flushed a second later).
+ */
+export async function proxySetup(opts: ProxySetupOptions = {}) {
+  const clock = new FakeClock();
+  const sink = new MemorySink();
+  const source = new MemorySource(new Bus(), { synced: false });
+  const t = moduleContext({
+    config: loadConfig([
+      "--hostname-override=n1",
+      "--service-cluster-ip-range=172.16.0.0/16",
+      ...(opts.flags ?? []),
+    ]),
+    source,
+    clock,
+    log: getLogger({}, sink),
+    periodMs: 300_000,
+  });
+  const nft = new TestNft();
+  const conntrack = new FakeConntrack(opts.conntrack ?? []);
+  const proxy = new ServiceProxy(t.ctx, {
+    nft,
+    conntrack,
+    serveHealthChecks: false,
+    ...(opts.chunkOps !== undefined ? { chunkOps: opts.chunkOps } : {}),
+    ...(opts.probeMs !== undefined ? { probeMs: opts.probeMs } : {}),
+  });
+  source.start(["services", "endpointslices", "nodes"]);
+  await proxy.start();
+  source.put("nodes", opts.node ?? defaultNode);
+  const sync = async () => {
+    const before = t.syncs.ok + t.syncs.failed;
+    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
+    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  const settle = async (ms = 3000) => {
+    for (let i = 0; i < ms / 50; i++) await clock.advance(50);
+    if (t.syncs.lastError) throw t.syncs.lastError;
+  };
+  const scrape = async () => {
+    await t.ctx.metrics.collect();
+    return t.ctx.metrics.render();
+  };
+  const stop = async () => {
+    await proxy.stop();
+    await t.stop();
+  };
+  return { clock, sink, source, t, nft, conntrack, proxy, sync, settle, scrape, stop };
+}
