@@ -217,6 +217,34 @@ export const CASES: ProxyCase[] = [
     },
   },
   {
+    name:
+      "zone hints keep cluster IP traffic in this node's zone (PreferClose), and are ignored when none names it",
+    async run(env) {
+      await env.put(service("topo", { ...cip(30), trafficDistribution: "PreferClose" }));
+      // What the EndpointSlice controller writes for PreferClose: every ready endpoint hinted to a zone.
+      const hinted = (zones: string[]) => {
+        const s = slices("topo", [0, 1, 2])[0]!;
+        s.endpoints.forEach((e, i) => e.hints = { forZones: [{ name: zones[i]! }] });
+        return s;
+      };
+      // This node (n1) is in zone-a: only pod-b is hinted to it.
+      await env.put(hinted(["zone-b", "zone-a", "zone-c"]));
+      const all = ["pod-a", "pod-b", "pod-c"];
+      if (env.backend === "ipvs") {
+        // The IPVS backend is kube-router's IPVS proxy, which never used hints (its issue #1005).
+        const seen = await env.reaches(0, "http://172.16.0.30/hostname", all);
+        assert.deepEqual([...seen.keys()].sort(), all);
+        return;
+      }
+      const near = await env.spread(0, "http://172.16.0.30/hostname", 6);
+      assert.deepEqual([...near.keys()], ["pod-b"]);
+      // No endpoint for zone-a: hints say nothing useful here, so every endpoint is used (as kube-proxy).
+      await env.put(hinted(["zone-b", "zone-b", "zone-c"]));
+      const seen = await env.reaches(0, "http://172.16.0.30/hostname", all);
+      assert.deepEqual([...seen.keys()].sort(), all);
+    },
+  },
+  {
     name: "ClientIP affinity pins a client to one backend until the timeout passes",
     async run(env) {
       await env.put(service("aff", {
