@@ -300,6 +300,46 @@ export class NetlinkSocket {
    * interrupted (NLM_F_DUMP_INTR: the table changed under it) the whole dump is retried.
    */
   dump(type: number, body: (w: NlWriter) => void, op: string): NlMsg[] {
+    const out: NlMsg[] = [];
+    const run = this.#dumping(type, body, op, (m) => out.push(m), () => out.length = 0, true);
+    while (!run.next().done) { /* one datagram read */ }
+    return out;
+  }
+
+  /**
+   * Runs a dump and hands each object message to `each` as its datagram arrives (`m.payload` is a view
+   * valid during the call only), so no listing of the whole dump is held. Timers and I/O get a turn every
+   * `yieldEvery` datagrams. If the dump was interrupted (NLM_F_DUMP_INTR), `restart()` is called and it
+   * runs again from the start. Throws NetlinkError (e.g. ENOENT for an absent object).
+   */
+  async dumpStream(
+    type: number,
+    body: (w: NlWriter) => void,
+    op: string,
+    each: (m: NlMsg) => void,
+    opts: { restart?: () => void; yieldEvery?: number } = {},
+  ): Promise<void> {
+    const every = opts.yieldEvery ?? 16;
+    const run = this.#dumping(type, body, op, each, opts.restart ?? (() => {}), false);
+    for (let n = 1; !run.next().done; n++) {
+      // The kernel fills the next datagram once this one is read: let timers and I/O run meanwhile.
+      if (n % every === 0) await new Promise((r) => setTimeout(r, 0));
+    }
+  }
+
+  /**
+   * The dump protocol of `dump` and `dumpStream`: pauses after each datagram read (the generator yields),
+   * so the caller decides when the event loop runs. Messages of an interrupted attempt are not handed on;
+   * the attempt is repeated (after `restart()`) at most MAX_DUMP_RETRIES times.
+   */
+  *#dumping(
+    type: number,
+    body: (w: NlWriter) => void,
+    op: string,
+    each: (m: NlMsg) => void,
+    restart: () => void,
+    copy: boolean,
+  ): Generator<void, void, void> {
     for (let attempt = 0;; attempt++) {
       const seq = this.nextSeq();
       const w = this.#writer;
@@ -308,13 +348,12 @@ export class NetlinkSocket {
       body(w);
       w.endMsg(off);
       this.send(w.view());
-      const out: NlMsg[] = [];
       let interrupted = false;
       let done = false;
       while (!done) {
         const data = this.recv();
         if (!data) continue;
-        for (const m of parseMessages(data.slice())) {
+        for (const m of parseMessages(copy ? data.slice() : data)) {
           if (m.seq !== seq) continue;
           if (m.flags & NLM_F_DUMP_INTR) interrupted = true;
           if (m.type === NLMSG_DONE) {
@@ -329,15 +368,17 @@ export class NetlinkSocket {
             done = true;
             break;
           }
-          if (m.type === NLMSG_NOOP || m.type === NLMSG_OVERRUN) continue;
-          out.push(m);
+          if (m.type === NLMSG_NOOP || m.type === NLMSG_OVERRUN || interrupted) continue;
+          each(m);
         }
+        if (!done) yield;
       }
-      if (!interrupted) return out;
+      if (!interrupted) return;
       this.dumpRetries++;
       if (attempt >= MAX_DUMP_RETRIES) {
         throw new ErrnoError(Errno.EINTR, op, `dump interrupted ${attempt + 1} times in a row`);
       }
+      restart();
     }
   }
 

@@ -16,20 +16,7 @@
  */
 import { Errno, NetlinkDecodeError, NetlinkError, NftError } from "./errors.ts";
 import { formatIP } from "./ip.ts";
-import {
-  NETLINK_NETFILTER,
-  NLM_F_DUMP,
-  NLM_F_DUMP_INTR,
-  NLM_F_REQUEST,
-  NLMSG_DONE,
-  NLMSG_ERROR,
-  NLMSG_NOOP,
-  NLMSG_OVERRUN,
-  NlWriter,
-  parseDone,
-  parseError,
-  parseMessages,
-} from "./netlink.ts";
+import { NETLINK_NETFILTER, type NlMsg, type NlWriter } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -38,6 +25,8 @@ export const NFT_MSG_GETTABLE = msg(1);
 export const NFT_MSG_GETCHAIN = msg(4);
 export const NFT_MSG_GETSET = msg(10);
 export const NFT_MSG_GETSETELEM = msg(13);
+/** The set element dump's answers (their type's low byte). */
+export const NFT_MSG_NEWSETELEM = 12;
 
 /** NFPROTO_* by nft family name. */
 export const NFPROTO: Readonly<Record<string, number>> = {
@@ -67,6 +56,12 @@ const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
 const NFTA_SET_ELEM_DATA = 2;
 const NFTA_SET_ELEM_FLAGS = 3;
+const NFTA_SET_ELEM_EXPR = 7;
+const NFTA_SET_ELEM_EXPRESSIONS = 10;
+const NFTA_EXPR_NAME = 1;
+const NFTA_EXPR_DATA = 2;
+const NFTA_COUNTER_BYTES = 1;
+const NFTA_COUNTER_PACKETS = 2;
 const NFTA_DATA_VALUE = 1;
 const NFTA_DATA_VERDICT = 2;
 const NFTA_VERDICT_CODE = 1;
@@ -123,7 +118,7 @@ export class NftUndecodable extends NftError {
 }
 
 /** How to print one field of a key or value. */
-interface Field {
+export interface Field {
   type: number;
   /** Bytes the field occupies (padded to 4 inside a concatenation). */
   size: number;
@@ -180,7 +175,7 @@ const PROTO_NAMES: Readonly<Record<number, string>> = {
 };
 
 /** One field's bytes (at `off` of `b`, viewed by `dv`) as nft prints them. */
-function printField(f: Field, b: Uint8Array, dv: DataView, off: number): string {
+export function printField(f: Field, b: Uint8Array, dv: DataView, off: number): string {
   switch (f.type) {
     case NftType.ipv4Addr:
       return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
@@ -356,50 +351,61 @@ export class NftNetlinkReader {
       }
     }
     if (!set.map && set.flags & NFT_SET.object) throw new NftUndecodable(set.name, "object map");
-    const f = this.#family(family);
-    const s = this.#s;
-    for (let attempt = 0;; attempt++) {
-      const seq = s.nextSeq();
-      const w = new NlWriter(256);
-      const off = w.beginMsg(NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, seq);
-      nfgen(w, f);
-      w.attrString(NFTA_SET_ELEM_LIST_TABLE, table);
-      w.attrString(NFTA_SET_ELEM_LIST_SET, set.name);
-      w.endMsg(off);
-      s.send(w.view());
-      let interrupted = false, done = false, datagrams = 0;
-      while (!done) {
-        const data = s.recv();
-        if (!data) continue;
-        for (const m of parseMessages(data)) {
-          if (m.seq !== seq) continue;
-          if (m.flags & NLM_F_DUMP_INTR) interrupted = true;
-          if (m.type === NLMSG_DONE) {
-            const info = parseDone(m);
-            if (info.errno !== 0) throw new NetlinkError(info.errno, "nft list set", seq, info.extAck);
-            done = true;
-            break;
+    try {
+      await this.#dumpElements(family, table, set.name, (p) =>
+        eachSetElement(p, (e) => {
+          if (e.keyFrom < 0 || e.flags & NFT_SET_ELEM_INTERVAL_END) return;
+          const key = printFields(keyFields, e.buf, e.dv, e.keyFrom);
+          let value = "";
+          if (dataFields && e.dataFrom >= 0) value = printFields(dataFields, e.buf, e.dv, e.dataFrom);
+          else if (verdictMap && e.verdictFrom >= 0) {
+            value = verdict(e.buf.subarray(e.verdictFrom, e.verdictTo));
           }
-          if (m.type === NLMSG_ERROR) {
-            const info = parseError(m);
-            if (info.errno === Errno.ENOENT) return;
-            if (info.errno !== 0) throw new NetlinkError(info.errno, "nft list set", seq, info.extAck);
-            done = true;
-            break;
-          }
-          if (m.type === NLMSG_NOOP || m.type === NLMSG_OVERRUN || interrupted) continue;
-          const list = attrs(m.payload).get(NFTA_SET_ELEM_LIST_ELEMENTS);
-          if (list) decodeElements(list, keyFields, dataFields, verdictMap, each);
-        }
-        // The kernel fills the next datagram when this one is read: let timers and I/O run meanwhile.
-        if (++datagrams % YIELD_EVERY_DATAGRAMS === 0) await new Promise((r) => setTimeout(r, 0));
-      }
-      if (!interrupted) return;
-      if (attempt >= 8) {
-        throw new NetlinkError(Errno.EINTR, "nft list set", seq, "dump interrupted 9 times in a row");
-      }
-      restart();
+          each(key, value);
+        }), restart);
+    } catch (err) {
+      // A missing table or set lists nothing.
+      if (err instanceof NetlinkError && err.errno === Errno.ENOENT) return;
+      throw err;
     }
+  }
+
+  /**
+   * The counters of a set's elements: `each(key, packets, bytes)` per element that has a counter, `key`
+   * the kernel's bytes (each part of a concatenation in 4-byte registers; decodeConcatKey prints it),
+   * valid during the call only. Elements without a counter are left out. Equivalent to:
+   * `nft -j list set FAMILY TABLE SET`, the elements' `counter` packets and bytes. `restart()` as in
+   * `elements`. Throws NetlinkError ENOENT (isNotFound) if the table or set is absent.
+   */
+  async counters(
+    family: string,
+    table: string,
+    set: string,
+    each: (key: Uint8Array, packets: number, bytes: number) => void,
+    restart: () => void = () => {},
+  ): Promise<void> {
+    await this.#dumpElements(family, table, set, (p) => decodeSetElementCounters(p, each), restart);
+  }
+
+  /** One GETSETELEM dump, each answer's payload to `each` as its datagram arrives. */
+  #dumpElements(
+    family: string,
+    table: string,
+    set: string,
+    each: (payload: Uint8Array) => void,
+    restart: () => void,
+  ): Promise<void> {
+    const f = this.#family(family);
+    return this.#s.dumpStream(
+      NFT_MSG_GETSETELEM,
+      (w) => encodeGetSetElements(w, family, table, set, f),
+      `nft list set ${family} ${table} ${set}`,
+      // (Every object message of this dump is a NEWSETELEM.)
+      (m: NlMsg) => {
+        if (m.payload.length >= 4) each(m.payload);
+      },
+      { restart, yieldEvery: YIELD_EVERY_DATAGRAMS },
+    );
   }
 
   /** Closes the socket. Idempotent. */
@@ -409,52 +415,183 @@ export class NftNetlinkReader {
   }
 }
 
-/**
- * Decodes NFTA_SET_ELEM_LIST_ELEMENTS; interval ends are skipped. Plain offset arithmetic over one
- * DataView, no closure or view per element: a 100,000-element map is 100,000 of these.
- */
-function decodeElements(
-  list: Uint8Array,
-  keyFields: readonly Field[],
-  dataFields: readonly Field[] | undefined,
-  verdictMap: boolean,
-  each: (key: string, value: string) => void,
+/** Body of a GETSETELEM dump request: nfgenmsg (family, version 0, res_id 0), the table and set names. */
+export function encodeGetSetElements(
+  w: NlWriter,
+  family: string,
+  table: string,
+  set: string,
+  af = NFPROTO[family],
 ): void {
-  const dv = new DataView(list.buffer, list.byteOffset, list.byteLength);
-  const end = list.length;
-  const attrEnd = (off: number, limit: number) => {
-    const len = dv.getUint16(off, true);
-    if (len < 4 || off + len > limit) {
-      throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
-    }
-    return off + len;
+  if (af === undefined) throw new TypeError(`unknown nftables family ${family}`);
+  nfgen(w, af);
+  w.attrString(NFTA_SET_ELEM_LIST_TABLE, table);
+  w.attrString(NFTA_SET_ELEM_LIST_SET, set);
+}
+
+/**
+ * One element of a set element dump, as offsets into its message's payload: one object reused for every
+ * element (a 100,000-element map is 100,000 of them), valid during the visit only.
+ */
+export interface RawSetElement {
+  buf: Uint8Array;
+  dv: DataView;
+  /** The key's bytes [keyFrom, keyTo) (NFTA_SET_ELEM_KEY's NFTA_DATA_VALUE); -1 if it has none. */
+  keyFrom: number;
+  keyTo: number;
+  /** A map element's value bytes (NFTA_SET_ELEM_DATA's NFTA_DATA_VALUE); -1 if none. */
+  dataFrom: number;
+  dataTo: number;
+  /** A verdict map element's verdict nest (NFTA_SET_ELEM_DATA's NFTA_DATA_VERDICT); -1 if none. */
+  verdictFrom: number;
+  verdictTo: number;
+  /** NFTA_SET_ELEM_FLAGS (NFT_SET_ELEM_INTERVAL_END…). */
+  flags: number;
+  /** Its counter (NFTA_SET_ELEM_EXPR, or a counter among NFTA_SET_ELEM_EXPRESSIONS), if it has one. */
+  counted: boolean;
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * Visits every element of one NFT_MSG_NEWSETELEM payload (nfgenmsg, then NFTA_SET_ELEM_LIST_*): the one
+ * decoder of set element dumps, for both the listing of elements and their counters. Plain offset
+ * arithmetic over one DataView, no closure, view or object per element.
+ */
+export function eachSetElement(payload: Uint8Array, visit: (e: RawSetElement) => void): void {
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const end = payload.length;
+  const e: RawSetElement = {
+    buf: payload,
+    dv,
+    keyFrom: -1,
+    keyTo: -1,
+    dataFrom: -1,
+    dataTo: -1,
+    verdictFrom: -1,
+    verdictTo: -1,
+    flags: 0,
+    counted: false,
+    packets: 0,
+    bytes: 0,
   };
-  for (let off = 0; off + 4 <= end;) {
-    const eEnd = attrEnd(off, end);
-    if ((dv.getUint16(off + 2, true) & 0x3fff) === NFTA_LIST_ELEM) {
-      let key: string | undefined, value = "", flags = 0;
-      for (let a = off + 4; a + 4 <= eEnd;) {
-        const aEnd = attrEnd(a, eEnd);
-        const t = dv.getUint16(a + 2, true) & 0x3fff;
-        if (t === NFTA_SET_ELEM_KEY || t === NFTA_SET_ELEM_DATA) {
-          for (let d = a + 4; d + 4 <= aEnd;) {
-            const dEnd = attrEnd(d, aEnd);
-            const dt = dv.getUint16(d + 2, true) & 0x3fff;
-            if (dt === NFTA_DATA_VALUE) {
-              if (t === NFTA_SET_ELEM_KEY) key = printFields(keyFields, list, dv, d + 4);
-              else if (dataFields) value = printFields(dataFields, list, dv, d + 4);
-            } else if (dt === NFTA_DATA_VERDICT && t === NFTA_SET_ELEM_DATA && verdictMap) {
-              value = verdict(list.subarray(d + 4, dEnd));
-            }
-            d = (dEnd + 3) & ~3;
-          }
-        } else if (t === NFTA_SET_ELEM_FLAGS && aEnd - a >= 8) flags = dv.getUint32(a + 4, false);
-        a = (aEnd + 3) & ~3;
-      }
-      if (key !== undefined && !(flags & NFT_SET_ELEM_INTERVAL_END)) each(key, value);
+  for (let off = 4; off + 4 <= end;) {
+    const lEnd = attrEnd(dv, off, end);
+    if (attrType(dv, off) !== NFTA_SET_ELEM_LIST_ELEMENTS) {
+      off = (lEnd + 3) & ~3;
+      continue;
     }
-    off = (eEnd + 3) & ~3;
+    for (let el = off + 4; el + 4 <= lEnd;) {
+      const eEnd = attrEnd(dv, el, lEnd);
+      if (attrType(dv, el) === NFTA_LIST_ELEM) {
+        e.keyFrom =
+          e.keyTo =
+          e.dataFrom =
+          e.dataTo =
+          e.verdictFrom =
+          e.verdictTo =
+            -1;
+        e.flags = 0;
+        e.counted = false;
+        for (let a = el + 4; a + 4 <= eEnd;) {
+          const aEnd = attrEnd(dv, a, eEnd);
+          const t = attrType(dv, a);
+          if (t === NFTA_SET_ELEM_KEY || t === NFTA_SET_ELEM_DATA) {
+            for (let d = a + 4; d + 4 <= aEnd;) {
+              const dEnd = attrEnd(dv, d, aEnd);
+              const dt = attrType(dv, d);
+              if (dt === NFTA_DATA_VALUE) {
+                if (t === NFTA_SET_ELEM_KEY) [e.keyFrom, e.keyTo] = [d + 4, dEnd];
+                else [e.dataFrom, e.dataTo] = [d + 4, dEnd];
+              } else if (dt === NFTA_DATA_VERDICT && t === NFTA_SET_ELEM_DATA) {
+                [e.verdictFrom, e.verdictTo] = [d + 4, dEnd];
+              }
+              d = (dEnd + 3) & ~3;
+            }
+          } else if (t === NFTA_SET_ELEM_FLAGS && aEnd - a >= 8) e.flags = dv.getUint32(a + 4, false);
+          else if (t === NFTA_SET_ELEM_EXPR) e.counted ||= counterExpr(payload, dv, a + 4, aEnd, e);
+          else if (t === NFTA_SET_ELEM_EXPRESSIONS) {
+            for (let x = a + 4; x + 4 <= aEnd;) {
+              const xEnd = attrEnd(dv, x, aEnd);
+              if (attrType(dv, x) === NFTA_LIST_ELEM) e.counted ||= counterExpr(payload, dv, x + 4, xEnd, e);
+              x = (xEnd + 3) & ~3;
+            }
+          }
+          a = (aEnd + 3) & ~3;
+        }
+        visit(e);
+      }
+      el = (eEnd + 3) & ~3;
+    }
+    off = (lEnd + 3) & ~3;
   }
+}
+
+/**
+ * Calls `each(key, packets, bytes)` for every element with a counter in one NFT_MSG_NEWSETELEM payload;
+ * `key` is a view into `payload`, valid during the call only (copy it to keep it).
+ */
+export function decodeSetElementCounters(
+  payload: Uint8Array,
+  each: (key: Uint8Array, packets: number, bytes: number) => void,
+): void {
+  eachSetElement(payload, (e) => {
+    if (e.keyFrom < 0) throw new NetlinkDecodeError("set element without a key");
+    if (e.counted) each(payload.subarray(e.keyFrom, e.keyTo), e.packets, e.bytes);
+  });
+}
+
+/** The end of the attribute at `off` (checked against `limit`). */
+function attrEnd(dv: DataView, off: number, limit: number): number {
+  const len = dv.getUint16(off, true);
+  if (len < 4 || off + len > limit) {
+    throw new NetlinkDecodeError(`nftables attribute at ${off}: bad length ${len}`);
+  }
+  return off + len;
+}
+
+function attrType(dv: DataView, off: number): number {
+  return dv.getUint16(off + 2, true) & 0x3fff;
+}
+
+const COUNTER = new TextEncoder().encode("counter");
+
+/** If the expression in buf[s, e) is a counter, sets out.packets/out.bytes and returns true. */
+function counterExpr(
+  buf: Uint8Array,
+  dv: DataView,
+  s: number,
+  e: number,
+  out: { packets: number; bytes: number },
+): boolean {
+  let isCounter = false, ds = 0, de = 0;
+  for (let a = s; a + 4 <= e;) {
+    const aEnd = attrEnd(dv, a, e);
+    const t = attrType(dv, a);
+    if (t === NFTA_EXPR_NAME) {
+      const n = aEnd - a - 4;
+      isCounter = n >= COUNTER.length && (n === COUNTER.length || buf[a + 4 + COUNTER.length] === 0) &&
+        COUNTER.every((c, i) => buf[a + 4 + i] === c);
+    } else if (t === NFTA_EXPR_DATA) [ds, de] = [a + 4, aEnd];
+    a = (aEnd + 3) & ~3;
+  }
+  if (!isCounter || ds === de) return false;
+  let packets: number | undefined, bytes: number | undefined;
+  for (let a = ds; a + 4 <= de;) {
+    const aEnd = attrEnd(dv, a, de);
+    const t = attrType(dv, a);
+    if (aEnd - a >= 12) {
+      if (t === NFTA_COUNTER_PACKETS) packets = Number(dv.getBigUint64(a + 4, false));
+      else if (t === NFTA_COUNTER_BYTES) bytes = Number(dv.getBigUint64(a + 4, false));
+    }
+    a = (aEnd + 3) & ~3;
+  }
+  if (packets === undefined || bytes === undefined) {
+    throw new NetlinkDecodeError("counter without bytes or packets");
+  }
+  out.packets = packets;
+  out.bytes = bytes;
+  return true;
 }
 
 function verdict(b: Uint8Array): string {

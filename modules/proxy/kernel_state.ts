@@ -15,14 +15,8 @@
  * an element nobody believes in, a believed one missing), the 170,000-entry Map being about 30 MiB of the
  * agent's heap at 10,000 Services. The first sync of a run, with nothing believed yet, lists.
  */
-import {
-  isNotFound,
-  type NftObject,
-  type NftSetInfo,
-  type NftTableLayout,
-  NftUndecodable,
-} from "../../ffi/mod.ts";
-import type { NftListOptions, NftListTarget } from "../../ffi/mod.ts";
+import { isNotFound, type NftObject, type NftSetInfo, NftUndecodable } from "../../ffi/mod.ts";
+import type { NftRuleset } from "../../ffi/mod.ts";
 import { elementId, isServiceObjectName } from "./nft_render.ts";
 
 export interface KernelState {
@@ -114,16 +108,7 @@ export function parseKernelState(objs: readonly NftObject[]): KernelState {
 }
 
 /** What `listKernelState` needs of nftables (Nftables and FakeNftables provide it). */
-export interface KernelReader {
-  listLayout(table: { family: string; name: string }): Promise<NftTableLayout | undefined>;
-  listElements(
-    table: { family: string; name: string },
-    set: NftSetInfo,
-    each: (key: string, value: string) => void,
-    restart?: () => void,
-  ): Promise<void>;
-  list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
-}
+export type KernelReader = Pick<NftRuleset, "listLayout" | "listElements" | "list">;
 
 /**
  * Lists the table's chains, its per-service sets, and the elements of every other set or map except
