@@ -6,8 +6,6 @@
  */
 import assert from "node:assert/strict";
 import type { V1Node } from "@kubernetes/client-node";
-import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
 import {
   type ConntrackEntry,
   FakeConntrack,
@@ -19,7 +17,7 @@ import {
   type NftTransaction,
 } from "../../../ffi/mod.ts";
 import { PROXY_TABLE, ServiceProxy } from "../../../modules/proxy/mod.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+import { proxyHarness } from "./_harness.ts";
 
 /**
  * ProxyNft over the fake, recording what it is asked: the text of every transaction applied, and
@@ -92,25 +90,11 @@ export interface ProxySetupOptions {
 }
 
 /**
- * A started proxy whose caches are not synced yet: put objects, then `source.markSynced()` and `sync()`.
- * `sync()` advances the clock until one more sync has finished (and throws its error); `settle(ms)`
- * advances it by `ms` (3 s: a sync and the deletion of the chains it flushed a second later).
+ * A started proxy (on proxyHarness) whose caches are not synced yet: put objects, then
+ * `source.markSynced()` and `sync()` or `settle()`.
  */
 export async function proxySetup(opts: ProxySetupOptions = {}) {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig([
-      "--hostname-override=n1",
-      "--service-cluster-ip-range=172.16.0.0/16",
-      ...(opts.flags ?? []),
-    ]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
-  });
+  const { clock, sink, source, t, sync, settle } = proxyHarness(opts.flags ?? []);
   const nft = new TestNft();
   const conntrack = new FakeConntrack(opts.conntrack ?? []);
   const proxy = new ServiceProxy(t.ctx, {
@@ -123,16 +107,6 @@ export async function proxySetup(opts: ProxySetupOptions = {}) {
   source.start(["services", "endpointslices", "nodes"]);
   await proxy.start();
   source.put("nodes", opts.node ?? defaultNode);
-  const sync = async () => {
-    const before = t.syncs.ok + t.syncs.failed;
-    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
-    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  const settle = async (ms = 3000) => {
-    for (let i = 0; i < ms / 50; i++) await clock.advance(50);
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
   const scrape = async () => {
     await t.ctx.metrics.collect();
     return t.ctx.metrics.render();

@@ -5,18 +5,10 @@
  */
 import assert from "node:assert/strict";
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
-import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
-import {
-  FakeConntrack,
-  FakeNftables,
-  type NftListOptions,
-  type NftListTarget,
-  type NftSetInfo,
-  NftTransaction,
-} from "../../../ffi/mod.ts";
-import { PROXY_TABLE, ServiceProxy } from "../../../modules/proxy/mod.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
+import { type FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
+import { PROXY_TABLE } from "../../../modules/proxy/mod.ts";
+import type { MemorySource } from "../../_support/kube_source.ts";
+import { proxySetup } from "./_nft_setup.ts";
 
 const node = (name = "n1", podCIDR = "10.1.1.0/24", ip = "192.168.1.100"): V1Node => ({
   metadata: { name, labels: {} },
@@ -56,69 +48,20 @@ function slice(svc: string, ips: string[]): V1EndpointSlice {
   } as V1EndpointSlice;
 }
 
-/** The fake, recording the text of every transaction. */
-class Nft {
-  fake = new FakeNftables();
-  texts: string[] = [];
-  async run(tx: NftTransaction): Promise<void> {
-    await this.fake.run(tx);
-    this.texts.push(tx.render());
-  }
-  list(t: NftListTarget, o?: NftListOptions) {
-    return this.fake.list(t, o);
-  }
-  listLayout(table: { family: string; name: string }) {
-    return this.fake.listLayout(table);
-  }
-  listElements(
-    table: { family: string; name: string },
-    set: NftSetInfo,
-    each: (k: string, v: string) => void,
-  ) {
-    return this.fake.listElements(table, set, each);
-  }
-}
-
+/** The proxy with `objects` programmed by its first sync. */
 async function setup(objects: (source: MemorySource) => void) {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig([
-      "--hostname-override=n1",
-      "--service-cluster-ip-range=172.16.0.0/16",
-      "--service-external-ip-range=203.0.113.0/24",
-    ]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
-  });
-  const nft = new Nft();
   // Small chunks: Services are committed while later ones are built, as at scale.
-  const proxy = new ServiceProxy(t.ctx, {
-    nft,
-    conntrack: new FakeConntrack([]),
-    serveHealthChecks: false,
+  const s = await proxySetup({
+    flags: ["--service-external-ip-range=203.0.113.0/24"],
     chunkOps: 12,
+    node: node(),
   });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node());
-  objects(source);
-  source.markSynced();
-  const settle = async (ms = 3000) => {
-    // Long enough for a sync, and for chains flushed by it to be deleted a second later.
-    for (let i = 0; i < ms / 50; i++) await clock.advance(50);
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  await settle();
-  assert.ok(t.syncs.ok > 0);
-  const stop = async () => {
-    await proxy.stop();
-    await t.stop();
-  };
-  return { clock, sink, source, t, nft, proxy, settle, stop };
+  objects(s.source);
+  s.source.markSynced();
+  // Long enough for a sync, and for chains flushed by it to be deleted a second later.
+  await s.settle();
+  assert.ok(s.t.syncs.ok > 0);
+  return s;
 }
 
 /**

@@ -1,21 +1,8 @@
 import assert from "node:assert/strict";
 import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
-import { FakeClock, loadConfig } from "../../../core/mod.ts";
-import {
-  type ConntrackEntry,
-  FakeConntrack,
-  FakeNftables,
-  NftError,
-  type NftListOptions,
-  type NftListTarget,
-  type NftSetInfo,
-  NftTransaction,
-} from "../../../ffi/mod.ts";
-import { PROXY_TABLE, removeProxyTable, ServiceProxy } from "../../../modules/proxy/mod.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
-import { Bus } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
-import { getLogger } from "../../../core/mod.ts";
+import { type ConntrackEntry, NftTransaction } from "../../../ffi/mod.ts";
+import { PROXY_TABLE, removeProxyTable } from "../../../modules/proxy/mod.ts";
+import { proxySetup, TestNft } from "./_nft_setup.ts";
 
 const node: V1Node = {
   metadata: { name: "n1", labels: { "topology.kubernetes.io/zone": "zone-a" } },
@@ -53,62 +40,8 @@ function slice(svc: string, ips: string[], opts: { protocol?: string; node?: str
   } as V1EndpointSlice;
 }
 
-/** ProxyNft over the fake that can be made to reject transactions holding a given text. */
-class Nft {
-  fake = new FakeNftables();
-  rejectText: string | undefined;
-  runs = 0;
-  async run(tx: NftTransaction): Promise<void> {
-    if (this.rejectText) {
-      const i = tx.operations.findIndex((o) => JSON.stringify(o).includes(this.rejectText!));
-      if (i >= 0) {
-        throw new NftError(1, "Error: Could not process rule: Invalid argument", { operations: [i] });
-      }
-    }
-    await this.fake.run(tx);
-    this.runs++;
-  }
-  list(t: NftListTarget, o?: NftListOptions) {
-    return this.fake.list(t, o);
-  }
-  listLayout(table: { family: string; name: string }) {
-    return this.fake.listLayout(table);
-  }
-  listElements(
-    table: { family: string; name: string },
-    set: NftSetInfo,
-    each: (key: string, value: string) => void,
-  ) {
-    return this.fake.listElements(table, set, each);
-  }
-}
-
-async function setup(flags: string[] = [], entries: ConntrackEntry[] = []) {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const bus = new Bus();
-  const source = new MemorySource(bus, { synced: false });
-  const t = moduleContext({
-    config: loadConfig(["--hostname-override=n1", "--service-cluster-ip-range=172.16.0.0/16", ...flags]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
-  });
-  const nft = new Nft();
-  const conntrack = new FakeConntrack(entries);
-  const proxy = new ServiceProxy(t.ctx, { nft, conntrack, serveHealthChecks: false, probeMs: 2000 });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node);
-  /** Lets the runner run what is pending; returns once a sync has finished. */
-  const sync = async () => {
-    const before = t.syncs.ok + t.syncs.failed;
-    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
-    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  return { clock, sink, source, t, nft, conntrack, proxy, sync };
+function setup(flags: string[] = [], entries: ConntrackEntry[] = []) {
+  return proxySetup({ flags, conntrack: entries, probeMs: 2000, node });
 }
 
 Deno.test("the proxy does not sync before the initial lists, then programs every Service", async () => {
@@ -327,41 +260,19 @@ Deno.test("a Service the kernel keeps rejecting is logged once, not at every per
 });
 
 Deno.test("large changes are cut into transactions of whole Services", async () => {
-  const s = await setup();
-  s.proxy as unknown as { constructor: unknown }; // chunk size is set below through a fresh proxy
-  await s.proxy.stop();
-  await s.t.stop();
-  const clock = new FakeClock();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig(["--hostname-override=n1"]),
-    source,
-    clock,
-    periodMs: 300_000,
-  });
-  const nft = new Nft();
-  const proxy = new ServiceProxy(t.ctx, {
-    nft,
-    conntrack: new FakeConntrack(),
-    serveHealthChecks: false,
-    chunkOps: 20,
-  });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node);
+  const s = await proxySetup({ node, chunkOps: 20 });
   for (let i = 0; i < 20; i++) {
-    source.put("services", {
+    s.source.put("services", {
       ...service(`s${i}`),
-      spec: { ...service(`s${i}`).spec, clusterIP: `10.96.0.${i + 1}`, clusterIPs: [`10.96.0.${i + 1}`] },
+      spec: { ...service(`s${i}`).spec, clusterIP: `172.16.1.${i + 1}`, clusterIPs: [`172.16.1.${i + 1}`] },
     });
-    source.put("endpointslices", slice(`s${i}`, ["10.1.2.5", "10.1.2.6"]));
+    s.source.put("endpointslices", slice(`s${i}`, ["10.1.2.5", "10.1.2.6"]));
   }
-  source.markSynced();
-  for (let i = 0; i < 100 && t.syncs.ok === 0; i++) await clock.advance(50);
-  assert.equal(proxy.programmed.size, 20);
-  assert.ok(nft.runs >= 5, `${nft.runs} transactions`);
-  await proxy.stop();
-  await t.stop();
+  s.source.markSynced();
+  await s.sync();
+  assert.equal(s.proxy.programmed.size, 20);
+  assert.ok(s.nft.runs >= 5, `${s.nft.runs} transactions`);
+  await s.stop();
 });
 
 Deno.test("UDP flows are cleared when their endpoint goes, and when a Service gets its first endpoint", async () => {
@@ -391,7 +302,7 @@ Deno.test("UDP flows are cleared when their endpoint goes, and when a Service ge
 });
 
 Deno.test("--cleanup-config's removal deletes the proxy's table and nothing else", async () => {
-  const nft = new Nft();
+  const nft = new TestNft();
   const other = new NftTransaction("inet", "kube_router_router").add({ table: {} });
   await nft.fake.run(other);
   await nft.fake.run(new NftTransaction("inet", PROXY_TABLE).add({ table: {} }));

@@ -1,21 +1,11 @@
 import assert from "node:assert/strict";
-import type { V1EndpointSlice, V1Node, V1Service } from "@kubernetes/client-node";
-import { Bus, FakeClock, getLogger, loadConfig } from "../../../core/mod.ts";
-import { MemorySink } from "../../../core/log.ts";
-import {
-  FakeConntrack,
-  FakeNftables,
-  NftError,
-  type NftListOptions,
-  type NftListTarget,
-  type NftSetInfo,
-  NftTransaction,
-} from "../../../ffi/mod.ts";
-import { PROXY_TABLE, renderBase, renderService, ServiceProxy } from "../../../modules/proxy/mod.ts";
+import type { V1EndpointSlice, V1Service } from "@kubernetes/client-node";
+import { FakeNftables, NftTransaction } from "../../../ffi/mod.ts";
+import { PROXY_TABLE, renderBase, renderService } from "../../../modules/proxy/mod.ts";
 import { claimOf } from "../../../modules/proxy/nft_render.ts";
 import { parseCounters } from "../../../modules/proxy/service_counters.ts";
-import { MemorySource, moduleContext } from "../../_support/kube_source.ts";
 import { ep, nodeCtx, svc } from "./_fixtures.ts";
+import { proxySetup } from "./_nft_setup.ts";
 
 const counted = { ...nodeCtx, serviceCounters: true };
 
@@ -133,12 +123,6 @@ Deno.test("parseCounters reads the element counters of a counted set's JSON list
 
 // The proxy end to end on the fake: traffic simulated with FakeNftables.count, gauges read as a scrape does.
 
-const node: V1Node = {
-  metadata: { name: "n1" },
-  spec: { podCIDR: "10.1.1.0/24", podCIDRs: ["10.1.1.0/24"] },
-  status: { addresses: [{ type: "InternalIP", address: "192.168.1.100" }] },
-};
-
 function service(name: string, ip: string, spec: V1Service["spec"] = {}): V1Service {
   return {
     metadata: { namespace: "default", name },
@@ -165,66 +149,8 @@ function slice(svcName: string, ips: string[]): V1EndpointSlice {
   };
 }
 
-/** The fake, with listings that can be made to fail and a count of the listings asked out of process. */
-class Nft {
-  fake = new FakeNftables();
-  failLists = false;
-  counterLists = 0;
-  run(tx: NftTransaction): Promise<void> {
-    return this.fake.run(tx);
-  }
-  list(t: NftListTarget, o?: NftListOptions) {
-    if ("set" in t && t.set.name.startsWith("service_stats")) {
-      assert.equal(o?.outOfProcess, true, "counted sets are listed out of process");
-      this.counterLists++;
-      if (this.failLists) {
-        return Promise.reject(new NftError(1, "Error: Could not process rule: Invalid argument"));
-      }
-    }
-    return this.fake.list(t, o);
-  }
-  listLayout(table: { family: string; name: string }) {
-    return this.fake.listLayout(table);
-  }
-  listElements(
-    table: { family: string; name: string },
-    set: NftSetInfo,
-    each: (key: string, value: string) => void,
-  ) {
-    return this.fake.listElements(table, set, each);
-  }
-  count(set: string, key: string[], packets: number, bytes: number) {
-    this.fake.count({ family: "inet", table: PROXY_TABLE, set }, key, packets, bytes);
-  }
-}
-
-async function setup(flags: string[]) {
-  const clock = new FakeClock();
-  const sink = new MemorySink();
-  const source = new MemorySource(new Bus(), { synced: false });
-  const t = moduleContext({
-    config: loadConfig(["--hostname-override=n1", "--service-cluster-ip-range=172.16.0.0/16", ...flags]),
-    source,
-    clock,
-    log: getLogger({}, sink),
-    periodMs: 300_000,
-  });
-  const nft = new Nft();
-  const proxy = new ServiceProxy(t.ctx, { nft, conntrack: new FakeConntrack([]), serveHealthChecks: false });
-  source.start(["services", "endpointslices", "nodes"]);
-  await proxy.start();
-  source.put("nodes", node);
-  const sync = async () => {
-    const before = t.syncs.ok + t.syncs.failed;
-    for (let i = 0; i < 100 && t.syncs.ok + t.syncs.failed === before; i++) await clock.advance(50);
-    assert.ok(t.syncs.ok + t.syncs.failed > before, "no sync ran");
-    if (t.syncs.lastError) throw t.syncs.lastError;
-  };
-  const scrape = async () => {
-    await t.ctx.metrics.collect();
-    return t.ctx.metrics.render();
-  };
-  return { clock, sink, source, t, nft, proxy, sync, scrape };
+function setup(flags: string[]) {
+  return proxySetup({ flags });
 }
 
 function value(text: string, metric: string, labels: string): number | undefined {
