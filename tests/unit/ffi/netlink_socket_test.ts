@@ -5,49 +5,16 @@ import {
   isExists,
   NetlinkError,
   NetlinkSocket,
-  type NetlinkTransport,
   NLM_F_ACK,
-  NLM_F_ACK_TLVS,
-  NLM_F_CAPPED,
   NLM_F_DUMP,
   NLM_F_DUMP_INTR,
   NLM_F_MULTI,
   type NlMsg,
   NLMSG_DONE,
-  NLMSG_ERROR,
   NLMSG_NOOP,
   NlWriter,
-  parseMessages,
 } from "../../../ffi/mod.ts";
-
-/** A kernel scripted by the test: every sent datagram is answered by `handle`. */
-class ScriptedKernel implements NetlinkTransport {
-  readonly fd = -1;
-  sent: NlMsg[][] = [];
-  #queue: Uint8Array[] = [];
-  constructor(private handle: (msgs: NlMsg[], call: number) => Uint8Array[]) {}
-  send(bytes: Uint8Array<ArrayBuffer>): void {
-    const msgs = parseMessages(bytes.slice());
-    this.sent.push(msgs);
-    this.#queue.push(...this.handle(msgs, this.sent.length - 1));
-  }
-  recv(): Uint8Array | undefined {
-    const d = this.#queue.shift();
-    if (!d) throw new ErrnoError(Errno.EAGAIN, "recv", "the scripted kernel has nothing more to say");
-    return d;
-  }
-  close(): void {}
-}
-
-function ack(req: NlMsg, errno = 0, text?: string): Uint8Array {
-  const w = new NlWriter();
-  const off = w.beginMsg(NLMSG_ERROR, NLM_F_CAPPED | (text ? NLM_F_ACK_TLVS : 0), req.seq, 1);
-  w.i32(-errno);
-  w.u32(16).u16(req.type).u16(req.flags).u32(req.seq).u32(0);
-  if (text) w.attrString(1, text);
-  w.endMsg(off);
-  return w.toBytes();
-}
+import { ack, ScriptedKernel } from "./_scripted_kernel.ts";
 
 function obj(seq: number, n: number, flags = NLM_F_MULTI): Uint8Array {
   const w = new NlWriter();

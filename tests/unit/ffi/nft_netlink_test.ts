@@ -1,19 +1,14 @@
 import assert from "node:assert/strict";
 import {
   Errno,
-  ErrnoError,
   NetlinkSocket,
-  type NetlinkTransport,
-  NLM_F_ACK_TLVS,
-  NLM_F_CAPPED,
   NLM_F_DUMP_INTR,
   NLM_F_MULTI,
   type NlMsg,
   NLMSG_DONE,
-  NLMSG_ERROR,
   NlWriter,
-  parseMessages,
 } from "../../../ffi/mod.ts";
+import { ack, ScriptedKernel } from "./_scripted_kernel.ts";
 import {
   fieldsOf,
   NFT_MSG_GETCHAIN,
@@ -27,33 +22,9 @@ import {
   NftUndecodable,
 } from "../../../ffi/nft_netlink.ts";
 
-/** A kernel scripted by the test: every sent datagram is answered by `handle`. */
-class ScriptedKernel implements NetlinkTransport {
-  readonly fd = -1;
-  sent: NlMsg[] = [];
-  #queue: Uint8Array[] = [];
-  constructor(private handle: (req: NlMsg, call: number) => Uint8Array[]) {}
-  send(bytes: Uint8Array<ArrayBuffer>): void {
-    for (const m of parseMessages(bytes.slice())) {
-      this.sent.push(m);
-      this.#queue.push(...this.handle(m, this.sent.length - 1));
-    }
-  }
-  recv(): Uint8Array | undefined {
-    const d = this.#queue.shift();
-    if (!d) throw new ErrnoError(Errno.EAGAIN, "recv", "the scripted kernel has nothing more to say");
-    return d;
-  }
-  close(): void {}
-}
-
-function ack(req: NlMsg, errno = 0): Uint8Array {
-  const w = new NlWriter();
-  const off = w.beginMsg(NLMSG_ERROR, NLM_F_CAPPED | (errno ? NLM_F_ACK_TLVS : 0), req.seq, 1);
-  w.i32(-errno);
-  w.u32(16).u16(req.type).u16(req.flags).u32(req.seq).u32(0);
-  w.endMsg(off);
-  return w.toBytes();
+/** A scripted kernel answering each message on its own. */
+function perMessage(handle: (req: NlMsg) => Uint8Array[]): ScriptedKernel {
+  return new ScriptedKernel((msgs) => msgs.flatMap((m) => handle(m)));
 }
 
 function done(req: NlMsg): Uint8Array {
@@ -143,7 +114,7 @@ Deno.test("a concatenated key's fields come from nft's datatype ids, 6 bits each
 });
 
 Deno.test("a table's layout is its chains and named sets, and nothing for a table that does not exist", () => {
-  const kernel = new ScriptedKernel((req) => {
+  const kernel = perMessage((req) => {
     if (req.type === NFT_MSG_GETTABLE) {
       const name = new TextDecoder().decode(req.payload.subarray(8)).replace(/\0.*$/s, "");
       return [ack(req, name === "krt" ? 0 : Errno.ENOENT)];
@@ -245,7 +216,7 @@ Deno.test("elements decode to nft's text: IPv4 and IPv6 keys, protocols, ports, 
       key: concat(ip4("0.0.0.0"), ip4("255.255.255.255")),
     }]],
   };
-  const kernel = new ScriptedKernel((req) => {
+  const kernel = perMessage((req) => {
     assert.equal(req.type, NFT_MSG_GETSETELEM);
     const name = new TextDecoder().decode(req.payload).match(
       /(service_ips_v6|service_endpoints_v4_tcp|hairpin_v4)/,
@@ -278,7 +249,7 @@ Deno.test("a dump the kernel marks interrupted is read again from the start afte
     keyLen: 4,
   };
   let calls = 0;
-  const kernel = new ScriptedKernel((req) => {
+  const kernel = perMessage((req) => {
     calls++;
     if (calls === 1) {
       return [
@@ -300,7 +271,7 @@ Deno.test("a dump the kernel marks interrupted is read again from the start afte
 });
 
 Deno.test("interval sets and types it cannot print are refused before anything is read, so the caller lists them through nft", async () => {
-  const kernel = new ScriptedKernel(() => assert.fail("nothing may be sent"));
+  const kernel = perMessage(() => assert.fail("nothing may be sent"));
   const r = new NftNetlinkReader(NetlinkSocket.fromTransport(kernel));
   const base = { flags: 0, map: false, interval: false, keyLen: 4 };
   const list = (s: NftSetInfo) => r.elements("inet", "krt", s, () => assert.fail("no element expected"));
