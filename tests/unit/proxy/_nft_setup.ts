@@ -31,11 +31,18 @@ export class TestNft {
   /** Their nft text. */
   texts: string[] = [];
   rejectText: string | undefined;
+  /** Thrown by the next transaction instead of applying it (a failure that is not the kernel's refusal). */
+  throwOnce: Error | undefined;
   failLists = false;
   /** Listings of the counted sets (service_stats_*), each asserted to be asked out of process. */
   counterLists = 0;
 
   async run(tx: NftTransaction): Promise<void> {
+    const fail = this.throwOnce;
+    if (fail) {
+      this.throwOnce = undefined;
+      throw fail;
+    }
     if (this.rejectText) {
       const i = tx.operations.findIndex((o) => JSON.stringify(o).includes(this.rejectText!));
       if (i >= 0) {

@@ -75,7 +75,7 @@ function state(fake: FakeNftables): string {
   });
   const blocks = text.split(/\n(?=\t(?:chain|map|set) )/);
   const head = blocks.shift()!;
-  return [head, ...blocks.map((b) => b.replace(/\n}$/, "").trimEnd()).sort()].join("\n");
+  return [head, ...blocks.map((b) => b.trimEnd().replace(/\n}$/, "")).sort()].join("\n");
 }
 
 /** What a cold sync of the same objects writes into an empty table. */
@@ -203,5 +203,104 @@ Deno.test("a full resync where Services change and claims move between them in b
     }),
   );
   assert.deepEqual(s.sink.lines.filter((l) => /rejected|conflict|error/i.test(l)), []);
+  await s.stop();
+});
+
+/**
+ * `change` in a partial sync that fails before it writes anything (the changes it drained are lost), so the
+ * full resync that retries it is the first to see them: it must render the changed Services anew, not keep
+ * the renders it programmed before. Ends as a cold sync of the same objects.
+ */
+async function changedUnderFailure(
+  before: (src: MemorySource) => void,
+  change: (src: MemorySource) => void,
+): Promise<void> {
+  const s = await setup(before);
+  s.nft.throwOnce = new Error("the partial sync fails");
+  change(s.source);
+  await s.clock.advance(200);
+  assert.equal(s.t.syncs.failed, 1, "the partial sync failed");
+  const ok = s.t.syncs.ok;
+  // The retry (a full sync, a second later), and the deletion of the chains it flushed.
+  for (let i = 0; i < 100; i++) await s.clock.advance(50);
+  assert.ok(s.t.syncs.ok > ok, "the retry ran");
+  assert.equal(s.t.syncs.failed, 1);
+  assert.equal(
+    state(s.nft.fake),
+    await reference((src) => {
+      before(src);
+      change(src);
+    }),
+  );
+  await s.stop();
+}
+
+Deno.test("a full resync renders a Service anew when its object changed since the render it programmed", async () => {
+  await changedUnderFailure(base, (src) => {
+    src.put("services", service("solo", "172.16.0.12", { sessionAffinity: "ClientIP" }));
+  });
+});
+
+Deno.test("a full resync renders a Service anew when one of its EndpointSlices changed since the render it programmed", async () => {
+  await changedUnderFailure(
+    base,
+    (src) => src.put("endpointslices", slice("solo", ["10.1.1.10", "10.1.2.11"])),
+  );
+});
+
+Deno.test("a full resync renders anew a Service that lost a NodePort, and it gets the NodePort once its holder is gone", async () => {
+  const np = (name: string, ip: string) =>
+    service(name, ip, {
+      type: "NodePort",
+      ports: [{ name: "http", port: 80, protocol: "TCP", nodePort: 30080 }],
+    });
+  const before = (src: MemorySource) => {
+    base(src);
+    src.put("services", np("aa", "172.16.0.30"));
+    src.put("endpointslices", slice("aa", ["10.1.2.30"]));
+    src.put("services", np("bb", "172.16.0.31"));
+    src.put("endpointslices", slice("bb", ["10.1.2.31"]));
+  };
+  const s = await setup(before);
+  assert.ok(s.sink.lines.some((l) => l.includes("nodePort tcp . 30080 is already used by default/aa")));
+  await s.stop();
+  await changedUnderFailure(before, (src) => src.delete("services", "default/aa"));
+});
+
+Deno.test("a full resync after the node's zone changed renders every Service anew (topology hints pick other endpoints)", async () => {
+  const zoned = (zone: string) => (src: MemorySource) =>
+    src.put("nodes", {
+      ...node(),
+      metadata: { name: "n1", labels: { "topology.kubernetes.io/zone": zone } },
+    });
+  const hinted = (src: MemorySource) => {
+    src.put("services", service("zones", "172.16.0.40"));
+    src.put("endpointslices", {
+      ...slice("zones", []),
+      endpoints: [["10.1.2.40", "zone-a"], ["10.1.2.41", "zone-b"]].map(([ip, zone]) => ({
+        addresses: [ip!],
+        conditions: { ready: true },
+        nodeName: "n2",
+        hints: { forZones: [{ name: zone! }] },
+      })),
+    });
+  };
+  const s = await setup((src) => {
+    zoned("zone-a")(src);
+    hinted(src);
+  });
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.40 \. 80 \. 0 : 10\.1\.2\.40 \. 8080/);
+  const runs = s.nft.runs;
+  zoned("zone-b")(s.source);
+  await s.settle();
+  assert.ok(s.nft.runs > runs);
+  assert.match(s.nft.fake.dump(), /172\.16\.0\.40 \. 80 \. 0 : 10\.1\.2\.41 \. 8080/);
+  assert.equal(
+    state(s.nft.fake),
+    await reference((src) => {
+      zoned("zone-b")(src);
+      hinted(src);
+    }),
+  );
   await s.stop();
 });
