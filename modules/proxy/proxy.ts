@@ -110,6 +110,8 @@ interface Item {
   key: string;
   prev: RenderedService | undefined;
   next: RenderedService | undefined;
+  /** The cycle of claim moves (claimOrder) it is part of: never split between transactions. */
+  cycle?: number;
 }
 
 export class ServiceProxy implements ModuleInstance {
@@ -781,7 +783,7 @@ export class ServiceProxy implements ModuleInstance {
         this.#reject(items[0]!, err);
         return;
       }
-      const half = Math.ceil(items.length / 2);
+      const half = splitPoint(items);
       await this.#applyChunk(items.slice(0, half), build);
       await this.#applyChunk(items.slice(half), build);
     }
@@ -945,11 +947,27 @@ function claimOrder(items: readonly Item[]): Item[][] {
       group.push(w);
       if (w === v) break;
     }
+    if (group.length > 1) { for (const i of group) items[i]!.cycle = groups.length; }
     groups.push(group.sort((a, b) => a - b).map((i) => items[i]!));
   };
   // (Recursion depth is the length of a chain of moves within one sync: short.)
   for (let i = 0; i < items.length; i++) if (!index.has(i)) visit(i);
   return groups;
+}
+
+/**
+ * Where to halve a rejected chunk's items: the middle, or the nearest place that does not cut a cycle of
+ * claim moves in two (its members apart, each would fail on the claim the other still holds).
+ */
+function splitPoint(items: readonly Item[]): number {
+  const mid = Math.ceil(items.length / 2);
+  const ok = (i: number) =>
+    i > 0 && i < items.length && (items[i]!.cycle === undefined || items[i]!.cycle !== items[i - 1]!.cycle);
+  for (let d = 0; d < items.length; d++) {
+    if (ok(mid - d)) return mid - d;
+    if (ok(mid + d)) return mid + d;
+  }
+  return mid;
 }
 
 function keyOf(svc: V1Service): string {

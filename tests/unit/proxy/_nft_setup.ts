@@ -31,6 +31,8 @@ export class TestNft {
   /** Their nft text. */
   texts: string[] = [];
   rejectText: string | undefined;
+  /** The rejection does not say which operation failed (nft names no line): the proxy must halve. */
+  rejectUnnamed = false;
   /** Thrown by the next transaction instead of applying it (a failure that is not the kernel's refusal). */
   throwOnce: Error | undefined;
   failLists = false;
@@ -46,7 +48,11 @@ export class TestNft {
     if (this.rejectText) {
       const i = tx.operations.findIndex((o) => JSON.stringify(o).includes(this.rejectText!));
       if (i >= 0) {
-        throw new NftError(1, "Error: Could not process rule: Invalid argument", { operations: [i] });
+        throw new NftError(
+          1,
+          "Error: Could not process rule: Invalid argument",
+          this.rejectUnnamed ? {} : { operations: [i] },
+        );
       }
     }
     await this.fake.run(tx);

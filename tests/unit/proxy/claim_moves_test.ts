@@ -144,3 +144,42 @@ Deno.test("a chain of moves (c to b, b to a) and a Service in between keep worki
     },
   );
 });
+
+Deno.test("a chunk the kernel rejects without naming an operation is halved without cutting a swap in two", async () => {
+  const s = await proxySetup({ flags: ["--service-external-ip-range=203.0.113.0/24"] });
+  const Z = { ip: "172.16.0.39", nodePort: 30089, externalIPs: [], endpoint: "10.1.2.39" };
+  const P = { ip: "172.16.0.38", nodePort: 30088, externalIPs: [], endpoint: "10.1.2.38" };
+  const before: World = {
+    a0: P,
+    aa: { ...A, nodePort: 30080, externalIPs: ["203.0.113.9"] },
+    bb: { ...B, nodePort: 30081, externalIPs: ["203.0.113.8"] },
+    zz: Z,
+  };
+  put(s.source, before);
+  s.source.markSynced();
+  await s.settle();
+  // One chunk: a0 changes, aa and bb swap, zz takes a cluster IP the kernel refuses without saying where.
+  // Halved in the middle it would be [a0, aa] [bb, zz]: aa's additions fail on what bb still holds, and
+  // bb's on what aa kept.
+  s.nft.rejectText = "172.16.0.99";
+  s.nft.rejectUnnamed = true;
+  put(s.source, {
+    a0: { ...P, endpoint: "10.1.2.37" },
+    aa: { ...A, nodePort: 30081, externalIPs: ["203.0.113.8"] },
+    bb: { ...B, nodePort: 30080, externalIPs: ["203.0.113.9"] },
+    zz: { ...Z, ip: "172.16.0.99" },
+  });
+  await s.sync();
+  const rejected = s.sink.lines.filter((l) => /rejected/.test(l));
+  assert.equal(rejected.length, 1, rejected.join("\n"));
+  assert.match(rejected[0]!, /default\/zz/);
+  assert.deepEqual(endpointsOf(s.nft.fake), [
+    "203.0.113.8 -> 10.1.2.30",
+    "203.0.113.9 -> 10.1.2.31",
+    "30080 -> 10.1.2.31",
+    "30081 -> 10.1.2.30",
+    "30088 -> 10.1.2.37",
+    "30089 -> 10.1.2.39",
+  ]);
+  await s.stop();
+});
