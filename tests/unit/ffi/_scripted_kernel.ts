@@ -41,3 +41,14 @@ export function ack(req: NlMsg, errno = 0, text?: string): Uint8Array {
   w.endMsg(off);
   return w.toBytes();
 }
+
+/** Messages (or any byte strings) one after the other, as one datagram. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

@@ -14,7 +14,7 @@ import {
   NLMSG_NOOP,
   NlWriter,
 } from "../../../ffi/mod.ts";
-import { ack, ScriptedKernel } from "./_scripted_kernel.ts";
+import { ack, concat, ScriptedKernel } from "./_scripted_kernel.ts";
 
 function obj(seq: number, n: number, flags = NLM_F_MULTI): Uint8Array {
   const w = new NlWriter();
@@ -30,16 +30,6 @@ function done(seq: number, flags = NLM_F_MULTI): Uint8Array {
   w.i32(0);
   w.endMsg(off);
   return w.toBytes();
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 const value = (m: NlMsg) => new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0, true);
@@ -66,7 +56,7 @@ Deno.test("a refused request throws NetlinkError with errno, its name and the ex
 Deno.test("replies and ACKs for other sequence numbers are ignored while waiting", () => {
   const k = new ScriptedKernel((msgs) => {
     const m = msgs[0]!;
-    return [ack({ ...m, seq: m.seq - 1 }, Errno.EINVAL), concat([obj(m.seq, 5, 0), ack(m)])];
+    return [ack({ ...m, seq: m.seq - 1 }, Errno.EINVAL), concat(obj(m.seq, 5, 0), ack(m))];
   });
   const s = NetlinkSocket.fromTransport(k);
   const replies = s.request(18, 0, () => {}, "get");
@@ -77,7 +67,7 @@ Deno.test("a dump collects every multipart message across datagrams until NLMSG_
   const k = new ScriptedKernel((msgs) => {
     const seq = msgs[0]!.seq;
     assert.equal(msgs[0]!.flags & NLM_F_DUMP, NLM_F_DUMP);
-    return [concat([obj(seq, 1), obj(seq, 2)]), concat([obj(seq, 3), done(seq)])];
+    return [concat(obj(seq, 1), obj(seq, 2)), concat(obj(seq, 3), done(seq))];
   });
   const s = NetlinkSocket.fromTransport(k);
   assert.deepEqual(s.dump(26, () => {}, "dump").map(value), [1, 2, 3]);
@@ -86,8 +76,8 @@ Deno.test("a dump collects every multipart message across datagrams until NLMSG_
 Deno.test("a dump the kernel marks interrupted is run again and only the clean result is returned", () => {
   const k = new ScriptedKernel((msgs, call) => {
     const seq = msgs[0]!.seq;
-    if (call === 0) return [concat([obj(seq, 1), obj(seq, 2, NLM_F_MULTI | NLM_F_DUMP_INTR), done(seq)])];
-    return [concat([obj(seq, 10), obj(seq, 20), done(seq)])];
+    if (call === 0) return [concat(obj(seq, 1), obj(seq, 2, NLM_F_MULTI | NLM_F_DUMP_INTR), done(seq))];
+    return [concat(obj(seq, 10), obj(seq, 20), done(seq))];
   });
   const s = NetlinkSocket.fromTransport(k);
   assert.deepEqual(s.dump(26, () => {}, "dump").map(value), [10, 20]);
@@ -129,7 +119,7 @@ Deno.test("a batch sends many messages per datagram, fences each chunk, and maps
       if (base < 0) base = m.seq;
       if (fail.has(value(m))) out.push(ack(m, Errno.EEXIST));
     }
-    return [concat(out)];
+    return [concat(...out)];
   });
   const s = NetlinkSocket.fromTransport(k);
   const failures = s.batch(50, (w, i, seq) => {
@@ -152,7 +142,7 @@ Deno.test("a batch sends many messages per datagram, fences each chunk, and maps
 Deno.test("a batch message whose encoding throws fails alone and the rest are still sent", () => {
   const k = new ScriptedKernel((
     msgs,
-  ) => [concat(msgs.filter((m) => m.type === NLMSG_NOOP).map((m) => ack(m)))]);
+  ) => [concat(...msgs.filter((m) => m.type === NLMSG_NOOP).map((m) => ack(m)))]);
   const s = NetlinkSocket.fromTransport(k);
   const failures = s.batch(5, (w, i, seq) => {
     const off = w.beginMsg(24, 1, seq);

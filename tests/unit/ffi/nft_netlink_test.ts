@@ -8,7 +8,7 @@ import {
   NLMSG_DONE,
   NlWriter,
 } from "../../../ffi/mod.ts";
-import { ack, ScriptedKernel } from "./_scripted_kernel.ts";
+import { ack, concat, ScriptedKernel } from "./_scripted_kernel.ts";
 import {
   fieldsOf,
   NFT_MSG_GETCHAIN,
@@ -47,15 +47,6 @@ function reply(req: NlMsg, body: (w: NlWriter) => void, flags = NLM_F_MULTI): Ui
 
 const be32 = (v: number) => new Uint8Array([v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255]);
 const le32 = (v: number) => new Uint8Array([v & 255, (v >>> 8) & 255, (v >>> 16) & 255, v >>> 24]);
-const concat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-};
 /** A field padded to 4 bytes, as inside a concatenation. */
 const pad4 = (b: Uint8Array) => concat(b, new Uint8Array((4 - (b.length % 4)) % 4));
 const ip4 = (s: string) => new Uint8Array(s.split(".").map(Number));
