@@ -41,7 +41,7 @@ function metricsRoute(metrics: Metrics, path: string): Route {
     if (new URL(req.url).pathname !== path) return undefined;
     // Collectors first (the proxy's per-Service counters are read from the kernel on a scrape).
     return metrics.collect().then(() =>
-      new Response(metrics.render(), {
+      new Response(metrics.stream(), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       })
     );

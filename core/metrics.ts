@@ -72,14 +72,23 @@ abstract class Metric<V> {
   reset(): void {
     this.series.clear();
   }
-  abstract renderSeries(): string[];
+  /** The series' lines, one at a time. */
+  abstract seriesLines(): Iterable<string>;
+  /** HELP, TYPE and the series, each line ending in a newline, in pieces of at most `batch` lines. */
+  *chunks(batch = 1000): Generator<string> {
+    yield `# HELP ${this.name} ${this.help.replace(/\n/g, " ")}\n# TYPE ${this.name} ${this.type}\n`;
+    let lines: string[] = [];
+    for (const line of this.seriesLines()) {
+      lines.push(line);
+      if (lines.length >= batch) {
+        yield lines.join("\n") + "\n";
+        lines = [];
+      }
+    }
+    if (lines.length) yield lines.join("\n") + "\n";
+  }
   render(): string {
-    return [
-      `# HELP ${this.name} ${this.help.replace(/\n/g, " ")}`,
-      `# TYPE ${this.name} ${this.type}`,
-      ...this.renderSeries(),
-    ]
-      .join("\n");
+    return [...this.chunks()].join("").slice(0, -1);
   }
 }
 
@@ -94,10 +103,10 @@ export class Counter extends Metric<number> {
   value(labels: Labels = {}): number {
     return this.series.get(labelKey(labels))?.value ?? 0;
   }
-  renderSeries(): string[] {
-    return [...this.series.values()].map((s) =>
-      `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`
-    );
+  *seriesLines(): Generator<string> {
+    for (const s of this.series.values()) {
+      yield `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`;
+    }
   }
 }
 
@@ -114,10 +123,10 @@ export class Gauge extends Metric<number> {
   value(labels: Labels = {}): number | undefined {
     return this.series.get(labelKey(labels))?.value;
   }
-  renderSeries(): string[] {
-    return [...this.series.values()].map((s) =>
-      `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`
-    );
+  *seriesLines(): Generator<string> {
+    for (const s of this.series.values()) {
+      yield `${this.name}${labelsText(s.labels)} ${renderNumber(s.value)}`;
+    }
   }
 }
 
@@ -142,19 +151,17 @@ export class Histogram extends Metric<HistogramValue> {
   count(labels: Labels = {}): number {
     return this.series.get(labelKey(labels))?.value.count ?? 0;
   }
-  renderSeries(): string[] {
-    const out: string[] = [];
+  *seriesLines(): Generator<string> {
     for (const s of this.series.values()) {
-      this.bounds.forEach((bound, k) => {
-        out.push(
-          `${this.name}_bucket${renderLabels(s.labels, ["le", renderNumber(bound)])} ${s.value.buckets[k]}`,
-        );
-      });
-      out.push(`${this.name}_bucket${renderLabels(s.labels, ["le", "+Inf"])} ${s.value.count}`);
-      out.push(`${this.name}_sum${renderLabels(s.labels)} ${renderNumber(s.value.sum)}`);
-      out.push(`${this.name}_count${renderLabels(s.labels)} ${s.value.count}`);
+      for (let k = 0; k < this.bounds.length; k++) {
+        yield `${this.name}_bucket${renderLabels(s.labels, ["le", renderNumber(this.bounds[k]!)])} ${
+          s.value.buckets[k]
+        }`;
+      }
+      yield `${this.name}_bucket${renderLabels(s.labels, ["le", "+Inf"])} ${s.value.count}`;
+      yield `${this.name}_sum${renderLabels(s.labels)} ${renderNumber(s.value.sum)}`;
+      yield `${this.name}_count${renderLabels(s.labels)} ${s.value.count}`;
     }
-    return out;
   }
 }
 
@@ -200,8 +207,30 @@ export class Metrics {
     return m;
   }
 
+  /** The whole registry in Prometheus text format, in pieces (see stream). */
+  *chunks(): Generator<string> {
+    for (const m of this.#metrics.values()) yield* m.chunks();
+  }
+
   /** The whole registry in Prometheus text format. */
   render(): string {
-    return [...this.#metrics.values()].map((m) => m.render()).join("\n") + "\n";
+    return [...this.chunks()].join("");
+  }
+
+  /**
+   * The same text as a byte stream, rendered a thousand series at a time as the client reads it: with
+   * 10,000 Services the proxy's per-Service gauges are 100,000 series (12 MiB of text), which as one string
+   * left about 30 MiB of garbage per scrape in the old generation and took the agent's RSS past 250 MiB.
+   */
+  stream(): ReadableStream<Uint8Array> {
+    const pieces = this.chunks();
+    const encoder = new TextEncoder();
+    return new ReadableStream({
+      pull(controller) {
+        const next = pieces.next();
+        if (next.done) controller.close();
+        else controller.enqueue(encoder.encode(next.value));
+      },
+    });
   }
 }

@@ -13,6 +13,7 @@ export * from "./health.ts";
 export * from "./http.ts";
 export * from "./label_selector.ts";
 export * from "./log.ts";
+export * from "./memory.ts";
 export * from "./metrics.ts";
 export type * from "./module.ts";
 export * from "./netfilter.ts";

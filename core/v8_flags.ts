@@ -10,5 +10,7 @@
  *   whole informer cache: half of the sync's CPU was garbage collection. Growing by half (V8's default
  *   without the flag is larger still) halved the agent's CPU for that sync with the same peak RSS
  *   (bench/proxy_scale.ts, BENCHMARKS.md).
+ * - `--expose-gc`: so that the agent can collect at once after a full sync or a large scrape
+ *   (core/memory.ts) instead of letting the heap grow by half first.
  */
-export const AGENT_V8_FLAGS = "--optimize-for-size,--heap-growing-percent=50";
+export const AGENT_V8_FLAGS = "--optimize-for-size,--heap-growing-percent=50,--expose-gc";

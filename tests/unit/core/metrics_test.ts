@@ -88,3 +88,18 @@ Deno.test("a frozen label object is shared by the metrics given it; a plain one 
   assert.doesNotMatch(m.render(), /kube_router_test_a\{port="80"/);
   assert.match(m.render(), /kube_router_test_b\{port="80",service_name="web"\} 2/);
 });
+
+Deno.test("the registry streamed for a scrape is byte for byte its rendered text, however many series", async () => {
+  const m = new Metrics();
+  const g = m.gauge("kube_router_service_packets_in", "Total incoming packets of the service.");
+  for (let i = 0; i < 2500; i++) g.set({ service_name: `svc-${i}`, port: "80" }, i);
+  m.counter("kube_router_empty_total", "Nothing yet.");
+  m.histogram("kube_router_sync_seconds", "Sync time.", [0.1, 1]).observe({ kind: "full" }, 0.5);
+  const text = m.render();
+  assert.equal(await new Response(m.stream()).text(), text);
+  const lines = text.split("\n");
+  assert.equal(lines.at(-1), "", "the text ends with a newline");
+  assert.equal(lines.filter((l) => l.startsWith("kube_router_service_packets_in{")).length, 2500);
+  assert.ok(lines.includes("# TYPE kube_router_empty_total counter"));
+  assert.ok(lines.includes('kube_router_sync_seconds_bucket{kind="full",le="1"} 1'));
+});
