@@ -445,6 +445,8 @@ export class NftTransaction {
   #ops: (NftOperation | ElementText)[] = [];
   /** The last set name addElement/deleteElement checked (runs of elements name the same set). */
   #checkedSet = "";
+  /** render()'s text, kept until the next operation is added. */
+  #text: string | undefined;
 
   constructor(family: NftFamily, table: string) {
     checkName("table", table);
@@ -455,6 +457,7 @@ export class NftTransaction {
   #push(verb: NftVerb, o: NftObjectSpec): this {
     validate(verb, o);
     this.#ops.push({ verb, object: o });
+    this.#text = undefined;
     return this;
   }
 
@@ -512,6 +515,7 @@ export class NftTransaction {
     if (!ELEMENT_TEXT.test(key)) throw bad(`invalid key ${JSON.stringify(key)}`);
     if (value !== undefined && !ELEMENT_TEXT.test(value)) throw bad(`invalid value ${JSON.stringify(value)}`);
     this.#ops.push(new ElementText(verb, set, key, value));
+    this.#text = undefined;
     return this;
   }
 
@@ -527,7 +531,9 @@ export class NftTransaction {
 
   /** The nft -f text. */
   render(): string {
-    return this.#render(undefined);
+    // Kept: a caller may render ahead of applying (the proxy renders the next chunk while nft applies the
+    // previous one), and applying renders again.
+    return this.#text ??= this.#render(undefined);
   }
 
   /**

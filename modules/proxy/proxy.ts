@@ -104,6 +104,8 @@ interface Chunk {
   spans: { it: Item; from: number; to: number; addFrom: number; addTo: number }[];
   /** Deferred element additions: flat pairs (element id, value), see DiffOptions.deferAdds. */
   adds: string[];
+  /** Once prepared (#prepareChunk): the additions are in `tx`, each at this operation's index. */
+  opOfAdd?: number[];
   stale: string[];
 }
 
@@ -167,6 +169,8 @@ export class ServiceProxy implements ModuleInstance {
   #unsubscribe: (() => void)[] = [];
   #probeTimer: TimerId | undefined;
   #staleTimer: TimerId | undefined;
+  /** The collection a full sync asked for, not yet run (cleared on stop). */
+  #gcTimers = new Set<TimerId>();
   #stopped = false;
   /** True until the first sync succeeds: what the kernel held before this run is not known per Service. */
   #initial = true;
@@ -240,6 +244,8 @@ export class ServiceProxy implements ModuleInstance {
     this.#counters?.clear();
     if (this.#probeTimer !== undefined) this.#ctx.clock.clearTimeout(this.#probeTimer);
     if (this.#staleTimer !== undefined) this.#ctx.clock.clearTimeout(this.#staleTimer);
+    for (const t of this.#gcTimers) this.#ctx.clock.clearTimeout(t);
+    this.#gcTimers.clear();
     await this.#runner.stop();
     await this.#health?.close();
   }
@@ -285,8 +291,15 @@ export class ServiceProxy implements ModuleInstance {
       this.#needFull = false;
       this.#initial = false;
       this.#m.duration.observe({ kind: full ? "full" : "partial" }, (performance.now() - t0) / 1000);
-      // A full sync's rendering leaves tens of MiB of garbage at 10,000 Services: collected now.
-      if (full) releaseMemory();
+      // A full sync's rendering leaves tens of MiB of garbage at 10,000 Services: collected right after
+      // the sync is done (a timer: the sync is reported first).
+      if (full) {
+        const t = this.#ctx.clock.setTimeout(() => {
+          this.#gcTimers.delete(t);
+          releaseMemory();
+        }, 0);
+        this.#gcTimers.add(t);
+      }
     } catch (err) {
       // What was drained is lost with the failure; a full sync re-reads everything.
       this.#needFull = true;
@@ -559,11 +572,13 @@ export class ServiceProxy implements ModuleInstance {
       this.#resolve(key, r, round, (k) => all.has(k) ? { of: renderOf(k) } : undefined);
       addToChunk(chunk, { key, prev: this.#programmed.get(key), next: r }, build);
       if (chunk.tx.size + chunk.adds.length / 2 >= limit) {
+        this.#prepareChunk(chunk);
         await inflight;
         inflight = this.#runChunk(chunk, build);
         chunk = newChunk();
       }
     }
+    if (chunk.items.length) this.#prepareChunk(chunk);
     await inflight;
     if (chunk.items.length) await this.#runChunk(chunk, build);
   }
@@ -739,8 +754,12 @@ export class ServiceProxy implements ModuleInstance {
     await this.#runChunk(chunk, build);
   }
 
-  async #runChunk(chunk: Chunk, build: Build): Promise<void> {
-    const { tx, items, spans } = chunk;
+  /**
+   * Puts a chunk's deferred additions into its transaction and renders its text, so the full sync can do it
+   * while nft still applies the previous chunk; returns, per addition, its operation's index.
+   */
+  #prepareChunk(chunk: Chunk): number[] {
+    const tx = chunk.tx;
     // The deferred additions (pair i: id adds[2i], value adds[2i + 1]), grouped by map (a Service's order
     // within a map kept).
     const adds = chunk.adds;
@@ -759,6 +778,14 @@ export class ServiceProxy implements ModuleInstance {
         addElement(tx, adds[2 * i]!, adds[2 * i + 1]!);
       }
     }
+    chunk.adds = [];
+    tx.render();
+    return chunk.opOfAdd = opOfAdd;
+  }
+
+  async #runChunk(chunk: Chunk, build: Build): Promise<void> {
+    const { tx, items, spans } = chunk;
+    const opOfAdd = chunk.opOfAdd ?? this.#prepareChunk(chunk);
     try {
       await this.#run(tx);
       for (const it of items) this.#commit(it);

@@ -235,3 +235,15 @@ Deno.test("elements given as text are refused when they hold nft punctuation, a 
   tx.addElement("m", "[fd00:1::5]:8080");
   assert.equal(tx.size, 1);
 });
+
+Deno.test("a transaction rendered ahead renders anew once an operation is added, in either form", () => {
+  const tx = new NftTransaction("inet", "t").add({ chain: { name: "a" } });
+  const first = tx.render();
+  assert.equal(first, "add chain inet t a\n");
+  tx.addElement("m", "10.0.0.1 . tcp . 80", "goto a");
+  assert.equal(tx.render(), first + "add element inet t m { 10.0.0.1 . tcp . 80 : goto a }\n");
+  tx.add({ chain: { name: "b" } });
+  assert.match(tx.render(), /add chain inet t b\n$/);
+  tx.deleteElement("m", "10.0.0.2 . tcp . 80");
+  assert.match(tx.render(), /delete element inet t m \{ 10\.0\.0\.2 \. tcp \. 80 \}\n$/);
+});
