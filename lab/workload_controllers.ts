@@ -198,6 +198,12 @@ export class DeploymentController {
   readonly #createdRs = new Map<string, KObject>();
   /** Per Deployment, the timer that checks its progress deadline. */
   readonly #deadlines = new Map<string, ReturnType<typeof setTimeout>>();
+  /**
+   * Per Deployment, when its rollout last made progress and what it looked like then (generation and
+   * counts): kept here rather than read back from the informer's copy of the status, which may not have
+   * caught up with the last status write when the deadline timer fires (the timeout then never came).
+   */
+  readonly #progress = new Map<string, { at: number; signature: string }>();
   /** Sizes written to ReplicaSets (by uid) and not yet seen back through the informer. */
   readonly #scaled = new Map<string, number>();
 
@@ -284,7 +290,10 @@ export class DeploymentController {
 
   async #sync(key: string): Promise<void> {
     const d = this.deployments.get(key);
-    if (!d || d.metadata.deletionTimestamp) return;
+    if (!d || d.metadata.deletionTimestamp) {
+      this.#progress.delete(key);
+      return;
+    }
     const ns = nsOf(d);
     const replicas = Number(d.spec?.replicas ?? 1);
     const recreate = d.spec?.strategy?.type === "Recreate";
@@ -518,13 +527,13 @@ export class DeploymentController {
     // Progress (kube's deployment progress check): any change of the counts, or a new template, moves
     // the Progressing condition's lastUpdateTime; none for progressDeadlineSeconds times the rollout out,
     // which `kubectl rollout status` reports as a failure instead of waiting forever.
-    const progressed = generationOf(d) !== Number(d.status?.observedGeneration ?? 0) ||
-      Object.entries(counts).some(([k, v]) => Number(d.status?.[k] ?? 0) !== v);
-    const was = old("Progressing");
+    const key = keyOf(d);
+    const signature = JSON.stringify([generationOf(d), newRs.metadata.name, counts]);
+    const last = this.#progress.get(key);
+    const progressed = last?.signature !== signature;
+    if (progressed) this.#progress.set(key, { at: Date.now(), signature });
     const deadline = Number(d.spec?.progressDeadlineSeconds ?? 600);
-    const since = progressed || was?.reason === "NewReplicaSetAvailable"
-      ? Date.now()
-      : Date.parse(was?.lastUpdateTime ?? "") || Date.now();
+    const since = progressed ? Date.now() : last!.at;
     const timedOut = !complete && !d.spec?.paused && Date.now() - since > deadline * 1000;
     let progressing;
     if (complete) {
@@ -550,7 +559,6 @@ export class DeploymentController {
       );
       if (progressed) progressing.lastUpdateTime = now;
       // Look again when the deadline would pass without news.
-      const key = keyOf(d);
       clearTimeout(this.#deadlines.get(key));
       const t = setTimeout(() => {
         this.#deadlines.delete(key);
