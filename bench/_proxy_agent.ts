@@ -29,7 +29,7 @@ import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
 import { Conntrack, Nftables, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
 import {
-  addElement,
+  addDeferred,
   diffService,
   nodeContext,
   PROXY_NFT_OPTIONS,
@@ -247,14 +247,7 @@ for (let i = 0; i < services.length; i += 2000) {
   for (const r of services.slice(i, i + 2000)) {
     diffService(part, undefined, r, { rewrite: true, kernelElements, shared, deferAdds: adds });
   }
-  const byMap = new Map<string, number[]>();
-  for (let j = 0; j < adds.length; j += 2) {
-    const set = adds[j]!.slice(0, adds[j]!.indexOf("|"));
-    const g = byMap.get(set);
-    if (g) g.push(j);
-    else byMap.set(set, [j]);
-  }
-  for (const g of byMap.values()) for (const j of g) addElement(part, adds[j]!, adds[j + 1]!);
+  addDeferred(part, adds);
   await file.write(enc.encode(part.render()));
   operations += part.size;
 }

@@ -14,7 +14,7 @@ import { cleanupIpvs, createIpvsProxy, ipvsPreflight } from "./ipvs_module.ts";
 export { ServiceProxy } from "./proxy.ts";
 export type { ProxyDeps, ProxyNft } from "./proxy.ts";
 export {
-  addElement,
+  addDeferred,
   diffService,
   MASQUERADE_MARK,
   PROXY_TABLE,

@@ -950,9 +950,32 @@ export function pickRules(chains: readonly string[], kind: "rr" | "sh", ipx: "ip
 }
 
 /** Adds element `id` (`map|key`, see elementId) with its value ("" for a set element) to `tx`. */
-export function addElement(tx: NftTransaction, id: string, value: string): void {
+function addElement(tx: NftTransaction, id: string, value: string): void {
   const bar = id.indexOf("|");
   tx.addElement(id.slice(0, bar), id.slice(bar + 1), value === "" ? undefined : value);
+}
+
+/**
+ * Adds deferred element additions (DiffOptions.deferAdds: flat pairs of element id and value) to `tx`,
+ * grouped by map, a Service's order within a map kept; returns, per pair, its operation's index in `tx`.
+ */
+export function addDeferred(tx: NftTransaction, adds: readonly string[]): number[] {
+  const byMap = new Map<string, number[]>();
+  for (let i = 0; i < adds.length / 2; i++) {
+    const id = adds[2 * i]!;
+    const set = id.slice(0, id.indexOf("|"));
+    const g = byMap.get(set);
+    if (g) g.push(i);
+    else byMap.set(set, [i]);
+  }
+  const opOfAdd = new Array<number>(adds.length / 2);
+  for (const g of byMap.values()) {
+    for (const i of g) {
+      opOfAdd[i] = tx.size;
+      addElement(tx, adds[2 * i]!, adds[2 * i + 1]!);
+    }
+  }
+  return opOfAdd;
 }
 
 /** Deletes element `id` in `tx`. */

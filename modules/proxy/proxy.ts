@@ -48,7 +48,7 @@ import {
   listKernelState,
 } from "./kernel_state.ts";
 import {
-  addElement,
+  addDeferred,
   claimOf,
   diffService,
   type ElementLookup,
@@ -759,27 +759,9 @@ export class ServiceProxy implements ModuleInstance {
    * while nft still applies the previous chunk; returns, per addition, its operation's index.
    */
   #prepareChunk(chunk: Chunk): number[] {
-    const tx = chunk.tx;
-    // The deferred additions (pair i: id adds[2i], value adds[2i + 1]), grouped by map (a Service's order
-    // within a map kept).
-    const adds = chunk.adds;
-    const byMap = new Map<string, number[]>();
-    for (let i = 0; i < adds.length / 2; i++) {
-      const id = adds[2 * i]!;
-      const set = id.slice(0, id.indexOf("|"));
-      const g = byMap.get(set);
-      if (g) g.push(i);
-      else byMap.set(set, [i]);
-    }
-    const opOfAdd = new Array<number>(adds.length / 2);
-    for (const g of byMap.values()) {
-      for (const i of g) {
-        opOfAdd[i] = tx.size;
-        addElement(tx, adds[2 * i]!, adds[2 * i + 1]!);
-      }
-    }
+    const opOfAdd = addDeferred(chunk.tx, chunk.adds);
     chunk.adds = [];
-    tx.render();
+    chunk.tx.render();
     return chunk.opOfAdd = opOfAdd;
   }
 
