@@ -95,10 +95,12 @@ export {
   type NftObject,
   NftOutput,
   type NftRuleset,
+  type NftRunOptions,
   parseListOutput,
 } from "./nftables.ts";
 export { FakeNftables } from "./fake_nftables.ts";
 export { NFT_SET, type NftSetInfo, type NftTableLayout, NftUndecodable } from "./nft_netlink.ts";
+export { NftUnencodable } from "./nft_elements.ts";
 export {
   errorLocations,
   type NftChainSpec,

@@ -112,6 +112,11 @@ export interface NetlinkTransport {
   readonly fd: number;
   /** Sends one datagram (one or more messages). */
   send(bytes: Uint8Array<ArrayBuffer>): void;
+  /**
+   * `send` on another thread, for a datagram the kernel takes long to process (a large nftables batch is
+   * committed inside the send): the event loop keeps running. `bytes` must not change until it resolves.
+   */
+  sendAsync?(bytes: Uint8Array<ArrayBuffer>): Promise<void>;
   /** Receives one datagram; undefined when `dontWait` and nothing is queued. */
   recv(dontWait: boolean): Uint8Array | undefined;
   close(): void;
@@ -135,6 +140,13 @@ class LibcTransport implements NetlinkTransport {
       if (e === Errno.EINTR) continue;
       throw new ErrnoError(e, "sendto(netlink)", strerror(e));
     }
+  }
+  async sendAsync(bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+    const sa = sockaddrNl();
+    const rc = await libc().sendto_nb(this.#fd, bytes, BigInt(bytes.length), 0, sa, sa.length);
+    // errno belongs to the thread that made the call: a failed send (refused before the kernel took the
+    // datagram: its size, memory) is made again here, where errno can be read.
+    if (rc < 0n) this.send(bytes);
   }
   recv(dontWait: boolean): Uint8Array | undefined {
     for (;;) {
@@ -256,6 +268,13 @@ export class NetlinkSocket {
   /** Sends raw bytes (one or more messages) to the kernel in one sendto. */
   send(bytes: Uint8Array<ArrayBuffer>): void {
     this.#open().send(bytes);
+  }
+
+  /** `send` off the event loop's thread where the transport can (the libc one), else `send`. */
+  async sendAsync(bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+    const io = this.#open();
+    if (io.sendAsync) await io.sendAsync(bytes);
+    else io.send(bytes);
   }
 
   /**

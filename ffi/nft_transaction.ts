@@ -410,12 +410,20 @@ export function renderElement(e: NftElementSpec, withValue: boolean): string {
   return s;
 }
 
+/** One element operation, key and value as nft prints them ("10.96.0.1 . tcp . 80", "goto x"). */
+export interface NftElementText {
+  readonly verb: "add" | "delete";
+  readonly set: string;
+  readonly key: string;
+  readonly value: string | undefined;
+}
+
 /**
  * An element operation given as text (NftTransaction.addElement / deleteElement): one object instead of
  * the typed form's five, for the hundreds of thousands a full service sync writes. Materialized into the
  * typed form only when `operations` is read.
  */
-class ElementText {
+class ElementText implements NftElementText {
   constructor(
     readonly verb: "add" | "delete",
     readonly set: string,
@@ -517,6 +525,33 @@ export class NftTransaction {
     this.#ops.push(new ElementText(verb, set, key, value));
     this.#text = undefined;
     return this;
+  }
+
+  /**
+   * The operations cut into runs, in order: `elements`, a run of element operations given as text
+   * (addElement / deleteElement), or `tx`, the operations between such runs as a transaction of their own.
+   * `from` is the index here of the run's first operation. For appliers that write elements other than
+   * as nft text (Nftables.run with `elementsOverNetlink`).
+   */
+  segments(): ({ from: number; elements: readonly NftElementText[] } | {
+    from: number;
+    tx: NftTransaction;
+  })[] {
+    const out: ({ from: number; elements: NftElementText[] } | { from: number; tx: NftTransaction })[] = [];
+    const ops = this.#ops;
+    for (let i = 0; i < ops.length;) {
+      const text = ops[i] instanceof ElementText;
+      let j = i + 1;
+      while (j < ops.length && (ops[j] instanceof ElementText) === text) j++;
+      if (text) out.push({ from: i, elements: ops.slice(i, j) as ElementText[] });
+      else {
+        const tx = new NftTransaction(this.family, this.table);
+        tx.#ops = ops.slice(i, j);
+        out.push({ from: i, tx });
+      }
+      i = j;
+    }
+    return out;
   }
 
   /** Number of operations. */

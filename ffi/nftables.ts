@@ -6,8 +6,11 @@
  * thread (the event loop keeps running during a large load) and are serialised per context.
  */
 import { LibraryLoadError, NftError } from "./errors.ts";
-import { cstring, mallocTrimAsync } from "./libc.ts";
-import { errorLocations, type NftTransaction } from "./nft_transaction.ts";
+import { cstring, mallocTrimAsync, setsockoptInt, SO_SNDBUFFORCE, SOL_SOCKET } from "./libc.ts";
+import { errorLocations, type NftElementText, NftTransaction } from "./nft_transaction.ts";
+import { type ElementBatch, encodeElements, NftUnencodable, sendElements } from "./nft_elements.ts";
+import { NETLINK_NETFILTER, NlWriter } from "./netlink.ts";
+import { NetlinkSocket } from "./netlink_socket.ts";
 import { NftNetlinkReader, type NftSetInfo, type NftTableLayout } from "./nft_netlink.ts";
 
 /** libnftables symbols (nftables/libnftables.h). */
@@ -62,6 +65,23 @@ export interface NftListOptions {
   outOfProcess?: boolean;
 }
 
+/** How `NftRuleset.run` applies a transaction. */
+export interface NftRunOptions {
+  /**
+   * Run it in a child `nft -f -` whatever its size (Nftables; the fake ignores it): for transactions that
+   * make libnftables cache every element of a large table.
+   */
+  outOfProcess?: boolean;
+  /**
+   * Let go of atomicity for speed: runs of element operations given as text (addElement, deleteElement)
+   * are written straight to the kernel over netlink (nft_elements.ts), each run one kernel transaction,
+   * and the operations between them go to nft as transactions of their own, all in order. For loads that
+   * are cut into chunks anyway (a full sync). Elements of sets netlink cannot write as nft would
+   * (intervals, other types) go to nft. The fake applies the transaction as usual.
+   */
+  elementsOverNetlink?: boolean;
+}
+
 /**
  * The nftables operations the agent needs. Implemented by `Nftables` (libnftables, the kernel of the
  * current namespace) and `FakeNftables` (in memory).
@@ -73,7 +93,7 @@ export interface NftRuleset {
    * `outOfProcess` runs it in a child `nft -f -` whatever its size (Nftables; the fake ignores it): for
    * transactions that make libnftables cache every element of a large table.
    */
-  run(tx: NftTransaction, opts?: { outOfProcess?: boolean }): Promise<void>;
+  run(tx: NftTransaction, opts?: NftRunOptions): Promise<void>;
   /** Lists objects (without the metainfo entry). Equivalent to: `nft -j list table ip NAME`. */
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
   /**
@@ -219,8 +239,9 @@ export class Nftables implements NftRuleset {
    * columns failed; those name the failing operations (`NftError.operations`). The fast path stays a
    * plain buffer, without a file.
    */
-  async run(tx: NftTransaction, opts: { outOfProcess?: boolean } = {}): Promise<void> {
+  async run(tx: NftTransaction, opts: NftRunOptions = {}): Promise<void> {
     if (tx.size === 0) return;
+    if (opts.elementsOverNetlink) return await this.#runSplit(tx, opts.outOfProcess ?? false);
     const text = tx.render();
     try {
       if ((opts.outOfProcess || text.length > this.#outOfProcessAbove) && this.#childUsable) {
@@ -245,6 +266,101 @@ export class Nftables implements NftRuleset {
         cause: e,
       });
     }
+  }
+
+  /** `run` with elementsOverNetlink: each segment in order, errors naming operations of `tx`. */
+  async #runSplit(tx: NftTransaction, outOfProcess: boolean): Promise<void> {
+    let sets: Map<string, NftSetInfo> | undefined;
+    for (const seg of tx.segments()) {
+      try {
+        if ("tx" in seg) {
+          await this.run(seg.tx, { outOfProcess });
+          // It may have declared or deleted sets.
+          sets = undefined;
+          continue;
+        }
+        sets ??= new Map((this.#reader().layout(tx.family, tx.table)?.sets ?? []).map((s) => [s.name, s]));
+        await this.#writeElements(tx, sets, seg.elements, outOfProcess);
+      } catch (e) {
+        if (!(e instanceof NftError)) throw e;
+        throw new NftError(e.rc, e.nftMessage, {
+          operations: e.operations.map((o) => o + seg.from),
+          cause: e,
+        });
+      }
+    }
+  }
+
+  /** One run of element operations as one netlink batch; through nft if netlink cannot write one of them. */
+  async #writeElements(
+    tx: NftTransaction,
+    sets: ReadonlyMap<string, NftSetInfo>,
+    ops: readonly NftElementText[],
+    outOfProcess: boolean,
+  ): Promise<void> {
+    const sock = this.#writerSocket();
+    const describe = (i: number) => {
+      const op = ops[i]!;
+      return `${op.verb} element ${tx.family} ${tx.table} ${op.set} { ${op.key}${
+        op.verb !== "delete" && op.value !== undefined ? ` : ${op.value}` : ""
+      } }`;
+    };
+    // Encoded in the queue: the writer's buffer is reused by every batch.
+    const next = this.#queue.then(async () => {
+      let batch: ElementBatch;
+      try {
+        batch = encodeElements(
+          tx.family,
+          tx.table,
+          sets,
+          ops,
+          sock.reserveSeq(ops.length + 2),
+          this.#writerBuf,
+        );
+      } catch (e) {
+        if (e instanceof NftUnencodable) return false;
+        throw e;
+      }
+      if (batch.bytes.length + 4096 > this.#writerSndbuf) {
+        this.#writerSndbuf = batch.bytes.length * 2;
+        setsockoptInt(sock.fd, SOL_SOCKET, SO_SNDBUFFORCE, this.#writerSndbuf, "setsockopt(SO_SNDBUFFORCE)");
+      }
+      await sendElements(sock, batch, describe);
+      return true;
+    });
+    this.#queue = next.catch(() => undefined);
+    if (await next) {
+      this.#elementRuns.netlink++;
+      return;
+    }
+    this.#elementRuns.nft++;
+    // An element netlink cannot write as nft would: the whole run through nft.
+    const text = new NftTransaction(tx.family, tx.table);
+    for (const op of ops) {
+      if (op.verb === "delete") text.deleteElement(op.set, op.key);
+      else text.addElement(op.set, op.key, op.value);
+    }
+    await this.run(text, { outOfProcess });
+  }
+
+  #elementRuns = { netlink: 0, nft: 0 };
+  /**
+   * Runs of element operations `run` was given with elementsOverNetlink: written over netlink, or given
+   * to nft because netlink could not write one of their elements as nft would.
+   */
+  get elementRuns(): { readonly netlink: number; readonly nft: number } {
+    return { ...this.#elementRuns };
+  }
+
+  #writer: NetlinkSocket | undefined;
+  #writerBuf = new NlWriter(64 * 1024);
+  #writerSndbuf = 4 << 20;
+  #writerSocket(): NetlinkSocket {
+    if (this.#ctx === null) throw new NftError(-1, "nftables context is closed");
+    return this.#writer ??= NetlinkSocket.open(NETLINK_NETFILTER, {
+      sndbuf: this.#writerSndbuf,
+      rcvbuf: 1 << 20,
+    });
   }
 
   /** nft's error text for `text` read from a file in dry-run mode ("" if it now passes). */
@@ -344,6 +460,8 @@ export class Nftables implements NftRuleset {
     this.#ctx = null;
     this.#netlink?.close();
     this.#netlink = undefined;
+    this.#writer?.close();
+    this.#writer = undefined;
     this.#queue.finally(() => this.#sym.nft_ctx_free(ctx));
   }
 }

@@ -1124,10 +1124,28 @@ export interface DiffOptions {
    * per map faster than one per Service and map).
    */
   deferAdds?: string[];
+  /**
+   * With `kernelElements`: the shared chains a full sync has already written in earlier transactions, so
+   * each is written once per sync rather than once per chunk (the chunks are applied in order, each
+   * chunk's chains before its elements). A transaction that fails must be taken back out with
+   * `forgetWritten`. Shared elements (a few hairpin pairs) are still added by every chunk that needs them:
+   * the next chunk is built before the previous one is known to have taken effect.
+   */
+  writtenInSync?: Set<string> | undefined;
 }
 
 /** Shared chains and elements already written to a transaction by a full resync. */
 const writtenInTx = new WeakMap<NftTransaction, Set<string>>();
+
+/**
+ * Takes the shared chains `tx` wrote (DiffOptions.writtenInSync) out of `inSync`: `tx` did not take
+ * effect, so the transactions that follow must write them again. True if there were any.
+ */
+export function forgetWritten(tx: NftTransaction, inSync: Set<string>): boolean {
+  let any = false;
+  for (const name of writtenInTx.get(tx) ?? []) any = inSync.delete(name) || any;
+  return any;
+}
 
 /**
  * Adds to `tx` what turns `prev` (what the kernel holds for this Service, as far as we know) into `next`,
@@ -1178,9 +1196,11 @@ export function diffService(
   const sharedToWrite = full
     ? [...(next?.shared.keys() ?? [])].sort((a, b) => sharedOrder(a) - sharedOrder(b))
     : created;
+  const inSync = opts.writtenInSync;
   for (const name of sharedToWrite) {
-    if (written.has(name)) continue;
+    if (written.has(name) || inSync?.has(name)) continue;
     written.add(name);
+    inSync?.add(name);
     // It may still exist from before (its deletion pending, or a previous run): written whole.
     tx.add({ chain: { name } });
     tx.flush({ chain: { name } });

@@ -31,6 +31,7 @@ import {
   type NftListOptions,
   type NftListTarget,
   type NftObject,
+  type NftRunOptions,
 } from "../../ffi/mod.ts";
 import { NftTransaction } from "../../ffi/mod.ts";
 import {
@@ -52,6 +53,7 @@ import {
   claimOf,
   diffService,
   type ElementLookup,
+  forgetWritten,
   isServiceObjectName,
   isSharedChainName,
   PROXY_TABLE,
@@ -67,7 +69,7 @@ import { ServiceCounters, type SetCounterSource } from "./service_counters.ts";
 
 /** The nftables operations the proxy needs (Nftables and FakeNftables both provide them). */
 export interface ProxyNft extends KernelReader {
-  run(tx: NftTransaction, opts?: { outOfProcess?: boolean }): Promise<void>;
+  run(tx: NftTransaction, opts?: NftRunOptions): Promise<void>;
   list(target: NftListTarget, opts?: NftListOptions): Promise<NftObject[]>;
 }
 
@@ -107,6 +109,11 @@ interface Chunk {
   /** Once prepared (#prepareChunk): the additions are in `tx`, each at this operation's index. */
   opOfAdd?: number[];
   stale: string[];
+  /**
+   * #writtenGen when it was built: if a transaction failed since, a shared chain this chunk counted on
+   * (DiffOptions.writtenInSync) may never have been written.
+   */
+  gen: number;
 }
 
 interface Item {
@@ -133,6 +140,12 @@ export class ServiceProxy implements ModuleInstance {
   #claims = new Map<string, string>();
   /** Programmed Services with a healthCheckNodePort to serve (few), so a sync does not walk them all. */
   #withHealthCheck = new Set<string>();
+  /** During a full sync: the shared chains and elements it has written (DiffOptions.writtenInSync). */
+  #writtenInSync: Set<string> | undefined;
+  /** Counts the failed transactions whose shared chains had to be forgotten (Chunk.gen). */
+  #writtenGen = 0;
+  /** True while a failed chunk's items are built again: they write their shared chains whatever was written. */
+  #retrying = false;
   /** True while a full sync runs (its transactions go to a child nft). */
   #inFull = false;
   /**
@@ -537,19 +550,25 @@ export class ServiceProxy implements ModuleInstance {
     // Every chain rewritten; elements against what the kernel really holds (its listing, or the belief
     // corrected by the kernel's differences: #kernelView). Chains and sets a Service no longer has are found
     // below from the kernel's names, not from what we believed.
+    const writtenInSync = new Set<string>();
     const build: Build = (tx, it, adds) =>
       diffService(tx, undefined, it.next, {
         rewrite: true,
         kernelElements: kernel ? kernel.elements : this.#kernelView(it, diff!),
         shared: this.#shared,
         deferAdds: adds,
+        // A chunk built again after a failure writes its shared chains itself: a later chunk, already
+        // built, may have counted them as written, but it is applied after this one.
+        writtenInSync: this.#retrying ? undefined : writtenInSync,
       });
     const handedOff = diff ? { elements: new Map<string, string>(), shared: new Set<string>() } : undefined;
     this.#handedOff = handedOff;
+    this.#writtenInSync = writtenInSync;
     try {
       await this.#fullChunks(based, keys, renderOf, all, round, build);
     } finally {
       this.#handedOff = undefined;
+      this.#writtenInSync = undefined;
     }
     rendered.clear();
     await this.#removeUnwanted(kernel ?? diff!, kernel ? undefined : { diff: diff!, handedOff: handedOff! });
@@ -565,7 +584,7 @@ export class ServiceProxy implements ModuleInstance {
     build: Build,
   ): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
-    let chunk = newChunk();
+    let chunk = newChunk(this.#writtenGen);
     let inflight: Promise<void> = before;
     for (const key of keys) {
       const r = renderOf(key);
@@ -575,7 +594,7 @@ export class ServiceProxy implements ModuleInstance {
         this.#prepareChunk(chunk);
         await inflight;
         inflight = this.#runChunk(chunk, build);
-        chunk = newChunk();
+        chunk = newChunk(this.#writtenGen);
       }
     }
     if (chunk.items.length) this.#prepareChunk(chunk);
@@ -726,7 +745,10 @@ export class ServiceProxy implements ModuleInstance {
     // A full sync's transactions (the base re-declaring every set, chains rewritten) make libnftables
     // cache the whole table with its elements: in the agent that left its RSS at 420 MiB after one
     // periodic resync at 10,000 Services, so they run in a child nft; partial syncs stay in process.
-    await this.#deps.nft.run(tx, this.#inFull ? { outOfProcess: true } : {});
+    // A full sync's elements, almost all of its operations, are written over netlink: nft spent two
+    // thirds of a cold sync parsing them. Its chunks are not one transaction anyway; each chunk's own
+    // elements still are (nft_elements.ts), after the chains they jump to.
+    await this.#deps.nft.run(tx, this.#inFull ? { outOfProcess: true, elementsOverNetlink: true } : {});
     this.#m.transactions.inc();
   }
 
@@ -737,20 +759,26 @@ export class ServiceProxy implements ModuleInstance {
    */
   async #applyItems(groups: Item[][], build: Build): Promise<void> {
     const limit = this.#deps.chunkOps ?? 20000;
-    let chunk = newChunk();
+    let chunk = newChunk(this.#writtenGen);
     for (const group of groups) {
       for (const it of group) addToChunk(chunk, it, build);
       if (chunk.tx.size + chunk.adds.length / 2 >= limit) {
         await this.#runChunk(chunk, build);
-        chunk = newChunk();
+        chunk = newChunk(this.#writtenGen);
       }
     }
     if (chunk.items.length) await this.#runChunk(chunk, build);
   }
 
+  /** Builds and applies the items of a failed chunk again (see #retrying). */
   async #applyChunk(items: Item[], build: Build): Promise<void> {
-    const chunk = newChunk();
-    for (const it of items) addToChunk(chunk, it, build);
+    const chunk = newChunk(this.#writtenGen);
+    this.#retrying = true;
+    try {
+      for (const it of items) addToChunk(chunk, it, build);
+    } finally {
+      this.#retrying = false;
+    }
     await this.#runChunk(chunk, build);
   }
 
@@ -775,7 +803,13 @@ export class ServiceProxy implements ModuleInstance {
       this.#scheduleStaleDeletion();
       return;
     } catch (err) {
+      // Built before an earlier transaction of this sync failed: it may lack a shared chain that one was to
+      // write. Built again (the chain written this time) before anything is blamed on its Services.
+      const outdated = chunk.gen !== this.#writtenGen;
+      // What it wrote once for the whole sync must be written again by the chunks that follow.
+      if (this.#writtenInSync && forgetWritten(tx, this.#writtenInSync)) this.#writtenGen++;
       if (!(err instanceof NftError)) throw err;
+      if (outdated) return await this.#applyChunk(items, build);
       // A missing table or map is not one Service's fault: fail the sync (the retry is a full sync).
       if (!(await this.#tableExists())) throw err;
       const ops = (err as { operations?: readonly number[] }).operations ?? [];
@@ -892,8 +926,8 @@ export class ServiceProxy implements ModuleInstance {
   }
 }
 
-function newChunk(): Chunk {
-  return { tx: new NftTransaction("inet", PROXY_TABLE), items: [], spans: [], adds: [], stale: [] };
+function newChunk(gen = 0): Chunk {
+  return { tx: new NftTransaction("inet", PROXY_TABLE), items: [], spans: [], adds: [], stale: [], gen };
 }
 
 function addToChunk(chunk: Chunk, it: Item, build: Build): void {

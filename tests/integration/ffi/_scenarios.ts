@@ -730,3 +730,117 @@ export async function nftNetlinkListing() {
     nft.close();
   }
 }
+
+/**
+ * Nftables.run with elementsOverNetlink against the same transaction through nft: two tables built from
+ * one list of operations (every element type nft_elements.ts writes, elements of an interval set and of a
+ * type it does not write, a chain the elements jump to declared between element runs, 3,000 elements
+ * spread over several messages, deletions), one applied each way; returns both listings with the table's
+ * name taken out, and the errors of refused element batches (what they name, what they left behind).
+ */
+export async function nftElementsOverNetlink() {
+  const nft = new Nftables();
+  const build = (table: string, half: "first" | "second") => {
+    const tx = new NftTransaction("inet", table);
+    if (half === "first") {
+      tx.add({ table: {} })
+        .add({ chain: { name: "a" } })
+        .add({ map: { name: "v6", type: "ipv6_addr . inet_proto . inet_service", map: "verdict" } })
+        .add({ map: { name: "v4", type: "ipv4_addr", map: "verdict" } })
+        .add({
+          map: {
+            name: "eps",
+            type: "typeof ip daddr . th dport . numgen random mod 65536",
+            map: "ip daddr . tcp dport",
+          },
+        })
+        .add({ set: { name: "pairs", type: "ipv4_addr . ipv4_addr" } })
+        .add({ set: { name: "pairs6", type: "ipv6_addr . ipv6_addr" } })
+        .add({ set: { name: "counted", type: "ipv4_addr . inet_proto . inet_service", counter: true } })
+        .add({ set: { name: "ports", type: "inet_service" } })
+        .add({ set: { name: "cidrs", type: "ipv4_addr", flags: ["interval"] } })
+        .add({ set: { name: "macs", type: "ether_addr" } })
+        .add({ map: { name: "big", type: "ipv4_addr . inet_service", map: "verdict" } })
+        .addElement("v6", "fd00:172::10 . tcp . 80", "goto a")
+        .addElement("v6", "::1 . sctp . 3868", "drop")
+        .addElement("v4", "10.0.0.1", "accept")
+        .addElement("v4", "10.0.0.2", "return")
+        .addElement("v4", "10.0.0.3", "continue")
+        .addElement("eps", "10.96.0.1 . 80 . 0", "10.1.2.5 . 8080")
+        .addElement("eps", "10.96.0.1 . 80 . 65535", "10.1.2.6 . 8080")
+        .addElement("eps", "10.96.0.1 . 80 . 7", "10.1.2.7 . 8080")
+        .addElement("pairs", "10.1.1.5 . 10.1.1.5")
+        .addElement("pairs6", "fd00::5 . fd00::5")
+        .addElement("counted", "10.96.0.1 . tcp . 80")
+        .addElement("counted", "10.96.0.1 . udp . 53")
+        .addElement("ports", "443")
+        // A chain declared between element runs; the next run's elements jump to it.
+        .add({ chain: { name: "b" } })
+        .addElement("v6", "2001:db8::1 . udp . 53", "jump b")
+        .add({ chain: { name: "c" } })
+        // A run holding elements netlink does not write (an interval, a MAC address) goes to nft whole.
+        .addElement("cidrs", "10.1.0.0/16")
+        .addElement("macs", "02:00:00:00:00:01")
+        .addElement("ports", "8443");
+      for (let i = 0; i < 3000; i++) {
+        tx.addElement("big", `10.200.${i >> 8}.${i & 255} . ${1000 + i}`, "goto a");
+      }
+    } else {
+      tx.deleteElement("v4", "10.0.0.2").deleteElement("eps", "10.96.0.1 . 80 . 7");
+      for (let i = 0; i < 3000; i += 2) tx.deleteElement("big", `10.200.${i >> 8}.${i & 255} . ${1000 + i}`);
+      // Identical to what is there: no error, as for nft's `add element`.
+      tx.addElement("v4", "10.0.0.1", "accept");
+    }
+    return tx;
+  };
+  const listing = async (table: string) =>
+    (await nft.dumpText({ family: "inet", name: table })).replaceAll(table, "T");
+  const refusal = async (tx: NftTransaction) => {
+    try {
+      await nft.run(tx, { elementsOverNetlink: true });
+      return { ok: true, message: "", operations: [] as number[], notFound: false };
+    } catch (e) {
+      const err = e as NftError;
+      return {
+        ok: false,
+        name: err.name,
+        message: err.nftMessage,
+        operations: [...err.operations],
+        notFound: isNotFound(err),
+      };
+    }
+  };
+  try {
+    for (const half of ["first", "second"] as const) {
+      await nft.run(build("krttext", half));
+      await nft.run(build("krtnl", half), { elementsOverNetlink: true });
+    }
+    const text = await listing("krttext");
+    const overNetlink = await listing("krtnl");
+    const runs = nft.elementRuns;
+    // Refused: a key already there with another value (operation 2), then a key not there (operation 1),
+    // each in a batch whose other elements must not stay.
+    const clash = await refusal(
+      new NftTransaction("inet", "krtnl")
+        .addElement("v4", "10.0.0.9", "accept")
+        .addElement("v4", "10.0.0.8", "accept")
+        .addElement("v4", "10.0.0.1", "drop")
+        .addElement("v4", "10.0.0.7", "accept"),
+    );
+    const missing = await refusal(
+      new NftTransaction("inet", "krtnl")
+        .deleteElement("pairs", "10.1.1.5 . 10.1.1.5")
+        .deleteElement("pairs", "10.9.9.9 . 10.9.9.9"),
+    );
+    // A chain that is not there, named by a verdict after an earlier run of operations went through.
+    const noChain = await refusal(
+      new NftTransaction("inet", "krtnl")
+        .add({ chain: { name: "d" } })
+        .addElement("v4", "10.0.0.20", "goto d")
+        .addElement("v4", "10.0.0.21", "goto nosuchchain"),
+    );
+    return { text, overNetlink, runs, clash, missing, noChain, after: await listing("krtnl") };
+  } finally {
+    nft.close();
+  }
+}

@@ -160,3 +160,44 @@ Deno.test({
       assert.match(text, /fd00:172::10 \. tcp \. 80 : goto a/);
     }),
 });
+
+Deno.test({
+  ...needs(
+    "elements written over netlink give the very table nft gives for the same operations, and a refused element batch names its element and leaves nothing",
+    { tools: ["ip", "nft"] },
+  ),
+  fn: () =>
+    withNetns(["nftnlw"], async (ns) => {
+      const res = await inNetns<R<"nftElementsOverNetlink">>(ns, SCEN, "nftElementsOverNetlink");
+      assert.equal(res.overNetlink, res.text, "the same listing, element for element");
+      // Three runs written over netlink (the first one, the one after chain b, the second transaction);
+      // the one with an interval and a MAC address through nft.
+      assert.deepEqual(res.runs, { netlink: 3, nft: 1 });
+      // The listing is a real one: every kind of element is in it.
+      assert.match(res.text, /10\.96\.0\.1 \. 80 \. 65535 : 10\.1\.2\.6 \. 8080/);
+      assert.match(res.text, /2001:db8::1 \. udp \. 53 : jump b/);
+      assert.match(res.text, /10\.96\.0\.1 \. udp \. 53 counter packets 0 bytes 0/);
+      assert.match(res.text, /10\.1\.0\.0\/16/);
+      assert.match(res.text, /02:00:00:00:00:01/);
+      assert.doesNotMatch(res.text, /10\.0\.0\.2 :/);
+      assert.equal((res.text.match(/10\.200\.\d+\.\d+ \. \d+ : goto a/g) ?? []).length, 1500);
+
+      assert.equal(res.clash.ok, false);
+      assert.equal(res.clash.name, "NftError");
+      assert.deepEqual(res.clash.operations, [2], "the element whose value differs, by the kernel's offset");
+      assert.match(res.clash.message, /add element inet krtnl v4 \{ 10\.0\.0\.1 : drop \}/);
+      assert.equal(res.missing.ok, false);
+      assert.deepEqual(res.missing.operations, [1]);
+      assert.match(
+        res.missing.message,
+        /No such file or directory\ndelete element inet krtnl pairs \{ 10\.9\.9\.9 \. 10\.9\.9\.9 \}/,
+      );
+      assert.equal(res.missing.notFound, true, "classified as nft's own errors are");
+      assert.equal(res.noChain.ok, false);
+      assert.deepEqual(res.noChain.operations, [2], "indexes count the operations before the element run");
+      // Refused batches leave none of their elements; the chain added before the run stays.
+      assert.doesNotMatch(res.after, /10\.0\.0\.(9|8|7|20|21) /);
+      assert.match(res.after, /10\.1\.1\.5 \. 10\.1\.1\.5/);
+      assert.match(res.after, /chain d \{/);
+    }),
+});

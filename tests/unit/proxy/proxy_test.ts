@@ -275,6 +275,53 @@ Deno.test("large changes are cut into transactions of whole Services", async () 
   await s.stop();
 });
 
+Deno.test("a full sync writes a shared chain once, and again after the transaction that wrote it was refused", async () => {
+  const put = (s: Awaited<ReturnType<typeof proxySetup>>) => {
+    for (let i = 0; i < 6; i++) {
+      s.source.put("services", {
+        ...service(`s${i}`),
+        spec: { ...service(`s${i}`).spec, clusterIP: `172.16.1.${i + 1}`, clusterIPs: [`172.16.1.${i + 1}`] },
+      });
+      s.source.put("endpointslices", slice(`s${i}`, ["10.1.2.5"]));
+    }
+    s.source.markSynced();
+  };
+  const writes = (s: Awaited<ReturnType<typeof proxySetup>>) =>
+    s.nft.texts.join("\n").split("\n").filter((l) =>
+      l.startsWith("add rule") && l.includes("pick_v4_tcp_rr_1 ")
+    ).length;
+
+  // One Service a transaction: six chunks, every Service's endpoint picked by the one shared chain.
+  const clean = await proxySetup({ node, chunkOps: 1 });
+  put(clean);
+  await clean.sync();
+  assert.equal(clean.proxy.programmed.size, 6);
+  assert.ok(clean.nft.runs >= 6, `${clean.nft.runs} transactions`);
+  assert.equal(writes(clean), 1, "written by the first chunk only");
+  await clean.stop();
+
+  // The first Service's transaction, which writes the chain, is refused: the next transaction, already
+  // built without it, and every later one, must still find it.
+  const s = await proxySetup({ node, chunkOps: 1 });
+  s.nft.rejectText = '"172.16.1.1"';
+  put(s);
+  await s.sync();
+  assert.deepEqual([...s.proxy.programmed.keys()].sort(), [
+    "default/s1",
+    "default/s2",
+    "default/s3",
+    "default/s4",
+    "default/s5",
+  ]);
+  const rejected = s.sink.lines.filter((l) => l.includes("kernel rejected"));
+  assert.equal(rejected.length, 1, rejected.join("\n"));
+  assert.match(rejected[0]!, /default\/s0/);
+  for (let i = 2; i <= 6; i++) {
+    assert.match(s.nft.fake.dump(), new RegExp(`172\\.16\\.1\\.${i} \\. tcp \\. 80 : goto pick_v4_tcp_rr_1`));
+  }
+  await s.stop();
+});
+
 Deno.test("UDP flows are cleared when their endpoint goes, and when a Service gets its first endpoint", async () => {
   const flow = (dst: string, dport: number): ConntrackEntry => ({
     family: 4,
