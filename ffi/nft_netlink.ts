@@ -298,6 +298,23 @@ export class NftNetlinkReader {
       const t = a.get(NFTA_CHAIN_TABLE), n = a.get(NFTA_CHAIN_NAME);
       if (t && n && str(t) === table) chains.push(str(n));
     }
+    return { chains, sets: this.#sets(f, table) };
+  }
+
+  /**
+   * The table's named sets and maps (flags, types), without chains or elements; an empty list if the table
+   * does not exist. Equivalent to: `nft -t list sets` of that table.
+   */
+  sets(family: string, table: string): NftSetInfo[] {
+    try {
+      return this.#sets(this.#family(family), table);
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === Errno.ENOENT) return [];
+      throw e;
+    }
+  }
+
+  #sets(f: number, table: string): NftSetInfo[] {
     const sets: NftSetInfo[] = [];
     for (
       const m of this.#s.dump(NFT_MSG_GETSET, (w) => {
@@ -322,7 +339,7 @@ export class NftNetlinkReader {
       if (a.has(NFTA_SET_DATA_LEN)) info.dataLen = be32(a.get(NFTA_SET_DATA_LEN)!);
       sets.push(info);
     }
-    return { chains, sets };
+    return sets;
   }
 
   /**

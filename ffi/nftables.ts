@@ -230,6 +230,7 @@ export class Nftables implements NftRuleset {
 
   /** Equivalent to: `nft -f FILE` with nft's own syntax; atomic. */
   async applyText(script: string): Promise<void> {
+    this.#setCache.clear();
     await this.runBuffer(script, { json: false });
   }
 
@@ -242,9 +243,22 @@ export class Nftables implements NftRuleset {
   async run(tx: NftTransaction, opts: NftRunOptions = {}): Promise<void> {
     if (tx.size === 0) return;
     if (opts.elementsOverNetlink) return await this.#runSplit(tx, opts.outOfProcess ?? false);
+    const segments = tx.segments();
+    const only = segments.length === 1 ? segments[0]! : undefined;
+    if (only && "elements" in only) {
+      // Element operations only: one nfnetlink batch is the same atomic transaction nft would send.
+      return await this.#writeElements(tx, only.elements, opts.outOfProcess ?? false);
+    }
+    await this.#runText(tx, opts.outOfProcess ?? false);
+  }
+
+  /** `run` through nft: libnftables in process, or a child `nft -f -`. */
+  async #runText(tx: NftTransaction, outOfProcess: boolean): Promise<void> {
+    // It may declare or delete sets.
+    this.#setCache.clear();
     const text = tx.render();
     try {
-      if ((opts.outOfProcess || text.length > this.#outOfProcessAbove) && this.#childUsable) {
+      if ((outOfProcess || text.length > this.#outOfProcessAbove) && this.#childUsable) {
         const next = this.#queue.then(() => applyInChild(text));
         this.#queue = next.catch(() => undefined);
         try {
@@ -270,17 +284,10 @@ export class Nftables implements NftRuleset {
 
   /** `run` with elementsOverNetlink: each segment in order, errors naming operations of `tx`. */
   async #runSplit(tx: NftTransaction, outOfProcess: boolean): Promise<void> {
-    let sets: Map<string, NftSetInfo> | undefined;
     for (const seg of tx.segments()) {
       try {
-        if ("tx" in seg) {
-          await this.run(seg.tx, { outOfProcess });
-          // It may have declared or deleted sets.
-          sets = undefined;
-          continue;
-        }
-        sets ??= new Map((this.#reader().layout(tx.family, tx.table)?.sets ?? []).map((s) => [s.name, s]));
-        await this.#writeElements(tx, sets, seg.elements, outOfProcess);
+        if ("tx" in seg) await this.#runText(seg.tx, outOfProcess);
+        else await this.#writeElements(tx, seg.elements, outOfProcess);
       } catch (e) {
         if (!(e instanceof NftError)) throw e;
         throw new NftError(e.rc, e.nftMessage, {
@@ -294,7 +301,6 @@ export class Nftables implements NftRuleset {
   /** One run of element operations as one netlink batch; through nft if netlink cannot write one of them. */
   async #writeElements(
     tx: NftTransaction,
-    sets: ReadonlyMap<string, NftSetInfo>,
     ops: readonly NftElementText[],
     outOfProcess: boolean,
   ): Promise<void> {
@@ -307,19 +313,23 @@ export class Nftables implements NftRuleset {
     };
     // Encoded in the queue: the writer's buffer is reused by every batch.
     const next = this.#queue.then(async () => {
-      let batch: ElementBatch;
-      try {
-        batch = encodeElements(
-          tx.family,
-          tx.table,
-          sets,
-          ops,
-          sock.reserveSeq(ops.length + 2),
-          this.#writerBuf,
-        );
-      } catch (e) {
-        if (e instanceof NftUnencodable) return false;
-        throw e;
+      let batch: ElementBatch | undefined;
+      for (let fresh = false; !batch; fresh = true) {
+        try {
+          const sets = this.#setsOf(tx.family, tx.table, fresh);
+          batch = encodeElements(
+            tx.family,
+            tx.table,
+            sets,
+            ops,
+            sock.reserveSeq(ops.length + 2),
+            this.#writerBuf,
+          );
+        } catch (e) {
+          if (!(e instanceof NftUnencodable)) throw e;
+          // A set this context has not seen yet (declared by someone else): read the sets once more.
+          if (fresh) return false;
+        }
       }
       if (batch.bytes.length + 4096 > this.#writerSndbuf) {
         this.#writerSndbuf = batch.bytes.length * 2;
@@ -340,7 +350,23 @@ export class Nftables implements NftRuleset {
       if (op.verb === "delete") text.deleteElement(op.set, op.key);
       else text.addElement(op.set, op.key, op.value);
     }
-    await this.run(text, { outOfProcess });
+    await this.#runText(text, outOfProcess);
+  }
+
+  /**
+   * The sets of each table elements were written to, as the kernel described them: read again after any
+   * transaction that went through nft (it may have declared or deleted sets), and when an element names
+   * a set not in it.
+   */
+  #setCache = new Map<string, Map<string, NftSetInfo>>();
+  #setsOf(family: string, table: string, fresh: boolean): Map<string, NftSetInfo> {
+    const key = `${family} ${table}`;
+    let sets = fresh ? undefined : this.#setCache.get(key);
+    if (!sets) {
+      sets = new Map(this.#reader().sets(family, table).map((s) => [s.name, s]));
+      this.#setCache.set(key, sets);
+    }
+    return sets;
   }
 
   #elementRuns = { netlink: 0, nft: 0 };

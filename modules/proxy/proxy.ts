@@ -783,13 +783,13 @@ export class ServiceProxy implements ModuleInstance {
   }
 
   /**
-   * Puts a chunk's deferred additions into its transaction and renders its text, so the full sync can do it
-   * while nft still applies the previous chunk; returns, per addition, its operation's index.
+   * Puts a chunk's deferred additions into its transaction, so the full sync can do it while the kernel
+   * still applies the previous chunk; returns, per addition, its operation's index. (No text is rendered
+   * ahead: a full sync's elements go over netlink, and the rest is rendered when it is applied.)
    */
   #prepareChunk(chunk: Chunk): number[] {
     const opOfAdd = addDeferred(chunk.tx, chunk.adds);
     chunk.adds = [];
-    chunk.tx.render();
     return chunk.opOfAdd = opOfAdd;
   }
 

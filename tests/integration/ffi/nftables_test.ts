@@ -170,8 +170,8 @@ Deno.test({
     withNetns(["nftnlw"], async (ns) => {
       const res = await inNetns<R<"nftElementsOverNetlink">>(ns, SCEN, "nftElementsOverNetlink");
       assert.equal(res.overNetlink, res.text, "the same listing, element for element");
-      // Three runs written over netlink (the first one, the one after chain b, the second transaction);
-      // the one with an interval and a MAC address through nft.
+      // Three runs written over netlink (the first one, the one after chain b, the second transaction, all
+      // elements, without the option); the one with an interval and a MAC address through nft.
       assert.deepEqual(res.runs, { netlink: 3, nft: 1 });
       // The listing is a real one: every kind of element is in it.
       assert.match(res.text, /10\.96\.0\.1 \. 80 \. 65535 : 10\.1\.2\.6 \. 8080/);
