@@ -27,7 +27,7 @@ import { Bus } from "../core/bus.ts";
 import type { ModuleContext } from "../core/mod.ts";
 import { loadConfig } from "../core/config.ts";
 import { getLogger, MemorySink } from "../core/log.ts";
-import { Conntrack, Nftables, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
+import { Conntrack, Nftables, type NftRunOptions, NftSetCounters, NftTransaction } from "../ffi/mod.ts";
 import {
   addDeferred,
   diffService,
@@ -154,7 +154,7 @@ const nft = new Nftables(
 let record: string[] | undefined;
 const deps = {
   nft: {
-    run: async (tx: NftTransaction, opts?: { outOfProcess?: boolean }) => {
+    run: async (tx: NftTransaction, opts?: NftRunOptions) => {
       const q0 = performance.now();
       await nft.run(tx, opts);
       if (Deno.env.get("KRT_BENCH_TRACE")) {

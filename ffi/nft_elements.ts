@@ -26,26 +26,31 @@ import {
 } from "./netlink.ts";
 import type { NetlinkSocket } from "./netlink_socket.ts";
 import type { NftElementText } from "./nft_transaction.ts";
-import { type Field, fieldsOf, NFPROTO, NFT_SET, type NftSetInfo, NftType } from "./nft_netlink.ts";
+import {
+  type Field,
+  fieldsOf,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO,
+  NFT_DATA_VERDICT,
+  NFT_SET,
+  NFTA_DATA_VALUE,
+  NFTA_DATA_VERDICT,
+  NFTA_LIST_ELEM,
+  NFTA_SET_ELEM_DATA,
+  NFTA_SET_ELEM_KEY,
+  NFTA_SET_ELEM_LIST_ELEMENTS,
+  NFTA_SET_ELEM_LIST_SET,
+  NFTA_SET_ELEM_LIST_TABLE,
+  NFTA_VERDICT_CHAIN,
+  NFTA_VERDICT_CODE,
+  type NftSetInfo,
+  NftType,
+} from "./nft_netlink.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 16;
 const NFNL_MSG_BATCH_END = 17;
 const NFT_MSG_NEWSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | 12;
 const NFT_MSG_DELSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | 14;
-
-const NFTA_SET_ELEM_LIST_TABLE = 1;
-const NFTA_SET_ELEM_LIST_SET = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
-const NFTA_LIST_ELEM = 1;
-const NFTA_SET_ELEM_KEY = 1;
-const NFTA_SET_ELEM_DATA = 2;
-const NFTA_DATA_VALUE = 1;
-const NFTA_DATA_VERDICT = 2;
-const NFTA_VERDICT_CODE = 1;
-const NFTA_VERDICT_CHAIN = 2;
-/** NFTA_SET_DATA_TYPE of a verdict map. */
-const NFT_DATA_VERDICT = 0xffffff00;
 
 /**
  * Bytes of elements per message: the elements are one nested attribute, whose length is 16 bits, so a

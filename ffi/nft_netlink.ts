@@ -19,7 +19,7 @@ import { formatIP } from "./ip.ts";
 import { NETLINK_NETFILTER, type NlMsg, type NlWriter } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
+export const NFNL_SUBSYS_NFTABLES = 10;
 const msg = (t: number) => (NFNL_SUBSYS_NFTABLES << 8) | t;
 export const NFT_MSG_GETTABLE = msg(1);
 export const NFT_MSG_GETCHAIN = msg(4);
@@ -49,12 +49,12 @@ const NFTA_SET_KEY_TYPE = 4;
 const NFTA_SET_KEY_LEN = 5;
 const NFTA_SET_DATA_TYPE = 6;
 const NFTA_SET_DATA_LEN = 7;
-const NFTA_SET_ELEM_LIST_TABLE = 1;
-const NFTA_SET_ELEM_LIST_SET = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
-const NFTA_LIST_ELEM = 1;
-const NFTA_SET_ELEM_KEY = 1;
-const NFTA_SET_ELEM_DATA = 2;
+export const NFTA_SET_ELEM_LIST_TABLE = 1;
+export const NFTA_SET_ELEM_LIST_SET = 2;
+export const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
+export const NFTA_LIST_ELEM = 1;
+export const NFTA_SET_ELEM_KEY = 1;
+export const NFTA_SET_ELEM_DATA = 2;
 const NFTA_SET_ELEM_FLAGS = 3;
 const NFTA_SET_ELEM_EXPR = 7;
 const NFTA_SET_ELEM_EXPRESSIONS = 10;
@@ -62,10 +62,10 @@ const NFTA_EXPR_NAME = 1;
 const NFTA_EXPR_DATA = 2;
 const NFTA_COUNTER_BYTES = 1;
 const NFTA_COUNTER_PACKETS = 2;
-const NFTA_DATA_VALUE = 1;
-const NFTA_DATA_VERDICT = 2;
-const NFTA_VERDICT_CODE = 1;
-const NFTA_VERDICT_CHAIN = 2;
+export const NFTA_DATA_VALUE = 1;
+export const NFTA_DATA_VERDICT = 2;
+export const NFTA_VERDICT_CODE = 1;
+export const NFTA_VERDICT_CHAIN = 2;
 
 /** NFT_SET_* flags. */
 export const NFT_SET = {
@@ -77,7 +77,7 @@ export const NFT_SET = {
   object: 0x40,
 } as const;
 /** NFTA_SET_DATA_TYPE of a verdict map (NFT_DATA_VERDICT). */
-const NFT_DATA_VERDICT = 0xffffff00;
+export const NFT_DATA_VERDICT = 0xffffff00;
 const NFT_SET_ELEM_INTERVAL_END = 1;
 
 /** nft's datatype ids (nftables' include/datatype.h) of the types this file prints. */

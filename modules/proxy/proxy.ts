@@ -140,7 +140,7 @@ export class ServiceProxy implements ModuleInstance {
   #claims = new Map<string, string>();
   /** Programmed Services with a healthCheckNodePort to serve (few), so a sync does not walk them all. */
   #withHealthCheck = new Set<string>();
-  /** During a full sync: the shared chains and elements it has written (DiffOptions.writtenInSync). */
+  /** During a full sync: the shared chains it has written (DiffOptions.writtenInSync). */
   #writtenInSync: Set<string> | undefined;
   /** Counts the failed transactions whose shared chains had to be forgotten (Chunk.gen). */
   #writtenGen = 0;

@@ -651,6 +651,21 @@ export async function nftChildMissing() {
   }
 }
 
+/** The proxy's kinds of maps and sets, as the netlink scenarios declare them: v6, v4, eps, pairs. */
+function addServiceLikeSets(tx: NftTransaction): NftTransaction {
+  return tx
+    .add({ map: { name: "v6", type: "ipv6_addr . inet_proto . inet_service", map: "verdict" } })
+    .add({ map: { name: "v4", type: "ipv4_addr", map: "verdict" } })
+    .add({
+      map: {
+        name: "eps",
+        type: "typeof ip daddr . th dport . numgen random mod 65536",
+        map: "ip daddr . tcp dport",
+      },
+    })
+    .add({ set: { name: "pairs", type: "ipv4_addr . ipv4_addr" } });
+}
+
 /**
  * Nftables.listLayout / listElements (read over netlink) on a table holding what nft prints in several
  * ways: IPv6 and IPv4 verdict maps with every verdict kind, a typeof map keyed by a numgen slot, a set of
@@ -663,17 +678,8 @@ export async function nftNetlinkListing() {
     const tx = new NftTransaction("inet", "krtnl")
       .add({ table: {} })
       .add({ chain: { name: "a" } })
-      .add({ chain: { name: "b" } })
-      .add({ map: { name: "v6", type: "ipv6_addr . inet_proto . inet_service", map: "verdict" } })
-      .add({ map: { name: "v4", type: "ipv4_addr", map: "verdict" } })
-      .add({
-        map: {
-          name: "eps",
-          type: "typeof ip daddr . th dport . numgen random mod 65536",
-          map: "ip daddr . tcp dport",
-        },
-      })
-      .add({ set: { name: "pairs", type: "ipv4_addr . ipv4_addr" } })
+      .add({ chain: { name: "b" } });
+    addServiceLikeSets(tx)
       .add({ set: { name: "counted", type: "ipv4_addr . inet_proto . inet_service", counter: true } })
       .add({ set: { name: "aff", type: "ipv4_addr", flags: ["timeout"], timeout: "1h" } })
       .add({ map: { name: "empty", type: "ipv4_addr", map: "verdict" } })
@@ -744,18 +750,7 @@ export async function nftElementsOverNetlink() {
   const build = (table: string, half: "first" | "second") => {
     const tx = new NftTransaction("inet", table);
     if (half === "first") {
-      tx.add({ table: {} })
-        .add({ chain: { name: "a" } })
-        .add({ map: { name: "v6", type: "ipv6_addr . inet_proto . inet_service", map: "verdict" } })
-        .add({ map: { name: "v4", type: "ipv4_addr", map: "verdict" } })
-        .add({
-          map: {
-            name: "eps",
-            type: "typeof ip daddr . th dport . numgen random mod 65536",
-            map: "ip daddr . tcp dport",
-          },
-        })
-        .add({ set: { name: "pairs", type: "ipv4_addr . ipv4_addr" } })
+      addServiceLikeSets(tx.add({ table: {} }).add({ chain: { name: "a" } }))
         .add({ set: { name: "pairs6", type: "ipv6_addr . ipv6_addr" } })
         .add({ set: { name: "counted", type: "ipv4_addr . inet_proto . inet_service", counter: true } })
         .add({ set: { name: "ports", type: "inet_service" } })
