@@ -334,13 +334,16 @@ export class NlWriter {
   }
   /** An attribute with raw bytes. */
   attr(type: number, data: Uint8Array): this {
-    const n = data.length;
+    return this.attrPrefix(type, data, data.length);
+  }
+  /** An attribute whose payload is the first `n` bytes of `data` (no view of them made: for hot loops). */
+  attrPrefix(type: number, data: Uint8Array, n: number): this {
     this.#attrHeader(type, n);
     if (n <= 16) {
       const b = this.#buf;
       for (let i = 0; i < n; i++) b[this.#len + i] = data[i]!;
     } else {
-      this.#buf.set(data, this.#len);
+      this.#buf.set(n === data.length ? data : data.subarray(0, n), this.#len);
     }
     this.#len += n;
     this.#pad();

@@ -77,6 +77,13 @@ const PROTO_NUMBERS: Readonly<Record<string, number>> = {
   sctp: 132,
 };
 
+/** The protocol s[from, to) names (nft's name or a number), or -1; tcp and udp without a new string. */
+function protoNumber(s: string, from: number, to: number): number {
+  if (to - from === 3 && s.startsWith("tcp", from)) return 6;
+  if (to - from === 3 && s.startsWith("udp", from)) return 17;
+  return PROTO_NUMBERS[s.slice(from, to)] ?? decimal(s, from, to);
+}
+
 const VERDICT_CODES: Readonly<Record<string, number>> = {
   drop: 0,
   accept: 1,
@@ -124,8 +131,7 @@ function writeField(
       return true;
     }
     case NftType.inetProto: {
-      const t = s.slice(from, to);
-      const p = PROTO_NUMBERS[t] ?? decimal(s, from, to);
+      const p = protoNumber(s, from, to);
       if (p < 0 || p > 255) return false;
       b[off] = p;
       return true;
@@ -191,8 +197,10 @@ export interface ElementBatch {
   bytes: Uint8Array<ArrayBuffer>;
   /** Sequence number of the batch's first message (BATCH_BEGIN); message i has seq + 1 + i. */
   seq: number;
-  /** Per message: its offset in `bytes`, and its elements' (offset in the message, operation index). */
-  messages: { at: number; elements: [number, number][] }[];
+  /** Per message: its offset in `bytes`, and the operations [from, to) whose elements it holds. */
+  messages: { at: number; from: number; to: number }[];
+  /** Per operation: where its element starts in its message. */
+  offsets: number[];
 }
 
 /**
@@ -215,6 +223,7 @@ export function encodeElements(
   const sdv = new DataView(scratch.buffer);
   const codecs = new Map<string, SetCodec>();
   const messages: ElementBatch["messages"] = [];
+  const offsets: number[] = [];
   w.reset();
   let s = seq;
   const begin = w.beginMsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, s++);
@@ -249,16 +258,17 @@ export function encodeElements(
       w.attrString(NFTA_SET_ELEM_LIST_TABLE, table);
       w.attrString(NFTA_SET_ELEM_LIST_SET, op.set);
       nest = w.beginNest(NFTA_SET_ELEM_LIST_ELEMENTS);
-      messages.push({ at: msgOff, elements: [] });
+      messages.push({ at: msgOff, from: i, to: i });
       current = op.set;
       currentVerb = op.verb;
     }
     const el = w.beginNest(NFTA_LIST_ELEM);
-    messages[messages.length - 1]!.elements.push([el - msgOff, i]);
+    offsets.push(el - msgOff);
+    messages[messages.length - 1]!.to = i + 1;
     const kn = writeFields(codec.key, op.key, scratch, sdv);
     if (kn < 0) throw new NftUnencodable(i, `${op.set}: key ${JSON.stringify(op.key)} does not parse`);
     const k = w.beginNest(NFTA_SET_ELEM_KEY);
-    w.attr(NFTA_DATA_VALUE, scratch.subarray(0, kn));
+    w.attrPrefix(NFTA_DATA_VALUE, scratch, kn);
     w.endNest(k);
     if (op.verb !== "delete" && codec.value !== undefined) {
       if (op.value === undefined) throw new NftUnencodable(i, `${op.set}: a map element without a value`);
@@ -283,7 +293,7 @@ export function encodeElements(
         if (vn < 0) {
           throw new NftUnencodable(i, `${op.set}: value ${JSON.stringify(op.value)} does not parse`);
         }
-        w.attr(NFTA_DATA_VALUE, scratch.subarray(0, vn));
+        w.attrPrefix(NFTA_DATA_VALUE, scratch, vn);
       }
       w.endNest(d);
     }
@@ -293,17 +303,14 @@ export function encodeElements(
   const end = w.beginMsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, s++);
   w.u8(0).u8(0).be16(NFNL_SUBSYS_NFTABLES);
   w.endMsg(end);
-  return { bytes: w.view(), seq, messages };
+  return { bytes: w.view(), seq, messages, offsets };
 }
 
-/** The operation an extended ACK's offset (from the failed message's start) points into, if any. */
-function operationAt(msg: ElementBatch["messages"][number], offset: number | undefined): number | undefined {
+/** The operation of message `msg` an extended ACK's offset (from the message's start) points into, if any. */
+function operationAt(batch: ElementBatch, msg: ElementBatch["messages"][number], offset: number | undefined) {
   if (offset === undefined) return undefined;
   let found: number | undefined;
-  for (const [at, op] of msg.elements) {
-    if (at > offset) break;
-    found = op;
-  }
+  for (let op = msg.from; op < msg.to && batch.offsets[op]! <= offset; op++) found = op;
   return found;
 }
 
@@ -342,8 +349,8 @@ export async function sendElements(
       answered++;
       if (info.errno === 0) continue;
       const msg = batch.messages[i]!;
-      const op = operationAt(msg, info.extAckOffset);
-      const ops = op !== undefined ? [op] : msg.elements.map(([, o]) => o);
+      const op = operationAt(batch, msg, info.extAckOffset);
+      const ops = op !== undefined ? [op] : Array.from({ length: msg.to - msg.from }, (_, k) => msg.from + k);
       refused.push(...ops);
       const err = new NetlinkError(info.errno, "nft element batch", m.seq, info.extAck);
       firstError ??= err;

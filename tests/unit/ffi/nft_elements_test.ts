@@ -107,14 +107,23 @@ Deno.test("elements are written as the bytes nft_netlink.ts reads back as the sa
   ]);
   // Sequence numbers follow the first one given; each message says where its elements start.
   assert.deepEqual(parseMessages(batch.bytes).map((m) => m.seq), [100, 101, 102, 103, 104, 105, 106, 107]);
-  assert.deepEqual(batch.messages.map((m) => m.elements.map(([, op]) => op)), [
-    [0, 1],
-    [2],
-    [3, 4],
-    [5],
-    [6],
-    [7],
-  ]);
+  assert.deepEqual(batch.messages.map((m) => [m.from, m.to]), [[0, 2], [2, 3], [3, 5], [5, 6], [6, 7], [
+    7,
+    8,
+  ]]);
+  // Each element's offset in its message is where its NFTA_LIST_ELEM begins (the kernel's extended ACK
+  // points there): after the message's header (16), nfgenmsg (4), table and set names and the list's own.
+  for (const [i, m] of batch.messages.entries()) {
+    const bytes = batch.bytes.subarray(m.at);
+    for (let op = m.from; op < m.to; op++) {
+      const off = batch.offsets[op]!;
+      assert.equal(
+        new DataView(bytes.buffer, bytes.byteOffset).getUint16(off + 2, true) & 0x3fff,
+        1,
+        `message ${i} op ${op}`,
+      );
+    }
+  }
 });
 
 Deno.test("a set's elements are cut into messages whose element attribute fits its 16-bit length", () => {
