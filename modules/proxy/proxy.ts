@@ -299,6 +299,10 @@ export class ServiceProxy implements ModuleInstance {
   async #sync(reason: SyncReason): Promise<void> {
     const t0 = performance.now();
     const full = this.#needFull || reason !== "requested";
+    // A full sync builds its chunks on top of what is live: the garbage of the partial syncs and scrapes
+    // since the last collection goes first (at 10,000 Services it raised a periodic resync's peak RSS by
+    // about 20 MiB, to within a few MiB of 250).
+    if (full && !this.#initial) releaseMemory(8 * 2 ** 20);
     try {
       await this.#syncInner(full);
       this.#needFull = false;
