@@ -1,6 +1,6 @@
 /** Helpers shared by the lab's end-to-end tests (lab_test.ts, router_test.ts). */
 import { run } from "../_support/netns.ts";
-import { kubectl, type LabState } from "../../lab/mod.ts";
+import { execCommand, kubectl, type LabState, REPO_ROOT, topology } from "../../lab/mod.ts";
 
 /** `kubectl ARGS` against the lab; its stdout, or throws with its stderr. */
 export async function k(state: LabState, args: string[], stdin?: string): Promise<string> {
@@ -41,4 +41,33 @@ export function showLogTails(files: string[], lines: number): void {
       console.error(`--- ${f}\n${Deno.readTextFileSync(f).split("\n").slice(-lines).join("\n")}`);
     } catch { /* missing */ }
   }
+}
+
+/** `kube-router bgp neighbors` run on `node` (as the agent's own CLI, through its status socket). */
+export function bgpNeighbors(state: LabState, node: string, check = true) {
+  return run(
+    execCommand(state, node, [Deno.execPath(), "run", "-A", `${REPO_ROOT}/main.ts`, "bgp", "neighbors"]),
+    { check },
+  );
+}
+
+/** A line of `kube-router bgp neighbors` (gobgp's layout) for an established session with `ip`. */
+export function peerLine(ip: string, asn: number): RegExp {
+  return new RegExp(`^${ip.replaceAll(".", "\\.")}\\s+${asn}\\s.*Establ`, "m");
+}
+
+/**
+ * Waits until every node of the lab holds an established session with every other node (`asn`: the
+ * cluster's): the pod network is converged. A session can go down and up again right after the agents
+ * start (a connection collision both sides lose; the higher router id reconnects at once).
+ */
+export async function nodeMeshEstablished(state: LabState, asn: number, ms = 30_000): Promise<void> {
+  const nodes = topology(state.nodes, state.prefix).nodes;
+  await eventually("every node's sessions with the others are established", async () => {
+    for (const n of nodes) {
+      const out = (await bgpNeighbors(state, n.name, false)).stdout;
+      if (!nodes.every((o) => o === n || peerLine(o.ip, asn).test(out))) return false;
+    }
+    return true;
+  }, ms);
 }

@@ -13,7 +13,15 @@
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
-import { eventually, k, netnsLeft, showLogTails } from "./_lab.ts";
+import {
+  bgpNeighbors,
+  eventually,
+  k,
+  netnsLeft,
+  nodeMeshEstablished,
+  peerLine,
+  showLogTails,
+} from "./_lab.ts";
 import {
   agentHealthy,
   CLUSTER_ASN,
@@ -43,14 +51,6 @@ const REQ = {
 async function pidsInNetns(ns: string): Promise<number> {
   const r = await run(["ip", "netns", "pids", ns], { check: false });
   return r.stdout.split(/\s+/).filter(Boolean).length;
-}
-
-/** `kube-router bgp neighbors` run on `node` (as the agent's own CLI, through its status socket). */
-function bgpNeighbors(state: LabState, node: string, check = true) {
-  return run(
-    execCommand(state, node, [Deno.execPath(), "run", "-A", `${REPO_ROOT}/main.ts`, "bgp", "neighbors"]),
-    { check },
-  );
 }
 
 /** Brings up an isolated lab, runs `fn`, and always takes the lab down; checks nothing of it is left. */
@@ -154,11 +154,6 @@ async function waitFullMesh(state: LabState, ms = 60_000): Promise<void> {
 async function curlFromPod(state: LabState, pod: string, url: string): Promise<string> {
   const r = await run(execCommand(state, `default/${pod}`, ["curl", "-s", "-m", "3", url]), { check: false });
   return r.stdout.trim();
-}
-
-/** A line of `kube-router bgp neighbors` (gobgp's layout) for an established session with `ip`. */
-function peerLine(ip: string, asn: number): RegExp {
-  return new RegExp(`^${ip.replaceAll(".", "\\.")}\\s+${asn}\\s.*Establ`, "m");
 }
 
 /** `busybox ping` every 100 ms from `pod` to `ip`, `count` times; resolves with what it sent and got back. */
@@ -366,6 +361,8 @@ for (const kind of ["gobgp", "bird"] as ExternalRouterKind[]) {
 
           // The agents see the router as an established eBGP peer (`kube-router bgp neighbors`), and
           // `lab status` shows the router and its sessions.
+          // (A node-to-node session may be coming back from a connection collision both sides lost.)
+          await nodeMeshEstablished(state, CLUSTER_ASN);
           const neighbors = await bgpNeighbors(state, "kube-node1");
           assert.match(neighbors.stdout, peerLine(EXTERNAL_ROUTER_IP, EXTERNAL_ROUTER_ASN), neighbors.stdout);
           for (const h of nodes.slice(1)) {

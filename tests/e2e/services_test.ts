@@ -13,8 +13,9 @@
  */
 import assert from "node:assert/strict";
 import { needs, run } from "../_support/netns.ts";
-import { eventually, k, netnsLeft, showLogTails } from "./_lab.ts";
+import { eventually, k, netnsLeft, nodeMeshEstablished, showLogTails } from "./_lab.ts";
 import {
+  CLUSTER_ASN,
   execCommand,
   EXTERNAL_ROUTER_IP,
   externalRouterRoutes,
@@ -87,6 +88,10 @@ Deno.test({
           .sort();
         return JSON.stringify(hops) === JSON.stringify(nodes.map((n) => n.ip).sort());
       }, 90_000);
+
+      // The pod network converged: every node holds a session with every other (a proxy on one node sends
+      // to pods on the others).
+      await nodeMeshEstablished(st, CLUSTER_ASN);
 
       // A host behind the router: its own subnet, default route via the router.
       const behind = `${st.prefix}behind`;

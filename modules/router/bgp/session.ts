@@ -153,6 +153,9 @@ class Attempt {
   constructor(readonly conn: BgpConn, readonly outgoing: boolean) {}
 }
 
+/** How long the losing side of a collision both sides lost waits before it connects again (ms). */
+const COLLISION_RETRY_MS = 1000;
+
 export class Peer {
   #state: PeerState = "Idle";
   #attempts: Attempt[] = [];
@@ -161,6 +164,11 @@ export class Peer {
   #running = false;
   #retryTimer: TimerId | undefined;
   #failures = 0;
+  /**
+   * Set when the peer closed our last connection with Cease/Connection Collision Resolution: the next
+   * attempt's delay (see #scheduleRetry), used once.
+   */
+  #afterCollisionMs: number | undefined;
   #connecting = false;
   #log: Logger;
   readonly stats: PeerStats;
@@ -292,7 +300,9 @@ export class Peer {
 
   #scheduleRetry(): void {
     if (!this.#running || this.#retryTimer !== undefined) return;
-    const ms = this.#failures === 0 ? 0 : this.#retryDelayMs();
+    const collision = this.#afterCollisionMs;
+    this.#afterCollisionMs = undefined;
+    const ms = collision ?? (this.#failures === 0 ? 0 : this.#retryDelayMs());
     this.#retryTimer = this.host.clock.setTimeout(() => {
       this.#retryTimer = undefined;
       if (!this.#running || this.#attempts.length) return;
@@ -539,6 +549,16 @@ export class Peer {
           ...(text ? { message: text } : {}),
         });
         this.stats.lastError = reason;
+        if (n.code === ERR_CEASE && n.subcode === CEASE_COLLISION && this.#attempts.length === 1) {
+          // Both sides can resolve one collision differently: one had gone Established on a connection
+          // (and closed the other) before the OPEN that made the peer close that very connection arrived.
+          // Then both connections are gone, and neither side failed: reconnect at once instead of after
+          // ConnectRetry (5 s without routes between two nodes). The side whose connection wins collisions
+          // (the higher BGP identifier) goes first; the other waits a second, for that connection.
+          const theirs = a.open?.routerId ?? this.#established?.open?.routerId;
+          const wins = theirs !== undefined && parseIPv4Fast(this.host.routerId) > parseIPv4Fast(theirs);
+          this.#afterCollisionMs = wins ? 0 : COLLISION_RETRY_MS;
+        }
         this.#close(a, reason, false);
         return;
       }
@@ -646,6 +666,7 @@ export class Peer {
     }
     this.#established = a;
     this.#failures = 0;
+    this.#afterCollisionMs = undefined;
     this.upSince = this.host.clock.now();
     this.stats.lastChange = this.upSince;
     this.stats.establishedTransitions++;

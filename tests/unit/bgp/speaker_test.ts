@@ -4,6 +4,7 @@ import {
   decodeUpdate,
   encodeEndOfRib,
   encodeKeepalive,
+  encodeNotification,
   encodeOpen,
   fromHex,
   MSG_UPDATE,
@@ -226,6 +227,35 @@ Deno.test("when both sides connect at once, collision resolution leaves exactly 
   assert.equal(a.peer("10.0.0.2")?.state, "Established");
   assert.equal(states(a.events, "10.0.0.2").filter((x) => x === "Established").length, 1);
   assert.equal(states(b.events, "10.0.0.1").filter((x) => x === "Established").length, 1);
+});
+
+Deno.test("a session both sides lost to one collision comes back at once, the higher router id first; another cease waits ConnectRetry", async () => {
+  /** A session from a raw peer (router id `theirs`), closed by it with Cease `subcode`: when do we reconnect? */
+  const reconnectAfter = async (ours: string, theirs: string, subcode: number) => {
+    await using w = new World();
+    const s = w.speaker("10.0.0.1", { asn: 65000, routerId: ours });
+    // Active, so it connects out again; the raw peer has no listener, so our first attempts are refused.
+    s.addPeer({ address: "10.0.0.9", asn: 65000, connectRetry: 5 });
+    await s.start();
+    await w.clock.advance(60_000);
+    const raw = await RawPeer.session(w, "10.0.0.9", "10.0.0.1", { myAs: 65000, routerId: theirs });
+    assert.equal(s.peer("10.0.0.9")?.state, "Established");
+    const before = states(s.events, "10.0.0.9").length;
+    await raw.send(encodeNotification({ code: 6, subcode, data: new Uint8Array() }));
+    await w.settle();
+    assert.ok(states(s.events, "10.0.0.9").slice(before).includes("Active"), "the session went down");
+    for (let ms = 0; ms <= 6000; ms += 100) {
+      if (states(s.events, "10.0.0.9").slice(before).includes("Connect")) return ms;
+      await w.clock.advance(100);
+    }
+    return Infinity;
+  };
+  // Cease/Connection Collision Resolution (7): the higher BGP identifier reconnects at once, the lower
+  // after a second (the other side's connection, which wins, usually comes first).
+  assert.equal(await reconnectAfter("10.0.0.20", "10.0.0.9", 7), 0);
+  assert.equal(await reconnectAfter("10.0.0.1", "10.0.0.9", 7), 1000);
+  // Any other cease (here Administrative Reset, 4) is a failure: ConnectRetry, 5 s.
+  assert.equal(await reconnectAfter("10.0.0.20", "10.0.0.9", 4), 5000);
 });
 
 Deno.test("a route reflector passes client routes to other clients with ORIGINATOR_ID and CLUSTER_LIST", async () => {
