@@ -84,6 +84,7 @@ export interface ResyncSignal {
 }
 
 const RECV_SIZE = 1 << 20;
+const DEFAULT_SNDBUF = 4 << 20;
 const MAX_DUMP_RETRIES = 8;
 
 function sockaddrNl(pid = 0, groups = 0): Uint8Array<ArrayBuffer> {
@@ -183,6 +184,8 @@ export class NetlinkSocket {
   #io: NetlinkTransport | undefined;
   #seq: number;
   #writer = new NlWriter(1 << 16);
+  /** The send buffer size asked for (reserveSendBuffer). */
+  #sndbuf = DEFAULT_SNDBUF;
   readonly protocol: number;
   /** Netlink port id the kernel assigned to this socket. */
   readonly portId: number;
@@ -210,7 +213,7 @@ export class NetlinkSocket {
     );
     try {
       setBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, opts.rcvbuf ?? 8 << 20);
-      setBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, opts.sndbuf ?? 4 << 20);
+      setBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, opts.sndbuf ?? DEFAULT_SNDBUF);
       // Errors echo only the header of the failed request, and carry the kernel's message text.
       setsockoptInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
       try {
@@ -234,7 +237,9 @@ export class NetlinkSocket {
       for (const g of opts.groups ?? []) {
         setsockoptInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g, "join group");
       }
-      return new NetlinkSocket(new LibcTransport(fd), protocol, portId);
+      const sock = new NetlinkSocket(new LibcTransport(fd), protocol, portId);
+      sock.#sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
+      return sock;
     } catch (e) {
       c.close(fd);
       throw e;
@@ -268,6 +273,16 @@ export class NetlinkSocket {
   /** Sends raw bytes (one or more messages) to the kernel in one sendto. */
   send(bytes: Uint8Array<ArrayBuffer>): void {
     this.#open().send(bytes);
+  }
+
+  /**
+   * Makes sure one sendto of `bytes` fits the send buffer (a netlink batch must go in one datagram),
+   * growing it to twice that when it would not. Equivalent to what nft does before a large batch.
+   */
+  reserveSendBuffer(bytes: number): void {
+    if (bytes + 4096 <= this.#sndbuf) return;
+    this.#sndbuf = bytes * 2;
+    if (this.fd >= 0) setBuf(this.fd, SO_SNDBUFFORCE, SO_SNDBUF, this.#sndbuf);
   }
 
   /** `send` off the event loop's thread where the transport can (the libc one), else `send`. */

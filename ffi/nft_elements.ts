@@ -173,6 +173,20 @@ function writeFields(fields: readonly Field[], text: string, scratch: Uint8Array
   return off;
 }
 
+/** Writes a verdict ("goto x", "jump x", "accept", …) as NFTA_DATA_VERDICT; false if it does not parse. */
+function writeVerdict(w: NlWriter, text: string): boolean {
+  const sp = text.indexOf(" ");
+  const word = sp < 0 ? text : text.slice(0, sp);
+  const chained = (word === "goto" || word === "jump") && sp > 0;
+  const code = chained ? (word === "goto" ? -4 : -3) : sp < 0 ? VERDICT_CODES[word] : undefined;
+  if (code === undefined) return false;
+  const v = w.beginNest(NFTA_DATA_VERDICT);
+  w.attrBe32(NFTA_VERDICT_CODE, code);
+  if (chained) w.attrString(NFTA_VERDICT_CHAIN, text.slice(sp + 1));
+  w.endNest(v);
+  return true;
+}
+
 /** How one set's elements are written: its key's and value's fields. */
 interface SetCodec {
   key: Field[];
@@ -205,7 +219,7 @@ export interface ElementBatch {
 
 /**
  * Encodes `ops` (in order) as one nfnetlink batch for table `family table`, consecutive operations of the
- * same verb and set sharing a message. `sets` describes the table's sets (NftNetlinkReader.layout).
+ * same verb and set sharing a message. `sets` describes the table's sets (NftNetlinkReader.sets).
  * Throws NftUnencodable, before anything is sent, for an element of a set that is unknown, an interval
  * set, of a type this file does not write, or whose text does not parse.
  */
@@ -274,20 +288,9 @@ export function encodeElements(
       if (op.value === undefined) throw new NftUnencodable(i, `${op.set}: a map element without a value`);
       const d = w.beginNest(NFTA_SET_ELEM_DATA);
       if (codec.value === "verdict") {
-        const sp = op.value.indexOf(" ");
-        const word = sp < 0 ? op.value : op.value.slice(0, sp);
-        const v = w.beginNest(NFTA_DATA_VERDICT);
-        if ((word === "goto" || word === "jump") && sp > 0) {
-          w.attrBe32(NFTA_VERDICT_CODE, word === "goto" ? -4 : -3);
-          w.attrString(NFTA_VERDICT_CHAIN, op.value.slice(sp + 1));
-        } else {
-          const code = sp < 0 ? VERDICT_CODES[word] : undefined;
-          if (code === undefined) {
-            throw new NftUnencodable(i, `${op.set}: verdict ${JSON.stringify(op.value)} does not parse`);
-          }
-          w.attrBe32(NFTA_VERDICT_CODE, code);
+        if (!writeVerdict(w, op.value)) {
+          throw new NftUnencodable(i, `${op.set}: verdict ${JSON.stringify(op.value)} does not parse`);
         }
-        w.endNest(v);
       } else {
         const vn = writeFields(codec.value, op.value, scratch, sdv);
         if (vn < 0) {

@@ -544,14 +544,17 @@ export class NftTransaction {
       let j = i + 1;
       while (j < ops.length && (ops[j] instanceof ElementText) === text) j++;
       if (text) out.push({ from: i, elements: ops.slice(i, j) as ElementText[] });
-      else {
-        const tx = new NftTransaction(this.family, this.table);
-        tx.#ops = ops.slice(i, j);
-        out.push({ from: i, tx });
-      }
+      else out.push({ from: i, tx: this.slice(i, j) });
       i = j;
     }
     return out;
+  }
+
+  /** Operations [from, to) as a transaction of their own (the same operation objects, not checked again). */
+  slice(from: number, to: number): NftTransaction {
+    const tx = new NftTransaction(this.family, this.table);
+    tx.#ops = this.#ops.slice(from, to);
+    return tx;
   }
 
   /** Number of operations. */

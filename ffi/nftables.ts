@@ -6,8 +6,8 @@
  * thread (the event loop keeps running during a large load) and are serialised per context.
  */
 import { LibraryLoadError, NftError } from "./errors.ts";
-import { cstring, mallocTrimAsync, setsockoptInt, SO_SNDBUFFORCE, SOL_SOCKET } from "./libc.ts";
-import { errorLocations, type NftElementText, NftTransaction } from "./nft_transaction.ts";
+import { cstring, mallocTrimAsync } from "./libc.ts";
+import { errorLocations, type NftElementText, type NftTransaction } from "./nft_transaction.ts";
 import { type ElementBatch, encodeElements, NftUnencodable, sendElements } from "./nft_elements.ts";
 import { NETLINK_NETFILTER, NlWriter } from "./netlink.ts";
 import { NetlinkSocket } from "./netlink_socket.ts";
@@ -247,7 +247,7 @@ export class Nftables implements NftRuleset {
     const only = segments.length === 1 ? segments[0]! : undefined;
     if (only && "elements" in only) {
       // Element operations only: one nfnetlink batch is the same atomic transaction nft would send.
-      return await this.#writeElements(tx, only.elements, opts.outOfProcess ?? false);
+      return await this.#writeElements(tx, only, opts.outOfProcess ?? false);
     }
     await this.#runText(tx, opts.outOfProcess ?? false);
   }
@@ -287,7 +287,7 @@ export class Nftables implements NftRuleset {
     for (const seg of tx.segments()) {
       try {
         if ("tx" in seg) await this.#runText(seg.tx, outOfProcess);
-        else await this.#writeElements(tx, seg.elements, outOfProcess);
+        else await this.#writeElements(tx, seg, outOfProcess);
       } catch (e) {
         if (!(e instanceof NftError)) throw e;
         throw new NftError(e.rc, e.nftMessage, {
@@ -298,12 +298,16 @@ export class Nftables implements NftRuleset {
     }
   }
 
-  /** One run of element operations as one netlink batch; through nft if netlink cannot write one of them. */
+  /**
+   * One run of element operations of `tx` (`run.from` on) as one netlink batch; through nft if netlink
+   * cannot write one of them.
+   */
   async #writeElements(
     tx: NftTransaction,
-    ops: readonly NftElementText[],
+    run: { from: number; elements: readonly NftElementText[] },
     outOfProcess: boolean,
   ): Promise<void> {
+    const ops = run.elements;
     const sock = this.#writerSocket();
     const describe = (i: number) => {
       const op = ops[i]!;
@@ -331,10 +335,7 @@ export class Nftables implements NftRuleset {
           if (fresh) return false;
         }
       }
-      if (batch.bytes.length + 4096 > this.#writerSndbuf) {
-        this.#writerSndbuf = batch.bytes.length * 2;
-        setsockoptInt(sock.fd, SOL_SOCKET, SO_SNDBUFFORCE, this.#writerSndbuf, "setsockopt(SO_SNDBUFFORCE)");
-      }
+      sock.reserveSendBuffer(batch.bytes.length);
       await sendElements(sock, batch, describe);
       return true;
     });
@@ -345,12 +346,7 @@ export class Nftables implements NftRuleset {
     }
     this.#elementRuns.nft++;
     // An element netlink cannot write as nft would: the whole run through nft.
-    const text = new NftTransaction(tx.family, tx.table);
-    for (const op of ops) {
-      if (op.verb === "delete") text.deleteElement(op.set, op.key);
-      else text.addElement(op.set, op.key, op.value);
-    }
-    await this.#runText(text, outOfProcess);
+    await this.#runText(tx.slice(run.from, run.from + ops.length), outOfProcess);
   }
 
   /**
@@ -380,13 +376,9 @@ export class Nftables implements NftRuleset {
 
   #writer: NetlinkSocket | undefined;
   #writerBuf = new NlWriter(64 * 1024);
-  #writerSndbuf = 4 << 20;
   #writerSocket(): NetlinkSocket {
     if (this.#ctx === null) throw new NftError(-1, "nftables context is closed");
-    return this.#writer ??= NetlinkSocket.open(NETLINK_NETFILTER, {
-      sndbuf: this.#writerSndbuf,
-      rcvbuf: 1 << 20,
-    });
+    return this.#writer ??= NetlinkSocket.open(NETLINK_NETFILTER, { rcvbuf: 1 << 20 });
   }
 
   /** nft's error text for `text` read from a file in dry-run mode ("" if it now passes). */

@@ -96,7 +96,11 @@ const STALE_CHAIN_DELAY_MS = 1000;
  * Service of the transaction, grouped by map: nft parses one long command per map much faster than
  * thousands of short ones); returns the chains it made stale.
  */
-type Build = (tx: NftTransaction, it: Item, adds: string[]) => string[];
+/**
+ * Adds an item's operations to a transaction (its element additions to `adds`); returns its stale chains.
+ * `retry`: the item's chunk failed and is built again (see #applyChunk).
+ */
+type Build = (tx: NftTransaction, it: Item, adds: string[], retry: boolean) => string[];
 
 /** A transaction being filled with whole Services. */
 interface Chunk {
@@ -144,8 +148,6 @@ export class ServiceProxy implements ModuleInstance {
   #writtenInSync: Set<string> | undefined;
   /** Counts the failed transactions whose shared chains had to be forgotten (Chunk.gen). */
   #writtenGen = 0;
-  /** True while a failed chunk's items are built again: they write their shared chains whatever was written. */
-  #retrying = false;
   /** True while a full sync runs (its transactions go to a child nft). */
   #inFull = false;
   /**
@@ -555,7 +557,7 @@ export class ServiceProxy implements ModuleInstance {
     // corrected by the kernel's differences: #kernelView). Chains and sets a Service no longer has are found
     // below from the kernel's names, not from what we believed.
     const writtenInSync = new Set<string>();
-    const build: Build = (tx, it, adds) =>
+    const build: Build = (tx, it, adds, retry) =>
       diffService(tx, undefined, it.next, {
         rewrite: true,
         kernelElements: kernel ? kernel.elements : this.#kernelView(it, diff!),
@@ -563,7 +565,7 @@ export class ServiceProxy implements ModuleInstance {
         deferAdds: adds,
         // A chunk built again after a failure writes its shared chains itself: a later chunk, already
         // built, may have counted them as written, but it is applied after this one.
-        writtenInSync: this.#retrying ? undefined : writtenInSync,
+        writtenInSync: retry ? undefined : writtenInSync,
       });
     const handedOff = diff ? { elements: new Map<string, string>(), shared: new Set<string>() } : undefined;
     this.#handedOff = handedOff;
@@ -774,15 +776,13 @@ export class ServiceProxy implements ModuleInstance {
     if (chunk.items.length) await this.#runChunk(chunk, build);
   }
 
-  /** Builds and applies the items of a failed chunk again (see #retrying). */
+  /**
+   * Builds and applies the items of a failed chunk again. They write their shared chains themselves: a
+   * later chunk, already built, may count them as written, but it is applied after this one.
+   */
   async #applyChunk(items: Item[], build: Build): Promise<void> {
     const chunk = newChunk(this.#writtenGen);
-    this.#retrying = true;
-    try {
-      for (const it of items) addToChunk(chunk, it, build);
-    } finally {
-      this.#retrying = false;
-    }
+    for (const it of items) addToChunk(chunk, it, build, true);
     await this.#runChunk(chunk, build);
   }
 
@@ -934,9 +934,9 @@ function newChunk(gen = 0): Chunk {
   return { tx: new NftTransaction("inet", PROXY_TABLE), items: [], spans: [], adds: [], stale: [], gen };
 }
 
-function addToChunk(chunk: Chunk, it: Item, build: Build): void {
+function addToChunk(chunk: Chunk, it: Item, build: Build, retry = false): void {
   const from = chunk.tx.size, addFrom = chunk.adds.length / 2;
-  chunk.stale.push(...build(chunk.tx, it, chunk.adds));
+  chunk.stale.push(...build(chunk.tx, it, chunk.adds, retry));
   chunk.items.push(it);
   chunk.spans.push({ it, from, to: chunk.tx.size, addFrom, addTo: chunk.adds.length / 2 });
 }
