@@ -9,7 +9,7 @@ import {
   check,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
-  errno,
+  errnoRef,
   libc,
   MSG_DONTWAIT,
   MSG_TRUNC,
@@ -134,10 +134,11 @@ class LibcTransport implements NetlinkTransport {
   }
   send(bytes: Uint8Array<ArrayBuffer>): void {
     const sa = sockaddrNl();
+    const errCell = errnoRef();
     for (;;) {
       const rc = libc().sendto(this.#fd, bytes, BigInt(bytes.length), 0, sa, sa.length);
+      const e = errCell[0]!; // before any call: see errnoRef
       if (rc >= 0n) return;
-      const e = errno();
       if (e === Errno.EINTR) continue;
       throw new ErrnoError(e, "sendto(netlink)", strerror(e));
     }
@@ -150,6 +151,7 @@ class LibcTransport implements NetlinkTransport {
     if (rc < 0n) this.send(bytes);
   }
   recv(dontWait: boolean): Uint8Array | undefined {
+    const errCell = errnoRef();
     for (;;) {
       const rc = libc().recvfrom(
         this.#fd,
@@ -159,6 +161,7 @@ class LibcTransport implements NetlinkTransport {
         null,
         null,
       );
+      const e = errCell[0]!; // before any call: see errnoRef
       if (rc >= 0n) {
         const n = Number(rc);
         if (n > this.#rbuf.length) {
@@ -166,7 +169,6 @@ class LibcTransport implements NetlinkTransport {
         }
         return this.#rbuf.subarray(0, n);
       }
-      const e = errno();
       if (e === Errno.EINTR) continue;
       if (e === Errno.EAGAIN && dontWait) return undefined;
       throw new ErrnoError(e, "recvfrom(netlink)", strerror(e));

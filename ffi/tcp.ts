@@ -18,7 +18,7 @@ import {
   check,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
-  errno,
+  errnoRef,
   IP_TTL,
   IPPROTO_IP,
   IPPROTO_IPV6,
@@ -227,10 +227,12 @@ export class TcpSocket {
   async read(p: Uint8Array): Promise<number | null> {
     for (;;) {
       if (this.#closed) return null;
-      const n = Number(libc().read(this.#fd, p, BigInt(p.length)));
+      const errCell = errnoRef();
+      const rc = libc().read(this.#fd, p, BigInt(p.length));
+      const e = errCell[0]!; // before any call: see errnoRef
+      const n = Number(rc);
       if (n > 0) return n;
       if (n === 0) return null;
-      const e = errno();
       if (e !== Errno.EAGAIN && e !== Errno.EINTR) throw new ErrnoError(e, "read", strerror(e));
       await reactor.wait(this.#fd, POLLIN);
     }
@@ -242,12 +244,14 @@ export class TcpSocket {
     while (off < p.length) {
       if (this.#closed) throw new ErrnoError(9, "write", "socket closed");
       const chunk = p.subarray(off);
-      const n = Number(libc().sendto(this.#fd, chunk, BigInt(chunk.length), MSG_NOSIGNAL, null, 0));
+      const errCell = errnoRef();
+      const rc = libc().sendto(this.#fd, chunk, BigInt(chunk.length), MSG_NOSIGNAL, null, 0);
+      const e = errCell[0]!;
+      const n = Number(rc);
       if (n >= 0) {
         off += n;
         continue;
       }
-      const e = errno();
       if (e !== Errno.EAGAIN && e !== Errno.EINTR) throw new ErrnoError(e, "send", strerror(e));
       const rev = await reactor.wait(this.#fd, POLLOUT);
       if (rev & POLLNVAL) throw new ErrnoError(9, "send", "socket closed");
@@ -276,9 +280,10 @@ export async function tcpConnect(opts: TcpConnectOptions): Promise<TcpSocket> {
       check(libc().bind(fd, la, la.length), `bind ${opts.localAddress}`);
     }
     const ra = sockaddr(opts.remoteAddress, opts.remotePort);
+    const errCell = errnoRef();
     const rc = libc().connect(fd, ra, ra.length);
+    const e = errCell[0]!;
     if (rc < 0) {
-      const e = errno();
       if (e !== Errno.EINPROGRESS) {
         throw new ErrnoError(e, `connect ${opts.remoteAddress}:${opts.remotePort}`, strerror(e));
       }
@@ -346,9 +351,10 @@ export class TcpListener {
   async accept(): Promise<TcpSocket> {
     for (;;) {
       if (this.#closed) throw new ErrnoError(9, "accept", "listener closed");
+      const errCell = errnoRef();
       const fd = libc().accept4(this.#fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const e = errCell[0]!;
       if (fd >= 0) return new TcpSocket(fd);
-      const e = errno();
       if (e !== Errno.EAGAIN && e !== Errno.EINTR && e !== 103 /* ECONNABORTED */) {
         throw new ErrnoError(e, "accept4", strerror(e));
       }
