@@ -122,6 +122,14 @@ export class IpTunnels {
   #fouImpl: Fou | undefined;
   /** Whether a FoU port left by an earlier `--overlay-encap=fou` run was looked for (once per family). */
   #fouSwept = new Set<Family>();
+  /**
+   * Families this agent has cleared completely and made nothing in since: clearing them again would list
+   * links, table 77 and rules on every whole sync (each BGP event's) to find nothing. Only this agent makes
+   * these objects, so nothing can reappear behind its back; a restart starts with none known clean.
+   */
+  #clean = new Set<Family>();
+  /** The same for `cleanup` (both families, and FoU ports whatever the encapsulation). */
+  #cleanedUp = false;
   readonly #log: Logger;
   readonly #opts: TunnelOptions;
 
@@ -186,6 +194,8 @@ export class IpTunnels {
       await this.clear(family);
       return [];
     }
+    this.#clean.delete(family);
+    this.#cleanedUp = false;
     await this.#syncFouPort(family);
     const links = new Map<string, Link>();
     for (const l of await this.#rtnl.linkList()) if (isOurs(l, family)) links.set(l.name, l);
@@ -204,20 +214,25 @@ export class IpTunnels {
 
   /** Removes the tunnels, table-77 routes, rules and FoU port of one family. */
   async clear(family: Family): Promise<void> {
+    if (this.#clean.has(family)) return;
     for (const l of await this.#rtnl.linkList()) if (isOurs(l, family)) await this.#deleteLink(l.name);
     await this.#syncTable(family, []);
     await this.#syncRules(family, []);
     if (this.#opts.encap === "fou") await this.#delFouPort(family);
+    this.#clean.add(family);
   }
 
   /** Everything of both families, whatever the encapsulation (--cleanup-config, --enable-overlay=false). */
   async cleanup(): Promise<void> {
+    if (this.#cleanedUp) return;
     for (const l of await this.#rtnl.linkList()) if (isOurs(l)) await this.#deleteLink(l.name);
     for (const family of [4, 6] as const) {
       await this.#syncTable(family, []);
       await this.#syncRules(family, []);
       await this.#delFouPort(family);
     }
+    this.#clean = new Set([4, 6]);
+    this.#cleanedUp = true;
   }
 
   #spec(name: string, local: string, remote: string, family: Family): LinkSpec & { kind: "ipip" | "ip6tnl" } {

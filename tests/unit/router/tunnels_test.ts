@@ -187,3 +187,50 @@ Deno.test("FoU is opened after loading the fou modules when the kernel does not 
   );
   assert.equal(loads, 1);
 });
+
+Deno.test("a family cleared once is not listed again on every whole sync, until tunnels are made in it again", async () => {
+  const { fake, t } = await setup("ipip");
+  const reads: string[] = [];
+  const watched = new Proxy(fake, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        if (/List$/.test(String(prop))) reads.push(String(prop));
+        return v.apply(target, args);
+      };
+    },
+  });
+  const log = getLogger({}, new MemorySink());
+  const tunnels = new IpTunnels(watched, () => new FakeFou(), log, { encap: "ipip", port: 5555 });
+  const tun2 = tunnelName(NODE2.nodeIp);
+
+  // A tunnel an earlier run left (made through the other instance, as a previous agent would have).
+  await t.sync(LOCAL, [NODE2], PODS);
+  assert.ok(await fake.linkGet(tun2));
+  await tunnels.clear(4);
+  assert.equal(await fake.linkGet(tun2), undefined, "the first clear after start removes what is left");
+  assert.ok(reads.length > 0);
+  reads.length = 0;
+  await tunnels.clear(4);
+  await tunnels.sync(LOCAL, [], PODS);
+  assert.deepEqual(reads, [], "nothing to list: this agent cleared the family and made nothing since");
+
+  await tunnels.sync(LOCAL, [NODE2], PODS);
+  assert.ok(await fake.linkGet(tun2));
+  reads.length = 0;
+  await tunnels.sync(LOCAL, [], PODS);
+  assert.equal(await fake.linkGet(tun2), undefined, "tunnels made since are cleared");
+  assert.ok(reads.length > 0);
+
+  await tunnels.sync(LOCAL, [NODE3], PODS);
+  reads.length = 0;
+  await tunnels.cleanup();
+  assert.equal(await fake.linkGet(tunnelName(NODE3.nodeIp)), undefined, "cleanup removes them too");
+  assert.ok(reads.length > 0);
+  reads.length = 0;
+  await tunnels.cleanup();
+  await tunnels.clear(4);
+  await tunnels.clear(6);
+  assert.deepEqual(reads, [], "after a cleanup, nothing is listed again");
+});
