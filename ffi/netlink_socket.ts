@@ -187,15 +187,16 @@ export class NetlinkSocket {
   #seq: number;
   #writer = new NlWriter(1 << 16);
   /** The send buffer size asked for (reserveSendBuffer). */
-  #sndbuf = DEFAULT_SNDBUF;
+  #sndbuf: number;
   readonly protocol: number;
   /** Netlink port id the kernel assigned to this socket. */
   readonly portId: number;
   /** How many dumps had to be restarted because the kernel flagged them NLM_F_DUMP_INTR. */
   dumpRetries = 0;
 
-  private constructor(io: NetlinkTransport, protocol: number, portId: number) {
+  private constructor(io: NetlinkTransport, protocol: number, portId: number, sndbuf = DEFAULT_SNDBUF) {
     this.#io = io;
+    this.#sndbuf = sndbuf;
     this.protocol = protocol;
     this.portId = portId;
     this.#seq = (Date.now() & 0x7fffffff) >>> 0;
@@ -239,9 +240,7 @@ export class NetlinkSocket {
       for (const g of opts.groups ?? []) {
         setsockoptInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g, "join group");
       }
-      const sock = new NetlinkSocket(new LibcTransport(fd), protocol, portId);
-      sock.#sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
-      return sock;
+      return new NetlinkSocket(new LibcTransport(fd), protocol, portId, opts.sndbuf);
     } catch (e) {
       c.close(fd);
       throw e;

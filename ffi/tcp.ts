@@ -225,9 +225,9 @@ export class TcpSocket {
 
   /** Reads up to `p.length` bytes; null at end of stream or after close. */
   async read(p: Uint8Array): Promise<number | null> {
+    const errCell = errnoRef();
     for (;;) {
       if (this.#closed) return null;
-      const errCell = errnoRef();
       const rc = libc().read(this.#fd, p, BigInt(p.length));
       const e = errCell[0]!; // before any call: see errnoRef
       const n = Number(rc);
@@ -240,13 +240,13 @@ export class TcpSocket {
 
   /** Writes all of `p`, waiting for buffer space as needed. */
   async writeAll(p: Uint8Array): Promise<void> {
+    const errCell = errnoRef();
     let off = 0;
     while (off < p.length) {
       if (this.#closed) throw new ErrnoError(9, "write", "socket closed");
       const chunk = p.subarray(off);
-      const errCell = errnoRef();
       const rc = libc().sendto(this.#fd, chunk, BigInt(chunk.length), MSG_NOSIGNAL, null, 0);
-      const e = errCell[0]!;
+      const e = errCell[0]!; // before any call: see errnoRef
       const n = Number(rc);
       if (n >= 0) {
         off += n;
@@ -282,7 +282,7 @@ export async function tcpConnect(opts: TcpConnectOptions): Promise<TcpSocket> {
     const ra = sockaddr(opts.remoteAddress, opts.remotePort);
     const errCell = errnoRef();
     const rc = libc().connect(fd, ra, ra.length);
-    const e = errCell[0]!;
+    const e = errCell[0]!; // before any call: see errnoRef
     if (rc < 0) {
       if (e !== Errno.EINPROGRESS) {
         throw new ErrnoError(e, `connect ${opts.remoteAddress}:${opts.remotePort}`, strerror(e));
@@ -349,11 +349,11 @@ export class TcpListener {
   }
 
   async accept(): Promise<TcpSocket> {
+    const errCell = errnoRef();
     for (;;) {
       if (this.#closed) throw new ErrnoError(9, "accept", "listener closed");
-      const errCell = errnoRef();
       const fd = libc().accept4(this.#fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      const e = errCell[0]!;
+      const e = errCell[0]!; // before any call: see errnoRef
       if (fd >= 0) return new TcpSocket(fd);
       if (e !== Errno.EAGAIN && e !== Errno.EINTR && e !== 103 /* ECONNABORTED */) {
         throw new ErrnoError(e, "accept4", strerror(e));

@@ -94,11 +94,8 @@ const STALE_CHAIN_DELAY_MS = 1000;
 /**
  * Adds one Service's operations to a transaction, its element additions to `adds` (added after every
  * Service of the transaction, grouped by map: nft parses one long command per map much faster than
- * thousands of short ones); returns the chains it made stale.
- */
-/**
- * Adds an item's operations to a transaction (its element additions to `adds`); returns its stale chains.
- * `retry`: the item's chunk failed and is built again (see #applyChunk).
+ * thousands of short ones); returns the chains it made stale. `retry`: the item's chunk failed and is
+ * built again (see #applyChunk).
  */
 type Build = (tx: NftTransaction, it: Item, adds: string[], retry: boolean) => string[];
 

@@ -1,4 +1,4 @@
-/** Helpers shared by the lab's end-to-end tests (lab_test.ts, router_test.ts). */
+/** Helpers shared by the lab's end-to-end tests (lab_test.ts, router_test.ts, services_test.ts). */
 import { run } from "../_support/netns.ts";
 import { execCommand, kubectl, type LabState, REPO_ROOT, topology } from "../../lab/mod.ts";
 
